@@ -1,0 +1,36 @@
+# The front door. `make run` and `make test` set everything up themselves (scripts/bootstrap.sh).
+SHELL := /bin/bash
+VENV  := .venv
+BIN   := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint format proto bench clean
+
+setup:
+	@bash scripts/bootstrap.sh
+
+proto:
+	@$(BIN)/python scripts/gen_proto.py
+
+run: setup
+	@echo "collector :9000, query :8000, health :5000 -- Ctrl-C stops"
+	@exec $(BIN)/tracker-server --log-format text
+
+lint:
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/mypy
+	.tools/node_modules/.bin/buf lint
+
+format:
+	$(BIN)/ruff format src tests bench scripts
+	$(BIN)/ruff check --fix src tests bench scripts
+
+test: setup lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m bench.setup_api
+
+clean:
+	rm -rf $(VENV) .state .tools src/tracker .pytest_cache .mypy_cache .ruff_cache

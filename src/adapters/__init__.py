@@ -1,0 +1,1 @@
+"""Adapters: the domain's ports implemented on real technology (PostgreSQL, Redis, gRPC...)."""

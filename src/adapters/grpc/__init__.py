@@ -1,0 +1,1 @@
+"""gRPC adapters: servicers (protobuf <-> domain), interceptors, health."""

@@ -1,0 +1,195 @@
+"""Domain errors mapped once to gRPC status codes, with google.rpc error details."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from domain.errors import (
+    AlreadyExists,
+    DependencyUnavailable,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+
+log = logging.getLogger(__name__)
+DOMAIN = "tracker.v1"
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def to_status(err: DomainError) -> grpc.Status:
+    """The gRPC status (code, message, details trailer) for a domain error."""
+    details: list[Any] = []
+    if isinstance(err, InvalidArgument):
+        code = code_pb2.INVALID_ARGUMENT
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.reason)
+                    for v in err.violations
+                ]
+            )
+        )
+    elif isinstance(err, NotFound):
+        code = code_pb2.NOT_FOUND
+        details.append(
+            error_details_pb2.ResourceInfo(resource_type=err.kind, resource_name=err.ident)
+        )
+    elif isinstance(err, AlreadyExists):
+        code = code_pb2.ALREADY_EXISTS
+        details.append(
+            error_details_pb2.ResourceInfo(
+                resource_type=err.kind,
+                resource_name=err.value,
+                description=f"{err.field} already in use",
+            )
+        )
+    elif isinstance(err, FailedPrecondition):
+        code = code_pb2.FAILED_PRECONDITION
+        details.append(
+            error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type="DEPENDENTS_EXIST", subject=err.subject, description=err.reason
+                    )
+                ]
+            )
+        )
+    elif isinstance(err, PermissionDenied):
+        code = code_pb2.PERMISSION_DENIED
+    elif isinstance(err, Unauthenticated):
+        code = code_pb2.UNAUTHENTICATED
+    elif isinstance(err, DependencyUnavailable):
+        code = code_pb2.UNAVAILABLE
+        details.append(
+            error_details_pb2.ErrorInfo(
+                reason="DEPENDENCY_UNAVAILABLE",
+                domain=DOMAIN,
+                metadata={"dependency": err.dependency},
+            )
+        )
+    else:
+        code = code_pb2.FAILED_PRECONDITION
+    status = status_pb2.Status(code=code, message=str(err), details=[_pack(d) for d in details])
+    return rpc_status.to_status(status)
+
+
+Behavior = Callable[..., Any]
+
+
+class _Call:
+    """Bookkeeping of one call: maps errors, logs one access line."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.started = time.perf_counter()
+        self.code = "OK"
+
+    async def fail(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
+        if isinstance(exc, grpc.aio.AbortError):
+            self.code = _code_name(context)
+            raise exc
+        if isinstance(exc, DomainError):
+            status = to_status(exc)
+        else:
+            log.exception("unhandled error", extra={"method": self.method})
+            status = rpc_status.to_status(
+                status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+            )
+        self.code = status.code.name
+        await context.abort_with_status(status)
+
+    def done(self) -> None:
+        log.info(
+            "rpc",
+            extra={
+                "method": self.method,
+                "code": self.code,
+                "duration_ms": round((time.perf_counter() - self.started) * 1e3, 2),
+            },
+        )
+
+
+def _code_name(context: grpc.aio.ServicerContext) -> str:
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)
+
+
+def _wrap_unary(method: str, behavior: Behavior) -> Behavior:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        call = _Call(method)
+        try:
+            return await behavior(request, context)
+        except Exception as exc:
+            await call.fail(context, exc)
+        finally:
+            call.done()
+
+    return wrapper
+
+
+def _wrap_stream(method: str, behavior: Behavior) -> Behavior:
+    if not inspect.isasyncgenfunction(behavior):
+        return _wrap_unary(method, behavior)
+
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        call = _Call(method)
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except Exception as exc:
+            await call.fail(context, exc)
+        finally:
+            call.done()
+
+    return wrapper
+
+
+class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
+    """For the project's own services: DomainError -> status code with details; anything
+    unexpected -> INTERNAL with a logged traceback; one structured access-log line per call."""
+
+    def __init__(self, package_prefix: str = "/tracker.") -> None:
+        self._prefix = package_prefix
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(self._prefix):
+            return handler
+        kinds = (
+            ("unary_unary", grpc.unary_unary_rpc_method_handler, _wrap_unary),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler, _wrap_unary),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler, _wrap_stream),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler, _wrap_stream),
+        )
+        for attr, make, wrap in kinds:
+            behavior = getattr(handler, attr)
+            if behavior is not None:
+                return make(
+                    wrap(method, behavior),
+                    handler.request_deserializer,
+                    handler.response_serializer,
+                )
+        return handler

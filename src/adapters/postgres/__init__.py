@@ -1,0 +1,1 @@
+"""PostgreSQL/PostGIS adapters: migrations, pool, unit of work, repositories."""

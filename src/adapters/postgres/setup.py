@@ -1,0 +1,374 @@
+"""Repositories of the setup resources, on one connection inside a transaction.
+
+The mechanics (get, list with keyset paging, update, delete with cascade) are shared by
+``_Table``; each subclass says how its rows map to entities and which tables hang below it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any, ClassVar, Generic, TypeVar
+
+import asyncpg
+
+from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from domain.model import (
+    AdvertisementKey,
+    Brand,
+    Client,
+    Entity,
+    GeoPoint,
+    Location,
+    LocationKind,
+    ProductionRun,
+    Tracker,
+)
+from domain.pagination import Page, PageRequest
+from domain.ports import (
+    BrandFilter,
+    ClientFilter,
+    LocationFilter,
+    ProductionRunFilter,
+    TrackerFilter,
+)
+
+E = TypeVar("E", bound=Entity)
+F = TypeVar("F")
+
+_TIMES = ("create_time", "update_time")
+
+# Unique constraints, by name, and the public field they protect.
+_UNIQUE_FIELDS = {
+    "trackers_mac_address_key": "mac_address",
+    "trackers_advertisement_key_key": "advertisement_key",
+    "trackers_hashed_advertisement_key_key": "advertisement_key",
+}
+
+
+def _already_exists(
+    kind: str, exc: asyncpg.UniqueViolationError, values: dict[str, Any]
+) -> AlreadyExists:
+    field = _UNIQUE_FIELDS.get(exc.constraint_name or "", "id")
+    value = values.get(field)
+    shown = value.hex() if isinstance(value, bytes) else str(value)
+    return AlreadyExists(kind, field, shown)
+
+
+class _Table(Generic[E, F]):
+    table: ClassVar[str]
+    kind: ClassVar[str]
+    # (column, SQL expression to read it) in entity order; writes use ``_write_values``.
+    read_columns: ClassVar[str]
+    write_columns: ClassVar[tuple[str, ...]]
+    # Statements deleting everything below one row, bottom-up, each taking the row id as $1.
+    cascade: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    # -- mapping, per table --------------------------------------------------------------
+    def _from_record(self, r: asyncpg.Record) -> E:
+        raise NotImplementedError  # abstract: every concrete table defines it
+
+    def _write_values(self, e: E) -> tuple[Any, ...]:
+        raise NotImplementedError  # abstract: every concrete table defines it
+
+    def _filter_sql(self, f: F) -> tuple[list[str], list[Any]]:
+        return [], []
+
+    # -- shared mechanics ----------------------------------------------------------------
+    def _placeholders(self) -> list[str]:
+        """One SQL value expression per write column, numbered from $1."""
+        return [f"${i}" for i in range(1, len(self.write_columns) + 1)]
+
+    async def add(self, entity: E) -> None:
+        await self._insert([entity])
+
+    async def _insert(self, entities: Sequence[E]) -> None:
+        cols = ", ".join(self.write_columns)
+        sql = f"INSERT INTO {self.table} ({cols}) VALUES ({', '.join(self._placeholders())})"
+        try:
+            await self._conn.executemany(sql, [self._write_values(e) for e in entities])
+        except asyncpg.UniqueViolationError as exc:
+            clash = self._clashing(exc, entities)
+            raise _already_exists(self.kind, exc, clash) from None
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFound("parent of " + self.kind, exc.detail or "") from None
+
+    def _clashing(self, exc: asyncpg.UniqueViolationError, entities: Sequence[E]) -> dict[str, Any]:
+        """The public field values of the entity named in the violation's detail."""
+        detail = exc.detail or ""
+        for e in entities:
+            values = dict(zip(self.write_columns, self._write_values(e), strict=True))
+            for v in values.values():
+                text = "\\x" + v.hex() if isinstance(v, bytes) else str(v)
+                if text and f"=({text})" in detail:
+                    return values
+        return {}
+
+    async def get(self, entity_id: uuid.UUID) -> E:
+        row = await self._conn.fetchrow(
+            f"SELECT {self.read_columns} FROM {self.table} WHERE id = $1", entity_id
+        )
+        if row is None:
+            raise NotFound(self.kind, str(entity_id))
+        return self._from_record(row)
+
+    async def update(self, entity: E) -> None:
+        values = self._write_values(entity)
+        sets = [
+            f"{c} = {p}"
+            for c, p in zip(self.write_columns, self._placeholders(), strict=True)
+            if c != "id"
+        ]
+        try:
+            status = await self._conn.execute(
+                f"UPDATE {self.table} SET {', '.join(sets)} WHERE id = $1", *values
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise _already_exists(
+                self.kind, exc, dict(zip(self.write_columns, values, strict=True))
+            ) from None
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFound("parent of " + self.kind, exc.detail or "") from None
+        if status.endswith(" 0"):
+            raise NotFound(self.kind, str(entity.id))
+
+    async def delete(self, entity_id: uuid.UUID, *, cascade: bool) -> None:
+        if cascade:
+            for statement in self.cascade:
+                await self._conn.execute(statement, entity_id)
+        try:
+            deleted = await self._conn.fetchval(
+                f"DELETE FROM {self.table} WHERE id = $1 RETURNING id", entity_id
+            )
+        except asyncpg.ForeignKeyViolationError:
+            raise FailedPrecondition(
+                f"{self.kind} {entity_id} still has dependent resources; delete them first "
+                "or set force",
+                subject=str(entity_id),
+            ) from None
+        if deleted is None:
+            raise NotFound(self.kind, str(entity_id))
+
+    async def list(self, filter: F, page: PageRequest) -> Page[E]:
+        where, args = self._filter_sql(filter)
+        if page.after is not None:
+            try:
+                after = uuid.UUID(page.after)
+            except ValueError:
+                raise InvalidArgument("page_token", "malformed page token") from None
+            args.append(after)
+            where.append(f"id > ${len(args)}")
+        args.append(page.size + 1)
+        sql = (
+            f"SELECT {self.read_columns} FROM {self.table}"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" ORDER BY id LIMIT ${len(args)}"
+        )
+        rows = await self._conn.fetch(sql, *args)
+        items = [self._from_record(r) for r in rows[: page.size]]
+        next_after = str(items[-1].id) if len(rows) > page.size else None
+        return Page(items, next_after)
+
+
+def _eq_filters(pairs: Sequence[tuple[str, Any]]) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in pairs:
+        if value is not None:
+            args.append(value)
+            where.append(f"{column} = ${len(args)}")
+    return where, args
+
+
+class PostgresClientRepository(_Table[Client, ClientFilter]):
+    table, kind = "clients", "client"
+    read_columns = "id, display_name, create_time, update_time"
+    write_columns = ("id", "display_name", "create_time", "update_time")
+    cascade = (
+        "DELETE FROM trackers WHERE client_id = $1",
+        "DELETE FROM locations WHERE production_run_id IN "
+        "(SELECT id FROM production_runs WHERE client_id = $1)",
+        "DELETE FROM production_runs WHERE client_id = $1",
+        "DELETE FROM brands WHERE client_id = $1",
+    )
+
+    def _from_record(self, r: asyncpg.Record) -> Client:
+        return Client(**dict(r))
+
+    def _write_values(self, e: Client) -> tuple[Any, ...]:
+        return (e.id, e.display_name, e.create_time, e.update_time)
+
+
+class PostgresBrandRepository(_Table[Brand, BrandFilter]):
+    table, kind = "brands", "brand"
+    read_columns = "id, client_id, display_name, create_time, update_time"
+    write_columns = ("id", "client_id", "display_name", "create_time", "update_time")
+    cascade = (
+        "DELETE FROM trackers WHERE production_run_id IN "
+        "(SELECT id FROM production_runs WHERE brand_id = $1)",
+        "DELETE FROM locations WHERE production_run_id IN "
+        "(SELECT id FROM production_runs WHERE brand_id = $1)",
+        "DELETE FROM production_runs WHERE brand_id = $1",
+    )
+
+    def _from_record(self, r: asyncpg.Record) -> Brand:
+        return Brand(**dict(r))
+
+    def _write_values(self, e: Brand) -> tuple[Any, ...]:
+        return (e.id, e.client_id, e.display_name, e.create_time, e.update_time)
+
+    def _filter_sql(self, f: BrandFilter) -> tuple[list[str], list[Any]]:
+        return _eq_filters([("client_id", f.client_id)])
+
+
+class PostgresProductionRunRepository(_Table[ProductionRun, ProductionRunFilter]):
+    table, kind = "production_runs", "production run"
+    read_columns = (
+        "id, brand_id, client_id, display_name, start_time, end_time, create_time, update_time"
+    )
+    write_columns = (
+        "id",
+        "brand_id",
+        "client_id",
+        "display_name",
+        "start_time",
+        "end_time",
+        "create_time",
+        "update_time",
+    )
+    cascade = (
+        "DELETE FROM trackers WHERE production_run_id = $1",
+        "DELETE FROM locations WHERE production_run_id = $1",
+    )
+
+    def _from_record(self, r: asyncpg.Record) -> ProductionRun:
+        return ProductionRun(**dict(r))
+
+    def _write_values(self, e: ProductionRun) -> tuple[Any, ...]:
+        return (
+            e.id,
+            e.brand_id,
+            e.client_id,
+            e.display_name,
+            e.start_time,
+            e.end_time,
+            e.create_time,
+            e.update_time,
+        )
+
+    def _filter_sql(self, f: ProductionRunFilter) -> tuple[list[str], list[Any]]:
+        return _eq_filters([("brand_id", f.brand_id), ("client_id", f.client_id)])
+
+
+class PostgresLocationRepository(_Table[Location, LocationFilter]):
+    table, kind = "locations", "location"
+    read_columns = (
+        "id, production_run_id, kind, display_name, "
+        "ST_Y(center::geometry) AS latitude, ST_X(center::geometry) AS longitude, "
+        "radius_m, create_time, update_time"
+    )
+    write_columns = (
+        "id",
+        "production_run_id",
+        "kind",
+        "display_name",
+        "center",
+        "radius_m",
+        "create_time",
+        "update_time",
+    )
+
+    def _placeholders(self) -> list[str]:
+        """``center`` is built from two parameters, longitude then latitude."""
+        return [
+            "$1",
+            "$2",
+            "$3",
+            "$4",
+            "ST_SetSRID(ST_MakePoint($5, $6), 4326)::geography",
+            "$7",
+            "$8",
+            "$9",
+        ]
+
+    def _from_record(self, r: asyncpg.Record) -> Location:
+        return Location(
+            id=r["id"],
+            production_run_id=r["production_run_id"],
+            kind=LocationKind(r["kind"]),
+            display_name=r["display_name"],
+            center=GeoPoint(latitude=r["latitude"], longitude=r["longitude"]),
+            radius_m=r["radius_m"],
+            create_time=r["create_time"],
+            update_time=r["update_time"],
+        )
+
+    def _write_values(self, e: Location) -> tuple[Any, ...]:
+        return (
+            e.id,
+            e.production_run_id,
+            e.kind.value,
+            e.display_name,
+            e.center.longitude,
+            e.center.latitude,
+            e.radius_m,
+            e.create_time,
+            e.update_time,
+        )
+
+    def _filter_sql(self, f: LocationFilter) -> tuple[list[str], list[Any]]:
+        return _eq_filters(
+            [("production_run_id", f.production_run_id), ("kind", f.kind.value if f.kind else None)]
+        )
+
+
+class PostgresTrackerRepository(_Table[Tracker, TrackerFilter]):
+    table, kind = "trackers", "tracker"
+    read_columns = (
+        "id, client_id, production_run_id, advertisement_key, display_name, "
+        "create_time, update_time"
+    )
+    write_columns = (
+        "id",
+        "client_id",
+        "production_run_id",
+        "mac_address",
+        "advertisement_key",
+        "hashed_advertisement_key",
+        "display_name",
+        "create_time",
+        "update_time",
+    )
+
+    def _from_record(self, r: asyncpg.Record) -> Tracker:
+        return Tracker(
+            id=r["id"],
+            client_id=r["client_id"],
+            production_run_id=r["production_run_id"],
+            advertisement_key=AdvertisementKey(bytes(r["advertisement_key"])),
+            display_name=r["display_name"],
+            create_time=r["create_time"],
+            update_time=r["update_time"],
+        )
+
+    def _write_values(self, e: Tracker) -> tuple[Any, ...]:
+        return (
+            e.id,
+            e.client_id,
+            e.production_run_id,
+            e.mac_address.value,
+            e.advertisement_key.value,
+            e.hashed_advertisement_key,
+            e.display_name,
+            e.create_time,
+            e.update_time,
+        )
+
+    def _filter_sql(self, f: TrackerFilter) -> tuple[list[str], list[Any]]:
+        return _eq_filters([("client_id", f.client_id), ("production_run_id", f.production_run_id)])
+
+    async def add_many(self, trackers: list[Tracker]) -> None:
+        await self._insert(trackers)

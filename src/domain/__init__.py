@@ -1,0 +1,1 @@
+"""Pure domain of Tracker Services: entities, value objects, rules and ports. No I/O."""

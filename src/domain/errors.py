@@ -1,0 +1,96 @@
+"""Domain errors. Adapters map them once to transport codes (gRPC: see adapters.grpc.errors)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+class DomainError(Exception):
+    """Base of every error the domain or a use case raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One offending input field, named as on the wire (e.g. ``location.radius_m``)."""
+
+    field: str
+    reason: str
+
+
+class InvalidArgument(DomainError):
+    """The input is malformed; ``violations`` names every offending field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.violations: tuple[FieldViolation, ...] = (FieldViolation(field, reason),)
+        super().__init__(f"{field}: {reason}")
+
+    @classmethod
+    def of(cls, violations: list[FieldViolation]) -> InvalidArgument:
+        err = cls(violations[0].field, violations[0].reason)
+        err.violations = tuple(violations)
+        err.args = ("; ".join(f"{v.field}: {v.reason}" for v in violations),)
+        return err
+
+    def prefixed(self, prefix: str) -> InvalidArgument:
+        """The same violations with their field paths under ``prefix``."""
+        return InvalidArgument.of(
+            [
+                FieldViolation(f"{prefix}.{v.field}" if prefix else v.field, v.reason)
+                for v in self.violations
+            ]
+        )
+
+
+@contextmanager
+def field_prefix(prefix: str) -> Iterator[None]:
+    """Re-raise InvalidArgument with field paths nested under ``prefix``."""
+    try:
+        yield
+    except InvalidArgument as err:
+        raise err.prefixed(prefix) from None
+
+
+class NotFound(DomainError):
+    """The resource does not exist, or the caller may not know that it does."""
+
+    def __init__(self, kind: str, ident: str) -> None:
+        self.kind = kind
+        self.ident = ident
+        super().__init__(f"{kind} {ident!r} not found")
+
+
+class AlreadyExists(DomainError):
+    """A unique property (``field``) is already taken."""
+
+    def __init__(self, kind: str, field: str, value: str) -> None:
+        self.kind = kind
+        self.field = field
+        self.value = value
+        super().__init__(f"{kind} with {field} {value!r} already exists")
+
+
+class FailedPrecondition(DomainError):
+    """The system is not in a state that allows the operation (e.g. children exist)."""
+
+    def __init__(self, reason: str, subject: str = "") -> None:
+        self.reason = reason
+        self.subject = subject
+        super().__init__(reason)
+
+
+class PermissionDenied(DomainError):
+    """The caller is known but may not do this."""
+
+
+class Unauthenticated(DomainError):
+    """The caller could not be identified."""
+
+
+class DependencyUnavailable(DomainError):
+    """A backing service (PostgreSQL, Redis, ...) cannot be reached; retrying may help."""
+
+    def __init__(self, dependency: str, detail: str = "") -> None:
+        self.dependency = dependency
+        super().__init__(f"{dependency} unavailable" + (f": {detail}" if detail else ""))

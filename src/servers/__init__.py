@@ -1,0 +1,1 @@
+"""Composition roots: one per process, plus configuration, logging and the CLI."""

@@ -1,0 +1,118 @@
+"""Running a process: build the container, start gRPC servers in order, stop them in order.
+
+Start: resources -> first health check -> servers listening. Stop (SIGTERM/SIGINT): health
+NOT_SERVING -> servers drain for the grace period -> resources closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from adapters.grpc.errors import DomainErrorInterceptor
+from adapters.grpc.health import HealthReporter
+from servers import log as logsetup
+from servers.config import ConfigError, Settings, load
+from servers.container import Container
+
+log = logging.getLogger("tracker")
+
+Registrar = Callable[[grpc.aio.Server, Container], Awaitable[str]]
+"""Adds one servicer to a server and returns its full service name."""
+
+HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+@dataclass
+class Endpoint:
+    """One gRPC server of the process: a name, a port and the services it carries."""
+
+    name: str
+    port: int
+    services: Sequence[Registrar] = field(default_factory=list)
+
+
+async def build_server(
+    endpoint: Endpoint, container: Container, reporter: HealthReporter, host: str
+) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server(
+        interceptors=[DomainErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    names = [await register(server, container) for register in endpoint.services]
+    health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
+    names += [HEALTH_NAME, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(f"{host}:{endpoint.port}")
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {host}:{endpoint.port} for {endpoint.name}")
+    return server, port
+
+
+async def serve(
+    settings: Settings, endpoints: Sequence[Endpoint], ready: asyncio.Event | None = None
+) -> None:
+    container = Container(settings=settings)
+    await container.init_resources()  # type: ignore[misc]
+    servers: list[grpc.aio.Server] = []
+    reporter: HealthReporter = await container.health_reporter.async_()
+    try:
+        await reporter.start()
+        for endpoint in endpoints:
+            server, port = await build_server(endpoint, container, reporter, settings.bind_host)
+            await server.start()
+            servers.append(server)
+            log.info(
+                "listening",
+                extra={"server": endpoint.name, "host": settings.bind_host, "port": port},
+            )
+        monitor = asyncio.create_task(reporter.run(), name="health-monitor")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
+        await reporter.stop()
+        await asyncio.gather(*(s.stop(settings.shutdown_grace_s) for s in servers))
+        await monitor
+    finally:
+        for s in servers:
+            await s.stop(0)
+        await container.shutdown_resources()  # type: ignore[misc]
+        log.info("stopped")
+
+
+def main_for(
+    description: str,
+    endpoints: Callable[[Settings], Sequence[Endpoint]],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Console-script entry: parse settings, configure logs, serve until a signal."""
+    try:
+        settings = load(argv, description=description)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}")
+        return 2
+    logsetup.configure(settings.log_level, settings.log_format)
+    log.info(
+        "starting", extra={"component": description.split(":")[0], "settings": settings.redacted()}
+    )
+    try:
+        asyncio.run(serve(settings, endpoints(settings)))
+    except RuntimeError as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""Use cases: one module per capability, depending on the domain (and its ports) only."""

@@ -1,0 +1,373 @@
+"""Setting up what is tracked: clients, brands, production runs, locations and trackers.
+
+Creation and updates carry the rules (parents must exist, a tracker's client is its run's
+client, a MAC must match its key); reading and deleting are the same for every kind, so they
+are one generic use case each, bound to a repository by ``SetupUseCases.build``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from domain.errors import FieldViolation, InvalidArgument, field_prefix
+from domain.model import (
+    AdvertisementKey,
+    Brand,
+    Client,
+    Entity,
+    GeoPoint,
+    Location,
+    LocationKind,
+    ProductionRun,
+    Tracker,
+    check_mac_matches,
+    new_id,
+)
+from domain.pagination import Page, PageRequest
+from domain.ports import (
+    BrandFilter,
+    ClientFilter,
+    Clock,
+    LocationFilter,
+    ProductionRunFilter,
+    Repository,
+    TrackerFilter,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+
+E = TypeVar("E", bound=Entity)
+F = TypeVar("F")
+
+MAX_BATCH_TRACKERS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class NewClient:
+    display_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewBrand:
+    client_id: uuid.UUID
+    display_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewProductionRun:
+    brand_id: uuid.UUID
+    display_name: str
+    start_time: datetime
+    end_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewLocation:
+    production_run_id: uuid.UUID
+    kind: LocationKind
+    display_name: str
+    center: GeoPoint
+    radius_m: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewTracker:
+    production_run_id: uuid.UUID
+    advertisement_key: bytes
+    mac_address: str = ""
+    display_name: str = ""
+
+
+class CreateClient:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def __call__(self, new: NewClient) -> Client:
+        now = self._clock.now()
+        client = Client(
+            id=new_id(), create_time=now, update_time=now, display_name=new.display_name
+        )
+        async with self._uow() as uow:
+            await uow.clients.add(client)
+            await uow.commit()
+        return client
+
+
+class CreateBrand:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def __call__(self, new: NewBrand) -> Brand:
+        now = self._clock.now()
+        brand = Brand(
+            id=new_id(),
+            create_time=now,
+            update_time=now,
+            client_id=new.client_id,
+            display_name=new.display_name,
+        )
+        async with self._uow() as uow:
+            await uow.clients.get(new.client_id)
+            await uow.brands.add(brand)
+            await uow.commit()
+        return brand
+
+
+class CreateProductionRun:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def __call__(self, new: NewProductionRun) -> ProductionRun:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            brand = await uow.brands.get(new.brand_id)
+            run = ProductionRun(
+                id=new_id(),
+                create_time=now,
+                update_time=now,
+                brand_id=brand.id,
+                client_id=brand.client_id,
+                display_name=new.display_name,
+                start_time=new.start_time,
+                end_time=new.end_time,
+            )
+            await uow.production_runs.add(run)
+            await uow.commit()
+        return run
+
+
+class CreateLocation:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def __call__(self, new: NewLocation) -> Location:
+        now = self._clock.now()
+        location = Location(
+            id=new_id(),
+            create_time=now,
+            update_time=now,
+            production_run_id=new.production_run_id,
+            kind=new.kind,
+            display_name=new.display_name,
+            center=new.center,
+            radius_m=new.radius_m,
+        )
+        async with self._uow() as uow:
+            await uow.production_runs.get(new.production_run_id)
+            await uow.locations.add(location)
+            await uow.commit()
+        return location
+
+
+def _tracker_from(new: NewTracker, run: ProductionRun, now: datetime) -> Tracker:
+    key = AdvertisementKey(new.advertisement_key)
+    check_mac_matches(new.mac_address, key)
+    return Tracker(
+        id=new_id(),
+        create_time=now,
+        update_time=now,
+        client_id=run.client_id,
+        production_run_id=run.id,
+        advertisement_key=key,
+        display_name=new.display_name,
+    )
+
+
+class CreateTrackers:
+    """Create trackers in bulk, all or none. Errors of item i are under ``trackers[i]``."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def __call__(self, items: Sequence[NewTracker]) -> list[Tracker]:
+        if not items:
+            raise InvalidArgument("trackers", "at least one tracker is required")
+        if len(items) > MAX_BATCH_TRACKERS:
+            raise InvalidArgument("trackers", f"at most {MAX_BATCH_TRACKERS} trackers per call")
+        now = self._clock.now()
+        async with self._uow() as uow:
+            runs: dict[uuid.UUID, ProductionRun] = {}
+            for run_id in dict.fromkeys(item.production_run_id for item in items):
+                runs[run_id] = await uow.production_runs.get(run_id)
+            trackers = []
+            seen: dict[bytes, int] = {}
+            for i, item in enumerate(items):
+                with field_prefix(f"trackers[{i}]"):
+                    tracker = _tracker_from(item, runs[item.production_run_id], now)
+                first = seen.setdefault(tracker.advertisement_key.value, i)
+                if first != i:
+                    raise InvalidArgument.of(
+                        [
+                            FieldViolation(
+                                f"trackers[{i}].advertisement_key", f"same key as trackers[{first}]"
+                            )
+                        ]
+                    )
+                trackers.append(tracker)
+            await uow.trackers.add_many(trackers)
+            await uow.commit()
+        return trackers
+
+
+class CreateTracker:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def __call__(self, new: NewTracker) -> Tracker:
+        async with self._uow() as uow:
+            run = await uow.production_runs.get(new.production_run_id)
+            tracker = _tracker_from(new, run, self._clock.now())
+            await uow.trackers.add(tracker)
+            await uow.commit()
+        return tracker
+
+
+Select = Callable[[UnitOfWork], Repository[E, Any]]
+
+
+class UpdateResource(Generic[E]):
+    """Apply changes to the updatable fields of one resource; the entity re-validates."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, select: Select[E]) -> None:
+        self._uow, self._clock, self._select = uow, clock, select
+
+    async def __call__(self, entity_id: uuid.UUID, changes: dict[str, Any]) -> E:
+        async with self._uow() as uow:
+            repo = self._select(uow)
+            current = await repo.get(entity_id)
+            updated = await self._apply(uow, current, changes)
+            if updated != current:
+                await repo.update(updated)
+                await uow.commit()
+            return updated
+
+    async def _apply(self, uow: UnitOfWork, current: E, changes: dict[str, Any]) -> E:
+        if not changes:
+            return current
+        return current.with_changes(changes, self._clock.now())
+
+
+class UpdateTracker(UpdateResource[Tracker]):
+    """A tracker may move to another production run of the same client."""
+
+    async def _apply(self, uow: UnitOfWork, current: Tracker, changes: dict[str, Any]) -> Tracker:
+        run_id = changes.get("production_run_id")
+        if run_id is not None and run_id != current.production_run_id:
+            run = await uow.production_runs.get(run_id)
+            if run.client_id != current.client_id:
+                raise InvalidArgument(
+                    "production_run_id", "belongs to another client than the tracker"
+                )
+        return await super()._apply(uow, current, changes)
+
+
+class GetResource(Generic[E]):
+    def __init__(self, uow: UnitOfWorkFactory, select: Select[E]) -> None:
+        self._uow, self._select = uow, select
+
+    async def __call__(self, entity_id: uuid.UUID) -> E:
+        async with self._uow() as uow:
+            return await self._select(uow).get(entity_id)
+
+
+class ListResources(Generic[E, F]):
+    def __init__(
+        self, uow: UnitOfWorkFactory, select: Callable[[UnitOfWork], Repository[E, F]]
+    ) -> None:
+        self._uow, self._select = uow, select
+
+    async def __call__(self, filter: F, page: PageRequest) -> Page[E]:
+        async with self._uow() as uow:
+            return await self._select(uow).list(filter, page)
+
+
+class DeleteResource:
+    def __init__(self, uow: UnitOfWorkFactory, select: Select[Any]) -> None:
+        self._uow, self._select = uow, select
+
+    async def __call__(self, entity_id: uuid.UUID, *, force: bool = False) -> None:
+        async with self._uow() as uow:
+            await self._select(uow).delete(entity_id, cascade=force)
+            await uow.commit()
+
+
+@dataclass(frozen=True, slots=True)
+class SetupUseCases:
+    """Every setup use case, bound to one unit-of-work factory and clock."""
+
+    create_client: CreateClient
+    create_brand: CreateBrand
+    create_production_run: CreateProductionRun
+    create_location: CreateLocation
+    create_tracker: CreateTracker
+    create_trackers: CreateTrackers
+    update_client: UpdateResource[Client]
+    update_brand: UpdateResource[Brand]
+    update_production_run: UpdateResource[ProductionRun]
+    update_location: UpdateResource[Location]
+    update_tracker: UpdateTracker
+    delete_client: DeleteResource
+    delete_brand: DeleteResource
+    delete_production_run: DeleteResource
+    delete_location: DeleteResource
+    delete_tracker: DeleteResource
+    get_client: GetResource[Client]
+    get_brand: GetResource[Brand]
+    get_production_run: GetResource[ProductionRun]
+    get_location: GetResource[Location]
+    get_tracker: GetResource[Tracker]
+    list_clients: ListResources[Client, ClientFilter]
+    list_brands: ListResources[Brand, BrandFilter]
+    list_production_runs: ListResources[ProductionRun, ProductionRunFilter]
+    list_locations: ListResources[Location, LocationFilter]
+    list_trackers: ListResources[Tracker, TrackerFilter]
+
+    @classmethod
+    def build(cls, uow: UnitOfWorkFactory, clock: Clock) -> SetupUseCases:
+        def clients(u: UnitOfWork) -> Repository[Client, ClientFilter]:
+            return u.clients
+
+        def brands(u: UnitOfWork) -> Repository[Brand, BrandFilter]:
+            return u.brands
+
+        def runs(u: UnitOfWork) -> Repository[ProductionRun, ProductionRunFilter]:
+            return u.production_runs
+
+        def locations(u: UnitOfWork) -> Repository[Location, LocationFilter]:
+            return u.locations
+
+        def trackers(u: UnitOfWork) -> Repository[Tracker, TrackerFilter]:
+            return u.trackers
+
+        return cls(
+            create_client=CreateClient(uow, clock),
+            create_brand=CreateBrand(uow, clock),
+            create_production_run=CreateProductionRun(uow, clock),
+            create_location=CreateLocation(uow, clock),
+            create_tracker=CreateTracker(uow, clock),
+            create_trackers=CreateTrackers(uow, clock),
+            update_client=UpdateResource(uow, clock, clients),
+            update_brand=UpdateResource(uow, clock, brands),
+            update_production_run=UpdateResource(uow, clock, runs),
+            update_location=UpdateResource(uow, clock, locations),
+            update_tracker=UpdateTracker(uow, clock, trackers),
+            delete_client=DeleteResource(uow, clients),
+            delete_brand=DeleteResource(uow, brands),
+            delete_production_run=DeleteResource(uow, runs),
+            delete_location=DeleteResource(uow, locations),
+            delete_tracker=DeleteResource(uow, trackers),
+            get_client=GetResource(uow, clients),
+            get_brand=GetResource(uow, brands),
+            get_production_run=GetResource(uow, runs),
+            get_location=GetResource(uow, locations),
+            get_tracker=GetResource(uow, trackers),
+            list_clients=ListResources(uow, clients),
+            list_brands=ListResources(uow, brands),
+            list_production_runs=ListResources(uow, runs),
+            list_locations=ListResources(uow, locations),
+            list_trackers=ListResources(uow, trackers),
+        )
