@@ -74,7 +74,7 @@ if [ ! -f "$STATE/deps-$deps_hash" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q -e '.[dev]'
   # helm-sdkpy declares Python >= 3.12 but works on 3.11: real Helm for `helm lint` in tests.
-  "$VENV/bin/pip" install -q --ignore-requires-python 'helm-sdkpy>=0.0.1'
+  "$VENV/bin/pip" install -q --ignore-requires-python 'helm-sdkpy==0.1.32'
   rm -f "$STATE"/deps-*
   touch "$STATE/deps-$deps_hash"
 fi

@@ -59,39 +59,60 @@ async def build_server(
     return server, port
 
 
-async def serve(
-    settings: Settings, endpoints: Sequence[Endpoint], ready: asyncio.Event | None = None
-) -> None:
-    container = Container(settings=settings)
-    await container.init_resources()  # type: ignore[misc]
-    servers: list[grpc.aio.Server] = []
-    reporter: HealthReporter = await container.health_reporter.async_()
+class Process:
+    """The servers of one process over one container; started and stopped in order."""
+
+    def __init__(self, settings: Settings, endpoints: Sequence[Endpoint]) -> None:
+        self.settings = settings
+        self.endpoints = list(endpoints)
+        self.container = Container(settings=settings)
+        self.servers: list[grpc.aio.Server] = []
+        self.ports: dict[str, int] = {}
+        self.reporter: HealthReporter | None = None
+
+    async def start(self) -> dict[str, int]:
+        """Resources, first health check, then every server listening. Returns bound ports."""
+        await self.container.init_resources()  # type: ignore[misc]
+        try:
+            self.reporter = await self.container.health_reporter.async_()
+            await self.reporter.start()
+            for endpoint in self.endpoints:
+                server, port = await build_server(
+                    endpoint, self.container, self.reporter, self.settings.bind_host
+                )
+                await server.start()
+                self.servers.append(server)
+                self.ports[endpoint.name] = port
+                log.info(
+                    "listening",
+                    extra={"server": endpoint.name, "host": self.settings.bind_host, "port": port},
+                )
+        except BaseException:
+            await self.stop(0)
+            raise
+        return self.ports
+
+    async def stop(self, grace_s: float) -> None:
+        """Health NOT_SERVING, in-flight calls drain for ``grace_s``, resources closed."""
+        if self.reporter is not None:
+            await self.reporter.stop()
+        await asyncio.gather(*(s.stop(grace_s) for s in self.servers))
+        self.servers.clear()
+        await self.container.shutdown_resources()  # type: ignore[misc]
+
+
+async def serve(settings: Settings, endpoints: Sequence[Endpoint]) -> None:
+    process = Process(settings, endpoints)
+    await process.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        await reporter.start()
-        for endpoint in endpoints:
-            server, port = await build_server(endpoint, container, reporter, settings.bind_host)
-            await server.start()
-            servers.append(server)
-            log.info(
-                "listening",
-                extra={"server": endpoint.name, "host": settings.bind_host, "port": port},
-            )
-        monitor = asyncio.create_task(reporter.run(), name="health-monitor")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        if ready is not None:
-            ready.set()
         await stop.wait()
         log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
-        await reporter.stop()
-        await asyncio.gather(*(s.stop(settings.shutdown_grace_s) for s in servers))
-        await monitor
     finally:
-        for s in servers:
-            await s.stop(0)
-        await container.shutdown_resources()  # type: ignore[misc]
+        await process.stop(settings.shutdown_grace_s)
         log.info("stopped")
 
 

@@ -36,14 +36,16 @@ class HealthReporter:
         self._interval_s = interval_s
         self._last: dict[str, DependencyStatus] = {}
         self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Publish NOT_SERVING everywhere, then the result of a first check."""
+        """Publish NOT_SERVING everywhere, then a first check; then re-check periodically."""
         await self.servicer.set(LIVENESS, SERVING)
         await self.servicer.set("", NOT_SERVING)
         for name in self._services:
             await self.servicer.set(name, NOT_SERVING)
         await self.check_once()
+        self._task = asyncio.create_task(self._run(), name="health-monitor")
 
     async def check_once(self) -> dict[str, DependencyStatus]:
         statuses = await self._check()
@@ -63,7 +65,7 @@ class HealthReporter:
             await self.servicer.set(service, SERVING if set(needs) <= healthy else NOT_SERVING)
         return statuses
 
-    async def run(self) -> None:
+    async def _run(self) -> None:
         """Re-check every interval until ``stop``; a failing check never ends the loop."""
         while not self._stopping.is_set():
             try:
@@ -79,4 +81,6 @@ class HealthReporter:
     async def stop(self) -> None:
         """Everything NOT_SERVING from now on (graceful shutdown)."""
         self._stopping.set()
+        if self._task is not None:
+            await self._task
         await self.servicer.enter_graceful_shutdown()

@@ -1,0 +1,239 @@
+"""The all-in-one server started as a user starts it, driven by the generated stubs and by the
+real grpcurl binary running the README's walkthrough exactly as written (ports changed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import REDIS_URL, url_for
+from tracker.v1 import resources_pb2 as pb
+from tracker.v1 import setup_query_service_pb2 as q
+from tracker.v1 import setup_query_service_pb2_grpc as q_grpc
+from tracker.v1 import setup_service_pb2 as s
+from tracker.v1 import setup_service_pb2_grpc as s_grpc
+
+pytestmark = pytest.mark.e2e
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = pathlib.Path(sys.executable).parent
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    collector: int
+    query: int
+    health: int
+    log: pathlib.Path
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+
+def wait_serving(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while time.monotonic() < deadline:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise AssertionError(f"health on {port} not SERVING within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    db = f"tracker_e2e_{uuid.uuid4().hex[:10]}"
+    collector, query, health = free_ports(3)
+    env = {
+        **os.environ,
+        "TRACKER_DATABASE_URL": url_for(db),
+        "TRACKER_REDIS_URL": REDIS_URL,
+        "TRACKER_COLLECTOR_PORT": str(collector),
+        "TRACKER_QUERY_PORT": str(query),
+        "TRACKER_HEALTH_PORT": str(health),
+        "TRACKER_SHUTDOWN_GRACE_S": "2",
+    }
+    subprocess.run(
+        [BIN / "trackerctl", "migrate", "--create-database"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    log = tmp_path_factory.mktemp("e2e") / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [BIN / "tracker-server"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    srv = Server(proc, collector, query, health, log)
+    try:
+        wait_serving(health)
+        yield srv
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(
+            ["psql", url_for("postgres"), "-qc", f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'],
+            capture_output=True,
+        )
+
+
+def test_setup_flow_with_generated_stubs(server: Server) -> None:
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{server.collector}") as c_ch,
+        grpc.insecure_channel(f"127.0.0.1:{server.query}") as q_ch,
+    ):
+        setup, query = s_grpc.SetupServiceStub(c_ch), q_grpc.SetupQueryServiceStub(q_ch)
+        client = setup.CreateClient(
+            s.CreateClientRequest(client=pb.Client(display_name="Stub Client"))
+        ).client
+        brand = setup.CreateBrand(
+            s.CreateBrandRequest(brand=pb.Brand(client_id=client.id, display_name="Stub Brand"))
+        ).brand
+        start, end = pb.ProductionRun().start_time, pb.ProductionRun().end_time
+        start.FromJsonString("2026-11-01T00:00:00Z")
+        end.FromJsonString("2027-01-01T00:00:00Z")
+        run = setup.CreateProductionRun(
+            s.CreateProductionRunRequest(
+                production_run=pb.ProductionRun(
+                    brand_id=brand.id, display_name="Run", start_time=start, end_time=end
+                )
+            )
+        ).production_run
+        for kind in (pb.LOCATION_KIND_DELIVERY, pb.LOCATION_KIND_STORAGE):
+            setup.CreateLocation(
+                s.CreateLocationRequest(
+                    location=pb.Location(
+                        production_run_id=run.id,
+                        kind=kind,
+                        display_name=pb.LocationKind.Name(kind),
+                        center=pb.GeoPoint(latitude=48.1, longitude=11.6),
+                        radius_m=100,
+                    )
+                )
+            )
+        keys = [bytes([0x10 + n]) * 28 for n in range(3)]
+        for k in keys:
+            setup.CreateTracker(
+                s.CreateTrackerRequest(
+                    tracker=pb.Tracker(production_run_id=run.id, advertisement_key=k)
+                )
+            )
+        trackers = query.ListTrackers(q.ListTrackersRequest(production_run_id=run.id)).trackers
+        assert sorted(t.advertisement_key for t in trackers) == keys
+        assert {t.client_id for t in trackers} == {client.id}
+        locations = query.ListLocations(q.ListLocationsRequest(production_run_id=run.id))
+        assert len(locations.locations) == 2
+
+
+def readme_walkthrough() -> str:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- walkthrough -->")[1].split("<!-- /walkthrough -->")[0]
+    match = re.search(r"```bash\n(.*?)```", block, re.S)
+    assert match, "README walkthrough block missing"
+    return match.group(1)
+
+
+def json_documents(output: str) -> list[dict]:
+    decoder, docs, i = json.JSONDecoder(), [], 0
+    while (i := output.find("\n{", i)) != -1:
+        doc, end = decoder.raw_decode(output, i + 1)
+        docs.append(doc)
+        i = end
+    return docs
+
+
+def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> None:
+    script = readme_walkthrough()
+    for default, port in (
+        ("9000", server.collector),
+        ("8000", server.query),
+        ("5000", server.health),
+    ):
+        script = script.replace(f"localhost:{default}", f"localhost:{port}")
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    out = done.stdout
+    for service in (
+        "tracker.v1.SetupService",
+        "tracker.v1.SetupQueryService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ):
+        assert service in out
+    docs = json_documents("\n" + out)
+    assert docs[0] == {"status": "SERVING"}
+    locations, trackers = docs[-2]["locations"], docs[-1]
+    assert sorted(loc["kind"] for loc in locations) == [
+        "LOCATION_KIND_DELIVERY",
+        "LOCATION_KIND_STORAGE",
+    ]
+    assert len(trackers["trackers"]) == 2
+    assert trackers["next_page_token"]
+    assert {t["mac_address"] for t in trackers["trackers"]} <= {
+        "EA:47:29:C7:D9:10",
+        "C6:3B:43:94:B0:A6",
+        "D6:03:44:2B:E3:64",
+    }
+
+
+def test_help_lists_every_option_with_its_environment_name() -> None:
+    for command in ("tracker-server", "tracker-collector", "tracker-query", "tracker-health"):
+        out = subprocess.run(
+            [BIN / command, "--help"], capture_output=True, text=True, check=True
+        ).stdout
+        for env in (
+            "TRACKER_DATABASE_URL",
+            "TRACKER_REDIS_URL",
+            "TRACKER_COLLECTOR_PORT",
+            "TRACKER_HEALTH_PORT",
+            "TRACKER_CONFIG",
+            "TRACKER_LOG_FORMAT",
+        ):
+            assert env in out, (command, env)
+
+
+def test_sigterm_drains_and_exits_cleanly(server: Server) -> None:
+    """Last in this module: stops the shared server."""
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=15) == 0
+    lines = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
+    events = [line["event"] for line in lines]
+    assert events.index("shutting down") < events.index("stopped")
+    assert all(line["level"] != "error" for line in lines), lines
