@@ -42,6 +42,8 @@ def _check_name(value: str, field_name: str, *, required: bool) -> None:
         raise InvalidArgument(field_name, "required")
     if len(value) > MAX_NAME_LENGTH:
         raise InvalidArgument(field_name, f"longer than {MAX_NAME_LENGTH} characters")
+    if "\x00" in value:
+        raise InvalidArgument(field_name, "must not contain NUL characters")
 
 
 def _check_aware(value: datetime, field_name: str) -> None:

@@ -55,12 +55,17 @@ def encode_token(after: str, filter_key: str) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+MAX_TOKEN_LENGTH = 512
+
+
 def decode_token(token: str, filter_key: str) -> str:
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidArgument("page_token", "malformed page token")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
         after, fingerprint = data["a"], data["f"]
-    except (binascii.Error, ValueError, KeyError, TypeError):
+    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
         raise InvalidArgument("page_token", "malformed page token") from None
     if not isinstance(after, str) or fingerprint != _fingerprint(filter_key):
         raise InvalidArgument("page_token", "page token does not belong to this listing")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import yaml
 
@@ -55,12 +57,18 @@ class Settings:
 
 
 def _redact_url(value: str) -> str:
-    if "@" in value and "://" in value:
-        scheme, rest = value.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
+    """Hide the password of a URL, in its user part and in a ``password=`` parameter."""
+    parts = urlsplit(value)
+    netloc = parts.netloc
+    if "@" in netloc:
+        creds, host = netloc.rsplit("@", 1)
         user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
-    return value
+        netloc = f"{user}:***@{host}" if ":" in creds else f"{user}@{host}"
+    query = "&".join(
+        f"{k}=***" if k.lower() in {"password", "pass", "passwd"} else (f"{k}={v}" if v else k)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class ConfigError(ValueError):
@@ -68,8 +76,20 @@ class ConfigError(ValueError):
 
 
 def _coerce(name: str, raw: Any, typ: type, source: str) -> Any:
+    """Text from the environment or a flag is parsed; a YAML value must have the right type."""
+    problem = f"{source}: {name} must be {typ.__name__}, got {raw!r}"
+    if not isinstance(raw, str):
+        if isinstance(raw, bool):
+            ok = typ is bool
+        elif isinstance(raw, int):
+            ok = typ in (int, float)
+        else:
+            ok = isinstance(raw, float) and typ is float
+        if not ok:
+            raise ConfigError(problem)
+        return typ(raw)
     try:
-        if typ is bool and isinstance(raw, str):
+        if typ is bool:
             if raw.lower() in {"1", "true", "yes", "on"}:
                 return True
             if raw.lower() in {"0", "false", "no", "off"}:
@@ -77,7 +97,7 @@ def _coerce(name: str, raw: Any, typ: type, source: str) -> Any:
             raise ValueError(raw)
         return typ(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {name} must be {typ.__name__}, got {raw!r}") from None
+        raise ConfigError(problem) from None
 
 
 def _types() -> dict[str, type]:
@@ -114,6 +134,7 @@ def load(
 def from_sources(cli: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     types = _types()
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     path = cli.get("config") or env.get(CONFIG_ENV)
     if path:
         try:
@@ -124,30 +145,54 @@ def from_sources(cli: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
             raise ConfigError(f"config file {path}: expected a mapping of settings")
         unknown = set(loaded) - set(types)
         if unknown:
-            raise ConfigError(f"config file {path}: unknown settings {sorted(unknown)}")
+            raise ConfigError(f"config file {path}: unknown settings {sorted(map(str, unknown))}")
         for name, raw in loaded.items():
-            values[name] = _coerce(name, raw, types[name], f"config file {path}")
+            sources[name] = f"config file {path}"
+            values[name] = _coerce(name, raw, types[name], sources[name])
     for name, typ in types.items():
         env_name = Settings.env_name(name)
         if env_name in env:
-            values[name] = _coerce(name, env[env_name], typ, f"environment {env_name}")
+            sources[name] = f"environment {env_name}"
+            values[name] = _coerce(name, env[env_name], typ, sources[name])
     for name, typ in types.items():
         if cli.get(name) is not None:
-            values[name] = _coerce(name, cli[name], typ, "--" + name.replace("_", "-"))
+            sources[name] = "--" + name.replace("_", "-")
+            values[name] = _coerce(name, cli[name], typ, sources[name])
     settings = Settings(**values)
-    _validate(settings)
+    for name, check in _CHECKS.items():
+        problem = check(getattr(settings, name))
+        if problem:
+            raise ConfigError(f"{sources.get(name, 'default')}: {name} {problem}")
     return settings
 
 
-def _validate(s: Settings) -> None:
-    for name in ("collector_port", "query_port", "health_port"):
-        if not 0 <= getattr(s, name) <= 65535:
-            raise ConfigError(f"{name} must be within 0..65535")
-    if s.log_format not in {"json", "text"}:
-        raise ConfigError("log_format must be json or text")
-    if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ConfigError("log_level must be DEBUG, INFO, WARNING or ERROR")
-    if s.db_pool_max < 1:
-        raise ConfigError("db_pool_max must be >= 1")
-    if s.health_check_interval_s <= 0 or s.health_check_timeout_s <= 0:
-        raise ConfigError("health check interval and timeout must be > 0")
+def _port(v: int) -> str | None:
+    return None if 0 <= v <= 65535 else "must be within 0..65535"
+
+
+def _positive(v: float) -> str | None:
+    return None if math.isfinite(v) and v > 0 else "must be a finite number > 0"
+
+
+def _not_negative(v: float) -> str | None:
+    return None if math.isfinite(v) and v >= 0 else "must be a finite number >= 0"
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(v: str) -> str | None:
+        return None if v.lower() in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "collector_port": _port,
+    "query_port": _port,
+    "health_port": _port,
+    "log_format": _one_of("json", "text"),
+    "log_level": _one_of("debug", "info", "warning", "error"),
+    "db_pool_max": lambda v: None if v >= 1 else "must be >= 1",
+    "health_check_interval_s": _positive,
+    "health_check_timeout_s": _positive,
+    "shutdown_grace_s": _not_negative,
+}

@@ -7,13 +7,14 @@ are one generic use case each, bound to a repository by ``SetupUseCases.build``.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from domain.errors import FieldViolation, InvalidArgument, field_prefix
+from domain.errors import InvalidArgument, field_prefix
 from domain.model import (
     AdvertisementKey,
     Brand,
@@ -194,18 +195,20 @@ class CreateTrackers:
             for run_id in dict.fromkeys(item.production_run_id for item in items):
                 runs[run_id] = await uow.production_runs.get(run_id)
             trackers = []
-            seen: dict[bytes, int] = {}
+            seen_keys: dict[bytes, int] = {}
+            seen_macs: dict[str, int] = {}
             for i, item in enumerate(items):
                 with field_prefix(f"trackers[{i}]"):
                     tracker = _tracker_from(item, runs[item.production_run_id], now)
-                first = seen.setdefault(tracker.advertisement_key.value, i)
+                first = seen_keys.setdefault(tracker.advertisement_key.value, i)
                 if first != i:
-                    raise InvalidArgument.of(
-                        [
-                            FieldViolation(
-                                f"trackers[{i}].advertisement_key", f"same key as trackers[{first}]"
-                            )
-                        ]
+                    raise InvalidArgument(
+                        f"trackers[{i}].advertisement_key", f"same key as trackers[{first}]"
+                    )
+                first = seen_macs.setdefault(tracker.mac_address.value, i)
+                if first != i:
+                    raise InvalidArgument(
+                        f"trackers[{i}].mac_address", f"same MAC address as trackers[{first}]"
                     )
                 trackers.append(tracker)
             await uow.trackers.add_many(trackers)
@@ -240,9 +243,10 @@ class UpdateResource(Generic[E]):
             repo = self._select(uow)
             current = await repo.get(entity_id)
             updated = await self._apply(uow, current, changes)
-            if updated != current:
-                await repo.update(updated)
-                await uow.commit()
+            if dataclasses.replace(updated, update_time=current.update_time) == current:
+                return current
+            await repo.update(updated)
+            await uow.commit()
             return updated
 
     async def _apply(self, uow: UnitOfWork, current: E, changes: dict[str, Any]) -> E:

@@ -1,0 +1,384 @@
+"""In-memory fakes of the ports in ``domain.ports``, for unit tests.
+
+The repositories behave like the PostgreSQL adapter (``adapters.postgres.setup``): foreign keys
+(NotFound "parent of ..."), unique constraints checked in index order (id, mac_address,
+advertisement_key), delete with or without cascade, and keyset pages ordered by id. A unit of
+work works on a private copy of the committed state and publishes it only on ``commit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from domain.model import Brand, Client, Entity, Location, ProductionRun, Tracker
+from domain.pagination import Page, PageRequest
+from domain.ports import (
+    BrandFilter,
+    BrandRepository,
+    ClientFilter,
+    ClientRepository,
+    LocationFilter,
+    LocationRepository,
+    ProductionRunFilter,
+    ProductionRunRepository,
+    TrackerFilter,
+    TrackerRepository,
+)
+
+E = TypeVar("E", bound=Entity)
+F = TypeVar("F")
+
+
+@dataclass
+class FakeTables:
+    """Rows of every setup table, by id. Entities are immutable: copying the dicts is enough."""
+
+    clients: dict[uuid.UUID, Client] = field(default_factory=dict)
+    brands: dict[uuid.UUID, Brand] = field(default_factory=dict)
+    production_runs: dict[uuid.UUID, ProductionRun] = field(default_factory=dict)
+    locations: dict[uuid.UUID, Location] = field(default_factory=dict)
+    trackers: dict[uuid.UUID, Tracker] = field(default_factory=dict)
+
+    def copy(self) -> FakeTables:
+        return FakeTables(**{f.name: dict(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+
+def _shown(value: object) -> str:
+    return value.hex() if isinstance(value, bytes) else str(value)
+
+
+def _missing_parent(kind: str, column: str, value: uuid.UUID, table: str) -> NotFound:
+    return NotFound(
+        "parent of " + kind, f'Key ({column})=({value}) is not present in table "{table}".'
+    )
+
+
+class FakeRepository(Generic[E, F]):
+    """Shared mechanics; subclasses name their table, parents, children and filters."""
+
+    table: ClassVar[str]
+    kind: ClassVar[str]
+    # Unique columns besides the id, in the order PostgreSQL checks their indexes.
+    unique: ClassVar[tuple[tuple[str, Callable[[Any], object]], ...]] = ()
+
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    # -- per table ------------------------------------------------------------------------
+    def _check_parents(self, entity: E, t: FakeTables) -> None:
+        """Raise NotFound("parent of <kind>") like a foreign-key violation."""
+
+    def _has_children(self, entity_id: uuid.UUID, t: FakeTables) -> bool:
+        return False
+
+    def _cascade(self, entity_id: uuid.UUID, t: FakeTables) -> None:
+        """Delete everything below the row (the adapter's ``cascade`` statements)."""
+
+    def _matches(self, entity: E, filter: F) -> bool:
+        return True
+
+    # -- shared mechanics -----------------------------------------------------------------
+    @property
+    def _tables(self) -> FakeTables:
+        return self._uow.tables
+
+    def _rows(self, t: FakeTables | None = None) -> dict[uuid.UUID, E]:
+        rows: dict[uuid.UUID, E] = getattr(self._tables if t is None else t, self.table)
+        return rows
+
+    def _index(self, rows: dict[uuid.UUID, E]) -> dict[str, dict[object, uuid.UUID]]:
+        """Unique column -> value -> id of the row holding it (a unique index)."""
+        return {name: {value_of(e): e.id for e in rows.values()} for name, value_of in self.unique}
+
+    def _check_unique(self, entity: E, index: dict[str, dict[object, uuid.UUID]]) -> None:
+        for name, value_of in self.unique:
+            value = value_of(entity)
+            holder = index[name].get(value)
+            if holder is not None and holder != entity.id:
+                raise AlreadyExists(self.kind, name, _shown(value))
+
+    def _insert(self, entities: list[E]) -> None:
+        """Insert in order, all or none: later rows clash with earlier ones of the batch."""
+        staged = self._tables.copy()
+        rows = self._rows(staged)
+        index = self._index(rows)
+        for entity in entities:
+            if entity.id in rows:
+                raise AlreadyExists(self.kind, "id", str(entity.id))
+            self._check_unique(entity, index)
+            self._check_parents(entity, staged)
+            rows[entity.id] = entity
+            for name, value_of in self.unique:
+                index[name][value_of(entity)] = entity.id
+        self._rows().update({e.id: e for e in entities})
+
+    async def add(self, entity: E) -> None:
+        self._insert([entity])
+
+    async def get(self, entity_id: uuid.UUID) -> E:
+        try:
+            return self._rows()[entity_id]
+        except KeyError:
+            raise NotFound(self.kind, str(entity_id)) from None
+
+    async def update(self, entity: E) -> None:
+        rows = self._rows()
+        if entity.id not in rows:
+            raise NotFound(self.kind, str(entity.id))
+        self._check_unique(entity, self._index(rows))
+        self._check_parents(entity, self._tables)
+        rows[entity.id] = entity
+
+    async def delete(self, entity_id: uuid.UUID, *, cascade: bool) -> None:
+        t = self._tables
+        if cascade:
+            self._cascade(entity_id, t)
+        if entity_id not in self._rows(t):
+            raise NotFound(self.kind, str(entity_id))
+        if self._has_children(entity_id, t):
+            raise FailedPrecondition(
+                f"{self.kind} {entity_id} still has dependent resources; delete them first "
+                "or set force",
+                subject=str(entity_id),
+            )
+        del self._rows(t)[entity_id]
+
+    async def list(self, filter: F, page: PageRequest) -> Page[E]:
+        after: str | None = None
+        if page.after is not None:
+            try:
+                after = str(uuid.UUID(page.after))
+            except ValueError:
+                raise InvalidArgument("page_token", "malformed page token") from None
+        # PostgreSQL orders uuid by its bytes: the same order as the lowercase canonical text.
+        rows = sorted(
+            (e for e in self._rows().values() if self._matches(e, filter)), key=lambda e: str(e.id)
+        )
+        if after is not None:
+            rows = [e for e in rows if str(e.id) > after]
+        items = rows[: page.size]
+        return Page(items, str(items[-1].id) if len(rows) > page.size else None)
+
+
+def _drop(rows: dict[uuid.UUID, Any], keep: Callable[[Any], bool]) -> None:
+    for key in [k for k, v in rows.items() if not keep(v)]:
+        del rows[key]
+
+
+class FakeClientRepository(FakeRepository[Client, ClientFilter]):
+    table, kind = "clients", "client"
+
+    def _has_children(self, entity_id: uuid.UUID, t: FakeTables) -> bool:
+        return any(b.client_id == entity_id for b in t.brands.values()) or any(
+            tr.client_id == entity_id for tr in t.trackers.values()
+        )
+
+    def _cascade(self, entity_id: uuid.UUID, t: FakeTables) -> None:
+        runs = {r.id for r in t.production_runs.values() if r.client_id == entity_id}
+        _drop(t.trackers, lambda tr: tr.client_id != entity_id)
+        _drop(t.locations, lambda loc: loc.production_run_id not in runs)
+        _drop(t.production_runs, lambda r: r.client_id != entity_id)
+        _drop(t.brands, lambda b: b.client_id != entity_id)
+
+
+class FakeBrandRepository(FakeRepository[Brand, BrandFilter]):
+    table, kind = "brands", "brand"
+
+    def _check_parents(self, entity: Brand, t: FakeTables) -> None:
+        if entity.client_id not in t.clients:
+            raise _missing_parent(self.kind, "client_id", entity.client_id, "clients")
+
+    def _has_children(self, entity_id: uuid.UUID, t: FakeTables) -> bool:
+        return any(r.brand_id == entity_id for r in t.production_runs.values())
+
+    def _cascade(self, entity_id: uuid.UUID, t: FakeTables) -> None:
+        runs = {r.id for r in t.production_runs.values() if r.brand_id == entity_id}
+        _drop(t.trackers, lambda tr: tr.production_run_id not in runs)
+        _drop(t.locations, lambda loc: loc.production_run_id not in runs)
+        _drop(t.production_runs, lambda r: r.id not in runs)
+
+    def _matches(self, entity: Brand, filter: BrandFilter) -> bool:
+        return filter.client_id in (None, entity.client_id)
+
+
+class FakeProductionRunRepository(FakeRepository[ProductionRun, ProductionRunFilter]):
+    table, kind = "production_runs", "production run"
+
+    def _check_parents(self, entity: ProductionRun, t: FakeTables) -> None:
+        brand = t.brands.get(entity.brand_id)
+        if brand is None or brand.client_id != entity.client_id:
+            raise _missing_parent(self.kind, "brand_id, client_id", entity.brand_id, "brands")
+
+    def _has_children(self, entity_id: uuid.UUID, t: FakeTables) -> bool:
+        return any(loc.production_run_id == entity_id for loc in t.locations.values()) or any(
+            tr.production_run_id == entity_id for tr in t.trackers.values()
+        )
+
+    def _cascade(self, entity_id: uuid.UUID, t: FakeTables) -> None:
+        _drop(t.trackers, lambda tr: tr.production_run_id != entity_id)
+        _drop(t.locations, lambda loc: loc.production_run_id != entity_id)
+
+    def _matches(self, entity: ProductionRun, filter: ProductionRunFilter) -> bool:
+        return filter.brand_id in (None, entity.brand_id) and filter.client_id in (
+            None,
+            entity.client_id,
+        )
+
+
+class FakeLocationRepository(FakeRepository[Location, LocationFilter]):
+    table, kind = "locations", "location"
+
+    def _check_parents(self, entity: Location, t: FakeTables) -> None:
+        if entity.production_run_id not in t.production_runs:
+            raise _missing_parent(
+                self.kind, "production_run_id", entity.production_run_id, "production_runs"
+            )
+
+    def _matches(self, entity: Location, filter: LocationFilter) -> bool:
+        return filter.production_run_id in (None, entity.production_run_id) and filter.kind in (
+            None,
+            entity.kind,
+        )
+
+
+class FakeTrackerRepository(FakeRepository[Tracker, TrackerFilter]):
+    table, kind = "trackers", "tracker"
+    unique = (
+        ("mac_address", lambda t: t.mac_address.value),
+        ("advertisement_key", lambda t: t.advertisement_key.value),
+    )
+
+    def _check_parents(self, entity: Tracker, t: FakeTables) -> None:
+        if entity.client_id not in t.clients:
+            raise _missing_parent(self.kind, "client_id", entity.client_id, "clients")
+        run = t.production_runs.get(entity.production_run_id)
+        if run is None or run.client_id != entity.client_id:
+            raise _missing_parent(
+                self.kind,
+                "production_run_id, client_id",
+                entity.production_run_id,
+                "production_runs",
+            )
+
+    def _matches(self, entity: Tracker, filter: TrackerFilter) -> bool:
+        return filter.client_id in (None, entity.client_id) and filter.production_run_id in (
+            None,
+            entity.production_run_id,
+        )
+
+    async def add_many(self, trackers: list[Tracker]) -> None:
+        self._insert(list(trackers))
+
+
+class FakeUnitOfWork:
+    """A transaction: a private copy of the committed state, published by ``commit``."""
+
+    # Typed as the ports: protocol attributes are mutable, hence invariant.
+    clients: ClientRepository
+    brands: BrandRepository
+    production_runs: ProductionRunRepository
+    locations: LocationRepository
+    trackers: TrackerRepository
+
+    def __init__(self, factory: FakeUnitOfWorkFactory) -> None:
+        self._factory = factory
+        self._tables: FakeTables | None = None
+        self.committed = False
+
+    @property
+    def tables(self) -> FakeTables:
+        if self._tables is None:
+            raise RuntimeError("repository used outside its unit of work")
+        return self._tables
+
+    async def __aenter__(self) -> Self:
+        if self._tables is not None:
+            raise RuntimeError("unit of work entered twice")
+        self._tables = self._factory.committed.copy()
+        self.clients = FakeClientRepository(self)
+        self.brands = FakeBrandRepository(self)
+        self.production_runs = FakeProductionRunRepository(self)
+        self.locations = FakeLocationRepository(self)
+        self.trackers = FakeTrackerRepository(self)
+        return self
+
+    async def commit(self) -> None:
+        self._factory.publish(self.tables)
+        self.committed = True
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._tables = None
+
+
+class FakeUnitOfWorkFactory:
+    """Holds the committed state; each call opens a unit of work on a copy of it."""
+
+    def __init__(self) -> None:
+        self.committed = FakeTables()
+        self.commits = 0
+        self.opened: list[FakeUnitOfWork] = []
+
+    def __call__(self) -> FakeUnitOfWork:
+        uow = FakeUnitOfWork(self)
+        self.opened.append(uow)
+        return uow
+
+    def publish(self, tables: FakeTables) -> None:
+        self.committed = tables.copy()
+        self.commits += 1
+
+
+class FakeClock:
+    """A settable clock, always timezone-aware UTC."""
+
+    START = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+    def __init__(self, now: datetime = START) -> None:
+        self._now = self.START
+        self.set(now)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def set(self, now: datetime) -> None:
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise ValueError("FakeClock needs a timezone-aware time")
+        self._now = now.astimezone(UTC)
+
+    def advance(self, delta: timedelta = timedelta(seconds=1)) -> datetime:
+        self._now += delta
+        return self._now
+
+
+class FakeProbe:
+    """A dependency probe that answers, raises ``error``, or hangs until cancelled."""
+
+    def __init__(self, name: str, *, error: Exception | None = None, hang: bool = False) -> None:
+        self.name = name
+        self._error, self._hang = error, hang
+        self.calls = 0
+        self.cancelled = False
+
+    async def check(self) -> None:
+        self.calls += 1
+        if self._hang:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+        if self._error is not None:
+            raise self._error

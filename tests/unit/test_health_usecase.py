@@ -1,0 +1,70 @@
+"""CheckDependencies: every probe answers, fails or times out, concurrently and in bounded time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from usecases.health import CheckDependencies, DependencyStatus
+
+from .fakes import FakeProbe
+
+TIMEOUT_S = 0.2
+
+
+async def check(
+    probes: Sequence[FakeProbe], timeout_s: float = TIMEOUT_S
+) -> dict[str, DependencyStatus]:
+    """Run the use case; if it fails to bound a hanging probe, fail instead of hanging too."""
+    return await asyncio.wait_for(CheckDependencies(probes, timeout_s)(), timeout_s + 2.0)
+
+
+async def test_healthy_probes_report_healthy() -> None:
+    probes = [FakeProbe("postgres"), FakeProbe("redis")]
+    result = await check(probes)
+    assert result == {
+        "postgres": DependencyStatus("postgres", True),
+        "redis": DependencyStatus("redis", True),
+    }
+    assert [p.calls for p in probes] == [1, 1]
+
+
+async def test_raising_probe_is_unhealthy_with_the_error_as_detail() -> None:
+    probes = [FakeProbe("postgres", error=ConnectionRefusedError("port 5432")), FakeProbe("redis")]
+    result = await check(probes)
+    assert result["postgres"] == DependencyStatus(
+        "postgres", False, "ConnectionRefusedError: port 5432"
+    )
+    assert result["redis"].healthy
+
+
+async def test_error_detail_is_truncated() -> None:
+    result = await check([FakeProbe("db", error=RuntimeError("x" * 5000))], 1.0)
+    assert not result["db"].healthy
+    assert len(result["db"].detail) == 200
+
+
+async def test_hanging_probe_times_out_unhealthy_and_is_cancelled() -> None:
+    hanging = FakeProbe("redis", hang=True)
+    started = time.monotonic()
+    result = await check([hanging, FakeProbe("postgres")])
+    elapsed = time.monotonic() - started
+    assert TIMEOUT_S <= elapsed < TIMEOUT_S + 1.0
+    assert result["redis"].healthy is False
+    assert f"no answer within {TIMEOUT_S}s" in result["redis"].detail
+    assert result["postgres"].healthy
+    assert hanging.cancelled
+
+
+async def test_probes_run_concurrently_so_hangs_do_not_add_up() -> None:
+    probes = [FakeProbe(f"dep{i}", hang=True) for i in range(5)]
+    started = time.monotonic()
+    result = await check(probes)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2 * TIMEOUT_S + 0.3  # sequential would take 5 * TIMEOUT_S
+    assert [s.healthy for s in result.values()] == [False] * 5
+
+
+async def test_no_probes_means_an_empty_report() -> None:
+    assert await check([]) == {}
