@@ -13,7 +13,10 @@ proto:
 	@$(BIN)/python scripts/gen_proto.py
 
 run: setup
-	@echo "collector :9000, query :8000, health :5000 -- Ctrl-C stops"
+	@echo "collector :9000, query :8000, health :5000 -- Ctrl-C stops."
+	@echo "To get a token (first time): $(BIN)/trackerctl user create-admin --email you@example.com"
+	@echo "  then: grpcurl -plaintext -d '{\"email\": \"you@example.com\", \"password\": \"...\"}' \\"
+	@echo "        localhost:9000 tracker.v1.AuthService/Login   (README: 'Walkthrough with grpcurl')"
 	@exec $(BIN)/tracker-server --log-format text
 
 lint:

@@ -134,6 +134,11 @@ class Entity:
     create_time: datetime
     update_time: datetime
 
+    @property
+    def owner_client_id(self) -> uuid.UUID:
+        """The client whose resource this is (for access checks)."""
+        return self.client_id  # type: ignore[attr-defined, no-any-return]
+
     def with_changes(self, changes: dict[str, Any], now: datetime) -> Self:
         """A copy with ``changes`` applied (only updatable fields), validated anew."""
         for name in changes:
@@ -151,6 +156,10 @@ class Client(Entity):
 
     def __post_init__(self) -> None:
         _check_name(self.display_name, "display_name", required=True)
+
+    @property
+    def owner_client_id(self) -> uuid.UUID:
+        return self.id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,6 +206,7 @@ class Location(Entity):
     KIND: ClassVar[str] = "location"
 
     production_run_id: uuid.UUID
+    client_id: uuid.UUID
     kind: LocationKind
     display_name: str
     center: GeoPoint

@@ -11,6 +11,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self, TypeVar
 
+from domain.access import AccessClaims, RefreshToken, User
 from domain.model import Brand, Client, Entity, Location, LocationKind, ProductionRun, Tracker
 from domain.pagination import Page, PageRequest
 
@@ -18,32 +19,47 @@ E = TypeVar("E", bound=Entity)
 F_contra = TypeVar("F_contra", contravariant=True)
 
 
+# Every filter has ``visible_clients``: the clients the caller may read (None: all). Use cases
+# set it from the caller; repositories must never return a row outside it.
+
+
 @dataclass(frozen=True, slots=True)
 class ClientFilter:
-    pass
+    visible_clients: frozenset[uuid.UUID] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class BrandFilter:
     client_id: uuid.UUID | None = None
+    visible_clients: frozenset[uuid.UUID] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ProductionRunFilter:
     brand_id: uuid.UUID | None = None
     client_id: uuid.UUID | None = None
+    visible_clients: frozenset[uuid.UUID] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class LocationFilter:
     production_run_id: uuid.UUID | None = None
     kind: LocationKind | None = None
+    visible_clients: frozenset[uuid.UUID] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TrackerFilter:
     client_id: uuid.UUID | None = None
     production_run_id: uuid.UUID | None = None
+    visible_clients: frozenset[uuid.UUID] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserFilter:
+    """Users with a membership in one of ``visible_clients`` (None: every user)."""
+
+    visible_clients: frozenset[uuid.UUID] | None = None
 
 
 class Repository(Protocol[E, F_contra]):
@@ -83,6 +99,37 @@ class TrackerRepository(Repository[Tracker, TrackerFilter], Protocol):
         ...
 
 
+class UserRepository(Protocol):
+    """Users with their memberships. ``add`` raises AlreadyExists(field "email")."""
+
+    async def add(self, user: User) -> None: ...
+
+    async def get(self, user_id: uuid.UUID) -> User: ...
+
+    async def find_by_email(self, email: str) -> User | None: ...
+
+    async def update(self, user: User) -> None:
+        """Store the user's fields and replace its memberships."""
+        ...
+
+    async def delete(self, user_id: uuid.UUID) -> None: ...
+
+    async def list(self, filter: UserFilter, page: PageRequest) -> Page[User]: ...
+
+
+class RefreshTokenRepository(Protocol):
+    async def add(self, token: RefreshToken) -> None: ...
+
+    async def find(self, token_hash: bytes) -> RefreshToken | None:
+        """The token, locked until the unit of work ends: two refreshes with one token run
+        one after the other, and the second sees the first one's revocation."""
+        ...
+
+    async def revoke(self, token_id: uuid.UUID) -> None: ...
+
+    async def revoke_all(self, user_id: uuid.UUID) -> None: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over the repositories; rolled back unless ``commit`` was awaited."""
 
@@ -91,6 +138,8 @@ class UnitOfWork(Protocol):
     production_runs: ProductionRunRepository
     locations: LocationRepository
     trackers: TrackerRepository
+    users: UserRepository
+    refresh_tokens: RefreshTokenRepository
 
     async def __aenter__(self) -> Self: ...
 
@@ -112,6 +161,22 @@ class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, timezone-aware UTC."""
         ...
+
+
+class PasswordHasher(Protocol):
+    """A memory-hard KDF; slow on purpose, so implementations run off the event loop."""
+
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password_hash: str, password: str) -> bool: ...
+
+
+class TokenCodec(Protocol):
+    """Signs and checks access tokens; ``decode`` raises Unauthenticated for any defect."""
+
+    def encode(self, claims: AccessClaims) -> str: ...
+
+    def decode(self, token: str) -> AccessClaims: ...
 
 
 class DependencyProbe(Protocol):

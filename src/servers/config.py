@@ -41,6 +41,17 @@ class Settings:
     health_check_interval_s: float = _opt(2.0, "seconds between dependency checks")
     health_check_timeout_s: float = _opt(1.0, "seconds a dependency check may take")
     shutdown_grace_s: float = _opt(10.0, "seconds in-flight RPCs get on shutdown")
+    environment: str = _opt(
+        "development", "development or production (production refuses insecure defaults)"
+    )
+    jwt_signing_key: str = _opt(
+        "", "secret (>= 32 bytes) that signs access tokens; shared by every process", secret=True
+    )
+    jwt_signing_key_file: str = _opt(
+        "", "file holding the signing key (e.g. a mounted Secret); wins over jwt_signing_key"
+    )
+    access_token_ttl_s: float = _opt(900.0, "lifetime of access tokens from Login, seconds")
+    refresh_token_ttl_s: float = _opt(30 * 86400.0, "lifetime of refresh tokens, seconds")
 
     @staticmethod
     def env_name(name: str) -> str:
@@ -52,7 +63,9 @@ class Settings:
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            out[f.name] = _redact_url(value) if f.metadata.get("secret") else value
+            if f.metadata.get("secret") and isinstance(value, str) and value:
+                value = _redact_url(value) if "://" in value else "***"
+            out[f.name] = value
         return out
 
 
@@ -195,4 +208,31 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "health_check_interval_s": _positive,
     "health_check_timeout_s": _positive,
     "shutdown_grace_s": _not_negative,
+    "environment": _one_of("development", "production"),
+    "access_token_ttl_s": _positive,
+    "refresh_token_ttl_s": _positive,
 }
+
+# Used only in development, never in production: tokens signed with it are worthless.
+DEVELOPMENT_SIGNING_KEY = "tracker-services-development-only-signing-key-0000"
+
+
+def signing_key(s: Settings) -> bytes:
+    """The JWT signing key: from the file, else the setting; a development default only
+    outside production. A missing or short key in production is a start-up error."""
+    key = s.jwt_signing_key
+    if s.jwt_signing_key_file:
+        try:
+            key = pathlib.Path(s.jwt_signing_key_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"jwt_signing_key_file: {exc}") from None
+    if not key:
+        if s.environment == "production":
+            raise ConfigError(
+                "production needs a JWT signing key: set TRACKER_JWT_SIGNING_KEY or "
+                "TRACKER_JWT_SIGNING_KEY_FILE"
+            )
+        key = DEVELOPMENT_SIGNING_KEY
+    if len(key.encode()) < 32:
+        raise ConfigError("the JWT signing key must have at least 32 bytes")
+    return key.encode()

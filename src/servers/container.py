@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from dependency_injector import containers, providers
 
 from adapters.clock import SystemClock
+from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer, UserServicer
+from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.health import HealthReporter
 from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.postgres.pool import PostgresProbe, pool_resource
 from adapters.postgres.uow import PostgresUnitOfWorkFactory
 from adapters.redis.client import RedisProbe, redis_resource
-from servers.config import Settings
+from adapters.security import Argon2PasswordHasher, JwtTokenCodec
+from servers.config import Settings, signing_key
+from usecases.access import AccessUseCases, TokenPolicy
 from usecases.health import CheckDependencies
 from usecases.setup import SetupUseCases
 
 SETUP_SERVICE = "tracker.v1.SetupService"
 SETUP_QUERY_SERVICE = "tracker.v1.SetupQueryService"
+AUTH_SERVICE = "tracker.v1.AuthService"
+USER_SERVICE = "tracker.v1.UserService"
+USER_QUERY_SERVICE = "tracker.v1.UserQueryService"
 
 # Which dependencies each gRPC service needs to be SERVING.
 SERVICE_DEPENDENCIES = {
-    SETUP_SERVICE: ("postgres",),
-    SETUP_QUERY_SERVICE: ("postgres",),
+    name: ("postgres",)
+    for name in (SETUP_SERVICE, SETUP_QUERY_SERVICE, AUTH_SERVICE, USER_SERVICE, USER_QUERY_SERVICE)
 }
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
 
 
 class Container(containers.DeclarativeContainer):
@@ -51,5 +64,31 @@ class Container(containers.DeclarativeContainer):
         interval_s=settings.provided.health_check_interval_s,
     )
 
+    password_hasher = providers.Singleton(Argon2PasswordHasher)
+    token_codec = providers.Singleton(
+        JwtTokenCodec, signing_key=providers.Callable(signing_key, settings)
+    )
+    token_policy = providers.Singleton(
+        TokenPolicy,
+        access_ttl=providers.Callable(_seconds, settings.provided.access_token_ttl_s),
+        refresh_ttl=providers.Callable(_seconds, settings.provided.refresh_token_ttl_s),
+    )
+    access_usecases = providers.Singleton(
+        AccessUseCases.build,
+        uow=uow_factory,
+        hasher=password_hasher,
+        codec=token_codec,
+        clock=clock,
+        policy=token_policy,
+    )
+
+    interceptors = providers.List(
+        providers.Singleton(DomainErrorInterceptor),
+        providers.Singleton(AuthInterceptor, authenticate=access_usecases.provided.authenticate),
+    )
+
     setup_servicer = providers.Singleton(SetupServicer, setup_usecases)
     setup_query_servicer = providers.Singleton(SetupQueryServicer, setup_usecases)
+    auth_servicer = providers.Singleton(AuthServicer, access_usecases)
+    user_servicer = providers.Singleton(UserServicer, access_usecases)
+    user_query_servicer = providers.Singleton(UserQueryServicer, access_usecases)

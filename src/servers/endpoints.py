@@ -5,9 +5,22 @@ from __future__ import annotations
 import grpc
 
 from servers.config import Settings
-from servers.container import SETUP_QUERY_SERVICE, SETUP_SERVICE, Container
+from servers.container import (
+    AUTH_SERVICE,
+    SETUP_QUERY_SERVICE,
+    SETUP_SERVICE,
+    USER_QUERY_SERVICE,
+    USER_SERVICE,
+    Container,
+)
 from servers.runtime import Endpoint
-from tracker.v1 import setup_query_service_pb2_grpc, setup_service_pb2_grpc
+from tracker.v1 import (
+    auth_service_pb2_grpc,
+    setup_query_service_pb2_grpc,
+    setup_service_pb2_grpc,
+    user_query_service_pb2_grpc,
+    user_service_pb2_grpc,
+)
 
 
 async def setup_service(server: grpc.aio.Server, c: Container) -> str:
@@ -24,12 +37,29 @@ async def setup_query_service(server: grpc.aio.Server, c: Container) -> str:
     return SETUP_QUERY_SERVICE
 
 
+async def auth_service(server: grpc.aio.Server, c: Container) -> str:
+    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(await c.auth_servicer.async_(), server)
+    return AUTH_SERVICE
+
+
+async def user_service(server: grpc.aio.Server, c: Container) -> str:
+    user_service_pb2_grpc.add_UserServiceServicer_to_server(await c.user_servicer.async_(), server)
+    return USER_SERVICE
+
+
+async def user_query_service(server: grpc.aio.Server, c: Container) -> str:
+    user_query_service_pb2_grpc.add_UserQueryServiceServicer_to_server(
+        await c.user_query_servicer.async_(), server
+    )
+    return USER_QUERY_SERVICE
+
+
 def collector(s: Settings) -> Endpoint:
-    return Endpoint("collector", s.collector_port, [setup_service])
+    return Endpoint("collector", s.collector_port, [setup_service, auth_service, user_service])
 
 
 def query(s: Settings) -> Endpoint:
-    return Endpoint("query", s.query_port, [setup_query_service])
+    return Endpoint("query", s.query_port, [setup_query_service, user_query_service])
 
 
 def health(s: Settings) -> list[Endpoint]:

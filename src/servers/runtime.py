@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -16,10 +17,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.health import HealthReporter
 from servers import log as logsetup
-from servers.config import ConfigError, Settings, load
+from servers.config import ConfigError, Settings, load, signing_key
 from servers.container import Container
 
 log = logging.getLogger("tracker")
@@ -43,7 +43,7 @@ async def build_server(
     endpoint: Endpoint, container: Container, reporter: HealthReporter, host: str
 ) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(
-        interceptors=[DomainErrorInterceptor()],
+        interceptors=await container.interceptors.async_(),
         options=[
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
@@ -124,13 +124,19 @@ def main_for(
     """Console-script entry: parse settings, configure logs, serve until a signal."""
     try:
         settings = load(argv, description=description)
+        signing_key(settings)  # a missing key in production stops us here, clearly
     except ConfigError as exc:
-        print(f"configuration error: {exc}")
+        print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     logsetup.configure(settings.log_level, settings.log_format)
     log.info(
         "starting", extra={"component": description.split(":")[0], "settings": settings.redacted()}
     )
+    if not (settings.jwt_signing_key or settings.jwt_signing_key_file):
+        log.warning(
+            "no JWT signing key set: using the public development key; tokens are not "
+            "secure (set TRACKER_JWT_SIGNING_KEY)"
+        )
     try:
         asyncio.run(serve(settings, endpoints(settings)))
     except RuntimeError as exc:

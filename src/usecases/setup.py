@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from domain.access import Principal, require_admin, require_manage, require_read
 from domain.errors import InvalidArgument, field_prefix
 from domain.model import (
     AdvertisementKey,
@@ -83,11 +84,27 @@ class NewTracker:
     display_name: str = ""
 
 
+async def readable(caller: Principal, repo: Repository[E, Any], entity_id: uuid.UUID) -> E:
+    """The entity, if the caller may read it; otherwise exactly what a missing one gives."""
+    entity = await repo.get(entity_id)
+    require_read(caller, entity.owner_client_id, entity.KIND, entity_id)
+    return entity
+
+
+async def manageable(caller: Principal, repo: Repository[E, Any], entity_id: uuid.UUID) -> E:
+    entity = await repo.get(entity_id)
+    require_manage(caller, entity.owner_client_id, entity.KIND, entity_id)
+    return entity
+
+
 class CreateClient:
+    """Only an ADMIN creates clients."""
+
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
-    async def __call__(self, new: NewClient) -> Client:
+    async def __call__(self, caller: Principal, new: NewClient) -> Client:
+        require_admin(caller, "creating a client")
         now = self._clock.now()
         client = Client(
             id=new_id(), create_time=now, update_time=now, display_name=new.display_name
@@ -102,7 +119,7 @@ class CreateBrand:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
-    async def __call__(self, new: NewBrand) -> Brand:
+    async def __call__(self, caller: Principal, new: NewBrand) -> Brand:
         now = self._clock.now()
         brand = Brand(
             id=new_id(),
@@ -112,7 +129,7 @@ class CreateBrand:
             display_name=new.display_name,
         )
         async with self._uow() as uow:
-            await uow.clients.get(new.client_id)
+            await manageable(caller, uow.clients, new.client_id)
             await uow.brands.add(brand)
             await uow.commit()
         return brand
@@ -122,10 +139,10 @@ class CreateProductionRun:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
-    async def __call__(self, new: NewProductionRun) -> ProductionRun:
+    async def __call__(self, caller: Principal, new: NewProductionRun) -> ProductionRun:
         now = self._clock.now()
         async with self._uow() as uow:
-            brand = await uow.brands.get(new.brand_id)
+            brand = await manageable(caller, uow.brands, new.brand_id)
             run = ProductionRun(
                 id=new_id(),
                 create_time=now,
@@ -145,20 +162,21 @@ class CreateLocation:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
-    async def __call__(self, new: NewLocation) -> Location:
+    async def __call__(self, caller: Principal, new: NewLocation) -> Location:
         now = self._clock.now()
-        location = Location(
-            id=new_id(),
-            create_time=now,
-            update_time=now,
-            production_run_id=new.production_run_id,
-            kind=new.kind,
-            display_name=new.display_name,
-            center=new.center,
-            radius_m=new.radius_m,
-        )
         async with self._uow() as uow:
-            await uow.production_runs.get(new.production_run_id)
+            run = await manageable(caller, uow.production_runs, new.production_run_id)
+            location = Location(
+                id=new_id(),
+                create_time=now,
+                update_time=now,
+                production_run_id=run.id,
+                client_id=run.client_id,
+                kind=new.kind,
+                display_name=new.display_name,
+                center=new.center,
+                radius_m=new.radius_m,
+            )
             await uow.locations.add(location)
             await uow.commit()
         return location
@@ -184,7 +202,7 @@ class CreateTrackers:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
-    async def __call__(self, items: Sequence[NewTracker]) -> list[Tracker]:
+    async def __call__(self, caller: Principal, items: Sequence[NewTracker]) -> list[Tracker]:
         if not items:
             raise InvalidArgument("trackers", "at least one tracker is required")
         if len(items) > MAX_BATCH_TRACKERS:
@@ -193,7 +211,7 @@ class CreateTrackers:
         async with self._uow() as uow:
             runs: dict[uuid.UUID, ProductionRun] = {}
             for run_id in dict.fromkeys(item.production_run_id for item in items):
-                runs[run_id] = await uow.production_runs.get(run_id)
+                runs[run_id] = await manageable(caller, uow.production_runs, run_id)
             trackers = []
             seen_keys: dict[bytes, int] = {}
             seen_macs: dict[str, int] = {}
@@ -220,9 +238,9 @@ class CreateTracker:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
-    async def __call__(self, new: NewTracker) -> Tracker:
+    async def __call__(self, caller: Principal, new: NewTracker) -> Tracker:
         async with self._uow() as uow:
-            run = await uow.production_runs.get(new.production_run_id)
+            run = await manageable(caller, uow.production_runs, new.production_run_id)
             tracker = _tracker_from(new, run, self._clock.now())
             await uow.trackers.add(tracker)
             await uow.commit()
@@ -238,18 +256,20 @@ class UpdateResource(Generic[E]):
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, select: Select[E]) -> None:
         self._uow, self._clock, self._select = uow, clock, select
 
-    async def __call__(self, entity_id: uuid.UUID, changes: dict[str, Any]) -> E:
+    async def __call__(self, caller: Principal, entity_id: uuid.UUID, changes: dict[str, Any]) -> E:
         async with self._uow() as uow:
             repo = self._select(uow)
-            current = await repo.get(entity_id)
-            updated = await self._apply(uow, current, changes)
+            current = await manageable(caller, repo, entity_id)
+            updated = await self._apply(caller, uow, current, changes)
             if dataclasses.replace(updated, update_time=current.update_time) == current:
                 return current
             await repo.update(updated)
             await uow.commit()
             return updated
 
-    async def _apply(self, uow: UnitOfWork, current: E, changes: dict[str, Any]) -> E:
+    async def _apply(
+        self, caller: Principal, uow: UnitOfWork, current: E, changes: dict[str, Any]
+    ) -> E:
         if not changes:
             return current
         return current.with_changes(changes, self._clock.now())
@@ -258,44 +278,60 @@ class UpdateResource(Generic[E]):
 class UpdateTracker(UpdateResource[Tracker]):
     """A tracker may move to another production run of the same client."""
 
-    async def _apply(self, uow: UnitOfWork, current: Tracker, changes: dict[str, Any]) -> Tracker:
+    async def _apply(
+        self, caller: Principal, uow: UnitOfWork, current: Tracker, changes: dict[str, Any]
+    ) -> Tracker:
         run_id = changes.get("production_run_id")
         if run_id is not None and run_id != current.production_run_id:
-            run = await uow.production_runs.get(run_id)
+            run = await manageable(caller, uow.production_runs, run_id)
             if run.client_id != current.client_id:
                 raise InvalidArgument(
                     "production_run_id", "belongs to another client than the tracker"
                 )
-        return await super()._apply(uow, current, changes)
+        return await super()._apply(caller, uow, current, changes)
 
 
 class GetResource(Generic[E]):
     def __init__(self, uow: UnitOfWorkFactory, select: Select[E]) -> None:
         self._uow, self._select = uow, select
 
-    async def __call__(self, entity_id: uuid.UUID) -> E:
+    async def __call__(self, caller: Principal, entity_id: uuid.UUID) -> E:
         async with self._uow() as uow:
-            return await self._select(uow).get(entity_id)
+            return await readable(caller, self._select(uow), entity_id)
 
 
 class ListResources(Generic[E, F]):
+    """A page of what the caller may read: the filter is narrowed to the caller's clients."""
+
     def __init__(
         self, uow: UnitOfWorkFactory, select: Callable[[UnitOfWork], Repository[E, F]]
     ) -> None:
         self._uow, self._select = uow, select
 
-    async def __call__(self, filter: F, page: PageRequest) -> Page[E]:
+    async def __call__(self, caller: Principal, filter: F, page: PageRequest) -> Page[E]:
+        visible = caller.readable_clients()
+        narrowed = dataclasses.replace(filter, visible_clients=visible)  # type: ignore[type-var]
         async with self._uow() as uow:
-            return await self._select(uow).list(filter, page)
+            return await self._select(uow).list(narrowed, page)
 
 
 class DeleteResource:
-    def __init__(self, uow: UnitOfWorkFactory, select: Select[Any]) -> None:
-        self._uow, self._select = uow, select
+    """Deleting needs CLIENT_ADMIN of the owning client; deleting a client needs ADMIN."""
 
-    async def __call__(self, entity_id: uuid.UUID, *, force: bool = False) -> None:
+    def __init__(
+        self, uow: UnitOfWorkFactory, select: Select[Any], *, admin_only: bool = False
+    ) -> None:
+        self._uow, self._select, self._admin_only = uow, select, admin_only
+
+    async def __call__(
+        self, caller: Principal, entity_id: uuid.UUID, *, force: bool = False
+    ) -> None:
         async with self._uow() as uow:
-            await self._select(uow).delete(entity_id, cascade=force)
+            repo = self._select(uow)
+            entity = await manageable(caller, repo, entity_id)
+            if self._admin_only:
+                require_admin(caller, f"deleting a {entity.KIND}")
+            await repo.delete(entity_id, cascade=force)
             await uow.commit()
 
 
@@ -359,7 +395,7 @@ class SetupUseCases:
             update_production_run=UpdateResource(uow, clock, runs),
             update_location=UpdateResource(uow, clock, locations),
             update_tracker=UpdateTracker(uow, clock, trackers),
-            delete_client=DeleteResource(uow, clients),
+            delete_client=DeleteResource(uow, clients, admin_only=True),
             delete_brand=DeleteResource(uow, brands),
             delete_production_run=DeleteResource(uow, runs),
             delete_location=DeleteResource(uow, locations),

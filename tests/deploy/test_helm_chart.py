@@ -68,6 +68,7 @@ SECRET_VALUES: dict[str, Any] = {
     "secrets": {
         "TRACKER_DATABASE_URL": "postgresql://tracker:s3cret@db.example:5432/tracker",
         "TRACKER_REDIS_URL": "redis://redis.example:6379/0",
+        "TRACKER_JWT_SIGNING_KEY": "k" * 48,
     },
     "migrations": {"enabled": False},
 }
@@ -551,6 +552,9 @@ def test_config_map_holds_the_settings_and_every_pod_reads_config_and_secret(
         "TRACKER_DB_POOL_MAX": "10",
         "TRACKER_HEALTH_CHECK_INTERVAL_S": "2",
         "TRACKER_SHUTDOWN_GRACE_S": "10",
+        "TRACKER_ENVIRONMENT": "production",
+        "TRACKER_ACCESS_TOKEN_TTL_S": "900",
+        "TRACKER_REFRESH_TOKEN_TTL_S": "2592000",
     }
     secret = default_release.get("Secret", f"{RELEASE}-tracker-secrets")
     assert not secret.get("data"), "empty secrets must not be rendered as empty keys"
@@ -568,7 +572,6 @@ def test_secrets_are_rendered_only_when_set(secret_release: Release) -> None:
     secret = secret_release.get("Secret", f"{RELEASE}-tracker-secrets")
     decoded = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
     assert decoded == SECRET_VALUES["secrets"]
-    assert "TRACKER_JWT_SIGNING_KEY" not in decoded
     assert secret_release.hooks == [], "migrations.enabled=false renders no hook"
     assert "WARNING" not in secret_release.notes
 

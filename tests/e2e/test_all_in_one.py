@@ -33,6 +33,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
 
 
+class BearerMetadata(grpc.UnaryUnaryClientInterceptor):
+    """Adds the bearer token to every unary call of a channel."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        metadata = [*(details.metadata or ()), ("authorization", f"Bearer {self._token}")]
+        return continuation(details._replace(metadata=metadata), request)
+
+
 def free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     for sock in socks:
@@ -43,6 +54,10 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+ADMIN_EMAIL = "e2e-admin@example.com"
+ADMIN_PASSWORD = "e2e admin password, quite long"
+
+
 @dataclass
 class Server:
     proc: subprocess.Popen[bytes]
@@ -50,6 +65,9 @@ class Server:
     query: int
     health: int
     log: pathlib.Path
+    env: dict[str, str]
+    token: str
+    secrets: list[str]
 
     def log_text(self) -> str:
         return self.log.read_text()
@@ -89,12 +107,29 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         capture_output=True,
         timeout=60,
     )
+    subprocess.run(
+        [BIN / "trackerctl", "user", "create-admin", "--email", ADMIN_EMAIL, "--password-stdin"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+        input=ADMIN_PASSWORD + "\n",
+        text=True,
+    )
+    token = subprocess.run(
+        [BIN / "trackerctl", "token", "mint", "--email", ADMIN_EMAIL, "--ttl-days", "1"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+        text=True,
+    ).stdout.strip()
     log = tmp_path_factory.mktemp("e2e") / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [BIN / "tracker-server"], env=env, stdout=out, stderr=subprocess.STDOUT
         )
-    srv = Server(proc, collector, query, health, log)
+    srv = Server(proc, collector, query, health, log, env, token, [ADMIN_PASSWORD, token])
     try:
         wait_serving(health)
         yield srv
@@ -109,10 +144,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def test_setup_flow_with_generated_stubs(server: Server) -> None:
+    bearer = BearerMetadata(server.token)
     with (
-        grpc.insecure_channel(f"127.0.0.1:{server.collector}") as c_ch,
-        grpc.insecure_channel(f"127.0.0.1:{server.query}") as q_ch,
+        grpc.insecure_channel(f"127.0.0.1:{server.collector}") as c_raw,
+        grpc.insecure_channel(f"127.0.0.1:{server.query}") as q_raw,
     ):
+        c_ch, q_ch = grpc.intercept_channel(c_raw, bearer), grpc.intercept_channel(q_raw, bearer)
         setup, query = s_grpc.SetupServiceStub(c_ch), q_grpc.SetupQueryServiceStub(q_ch)
         client = setup.CreateClient(
             s.CreateClientRequest(client=pb.Client(display_name="Stub Client"))
@@ -181,8 +218,10 @@ def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> No
         ("5000", server.health),
     ):
         script = script.replace(f"localhost:{default}", f"localhost:{port}")
+    script += '\necho "WALKTHROUGH_TOKEN=$TOKEN"\n'
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
+        env=server.env,
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -190,6 +229,9 @@ def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> No
     )
     assert done.returncode == 0, done.stderr + done.stdout
     out = done.stdout
+    token = out.rsplit("WALKTHROUGH_TOKEN=", 1)[1].strip()
+    assert token.count(".") == 2, "the walkthrough logged in"
+    server.secrets += [token, "correct horse battery staple"]
     for service in (
         "tracker.v1.SetupService",
         "tracker.v1.SetupQueryService",
@@ -229,11 +271,29 @@ def test_help_lists_every_option_with_its_environment_name() -> None:
             assert env in out, (command, env)
 
 
+def test_production_without_signing_key_refuses_to_start() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+    done = subprocess.run(
+        [BIN / "tracker-server"],
+        env={**env, "TRACKER_ENVIRONMENT": "production"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "TRACKER_JWT_SIGNING_KEY" in done.stderr
+
+
 def test_sigterm_drains_and_exits_cleanly(server: Server) -> None:
-    """Last in this module: stops the shared server."""
+    """Last in this module: stops the shared server; its log holds no password or token."""
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=15) == 0
     lines = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
     events = [line["event"] for line in lines]
     assert events.index("shutting down") < events.index("stopped")
     assert all(line["level"] != "error" for line in lines), lines
+    text = server.log_text()
+    assert len(server.secrets) >= 4
+    for secret in server.secrets:
+        assert secret not in text
+    assert '"method": "/tracker.v1.AuthService/Login"' in text  # the log did see the calls

@@ -24,7 +24,13 @@ from domain.model import (
     Tracker,
 )
 from domain.pagination import PageRequest
-from domain.ports import LocationFilter, TrackerFilter
+from domain.ports import (
+    BrandFilter,
+    ClientFilter,
+    LocationFilter,
+    ProductionRunFilter,
+    TrackerFilter,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -81,6 +87,7 @@ async def test_entities_round_trip_exactly(pool: asyncpg.Pool) -> None:
         create_time=NOW,
         update_time=NOW,
         production_run_id=run.id,
+        client_id=run.client_id,
         kind=LocationKind.DELIVERY,
         display_name="Store",
         center=GeoPoint(latitude=52.520008, longitude=13.404954),
@@ -160,6 +167,7 @@ async def test_delete_with_children_needs_force_and_then_cascades(pool: asyncpg.
                 create_time=NOW,
                 update_time=NOW,
                 production_run_id=run.id,
+                client_id=run.client_id,
                 kind=LocationKind.STORAGE,
                 display_name="DC",
                 center=GeoPoint(0, 0),
@@ -226,6 +234,7 @@ async def test_location_filter_by_kind(pool: asyncpg.Pool) -> None:
                     create_time=NOW,
                     update_time=NOW,
                     production_run_id=run.id,
+                    client_id=run.client_id,
                     kind=kind,
                     display_name=kind.value,
                     center=GeoPoint(1, 2),
@@ -249,6 +258,7 @@ async def test_geofence_center_is_geography_with_gist_index(pool: asyncpg.Pool) 
         create_time=NOW,
         update_time=NOW,
         production_run_id=run.id,
+        client_id=run.client_id,
         kind=LocationKind.STORAGE,
         display_name="Tromso",
         radius_m=1000,
@@ -291,3 +301,47 @@ async def test_migrations_are_idempotent_and_detect_edits(database_url: str) -> 
         assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 9999
     finally:
         await conn.close()
+
+
+async def test_lists_never_leave_the_visible_clients(pool: asyncpg.Pool) -> None:
+    uow_factory = PostgresUnitOfWorkFactory(pool)
+    a_client, _, a_run = await seed(uow_factory)
+    b_client, _, b_run = await seed(uow_factory)
+    async with uow_factory() as uow:
+        await uow.trackers.add_many([tracker(a_run, 1), tracker(b_run, 2)])
+        for run in (a_run, b_run):
+            await uow.locations.add(
+                Location(
+                    id=uuid.uuid4(),
+                    create_time=NOW,
+                    update_time=NOW,
+                    production_run_id=run.id,
+                    client_id=run.client_id,
+                    kind=LocationKind.STORAGE,
+                    display_name="x",
+                    center=GeoPoint(0, 0),
+                    radius_m=5,
+                )
+            )
+        await uow.commit()
+    only_a = frozenset({a_client.id})
+    async with uow_factory() as uow:
+        pages = [
+            await uow.clients.list(ClientFilter(visible_clients=only_a), PageRequest()),
+            await uow.brands.list(BrandFilter(visible_clients=only_a), PageRequest()),
+            await uow.production_runs.list(
+                ProductionRunFilter(visible_clients=only_a), PageRequest()
+            ),
+            await uow.locations.list(LocationFilter(visible_clients=only_a), PageRequest()),
+            await uow.trackers.list(TrackerFilter(visible_clients=only_a), PageRequest()),
+            # An explicit filter for B inside a visibility of A finds nothing.
+            await uow.trackers.list(
+                TrackerFilter(client_id=b_client.id, visible_clients=only_a), PageRequest()
+            ),
+        ]
+        nothing = await uow.trackers.list(TrackerFilter(visible_clients=frozenset()), PageRequest())
+    for page in pages[:-1]:
+        assert len(page.items) == 1
+        assert page.items[0].owner_client_id == a_client.id
+    assert pages[-1].items == []
+    assert nothing.items == []

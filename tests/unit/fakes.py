@@ -1,23 +1,41 @@
 """In-memory fakes of the ports in ``domain.ports``, for unit tests.
 
-The repositories behave like the PostgreSQL adapter (``adapters.postgres.setup``): foreign keys
+The repositories behave like the PostgreSQL adapter (``adapters.postgres``): foreign keys
 (NotFound "parent of ..."), unique constraints checked in index order (id, mac_address,
-advertisement_key), delete with or without cascade, and keyset pages ordered by id. A unit of
-work works on a private copy of the committed state and publishes it only on ``commit``.
+advertisement_key; users: email), delete with or without cascade (memberships and refresh tokens
+always cascade), keyset pages ordered by id, and every list narrowed to the filter's
+``visible_clients``. A unit of work works on a private copy of the committed state and
+publishes it only on ``commit``.
+
+The password hasher and the token codec are deterministic stand-ins (not argon2, not JWT) with
+the same contracts: ``verify`` is true only for the hashed password, ``decode`` raises
+Unauthenticated for any unknown, tampered or expired token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import dataclasses
+import hashlib
+import hmac
+import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
-from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from domain.access import AccessClaims, RefreshToken, User
+from domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+)
 from domain.model import Brand, Client, Entity, Location, ProductionRun, Tracker
 from domain.pagination import Page, PageRequest
 from domain.ports import (
@@ -29,12 +47,21 @@ from domain.ports import (
     LocationRepository,
     ProductionRunFilter,
     ProductionRunRepository,
+    RefreshTokenRepository,
     TrackerFilter,
     TrackerRepository,
+    UserFilter,
+    UserRepository,
 )
 
+
+class _Filter(Protocol):
+    @property
+    def visible_clients(self) -> frozenset[uuid.UUID] | None: ...
+
+
 E = TypeVar("E", bound=Entity)
-F = TypeVar("F")
+F = TypeVar("F", bound=_Filter)
 
 
 @dataclass
@@ -46,6 +73,8 @@ class FakeTables:
     production_runs: dict[uuid.UUID, ProductionRun] = field(default_factory=dict)
     locations: dict[uuid.UUID, Location] = field(default_factory=dict)
     trackers: dict[uuid.UUID, Tracker] = field(default_factory=dict)
+    users: dict[uuid.UUID, User] = field(default_factory=dict)
+    refresh_tokens: dict[uuid.UUID, RefreshToken] = field(default_factory=dict)
 
     def copy(self) -> FakeTables:
         return FakeTables(**{f.name: dict(getattr(self, f.name)) for f in dataclasses.fields(self)})
@@ -84,6 +113,9 @@ class FakeRepository(Generic[E, F]):
 
     def _matches(self, entity: E, filter: F) -> bool:
         return True
+
+    def _after_delete(self, entity_id: uuid.UUID, t: FakeTables) -> None:
+        """What the database removes on its own (``ON DELETE CASCADE``)."""
 
     # -- shared mechanics -----------------------------------------------------------------
     @property
@@ -150,22 +182,42 @@ class FakeRepository(Generic[E, F]):
                 subject=str(entity_id),
             )
         del self._rows(t)[entity_id]
+        self._after_delete(entity_id, t)
 
     async def list(self, filter: F, page: PageRequest) -> Page[E]:
-        after: str | None = None
-        if page.after is not None:
-            try:
-                after = str(uuid.UUID(page.after))
-            except ValueError:
-                raise InvalidArgument("page_token", "malformed page token") from None
-        # PostgreSQL orders uuid by its bytes: the same order as the lowercase canonical text.
-        rows = sorted(
-            (e for e in self._rows().values() if self._matches(e, filter)), key=lambda e: str(e.id)
+        visible = filter.visible_clients
+        return _keyset_page(
+            (
+                e
+                for e in self._rows().values()
+                if (visible is None or e.owner_client_id in visible) and self._matches(e, filter)
+            ),
+            page,
         )
-        if after is not None:
-            rows = [e for e in rows if str(e.id) > after]
-        items = rows[: page.size]
-        return Page(items, str(items[-1].id) if len(rows) > page.size else None)
+
+
+class _Identified(Protocol):
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+R = TypeVar("R", bound=_Identified)
+
+
+def _keyset_page(rows: Iterable[R], page: PageRequest) -> Page[R]:
+    """Rows ordered by id, strictly after ``page.after``, at most ``page.size`` of them."""
+    after: str | None = None
+    if page.after is not None:
+        try:
+            after = str(uuid.UUID(page.after))
+        except ValueError:
+            raise InvalidArgument("page_token", "malformed page token") from None
+    # PostgreSQL orders uuid by its bytes: the same order as the lowercase canonical text.
+    ordered = sorted(rows, key=lambda e: str(e.id))
+    if after is not None:
+        ordered = [e for e in ordered if str(e.id) > after]
+    items = ordered[: page.size]
+    return Page(items, str(items[-1].id) if len(ordered) > page.size else None)
 
 
 def _drop(rows: dict[uuid.UUID, Any], keep: Callable[[Any], bool]) -> None:
@@ -182,11 +234,17 @@ class FakeClientRepository(FakeRepository[Client, ClientFilter]):
         )
 
     def _cascade(self, entity_id: uuid.UUID, t: FakeTables) -> None:
-        runs = {r.id for r in t.production_runs.values() if r.client_id == entity_id}
         _drop(t.trackers, lambda tr: tr.client_id != entity_id)
-        _drop(t.locations, lambda loc: loc.production_run_id not in runs)
+        _drop(t.locations, lambda loc: loc.client_id != entity_id)
         _drop(t.production_runs, lambda r: r.client_id != entity_id)
         _drop(t.brands, lambda b: b.client_id != entity_id)
+
+    def _after_delete(self, entity_id: uuid.UUID, t: FakeTables) -> None:
+        # memberships.client_id REFERENCES clients ON DELETE CASCADE
+        for user in list(t.users.values()):
+            if entity_id in user.memberships:
+                rest = {c: r for c, r in user.memberships.items() if c != entity_id}
+                t.users[user.id] = dataclasses.replace(user, memberships=rest)
 
 
 class FakeBrandRepository(FakeRepository[Brand, BrandFilter]):
@@ -237,9 +295,13 @@ class FakeLocationRepository(FakeRepository[Location, LocationFilter]):
     table, kind = "locations", "location"
 
     def _check_parents(self, entity: Location, t: FakeTables) -> None:
-        if entity.production_run_id not in t.production_runs:
+        run = t.production_runs.get(entity.production_run_id)
+        if run is None or run.client_id != entity.client_id:
             raise _missing_parent(
-                self.kind, "production_run_id", entity.production_run_id, "production_runs"
+                self.kind,
+                "production_run_id, client_id",
+                entity.production_run_id,
+                "production_runs",
             )
 
     def _matches(self, entity: Location, filter: LocationFilter) -> bool:
@@ -278,6 +340,103 @@ class FakeTrackerRepository(FakeRepository[Tracker, TrackerFilter]):
         self._insert(list(trackers))
 
 
+class FakeUserRepository:
+    """Users with their memberships (adapter: ``users`` + ``memberships``, both cascading)."""
+
+    kind: ClassVar[str] = "user"
+
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    @property
+    def _rows(self) -> dict[uuid.UUID, User]:
+        return self._uow.tables.users
+
+    def _check(self, user: User) -> None:
+        """users_email_key, then memberships.client_id REFERENCES clients."""
+        for other in self._rows.values():
+            if other.email == user.email and other.id != user.id:
+                raise AlreadyExists(self.kind, "email", user.email)
+        clients = self._uow.tables.clients
+        for client_id in user.memberships:
+            if client_id not in clients:
+                raise _missing_parent("membership", "client_id", client_id, "clients")
+
+    async def add(self, user: User) -> None:
+        if user.id in self._rows:
+            raise AlreadyExists(self.kind, "id", str(user.id))
+        self._check(user)
+        self._rows[user.id] = user
+
+    async def get(self, user_id: uuid.UUID) -> User:
+        try:
+            return self._rows[user_id]
+        except KeyError:
+            raise NotFound(self.kind, str(user_id)) from None
+
+    async def find_by_email(self, email: str) -> User | None:
+        return next((u for u in self._rows.values() if u.email == email), None)
+
+    async def update(self, user: User) -> None:
+        if user.id not in self._rows:
+            raise NotFound(self.kind, str(user.id))
+        self._check(user)
+        self._rows[user.id] = user
+
+    async def delete(self, user_id: uuid.UUID) -> None:
+        if user_id not in self._rows:
+            raise NotFound(self.kind, str(user_id))
+        del self._rows[user_id]
+        _drop(self._uow.tables.refresh_tokens, lambda rt: rt.user_id != user_id)
+
+    async def list(self, filter: UserFilter, page: PageRequest) -> Page[User]:
+        visible = filter.visible_clients
+        return _keyset_page(
+            (
+                u
+                for u in self._rows.values()
+                if visible is None or not visible.isdisjoint(u.memberships)
+            ),
+            page,
+        )
+
+
+class FakeRefreshTokenRepository:
+    """Stored refresh tokens, found by hash; revoking keeps the row, marked revoked."""
+
+    kind: ClassVar[str] = "refresh token"
+
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    @property
+    def _rows(self) -> dict[uuid.UUID, RefreshToken]:
+        return self._uow.tables.refresh_tokens
+
+    async def add(self, token: RefreshToken) -> None:
+        if token.id in self._rows:
+            raise AlreadyExists(self.kind, "id", str(token.id))
+        if any(t.token_hash == token.token_hash for t in self._rows.values()):
+            raise AlreadyExists(self.kind, "token_hash", token.token_hash.hex())
+        if token.user_id not in self._uow.tables.users:
+            raise _missing_parent(self.kind, "user_id", token.user_id, "users")
+        self._rows[token.id] = token
+
+    async def find(self, token_hash: bytes) -> RefreshToken | None:
+        return next((t for t in self._rows.values() if t.token_hash == token_hash), None)
+
+    async def revoke(self, token_id: uuid.UUID) -> None:
+        """Like ``UPDATE ... WHERE id = $1``: an unknown id changes nothing."""
+        token = self._rows.get(token_id)
+        if token is not None:
+            self._rows[token_id] = dataclasses.replace(token, revoked=True)
+
+    async def revoke_all(self, user_id: uuid.UUID) -> None:
+        for token in list(self._rows.values()):
+            if token.user_id == user_id:
+                self._rows[token.id] = dataclasses.replace(token, revoked=True)
+
+
 class FakeUnitOfWork:
     """A transaction: a private copy of the committed state, published by ``commit``."""
 
@@ -287,6 +446,8 @@ class FakeUnitOfWork:
     production_runs: ProductionRunRepository
     locations: LocationRepository
     trackers: TrackerRepository
+    users: UserRepository
+    refresh_tokens: RefreshTokenRepository
 
     def __init__(self, factory: FakeUnitOfWorkFactory) -> None:
         self._factory = factory
@@ -308,6 +469,8 @@ class FakeUnitOfWork:
         self.production_runs = FakeProductionRunRepository(self)
         self.locations = FakeLocationRepository(self)
         self.trackers = FakeTrackerRepository(self)
+        self.users = FakeUserRepository(self)
+        self.refresh_tokens = FakeRefreshTokenRepository(self)
         return self
 
     async def commit(self) -> None:
@@ -361,6 +524,68 @@ class FakeClock:
     def advance(self, delta: timedelta = timedelta(seconds=1)) -> datetime:
         self._now += delta
         return self._now
+
+
+class FakePasswordHasher:
+    """Deterministic and fast: ``fake$`` + SHA-256 of the password. Counts its calls."""
+
+    PREFIX = "fake$"
+
+    def __init__(self) -> None:
+        self.hashed = 0
+        self.verified = 0
+
+    async def hash(self, password: str) -> str:
+        self.hashed += 1
+        return self.PREFIX + hashlib.sha256(password.encode()).hexdigest()
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        self.verified += 1
+        expected = self.PREFIX + hashlib.sha256(password.encode()).hexdigest()
+        return hmac.compare_digest(password_hash.encode(), expected.encode())
+
+
+class FakeTokenCodec:
+    """``base64(json claims).hmac`` with a fixed key; expiry judged by the given clock."""
+
+    def __init__(self, clock: FakeClock, key: bytes = b"unit-test-key") -> None:
+        self._clock, self._key = clock, key
+
+    def _sign(self, body: str) -> str:
+        return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()
+
+    def encode(self, claims: AccessClaims) -> str:
+        raw = json.dumps(
+            {
+                "sub": str(claims.user_id),
+                "jti": claims.token_id,
+                "kind": claims.kind,
+                "iat": claims.issued_at.isoformat(),
+                "exp": claims.expires_at.isoformat(),
+            },
+            separators=(",", ":"),
+        )
+        body = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        return f"{body}.{self._sign(body)}"
+
+    def decode(self, token: str) -> AccessClaims:
+        body, _, signature = token.partition(".")
+        if not hmac.compare_digest(signature.encode(), self._sign(body).encode()):
+            raise Unauthenticated("invalid token")
+        try:
+            data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            claims = AccessClaims(
+                user_id=uuid.UUID(data["sub"]),
+                token_id=data["jti"],
+                kind=data["kind"],
+                issued_at=datetime.fromisoformat(data["iat"]),
+                expires_at=datetime.fromisoformat(data["exp"]),
+            )
+        except (binascii.Error, ValueError, KeyError, TypeError):
+            raise Unauthenticated("invalid token") from None
+        if claims.expires_at <= self._clock.now():
+            raise Unauthenticated("token expired")
+        return claims
 
 
 class FakeProbe:

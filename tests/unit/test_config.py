@@ -25,7 +25,13 @@ SAMPLES: dict[str, Any] = {
     "health_check_interval_s": 5.5,
     "health_check_timeout_s": 0.25,
     "shutdown_grace_s": 30.0,
+    "environment": "production",
+    "jwt_signing_key": "unit-test-signing-key-of-at-least-32-bytes",
+    "jwt_signing_key_file": "/run/secrets/jwt-signing-key",
+    "access_token_ttl_s": 60.0,
+    "refresh_token_ttl_s": 3600.0,
 }
+SECRETS = {f.name for f in dataclasses.fields(Settings) if f.metadata.get("secret")}
 FIELDS = [f.name for f in dataclasses.fields(Settings)]
 
 
@@ -248,8 +254,14 @@ def test_redacted_keeps_every_other_setting() -> None:
     out = settings.redacted()
     assert set(out) == set(FIELDS)
     for name in FIELDS:
-        if not name.endswith("_url"):
+        if not name.endswith("_url") and name not in SECRETS:
             assert out[name] == SAMPLES[name]
+
+
+def test_redacted_hides_the_jwt_signing_key() -> None:
+    key = SAMPLES["jwt_signing_key"]
+    out = Settings(jwt_signing_key=key).redacted()
+    assert key not in str(out)
 
 
 def test_redacted_hides_a_password_given_as_query_parameter() -> None:

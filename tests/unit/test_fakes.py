@@ -2,27 +2,52 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
 from domain import ports
-from domain.errors import AlreadyExists, FailedPrecondition, NotFound
-from domain.model import AdvertisementKey, Brand, Client, ProductionRun, Tracker
+from domain.access import AccessClaims, RefreshToken, Role, User
+from domain.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated
+from domain.model import (
+    AdvertisementKey,
+    Brand,
+    Client,
+    Entity,
+    GeoPoint,
+    Location,
+    LocationKind,
+    ProductionRun,
+    Tracker,
+)
 from domain.pagination import PageRequest
-from domain.ports import ClientFilter, TrackerFilter
+from domain.ports import (
+    BrandFilter,
+    ClientFilter,
+    LocationFilter,
+    ProductionRunFilter,
+    TrackerFilter,
+    UserFilter,
+)
 
 from .fakes import (
     FakeBrandRepository,
     FakeClientRepository,
     FakeClock,
     FakeLocationRepository,
+    FakePasswordHasher,
     FakeProductionRunRepository,
+    FakeRefreshTokenRepository,
+    FakeRepository,
+    FakeTokenCodec,
     FakeTrackerRepository,
     FakeUnitOfWork,
     FakeUnitOfWorkFactory,
+    FakeUserRepository,
 )
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -51,6 +76,39 @@ def a_run(brand: Brand, client_id: uuid.UUID | None = None) -> ProductionRun:
     )
 
 
+def a_location(run: ProductionRun, client_id: uuid.UUID | None = None) -> Location:
+    return Location(
+        id=uuid.uuid4(),
+        create_time=T0,
+        update_time=T0,
+        production_run_id=run.id,
+        client_id=client_id or run.client_id,
+        kind=LocationKind.DELIVERY,
+        display_name="L",
+        center=GeoPoint(0.0, 0.0),
+        radius_m=10.0,
+    )
+
+
+def a_user(
+    email: str = "user@example.com", memberships: dict[uuid.UUID, Role] | None = None
+) -> User:
+    return User(
+        id=uuid.uuid4(),
+        email=email,
+        password_hash="fake$x",
+        memberships=memberships or {},
+        create_time=T0,
+        update_time=T0,
+    )
+
+
+def a_refresh_token(user: User, token_hash: bytes = b"h" * 32) -> RefreshToken:
+    return RefreshToken(
+        id=uuid.uuid4(), user_id=user.id, token_hash=token_hash, expires_at=T0 + timedelta(days=1)
+    )
+
+
 def a_tracker(run: ProductionRun, raw: bytes) -> Tracker:
     return Tracker(
         id=uuid.uuid4(),
@@ -70,8 +128,12 @@ def a_tracker(run: ProductionRun, raw: bytes) -> Tracker:
         (ports.ProductionRunRepository, FakeProductionRunRepository),
         (ports.LocationRepository, FakeLocationRepository),
         (ports.TrackerRepository, FakeTrackerRepository),
+        (ports.UserRepository, FakeUserRepository),
+        (ports.RefreshTokenRepository, FakeRefreshTokenRepository),
         (ports.UnitOfWork, FakeUnitOfWork),
         (ports.Clock, FakeClock),
+        (ports.PasswordHasher, FakePasswordHasher),
+        (ports.TokenCodec, FakeTokenCodec),
     ],
 )
 def test_fake_has_every_method_of_its_port_with_the_same_parameters(port: type, fake: type) -> None:
@@ -230,3 +292,285 @@ def test_fake_clock_is_settable_and_always_utc() -> None:
     assert clock.advance(timedelta(minutes=5)) == datetime(2025, 6, 1, 12, 5, tzinfo=UTC)
     with pytest.raises(ValueError, match="timezone-aware"):
         clock.set(datetime(2025, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("entity", "fake"),
+    [
+        (Client, FakeClientRepository),
+        (Brand, FakeBrandRepository),
+        (ProductionRun, FakeProductionRunRepository),
+        (Location, FakeLocationRepository),
+        (Tracker, FakeTrackerRepository),
+    ],
+)
+def test_fake_not_found_names_the_same_kind_as_the_entity(
+    entity: type[Entity], fake: type[FakeRepository[Any, Any]]
+) -> None:
+    # Use cases hide another client's resource as NotFound(entity.KIND, id); a missing one
+    # comes from the repository. Both must read the same.
+    assert fake.kind == entity.KIND
+
+
+# -- visible_clients -------------------------------------------------------------------------
+
+
+async def two_clients_with_everything(factory: FakeUnitOfWorkFactory) -> tuple[Client, Client]:
+    a, b = a_client("A"), a_client("B")
+    async with factory() as uow:
+        for n, client in enumerate((a, b)):
+            brand = a_brand(client)
+            run = a_run(brand)
+            await uow.clients.add(client)
+            await uow.brands.add(brand)
+            await uow.production_runs.add(run)
+            await uow.locations.add(a_location(run))
+            await uow.trackers.add(a_tracker(run, bytes([n + 1]) * 28))
+        await uow.commit()
+    return a, b
+
+
+@pytest.mark.parametrize(
+    ("repo", "make_filter"),
+    [
+        ("clients", ClientFilter),
+        ("brands", BrandFilter),
+        ("production_runs", ProductionRunFilter),
+        ("locations", LocationFilter),
+        ("trackers", TrackerFilter),
+    ],
+)
+async def test_every_list_returns_only_rows_of_the_visible_clients(
+    repo: str, make_filter: Any
+) -> None:
+    factory = FakeUnitOfWorkFactory()
+    a, b = await two_clients_with_everything(factory)
+    every = PageRequest(size=100)
+    async with factory() as uow:
+        repository = getattr(uow, repo)
+
+        async def owners(visible: frozenset[uuid.UUID] | None) -> list[uuid.UUID]:
+            page = await repository.list(make_filter(visible_clients=visible), every)
+            return sorted(e.owner_client_id for e in page.items)
+
+        assert await owners(None) == sorted([a.id, b.id])
+        assert await owners(frozenset({a.id})) == [a.id]
+        assert await owners(frozenset({b.id, uuid.uuid4()})) == [b.id]
+        assert await owners(frozenset()) == []
+
+
+async def test_a_location_whose_client_differs_from_its_runs_is_a_missing_parent() -> None:
+    factory = FakeUnitOfWorkFactory()
+    a, b = await two_clients_with_everything(factory)
+    async with factory() as uow:
+        runs = await uow.production_runs.list(ProductionRunFilter(client_id=a.id), PageRequest())
+        run = runs.items[0]
+        with pytest.raises(NotFound) as exc:
+            await uow.locations.add(a_location(run, client_id=b.id))
+        assert exc.value.kind == "parent of location"
+
+
+# -- users and refresh tokens ----------------------------------------------------------------
+
+
+async def test_user_email_is_unique_and_names_the_field() -> None:
+    factory = FakeUnitOfWorkFactory()
+    async with factory() as uow:
+        await uow.users.add(a_user("ann@example.com"))
+        with pytest.raises(AlreadyExists) as exc:
+            await uow.users.add(a_user("Ann@Example.com"))
+        assert (exc.value.kind, exc.value.field, exc.value.value) == (
+            "user",
+            "email",
+            "ann@example.com",
+        )
+        bob = a_user("bob@example.com")
+        await uow.users.add(bob)
+        with pytest.raises(AlreadyExists):
+            await uow.users.update(dataclasses.replace(bob, email="ann@example.com"))
+
+
+async def test_missing_user_is_not_found_naming_kind_and_id() -> None:
+    factory = FakeUnitOfWorkFactory()
+    missing = uuid.uuid4()
+    async with factory() as uow:
+        for call in (
+            uow.users.get(missing),
+            uow.users.delete(missing),
+            uow.users.update(dataclasses.replace(a_user(), id=missing)),
+        ):
+            with pytest.raises(NotFound) as exc:
+                await call
+            assert (exc.value.kind, exc.value.ident) == ("user", str(missing))
+        assert await uow.users.find_by_email("nobody@example.com") is None
+
+
+async def test_user_membership_of_a_missing_client_is_a_missing_parent() -> None:
+    factory = FakeUnitOfWorkFactory()
+    async with factory() as uow:
+        with pytest.raises(NotFound) as exc:
+            await uow.users.add(a_user(memberships={uuid.uuid4(): Role.VIEWER}))
+        assert exc.value.kind.startswith("parent of")
+
+
+async def test_users_and_tokens_follow_commit_and_rollback() -> None:
+    factory = FakeUnitOfWorkFactory()
+    user = a_user()
+    async with factory() as uow:
+        await uow.users.add(user)
+        await uow.refresh_tokens.add(a_refresh_token(user))
+    async with factory() as uow:
+        assert await uow.users.find_by_email(user.email) is None
+        await uow.users.add(user)
+        await uow.refresh_tokens.add(a_refresh_token(user))
+        await uow.commit()
+    async with factory() as uow:
+        assert await uow.users.get(user.id) == user
+        await uow.refresh_tokens.revoke_all(user.id)
+    async with factory() as uow:
+        token = await uow.refresh_tokens.find(b"h" * 32)
+        assert token is not None
+        assert not token.revoked
+
+
+async def test_deleting_a_user_deletes_their_refresh_tokens() -> None:
+    factory = FakeUnitOfWorkFactory()
+    user, other = a_user("a@example.com"), a_user("b@example.com")
+    async with factory() as uow:
+        await uow.users.add(user)
+        await uow.users.add(other)
+        await uow.refresh_tokens.add(a_refresh_token(user, b"1" * 32))
+        await uow.refresh_tokens.add(a_refresh_token(other, b"2" * 32))
+        await uow.users.delete(user.id)
+        assert await uow.refresh_tokens.find(b"1" * 32) is None
+        assert await uow.refresh_tokens.find(b"2" * 32) is not None
+
+
+async def test_deleting_a_client_removes_it_from_every_membership() -> None:
+    factory = FakeUnitOfWorkFactory()
+    a, b = await two_clients_with_everything(factory)
+    user = a_user(memberships={a.id: Role.VIEWER, b.id: Role.CLIENT_ADMIN})
+    async with factory() as uow:
+        await uow.users.add(user)
+        await uow.clients.delete(a.id, cascade=True)
+        assert dict((await uow.users.get(user.id)).memberships) == {b.id: Role.CLIENT_ADMIN}
+
+
+async def test_refresh_tokens_revoke_one_or_all_of_a_user() -> None:
+    factory = FakeUnitOfWorkFactory()
+    user, other = a_user("a@example.com"), a_user("b@example.com")
+    async with factory() as uow:
+        await uow.users.add(user)
+        await uow.users.add(other)
+        first, second = a_refresh_token(user, b"1" * 32), a_refresh_token(user, b"2" * 32)
+        theirs = a_refresh_token(other, b"3" * 32)
+        for token in (first, second, theirs):
+            await uow.refresh_tokens.add(token)
+        with pytest.raises(AlreadyExists):
+            await uow.refresh_tokens.add(a_refresh_token(other, b"3" * 32))
+        with pytest.raises(NotFound):
+            await uow.refresh_tokens.add(a_refresh_token(a_user(), b"4" * 32))
+
+        async def revoked(h: bytes) -> bool:
+            token = await uow.refresh_tokens.find(h)
+            assert token is not None
+            return token.revoked
+
+        await uow.refresh_tokens.revoke(first.id)
+        assert [await revoked(h * 32) for h in (b"1", b"2", b"3")] == [True, False, False]
+        await uow.refresh_tokens.revoke_all(user.id)
+        assert [await revoked(h * 32) for h in (b"1", b"2", b"3")] == [True, True, False]
+
+
+async def test_user_list_honours_visible_clients_and_pages_by_id() -> None:
+    factory = FakeUnitOfWorkFactory()
+    a, b = await two_clients_with_everything(factory)
+    in_a = [a_user(f"a{i}@example.com", {a.id: Role.VIEWER}) for i in range(4)]
+    in_both = a_user("ab@example.com", {a.id: Role.VIEWER, b.id: Role.CLIENT_ADMIN})
+    in_b = a_user("b@example.com", {b.id: Role.VIEWER})
+    nowhere = a_user("none@example.com")
+    async with factory() as uow:
+        for user in [*in_a, in_both, in_b, nowhere]:
+            await uow.users.add(user)
+
+        async def ids(visible: frozenset[uuid.UUID] | None, size: int = 100) -> list[str]:
+            seen: list[str] = []
+            after = None
+            while True:
+                page = await uow.users.list(UserFilter(visible), PageRequest(size, after))
+                seen += [str(u.id) for u in page.items]
+                if page.next_after is None:
+                    return seen
+                after = page.next_after
+
+        def expected(users: list[User]) -> list[str]:
+            return sorted(str(u.id) for u in users)
+
+        assert await ids(None) == expected([*in_a, in_both, in_b, nowhere])
+        assert await ids(frozenset({a.id}), size=2) == expected([*in_a, in_both])
+        assert await ids(frozenset({b.id})) == expected([in_both, in_b])
+        assert await ids(frozenset()) == []
+
+
+# -- password hasher and token codec ---------------------------------------------------------
+
+
+async def test_fake_hasher_verifies_only_the_hashed_password() -> None:
+    hasher = FakePasswordHasher()
+    hashed = await hasher.hash("correct horse battery")
+    assert hashed.startswith("fake$")
+    assert "correct horse battery" not in hashed
+    assert await hasher.verify(hashed, "correct horse battery")
+    assert not await hasher.verify(hashed, "correct horse batteri")
+    assert not await hasher.verify("garbage", "correct horse battery")
+    assert (hasher.hashed, hasher.verified) == (1, 3)
+
+
+def claims(expires_in: timedelta = timedelta(minutes=5)) -> AccessClaims:
+    return AccessClaims(
+        user_id=uuid.uuid4(),
+        token_id="t1",
+        kind="access",
+        issued_at=FakeClock.START,
+        expires_at=FakeClock.START + expires_in,
+    )
+
+
+def test_fake_codec_round_trips_its_claims() -> None:
+    codec = FakeTokenCodec(FakeClock())
+    original = claims()
+    assert codec.decode(codec.encode(original)) == original
+
+
+def test_fake_codec_rejects_expired_tokens_by_its_clock() -> None:
+    clock = FakeClock()
+    codec = FakeTokenCodec(clock)
+    token = codec.encode(claims(timedelta(minutes=5)))
+    clock.advance(timedelta(minutes=4, seconds=59))
+    codec.decode(token)
+    clock.advance(timedelta(seconds=1))
+    with pytest.raises(Unauthenticated):
+        codec.decode(token)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda t: t[:-1] + ("0" if t[-1] != "0" else "1"),
+        lambda t: "x" + t,
+        lambda t: t.split(".")[0],
+        lambda t: "",
+        lambda t: "not a token at all",
+    ],
+)
+def test_fake_codec_rejects_tampered_or_unknown_tokens(tamper: Any) -> None:
+    codec = FakeTokenCodec(FakeClock())
+    with pytest.raises(Unauthenticated):
+        codec.decode(tamper(codec.encode(claims())))
+
+
+def test_fake_codec_rejects_tokens_signed_with_another_key() -> None:
+    clock = FakeClock()
+    token = FakeTokenCodec(clock, key=b"other").encode(claims())
+    with pytest.raises(Unauthenticated):
+        FakeTokenCodec(clock).decode(token)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -13,6 +13,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from adapters.grpc.handlers import wrap_handler
 from domain.errors import (
     AlreadyExists,
     DependencyUnavailable,
@@ -91,9 +92,6 @@ def to_status(err: DomainError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
-Behavior = Callable[..., Any]
-
-
 class _Call:
     """Bookkeeping of one call: maps errors, logs one access line."""
 
@@ -132,36 +130,6 @@ def _code_name(context: grpc.aio.ServicerContext) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
-def _wrap_unary(method: str, behavior: Behavior) -> Behavior:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = _Call(method)
-        try:
-            return await behavior(request, context)
-        except Exception as exc:
-            await call.fail(context, exc)
-        finally:
-            call.done()
-
-    return wrapper
-
-
-def _wrap_stream(method: str, behavior: Behavior) -> Behavior:
-    if not inspect.isasyncgenfunction(behavior):
-        return _wrap_unary(method, behavior)
-
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = _Call(method)
-        try:
-            async for item in behavior(request, context):
-                yield item
-        except Exception as exc:
-            await call.fail(context, exc)
-        finally:
-            call.done()
-
-    return wrapper
-
-
 class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
     """For the project's own services: DomainError -> status code with details; anything
     unexpected -> INTERNAL with a logged traceback; one structured access-log line per call."""
@@ -178,18 +146,15 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or not method.startswith(self._prefix):
             return handler
-        kinds = (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler, _wrap_unary),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler, _wrap_unary),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler, _wrap_stream),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler, _wrap_stream),
-        )
-        for attr, make, wrap in kinds:
-            behavior = getattr(handler, attr)
-            if behavior is not None:
-                return make(
-                    wrap(method, behavior),
-                    handler.request_deserializer,
-                    handler.response_serializer,
-                )
-        return handler
+
+        @asynccontextmanager
+        async def guard(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+            call = _Call(method)
+            try:
+                yield
+            except Exception as exc:
+                await call.fail(context, exc)
+            finally:
+                call.done()
+
+        return wrap_handler(handler, guard)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from adapters.grpc import convert as cv
+from adapters.grpc.auth import caller
 from domain.errors import InvalidArgument, field_prefix
 from domain.pagination import PageRequest
 from domain.ports import (
@@ -52,7 +53,7 @@ class SetupServicer(s_grpc.SetupServiceServicer):
         self, request: s.CreateClientRequest, context: Ctx
     ) -> s.CreateClientResponse:
         with field_prefix("client"):
-            client = await self._uc.create_client(NewClient(request.client.display_name))
+            client = await self._uc.create_client(caller(), NewClient(request.client.display_name))
         return s.CreateClientResponse(client=cv.client_pb(client))
 
     async def UpdateClient(
@@ -60,13 +61,13 @@ class SetupServicer(s_grpc.SetupServiceServicer):
     ) -> s.UpdateClientResponse:
         changes = cv.changes_from("client", request.client, request.update_mask)
         with field_prefix("client"):
-            client = await self._uc.update_client(cv.parse_id(request.client.id), changes)
+            client = await self._uc.update_client(caller(), cv.parse_id(request.client.id), changes)
         return s.UpdateClientResponse(client=cv.client_pb(client))
 
     async def DeleteClient(
         self, request: s.DeleteClientRequest, context: Ctx
     ) -> s.DeleteClientResponse:
-        await self._uc.delete_client(cv.parse_id(request.id), force=request.force)
+        await self._uc.delete_client(caller(), cv.parse_id(request.id), force=request.force)
         return s.DeleteClientResponse()
 
     # -- brands -----------------------------------------------------------------------------
@@ -76,7 +77,7 @@ class SetupServicer(s_grpc.SetupServiceServicer):
         b = request.brand
         with field_prefix("brand"):
             brand = await self._uc.create_brand(
-                NewBrand(cv.parse_id(b.client_id, "client_id"), b.display_name)
+                caller(), NewBrand(cv.parse_id(b.client_id, "client_id"), b.display_name)
             )
         return s.CreateBrandResponse(brand=cv.brand_pb(brand))
 
@@ -85,13 +86,13 @@ class SetupServicer(s_grpc.SetupServiceServicer):
     ) -> s.UpdateBrandResponse:
         changes = cv.changes_from("brand", request.brand, request.update_mask)
         with field_prefix("brand"):
-            brand = await self._uc.update_brand(cv.parse_id(request.brand.id), changes)
+            brand = await self._uc.update_brand(caller(), cv.parse_id(request.brand.id), changes)
         return s.UpdateBrandResponse(brand=cv.brand_pb(brand))
 
     async def DeleteBrand(
         self, request: s.DeleteBrandRequest, context: Ctx
     ) -> s.DeleteBrandResponse:
-        await self._uc.delete_brand(cv.parse_id(request.id), force=request.force)
+        await self._uc.delete_brand(caller(), cv.parse_id(request.id), force=request.force)
         return s.DeleteBrandResponse()
 
     # -- production runs --------------------------------------------------------------------
@@ -101,12 +102,13 @@ class SetupServicer(s_grpc.SetupServiceServicer):
         r = request.production_run
         with field_prefix("production_run"):
             run = await self._uc.create_production_run(
+                caller(),
                 NewProductionRun(
                     brand_id=cv.parse_id(r.brand_id, "brand_id"),
                     display_name=r.display_name,
                     start_time=cv.from_ts(r, "start_time"),
                     end_time=cv.from_ts(r, "end_time"),
-                )
+                ),
             )
         return s.CreateProductionRunResponse(production_run=cv.production_run_pb(run))
 
@@ -116,13 +118,13 @@ class SetupServicer(s_grpc.SetupServiceServicer):
         r = request.production_run
         changes = cv.changes_from("production_run", r, request.update_mask)
         with field_prefix("production_run"):
-            run = await self._uc.update_production_run(cv.parse_id(r.id), changes)
+            run = await self._uc.update_production_run(caller(), cv.parse_id(r.id), changes)
         return s.UpdateProductionRunResponse(production_run=cv.production_run_pb(run))
 
     async def DeleteProductionRun(
         self, request: s.DeleteProductionRunRequest, context: Ctx
     ) -> s.DeleteProductionRunResponse:
-        await self._uc.delete_production_run(cv.parse_id(request.id), force=request.force)
+        await self._uc.delete_production_run(caller(), cv.parse_id(request.id), force=request.force)
         return s.DeleteProductionRunResponse()
 
     # -- locations --------------------------------------------------------------------------
@@ -132,13 +134,14 @@ class SetupServicer(s_grpc.SetupServiceServicer):
         loc = request.location
         with field_prefix("location"):
             location = await self._uc.create_location(
+                caller(),
                 NewLocation(
                     production_run_id=cv.parse_id(loc.production_run_id, "production_run_id"),
                     kind=cv.location_kind(loc.kind),
                     display_name=loc.display_name,
                     center=cv.geo_point(loc, "center"),
                     radius_m=cv.radius(loc.radius_m),
-                )
+                ),
             )
         return s.CreateLocationResponse(location=cv.location_pb(location))
 
@@ -147,13 +150,15 @@ class SetupServicer(s_grpc.SetupServiceServicer):
     ) -> s.UpdateLocationResponse:
         changes = cv.changes_from("location", request.location, request.update_mask)
         with field_prefix("location"):
-            location = await self._uc.update_location(cv.parse_id(request.location.id), changes)
+            location = await self._uc.update_location(
+                caller(), cv.parse_id(request.location.id), changes
+            )
         return s.UpdateLocationResponse(location=cv.location_pb(location))
 
     async def DeleteLocation(
         self, request: s.DeleteLocationRequest, context: Ctx
     ) -> s.DeleteLocationResponse:
-        await self._uc.delete_location(cv.parse_id(request.id), force=request.force)
+        await self._uc.delete_location(caller(), cv.parse_id(request.id), force=request.force)
         return s.DeleteLocationResponse()
 
     # -- trackers ---------------------------------------------------------------------------
@@ -161,7 +166,7 @@ class SetupServicer(s_grpc.SetupServiceServicer):
         self, request: s.CreateTrackerRequest, context: Ctx
     ) -> s.CreateTrackerResponse:
         with field_prefix("tracker"):
-            tracker = await self._uc.create_tracker(_new_tracker(request.tracker))
+            tracker = await self._uc.create_tracker(caller(), _new_tracker(request.tracker))
         return s.CreateTrackerResponse(tracker=cv.tracker_pb(tracker))
 
     async def BatchCreateTrackers(
@@ -175,7 +180,7 @@ class SetupServicer(s_grpc.SetupServiceServicer):
                 if not (t.production_run_id or request.production_run_id):
                     raise InvalidArgument("production_run_id", "required (here or on the batch)")
                 items.append(_new_tracker(t, request.production_run_id))
-        trackers = await self._uc.create_trackers(items)
+        trackers = await self._uc.create_trackers(caller(), items)
         return s.BatchCreateTrackersResponse(trackers=[cv.tracker_pb(t) for t in trackers])
 
     async def UpdateTracker(
@@ -183,13 +188,15 @@ class SetupServicer(s_grpc.SetupServiceServicer):
     ) -> s.UpdateTrackerResponse:
         changes = cv.changes_from("tracker", request.tracker, request.update_mask)
         with field_prefix("tracker"):
-            tracker = await self._uc.update_tracker(cv.parse_id(request.tracker.id), changes)
+            tracker = await self._uc.update_tracker(
+                caller(), cv.parse_id(request.tracker.id), changes
+            )
         return s.UpdateTrackerResponse(tracker=cv.tracker_pb(tracker))
 
     async def DeleteTracker(
         self, request: s.DeleteTrackerRequest, context: Ctx
     ) -> s.DeleteTrackerResponse:
-        await self._uc.delete_tracker(cv.parse_id(request.id), force=False)
+        await self._uc.delete_tracker(caller(), cv.parse_id(request.id), force=False)
         return s.DeleteTrackerResponse()
 
 
@@ -205,27 +212,27 @@ class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
 
     async def GetClient(self, request: q.GetClientRequest, context: Ctx) -> q.GetClientResponse:
         return q.GetClientResponse(
-            client=cv.client_pb(await self._uc.get_client(cv.parse_id(request.id)))
+            client=cv.client_pb(await self._uc.get_client(caller(), cv.parse_id(request.id)))
         )
 
     async def ListClients(
         self, request: q.ListClientsRequest, context: Ctx
     ) -> q.ListClientsResponse:
         key = "clients"
-        page = await self._uc.list_clients(ClientFilter(), _page(request, key))
+        page = await self._uc.list_clients(caller(), ClientFilter(), _page(request, key))
         return q.ListClientsResponse(
             clients=[cv.client_pb(c) for c in page.items], next_page_token=page.next_token(key)
         )
 
     async def GetBrand(self, request: q.GetBrandRequest, context: Ctx) -> q.GetBrandResponse:
         return q.GetBrandResponse(
-            brand=cv.brand_pb(await self._uc.get_brand(cv.parse_id(request.id)))
+            brand=cv.brand_pb(await self._uc.get_brand(caller(), cv.parse_id(request.id)))
         )
 
     async def ListBrands(self, request: q.ListBrandsRequest, context: Ctx) -> q.ListBrandsResponse:
         f = BrandFilter(client_id=cv.optional_id(request.client_id, "client_id"))
         key = f"brands:{f}"
-        page = await self._uc.list_brands(f, _page(request, key))
+        page = await self._uc.list_brands(caller(), f, _page(request, key))
         return q.ListBrandsResponse(
             brands=[cv.brand_pb(b) for b in page.items], next_page_token=page.next_token(key)
         )
@@ -233,7 +240,7 @@ class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
     async def GetProductionRun(
         self, request: q.GetProductionRunRequest, context: Ctx
     ) -> q.GetProductionRunResponse:
-        run = await self._uc.get_production_run(cv.parse_id(request.id))
+        run = await self._uc.get_production_run(caller(), cv.parse_id(request.id))
         return q.GetProductionRunResponse(production_run=cv.production_run_pb(run))
 
     async def ListProductionRuns(
@@ -244,7 +251,7 @@ class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
             client_id=cv.optional_id(request.client_id, "client_id"),
         )
         key = f"production_runs:{f}"
-        page = await self._uc.list_production_runs(f, _page(request, key))
+        page = await self._uc.list_production_runs(caller(), f, _page(request, key))
         return q.ListProductionRunsResponse(
             production_runs=[cv.production_run_pb(r) for r in page.items],
             next_page_token=page.next_token(key),
@@ -253,7 +260,7 @@ class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
     async def GetLocation(
         self, request: q.GetLocationRequest, context: Ctx
     ) -> q.GetLocationResponse:
-        loc = await self._uc.get_location(cv.parse_id(request.id))
+        loc = await self._uc.get_location(caller(), cv.parse_id(request.id))
         return q.GetLocationResponse(location=cv.location_pb(loc))
 
     async def ListLocations(
@@ -264,13 +271,13 @@ class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
             kind=cv.location_kind(request.kind) if request.kind else None,
         )
         key = f"locations:{f}"
-        page = await self._uc.list_locations(f, _page(request, key))
+        page = await self._uc.list_locations(caller(), f, _page(request, key))
         return q.ListLocationsResponse(
             locations=[cv.location_pb(x) for x in page.items], next_page_token=page.next_token(key)
         )
 
     async def GetTracker(self, request: q.GetTrackerRequest, context: Ctx) -> q.GetTrackerResponse:
-        t = await self._uc.get_tracker(cv.parse_id(request.id))
+        t = await self._uc.get_tracker(caller(), cv.parse_id(request.id))
         return q.GetTrackerResponse(tracker=cv.tracker_pb(t))
 
     async def ListTrackers(
@@ -281,7 +288,7 @@ class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
             production_run_id=cv.optional_id(request.production_run_id, "production_run_id"),
         )
         key = f"trackers:{f}"
-        page = await self._uc.list_trackers(f, _page(request, key))
+        page = await self._uc.list_trackers(caller(), f, _page(request, key))
         return q.ListTrackersResponse(
             trackers=[cv.tracker_pb(t) for t in page.items], next_page_token=page.next_token(key)
         )

@@ -173,13 +173,21 @@ class _Table(Generic[E, F]):
         return Page(items, next_after)
 
 
-def _eq_filters(pairs: Sequence[tuple[str, Any]]) -> tuple[list[str], list[Any]]:
+def _eq_filters(
+    pairs: Sequence[tuple[str, Any]],
+    visible: frozenset[uuid.UUID] | None,
+    owner_column: str = "client_id",
+) -> tuple[list[str], list[Any]]:
+    """Equality filters, plus the tenant restriction: only rows of ``visible`` clients."""
     where: list[str] = []
     args: list[Any] = []
     for column, value in pairs:
         if value is not None:
             args.append(value)
             where.append(f"{column} = ${len(args)}")
+    if visible is not None:
+        args.append(list(visible))
+        where.append(f"{owner_column} = ANY(${len(args)}::uuid[])")
     return where, args
 
 
@@ -189,8 +197,7 @@ class PostgresClientRepository(_Table[Client, ClientFilter]):
     write_columns = ("id", "display_name", "create_time", "update_time")
     cascade = (
         "DELETE FROM trackers WHERE client_id = $1",
-        "DELETE FROM locations WHERE production_run_id IN "
-        "(SELECT id FROM production_runs WHERE client_id = $1)",
+        "DELETE FROM locations WHERE client_id = $1",
         "DELETE FROM production_runs WHERE client_id = $1",
         "DELETE FROM brands WHERE client_id = $1",
     )
@@ -200,6 +207,9 @@ class PostgresClientRepository(_Table[Client, ClientFilter]):
 
     def _write_values(self, e: Client) -> tuple[Any, ...]:
         return (e.id, e.display_name, e.create_time, e.update_time)
+
+    def _filter_sql(self, f: ClientFilter) -> tuple[list[str], list[Any]]:
+        return _eq_filters([], f.visible_clients, owner_column="id")
 
 
 class PostgresBrandRepository(_Table[Brand, BrandFilter]):
@@ -221,7 +231,7 @@ class PostgresBrandRepository(_Table[Brand, BrandFilter]):
         return (e.id, e.client_id, e.display_name, e.create_time, e.update_time)
 
     def _filter_sql(self, f: BrandFilter) -> tuple[list[str], list[Any]]:
-        return _eq_filters([("client_id", f.client_id)])
+        return _eq_filters([("client_id", f.client_id)], f.visible_clients)
 
 
 class PostgresProductionRunRepository(_Table[ProductionRun, ProductionRunFilter]):
@@ -260,19 +270,22 @@ class PostgresProductionRunRepository(_Table[ProductionRun, ProductionRunFilter]
         )
 
     def _filter_sql(self, f: ProductionRunFilter) -> tuple[list[str], list[Any]]:
-        return _eq_filters([("brand_id", f.brand_id), ("client_id", f.client_id)])
+        return _eq_filters(
+            [("brand_id", f.brand_id), ("client_id", f.client_id)], f.visible_clients
+        )
 
 
 class PostgresLocationRepository(_Table[Location, LocationFilter]):
     table, kind = "locations", "location"
     read_columns = (
-        "id, production_run_id, kind, display_name, "
+        "id, production_run_id, client_id, kind, display_name, "
         "ST_Y(center::geometry) AS latitude, ST_X(center::geometry) AS longitude, "
         "radius_m, create_time, update_time"
     )
     write_columns = (
         "id",
         "production_run_id",
+        "client_id",
         "kind",
         "display_name",
         "center",
@@ -288,16 +301,18 @@ class PostgresLocationRepository(_Table[Location, LocationFilter]):
             "$2",
             "$3",
             "$4",
-            "ST_SetSRID(ST_MakePoint($5, $6), 4326)::geography",
-            "$7",
+            "$5",
+            "ST_SetSRID(ST_MakePoint($6, $7), 4326)::geography",
             "$8",
             "$9",
+            "$10",
         ]
 
     def _from_record(self, r: asyncpg.Record) -> Location:
         return Location(
             id=r["id"],
             production_run_id=r["production_run_id"],
+            client_id=r["client_id"],
             kind=LocationKind(r["kind"]),
             display_name=r["display_name"],
             center=GeoPoint(latitude=r["latitude"], longitude=r["longitude"]),
@@ -310,6 +325,7 @@ class PostgresLocationRepository(_Table[Location, LocationFilter]):
         return (
             e.id,
             e.production_run_id,
+            e.client_id,
             e.kind.value,
             e.display_name,
             e.center.longitude,
@@ -321,7 +337,11 @@ class PostgresLocationRepository(_Table[Location, LocationFilter]):
 
     def _filter_sql(self, f: LocationFilter) -> tuple[list[str], list[Any]]:
         return _eq_filters(
-            [("production_run_id", f.production_run_id), ("kind", f.kind.value if f.kind else None)]
+            [
+                ("production_run_id", f.production_run_id),
+                ("kind", f.kind.value if f.kind else None),
+            ],
+            f.visible_clients,
         )
 
 
@@ -368,7 +388,10 @@ class PostgresTrackerRepository(_Table[Tracker, TrackerFilter]):
         )
 
     def _filter_sql(self, f: TrackerFilter) -> tuple[list[str], list[Any]]:
-        return _eq_filters([("client_id", f.client_id), ("production_run_id", f.production_run_id)])
+        return _eq_filters(
+            [("client_id", f.client_id), ("production_run_id", f.production_run_id)],
+            f.visible_clients,
+        )
 
     async def add_many(self, trackers: list[Tracker]) -> None:
         await self._insert(trackers)

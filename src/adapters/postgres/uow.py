@@ -16,6 +16,7 @@ from adapters.postgres.setup import (
     PostgresProductionRunRepository,
     PostgresTrackerRepository,
 )
+from adapters.postgres.users import PostgresRefreshTokenRepository, PostgresUserRepository
 from domain.errors import DependencyUnavailable
 
 
@@ -40,6 +41,8 @@ class PostgresUnitOfWork:
         self.production_runs = PostgresProductionRunRepository(conn)
         self.locations = PostgresLocationRepository(conn)
         self.trackers = PostgresTrackerRepository(conn)
+        self.users = PostgresUserRepository(conn)
+        self.refresh_tokens = PostgresRefreshTokenRepository(conn)
         return self
 
     async def commit(self) -> None:

@@ -1,0 +1,398 @@
+"""Signing in, tokens, and managing users and their access to clients."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from domain.access import (
+    AccessClaims,
+    Principal,
+    RefreshToken,
+    Role,
+    TokenPair,
+    User,
+    check_password,
+    normalize_email,
+    require_admin,
+    require_manage,
+)
+from domain.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from domain.model import new_id
+from domain.pagination import Page, PageRequest
+from domain.ports import (
+    Clock,
+    PasswordHasher,
+    TokenCodec,
+    UnitOfWork,
+    UnitOfWorkFactory,
+    UserFilter,
+)
+
+BAD_LOGIN = "wrong email or password"
+
+
+def _hash_refresh(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPolicy:
+    access_ttl: timedelta = timedelta(minutes=15)
+    refresh_ttl: timedelta = timedelta(days=30)
+
+
+class _Issuer:
+    """Shared by Login and RefreshTokens: a new access token and a new stored refresh token."""
+
+    def __init__(self, codec: TokenCodec, clock: Clock, policy: TokenPolicy) -> None:
+        self._codec, self._clock, self._policy = codec, clock, policy
+
+    async def issue(self, uow: UnitOfWork, user: User) -> TokenPair:
+        now = self._clock.now()
+        access_exp = now + self._policy.access_ttl
+        access = self._codec.encode(
+            AccessClaims(
+                user_id=user.id,
+                token_id=secrets.token_hex(8),
+                kind="access",
+                issued_at=now,
+                expires_at=access_exp,
+            )
+        )
+        refresh = secrets.token_urlsafe(32)
+        refresh_exp = now + self._policy.refresh_ttl
+        await uow.refresh_tokens.add(
+            RefreshToken(
+                id=new_id(),
+                user_id=user.id,
+                token_hash=_hash_refresh(refresh),
+                expires_at=refresh_exp,
+            )
+        )
+        return TokenPair(access, access_exp, refresh, refresh_exp)
+
+
+class Login:
+    """Email and password for a token pair. Unknown email and wrong password look the same."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        hasher: PasswordHasher,
+        codec: TokenCodec,
+        clock: Clock,
+        policy: TokenPolicy,
+    ) -> None:
+        self._uow, self._hasher = uow, hasher
+        self._issuer = _Issuer(codec, clock, policy)
+        self._dummy_hash: str | None = None
+
+    async def __call__(self, email: str, password: str) -> TokenPair:
+        try:
+            email = normalize_email(email)
+        except InvalidArgument:
+            raise Unauthenticated(BAD_LOGIN) from None
+        async with self._uow() as uow:
+            user = await uow.users.find_by_email(email)
+            if user is None:
+                # Same work as a real check, so timing does not reveal which emails exist.
+                if self._dummy_hash is None:
+                    self._dummy_hash = await self._hasher.hash(secrets.token_hex(16))
+                await self._hasher.verify(self._dummy_hash, password)
+                raise Unauthenticated(BAD_LOGIN)
+            if not await self._hasher.verify(user.password_hash, password):
+                raise Unauthenticated(BAD_LOGIN)
+            pair = await self._issuer.issue(uow, user)
+            await uow.commit()
+        return pair
+
+
+class RefreshTokens:
+    """A refresh token for a new pair; the old one is spent. Re-use of a spent token revokes
+    every refresh token of that user (it was stolen or leaked)."""
+
+    def __init__(
+        self, uow: UnitOfWorkFactory, codec: TokenCodec, clock: Clock, policy: TokenPolicy
+    ) -> None:
+        self._uow, self._clock = uow, clock
+        self._issuer = _Issuer(codec, clock, policy)
+
+    async def __call__(self, refresh_token: str) -> TokenPair:
+        async with self._uow() as uow:
+            stored = await uow.refresh_tokens.find(_hash_refresh(refresh_token))
+            if stored is None or stored.expires_at <= self._clock.now():
+                raise Unauthenticated("invalid or expired refresh token")
+            if stored.revoked:
+                await uow.refresh_tokens.revoke_all(stored.user_id)
+                await uow.commit()
+                raise Unauthenticated("invalid or expired refresh token")
+            try:
+                user = await uow.users.get(stored.user_id)
+            except NotFound:
+                raise Unauthenticated("invalid or expired refresh token") from None
+            await uow.refresh_tokens.revoke(stored.id)
+            pair = await self._issuer.issue(uow, user)
+            await uow.commit()
+        return pair
+
+
+class Authenticate:
+    """A bearer token to the caller it stands for; the user must still exist."""
+
+    def __init__(self, uow: UnitOfWorkFactory, codec: TokenCodec) -> None:
+        self._uow, self._codec = uow, codec
+
+    async def __call__(self, token: str) -> Principal:
+        claims = self._codec.decode(token)
+        async with self._uow() as uow:
+            try:
+                user = await uow.users.get(claims.user_id)
+            except NotFound:
+                raise Unauthenticated("the token's user no longer exists") from None
+        return user.principal()
+
+
+class MintServiceToken:
+    """A long-lived token for a service account (an ordinary user), for the operator."""
+
+    def __init__(self, uow: UnitOfWorkFactory, codec: TokenCodec, clock: Clock) -> None:
+        self._uow, self._codec, self._clock = uow, codec, clock
+
+    async def __call__(self, caller: Principal, email: str, ttl: timedelta) -> tuple[str, User]:
+        require_admin(caller, "minting a service token")
+        if ttl <= timedelta(0):
+            raise InvalidArgument("ttl", "must be positive")
+        async with self._uow() as uow:
+            user = await uow.users.find_by_email(normalize_email(email))
+        if user is None:
+            raise NotFound("user", email)
+        now = self._clock.now()
+        token = self._codec.encode(
+            AccessClaims(
+                user_id=user.id,
+                token_id=secrets.token_hex(8),
+                kind="service",
+                issued_at=now,
+                expires_at=now + ttl,
+            )
+        )
+        return token, user
+
+
+# -- users -------------------------------------------------------------------------------------
+
+
+def can_see_user(caller: Principal, user: User) -> bool:
+    """Admins see everyone; a client admin sees the users of the clients they manage."""
+    if caller.admin or caller.user_id == user.id:
+        return True
+    managed = caller.managed_clients() or frozenset()
+    return bool(managed & set(user.memberships))
+
+
+def can_manage_user(caller: Principal, user: User) -> bool:
+    """Admins manage everyone; a client admin manages non-admin users all of whose clients
+    they manage."""
+    if caller.admin:
+        return True
+    managed = caller.managed_clients() or frozenset()
+    return not user.admin and bool(user.memberships) and set(user.memberships) <= managed
+
+
+async def visible_user(caller: Principal, uow: UnitOfWork, user_id: uuid.UUID) -> User:
+    user = await uow.users.get(user_id)
+    if not can_see_user(caller, user):
+        raise NotFound("user", str(user_id))
+    return user
+
+
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    email: str
+    password: str
+    display_name: str = ""
+    admin: bool = False
+    memberships: Mapping[uuid.UUID, Role] = field(default_factory=dict)
+
+
+class CreateUser:
+    def __init__(self, uow: UnitOfWorkFactory, hasher: PasswordHasher, clock: Clock) -> None:
+        self._uow, self._hasher, self._clock = uow, hasher, clock
+
+    async def __call__(self, caller: Principal, new: NewUser) -> User:
+        if new.admin:
+            require_admin(caller, "creating an administrator")
+        if not new.admin and not new.memberships and not caller.admin:
+            raise InvalidArgument("memberships", "a user needs access to at least one client")
+        email = normalize_email(new.email)
+        check_password(new.password)
+        async with self._uow() as uow:
+            for client_id in new.memberships:
+                client = await uow.clients.get(client_id)
+                require_manage(caller, client.id, client.KIND, client_id)
+        now = self._clock.now()
+        user = User(
+            id=new_id(),
+            email=email,
+            display_name=new.display_name,
+            password_hash=await self._hasher.hash(new.password),
+            admin=new.admin,
+            memberships=new.memberships,
+            create_time=now,
+            update_time=now,
+        )
+        async with self._uow() as uow:
+            await uow.users.add(user)
+            await uow.commit()
+        return user
+
+
+class SetClientAccess:
+    """Grant (role) or revoke (None) a user's access to one client."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def __call__(
+        self, caller: Principal, user_id: uuid.UUID, client_id: uuid.UUID, role: Role | None
+    ) -> User:
+        async with self._uow() as uow:
+            client = await uow.clients.get(client_id)
+            require_manage(caller, client.id, client.KIND, client_id)
+            user = await visible_user(caller, uow, user_id)
+            memberships = dict(user.memberships)
+            if role is None:
+                memberships.pop(client_id, None)
+            else:
+                memberships[client_id] = role
+            updated = User(
+                id=user.id,
+                email=user.email,
+                display_name=user.display_name,
+                password_hash=user.password_hash,
+                admin=user.admin,
+                memberships=memberships,
+                create_time=user.create_time,
+                update_time=self._clock.now(),
+            )
+            await uow.users.update(updated)
+            await uow.commit()
+        return updated
+
+
+class SetPassword:
+    """Users change their own password; admins and their client admins may reset it. Every
+    refresh token of the user is revoked."""
+
+    def __init__(self, uow: UnitOfWorkFactory, hasher: PasswordHasher, clock: Clock) -> None:
+        self._uow, self._hasher, self._clock = uow, hasher, clock
+
+    async def __call__(self, caller: Principal, user_id: uuid.UUID, password: str) -> None:
+        check_password(password)
+        async with self._uow() as uow:
+            user = await visible_user(caller, uow, user_id)
+            if caller.user_id != user.id and not can_manage_user(caller, user):
+                raise PermissionDenied("resetting this user's password needs ADMIN")
+            password_hash = await self._hasher.hash(password)  # slow: only once allowed
+            await uow.users.update(
+                User(
+                    id=user.id,
+                    email=user.email,
+                    display_name=user.display_name,
+                    password_hash=password_hash,
+                    admin=user.admin,
+                    memberships=user.memberships,
+                    create_time=user.create_time,
+                    update_time=self._clock.now(),
+                )
+            )
+            await uow.refresh_tokens.revoke_all(user.id)
+            await uow.commit()
+
+
+class DeleteUser:
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self._uow = uow
+
+    async def __call__(self, caller: Principal, user_id: uuid.UUID) -> None:
+        async with self._uow() as uow:
+            user = await visible_user(caller, uow, user_id)
+            if not can_manage_user(caller, user):
+                raise PermissionDenied("deleting this user needs ADMIN")
+            await uow.users.delete(user_id)
+            await uow.commit()
+
+
+class GetUser:
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self._uow = uow
+
+    async def __call__(self, caller: Principal, user_id: uuid.UUID) -> User:
+        async with self._uow() as uow:
+            return await visible_user(caller, uow, user_id)
+
+
+class FindUserByEmail:
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self._uow = uow
+
+    async def __call__(self, caller: Principal, email: str) -> User:
+        async with self._uow() as uow:
+            user = await uow.users.find_by_email(normalize_email(email))
+        if user is None or not can_see_user(caller, user):
+            raise NotFound("user", email)
+        return user
+
+
+class ListUsers:
+    """Admins list everyone; client admins the users of their clients; viewers nobody."""
+
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self._uow = uow
+
+    async def __call__(self, caller: Principal, page: PageRequest) -> Page[User]:
+        async with self._uow() as uow:
+            return await uow.users.list(UserFilter(visible_clients=caller.managed_clients()), page)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessUseCases:
+    login: Login
+    refresh_tokens: RefreshTokens
+    authenticate: Authenticate
+    mint_service_token: MintServiceToken
+    create_user: CreateUser
+    set_client_access: SetClientAccess
+    set_password: SetPassword
+    delete_user: DeleteUser
+    get_user: GetUser
+    find_user_by_email: FindUserByEmail
+    list_users: ListUsers
+
+    @classmethod
+    def build(
+        cls,
+        uow: UnitOfWorkFactory,
+        hasher: PasswordHasher,
+        codec: TokenCodec,
+        clock: Clock,
+        policy: TokenPolicy,
+    ) -> AccessUseCases:
+        return cls(
+            login=Login(uow, hasher, codec, clock, policy),
+            refresh_tokens=RefreshTokens(uow, codec, clock, policy),
+            authenticate=Authenticate(uow, codec),
+            mint_service_token=MintServiceToken(uow, codec, clock),
+            create_user=CreateUser(uow, hasher, clock),
+            set_client_access=SetClientAccess(uow, clock),
+            set_password=SetPassword(uow, hasher, clock),
+            delete_user=DeleteUser(uow),
+            get_user=GetUser(uow),
+            find_user_by_email=FindUserByEmail(uow),
+            list_users=ListUsers(uow),
+        )

@@ -1,0 +1,293 @@
+"""Sign-in and tokens over real gRPC on a real database: every defect is UNAUTHENTICATED."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import jwt
+import pytest
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from adapters.security import AUDIENCE, ISSUER, JwtTokenCodec
+from domain.access import AccessClaims, Principal
+from servers.config import DEVELOPMENT_SIGNING_KEY
+from tests.integration.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Stack
+from tracker.v1 import auth_service_pb2 as a
+from tracker.v1 import resources_pb2 as pb
+from tracker.v1 import setup_query_service_pb2 as q
+from tracker.v1 import setup_service_pb2 as s
+from tracker.v1 import user_query_service_pb2 as uq
+from tracker.v1 import user_service_pb2 as us
+from usecases.access import NewUser
+
+pytestmark = pytest.mark.integration
+
+
+async def code_of(call) -> grpc.StatusCode:
+    try:
+        await call
+    except grpc.aio.AioRpcError as err:
+        return err.code()
+    return grpc.StatusCode.OK
+
+
+async def login(
+    stack: Stack, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD
+) -> a.TokenPair:
+    return (await stack.auth.Login(a.LoginRequest(email=email, password=password))).tokens
+
+
+async def test_login_gives_a_working_token_and_bad_logins_look_alike(stack: Stack) -> None:
+    tokens = await login(stack, email=ADMIN_EMAIL.upper())
+    me = await stack.as_token(tokens.access_token).user_query.GetUser(uq.GetUserRequest())
+    assert me.user.email == ADMIN_EMAIL
+    assert me.user.admin
+    errors = []
+    for email, password in (
+        (ADMIN_EMAIL, "wrong-password-123"),
+        ("nobody@example.com", ADMIN_PASSWORD),
+        ("not an email", "x"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await login(stack, email, password)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        errors.append(err.value.details())
+    assert len(set(errors)) == 1
+
+
+async def test_refresh_rotates_and_reuse_revokes_everything(stack: Stack) -> None:
+    first = await login(stack)
+    second = (
+        await stack.auth.RefreshToken(a.RefreshTokenRequest(refresh_token=first.refresh_token))
+    ).tokens
+    assert second.refresh_token != first.refresh_token
+    assert (
+        await code_of(
+            stack.auth.RefreshToken(a.RefreshTokenRequest(refresh_token=first.refresh_token))
+        )
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
+    # The re-use of a spent token revoked the newer one as well.
+    assert (
+        await code_of(
+            stack.auth.RefreshToken(a.RefreshTokenRequest(refresh_token=second.refresh_token))
+        )
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
+    assert (
+        await code_of(stack.auth.RefreshToken(a.RefreshTokenRequest(refresh_token="made-up")))
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
+
+
+def forge(payload: dict, header: dict) -> str:
+    def enc(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{enc(header)}.{enc(payload)}."
+
+
+async def test_tampered_expired_deleted_and_unsigned_tokens_are_unauthenticated(
+    stack: Stack,
+) -> None:
+    user = await stack.access.create_user(
+        Principal.system(), NewUser(email="gone@example.com", password="a-long-password-1")
+    )
+    good = await stack.token_for("gone@example.com")
+    assert (
+        await code_of(stack.as_token(good).user_query.GetUser(uq.GetUserRequest()))
+        == grpc.StatusCode.OK
+    )
+    header, payload, signature = good.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    now = datetime.now(UTC)
+    codec = JwtTokenCodec(DEVELOPMENT_SIGNING_KEY.encode())
+    expired = codec.encode(
+        AccessClaims(user.id, "x", "access", now - timedelta(hours=2), now - timedelta(hours=1))
+    )
+    tampered_claims = dict(claims, sub=str(uuid.uuid4()))
+    tampered = ".".join(
+        [
+            header,
+            base64.urlsafe_b64encode(json.dumps(tampered_claims).encode()).decode().rstrip("="),
+            signature,
+        ]
+    )
+    other_key = jwt.encode(dict(claims), "another-key-of-at-least-32-bytes!!", algorithm="HS256")
+    unsigned = forge(claims, {"alg": "none", "typ": "JWT"})
+    wrong_audience = jwt.encode(
+        dict(claims, aud="someone-else"), DEVELOPMENT_SIGNING_KEY, algorithm="HS256"
+    )
+    for token in (expired, tampered, other_key, unsigned, wrong_audience, good + "x", ""):
+        assert (
+            await code_of(stack.as_token(token).query.ListClients(q.ListClientsRequest()))
+            == grpc.StatusCode.UNAUTHENTICATED
+        ), token
+    await stack.users.DeleteUser(us.DeleteUserRequest(id=str(user.id)))
+    assert (
+        await code_of(stack.as_token(good).user_query.GetUser(uq.GetUserRequest()))
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
+    assert (claims["iss"], claims["aud"]) == (ISSUER, AUDIENCE)
+
+
+async def test_health_and_reflection_need_no_token(stack: Stack) -> None:
+    anonymous = stack.as_token(None)
+    status = await anonymous.health.Check(health_pb2.HealthCheckRequest())
+    assert status.status == health_pb2.HealthCheckResponse.SERVING
+    assert anonymous.query_channel is not None
+    reflection = reflection_pb2_grpc.ServerReflectionStub(anonymous.query_channel)
+    responses = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    names = [svc.name async for r in responses for svc in r.list_services_response.service]
+    assert "tracker.v1.SetupQueryService" in names
+
+
+async def test_client_admin_manages_own_users_and_setup_only(stack: Stack) -> None:
+    client = (
+        await stack.setup.CreateClient(s.CreateClientRequest(client=pb.Client(display_name="Own")))
+    ).client
+    other = (
+        await stack.setup.CreateClient(
+            s.CreateClientRequest(client=pb.Client(display_name="Other"))
+        )
+    ).client
+    await stack.users.CreateUser(
+        us.CreateUserRequest(
+            user=pb.User(
+                email="boss@own.example",
+                client_access=[pb.ClientAccess(client_id=client.id, role=pb.ROLE_CLIENT_ADMIN)],
+            ),
+            password="boss-password-123",
+        )
+    )
+    boss = stack.as_token(
+        (await login(stack, "boss@own.example", "boss-password-123")).access_token
+    )
+    # Creates a viewer of its own client, not of another one, and no administrator.
+    viewer = (
+        await boss.users.CreateUser(
+            us.CreateUserRequest(
+                user=pb.User(
+                    email="eve@own.example",
+                    client_access=[pb.ClientAccess(client_id=client.id, role=pb.ROLE_VIEWER)],
+                ),
+                password="viewer-password-1",
+            )
+        )
+    ).user
+    assert (
+        await code_of(
+            boss.users.CreateUser(
+                us.CreateUserRequest(
+                    user=pb.User(
+                        email="x@other.example",
+                        client_access=[pb.ClientAccess(client_id=other.id, role=pb.ROLE_VIEWER)],
+                    ),
+                    password="viewer-password-1",
+                )
+            )
+        )
+        == grpc.StatusCode.NOT_FOUND
+    )
+    assert (
+        await code_of(
+            boss.users.CreateUser(
+                us.CreateUserRequest(
+                    user=pb.User(email="root2@own.example", admin=True),
+                    password="viewer-password-1",
+                )
+            )
+        )
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    brand = (
+        await boss.setup.CreateBrand(
+            s.CreateBrandRequest(brand=pb.Brand(client_id=client.id, display_name="Own brand"))
+        )
+    ).brand
+    assert (
+        await code_of(
+            boss.setup.CreateClient(
+                s.CreateClientRequest(client=pb.Client(display_name="Mine now"))
+            )
+        )
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    assert (
+        await code_of(boss.setup.DeleteClient(s.DeleteClientRequest(id=client.id)))
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    listed = (await boss.user_query.ListUsers(uq.ListUsersRequest())).users
+    assert {u.email for u in listed} == {"boss@own.example", "eve@own.example"}
+    # The viewer reads but cannot change.
+    eve = stack.as_token((await login(stack, "eve@own.example", "viewer-password-1")).access_token)
+    assert (await eve.query.GetBrand(q.GetBrandRequest(id=brand.id))).brand == brand
+    assert (
+        await code_of(
+            eve.setup.UpdateBrand(
+                s.UpdateBrandRequest(brand=pb.Brand(id=brand.id, display_name="hacked"))
+            )
+        )
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    # Revoking access hides the client at once.
+    await boss.users.RevokeClientAccess(
+        us.RevokeClientAccessRequest(user_id=viewer.id, client_id=client.id)
+    )
+    assert (
+        await code_of(eve.query.GetBrand(q.GetBrandRequest(id=brand.id)))
+        == grpc.StatusCode.NOT_FOUND
+    )
+    # Out of the boss's clients, the user is out of the boss's sight; an admin re-grants.
+    assert (
+        await code_of(
+            boss.users.GrantClientAccess(
+                us.GrantClientAccessRequest(
+                    user_id=viewer.id, client_id=client.id, role=pb.ROLE_VIEWER
+                )
+            )
+        )
+        == grpc.StatusCode.NOT_FOUND
+    )
+    await stack.users.GrantClientAccess(
+        us.GrantClientAccessRequest(user_id=viewer.id, client_id=client.id, role=pb.ROLE_VIEWER)
+    )
+    assert await code_of(eve.query.GetBrand(q.GetBrandRequest(id=brand.id))) == grpc.StatusCode.OK
+
+
+async def test_password_rules_and_change(stack: Stack) -> None:
+    err = None
+    try:
+        await stack.users.CreateUser(
+            us.CreateUserRequest(user=pb.User(email="short@example.com"), password="short")
+        )
+    except grpc.aio.AioRpcError as exc:
+        err = exc
+    assert err is not None
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "password" in err.details()
+    me = (await stack.user_query.GetUser(uq.GetUserRequest())).user
+    await stack.users.SetUserPassword(
+        us.SetUserPasswordRequest(user_id=me.id, password="a-new-admin-password")
+    )
+    assert (
+        await code_of(stack.auth.Login(a.LoginRequest(email=ADMIN_EMAIL, password=ADMIN_PASSWORD)))
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
+    await login(stack, ADMIN_EMAIL, "a-new-admin-password")
+
+
+async def test_two_concurrent_refreshes_with_one_token_cannot_both_succeed(stack: Stack) -> None:
+    first = await login(stack)
+    request = a.RefreshTokenRequest(refresh_token=first.refresh_token)
+    codes = await asyncio.gather(*(code_of(stack.auth.RefreshToken(request)) for _ in range(4)))
+    assert codes.count(grpc.StatusCode.OK) <= 1
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAUTHENTICATED}

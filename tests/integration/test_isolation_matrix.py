@@ -1,0 +1,343 @@
+"""Tenant isolation, generated from the service descriptors: every RPC of every tracker.v1
+service (an RPC added later is covered without editing this file) is called by users of
+client A (each role) with requests aimed at client B's resources. No response or error may
+carry B's data, denials have the right code, a hidden resource looks exactly like a missing
+one, and B's data is unchanged afterwards. Without a token, every RPC is UNAUTHENTICATED."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import uuid
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from google.protobuf import descriptor, message_factory, text_format
+from google.protobuf.message import Message
+
+from domain.access import Principal, Role
+from tests.integration.conftest import Stack
+from tracker.v1 import (
+    auth_service_pb2,
+    setup_query_service_pb2,
+    setup_service_pb2,
+    user_query_service_pb2,
+    user_service_pb2,
+)
+from tracker.v1 import resources_pb2 as pb
+from tracker.v1 import setup_query_service_pb2 as q
+from tracker.v1 import setup_service_pb2 as s
+from usecases.access import NewUser
+
+pytestmark = pytest.mark.integration
+
+FILES = [
+    auth_service_pb2,
+    setup_service_pb2,
+    setup_query_service_pb2,
+    user_service_pb2,
+    user_query_service_pb2,
+]
+SERVICES = [svc for f in FILES for svc in f.DESCRIPTOR.services_by_name.values()]
+OPEN_SERVICES = {"tracker.v1.AuthService"}
+MUTATING_SERVICES = {"tracker.v1.SetupService", "tracker.v1.UserService"}
+RESOURCE_OF_MESSAGE = {
+    "Client": "client",
+    "Brand": "brand",
+    "ProductionRun": "run",
+    "Location": "location",
+    "Tracker": "tracker",
+    "User": "user",
+}
+RESOURCE_OF_FIELD = {
+    "client_id": "client",
+    "brand_id": "brand",
+    "production_run_id": "run",
+    "user_id": "user",
+}
+_counter = itertools.count()
+
+
+@dataclass
+class World:
+    """One client's resources: ids by kind, and every string that identifies them."""
+
+    ids: dict[str, str]
+    secrets: set[str]
+
+
+def method_resource(method: descriptor.MethodDescriptor) -> str | None:
+    name = method.name
+    for verb in ("BatchCreate", "Create", "Update", "Delete", "Get", "List"):
+        if name.startswith(verb):
+            rest = name[len(verb) :]
+            rest = rest[:-1] if verb == "List" or verb == "BatchCreate" else rest
+            return RESOURCE_OF_MESSAGE.get(rest)
+    return "user" if "User" in name or "ClientAccess" in name else None
+
+
+def fill(msg: Message, world: World, resource: str | None) -> None:
+    """Fill every field of a request so that it points at ``world``'s resources."""
+    for f in msg.DESCRIPTOR.fields:
+        name = f.name
+        if f.message_type is not None:
+            sub_resource = RESOURCE_OF_MESSAGE.get(f.message_type.name, resource)
+            if f.message_type.full_name == "google.protobuf.Timestamp":
+                getattr(msg, name).FromJsonString(
+                    "2026-01-01T00:00:00Z" if "start" in name else "2027-01-01T00:00:00Z"
+                )
+            elif f.message_type.full_name == "google.protobuf.FieldMask":
+                continue
+            elif f.is_repeated:
+                fill(getattr(msg, name).add(), world, sub_resource)
+            else:
+                fill(getattr(msg, name), world, sub_resource)
+        elif f.type == f.TYPE_STRING:
+            if name == "id" and resource:
+                value = world.ids[resource]
+            elif name in RESOURCE_OF_FIELD:
+                value = world.ids[RESOURCE_OF_FIELD[name]]
+            elif name == "email":
+                value = f"matrix{next(_counter)}@example.com"
+            elif name == "password":
+                value = "matrix-password-123"
+            elif name in ("page_token", "mac_address", "refresh_token"):
+                continue
+            else:
+                value = "matrix"
+            if f.is_repeated:
+                getattr(msg, name).append(value)
+            else:
+                setattr(msg, name, value)
+        elif f.type == f.TYPE_BYTES:
+            setattr(msg, name, hashlib.sha256(f"k{next(_counter)}".encode()).digest()[:28])
+        elif f.type == f.TYPE_ENUM:
+            setattr(msg, name, f.enum_type.values[1].number)
+        elif f.type in (f.TYPE_DOUBLE, f.TYPE_FLOAT):
+            setattr(msg, name, 10.0)
+        # ints (page_size) and bools (force, admin) keep their defaults.
+
+
+def request_for(method: descriptor.MethodDescriptor, world: World) -> Message:
+    msg = message_factory.GetMessageClass(method.input_type)()
+    fill(msg, world, method_resource(method))
+    return msg
+
+
+async def invoke(
+    channel: grpc.aio.Channel, method: descriptor.MethodDescriptor, request: Message
+) -> tuple[grpc.StatusCode, str, Message | None]:
+    out = message_factory.GetMessageClass(method.output_type)
+    rpc = channel.unary_unary(
+        f"/{method.containing_service.full_name}/{method.name}",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=out.FromString,
+    )
+    try:
+        response = await rpc(request)
+    except grpc.aio.AioRpcError as err:
+        details = "".join(
+            v.decode("latin-1") if isinstance(v, bytes) else str(v)
+            for _, v in (err.trailing_metadata() or ())
+        )
+        return err.code(), f"{err.details()} {details}", None
+    return grpc.StatusCode.OK, "", response
+
+
+def channel_for(stack: Stack, method: descriptor.MethodDescriptor) -> grpc.aio.Channel:
+    query = method.containing_service.full_name.endswith("QueryService")
+    channel = stack.query_channel if query else stack.collector_channel
+    assert channel is not None
+    return channel
+
+
+async def make_world(admin: Stack, tag: str) -> World:
+    secrets = {f"{tag}-client", f"{tag}-brand", f"{tag}-run", f"{tag}-location", f"{tag}-tracker"}
+    client = (
+        await admin.setup.CreateClient(
+            s.CreateClientRequest(client=pb.Client(display_name=f"{tag}-client"))
+        )
+    ).client
+    brand = (
+        await admin.setup.CreateBrand(
+            s.CreateBrandRequest(brand=pb.Brand(client_id=client.id, display_name=f"{tag}-brand"))
+        )
+    ).brand
+    run = pb.ProductionRun(brand_id=brand.id, display_name=f"{tag}-run")
+    run.start_time.FromJsonString("2026-01-01T00:00:00Z")
+    run.end_time.FromJsonString("2027-01-01T00:00:00Z")
+    run = (
+        await admin.setup.CreateProductionRun(s.CreateProductionRunRequest(production_run=run))
+    ).production_run
+    location = (
+        await admin.setup.CreateLocation(
+            s.CreateLocationRequest(
+                location=pb.Location(
+                    production_run_id=run.id,
+                    kind=pb.LOCATION_KIND_STORAGE,
+                    display_name=f"{tag}-location",
+                    center=pb.GeoPoint(latitude=1, longitude=1),
+                    radius_m=10,
+                )
+            )
+        )
+    ).location
+    tracker = (
+        await admin.setup.CreateTracker(
+            s.CreateTrackerRequest(
+                tracker=pb.Tracker(
+                    production_run_id=run.id,
+                    display_name=f"{tag}-tracker",
+                    advertisement_key=hashlib.sha256(tag.encode()).digest()[:28],
+                )
+            )
+        )
+    ).tracker
+    ids = {
+        "client": client.id,
+        "brand": brand.id,
+        "run": run.id,
+        "location": location.id,
+        "tracker": tracker.id,
+    }
+    secrets |= set(ids.values()) | {tracker.mac_address}
+    return World(ids, secrets)
+
+
+async def add_user(admin: Stack, world: World, tag: str, role: Role) -> str:
+    email = f"{tag}-{role.value.lower()}@example.com"
+    user = await admin.access.create_user(
+        Principal.system(),
+        NewUser(
+            email=email,
+            password="matrix-password-123",
+            memberships={uuid.UUID(world.ids["client"]): role},
+        ),
+    )
+    world.secrets |= {email, str(user.id)}
+    world.ids.setdefault("user", str(user.id))
+    return await admin.token_for(email)
+
+
+async def snapshot(admin: Stack, world: World) -> list[str]:
+    """Everything of a client, as the admin reads it."""
+    client_id = world.ids["client"]
+    parts = [
+        await admin.query.GetClient(q.GetClientRequest(id=client_id)),
+        await admin.query.ListBrands(q.ListBrandsRequest(client_id=client_id)),
+        await admin.query.ListProductionRuns(q.ListProductionRunsRequest(client_id=client_id)),
+        await admin.query.ListLocations(q.ListLocationsRequest(production_run_id=world.ids["run"])),
+        await admin.query.ListTrackers(q.ListTrackersRequest(client_id=client_id)),
+        await admin.user_query.GetUser(user_query_service_pb2.GetUserRequest(id=world.ids["user"])),
+    ]
+    return [text_format.MessageToString(p) for p in parts]
+
+
+def strip(text: str, ident: str) -> str:
+    return text.replace(ident, "<id>")
+
+
+async def test_no_rpc_lets_client_a_see_or_touch_client_b(stack: Stack) -> None:
+    admin = stack
+    a, b = await make_world(admin, "alpha"), await make_world(admin, "bravo")
+    a_tokens = {role: await add_user(admin, a, "alpha", role) for role in Role}
+    for role in Role:
+        await add_user(admin, b, "bravo", role)
+    before = await snapshot(admin, b)
+    missing = World({k: str(uuid.uuid4()) for k in b.ids}, set())
+
+    checked = 0
+    for role, token in a_tokens.items():
+        caller = admin.as_token(token)
+        for service in SERVICES:
+            for method in service.methods:
+                request = request_for(method, b)
+                sent = text_format.MessageToString(request)
+                code, error, response = await invoke(channel_for(caller, method), method, request)
+                where = f"{role.value} {service.name}/{method.name}"
+                shown = error + (text_format.MessageToString(response) if response else "")
+                leaked = {x for x in b.secrets if x in shown and x not in sent}
+                assert not leaked, f"{where} leaked {leaked}: {shown[:300]}"
+                if service.full_name in OPEN_SERVICES:
+                    assert code != grpc.StatusCode.OK, where
+                    continue
+                assert code in (
+                    grpc.StatusCode.OK,
+                    grpc.StatusCode.NOT_FOUND,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                ), (where, code, error)
+                if code == grpc.StatusCode.OK:
+                    # Only reads may succeed, and only with nothing of B in them.
+                    assert (
+                        service.full_name not in MUTATING_SERVICES or method.name == "CreateUser"
+                    ), (where, shown[:300])
+                if code == grpc.StatusCode.NOT_FOUND:
+                    # Indistinguishable from a resource that does not exist at all.
+                    twin = request_for(method, missing)
+                    t_code, t_error, _ = await invoke(channel_for(caller, method), method, twin)
+                    assert t_code == code, where
+                    hidden = error
+                    for kind, ident in b.ids.items():
+                        hidden = strip(hidden, ident)
+                        t_error = strip(t_error, missing.ids[kind])
+                    assert hidden == t_error, where
+                checked += 1
+    assert checked > 40
+    assert await snapshot(admin, b) == before
+
+
+async def test_lists_show_only_the_callers_clients(stack: Stack) -> None:
+    admin = stack
+    a, b = await make_world(admin, "alpha"), await make_world(admin, "bravo")
+    for role in Role:
+        token = await add_user(admin, a, "alpha", role)
+        caller = admin.as_token(token)
+        for service in SERVICES:
+            for method in service.methods:
+                if not method.name.startswith("List"):
+                    continue
+                request = message_factory.GetMessageClass(method.input_type)()
+                code, error, response = await invoke(channel_for(caller, method), method, request)
+                assert code == grpc.StatusCode.OK, (method.name, error)
+                text = text_format.MessageToString(response)
+                assert not {x for x in b.secrets if x in text}, method.name
+    await add_user(admin, b, "bravo", Role.VIEWER)
+
+
+async def test_every_rpc_without_or_with_a_bad_token_is_unauthenticated(stack: Stack) -> None:
+    world = World(
+        {k: str(uuid.uuid4()) for k in ("client", "brand", "run", "location", "tracker", "user")},
+        set(),
+    )
+    for token in (None, "not-a-jwt", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."):
+        caller = stack.as_token(token)
+        for service in SERVICES:
+            if service.full_name in OPEN_SERVICES:
+                continue
+            for method in service.methods:
+                code, _, _ = await invoke(
+                    channel_for(caller, method), method, request_for(method, world)
+                )
+                assert code == grpc.StatusCode.UNAUTHENTICATED, (token, method.full_name)
+
+
+async def test_a_viewer_cannot_change_its_own_client(stack: Stack) -> None:
+    admin = stack
+    a = await make_world(admin, "alpha")
+    await add_user(admin, a, "alpha", Role.CLIENT_ADMIN)
+    viewer = admin.as_token(await add_user(admin, a, "alpha", Role.VIEWER))
+    before = await snapshot(admin, a)
+    for service in SERVICES:
+        if service.full_name not in MUTATING_SERVICES:
+            continue
+        for method in service.methods:
+            code, error, _ = await invoke(
+                channel_for(viewer, method), method, request_for(method, a)
+            )
+            assert code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND), (
+                method.name,
+                code,
+                error,
+            )
+    assert await snapshot(admin, a) == before
