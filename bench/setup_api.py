@@ -82,7 +82,12 @@ async def bench(n: int, concurrency: int, samples: int) -> None:
     await migrate(conn)
     await conn.close()
     settings = Settings(
-        database_url=url, collector_port=0, query_port=0, health_port=0, log_level="WARNING"
+        database_url=url,
+        collector_port=0,
+        query_port=0,
+        health_port=0,
+        metrics_port=0,
+        log_level="WARNING",
     )
     process = Process(settings, [endpoints.collector(settings), endpoints.query(settings)])
     ports = await process.start()

@@ -35,6 +35,7 @@ class Settings:
     collector_port: int = _opt(9000, "collector gRPC port (every mutation)")
     query_port: int = _opt(8000, "query gRPC port (every read)")
     health_port: int = _opt(5000, "grpc.health.v1 port for probes (0: none)")
+    metrics_port: int = _opt(9464, "Prometheus /metrics HTTP port (0: none)")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _opt("json", "json (one object per line) or text")
     db_pool_max: int = _opt(10, "PostgreSQL connections per process")
@@ -202,6 +203,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "collector_port": _port,
     "query_port": _port,
     "health_port": _port,
+    "metrics_port": _port,
     "log_format": _one_of("json", "text"),
     "log_level": _one_of("debug", "info", "warning", "error"),
     "db_pool_max": lambda v: None if v >= 1 else "must be >= 1",

@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from adapters.grpc.health import HealthReporter
+from adapters.prometheus import MetricsServer
 from servers import log as logsetup
 from servers.config import ConfigError, Settings, load, signing_key
 from servers.container import Container
@@ -69,11 +70,23 @@ class Process:
         self.servers: list[grpc.aio.Server] = []
         self.ports: dict[str, int] = {}
         self.reporter: HealthReporter | None = None
+        self.metrics = MetricsServer(settings.bind_host, settings.metrics_port)
 
     async def start(self) -> dict[str, int]:
         """Resources, first health check, then every server listening. Returns bound ports."""
         await self.container.init_resources()  # type: ignore[misc]
         try:
+            self.metrics.start()
+            if self.metrics.port:
+                self.ports["metrics"] = self.metrics.port
+                log.info(
+                    "listening",
+                    extra={
+                        "server": "metrics",
+                        "host": self.settings.bind_host,
+                        "port": self.metrics.port,
+                    },
+                )
             self.reporter = await self.container.health_reporter.async_()
             await self.reporter.start()
             for endpoint in self.endpoints:
@@ -98,6 +111,7 @@ class Process:
             await self.reporter.stop()
         await asyncio.gather(*(s.stop(grace_s) for s in self.servers))
         self.servers.clear()
+        self.metrics.stop()
         await self.container.shutdown_resources()  # type: ignore[misc]
 
 

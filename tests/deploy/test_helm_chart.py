@@ -490,7 +490,10 @@ def test_servers_run_their_console_script_on_their_ports(default_release: Releas
     for component, (command, ports, service_port) in expected.items():
         container = only_container(default_release.get("Deployment", name_of(component)))
         assert container["command"] == command
-        assert {p["name"]: p["containerPort"] for p in container["ports"]} == ports
+        assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+            **ports,
+            "metrics": 9464,
+        }
         assert container["image"] == f"tracker-services:{chart_app_version()}"
         service = default_release.get("Service", name_of(component))
         assert service["spec"]["ports"][0]["port"] == service_port
@@ -547,6 +550,7 @@ def test_config_map_holds_the_settings_and_every_pod_reads_config_and_secret(
         "TRACKER_COLLECTOR_PORT": "9000",
         "TRACKER_QUERY_PORT": "8000",
         "TRACKER_HEALTH_PORT": "5000",
+        "TRACKER_METRICS_PORT": "9464",
         "TRACKER_LOG_LEVEL": "INFO",
         "TRACKER_LOG_FORMAT": "json",
         "TRACKER_DB_POOL_MAX": "10",
@@ -565,6 +569,10 @@ def test_config_map_holds_the_settings_and_every_pod_reads_config_and_secret(
         ]
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         assert {"checksum/config", "checksum/secret"} <= annotations.keys()
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == "9464"
+        ports = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+        assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in ports
     assert "WARNING" in default_release.notes
 
 

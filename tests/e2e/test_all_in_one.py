@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ def wait_serving(port: int, timeout: float = 30.0) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     db = f"tracker_e2e_{uuid.uuid4().hex[:10]}"
-    collector, query, health = free_ports(3)
+    collector, query, health, metrics = free_ports(4)
     env = {
         **os.environ,
         "TRACKER_DATABASE_URL": url_for(db),
@@ -98,6 +99,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "TRACKER_COLLECTOR_PORT": str(collector),
         "TRACKER_QUERY_PORT": str(query),
         "TRACKER_HEALTH_PORT": str(health),
+        "TRACKER_METRICS_PORT": str(metrics),
         "TRACKER_SHUTDOWN_GRACE_S": "2",
     }
     subprocess.run(
@@ -269,6 +271,21 @@ def test_help_lists_every_option_with_its_environment_name() -> None:
             "TRACKER_LOG_FORMAT",
         ):
             assert env in out, (command, env)
+
+
+def test_prometheus_metrics_count_the_calls(server: Server) -> None:
+    port = int(server.env["TRACKER_METRICS_PORT"])
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    assert 'tracker_dependency_up{dependency="postgres"} 1.0' in text
+    created = re.search(
+        r'tracker_rpc_requests_total\{code="OK",method="/tracker.v1.SetupService/CreateClient"\}'
+        r" (\d+)",
+        text,
+    )
+    assert created is not None
+    assert float(created.group(1)) >= 1
+    assert "tracker_rpc_duration_seconds_bucket" in text
 
 
 def test_production_without_signing_key_refuses_to_start() -> None:

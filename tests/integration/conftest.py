@@ -146,6 +146,7 @@ def stack_settings(database_url: str, redis_url: str = REDIS_URL, **kw: Any) -> 
         collector_port=0,
         query_port=0,
         health_port=0,
+        metrics_port=0,
         health_check_interval_s=0.2,
         **kw,
     )

@@ -19,6 +19,7 @@ SAMPLES: dict[str, Any] = {
     "collector_port": 9100,
     "query_port": 8100,
     "health_port": 0,
+    "metrics_port": 9999,
     "log_level": "DEBUG",
     "log_format": "text",
     "db_pool_max": 3,

@@ -14,6 +14,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from adapters.grpc.handlers import wrap_handler
+from adapters.prometheus import RPC_LATENCY, RPC_REQUESTS
 from domain.errors import (
     AlreadyExists,
     DependencyUnavailable,
@@ -115,6 +116,9 @@ class _Call:
         await context.abort_with_status(status)
 
     def done(self) -> None:
+        elapsed = time.perf_counter() - self.started
+        RPC_REQUESTS.labels(self.method, self.code).inc()
+        RPC_LATENCY.labels(self.method).observe(elapsed)
         log.info(
             "rpc",
             extra={

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from grpc_health.v1 import health, health_pb2
 
+from adapters.prometheus import DEPENDENCY_UP
 from usecases.health import CheckDependencies, DependencyStatus
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class HealthReporter:
                     extra={"dependency": name, "detail": st.detail},
                 )
         self._last = statuses
+        for name, st in statuses.items():
+            DEPENDENCY_UP.labels(name).set(1 if st.healthy else 0)
         healthy = {n for n, st in statuses.items() if st.healthy}
         await self.servicer.set("", SERVING if healthy >= set(statuses) else NOT_SERVING)
         for service, needs in self._services.items():

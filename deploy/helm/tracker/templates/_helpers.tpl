@@ -189,6 +189,12 @@ spec:
         {{- if not $root.Values.existingSecret }}
         checksum/secret: {{ include "tracker.secretData" $root | sha256sum }}
         {{- end }}
+        {{- $metricsPort := include "tracker.configPort" (list $root "TRACKER_METRICS_PORT") | atoi }}
+        {{- if $metricsPort }}
+        prometheus.io/scrape: "true"
+        prometheus.io/port: {{ $metricsPort | quote }}
+        prometheus.io/path: /metrics
+        {{- end }}
         {{- with $values.podAnnotations }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -212,6 +218,12 @@ spec:
             {{- range .ports }}
             - name: {{ .name }}
               containerPort: {{ .port }}
+              protocol: TCP
+            {{- end }}
+            {{- $metricsPort := include "tracker.configPort" (list $root "TRACKER_METRICS_PORT") | atoi }}
+            {{- if $metricsPort }}
+            - name: metrics
+              containerPort: {{ $metricsPort }}
               protocol: TCP
             {{- end }}
           envFrom:

@@ -1,0 +1,44 @@
+"""Prometheus metrics of a process, and the HTTP endpoint that serves them."""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RPC_REQUESTS = Counter(
+    "tracker_rpc_requests_total",
+    "gRPC calls handled, by method and status code",
+    ["method", "code"],
+)
+RPC_LATENCY = Histogram(
+    "tracker_rpc_duration_seconds",
+    "gRPC call duration, by method",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+DEPENDENCY_UP = Gauge(
+    "tracker_dependency_up", "1 while the dependency answers its health check", ["dependency"]
+)
+
+
+class MetricsServer:
+    """``/metrics`` over HTTP on its own thread; ``port`` 0 disables it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._host, self._port = host, port
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        if self._port:
+            self._server, self._thread = start_http_server(self._port, addr=self._host)
+            self.port = self._server.server_port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
