@@ -34,6 +34,7 @@ test: setup lint
 
 bench: setup
 	$(BIN)/python -m bench.setup_api
+	$(BIN)/python -m bench.keys
 
 clean:
 	rm -rf $(VENV) .state .tools src/tracker .pytest_cache .mypy_cache .ruff_cache

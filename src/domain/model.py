@@ -118,6 +118,14 @@ class AdvertisementKey:
         return hashlib.sha256(self.value).digest()
 
 
+@dataclass(frozen=True, slots=True)
+class SealedSecret:
+    """A secret encrypted under the key-encryption key ``kek_id``; opaque to the domain."""
+
+    kek_id: str
+    ciphertext: bytes = field(repr=False)
+
+
 class LocationKind(enum.Enum):
     DELIVERY = "DELIVERY"
     STORAGE = "STORAGE"
@@ -230,6 +238,8 @@ class Tracker(Entity):
     advertisement_key: AdvertisementKey
     mac_address: MacAddress = field(init=False)
     display_name: str = ""
+    # Set when the tracker came with its private key (from a key batch or imported).
+    sealed_private_key: SealedSecret | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         _check_name(self.display_name, "display_name", required=False)

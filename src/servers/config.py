@@ -7,6 +7,7 @@ process lists them all. Nothing else in the code reads ``os.environ``.
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import math
 import os
@@ -51,6 +52,11 @@ class Settings:
     jwt_signing_key_file: str = _opt(
         "", "file holding the signing key (e.g. a mounted Secret); wins over jwt_signing_key"
     )
+    kek_ring: str = _opt(
+        "", "key-encryption keys sealing private keys: 'id=base64(32 bytes),id2=...'", secret=True
+    )
+    kek_ring_file: str = _opt("", "file holding the KEK ring (a mounted Secret); wins")
+    kek_active_id: str = _opt("", "KEK id that seals new keys (default: the ring's first)")
     access_token_ttl_s: float = _opt(900.0, "lifetime of access tokens from Login, seconds")
     refresh_token_ttl_s: float = _opt(30 * 86400.0, "lifetime of refresh tokens, seconds")
 
@@ -217,6 +223,39 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
 
 # Used only in development, never in production: tokens signed with it are worthless.
 DEVELOPMENT_SIGNING_KEY = "tracker-services-development-only-signing-key-0000"
+
+
+DEVELOPMENT_KEK_RING = "dev=" + "ZGV2ZWxvcG1lbnQtb25seS1rZWstMDAwMDAwMDAwMDA="
+
+
+def kek_ring(s: Settings) -> tuple[dict[str, bytes], str]:
+    """The KEK ring and the active KEK id; like the signing key, required in production."""
+    text = s.kek_ring
+    if s.kek_ring_file:
+        try:
+            text = pathlib.Path(s.kek_ring_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"kek_ring_file: {exc}") from None
+    if not text:
+        if s.environment == "production":
+            raise ConfigError(
+                "production needs a KEK ring: set TRACKER_KEK_RING or TRACKER_KEK_RING_FILE"
+            )
+        text = DEVELOPMENT_KEK_RING
+    ring: dict[str, bytes] = {}
+    for item in text.split(","):
+        kek_id, sep, b64 = item.strip().partition("=")
+        try:
+            key = base64.b64decode(b64, validate=True) if sep else b""
+        except ValueError:
+            key = b""
+        if not kek_id or len(key) != 32:
+            raise ConfigError(f"kek_ring: entry {kek_id or item!r} must be id=base64(32 bytes)")
+        ring[kek_id] = key
+    active = s.kek_active_id or next(iter(ring))
+    if active not in ring:
+        raise ConfigError(f"kek_active_id {active!r} is not in the KEK ring")
+    return ring, active
 
 
 def signing_key(s: Settings) -> bytes:

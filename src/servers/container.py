@@ -10,14 +10,17 @@ from adapters.clock import SystemClock
 from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer, UserServicer
 from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.health import HealthReporter
+from adapters.grpc.keys import KeyQueryServicer, KeyServicer
 from adapters.grpc.setup import SetupQueryServicer, SetupServicer
+from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
 from adapters.postgres.pool import PostgresProbe, pool_resource
 from adapters.postgres.uow import PostgresUnitOfWorkFactory
 from adapters.redis.client import RedisProbe, redis_resource
 from adapters.security import Argon2PasswordHasher, JwtTokenCodec
-from servers.config import Settings, signing_key
+from servers.config import Settings, kek_ring, signing_key
 from usecases.access import AccessUseCases, TokenPolicy
 from usecases.health import CheckDependencies
+from usecases.keys import KeyUseCases
 from usecases.setup import SetupUseCases
 
 SETUP_SERVICE = "tracker.v1.SetupService"
@@ -25,12 +28,27 @@ SETUP_QUERY_SERVICE = "tracker.v1.SetupQueryService"
 AUTH_SERVICE = "tracker.v1.AuthService"
 USER_SERVICE = "tracker.v1.UserService"
 USER_QUERY_SERVICE = "tracker.v1.UserQueryService"
+KEY_SERVICE = "tracker.v1.KeyService"
+KEY_QUERY_SERVICE = "tracker.v1.KeyQueryService"
 
 # Which dependencies each gRPC service needs to be SERVING.
 SERVICE_DEPENDENCIES = {
     name: ("postgres",)
-    for name in (SETUP_SERVICE, SETUP_QUERY_SERVICE, AUTH_SERVICE, USER_SERVICE, USER_QUERY_SERVICE)
+    for name in (
+        SETUP_SERVICE,
+        SETUP_QUERY_SERVICE,
+        AUTH_SERVICE,
+        USER_SERVICE,
+        USER_QUERY_SERVICE,
+        KEY_SERVICE,
+        KEY_QUERY_SERVICE,
+    )
 }
+
+
+def _sealer(settings: Settings) -> AesGcmSealer:
+    ring, active = kek_ring(settings)
+    return AesGcmSealer(ring, active)
 
 
 def _seconds(value: float) -> timedelta:
@@ -82,6 +100,12 @@ class Container(containers.DeclarativeContainer):
         policy=token_policy,
     )
 
+    key_pair_factory = providers.Singleton(FindMyKeyPairFactory)
+    sealer = providers.Singleton(_sealer, settings)
+    key_usecases = providers.Singleton(
+        KeyUseCases.build, uow=uow_factory, factory=key_pair_factory, sealer=sealer, clock=clock
+    )
+
     interceptors = providers.List(
         providers.Singleton(DomainErrorInterceptor),
         providers.Singleton(AuthInterceptor, authenticate=access_usecases.provided.authenticate),
@@ -92,3 +116,5 @@ class Container(containers.DeclarativeContainer):
     auth_servicer = providers.Singleton(AuthServicer, access_usecases)
     user_servicer = providers.Singleton(UserServicer, access_usecases)
     user_query_servicer = providers.Singleton(UserQueryServicer, access_usecases)
+    key_servicer = providers.Singleton(KeyServicer, key_usecases)
+    key_query_servicer = providers.Singleton(KeyQueryServicer, key_usecases)

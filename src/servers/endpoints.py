@@ -7,6 +7,8 @@ import grpc
 from servers.config import Settings
 from servers.container import (
     AUTH_SERVICE,
+    KEY_QUERY_SERVICE,
+    KEY_SERVICE,
     SETUP_QUERY_SERVICE,
     SETUP_SERVICE,
     USER_QUERY_SERVICE,
@@ -16,6 +18,8 @@ from servers.container import (
 from servers.runtime import Endpoint
 from tracker.v1 import (
     auth_service_pb2_grpc,
+    key_query_service_pb2_grpc,
+    key_service_pb2_grpc,
     setup_query_service_pb2_grpc,
     setup_service_pb2_grpc,
     user_query_service_pb2_grpc,
@@ -54,12 +58,28 @@ async def user_query_service(server: grpc.aio.Server, c: Container) -> str:
     return USER_QUERY_SERVICE
 
 
+async def key_service(server: grpc.aio.Server, c: Container) -> str:
+    key_service_pb2_grpc.add_KeyServiceServicer_to_server(await c.key_servicer.async_(), server)
+    return KEY_SERVICE
+
+
+async def key_query_service(server: grpc.aio.Server, c: Container) -> str:
+    key_query_service_pb2_grpc.add_KeyQueryServiceServicer_to_server(
+        await c.key_query_servicer.async_(), server
+    )
+    return KEY_QUERY_SERVICE
+
+
 def collector(s: Settings) -> Endpoint:
-    return Endpoint("collector", s.collector_port, [setup_service, auth_service, user_service])
+    return Endpoint(
+        "collector", s.collector_port, [setup_service, auth_service, user_service, key_service]
+    )
 
 
 def query(s: Settings) -> Endpoint:
-    return Endpoint("query", s.query_port, [setup_query_service, user_query_service])
+    return Endpoint(
+        "query", s.query_port, [setup_query_service, user_query_service, key_query_service]
+    )
 
 
 def health(s: Settings) -> list[Endpoint]:

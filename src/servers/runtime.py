@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from adapters.grpc.health import HealthReporter
 from adapters.prometheus import MetricsServer
 from servers import log as logsetup
-from servers.config import ConfigError, Settings, load, signing_key
+from servers.config import ConfigError, Settings, kek_ring, load, signing_key
 from servers.container import Container
 
 log = logging.getLogger("tracker")
@@ -138,7 +138,8 @@ def main_for(
     """Console-script entry: parse settings, configure logs, serve until a signal."""
     try:
         settings = load(argv, description=description)
-        signing_key(settings)  # a missing key in production stops us here, clearly
+        signing_key(settings)  # missing secrets in production stop us here, clearly
+        kek_ring(settings)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -146,6 +147,11 @@ def main_for(
     log.info(
         "starting", extra={"component": description.split(":")[0], "settings": settings.redacted()}
     )
+    if not (settings.kek_ring or settings.kek_ring_file):
+        log.warning(
+            "no KEK ring set: private keys are sealed with the public development KEK "
+            "(set TRACKER_KEK_RING)"
+        )
     if not (settings.jwt_signing_key or settings.jwt_signing_key_file):
         log.warning(
             "no JWT signing key set: using the public development key; tokens are not "

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import getpass
 import os
+import pathlib
 import sys
 import uuid
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from domain.errors import DomainError
 from servers.config import ConfigError, Settings, from_sources, parser
 from servers.container import Container
 from usecases.access import AccessUseCases, NewUser
+from usecases.keys import MAX_IMPORT, ExportFormat, KeyUseCases
 
 ROLES = {"client-admin": Role.CLIENT_ADMIN, "viewer": Role.VIEWER}
 
@@ -50,14 +52,82 @@ def _password(args: argparse.Namespace) -> str:
     return first
 
 
-async def _with_access(settings: Settings, action: Any) -> int:
+async def _with(settings: Settings, usecases: str, action: Any) -> int:
+    """Run ``action`` on one of the container's use-case bundles, resources open around it."""
     container = Container(settings=settings)
     await container.init_resources()  # type: ignore[misc]
     try:
-        uc: AccessUseCases = await container.access_usecases.async_()
+        uc = await getattr(container, usecases).async_()
         return int(await action(uc))
     finally:
         await container.shutdown_resources()  # type: ignore[misc]
+
+
+def _progress(done: int, total: int) -> None:
+    """A progress bar on standard error (standard output may be a file being written)."""
+    width = 40
+    filled = width * done // total
+    end = "\n" if done == total else ""
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}{end}")
+    sys.stderr.flush()
+
+
+def _read_macs(path: str) -> list[str]:
+    """MAC addresses, one per line or the first column of a CSV (a header line is skipped)."""
+    lines = (
+        pathlib.Path(path).read_text().splitlines()
+        if path != "-"
+        else sys.stdin.read().splitlines()
+    )
+    macs = [line.split(",")[0].strip() for line in lines if line.strip()]
+    return [m for m in macs if m.lower() != "mac_address"]
+
+
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    system = Principal.system()
+
+    async def act(uc: KeyUseCases) -> int:
+        if args.keys_command == "generate":
+            batch = await uc.create_key_batch(system, args.count, args.label, _progress)
+            print(batch.id)
+            print(
+                f"# key batch {batch.id}: {batch.size} keys; export with "
+                f"'trackerctl keys export --batch {batch.id}'",
+                file=sys.stderr,
+            )
+        elif args.keys_command == "export":
+            fmt = ExportFormat.KEYS if args.format == "keys" else ExportFormat.CSV
+            chunks = await uc.export_key_batch(system, uuid.UUID(args.batch), fmt)
+            out = open(args.out, "w") if args.out != "-" else sys.stdout  # noqa: SIM115, ASYNC230
+            try:
+                async for chunk in chunks:
+                    out.write(chunk)
+            finally:
+                if out is not sys.stdout:
+                    out.close()
+        elif args.keys_command == "allocate":
+            macs = _read_macs(args.macs_file)
+            total = 0
+            for start in range(0, len(macs), MAX_IMPORT):
+                total += await uc.allocate_tags(
+                    system, uuid.UUID(args.client), macs[start : start + MAX_IMPORT]
+                )
+                _progress(total, len(macs))
+            print(f"{total} tags allocated to client {args.client}")
+        elif args.keys_command == "import":
+            macs = _read_macs(args.macs_file)
+            done = 0
+            for start in range(0, len(macs), MAX_IMPORT):
+                done += len(
+                    await uc.import_trackers(
+                        system, uuid.UUID(args.run), macs[start : start + MAX_IMPORT]
+                    )
+                )
+                _progress(done, len(macs))
+            print(f"{done} trackers imported into production run {args.run}")
+        return 0
+
+    return await _with(settings, "key_usecases", act)
 
 
 async def _user(settings: Settings, args: argparse.Namespace) -> int:
@@ -90,7 +160,7 @@ async def _user(settings: Settings, args: argparse.Namespace) -> int:
             )
         return 0
 
-    return await _with_access(settings, act)
+    return await _with(settings, "access_usecases", act)
 
 
 async def _token(settings: Settings, args: argparse.Namespace) -> int:
@@ -102,7 +172,7 @@ async def _token(settings: Settings, args: argparse.Namespace) -> int:
         print(f"# service token for {user.email}, valid {args.ttl_days} days", file=sys.stderr)
         return 0
 
-    return await _with_access(settings, act)
+    return await _with(settings, "access_usecases", act)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +219,22 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "grant":
             p.add_argument("--role", choices=sorted(ROLES), required=True)
 
+    keys = sub.add_parser("keys", help="tag key batches, allocation and import")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    gen = command("generate", "generate a batch of key pairs (prints its id)", ksub)
+    gen.add_argument("--count", type=int, required=True)
+    gen.add_argument("--label", default="")
+    exp = command("export", "write a batch's public keys for the manufacturer", ksub)
+    exp.add_argument("--batch", required=True, metavar="BATCH_ID")
+    exp.add_argument("--format", choices=["csv", "keys"], default="csv")
+    exp.add_argument("--out", default="-", help="file to write (default: standard output)")
+    alloc = command("allocate", "allocate tags (MACs from a file) to a client", ksub)
+    alloc.add_argument("--client", required=True, metavar="CLIENT_ID")
+    alloc.add_argument("--macs-file", required=True, help="one MAC per line, or the export CSV")
+    imp = command("import", "import allocated tags (MACs from a file) into a run", ksub)
+    imp.add_argument("--run", required=True, metavar="PRODUCTION_RUN_ID")
+    imp.add_argument("--macs-file", required=True, help="one MAC per line, or the export CSV")
+
     token = sub.add_parser("token", help="service tokens")
     tsub = token.add_subparsers(dest="token_command", required=True)
     mint = command("mint", "print a long-lived access token for a (service) user", tsub)
@@ -164,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    run = {"migrate": _migrate, "user": _user, "token": _token}[args.command]
+    run = {"migrate": _migrate, "user": _user, "token": _token, "keys": _keys}[args.command]
     try:
         return asyncio.run(run(settings, args))
     except (

@@ -69,6 +69,7 @@ SECRET_VALUES: dict[str, Any] = {
         "TRACKER_DATABASE_URL": "postgresql://tracker:s3cret@db.example:5432/tracker",
         "TRACKER_REDIS_URL": "redis://redis.example:6379/0",
         "TRACKER_JWT_SIGNING_KEY": "k" * 48,
+        "TRACKER_KEK_RING": "k1=QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVoxMjM0NTY=",
     },
     "migrations": {"enabled": False},
 }

@@ -288,17 +288,72 @@ def test_prometheus_metrics_count_the_calls(server: Server) -> None:
     assert "tracker_rpc_duration_seconds_bucket" in text
 
 
-def test_production_without_signing_key_refuses_to_start() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
-    done = subprocess.run(
-        [BIN / "tracker-server"],
-        env={**env, "TRACKER_ENVIRONMENT": "production"},
-        capture_output=True,
-        text=True,
-        timeout=30,
+def test_trackerctl_keys_generate_export_allocate_import(
+    server: Server, tmp_path: pathlib.Path
+) -> None:
+    def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [BIN / "trackerctl", *args],
+            env=server.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+
+    generated = ctl("keys", "generate", "--count", "3000", "--label", "e2e")
+    batch = generated.stdout.strip()
+    assert "3000/3000" in generated.stderr
+    csv_path, keys_path = tmp_path / "batch.csv", tmp_path / "batch.keys"
+    ctl("keys", "export", "--batch", batch, "--out", str(csv_path))
+    ctl("keys", "export", "--batch", batch, "--format", "keys", "--out", str(keys_path))
+    lines = csv_path.read_text().splitlines()
+    assert lines[0] == "mac_address,advertisement_key,hashed_advertisement_key"
+    assert len(lines) == 3001
+    assert [line.split(",")[1] for line in lines[1:]] == keys_path.read_text().splitlines()
+    bearer = BearerMetadata(server.token)
+    with grpc.insecure_channel(f"127.0.0.1:{server.collector}") as raw:
+        setup = s_grpc.SetupServiceStub(grpc.intercept_channel(raw, bearer))
+        client = setup.CreateClient(
+            s.CreateClientRequest(client=pb.Client(display_name="K"))
+        ).client
+        brand = setup.CreateBrand(
+            s.CreateBrandRequest(brand=pb.Brand(client_id=client.id, display_name="K"))
+        ).brand
+        run = pb.ProductionRun(brand_id=brand.id, display_name="K")
+        run.start_time.FromJsonString("2026-01-01T00:00:00Z")
+        run.end_time.FromJsonString("2027-01-01T00:00:00Z")
+        run = setup.CreateProductionRun(
+            s.CreateProductionRunRequest(production_run=run)
+        ).production_run
+    assert (
+        "3000 tags allocated"
+        in ctl("keys", "allocate", "--client", client.id, "--macs-file", str(csv_path)).stdout
     )
-    assert done.returncode == 2
-    assert "TRACKER_JWT_SIGNING_KEY" in done.stderr
+    received = tmp_path / "received.txt"
+    received.write_text("\n".join(line.split(",")[0] for line in lines[1:11]) + "\n")
+    assert (
+        "10 trackers imported"
+        in ctl("keys", "import", "--run", run.id, "--macs-file", str(received)).stdout
+    )
+
+
+def test_production_without_its_secrets_refuses_to_start() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+    env["TRACKER_ENVIRONMENT"] = "production"
+    for extra, missing in (
+        ({}, "TRACKER_JWT_SIGNING_KEY"),
+        ({"TRACKER_JWT_SIGNING_KEY": "x" * 40}, "TRACKER_KEK_RING"),
+    ):
+        done = subprocess.run(
+            [BIN / "tracker-server"],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 2
+        assert missing in done.stderr
 
 
 def test_sigterm_drains_and_exits_cleanly(server: Server) -> None:

@@ -17,6 +17,7 @@ from adapters.grpc.health import HealthReporter
 from domain.access import Principal
 from servers import endpoints
 from servers.config import Settings
+from servers.container import Container
 from servers.runtime import Process
 from tests.conftest import REDIS_URL
 from tracker.v1 import (
@@ -32,12 +33,8 @@ ADMIN_EMAIL = "root@tracker.test"
 ADMIN_PASSWORD = "integration-admin-password"
 
 
-class BearerToken(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-):
-    """Adds ``authorization: Bearer <token>`` to every call of a channel."""
+class _Bearer:
+    """Adds ``authorization: Bearer <token>`` to a call's metadata."""
 
     def __init__(self, token: str | None) -> None:
         self._token = token
@@ -48,14 +45,25 @@ class BearerToken(
         metadata = [*(details.metadata or ()), ("authorization", f"Bearer {self._token}")]
         return details._replace(metadata=grpc.aio.Metadata(*metadata))
 
+
+class _BearerUnary(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _BearerServerStream(_Bearer, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _BearerClientStream(_Bearer, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, details: Any, it: Any) -> Any:
         return await continuation(self._details(details), it)
 
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
+
+def bearer_interceptors(token: str | None) -> list[grpc.aio.ClientInterceptor]:
+    """grpc.aio files each interceptor under one kind of call only: one per kind."""
+    return [_BearerUnary(token), _BearerServerStream(token), _BearerClientStream(token)]
 
 
 @dataclass
@@ -72,10 +80,13 @@ class Stack:
     channels: list[grpc.aio.Channel] = field(default_factory=list)
     collector_channel: grpc.aio.Channel | None = None
     query_channel: grpc.aio.Channel | None = None
+    container: Container | None = None
 
     def as_token(self, token: str | None) -> Stack:
         """The same servers, called with another bearer token (None: no token)."""
-        return connect(self.ports, token, self.reporter, self.access, self.channels)
+        other = connect(self.ports, token, self.reporter, self.access, self.channels)
+        other.container = self.container
+        return other
 
     async def token_for(self, email: str) -> str:
         token, _ = await self.access.mint_service_token(
@@ -92,7 +103,9 @@ def connect(
     channels: list[grpc.aio.Channel],
 ) -> Stack:
     c, q = (
-        grpc.aio.insecure_channel(f"127.0.0.1:{ports[name]}", interceptors=[BearerToken(token)])
+        grpc.aio.insecure_channel(
+            f"127.0.0.1:{ports[name]}", interceptors=bearer_interceptors(token)
+        )
         for name in ("collector", "query")
     )
     channels += [c, q]
@@ -129,6 +142,7 @@ async def stack_for() -> AsyncIterator[Callable[[Settings], Awaitable[Stack]]]:
             Principal.system(), ADMIN_EMAIL, timedelta(hours=1)
         )
         admin = connect(ports, token, process.reporter, access, [])
+        admin.container = process.container
         started.append((process, admin))
         return admin
 

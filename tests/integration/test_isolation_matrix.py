@@ -41,7 +41,7 @@ FILES = [
 ]
 SERVICES = [svc for f in FILES for svc in f.DESCRIPTOR.services_by_name.values()]
 OPEN_SERVICES = {"tracker.v1.AuthService"}
-MUTATING_SERVICES = {"tracker.v1.SetupService", "tracker.v1.UserService"}
+MUTATING_SERVICES = {"tracker.v1.SetupService", "tracker.v1.UserService", "tracker.v1.KeyService"}
 RESOURCE_OF_MESSAGE = {
     "Client": "client",
     "Brand": "brand",
@@ -246,6 +246,7 @@ async def test_no_rpc_lets_client_a_see_or_touch_client_b(stack: Stack) -> None:
         await add_user(admin, b, "bravo", role)
     before = await snapshot(admin, b)
     missing = World({k: str(uuid.uuid4()) for k in b.ids}, set())
+    missing.ids["mac"] = "C0:00:00:00:00:01"
 
     checked = 0
     for role, token in a_tokens.items():

@@ -10,6 +10,13 @@ publishes it only on ``commit``.
 The password hasher and the token codec are deterministic stand-ins (not argon2, not JWT) with
 the same contracts: ``verify`` is true only for the hashed password, ``decode`` raises
 Unauthenticated for any unknown, tampered or expired token.
+
+Tag keys (``adapters.postgres.keys``): key batches and their keys numbered by ``seq``, unique MAC
+address and advertisement key, allocation to a client (a client with allocated tags is deleted
+only with cascade, which returns its tags to the unallocated pool). The key-pair factory and
+the sealer are deterministic stand-ins for findmy and AES-GCM with the same contracts:
+``public_of`` of a generated private key is its advertisement key, and a sealed secret opens only
+with the context it was sealed with.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,7 +44,17 @@ from domain.errors import (
     NotFound,
     Unauthenticated,
 )
-from domain.model import Brand, Client, Entity, Location, ProductionRun, Tracker
+from domain.keys import PRIVATE_KEY_LENGTH, GeneratedKey, KeyBatch, TagKey
+from domain.model import (
+    AdvertisementKey,
+    Brand,
+    Client,
+    Entity,
+    Location,
+    ProductionRun,
+    SealedSecret,
+    Tracker,
+)
 from domain.pagination import Page, PageRequest
 from domain.ports import (
     BrandFilter,
@@ -48,6 +66,7 @@ from domain.ports import (
     ProductionRunFilter,
     ProductionRunRepository,
     RefreshTokenRepository,
+    TagKeyRepository,
     TrackerFilter,
     TrackerRepository,
     UserFilter,
@@ -64,6 +83,22 @@ E = TypeVar("E", bound=Entity)
 F = TypeVar("F", bound=_Filter)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredKeyBatch:
+    """A ``key_batches`` row: the batch and the KEK its keys were sealed under."""
+
+    batch: KeyBatch
+    kek_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTagKey:
+    """A ``tag_keys`` row: the key and its place in its batch."""
+
+    seq: int
+    key: TagKey
+
+
 @dataclass
 class FakeTables:
     """Rows of every setup table, by id. Entities are immutable: copying the dicts is enough."""
@@ -75,6 +110,8 @@ class FakeTables:
     trackers: dict[uuid.UUID, Tracker] = field(default_factory=dict)
     users: dict[uuid.UUID, User] = field(default_factory=dict)
     refresh_tokens: dict[uuid.UUID, RefreshToken] = field(default_factory=dict)
+    key_batches: dict[uuid.UUID, StoredKeyBatch] = field(default_factory=dict)
+    tag_keys: dict[uuid.UUID, StoredTagKey] = field(default_factory=dict)
 
     def copy(self) -> FakeTables:
         return FakeTables(**{f.name: dict(getattr(self, f.name)) for f in dataclasses.fields(self)})
@@ -229,12 +266,20 @@ class FakeClientRepository(FakeRepository[Client, ClientFilter]):
     table, kind = "clients", "client"
 
     def _has_children(self, entity_id: uuid.UUID, t: FakeTables) -> bool:
-        return any(b.client_id == entity_id for b in t.brands.values()) or any(
-            tr.client_id == entity_id for tr in t.trackers.values()
+        return (
+            any(b.client_id == entity_id for b in t.brands.values())
+            or any(tr.client_id == entity_id for tr in t.trackers.values())
+            or any(row.key.client_id == entity_id for row in t.tag_keys.values())
         )
 
     def _cascade(self, entity_id: uuid.UUID, t: FakeTables) -> None:
         _drop(t.trackers, lambda tr: tr.client_id != entity_id)
+        # Tags allocated to the client go back to the unallocated pool.
+        for key_id, row in list(t.tag_keys.items()):
+            if row.key.client_id == entity_id:
+                t.tag_keys[key_id] = dataclasses.replace(
+                    row, key=dataclasses.replace(row.key, client_id=None)
+                )
         _drop(t.locations, lambda loc: loc.client_id != entity_id)
         _drop(t.production_runs, lambda r: r.client_id != entity_id)
         _drop(t.brands, lambda b: b.client_id != entity_id)
@@ -437,6 +482,92 @@ class FakeRefreshTokenRepository:
                 self._rows[token.id] = dataclasses.replace(token, revoked=True)
 
 
+class FakeTagKeyRepository:
+    """Key batches and tag keys (adapter: ``key_batches`` + ``tag_keys``)."""
+
+    kind: ClassVar[str] = "tag key"
+
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    @property
+    def _batches(self) -> dict[uuid.UUID, StoredKeyBatch]:
+        return self._uow.tables.key_batches
+
+    @property
+    def _keys(self) -> dict[uuid.UUID, StoredTagKey]:
+        return self._uow.tables.tag_keys
+
+    async def add_batch_header(self, batch: KeyBatch, kek_id: str) -> None:
+        if batch.id in self._batches:
+            raise AlreadyExists("key batch", "id", str(batch.id))
+        self._batches[batch.id] = StoredKeyBatch(batch, kek_id)
+
+    async def add_batch(self, batch: KeyBatch, keys: list[GeneratedKey], first_seq: int) -> None:
+        """One COPY: all rows or none; unique indexes checked in order (MAC, key, seq)."""
+        if batch.id not in self._batches:
+            raise _missing_parent(self.kind, "batch_id", batch.id, "key_batches")
+        rows = self._keys.values()
+        macs = {r.key.mac_address.value for r in rows}
+        advs = {r.key.advertisement_key.value for r in rows}
+        seqs = {(r.key.batch_id, r.seq) for r in rows}
+        staged: list[StoredTagKey] = []
+        for i, generated in enumerate(keys):
+            seq = first_seq + i
+            mac, adv = generated.mac_address.value, generated.advertisement_key.value
+            if mac in macs:
+                raise AlreadyExists(self.kind, "mac_address", mac)
+            if adv in advs:
+                raise AlreadyExists(self.kind, "advertisement_key", adv.hex())
+            if (batch.id, seq) in seqs:
+                raise AlreadyExists(self.kind, "seq", str(seq))
+            macs.add(mac)
+            advs.add(adv)
+            seqs.add((batch.id, seq))
+            key = TagKey(
+                id=uuid.uuid4(),
+                batch_id=batch.id,
+                advertisement_key=generated.advertisement_key,
+                sealed_private_key=generated.sealed_private_key,
+            )
+            staged.append(StoredTagKey(seq, key))
+        self._keys.update({row.key.id: row for row in staged})
+
+    async def get_batch(self, batch_id: uuid.UUID) -> KeyBatch:
+        try:
+            return self._batches[batch_id].batch
+        except KeyError:
+            raise NotFound("key batch", str(batch_id)) from None
+
+    async def batch_keys(
+        self, batch_id: uuid.UUID, after_seq: int, limit: int
+    ) -> list[tuple[int, TagKey]]:
+        rows = sorted(
+            (r for r in self._keys.values() if r.key.batch_id == batch_id and r.seq > after_seq),
+            key=lambda r: r.seq,
+        )
+        return [(r.seq, r.key) for r in rows[:limit]]
+
+    async def by_macs(self, macs: list[str]) -> dict[str, TagKey]:
+        """The keys found, by MAC; unknown MACs are simply absent."""
+        wanted = set(macs)
+        return {
+            r.key.mac_address.value: r.key
+            for r in self._keys.values()
+            if r.key.mac_address.value in wanted
+        }
+
+    async def allocate(self, key_ids: list[uuid.UUID], client_id: uuid.UUID | None) -> None:
+        """Like ``UPDATE ... WHERE id = ANY(..)``: unknown ids change nothing."""
+        if client_id is not None and client_id not in self._uow.tables.clients:
+            raise _missing_parent(self.kind, "client_id", client_id, "clients")
+        for key_id in key_ids:
+            row = self._keys.get(key_id)
+            if row is not None:
+                key = dataclasses.replace(row.key, client_id=client_id)
+                self._keys[key_id] = StoredTagKey(row.seq, key)
+
+
 class FakeUnitOfWork:
     """A transaction: a private copy of the committed state, published by ``commit``."""
 
@@ -448,6 +579,7 @@ class FakeUnitOfWork:
     trackers: TrackerRepository
     users: UserRepository
     refresh_tokens: RefreshTokenRepository
+    tag_keys: TagKeyRepository
 
     def __init__(self, factory: FakeUnitOfWorkFactory) -> None:
         self._factory = factory
@@ -471,6 +603,7 @@ class FakeUnitOfWork:
         self.trackers = FakeTrackerRepository(self)
         self.users = FakeUserRepository(self)
         self.refresh_tokens = FakeRefreshTokenRepository(self)
+        self.tag_keys = FakeTagKeyRepository(self)
         return self
 
     async def commit(self) -> None:
@@ -586,6 +719,83 @@ class FakeTokenCodec:
         if claims.expires_at <= self._clock.now():
             raise Unauthenticated("token expired")
         return claims
+
+
+class FakeKeyPairFactory:
+    """Deterministic key pairs: the n-th private key is ``sha256(n)[:28]``, its advertisement
+    key ``sha256(b"pub" + private)[:28]``. All-zero and all-0xff private keys are rejected, as
+    findmy rejects scalars outside the curve order. Safe to call from worker threads."""
+
+    def __init__(self, start: int = 0) -> None:
+        self._next = start
+        self._lock = threading.Lock()
+        self.generated: list[tuple[bytes, AdvertisementKey]] = []
+        self.threads: set[int] = set()
+
+    @staticmethod
+    def private_key(n: int) -> bytes:
+        return hashlib.sha256(n.to_bytes(8, "big")).digest()[:PRIVATE_KEY_LENGTH]
+
+    @staticmethod
+    def derive(private_key: bytes) -> AdvertisementKey:
+        return AdvertisementKey(hashlib.sha256(b"pub" + private_key).digest()[:28])
+
+    def generate(self) -> tuple[bytes, AdvertisementKey]:
+        with self._lock:
+            n, self._next = self._next, self._next + 1
+            self.threads.add(threading.get_ident())
+            pair = (self.private_key(n), self.derive(self.private_key(n)))
+            self.generated.append(pair)
+        return pair
+
+    def public_of(self, private_key: bytes) -> AdvertisementKey:
+        if len(private_key) != PRIVATE_KEY_LENGTH or private_key in (
+            bytes(PRIVATE_KEY_LENGTH),
+            b"\xff" * PRIVATE_KEY_LENGTH,
+        ):
+            raise InvalidArgument("private_key", "not a valid P-224 private key")
+        return self.derive(private_key)
+
+
+class FakeSealer:
+    """``tag(16) || plaintext XOR keystream``; keystream and tag depend on the key, the KEK id
+    and the context, so the ciphertext never shows the plaintext and opens only with the same
+    context (ValueError otherwise, like AesGcmSealer). Counts its seals."""
+
+    active_kek_id: str
+
+    def __init__(self, key: bytes = b"fake-kek", kek_id: str = "fake") -> None:
+        self._key = key
+        self.active_kek_id = kek_id
+        self._lock = threading.Lock()
+        self.seals = 0
+
+    def _stream(self, kek_id: str, context: bytes, n: int) -> bytes:
+        seed = self._key + kek_id.encode() + b"\x00" + context
+        blocks = (hashlib.sha256(seed + i.to_bytes(4, "big")).digest() for i in range(n // 32 + 1))
+        return b"".join(blocks)[:n]
+
+    def _tag(self, kek_id: str, context: bytes, plaintext: bytes) -> bytes:
+        msg = kek_id.encode() + b"\x00" + hashlib.sha256(context).digest() + plaintext
+        return hmac.new(self._key, msg, hashlib.sha256).digest()[:16]
+
+    def seal(self, plaintext: bytes, context: bytes) -> SealedSecret:
+        with self._lock:
+            self.seals += 1
+        kek = self.active_kek_id
+        stream = self._stream(kek, context, len(plaintext))
+        body = bytes(a ^ b for a, b in zip(plaintext, stream, strict=True))
+        return SealedSecret(kek, self._tag(kek, context, plaintext) + body)
+
+    def unseal(self, sealed: SealedSecret, context: bytes) -> bytes:
+        if sealed.kek_id != self.active_kek_id:
+            raise ValueError(f"KEK {sealed.kek_id!r} is not known")
+        tag, body = sealed.ciphertext[:16], sealed.ciphertext[16:]
+        stream = self._stream(sealed.kek_id, context, len(body))
+        plaintext = bytes(a ^ b for a, b in zip(body, stream, strict=True))
+        if not hmac.compare_digest(tag, self._tag(sealed.kek_id, context, plaintext)):
+            raise ValueError("sealed secret does not open with its KEK and context")
+        return plaintext
 
 
 class FakeProbe:

@@ -29,6 +29,9 @@ SAMPLES: dict[str, Any] = {
     "environment": "production",
     "jwt_signing_key": "unit-test-signing-key-of-at-least-32-bytes",
     "jwt_signing_key_file": "/run/secrets/jwt-signing-key",
+    "kek_ring": "k1=" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVoxMjM0NTY=",
+    "kek_ring_file": "/run/secrets/kek-ring",
+    "kek_active_id": "k1",
     "access_token_ttl_s": 60.0,
     "refresh_token_ttl_s": 3600.0,
 }

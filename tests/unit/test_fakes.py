@@ -9,10 +9,19 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from domain import ports
 from domain.access import AccessClaims, RefreshToken, Role, User
-from domain.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated
+from domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+)
+from domain.keys import GeneratedKey, KeyBatch
 from domain.model import (
     AdvertisementKey,
     Brand,
@@ -22,6 +31,7 @@ from domain.model import (
     Location,
     LocationKind,
     ProductionRun,
+    SealedSecret,
     Tracker,
 )
 from domain.pagination import PageRequest
@@ -38,11 +48,14 @@ from .fakes import (
     FakeBrandRepository,
     FakeClientRepository,
     FakeClock,
+    FakeKeyPairFactory,
     FakeLocationRepository,
     FakePasswordHasher,
     FakeProductionRunRepository,
     FakeRefreshTokenRepository,
     FakeRepository,
+    FakeSealer,
+    FakeTagKeyRepository,
     FakeTokenCodec,
     FakeTrackerRepository,
     FakeUnitOfWork,
@@ -134,6 +147,9 @@ def a_tracker(run: ProductionRun, raw: bytes) -> Tracker:
         (ports.Clock, FakeClock),
         (ports.PasswordHasher, FakePasswordHasher),
         (ports.TokenCodec, FakeTokenCodec),
+        (ports.TagKeyRepository, FakeTagKeyRepository),
+        (ports.KeyPairFactory, FakeKeyPairFactory),
+        (ports.SecretSealer, FakeSealer),
     ],
 )
 def test_fake_has_every_method_of_its_port_with_the_same_parameters(port: type, fake: type) -> None:
@@ -574,3 +590,259 @@ def test_fake_codec_rejects_tokens_signed_with_another_key() -> None:
     token = FakeTokenCodec(clock, key=b"other").encode(claims())
     with pytest.raises(Unauthenticated):
         FakeTokenCodec(clock).decode(token)
+
+
+# -- trackers with sealed private keys -------------------------------------------------------
+
+
+async def test_trackers_keep_their_sealed_private_key() -> None:
+    factory = FakeUnitOfWorkFactory()
+    client = a_client()
+    brand = a_brand(client)
+    run = a_run(brand)
+    sealed = SealedSecret("kek-1", b"ciphertext")
+    one = dataclasses.replace(a_tracker(run, b"\x01" * 28), sealed_private_key=sealed)
+    two = dataclasses.replace(a_tracker(run, b"\x02" * 28), sealed_private_key=sealed)
+    plain = a_tracker(run, b"\x03" * 28)
+    async with factory() as uow:
+        await uow.clients.add(client)
+        await uow.brands.add(brand)
+        await uow.production_runs.add(run)
+        await uow.trackers.add(one)
+        await uow.trackers.add_many([two, plain])
+        await uow.trackers.update(one.with_changes({"display_name": "renamed"}, T0))
+        await uow.commit()
+    async with factory() as uow:
+        assert (await uow.trackers.get(one.id)).sealed_private_key == sealed
+        page = await uow.trackers.list(TrackerFilter(), PageRequest())
+        by_id = {t.id: t.sealed_private_key for t in page.items}
+        assert by_id == {one.id: sealed, two.id: sealed, plain.id: None}
+
+
+# -- tag keys --------------------------------------------------------------------------------
+
+
+def a_batch(size: int = 1) -> KeyBatch:
+    return KeyBatch(id=uuid.uuid4(), label="L", size=size, create_time=T0)
+
+
+def a_generated(raw: bytes) -> GeneratedKey:
+    return GeneratedKey(AdvertisementKey(raw), SealedSecret("k", b"sealed-" + raw[:4]))
+
+
+def raw_key(n: int) -> bytes:
+    return bytes([n]) * 28
+
+
+async def test_tag_keys_follow_commit_and_rollback() -> None:
+    factory = FakeUnitOfWorkFactory()
+    batch = a_batch(2)
+    async with factory() as uow:
+        await uow.tag_keys.add_batch_header(batch, "k")
+        await uow.tag_keys.add_batch(batch, [a_generated(raw_key(1))], first_seq=0)
+    async with factory() as uow:
+        with pytest.raises(NotFound):
+            await uow.tag_keys.get_batch(batch.id)
+        await uow.tag_keys.add_batch_header(batch, "k")
+        await uow.tag_keys.add_batch(batch, [a_generated(raw_key(1))], first_seq=0)
+        await uow.commit()
+    async with factory() as uow:
+        assert await uow.tag_keys.get_batch(batch.id) == batch
+        assert factory.committed.key_batches[batch.id].kek_id == "k"
+        [(seq, key)] = await uow.tag_keys.batch_keys(batch.id, -1, 10)
+        await uow.clients.add(client := a_client())
+        await uow.tag_keys.allocate([key.id], client.id)
+        by_mac = await uow.tag_keys.by_macs([key.mac_address.value])
+        assert by_mac[key.mac_address.value].client_id == client.id
+    async with factory() as uow:
+        by_mac = await uow.tag_keys.by_macs([key.mac_address.value])
+        assert by_mac[key.mac_address.value].client_id is None
+    assert seq == 0
+
+
+async def test_missing_key_batch_is_not_found_naming_kind_and_id() -> None:
+    factory = FakeUnitOfWorkFactory()
+    missing = uuid.uuid4()
+    async with factory() as uow:
+        with pytest.raises(NotFound) as exc:
+            await uow.tag_keys.get_batch(missing)
+        assert (exc.value.kind, exc.value.ident) == ("key batch", str(missing))
+        assert await uow.tag_keys.batch_keys(missing, -1, 10) == []
+
+
+async def test_keys_of_a_missing_batch_are_a_missing_parent() -> None:
+    factory = FakeUnitOfWorkFactory()
+    async with factory() as uow:
+        with pytest.raises(NotFound) as exc:
+            await uow.tag_keys.add_batch(a_batch(), [a_generated(raw_key(1))], first_seq=0)
+        assert exc.value.kind == "parent of tag key"
+
+
+async def test_batch_header_ids_are_unique() -> None:
+    factory = FakeUnitOfWorkFactory()
+    batch = a_batch()
+    async with factory() as uow:
+        await uow.tag_keys.add_batch_header(batch, "k")
+        with pytest.raises(AlreadyExists) as exc:
+            await uow.tag_keys.add_batch_header(batch, "k")
+        assert exc.value.field == "id"
+
+
+async def test_tag_key_clashes_name_mac_before_key_and_store_nothing() -> None:
+    factory = FakeUnitOfWorkFactory()
+    first, second = a_batch(1), a_batch(3)
+    taken = raw_key(1)
+    same_mac = bytes([0xC1]) + taken[1:6] + b"\x99" * 22  # other key, same MAC
+    async with factory() as uow:
+        await uow.tag_keys.add_batch_header(first, "k")
+        await uow.tag_keys.add_batch_header(second, "k")
+        await uow.tag_keys.add_batch(first, [a_generated(taken)], first_seq=0)
+        for clash in (taken, same_mac):
+            with pytest.raises(AlreadyExists) as exc:
+                await uow.tag_keys.add_batch(
+                    second, [a_generated(raw_key(2)), a_generated(clash)], first_seq=0
+                )
+            assert (exc.value.kind, exc.value.field) == ("tag key", "mac_address")
+            assert exc.value.value == "C1:01:01:01:01:01"
+        # Within one call, a later key clashes with an earlier one.
+        with pytest.raises(AlreadyExists):
+            await uow.tag_keys.add_batch(
+                second, [a_generated(raw_key(2)), a_generated(raw_key(2))], first_seq=0
+            )
+        assert await uow.tag_keys.batch_keys(second.id, -1, 10) == []
+        await uow.tag_keys.add_batch(second, [a_generated(raw_key(2))], first_seq=0)
+        with pytest.raises(AlreadyExists) as exc:
+            await uow.tag_keys.add_batch(second, [a_generated(raw_key(3))], first_seq=0)
+        assert exc.value.field == "seq"
+
+
+async def test_batch_keys_come_in_seq_order_after_a_seq_up_to_a_limit() -> None:
+    factory = FakeUnitOfWorkFactory()
+    batch, other = a_batch(6), a_batch(1)
+    async with factory() as uow:
+        await uow.tag_keys.add_batch_header(batch, "k")
+        await uow.tag_keys.add_batch_header(other, "k")
+        # Chunks stored out of order; another batch's key in between.
+        await uow.tag_keys.add_batch(batch, [a_generated(raw_key(n)) for n in (4, 5)], 4)
+        await uow.tag_keys.add_batch(other, [a_generated(raw_key(9))], 0)
+        await uow.tag_keys.add_batch(batch, [a_generated(raw_key(n)) for n in range(4)], 0)
+
+        async def seqs(after: int, limit: int) -> list[tuple[int, bytes]]:
+            rows = await uow.tag_keys.batch_keys(batch.id, after, limit)
+            return [(seq, key.advertisement_key.value) for seq, key in rows]
+
+        assert await seqs(-1, 100) == [(n, raw_key(n)) for n in range(6)]
+        assert await seqs(-1, 2) == [(0, raw_key(0)), (1, raw_key(1))]
+        assert await seqs(1, 3) == [(n, raw_key(n)) for n in (2, 3, 4)]
+        assert await seqs(5, 3) == []
+        [(_, key)] = await uow.tag_keys.batch_keys(other.id, -1, 100)
+        assert key.batch_id == other.id
+        assert key.sealed_private_key == a_generated(raw_key(9)).sealed_private_key
+
+
+async def test_by_macs_returns_only_the_keys_found() -> None:
+    factory = FakeUnitOfWorkFactory()
+    batch = a_batch(2)
+    keys = [a_generated(raw_key(n)) for n in (1, 2)]
+    async with factory() as uow:
+        await uow.tag_keys.add_batch_header(batch, "k")
+        await uow.tag_keys.add_batch(batch, keys, 0)
+        found = await uow.tag_keys.by_macs([keys[0].mac_address.value, "C0:00:00:00:00:00"])
+        assert list(found) == [keys[0].mac_address.value]
+        assert found[keys[0].mac_address.value].advertisement_key == keys[0].advertisement_key
+        assert await uow.tag_keys.by_macs([]) == {}
+
+
+async def test_allocation_sets_and_clears_the_client_and_ignores_unknown_ids() -> None:
+    factory = FakeUnitOfWorkFactory()
+    batch = a_batch(2)
+    client = a_client()
+    async with factory() as uow:
+        await uow.clients.add(client)
+        await uow.tag_keys.add_batch_header(batch, "k")
+        await uow.tag_keys.add_batch(batch, [a_generated(raw_key(n)) for n in (1, 2)], 0)
+        rows = await uow.tag_keys.batch_keys(batch.id, -1, 10)
+        first, second = (key for _, key in rows)
+
+        async def owners() -> list[uuid.UUID | None]:
+            return [key.client_id for _, key in await uow.tag_keys.batch_keys(batch.id, -1, 10)]
+
+        await uow.tag_keys.allocate([first.id, uuid.uuid4()], client.id)
+        assert await owners() == [client.id, None]
+        with pytest.raises(NotFound) as exc:
+            await uow.tag_keys.allocate([second.id], uuid.uuid4())
+        assert exc.value.kind == "parent of tag key"
+        assert await owners() == [client.id, None]
+        await uow.tag_keys.allocate([first.id], None)
+        assert await owners() == [None, None]
+
+
+async def test_a_client_with_allocated_tags_is_deleted_only_cascading_releasing_them() -> None:
+    # tag_keys.client_id REFERENCES clients without ON DELETE: a plain delete is refused; the
+    # cascade returns the tags to the unallocated pool (as the Postgres adapter does).
+    factory = FakeUnitOfWorkFactory()
+    batch = a_batch()
+    client = a_client()
+    async with factory() as uow:
+        await uow.clients.add(client)
+        await uow.tag_keys.add_batch_header(batch, "k")
+        await uow.tag_keys.add_batch(batch, [a_generated(raw_key(1))], 0)
+        [(_, key)] = await uow.tag_keys.batch_keys(batch.id, -1, 1)
+        await uow.tag_keys.allocate([key.id], client.id)
+        with pytest.raises(FailedPrecondition):
+            await uow.clients.delete(client.id, cascade=False)
+        await uow.clients.delete(client.id, cascade=True)
+        [(_, released)] = await uow.tag_keys.batch_keys(batch.id, -1, 1)
+        assert released.client_id is None
+
+
+# -- key pairs and sealing -------------------------------------------------------------------
+
+
+def test_fake_key_pairs_are_deterministic_distinct_and_derivable() -> None:
+    one, two = FakeKeyPairFactory(), FakeKeyPairFactory()
+    pairs = [one.generate() for _ in range(50)]
+    assert pairs == [two.generate() for _ in range(50)]
+    assert len({private for private, _ in pairs}) == 50
+    assert len({public.value for _, public in pairs}) == 50
+    for private, public in pairs:
+        assert len(private) == 28
+        assert one.public_of(private) == public
+    assert one.generated == pairs
+    assert FakeKeyPairFactory(start=3).generate() == pairs[3]
+
+
+@pytest.mark.parametrize("bad", [bytes(28), b"\xff" * 28, b"\x01" * 27, b"\x01" * 29, b""])
+def test_fake_key_pair_factory_rejects_what_is_no_private_key(bad: bytes) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        FakeKeyPairFactory().public_of(bad)
+    assert [v.field for v in exc.value.violations] == ["private_key"]
+
+
+@given(plaintext=st.binary(max_size=100), context=st.binary(max_size=64))
+def test_fake_sealer_round_trips_under_its_context(plaintext: bytes, context: bytes) -> None:
+    sealer = FakeSealer()
+    sealed = sealer.seal(plaintext, context)
+    assert sealed.kek_id == sealer.active_kek_id == "fake"
+    assert sealer.unseal(sealed, context) == plaintext
+    with pytest.raises(ValueError, match="context"):
+        sealer.unseal(sealed, context + b"x")
+
+
+def test_fake_sealer_hides_the_plaintext_and_detects_tampering() -> None:
+    sealer = FakeSealer()
+    secret = b"\x00" * 28
+    sealed = sealer.seal(secret, b"ctx")
+    assert secret not in sealed.ciphertext
+    assert sealed != sealer.seal(secret, b"other")
+    flipped = sealed.ciphertext[:-1] + bytes([sealed.ciphertext[-1] ^ 1])
+    for bad in (
+        SealedSecret(sealed.kek_id, flipped),
+        SealedSecret(sealed.kek_id, sealed.ciphertext[:-1]),
+        SealedSecret("other", sealed.ciphertext),
+    ):
+        with pytest.raises(ValueError, match="KEK"):
+            sealer.unseal(bad, b"ctx")
+    with pytest.raises(ValueError, match="does not open"):
+        FakeSealer(key=b"another").unseal(sealed, b"ctx")
+    assert sealer.seals == 2

@@ -22,6 +22,7 @@ from domain.model import (
     Location,
     LocationKind,
     ProductionRun,
+    SealedSecret,
     Tracker,
 )
 from domain.pagination import Page, PageRequest
@@ -197,6 +198,8 @@ class PostgresClientRepository(_Table[Client, ClientFilter]):
     write_columns = ("id", "display_name", "create_time", "update_time")
     cascade = (
         "DELETE FROM trackers WHERE client_id = $1",
+        # Tags allocated to the client go back to the unallocated pool; their keys stay.
+        "UPDATE tag_keys SET client_id = NULL, allocate_time = NULL WHERE client_id = $1",
         "DELETE FROM locations WHERE client_id = $1",
         "DELETE FROM production_runs WHERE client_id = $1",
         "DELETE FROM brands WHERE client_id = $1",
@@ -349,7 +352,7 @@ class PostgresTrackerRepository(_Table[Tracker, TrackerFilter]):
     table, kind = "trackers", "tracker"
     read_columns = (
         "id, client_id, production_run_id, advertisement_key, display_name, "
-        "create_time, update_time"
+        "create_time, update_time, private_key_ciphertext, private_key_kek_id"
     )
     write_columns = (
         "id",
@@ -361,9 +364,14 @@ class PostgresTrackerRepository(_Table[Tracker, TrackerFilter]):
         "display_name",
         "create_time",
         "update_time",
+        "private_key_ciphertext",
+        "private_key_kek_id",
     )
 
     def _from_record(self, r: asyncpg.Record) -> Tracker:
+        sealed = None
+        if r["private_key_ciphertext"] is not None:
+            sealed = SealedSecret(r["private_key_kek_id"], bytes(r["private_key_ciphertext"]))
         return Tracker(
             id=r["id"],
             client_id=r["client_id"],
@@ -372,6 +380,7 @@ class PostgresTrackerRepository(_Table[Tracker, TrackerFilter]):
             display_name=r["display_name"],
             create_time=r["create_time"],
             update_time=r["update_time"],
+            sealed_private_key=sealed,
         )
 
     def _write_values(self, e: Tracker) -> tuple[Any, ...]:
@@ -385,6 +394,8 @@ class PostgresTrackerRepository(_Table[Tracker, TrackerFilter]):
             e.display_name,
             e.create_time,
             e.update_time,
+            e.sealed_private_key.ciphertext if e.sealed_private_key else None,
+            e.sealed_private_key.kek_id if e.sealed_private_key else None,
         )
 
     def _filter_sql(self, f: TrackerFilter) -> tuple[list[str], list[Any]]:

@@ -8,6 +8,7 @@ from typing import Self
 
 import asyncpg
 
+from adapters.postgres.keys import PostgresTagKeyRepository
 from adapters.postgres.pool import CONNECTION_ERRORS, unavailable_on_connection_error
 from adapters.postgres.setup import (
     PostgresBrandRepository,
@@ -43,6 +44,7 @@ class PostgresUnitOfWork:
         self.trackers = PostgresTrackerRepository(conn)
         self.users = PostgresUserRepository(conn)
         self.refresh_tokens = PostgresRefreshTokenRepository(conn)
+        self.tag_keys = PostgresTagKeyRepository(conn)
         return self
 
     async def commit(self) -> None:
