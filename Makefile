@@ -35,6 +35,7 @@ test: setup lint
 bench: setup
 	$(BIN)/python -m bench.setup_api
 	$(BIN)/python -m bench.keys
+	$(BIN)/python -m bench.reports
 
 clean:
 	rm -rf $(VENV) .state .tools src/tracker .pytest_cache .mypy_cache .ruff_cache

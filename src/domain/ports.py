@@ -6,12 +6,14 @@ Implementations live in ``adapters`` (``Postgres*``, ``Redis*``); in-memory fake
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self, TypeVar
 
 from domain.access import AccessClaims, RefreshToken, User
+from domain.fetching import FetchOutcome, TrackerKey
 from domain.keys import GeneratedKey, KeyBatch, SealedSecret, TagKey
 from domain.model import (
     AdvertisementKey,
@@ -24,6 +26,7 @@ from domain.model import (
     Tracker,
 )
 from domain.pagination import Page, PageRequest
+from domain.reports import Report
 
 E = TypeVar("E", bound=Entity)
 F_contra = TypeVar("F_contra", contravariant=True)
@@ -104,6 +107,10 @@ class LocationRepository(Repository[Location, LocationFilter], Protocol): ...
 
 
 class TrackerRepository(Repository[Tracker, TrackerFilter], Protocol):
+    async def by_hashed_keys(self, hashed: list[bytes]) -> dict[bytes, Tracker]:
+        """The trackers of these hashed advertisement keys (those that exist)."""
+        ...
+
     async def add_many(self, trackers: list[Tracker]) -> None:
         """Insert all or none; AlreadyExists names the first clashing MAC or key."""
         ...
@@ -140,6 +147,12 @@ class RefreshTokenRepository(Protocol):
     async def revoke_all(self, user_id: uuid.UUID) -> None: ...
 
 
+class ReportRepository(Protocol):
+    async def add_many(self, reports: list[Report]) -> int:
+        """Store reports idempotently; returns how many were not stored before."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over the repositories; rolled back unless ``commit`` was awaited."""
 
@@ -151,6 +164,7 @@ class UnitOfWork(Protocol):
     users: UserRepository
     refresh_tokens: RefreshTokenRepository
     tag_keys: TagKeyRepository
+    reports: ReportRepository
 
     async def __aenter__(self) -> Self: ...
 
@@ -232,6 +246,15 @@ class TagKeyRepository(Protocol):
     async def by_macs(self, macs: list[str]) -> dict[str, TagKey]: ...
 
     async def allocate(self, key_ids: list[uuid.UUID], client_id: uuid.UUID | None) -> None: ...
+
+
+class LocationSource(Protocol):
+    """Where reports come from (Find My). Raises a ``SourceError`` when a fetch fails as a
+    whole; undecryptable or malformed single reports are counted in the outcome instead."""
+
+    async def fetch(
+        self, keys: Sequence[TrackerKey], since: datetime, until: datetime
+    ) -> FetchOutcome: ...
 
 
 class DependencyProbe(Protocol):

@@ -11,6 +11,7 @@ from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer,
 from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.health import HealthReporter
 from adapters.grpc.keys import KeyQueryServicer, KeyServicer
+from adapters.grpc.reports import ReportServicer
 from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
 from adapters.postgres.pool import PostgresProbe, pool_resource
@@ -21,6 +22,7 @@ from servers.config import Settings, kek_ring, signing_key
 from usecases.access import AccessUseCases, TokenPolicy
 from usecases.health import CheckDependencies
 from usecases.keys import KeyUseCases
+from usecases.reports import IngestReports
 from usecases.setup import SetupUseCases
 
 SETUP_SERVICE = "tracker.v1.SetupService"
@@ -30,6 +32,7 @@ USER_SERVICE = "tracker.v1.UserService"
 USER_QUERY_SERVICE = "tracker.v1.UserQueryService"
 KEY_SERVICE = "tracker.v1.KeyService"
 KEY_QUERY_SERVICE = "tracker.v1.KeyQueryService"
+REPORT_SERVICE = "tracker.v1.ReportService"
 
 # Which dependencies each gRPC service needs to be SERVING.
 SERVICE_DEPENDENCIES = {
@@ -42,6 +45,7 @@ SERVICE_DEPENDENCIES = {
         USER_QUERY_SERVICE,
         KEY_SERVICE,
         KEY_QUERY_SERVICE,
+        REPORT_SERVICE,
     )
 }
 
@@ -118,3 +122,5 @@ class Container(containers.DeclarativeContainer):
     user_query_servicer = providers.Singleton(UserQueryServicer, access_usecases)
     key_servicer = providers.Singleton(KeyServicer, key_usecases)
     key_query_servicer = providers.Singleton(KeyQueryServicer, key_usecases)
+    ingest_reports = providers.Singleton(IngestReports, uow=uow_factory, clock=clock)
+    report_servicer = providers.Singleton(ReportServicer, ingest_reports)

@@ -9,6 +9,7 @@ from servers.container import (
     AUTH_SERVICE,
     KEY_QUERY_SERVICE,
     KEY_SERVICE,
+    REPORT_SERVICE,
     SETUP_QUERY_SERVICE,
     SETUP_SERVICE,
     USER_QUERY_SERVICE,
@@ -20,6 +21,7 @@ from tracker.v1 import (
     auth_service_pb2_grpc,
     key_query_service_pb2_grpc,
     key_service_pb2_grpc,
+    report_service_pb2_grpc,
     setup_query_service_pb2_grpc,
     setup_service_pb2_grpc,
     user_query_service_pb2_grpc,
@@ -70,9 +72,18 @@ async def key_query_service(server: grpc.aio.Server, c: Container) -> str:
     return KEY_QUERY_SERVICE
 
 
+async def report_service(server: grpc.aio.Server, c: Container) -> str:
+    report_service_pb2_grpc.add_ReportServiceServicer_to_server(
+        await c.report_servicer.async_(), server
+    )
+    return REPORT_SERVICE
+
+
 def collector(s: Settings) -> Endpoint:
     return Endpoint(
-        "collector", s.collector_port, [setup_service, auth_service, user_service, key_service]
+        "collector",
+        s.collector_port,
+        [setup_service, auth_service, user_service, key_service, report_service],
     )
 
 

@@ -17,6 +17,11 @@ only with cascade, which returns its tags to the unallocated pool). The key-pair
 the sealer are deterministic stand-ins for findmy and AES-GCM with the same contracts:
 ``public_of`` of a generated private key is its advertisement key, and a sealed secret opens only
 with the context it was sealed with.
+
+Reports (``adapters.postgres.reports``): stored idempotently by ``Report.identity`` (tracker,
+time, position in 1e-7 degrees; like ``ON CONFLICT DO NOTHING`` the first one stored wins, also
+within one call); ``add_many`` returns how many were new. No foreign key to trackers, as in the
+partitioned table.
 """
 
 from __future__ import annotations
@@ -66,12 +71,14 @@ from domain.ports import (
     ProductionRunFilter,
     ProductionRunRepository,
     RefreshTokenRepository,
+    ReportRepository,
     TagKeyRepository,
     TrackerFilter,
     TrackerRepository,
     UserFilter,
     UserRepository,
 )
+from domain.reports import Report
 
 
 class _Filter(Protocol):
@@ -99,6 +106,9 @@ class StoredTagKey:
     key: TagKey
 
 
+ReportIdentity = tuple[uuid.UUID, datetime, int, int]
+
+
 @dataclass
 class FakeTables:
     """Rows of every setup table, by id. Entities are immutable: copying the dicts is enough."""
@@ -112,6 +122,7 @@ class FakeTables:
     refresh_tokens: dict[uuid.UUID, RefreshToken] = field(default_factory=dict)
     key_batches: dict[uuid.UUID, StoredKeyBatch] = field(default_factory=dict)
     tag_keys: dict[uuid.UUID, StoredTagKey] = field(default_factory=dict)
+    reports: dict[ReportIdentity, Report] = field(default_factory=dict)
 
     def copy(self) -> FakeTables:
         return FakeTables(**{f.name: dict(getattr(self, f.name)) for f in dataclasses.fields(self)})
@@ -381,6 +392,15 @@ class FakeTrackerRepository(FakeRepository[Tracker, TrackerFilter]):
             entity.production_run_id,
         )
 
+    async def by_hashed_keys(self, hashed: list[bytes]) -> dict[bytes, Tracker]:
+        """Like ``WHERE hashed_advertisement_key = ANY(..)``: unknown keys are simply absent."""
+        wanted = set(hashed)
+        return {
+            t.hashed_advertisement_key: t
+            for t in self._rows().values()
+            if t.hashed_advertisement_key in wanted
+        }
+
     async def add_many(self, trackers: list[Tracker]) -> None:
         self._insert(list(trackers))
 
@@ -568,6 +588,30 @@ class FakeTagKeyRepository:
                 self._keys[key_id] = StoredTagKey(row.seq, key)
 
 
+class FakeReportRepository:
+    """Reports by identity (adapter: ``reports``, primary key (tracker_id, report_time,
+    latitude_e7, longitude_e7), ``INSERT ... ON CONFLICT DO NOTHING``)."""
+
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    @property
+    def _rows(self) -> dict[ReportIdentity, Report]:
+        return self._uow.tables.reports
+
+    async def add_many(self, reports: list[Report]) -> int:
+        new = 0
+        for report in reports:
+            if report.identity not in self._rows:
+                self._rows[report.identity] = report
+                new += 1
+        return new
+
+    async def count(self, tracker_id: uuid.UUID) -> int:
+        """How many reports of the tracker are stored (as seen by this unit of work)."""
+        return sum(1 for r in self._rows.values() if r.tracker_id == tracker_id)
+
+
 class FakeUnitOfWork:
     """A transaction: a private copy of the committed state, published by ``commit``."""
 
@@ -580,6 +624,7 @@ class FakeUnitOfWork:
     users: UserRepository
     refresh_tokens: RefreshTokenRepository
     tag_keys: TagKeyRepository
+    reports: ReportRepository
 
     def __init__(self, factory: FakeUnitOfWorkFactory) -> None:
         self._factory = factory
@@ -604,6 +649,7 @@ class FakeUnitOfWork:
         self.users = FakeUserRepository(self)
         self.refresh_tokens = FakeRefreshTokenRepository(self)
         self.tag_keys = FakeTagKeyRepository(self)
+        self.reports = FakeReportRepository(self)
         return self
 
     async def commit(self) -> None:

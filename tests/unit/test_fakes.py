@@ -43,6 +43,7 @@ from domain.ports import (
     TrackerFilter,
     UserFilter,
 )
+from domain.reports import Report
 
 from .fakes import (
     FakeBrandRepository,
@@ -53,6 +54,7 @@ from .fakes import (
     FakePasswordHasher,
     FakeProductionRunRepository,
     FakeRefreshTokenRepository,
+    FakeReportRepository,
     FakeRepository,
     FakeSealer,
     FakeTagKeyRepository,
@@ -150,6 +152,7 @@ def a_tracker(run: ProductionRun, raw: bytes) -> Tracker:
         (ports.TagKeyRepository, FakeTagKeyRepository),
         (ports.KeyPairFactory, FakeKeyPairFactory),
         (ports.SecretSealer, FakeSealer),
+        (ports.ReportRepository, FakeReportRepository),
     ],
 )
 def test_fake_has_every_method_of_its_port_with_the_same_parameters(port: type, fake: type) -> None:
@@ -846,3 +849,122 @@ def test_fake_sealer_hides_the_plaintext_and_detects_tampering() -> None:
     with pytest.raises(ValueError, match="does not open"):
         FakeSealer(key=b"another").unseal(sealed, b"ctx")
     assert sealer.seals == 2
+
+
+# -- trackers by hashed key ------------------------------------------------------------------
+
+
+async def test_by_hashed_keys_returns_only_the_trackers_found_including_uncommitted() -> None:
+    factory = FakeUnitOfWorkFactory()
+    a, b = await two_clients_with_everything(factory)
+    async with factory() as uow:
+        page = await uow.trackers.list(TrackerFilter(), PageRequest())
+        one, two = sorted(page.items, key=lambda t: t.client_id == b.id)
+        assert one.client_id == a.id
+        found = await uow.trackers.by_hashed_keys(
+            [one.hashed_advertisement_key, b"\x00" * 32, one.hashed_advertisement_key]
+        )
+        assert found == {one.hashed_advertisement_key: one}
+        # Not narrowed to any client: the use case decides what the caller may see.
+        both = await uow.trackers.by_hashed_keys(
+            [two.hashed_advertisement_key, one.hashed_advertisement_key]
+        )
+        assert both == {one.hashed_advertisement_key: one, two.hashed_advertisement_key: two}
+        assert await uow.trackers.by_hashed_keys([]) == {}
+        # The raw advertisement key is not its hash.
+        assert await uow.trackers.by_hashed_keys([one.advertisement_key.value]) == {}
+        run = await uow.production_runs.get(one.production_run_id)
+        await uow.trackers.add(fresh := a_tracker(run, b"\x07" * 28))
+        found = await uow.trackers.by_hashed_keys([fresh.hashed_advertisement_key])
+        assert found == {fresh.hashed_advertisement_key: fresh}
+    async with factory() as uow:
+        assert await uow.trackers.by_hashed_keys([fresh.hashed_advertisement_key]) == {}
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+
+def a_report(
+    tracker_id: uuid.UUID,
+    minute: int = 0,
+    lat: float = 52.5,
+    lon: float = 13.4,
+    **kw: Any,
+) -> Report:
+    fields: dict[str, Any] = dict(
+        tracker_id=tracker_id,
+        report_time=T0 + timedelta(minutes=minute),
+        position=GeoPoint(lat, lon),
+        confidence=2,
+        horizontal_accuracy_m=25,
+    )
+    fields.update(kw)
+    return Report(**fields)
+
+
+def reports_of(uow: FakeUnitOfWork) -> FakeReportRepository:
+    assert isinstance(uow.reports, FakeReportRepository)
+    return uow.reports
+
+
+async def test_reports_are_stored_once_and_add_many_counts_the_new_ones() -> None:
+    factory = FakeUnitOfWorkFactory()
+    tracker, other = uuid.uuid4(), uuid.uuid4()
+    first = [a_report(tracker, n) for n in range(3)]
+    async with factory() as uow:
+        repo = reports_of(uow)
+        assert await repo.add_many([]) == 0
+        assert await repo.add_many(first) == 3
+        assert await repo.add_many(first) == 0
+        # Repeats within one call and against stored ones are not new.
+        assert await repo.add_many([first[1], a_report(tracker, 3), a_report(tracker, 3)]) == 1
+        assert await repo.add_many([a_report(other, 0)]) == 1
+        assert (await repo.count(tracker), await repo.count(other)) == (4, 1)
+        assert await repo.count(uuid.uuid4()) == 0
+
+
+async def test_a_report_is_the_same_by_tracker_time_and_position_and_the_first_wins() -> None:
+    factory = FakeUnitOfWorkFactory()
+    tracker = uuid.uuid4()
+    stored = a_report(tracker, confidence=1, source="findmy")
+    plus_two = timezone(timedelta(hours=2))
+    same = [
+        a_report(tracker, confidence=3, horizontal_accuracy_m=5, status=7, source="push"),
+        a_report(tracker, published_time=T0),
+        # The same instant in another zone; the position to 1e-7 degree.
+        a_report(tracker, report_time=T0.astimezone(plus_two)),
+        a_report(tracker, lat=52.5 + 4e-8, lon=13.4 - 4e-8),
+    ]
+    different = [
+        a_report(uuid.uuid4()),
+        a_report(tracker, report_time=T0 + timedelta(microseconds=1)),
+        a_report(tracker, lat=52.5 + 1e-7),
+        a_report(tracker, lon=13.4 - 1e-7),
+    ]
+    async with factory() as uow:
+        repo = reports_of(uow)
+        assert await repo.add_many([stored]) == 1
+        assert await repo.add_many(same) == 0
+        assert await repo.add_many(different) == len(different)
+        await uow.commit()
+    assert factory.committed.reports[stored.identity] == stored
+
+
+async def test_reports_follow_commit_and_rollback() -> None:
+    factory = FakeUnitOfWorkFactory()
+    tracker = uuid.uuid4()
+    async with factory() as uow:
+        assert await reports_of(uow).add_many([a_report(tracker, 0)]) == 1
+    async with factory() as uow:
+        # Rolled back: new again.
+        assert await reports_of(uow).count(tracker) == 0
+        assert await reports_of(uow).add_many([a_report(tracker, 0)]) == 1
+        async with factory() as other:
+            assert await reports_of(other).count(tracker) == 0
+        await uow.commit()
+    async with factory() as uow:
+        assert await reports_of(uow).count(tracker) == 1
+        assert await reports_of(uow).add_many([a_report(tracker, 0), a_report(tracker, 1)]) == 1
+    assert list(factory.committed.reports) == [a_report(tracker, 0).identity]
+    with pytest.raises(RuntimeError):
+        await reports_of(uow).count(tracker)

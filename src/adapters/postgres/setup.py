@@ -406,3 +406,12 @@ class PostgresTrackerRepository(_Table[Tracker, TrackerFilter]):
 
     async def add_many(self, trackers: list[Tracker]) -> None:
         await self._insert(trackers)
+
+    async def by_hashed_keys(self, hashed: list[bytes]) -> dict[bytes, Tracker]:
+        rows = await self._conn.fetch(
+            f"SELECT {self.read_columns} FROM trackers "
+            "WHERE hashed_advertisement_key = ANY($1::bytea[])",
+            hashed,
+        )
+        trackers = [self._from_record(r) for r in rows]
+        return {t.hashed_advertisement_key: t for t in trackers}

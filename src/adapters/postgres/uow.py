@@ -10,6 +10,7 @@ import asyncpg
 
 from adapters.postgres.keys import PostgresTagKeyRepository
 from adapters.postgres.pool import CONNECTION_ERRORS, unavailable_on_connection_error
+from adapters.postgres.reports import PostgresReportRepository
 from adapters.postgres.setup import (
     PostgresBrandRepository,
     PostgresClientRepository,
@@ -45,6 +46,7 @@ class PostgresUnitOfWork:
         self.users = PostgresUserRepository(conn)
         self.refresh_tokens = PostgresRefreshTokenRepository(conn)
         self.tag_keys = PostgresTagKeyRepository(conn)
+        self.reports = PostgresReportRepository(conn)
         return self
 
     async def commit(self) -> None:

@@ -1,0 +1,63 @@
+"""Fetching reports from a location source (Find My): what is asked, what comes back, and
+the typed failures a scheduler acts on (retry now, later, or give up)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from domain.errors import DomainError
+from domain.model import AdvertisementKey, SealedSecret
+from domain.reports import Report
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerKey:
+    """What a fetch needs of one tracker: its key pair, the private half sealed."""
+
+    tracker_id: uuid.UUID
+    advertisement_key: AdvertisementKey
+    sealed_private_key: SealedSecret = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOutcome:
+    reports: list[Report]
+    malformed: int = 0
+    """Payloads that did not parse, decrypt or validate: skipped, never fatal."""
+    foreign: int = 0
+    """Payloads for a key that was not asked for."""
+
+
+class SourceError(DomainError):
+    """A fetch failed as a whole. ``retry_after_s``: when to try again, if the source said."""
+
+    retryable = True
+    kind = "error"
+
+    def __init__(self, detail: str, retry_after_s: float | None = None) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(detail)
+
+
+class SourceRateLimited(SourceError):
+    kind = "rate_limited"
+
+
+class SourceUnavailable(SourceError):
+    """5xx, timeouts, connection failures, empty answers."""
+
+    kind = "unavailable"
+
+
+class SourceProtocolError(SourceError):
+    """An answer we cannot read (not JSON, wrong shape, status not 200)."""
+
+    kind = "protocol"
+
+
+class SourceUnauthorized(SourceError):
+    """Credentials refused even after signing in again: an operator must act."""
+
+    retryable = False
+    kind = "unauthorized"

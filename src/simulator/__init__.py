@@ -1,0 +1,1 @@
+"""An Apple-compatible Find My fetch endpoint on loopback, for development and tests."""
