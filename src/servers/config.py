@@ -57,6 +57,15 @@ class Settings:
     )
     kek_ring_file: str = _opt("", "file holding the KEK ring (a mounted Secret); wins")
     kek_active_id: str = _opt("", "KEK id that seals new keys (default: the ring's first)")
+    findmy_account_file: str = _opt(
+        "", "findmy account session JSON (from 'trackerctl findmy login'); holds a password"
+    )
+    findmy_fetch_url: str = _opt(
+        "https://gateway.icloud.com/findmyservice/v2/fetch",
+        "Find My fetch endpoint (Apple's, the simulator's, or a proxy)",
+    )
+    findmy_timeout_s: float = _opt(30.0, "seconds one Find My fetch may take")
+    max_keys_per_batch: int = _opt(64, "tracker keys per Find My request", env="MAX_KEYS_PER_BATCH")
     access_token_ttl_s: float = _opt(900.0, "lifetime of access tokens from Login, seconds")
     refresh_token_ttl_s: float = _opt(30 * 86400.0, "lifetime of refresh tokens, seconds")
 
@@ -218,6 +227,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "shutdown_grace_s": _not_negative,
     "environment": _one_of("development", "production"),
     "access_token_ttl_s": _positive,
+    "findmy_timeout_s": _positive,
+    "max_keys_per_batch": lambda v: None if 1 <= v <= 64 else "must be within 1..64",
     "refresh_token_ttl_s": _positive,
 }
 

@@ -18,13 +18,18 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+from findmy.reports.account import AsyncAppleAccount
+from findmy.reports.anisette import RemoteAnisetteProvider
+from findmy.reports.state import LoginState
 
+from adapters.findmy.source import FindMyLocationSource
 from adapters.postgres.migrator import MigrationError, ensure_database, migrate
 from domain.access import Principal, Role
 from domain.errors import DomainError
 from servers.config import ConfigError, Settings, from_sources, parser
 from servers.container import Container
 from usecases.access import AccessUseCases, NewUser
+from usecases.fetching import FetchRunReports
 from usecases.keys import MAX_IMPORT, ExportFormat, KeyUseCases
 
 ROLES = {"client-admin": Role.CLIENT_ADMIN, "viewer": Role.VIEWER}
@@ -175,6 +180,65 @@ async def _token(settings: Settings, args: argparse.Namespace) -> int:
     return await _with(settings, "access_usecases", act)
 
 
+async def _findmy(settings: Settings, args: argparse.Namespace) -> int:
+    if args.findmy_command == "login":
+        return await _findmy_login(args)
+    if not settings.findmy_account_file:
+        raise ConfigError(
+            "set TRACKER_FINDMY_ACCOUNT_FILE (a session from 'trackerctl findmy login')"
+        )
+    account = AsyncAppleAccount.from_json(settings.findmy_account_file)
+    container = Container(settings=settings)
+    await container.init_resources()  # type: ignore[misc]
+    source = FindMyLocationSource(
+        account,
+        container.sealer(),
+        fetch_url=settings.findmy_fetch_url,
+        timeout_s=settings.findmy_timeout_s,
+    )
+    try:
+        fetch = FetchRunReports(
+            await container.uow_factory.async_(),
+            source,
+            container.clock(),
+            settings.max_keys_per_batch,
+        )
+        summary = await fetch(Principal.system(), uuid.UUID(args.run))
+    finally:
+        await source.close()
+        await container.shutdown_resources()  # type: ignore[misc]
+    print(
+        f"{summary.trackers} trackers ({summary.without_key} without a private key), "
+        f"{summary.requests} requests, {summary.reports} reports, {summary.stored} new, "
+        f"{summary.malformed} malformed"
+    )
+    return 0
+
+
+async def _findmy_login(args: argparse.Namespace) -> int:
+    """findmy's interactive sign-in (password, then a 2FA code), saved as a session file.
+    The file holds the Apple password in clear: keep it as a secret."""
+    account = AsyncAppleAccount(RemoteAnisetteProvider(args.anisette_url))
+    try:
+        state = await account.login(args.email, _password(args))
+        if state == LoginState.REQUIRE_2FA:
+            methods = await account.get_2fa_methods()
+            for i, method in enumerate(methods):
+                print(f"{i}: {type(method).__name__}", file=sys.stderr)
+            method = methods[int(await asyncio.to_thread(input, "2FA method: "))]
+            await method.request()
+            state = await method.submit((await asyncio.to_thread(input, "code: ")).strip())
+        if state != LoginState.LOGGED_IN:
+            print(f"sign-in ended in state {state}", file=sys.stderr)
+            return 1
+        account.to_json(args.out)
+        os.chmod(args.out, 0o600)
+        print(f"session saved to {args.out} (a secret: it holds the password)")
+        return 0
+    finally:
+        await account.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     settings = parser("settings")
     top = argparse.ArgumentParser(prog="trackerctl", description="Tracker Services admin CLI")
@@ -235,6 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--run", required=True, metavar="PRODUCTION_RUN_ID")
     imp.add_argument("--macs-file", required=True, help="one MAC per line, or the export CSV")
 
+    findmy = sub.add_parser("findmy", help="the Find My account and one-off fetches")
+    fsub = findmy.add_subparsers(dest="findmy_command", required=True)
+    login = command("login", "sign in to Apple interactively and save the session", fsub)
+    login.add_argument("--email", required=True)
+    login.add_argument("--anisette-url", required=True, help="an Anisette server")
+    login.add_argument("--out", required=True, help="session file to write (a secret)")
+    login.add_argument("--password-stdin", action="store_true")
+    fetch = command("fetch", "fetch and store the reports of a production run once", fsub)
+    fetch.add_argument("--run", required=True, metavar="PRODUCTION_RUN_ID")
+
     token = sub.add_parser("token", help="service tokens")
     tsub = token.add_subparsers(dest="token_command", required=True)
     mint = command("mint", "print a long-lived access token for a (service) user", tsub)
@@ -250,7 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    run = {"migrate": _migrate, "user": _user, "token": _token, "keys": _keys}[args.command]
+    run = {"migrate": _migrate, "user": _user, "token": _token, "keys": _keys, "findmy": _findmy}[
+        args.command
+    ]
     try:
         return asyncio.run(run(settings, args))
     except (

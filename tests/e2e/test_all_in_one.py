@@ -19,9 +19,12 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+from findmy import KeyPair
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import REDIS_URL, url_for
+from tracker.v1 import key_service_pb2 as k
+from tracker.v1 import key_service_pb2_grpc as k_grpc
 from tracker.v1 import resources_pb2 as pb
 from tracker.v1 import setup_query_service_pb2 as q
 from tracker.v1 import setup_query_service_pb2_grpc as q_grpc
@@ -330,6 +333,17 @@ def test_trackerctl_keys_generate_export_allocate_import(
         "3000 tags allocated"
         in ctl("keys", "allocate", "--client", client.id, "--macs-file", str(csv_path)).stdout
     )
+    pairs = [KeyPair.new() for _ in range(2)]
+    with grpc.insecure_channel(f"127.0.0.1:{server.collector}") as raw:
+        keys = k_grpc.KeyServiceStub(grpc.intercept_channel(raw, bearer))
+        created = keys.ImportExternalTrackers(
+            k.ImportExternalTrackersRequest(
+                production_run_id=run.id, private_keys=[p.private_key_bytes for p in pairs]
+            )
+        )
+    assert len(created.trackers) == 2
+    for p in pairs:  # the SIGTERM test greps the server's log for these
+        server.secrets += [p.private_key_b64, p.private_key_bytes.hex()]
     received = tmp_path / "received.txt"
     received.write_text("\n".join(line.split(",")[0] for line in lines[1:11]) + "\n")
     assert (
