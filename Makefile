@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv
 BIN   := $(VENV)/bin
 PYTEST_ARGS ?=
+DEMO ?= true
 
 .PHONY: setup run test lint format proto bench clean
 
@@ -17,7 +18,9 @@ run: setup
 	@echo "To get a token (first time): $(BIN)/trackerctl user create-admin --email you@example.com"
 	@echo "  then: grpcurl -plaintext -d '{\"email\": \"you@example.com\", \"password\": \"...\"}' \\"
 	@echo "        localhost:9000 tracker.v1.AuthService/Login   (README: 'Walkthrough with grpcurl')"
-	@exec $(BIN)/tracker-server --log-format text
+	@echo "Demo: a Find My simulator on :8811 with 5 moving trackers (client 'Demo Apparel'),"
+	@echo "  fetched every 15 s; reports arrive at once ('make run DEMO=false' to leave it out)."
+	@exec $(BIN)/tracker-server --log-format text --demo $(DEMO)
 
 lint:
 	$(BIN)/ruff check src tests bench scripts

@@ -1,11 +1,18 @@
-"""Composition root of the all-in-one process for a laptop: collector, query and health."""
+"""Composition root of the all-in-one process for a laptop: collector, query and health, and
+with ``--demo true`` the Find My simulator with moving demo trackers (``make run``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from servers import endpoints
-from servers.runtime import main_for
+from servers.config import Settings
+from servers.demo import Demo
+from servers.runtime import Background, main_for
+
+
+def background(settings: Settings) -> list[Background]:
+    return [Demo(settings)] if settings.demo else []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -13,6 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tracker-server: collector, query and health servers in one process",
         lambda s: [endpoints.collector(s), endpoints.query(s), *endpoints.health(s)],
         argv,
+        background,
     )
 
 

@@ -66,6 +66,13 @@ class Settings:
     )
     findmy_timeout_s: float = _opt(30.0, "seconds one Find My fetch may take")
     max_keys_per_batch: int = _opt(64, "tracker keys per Find My request", env="MAX_KEYS_PER_BATCH")
+    demo: bool = _opt(
+        False,
+        "all-in-one only: run the Find My simulator with demo trackers "
+        "and fetch them periodically (make run turns it on)",
+    )
+    demo_simulator_port: int = _opt(8811, "port of the demo's Find My simulator")
+    demo_fetch_interval_s: float = _opt(15.0, "seconds between the demo's fetches")
     access_token_ttl_s: float = _opt(900.0, "lifetime of access tokens from Login, seconds")
     refresh_token_ttl_s: float = _opt(30 * 86400.0, "lifetime of refresh tokens, seconds")
 
@@ -228,6 +235,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "environment": _one_of("development", "production"),
     "access_token_ttl_s": _positive,
     "findmy_timeout_s": _positive,
+    "demo_simulator_port": _port,
+    "demo_fetch_interval_s": _positive,
     "max_keys_per_batch": lambda v: None if 1 <= v <= 64 else "must be within 1..64",
     "refresh_token_ttl_s": _positive,
 }

@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -29,6 +30,14 @@ Registrar = Callable[[grpc.aio.Server, Container], Awaitable[str]]
 """Adds one servicer to a server and returns its full service name."""
 
 HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+class Background(Protocol):
+    """Work a process runs beside its servers (started after them, stopped before them)."""
+
+    async def start(self, container: Container) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 @dataclass
@@ -63,9 +72,16 @@ async def build_server(
 class Process:
     """The servers of one process over one container; started and stopped in order."""
 
-    def __init__(self, settings: Settings, endpoints: Sequence[Endpoint]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        endpoints: Sequence[Endpoint],
+        background: Sequence[Background] = (),
+    ) -> None:
         self.settings = settings
         self.endpoints = list(endpoints)
+        self.background = list(background)
+        self._running: list[Background] = []
         self.container = Container(settings=settings)
         self.servers: list[grpc.aio.Server] = []
         self.ports: dict[str, int] = {}
@@ -100,6 +116,9 @@ class Process:
                     "listening",
                     extra={"server": endpoint.name, "host": self.settings.bind_host, "port": port},
                 )
+            for task in self.background:
+                await task.start(self.container)
+                self._running.append(task)
         except BaseException:
             await self.stop(0)
             raise
@@ -109,14 +128,19 @@ class Process:
         """Health NOT_SERVING, in-flight calls drain for ``grace_s``, resources closed."""
         if self.reporter is not None:
             await self.reporter.stop()
+        for task in reversed(self._running):
+            await task.stop()
+        self._running.clear()
         await asyncio.gather(*(s.stop(grace_s) for s in self.servers))
         self.servers.clear()
         self.metrics.stop()
         await self.container.shutdown_resources()  # type: ignore[misc]
 
 
-async def serve(settings: Settings, endpoints: Sequence[Endpoint]) -> None:
-    process = Process(settings, endpoints)
+async def serve(
+    settings: Settings, endpoints: Sequence[Endpoint], background: Sequence[Background] = ()
+) -> None:
+    process = Process(settings, endpoints, background)
     await process.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -134,6 +158,7 @@ def main_for(
     description: str,
     endpoints: Callable[[Settings], Sequence[Endpoint]],
     argv: Sequence[str] | None = None,
+    background: Callable[[Settings], Sequence[Background]] = lambda s: (),
 ) -> int:
     """Console-script entry: parse settings, configure logs, serve until a signal."""
     try:
@@ -158,7 +183,7 @@ def main_for(
             "secure (set TRACKER_JWT_SIGNING_KEY)"
         )
     try:
-        asyncio.run(serve(settings, endpoints(settings)))
+        asyncio.run(serve(settings, endpoints(settings), background(settings)))
     except RuntimeError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1

@@ -4,6 +4,8 @@ Anisette endpoint on loopback, serving reports encrypted to the tags' real publi
 Control API (JSON, for tests and ``make run``):
   POST /sim/reports  {"advertisement_key": b64, "reports": [{time, latitude, longitude,
                       confidence, accuracy_m, status?, long_form?}]}   queue reports for a tag
+  POST /sim/journeys {"advertisement_key": b64, "journey": {start, storage: [lat, lon],
+                      delivery: [lat, lon], storage_s, travel_s}}   a moving tag
   POST /sim/faults   {"mode": "429"|"500"|"401"|"empty"|"slow"|"garbage", "count": n,
                       "retry_after": s?, "delay_s": s?}               the next n fetches fail so
   GET  /sim/stats    counts of requests by outcome
@@ -18,6 +20,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import random
 import secrets
 from collections import Counter, defaultdict, deque
 from datetime import UTC, datetime
@@ -26,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from simulator.crypto import PlainReport, encrypt_report
+from simulator.trajectory import Journey, sample_reports
 
 FETCH_PATH = "/findmyservice/v2/fetch"
 ANISETTE_PATH = "/anisette"
@@ -33,13 +37,27 @@ DSID = "1234567890"
 
 
 class Simulator:
-    def __init__(self, keep: int = 20, token: str | None = None) -> None:
+    def __init__(self, keep: int = 20, token: str | None = None, seed: int | None = None) -> None:
         self.token = token or secrets.token_hex(16)
         self.keep = keep
         self.payloads: dict[str, deque[bytes]] = defaultdict(lambda: deque(maxlen=keep))
         self.faults: deque[dict[str, Any]] = deque()
         self.stats: Counter[str] = Counter()
         self.base_url = ""
+        self.journeys: dict[bytes, tuple[Journey, datetime]] = {}
+        self._rng = random.Random(seed)
+
+    def add_journey(self, advertisement_key: bytes, journey: Journey) -> None:
+        """A moving tag: its reports appear as time passes (generated when fetched)."""
+        self.journeys[advertisement_key] = (journey, journey.start)
+
+    def advance(self, now: datetime | None = None) -> None:
+        """Generate the moving tags' reports up to ``now``."""
+        now = now or datetime.now(UTC)
+        for key, (journey, until) in list(self.journeys.items()):
+            if now > until:
+                self.add_reports(key, sample_reports(journey, until, now, self._rng))
+                self.journeys[key] = (journey, now)
 
     def add_reports(self, advertisement_key: bytes, reports: list[dict[str, Any]]) -> int:
         hashed = base64.b64encode(hashlib.sha256(advertisement_key).digest()).decode()
@@ -139,6 +157,7 @@ class Simulator:
             if mode == "slow":
                 await asyncio.sleep(float(fault.get("delay_s", 5)))
         body = await request.json()
+        self.advance()
         payload = []
         for entry in body.get("fetch", []):
             for hashed in entry.get("primaryIds", []):
@@ -162,6 +181,13 @@ class Simulator:
         body = await request.json()
         n = self.add_reports(base64.b64decode(body["advertisement_key"]), body["reports"])
         return web.json_response({"queued": n})
+
+    async def control_journeys(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.add_journey(
+            base64.b64decode(body["advertisement_key"]), Journey.from_json(body["journey"])
+        )
+        return web.json_response({"journeys": len(self.journeys)})
 
     async def control_faults(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -189,6 +215,7 @@ class Simulator:
                 web.post(FETCH_PATH, self.fetch),
                 web.post("/sim/reports", self.control_reports),
                 web.post("/sim/faults", self.control_faults),
+                web.post("/sim/journeys", self.control_journeys),
                 web.get("/sim/stats", self.control_stats),
                 web.get("/sim/account.json", self.control_account),
             ]

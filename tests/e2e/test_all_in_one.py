@@ -383,3 +383,56 @@ def test_sigterm_drains_and_exits_cleanly(server: Server) -> None:
     for secret in server.secrets:
         assert secret not in text
     assert '"method": "/tracker.v1.AuthService/Login"' in text  # the log did see the calls
+
+
+def test_the_demo_shows_reports_arriving_within_a_minute(tmp_path: pathlib.Path) -> None:
+    """What `make run` starts: simulator, demo trackers, periodic fetches into the database."""
+    db = f"tracker_demo_{uuid.uuid4().hex[:10]}"
+    collector, query, health, metrics, sim = free_ports(5)
+    env = {
+        **os.environ,
+        "TRACKER_DATABASE_URL": url_for(db),
+        "TRACKER_REDIS_URL": REDIS_URL,
+        "TRACKER_COLLECTOR_PORT": str(collector),
+        "TRACKER_QUERY_PORT": str(query),
+        "TRACKER_HEALTH_PORT": str(health),
+        "TRACKER_METRICS_PORT": str(metrics),
+        "TRACKER_DEMO": "true",
+        "TRACKER_DEMO_SIMULATOR_PORT": str(sim),
+        "TRACKER_DEMO_FETCH_INTERVAL_S": "1",
+    }
+    subprocess.run(
+        [BIN / "trackerctl", "migrate", "--create-database"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [BIN / "tracker-server"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 60
+        new = 0
+        while time.monotonic() < deadline and not new:
+            time.sleep(0.5)
+            for line in log.read_text().splitlines():
+                if '"demo fetch"' in line:
+                    new += json.loads(line)["new"]
+        assert new > 0, log.read_text()[-2000:]
+        count = subprocess.run(
+            ["psql", url_for(db), "-Atc", "SELECT count(*) FROM reports"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert int(count) > 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        subprocess.run(
+            ["psql", url_for("postgres"), "-qc", f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'],
+            capture_output=True,
+        )

@@ -36,6 +36,9 @@ SAMPLES: dict[str, Any] = {
     "findmy_fetch_url": "http://127.0.0.1:8811/findmyservice/v2/fetch",
     "findmy_timeout_s": 5.0,
     "max_keys_per_batch": 32,
+    "demo": True,
+    "demo_simulator_port": 8812,
+    "demo_fetch_interval_s": 2.5,
     "access_token_ttl_s": 60.0,
     "refresh_token_ttl_s": 3600.0,
 }

@@ -1,0 +1,145 @@
+"""The laptop demo of the all-in-one process (``make run``): our Find My simulator on
+loopback, a demo client with a run, a storage and a delivery place and five moving tags, and a
+fetch every few seconds, so a newcomer sees reports arrive within a minute. Idempotent: a
+second start reuses the demo client and only sends its tags on a new journey."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import timedelta
+
+from aiohttp import web
+from findmy.reports.account import AsyncAppleAccount
+
+from adapters.findmy.source import FindMyLocationSource
+from domain.access import Principal
+from domain.fetching import SourceError
+from domain.model import GeoPoint, LocationKind
+from domain.pagination import PageRequest
+from domain.ports import ClientFilter, ProductionRunFilter, TrackerFilter
+from servers.config import Settings
+from servers.container import Container
+from simulator.server import FETCH_PATH, Simulator, start
+from simulator.trajectory import Journey
+from usecases.fetching import FetchRunReports
+from usecases.setup import NewBrand, NewClient, NewLocation, NewProductionRun
+
+log = logging.getLogger("tracker.demo")
+
+DEMO_CLIENT = "Demo Apparel"
+HAMBURG = (53.5461, 9.9661)  # storage
+BERLIN = (52.5219, 13.4132)  # delivery
+TAGS = 5
+
+
+class Demo:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._sim = Simulator(keep=50, seed=1)
+        self._runner: web.AppRunner | None = None
+        self._source: FindMyLocationSource | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, container: Container) -> None:
+        self._runner = await start(self._sim, "127.0.0.1", self._settings.demo_simulator_port)
+        run_id, tags = await self._seed(container)
+        # Ten minutes of history in storage already, leaving one by one a minute from now.
+        began = container.clock().now() - timedelta(minutes=10)
+        for i, adv in enumerate(tags):
+            self._sim.add_journey(
+                adv,
+                Journey(
+                    start=began,
+                    storage=HAMBURG,
+                    delivery=BERLIN,
+                    storage_s=660 + 30 * i,
+                    travel_s=300,
+                ),
+            )
+        self._source = FindMyLocationSource(
+            AsyncAppleAccount.from_json(self._sim.account_json()),
+            container.sealer(),
+            fetch_url=self._sim.base_url + FETCH_PATH,
+            timeout_s=10,
+        )
+        fetch = FetchRunReports(
+            await container.uow_factory.async_(), self._source, container.clock()
+        )
+        self._task = asyncio.create_task(self._loop(fetch, run_id), name="demo-fetch")
+        log.info(
+            "demo running",
+            extra={
+                "simulator": self._sim.base_url,
+                "production_run_id": str(run_id),
+                "trackers": len(tags),
+            },
+        )
+
+    async def _loop(self, fetch: FetchRunReports, run_id: uuid.UUID) -> None:
+        while True:
+            try:
+                s = await fetch(Principal.system(), run_id)
+                log.info(
+                    "demo fetch",
+                    extra={"reports": s.reports, "new": s.stored, "requests": s.requests},
+                )
+            except SourceError as exc:
+                log.warning("demo fetch failed", extra={"error": str(exc)})
+            except Exception:
+                log.exception("demo fetch failed")
+            await asyncio.sleep(self._settings.demo_fetch_interval_s)
+
+    async def _seed(self, container: Container) -> tuple[uuid.UUID, list[bytes]]:
+        """The demo run's id and its tags' advertisement keys, creating them the first time."""
+        system = Principal.system()
+        setup = await container.setup_usecases.async_()
+        keys = await container.key_usecases.async_()
+        clients = await setup.list_clients(system, ClientFilter(), PageRequest(size=1000))
+        client = next((c for c in clients.items if c.display_name == DEMO_CLIENT), None)
+        if client is not None:
+            runs = await setup.list_production_runs(
+                system, ProductionRunFilter(client_id=client.id), PageRequest(size=1)
+            )
+            run = runs.items[0]
+        else:
+            client = await setup.create_client(system, NewClient(DEMO_CLIENT))
+            brand = await setup.create_brand(system, NewBrand(client.id, "Demo Outdoor"))
+            now = container.clock().now()
+            run = await setup.create_production_run(
+                system,
+                NewProductionRun(
+                    brand.id, "Demo run", now - timedelta(days=1), now + timedelta(days=365)
+                ),
+            )
+            for kind, name, (lat, lon), radius in (
+                (LocationKind.STORAGE, "Hamburg warehouse", HAMBURG, 400.0),
+                (LocationKind.DELIVERY, "Berlin flagship store", BERLIN, 150.0),
+            ):
+                await setup.create_location(
+                    system, NewLocation(run.id, kind, name, GeoPoint(lat, lon), radius)
+                )
+            batch = await keys.create_key_batch(system, TAGS, "demo")
+            macs = []
+            async for chunk in await keys.export_key_batch(system, batch.id, "csv"):
+                macs += [
+                    line.split(",")[0]
+                    for line in chunk.splitlines()
+                    if line and not line.startswith("mac_address")
+                ]
+            await keys.allocate_tags(system, client.id, macs)
+            await keys.import_trackers(system, run.id, macs)
+        trackers = await setup.list_trackers(
+            system, TrackerFilter(production_run_id=run.id), PageRequest(size=1000)
+        )
+        return run.id, [t.advertisement_key.value for t in trackers.items]
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._source is not None:
+            await self._source.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
