@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import grpc
 
 from servers.config import Settings
@@ -16,7 +19,7 @@ from servers.container import (
     USER_SERVICE,
     Container,
 )
-from servers.runtime import Endpoint
+from servers.runtime import Endpoint, Registrar
 from tracker.v1 import (
     auth_service_pb2_grpc,
     key_query_service_pb2_grpc,
@@ -29,54 +32,46 @@ from tracker.v1 import (
 )
 
 
-async def setup_service(server: grpc.aio.Server, c: Container) -> str:
-    setup_service_pb2_grpc.add_SetupServiceServicer_to_server(
-        await c.setup_servicer.async_(), server
-    )
-    return SETUP_SERVICE
+def _service(add: Callable[[Any, grpc.aio.Server], None], servicer: str, name: str) -> Registrar:
+    """A registrar adding the container's ``servicer`` with the generated ``add`` function."""
+
+    async def register(server: grpc.aio.Server, c: Container) -> str:
+        add(await getattr(c, servicer).async_(), server)
+        return name
+
+    return register
 
 
-async def setup_query_service(server: grpc.aio.Server, c: Container) -> str:
-    setup_query_service_pb2_grpc.add_SetupQueryServiceServicer_to_server(
-        await c.setup_query_servicer.async_(), server
-    )
-    return SETUP_QUERY_SERVICE
-
-
-async def auth_service(server: grpc.aio.Server, c: Container) -> str:
-    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(await c.auth_servicer.async_(), server)
-    return AUTH_SERVICE
-
-
-async def user_service(server: grpc.aio.Server, c: Container) -> str:
-    user_service_pb2_grpc.add_UserServiceServicer_to_server(await c.user_servicer.async_(), server)
-    return USER_SERVICE
-
-
-async def user_query_service(server: grpc.aio.Server, c: Container) -> str:
-    user_query_service_pb2_grpc.add_UserQueryServiceServicer_to_server(
-        await c.user_query_servicer.async_(), server
-    )
-    return USER_QUERY_SERVICE
-
-
-async def key_service(server: grpc.aio.Server, c: Container) -> str:
-    key_service_pb2_grpc.add_KeyServiceServicer_to_server(await c.key_servicer.async_(), server)
-    return KEY_SERVICE
-
-
-async def key_query_service(server: grpc.aio.Server, c: Container) -> str:
-    key_query_service_pb2_grpc.add_KeyQueryServiceServicer_to_server(
-        await c.key_query_servicer.async_(), server
-    )
-    return KEY_QUERY_SERVICE
-
-
-async def report_service(server: grpc.aio.Server, c: Container) -> str:
-    report_service_pb2_grpc.add_ReportServiceServicer_to_server(
-        await c.report_servicer.async_(), server
-    )
-    return REPORT_SERVICE
+setup_service = _service(
+    setup_service_pb2_grpc.add_SetupServiceServicer_to_server, "setup_servicer", SETUP_SERVICE
+)
+setup_query_service = _service(
+    setup_query_service_pb2_grpc.add_SetupQueryServiceServicer_to_server,
+    "setup_query_servicer",
+    SETUP_QUERY_SERVICE,
+)
+auth_service = _service(
+    auth_service_pb2_grpc.add_AuthServiceServicer_to_server, "auth_servicer", AUTH_SERVICE
+)
+user_service = _service(
+    user_service_pb2_grpc.add_UserServiceServicer_to_server, "user_servicer", USER_SERVICE
+)
+user_query_service = _service(
+    user_query_service_pb2_grpc.add_UserQueryServiceServicer_to_server,
+    "user_query_servicer",
+    USER_QUERY_SERVICE,
+)
+key_service = _service(
+    key_service_pb2_grpc.add_KeyServiceServicer_to_server, "key_servicer", KEY_SERVICE
+)
+key_query_service = _service(
+    key_query_service_pb2_grpc.add_KeyQueryServiceServicer_to_server,
+    "key_query_servicer",
+    KEY_QUERY_SERVICE,
+)
+report_service = _service(
+    report_service_pb2_grpc.add_ReportServiceServicer_to_server, "report_servicer", REPORT_SERVICE
+)
 
 
 def collector(s: Settings) -> Endpoint:
