@@ -7,6 +7,7 @@ import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
@@ -151,3 +152,21 @@ async def test_another_clients_tracker_is_an_unknown_tracker(stack: Stack) -> No
     assert (out.stored_count, out.rejected_count) == (1, 2)
     assert [e.description for e in out.errors] == ["unknown tracker", "unknown tracker"]
     assert await stored(stack, theirs.id) == 0
+
+
+async def test_deleting_a_tracker_keeps_its_history_unless_forced(stack: Stack) -> None:
+    t = await tracker_in_new_run(stack)
+    other = await tracker_in_new_run(stack)
+    when = datetime.now(UTC) - timedelta(hours=1)
+    await ingest(stack, [[report(t, when, 1), report(other, when, 2)]])
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stack.setup.DeleteTracker(s.DeleteTrackerRequest(id=t.id))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert await stored(stack, t.id) == 1
+    await stack.setup.DeleteTracker(s.DeleteTrackerRequest(id=t.id, force=True))
+    assert await stored(stack, t.id) == 0
+    # Deleting a whole client with force takes its trackers' reports along, and only those.
+    await stack.setup.DeleteClient(s.DeleteClientRequest(id=t.client_id, force=True))
+    assert await stored(stack, other.id) == 1
+    await stack.setup.DeleteClient(s.DeleteClientRequest(id=other.client_id, force=True))
+    assert await stored(stack, other.id) == 0

@@ -196,7 +196,7 @@ class SetupServicer(s_grpc.SetupServiceServicer):
     async def DeleteTracker(
         self, request: s.DeleteTrackerRequest, context: Ctx
     ) -> s.DeleteTrackerResponse:
-        await self._uc.delete_tracker(caller(), cv.parse_id(request.id), force=False)
+        await self._uc.delete_tracker(caller(), cv.parse_id(request.id), force=request.force)
         return s.DeleteTrackerResponse()
 
 

@@ -197,6 +197,7 @@ class PostgresClientRepository(_Table[Client, ClientFilter]):
     read_columns = "id, display_name, create_time, update_time"
     write_columns = ("id", "display_name", "create_time", "update_time")
     cascade = (
+        "DELETE FROM reports WHERE tracker_id IN (SELECT id FROM trackers WHERE client_id = $1)",
         "DELETE FROM trackers WHERE client_id = $1",
         # Tags allocated to the client go back to the unallocated pool; their keys stay.
         "UPDATE tag_keys SET client_id = NULL, allocate_time = NULL WHERE client_id = $1",
@@ -220,6 +221,8 @@ class PostgresBrandRepository(_Table[Brand, BrandFilter]):
     read_columns = "id, client_id, display_name, create_time, update_time"
     write_columns = ("id", "client_id", "display_name", "create_time", "update_time")
     cascade = (
+        "DELETE FROM reports WHERE tracker_id IN (SELECT t.id FROM trackers t "
+        "JOIN production_runs r ON r.id = t.production_run_id WHERE r.brand_id = $1)",
         "DELETE FROM trackers WHERE production_run_id IN "
         "(SELECT id FROM production_runs WHERE brand_id = $1)",
         "DELETE FROM locations WHERE production_run_id IN "
@@ -253,6 +256,8 @@ class PostgresProductionRunRepository(_Table[ProductionRun, ProductionRunFilter]
         "update_time",
     )
     cascade = (
+        "DELETE FROM reports WHERE tracker_id IN "
+        "(SELECT id FROM trackers WHERE production_run_id = $1)",
         "DELETE FROM trackers WHERE production_run_id = $1",
         "DELETE FROM locations WHERE production_run_id = $1",
     )
@@ -406,6 +411,19 @@ class PostgresTrackerRepository(_Table[Tracker, TrackerFilter]):
 
     async def add_many(self, trackers: list[Tracker]) -> None:
         await self._insert(trackers)
+
+    async def delete(self, entity_id: uuid.UUID, *, cascade: bool) -> None:
+        """Reports are not tied by a foreign key (COPY speed): checked or removed here."""
+        if cascade:
+            await self._conn.execute("DELETE FROM reports WHERE tracker_id = $1", entity_id)
+        elif await self._conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM reports WHERE tracker_id = $1)", entity_id
+        ):
+            raise FailedPrecondition(
+                f"tracker {entity_id} has location reports; set force to delete them too",
+                subject=str(entity_id),
+            )
+        await super().delete(entity_id, cascade=cascade)
 
     async def by_hashed_keys(self, hashed: list[bytes]) -> dict[bytes, Tracker]:
         rows = await self._conn.fetch(
