@@ -251,6 +251,28 @@ class Tracker(Entity):
     def hashed_advertisement_key(self) -> bytes:
         return self.advertisement_key.hashed
 
+    @classmethod
+    def in_run(
+        cls,
+        run: ProductionRun,
+        advertisement_key: AdvertisementKey,
+        now: datetime,
+        *,
+        display_name: str = "",
+        sealed_private_key: SealedSecret | None = None,
+    ) -> Tracker:
+        """A new tracker of ``run``: its client is always the run's client."""
+        return cls(
+            id=new_id(),
+            create_time=now,
+            update_time=now,
+            client_id=run.client_id,
+            production_run_id=run.id,
+            advertisement_key=advertisement_key,
+            display_name=display_name,
+            sealed_private_key=sealed_private_key,
+        )
+
 
 def check_mac_matches(mac_text: str, key: AdvertisementKey) -> None:
     """A MAC given alongside a key must be the one the key implies."""

@@ -167,14 +167,8 @@ class ImportTrackers:
                 if key is None or key.client_id != run.client_id:
                     raise NotFound("tag key", mac)
                 trackers.append(
-                    Tracker(
-                        id=new_id(),
-                        create_time=now,
-                        update_time=now,
-                        client_id=run.client_id,
-                        production_run_id=run.id,
-                        advertisement_key=key.advertisement_key,
-                        sealed_private_key=key.sealed_private_key,
+                    Tracker.in_run(
+                        run, key.advertisement_key, now, sealed_private_key=key.sealed_private_key
                     )
                 )
             await uow.trackers.add_many(trackers)
@@ -213,13 +207,10 @@ class ImportExternalTrackers:
                     raise InvalidArgument(f"private_keys[{i}]", "given twice")
                 seen.add(public.value)
                 trackers.append(
-                    Tracker(
-                        id=new_id(),
-                        create_time=now,
-                        update_time=now,
-                        client_id=run.client_id,
-                        production_run_id=run.id,
-                        advertisement_key=public,
+                    Tracker.in_run(
+                        run,
+                        public,
+                        now,
                         sealed_private_key=self._sealer.seal(private, public.hashed),
                     )
                 )

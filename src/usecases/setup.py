@@ -185,15 +185,7 @@ class CreateLocation:
 def _tracker_from(new: NewTracker, run: ProductionRun, now: datetime) -> Tracker:
     key = AdvertisementKey(new.advertisement_key)
     check_mac_matches(new.mac_address, key)
-    return Tracker(
-        id=new_id(),
-        create_time=now,
-        update_time=now,
-        client_id=run.client_id,
-        production_run_id=run.id,
-        advertisement_key=key,
-        display_name=new.display_name,
-    )
+    return Tracker.in_run(run, key, now, display_name=new.display_name)
 
 
 class CreateTrackers:
