@@ -8,23 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 import uuid
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
 from adapters.postgres.keys import PostgresTagKeyRepository
-from adapters.postgres.migrator import migrate
+from bench.throwaway import throwaway_database
 from domain.keys import GeneratedKey, KeyBatch
 from servers.config import Settings, kek_ring
-
-ADMIN_URL = os.environ.get(
-    "TRACKER_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 
 
 async def bench(n: int) -> None:
@@ -38,49 +32,44 @@ async def bench(n: int) -> None:
         keys.append(GeneratedKey(public, sealer.seal(private, public.hashed)))
     gen_s = time.perf_counter() - t0
 
-    db = f"tracker_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    await admin.execute(f'CREATE DATABASE "{db}"')
-    conn = await asyncpg.connect(urlunsplit(urlsplit(ADMIN_URL)._replace(path="/" + db)))
-    try:
-        await migrate(conn)
-        repo = PostgresTagKeyRepository(conn)
-        now = datetime.now(UTC)
-        copy_batch = KeyBatch(id=uuid.uuid4(), label="copy", size=n, create_time=now)
-        await repo.add_batch_header(copy_batch, active)
-        t0 = time.perf_counter()
-        async with conn.transaction():
-            for start in range(0, n, 2000):
-                await repo.add_batch(copy_batch, keys[start : start + 2000], first_seq=start)
-        copy_s = time.perf_counter() - t0
-        await conn.execute("DELETE FROM tag_keys")
-        insert_batch = KeyBatch(id=uuid.uuid4(), label="insert", size=n, create_time=now)
-        await repo.add_batch_header(insert_batch, active)
-        t0 = time.perf_counter()
-        async with conn.transaction():
-            await conn.executemany(
-                "INSERT INTO tag_keys (id, batch_id, seq, mac_address, advertisement_key, "
-                "hashed_advertisement_key, private_key_ciphertext, private_key_kek_id) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                [
-                    (
-                        uuid.uuid4(),
-                        insert_batch.id,
-                        i,
-                        k.mac_address.value,
-                        k.advertisement_key.value,
-                        k.advertisement_key.hashed,
-                        k.sealed_private_key.ciphertext,
-                        active,
-                    )
-                    for i, k in enumerate(keys)
-                ],
-            )
-        insert_s = time.perf_counter() - t0
-    finally:
-        await conn.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await admin.close()
+    async with throwaway_database() as url:
+        conn = await asyncpg.connect(url)
+        try:
+            repo = PostgresTagKeyRepository(conn)
+            now = datetime.now(UTC)
+            copy_batch = KeyBatch(id=uuid.uuid4(), label="copy", size=n, create_time=now)
+            await repo.add_batch_header(copy_batch, active)
+            t0 = time.perf_counter()
+            async with conn.transaction():
+                for start in range(0, n, 2000):
+                    await repo.add_batch(copy_batch, keys[start : start + 2000], first_seq=start)
+            copy_s = time.perf_counter() - t0
+            await conn.execute("DELETE FROM tag_keys")
+            insert_batch = KeyBatch(id=uuid.uuid4(), label="insert", size=n, create_time=now)
+            await repo.add_batch_header(insert_batch, active)
+            t0 = time.perf_counter()
+            async with conn.transaction():
+                await conn.executemany(
+                    "INSERT INTO tag_keys (id, batch_id, seq, mac_address, advertisement_key, "
+                    "hashed_advertisement_key, private_key_ciphertext, private_key_kek_id) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    [
+                        (
+                            uuid.uuid4(),
+                            insert_batch.id,
+                            i,
+                            k.mac_address.value,
+                            k.advertisement_key.value,
+                            k.advertisement_key.hashed,
+                            k.sealed_private_key.ciphertext,
+                            active,
+                        )
+                        for i, k in enumerate(keys)
+                    ],
+                )
+            insert_s = time.perf_counter() - t0
+        finally:
+            await conn.close()
     print(f"keys                                  {n}")
     print(f"generate + seal (findmy, AES-GCM):    {n / gen_s:10.0f} keys/s on one core")
     print(f"store with COPY (2000 per chunk):     {n / copy_s:10.0f} keys/s")

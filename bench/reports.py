@@ -9,26 +9,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from findmy import KeyPair
 from findmy.reports.reports import LocationReport
 
-from adapters.postgres.migrator import migrate
 from adapters.postgres.reports import PostgresReportRepository
+from bench.throwaway import throwaway_database
 from domain.model import GeoPoint
 from domain.reports import Report, e7
 from simulator.crypto import PlainReport, encrypt_report
-
-ADMIN_URL = os.environ.get(
-    "TRACKER_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 
 
 async def bench(n: int) -> None:
@@ -67,50 +61,45 @@ async def bench(n: int) -> None:
         )
         for r in decrypted
     ]
-    db = f"tracker_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    await admin.execute(f'CREATE DATABASE "{db}"')
-    conn = await asyncpg.connect(urlunsplit(urlsplit(ADMIN_URL)._replace(path="/" + db)))
-    try:
-        await migrate(conn)
-        repo = PostgresReportRepository(conn)
-        t0 = time.perf_counter()
-        async with conn.transaction():
-            for start in range(0, n, 5000):
-                await repo.add_many(reports[start : start + 5000])
-        copy_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        async with conn.transaction():
-            again = 0
-            for start in range(0, n, 5000):
-                again += await repo.add_many(reports[start : start + 5000])
-        dup_s = time.perf_counter() - t0
-        await conn.execute("TRUNCATE reports")
-        t0 = time.perf_counter()
-        async with conn.transaction():
-            await conn.executemany(
-                "INSERT INTO reports (tracker_id, report_time, latitude_e7, longitude_e7, "
-                "confidence, horizontal_accuracy_m, status, source) VALUES ($1, $2, $3, $4, $5, "
-                "$6, $7, $8) ON CONFLICT DO NOTHING",
-                [
-                    (
-                        r.tracker_id,
-                        r.report_time,
-                        e7(r.position.latitude),
-                        e7(r.position.longitude),
-                        r.confidence,
-                        r.horizontal_accuracy_m,
-                        r.status,
-                        r.source,
-                    )
-                    for r in reports
-                ],
-            )
-        insert_s = time.perf_counter() - t0
-    finally:
-        await conn.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await admin.close()
+    async with throwaway_database() as url:
+        conn = await asyncpg.connect(url)
+        try:
+            repo = PostgresReportRepository(conn)
+            t0 = time.perf_counter()
+            async with conn.transaction():
+                for start in range(0, n, 5000):
+                    await repo.add_many(reports[start : start + 5000])
+            copy_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            async with conn.transaction():
+                again = 0
+                for start in range(0, n, 5000):
+                    again += await repo.add_many(reports[start : start + 5000])
+            dup_s = time.perf_counter() - t0
+            await conn.execute("TRUNCATE reports")
+            t0 = time.perf_counter()
+            async with conn.transaction():
+                await conn.executemany(
+                    "INSERT INTO reports (tracker_id, report_time, latitude_e7, longitude_e7, "
+                    "confidence, horizontal_accuracy_m, status, source) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                    [
+                        (
+                            r.tracker_id,
+                            r.report_time,
+                            e7(r.position.latitude),
+                            e7(r.position.longitude),
+                            r.confidence,
+                            r.horizontal_accuracy_m,
+                            r.status,
+                            r.source,
+                        )
+                        for r in reports
+                    ],
+                )
+            insert_s = time.perf_counter() - t0
+        finally:
+            await conn.close()
     print(f"reports                                 {n}")
     print(f"decrypted (findmy, one core):         {n / decrypt_s:10.0f} reports/s")
     print(f"stored with COPY + ON CONFLICT:       {n / copy_s:10.0f} reports/s")
