@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from domain.errors import DomainError
 from domain.model import AdvertisementKey, SealedSecret
@@ -18,6 +19,8 @@ class TrackerKey:
     tracker_id: uuid.UUID
     advertisement_key: AdvertisementKey
     sealed_private_key: SealedSecret = field(repr=False)
+    since: datetime | None = None
+    """Ask for this key's reports from here (the latest one we hold); None: the request's."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self, TypeVar
 
@@ -27,6 +27,13 @@ from domain.model import (
 )
 from domain.pagination import Page, PageRequest
 from domain.reports import Report
+from domain.scheduling import (
+    ClaimBatch,
+    FetchState,
+    QueueEntry,
+    QueueStats,
+    SyncResult,
+)
 
 E = TypeVar("E", bound=Entity)
 F_contra = TypeVar("F_contra", contravariant=True)
@@ -153,6 +160,24 @@ class ReportRepository(Protocol):
         ...
 
 
+class FetchStateRepository(Protocol):
+    """The fetcher's view of PostgreSQL."""
+
+    async def active_targets(self, now: datetime) -> list[tuple[uuid.UUID, FetchState | None]]:
+        """Trackers of runs active at ``now`` that have a private key, with their saved state."""
+        ...
+
+    async def keys_for(
+        self, ids: Sequence[uuid.UUID], now: datetime, floor: datetime
+    ) -> list[tuple[TrackerKey, datetime | None]]:
+        """Keys of those of ``ids`` still active, each with its latest report time (>= floor)."""
+        ...
+
+    async def save_many(self, states: Sequence[tuple[uuid.UUID, FetchState]]) -> None: ...
+
+    async def get(self, tracker_id: uuid.UUID) -> FetchState | None: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over the repositories; rolled back unless ``commit`` was awaited."""
 
@@ -165,6 +190,7 @@ class UnitOfWork(Protocol):
     refresh_tokens: RefreshTokenRepository
     tag_keys: TagKeyRepository
     reports: ReportRepository
+    fetch_states: FetchStateRepository
 
     async def __aenter__(self) -> Self: ...
 
@@ -265,3 +291,75 @@ class DependencyProbe(Protocol):
     async def check(self) -> None:
         """Return if the dependency answers; raise anything otherwise."""
         ...
+
+
+class FetchQueue(Protocol):
+    """The shared queue of trackers to fetch, ordered by due time (Redis). Every method is
+    atomic; connection failures raise DependencyUnavailable."""
+
+    async def claim(self, worker: str, limit: int, now: datetime, lease: timedelta) -> ClaimBatch:
+        """Up to ``limit`` due trackers, most overdue first, leased to ``worker``. Claims of
+        dead workers and expired leases go back to the queue first."""
+        ...
+
+    async def complete(self, worker: str, done: Sequence[tuple[uuid.UUID, FetchState]]) -> int:
+        """Requeue ``worker``'s claims at their state's ``next_due``; claims it no longer
+        holds (reclaimed, or removed from the queue) are left alone. Returns how many."""
+        ...
+
+    async def heartbeat(self, worker: str, alive_until: datetime) -> None: ...
+
+    async def leave(self, worker: str, now: datetime) -> int:
+        """A clean stop: ``worker``'s claims go back to the queue, due now."""
+        ...
+
+    async def members(self) -> set[uuid.UUID]:
+        """Every tracker queued or claimed."""
+        ...
+
+    async def add_missing(self, entries: Sequence[tuple[uuid.UUID, datetime, FetchState]]) -> int:
+        """Queue those entries that are neither queued nor claimed; returns how many."""
+        ...
+
+    async def remove(self, ids: Sequence[uuid.UUID]) -> int: ...
+
+    async def mark_synced(self, now: datetime) -> None:
+        """Record that the queue holds the whole active fleet (``lost`` turns false)."""
+        ...
+
+    async def try_lock_sync(self, worker: str, ttl: timedelta) -> bool: ...
+
+    async def unlock_sync(self, worker: str) -> None: ...
+
+    async def stats(self, now: datetime) -> QueueStats: ...
+
+    async def entry(self, tracker_id: uuid.UUID) -> QueueEntry | None: ...
+
+
+class AccountGate(Protocol):
+    """One request at a time per source account, across every fetcher process, and a
+    minimum gap between requests (Redis)."""
+
+    async def acquire(self, account: str, holder: str, now: datetime, hold: timedelta) -> float:
+        """0 if ``holder`` now holds the account (for at most ``hold``), else seconds to wait."""
+        ...
+
+    async def release(self, account: str, holder: str, next_allowed: datetime) -> None: ...
+
+
+class FetchMetrics(Protocol):
+    """What the fetcher reports about its work (Prometheus in production)."""
+
+    def claimed(self, n: int) -> None: ...
+
+    def request(self, account: str, outcome: str, seconds: float) -> None: ...
+
+    def finished(self, result: str, factor: int) -> None: ...
+
+    def reports(self, fetched: int, stored: int, malformed: int) -> None: ...
+
+    def queue(self, stats: QueueStats) -> None: ...
+
+    def synced(self, reason: str, result: SyncResult) -> None: ...
+
+    def error(self, kind: str) -> None: ...

@@ -35,7 +35,7 @@ import hmac
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -49,6 +49,7 @@ from domain.errors import (
     NotFound,
     Unauthenticated,
 )
+from domain.fetching import TrackerKey
 from domain.keys import PRIVATE_KEY_LENGTH, GeneratedKey, KeyBatch, TagKey
 from domain.model import (
     AdvertisementKey,
@@ -66,6 +67,7 @@ from domain.ports import (
     BrandRepository,
     ClientFilter,
     ClientRepository,
+    FetchStateRepository,
     LocationFilter,
     LocationRepository,
     ProductionRunFilter,
@@ -79,6 +81,13 @@ from domain.ports import (
     UserRepository,
 )
 from domain.reports import Report
+from domain.scheduling import (
+    Claim,
+    ClaimBatch,
+    FetchState,
+    QueueEntry,
+    QueueStats,
+)
 
 
 class _Filter(Protocol):
@@ -123,6 +132,7 @@ class FakeTables:
     key_batches: dict[uuid.UUID, StoredKeyBatch] = field(default_factory=dict)
     tag_keys: dict[uuid.UUID, StoredTagKey] = field(default_factory=dict)
     reports: dict[ReportIdentity, Report] = field(default_factory=dict)
+    fetch_states: dict[uuid.UUID, FetchState] = field(default_factory=dict)
 
     def copy(self) -> FakeTables:
         return FakeTables(**{f.name: dict(getattr(self, f.name)) for f in dataclasses.fields(self)})
@@ -612,6 +622,52 @@ class FakeReportRepository:
         return sum(1 for r in self._rows.values() if r.tracker_id == tracker_id)
 
 
+class FakeFetchStateRepository:
+    """The fetcher's view (adapter: ``adapters.postgres.fetching``): active trackers are those
+    with a private key whose run is active; states of deleted trackers are not saved."""
+
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    def _active(self, now: datetime) -> list[Tracker]:
+        t = self._uow.tables
+        return [
+            tr
+            for tr in t.trackers.values()
+            if tr.sealed_private_key is not None
+            and tr.production_run_id in t.production_runs
+            and t.production_runs[tr.production_run_id].is_active(now)
+        ]
+
+    async def active_targets(self, now: datetime) -> list[tuple[uuid.UUID, FetchState | None]]:
+        states = self._uow.tables.fetch_states
+        return [(tr.id, states.get(tr.id)) for tr in self._active(now)]
+
+    async def keys_for(
+        self, ids: Sequence[uuid.UUID], now: datetime, floor: datetime
+    ) -> list[tuple[TrackerKey, datetime | None]]:
+        wanted = set(ids)
+        out = []
+        for tr in self._active(now):
+            if tr.id in wanted and tr.sealed_private_key is not None:
+                times = [
+                    r.report_time
+                    for r in self._uow.tables.reports.values()
+                    if r.tracker_id == tr.id and r.report_time >= floor
+                ]
+                key = TrackerKey(tr.id, tr.advertisement_key, tr.sealed_private_key)
+                out.append((key, max(times) if times else None))
+        return out
+
+    async def save_many(self, states: Sequence[tuple[uuid.UUID, FetchState]]) -> None:
+        for tracker_id, state in states:
+            if tracker_id in self._uow.tables.trackers:
+                self._uow.tables.fetch_states[tracker_id] = state
+
+    async def get(self, tracker_id: uuid.UUID) -> FetchState | None:
+        return self._uow.tables.fetch_states.get(tracker_id)
+
+
 class FakeUnitOfWork:
     """A transaction: a private copy of the committed state, published by ``commit``."""
 
@@ -625,6 +681,7 @@ class FakeUnitOfWork:
     refresh_tokens: RefreshTokenRepository
     tag_keys: TagKeyRepository
     reports: ReportRepository
+    fetch_states: FetchStateRepository
 
     def __init__(self, factory: FakeUnitOfWorkFactory) -> None:
         self._factory = factory
@@ -650,6 +707,7 @@ class FakeUnitOfWork:
         self.refresh_tokens = FakeRefreshTokenRepository(self)
         self.tag_keys = FakeTagKeyRepository(self)
         self.reports = FakeReportRepository(self)
+        self.fetch_states = FakeFetchStateRepository(self)
         return self
 
     async def commit(self) -> None:
@@ -863,3 +921,147 @@ class FakeProbe:
                 raise
         if self._error is not None:
             raise self._error
+
+
+class FakeFetchQueue:
+    """The Redis queue's contract (``adapters.redis.queue``) in memory: claims take the lowest
+    due times first, ties by id; dead workers' claims and expired leases go back due now."""
+
+    def __init__(self, worker_ttl: timedelta = timedelta(seconds=15)) -> None:
+        self.due: dict[uuid.UUID, datetime] = {}
+        self.leases: dict[uuid.UUID, datetime] = {}
+        self.owner: dict[uuid.UUID, str] = {}
+        self.workers: dict[str, datetime] = {}
+        self.meta: dict[uuid.UUID, FetchState] = {}
+        self.synced: datetime | None = None
+        self.sync_lock: str | None = None
+        self.worker_ttl = worker_ttl
+
+    def _back(self, tracker_id: uuid.UUID, now: datetime) -> None:
+        self.leases.pop(tracker_id, None)
+        self.owner.pop(tracker_id, None)
+        self.due[tracker_id] = now
+
+    async def claim(self, worker: str, limit: int, now: datetime, lease: timedelta) -> ClaimBatch:
+        reclaimed = 0
+        for w, until in list(self.workers.items()):
+            if until < now and w != worker:
+                for m in [m for m, o in self.owner.items() if o == w]:
+                    self._back(m, now)
+                    reclaimed += 1
+                del self.workers[w]
+        self.workers[worker] = now + self.worker_ttl
+        for m, until in list(self.leases.items()):
+            if until < now:
+                self._back(m, now)
+                reclaimed += 1
+        ready = sorted((d, str(m), m) for m, d in self.due.items() if d <= now)[:limit]
+        claims = []
+        for d, _, m in ready:
+            del self.due[m]
+            self.leases[m] = now + lease
+            self.owner[m] = worker
+            claims.append(Claim(m, d, self.meta.get(m, FetchState())))
+        head = min(self.due.values(), default=None)
+        return ClaimBatch(claims, head, lost=self.synced is None, reclaimed=reclaimed)
+
+    async def complete(self, worker: str, done: Sequence[tuple[uuid.UUID, FetchState]]) -> int:
+        n = 0
+        for m, state in done:
+            if self.owner.get(m) == worker:
+                assert state.next_due is not None
+                del self.owner[m]
+                del self.leases[m]
+                self.due[m] = state.next_due
+                self.meta[m] = state
+                n += 1
+        return n
+
+    async def heartbeat(self, worker: str, alive_until: datetime) -> None:
+        self.workers[worker] = alive_until
+
+    async def leave(self, worker: str, now: datetime) -> int:
+        mine = [m for m, o in self.owner.items() if o == worker]
+        for m in mine:
+            self._back(m, now)
+        self.workers.pop(worker, None)
+        return len(mine)
+
+    async def members(self) -> set[uuid.UUID]:
+        return set(self.due) | set(self.leases)
+
+    async def add_missing(self, entries: Sequence[tuple[uuid.UUID, datetime, FetchState]]) -> int:
+        n = 0
+        for m, due, state in entries:
+            if m not in self.due and m not in self.leases:
+                self.due[m] = due
+                self.meta[m] = state
+                n += 1
+        return n
+
+    async def remove(self, ids: Sequence[uuid.UUID]) -> int:
+        n = 0
+        for m in ids:
+            n += (self.due.pop(m, None) is not None) + (self.leases.pop(m, None) is not None)
+            self.owner.pop(m, None)
+            self.meta.pop(m, None)
+        return n
+
+    async def mark_synced(self, now: datetime) -> None:
+        self.synced = now
+
+    async def try_lock_sync(self, worker: str, ttl: timedelta) -> bool:
+        if self.sync_lock is not None:
+            return False
+        self.sync_lock = worker
+        return True
+
+    async def unlock_sync(self, worker: str) -> None:
+        if self.sync_lock == worker:
+            self.sync_lock = None
+
+    async def stats(self, now: datetime) -> QueueStats:
+        return QueueStats(
+            queued=len(self.due),
+            due_now=sum(1 for d in self.due.values() if d <= now),
+            claimed=len(self.leases),
+            workers=sum(1 for d in self.workers.values() if d >= now),
+            oldest_due=min(self.due.values(), default=None),
+        )
+
+    async def entry(self, tracker_id: uuid.UUID) -> QueueEntry | None:
+        if tracker_id not in self.due and tracker_id not in self.leases:
+            return None
+        state = self.meta.get(tracker_id, FetchState())
+        return QueueEntry(
+            tracker_id=tracker_id,
+            queued=tracker_id in self.due,
+            claimed_by=self.owner.get(tracker_id),
+            due=self.due.get(tracker_id, state.next_due),
+            lease_until=self.leases.get(tracker_id),
+            state=state,
+        )
+
+
+class FakeAccountGate:
+    """One holder per account at a time and a earliest next request (``adapters.redis``)."""
+
+    def __init__(self) -> None:
+        self.holder: dict[str, str] = {}
+        self.next: dict[str, datetime] = {}
+        self.acquired = 0
+
+    async def acquire(self, account: str, holder: str, now: datetime, hold: timedelta) -> float:
+        allowed = self.next.get(account)
+        if allowed is not None and allowed > now:
+            return (allowed - now).total_seconds()
+        if account in self.holder:
+            return 0.001
+        self.holder[account] = holder
+        self.acquired += 1
+        return 0.0
+
+    async def release(self, account: str, holder: str, next_allowed: datetime) -> None:
+        self.next[account] = next_allowed
+        if self.holder.get(account) == holder:
+            del self.holder[account]

@@ -46,9 +46,12 @@ from domain.ports import (
 from domain.reports import Report
 
 from .fakes import (
+    FakeAccountGate,
     FakeBrandRepository,
     FakeClientRepository,
     FakeClock,
+    FakeFetchQueue,
+    FakeFetchStateRepository,
     FakeKeyPairFactory,
     FakeLocationRepository,
     FakePasswordHasher,
@@ -153,6 +156,9 @@ def a_tracker(run: ProductionRun, raw: bytes) -> Tracker:
         (ports.KeyPairFactory, FakeKeyPairFactory),
         (ports.SecretSealer, FakeSealer),
         (ports.ReportRepository, FakeReportRepository),
+        (ports.FetchStateRepository, FakeFetchStateRepository),
+        (ports.FetchQueue, FakeFetchQueue),
+        (ports.AccountGate, FakeAccountGate),
     ],
 )
 def test_fake_has_every_method_of_its_port_with_the_same_parameters(port: type, fake: type) -> None:

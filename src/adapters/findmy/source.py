@@ -106,8 +106,8 @@ class FindMyLocationSource:
                 {
                     "ownedDeviceIds": [],
                     "keyType": 1,
-                    "startDate": int(since.timestamp() * 1000),
-                    "startDateSecondary": int(since.timestamp() * 1000),
+                    "startDate": int((k.since or since).timestamp() * 1000),
+                    "startDateSecondary": int((k.since or since).timestamp() * 1000),
                     "endDate": int(until.timestamp() * 1000),
                     "primaryIds": [base64.b64encode(k.advertisement_key.hashed).decode()],
                     "secondaryIds": [],

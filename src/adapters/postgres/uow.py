@@ -8,6 +8,7 @@ from typing import Self
 
 import asyncpg
 
+from adapters.postgres.fetching import PostgresFetchStateRepository
 from adapters.postgres.keys import PostgresTagKeyRepository
 from adapters.postgres.pool import CONNECTION_ERRORS, unavailable_on_connection_error
 from adapters.postgres.reports import PostgresReportRepository
@@ -47,6 +48,7 @@ class PostgresUnitOfWork:
         self.refresh_tokens = PostgresRefreshTokenRepository(conn)
         self.tag_keys = PostgresTagKeyRepository(conn)
         self.reports = PostgresReportRepository(conn)
+        self.fetch_states = PostgresFetchStateRepository(conn)
         return self
 
     async def commit(self) -> None:

@@ -1,0 +1,142 @@
+"""What the fetcher reads from and writes to PostgreSQL: the active fleet with its saved
+fetch state (to rebuild the queue), the keys and latest report time of claimed trackers, and
+the state after each turn."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from domain.fetching import TrackerKey
+from domain.model import AdvertisementKey, SealedSecret
+from domain.scheduling import FetchResult, FetchState
+
+_ACTIVE = """
+    t.private_key_ciphertext IS NOT NULL
+    AND p.start_time <= $1 AND $1 < p.end_time
+"""
+
+
+def _state(r: asyncpg.Record) -> FetchState | None:
+    if r["factor"] is None:
+        return None
+    try:
+        result = FetchResult(r["last_result"]) if r["last_result"] else None
+    except ValueError:
+        result = None
+    return FetchState(
+        factor=r["factor"],
+        successes=r["successes"],
+        failures=r["failures"],
+        consecutive_failures=r["consecutive_failures"],
+        last_success=r["last_success_time"],
+        last_attempt=r["last_attempt_time"],
+        last_result=result,
+        next_due=r["next_due_time"],
+    )
+
+
+class PostgresFetchStateRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def active_targets(self, now: datetime) -> list[tuple[uuid.UUID, FetchState | None]]:
+        """Every tracker that should be in the queue now (its run is active and it has a
+        private key), with the state saved after its last turn, if any."""
+        rows = await self._conn.fetch(
+            f"""
+            SELECT t.id, s.factor, s.successes, s.failures, s.consecutive_failures,
+                   s.last_success_time, s.last_attempt_time, s.last_result, s.next_due_time
+            FROM production_runs p
+            JOIN trackers t ON t.production_run_id = p.id
+            LEFT JOIN fetch_state s ON s.tracker_id = t.id
+            WHERE {_ACTIVE}
+            """,
+            now,
+        )
+        return [(r["id"], _state(r)) for r in rows]
+
+    async def keys_for(
+        self, ids: Sequence[uuid.UUID], now: datetime, floor: datetime
+    ) -> list[tuple[TrackerKey, datetime | None]]:
+        """Keys of those of ``ids`` still active now, with the time of the latest report we
+        hold for each (looked at back to ``floor`` only)."""
+        rows = await self._conn.fetch(
+            f"""
+            SELECT t.id, t.advertisement_key, t.private_key_ciphertext, t.private_key_kek_id,
+                   (SELECT max(r.report_time) FROM reports r
+                     WHERE r.tracker_id = t.id AND r.report_time >= $3) AS last_report
+            FROM trackers t JOIN production_runs p ON p.id = t.production_run_id
+            WHERE t.id = ANY($2::uuid[]) AND {_ACTIVE}
+            """,
+            now,
+            list(ids),
+            floor,
+        )
+        return [
+            (
+                TrackerKey(
+                    r["id"],
+                    AdvertisementKey(bytes(r["advertisement_key"])),
+                    SealedSecret(r["private_key_kek_id"], bytes(r["private_key_ciphertext"])),
+                ),
+                r["last_report"],
+            )
+            for r in rows
+        ]
+
+    async def save_many(self, states: Sequence[tuple[uuid.UUID, FetchState]]) -> None:
+        """Upsert the states; trackers deleted meanwhile are skipped."""
+        if not states:
+            return
+        cols: list[list[object]] = [[] for _ in range(9)]
+        for tracker_id, s in states:
+            for col, value in zip(
+                cols,
+                (
+                    tracker_id,
+                    s.factor,
+                    s.successes,
+                    s.failures,
+                    s.consecutive_failures,
+                    s.last_success,
+                    s.last_attempt,
+                    s.last_result.value if s.last_result else None,
+                    s.next_due,
+                ),
+                strict=True,
+            ):
+                col.append(value)
+        await self._conn.execute(
+            """
+            INSERT INTO fetch_state AS f (tracker_id, factor, successes, failures,
+                consecutive_failures, last_success_time, last_attempt_time, last_result,
+                next_due_time)
+            SELECT u.* FROM unnest($1::uuid[], $2::smallint[], $3::bigint[], $4::bigint[],
+                $5::integer[], $6::timestamptz[], $7::timestamptz[], $8::text[],
+                $9::timestamptz[]) AS u(tracker_id, factor, successes, failures,
+                consecutive_failures, last_success_time, last_attempt_time, last_result,
+                next_due_time)
+            JOIN trackers t ON t.id = u.tracker_id
+            ON CONFLICT (tracker_id) DO UPDATE SET factor = excluded.factor,
+                successes = excluded.successes, failures = excluded.failures,
+                consecutive_failures = excluded.consecutive_failures,
+                last_success_time = excluded.last_success_time,
+                last_attempt_time = excluded.last_attempt_time,
+                last_result = excluded.last_result, next_due_time = excluded.next_due_time,
+                update_time = now()
+            """,
+            *cols,
+        )
+
+    async def get(self, tracker_id: uuid.UUID) -> FetchState | None:
+        row = await self._conn.fetchrow(
+            "SELECT factor, successes, failures, consecutive_failures, last_success_time, "
+            "last_attempt_time, last_result, next_due_time FROM fetch_state "
+            "WHERE tracker_id = $1",
+            tracker_id,
+        )
+        return None if row is None else _state(row)
