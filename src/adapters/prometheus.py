@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from domain.scheduling import QueueStats, SyncResult
 
 RPC_REQUESTS = Counter(
     "tracker_rpc_requests_total",
@@ -21,6 +24,86 @@ RPC_LATENCY = Histogram(
 DEPENDENCY_UP = Gauge(
     "tracker_dependency_up", "1 while the dependency answers its health check", ["dependency"]
 )
+
+# -- the fetcher -------------------------------------------------------------------------------
+FETCH_QUEUE = Gauge(
+    "tracker_fetch_queue_trackers",
+    "Trackers in the fetch queue, by state (queued, due_now, claimed)",
+    ["state"],
+)
+FETCH_QUEUE_LAG = Gauge(
+    "tracker_fetch_queue_lag_seconds", "How overdue the most overdue queued tracker is"
+)
+FETCH_WORKERS = Gauge("tracker_fetch_workers", "Fetchers with a live heartbeat")
+FETCH_CLAIMS = Counter("tracker_fetch_claims_total", "Trackers claimed from the queue")
+FETCH_TURNS = Counter("tracker_fetch_turns_total", "Tracker turns finished, by result", ["result"])
+FETCH_BACKOFF = Histogram(
+    "tracker_fetch_backoff_factor",
+    "Backoff factor of trackers when requeued (1: healthy)",
+    buckets=(1, 2, 4, 8, 16, 32),
+)
+FETCH_REQUESTS = Counter(
+    "tracker_fetch_requests_total",
+    "Requests to the source, by account and outcome",
+    ["account", "outcome"],
+)
+FETCH_REQUEST_SECONDS = Histogram(
+    "tracker_fetch_request_seconds",
+    "Duration of requests to the source, decryption included",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+FETCH_REPORTS = Counter(
+    "tracker_fetch_reports_total",
+    "Reports fetched, by fate (fetched, stored, malformed)",
+    ["fate"],
+)
+FETCH_ERRORS = Counter("tracker_fetch_errors_total", "Fetcher errors, by kind", ["kind"])
+FETCH_SYNCS = Counter(
+    "tracker_fetch_queue_syncs_total",
+    "Rebuilds of the queue from PostgreSQL, by reason",
+    ["reason"],
+)
+FETCH_SYNC_CHANGES = Counter(
+    "tracker_fetch_queue_sync_changes_total", "Trackers added or removed by rebuilds", ["change"]
+)
+
+
+class PrometheusFetchMetrics:
+    """``FetchMetrics`` on the process's Prometheus registry."""
+
+    def claimed(self, n: int) -> None:
+        FETCH_CLAIMS.inc(n)
+
+    def request(self, account: str, outcome: str, seconds: float) -> None:
+        FETCH_REQUESTS.labels(account, outcome).inc()
+        FETCH_REQUEST_SECONDS.observe(seconds)
+
+    def finished(self, result: str, factor: int) -> None:
+        FETCH_TURNS.labels(result).inc()
+        FETCH_BACKOFF.observe(factor)
+
+    def reports(self, fetched: int, stored: int, malformed: int) -> None:
+        FETCH_REPORTS.labels("fetched").inc(fetched)
+        FETCH_REPORTS.labels("stored").inc(stored)
+        FETCH_REPORTS.labels("malformed").inc(malformed)
+
+    def queue(self, stats: QueueStats) -> None:
+        FETCH_QUEUE.labels("queued").set(stats.queued)
+        FETCH_QUEUE.labels("due_now").set(stats.due_now)
+        FETCH_QUEUE.labels("claimed").set(stats.claimed)
+        FETCH_WORKERS.set(stats.workers)
+        lag = 0.0
+        if stats.oldest_due is not None:
+            lag = max(0.0, (datetime.now(UTC) - stats.oldest_due).total_seconds())
+        FETCH_QUEUE_LAG.set(lag)
+
+    def synced(self, reason: str, result: SyncResult) -> None:
+        FETCH_SYNCS.labels(reason).inc()
+        FETCH_SYNC_CHANGES.labels("added").inc(result.added)
+        FETCH_SYNC_CHANGES.labels("removed").inc(result.removed)
+
+    def error(self, kind: str) -> None:
+        FETCH_ERRORS.labels(kind).inc()
 
 
 class MetricsServer:

@@ -1,5 +1,6 @@
-"""Composition root of the all-in-one process for a laptop: collector, query and health, and
-with ``--demo true`` the Find My simulator with moving demo trackers (``make run``)."""
+"""Composition root of the all-in-one process for a laptop: collector, query and health, the
+fetcher when Find My accounts are configured, and with ``--demo true`` the Find My simulator
+with moving demo trackers fetched by the real fetcher (``make run``)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ from collections.abc import Sequence
 from servers import endpoints
 from servers.config import Settings
 from servers.demo import Demo
+from servers.fetcher import Fetcher
 from servers.runtime import Background, main_for
 
 
 def background(settings: Settings) -> list[Background]:
-    return [Demo(settings)] if settings.demo else []
+    """The demo (simulator + fetcher on it), or the fetcher when accounts are configured."""
+    if settings.demo:
+        return [Demo(settings)]
+    return [Fetcher(settings)] if settings.findmy_account_file else []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,7 @@ import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import yaml
 
@@ -58,7 +58,12 @@ class Settings:
     kek_ring_file: str = _opt("", "file holding the KEK ring (a mounted Secret); wins")
     kek_active_id: str = _opt("", "KEK id that seals new keys (default: the ring's first)")
     findmy_account_file: str = _opt(
-        "", "findmy account session JSON (from 'trackerctl findmy login'); holds a password"
+        "",
+        "findmy account session JSON files (from 'trackerctl findmy login'), comma-separated, "
+        "or directories of them: one per Apple account of the fetcher's pool; hold passwords",
+    )
+    anisette_server: str = _opt(
+        "", "Anisette server URL for every account (overrides the sessions')", env="ANISETTE_SERVER"
     )
     findmy_fetch_url: str = _opt(
         "https://gateway.icloud.com/findmyservice/v2/fetch",
@@ -66,6 +71,37 @@ class Settings:
     )
     findmy_timeout_s: float = _opt(30.0, "seconds one Find My fetch may take")
     max_keys_per_batch: int = _opt(64, "tracker keys per Find My request", env="MAX_KEYS_PER_BATCH")
+    request_interval_hours: float = _opt(
+        0.25,
+        "hours between two fetches of one tracker (backoff multiplies it)",
+        env="REQUEST_INTERVAL_HOURS",
+    )
+    fetch_interval_s: float = _opt(
+        1.0, "minimum seconds between two requests on one Find My account", env="FETCH_INTERVAL"
+    )
+    max_report_age_days: float = _opt(
+        7.0, "a fetch never asks for reports older than this", env="MAX_REPORT_AGE_DAYS"
+    )
+    max_backoff_factor: int = _opt(16, "cap of the backoff factor (a power of two)")
+    fetch_lease_s: float = _opt(120.0, "seconds a fetcher may hold a claim")
+    fetch_heartbeat_s: float = _opt(5.0, "seconds between a fetcher's heartbeats")
+    fetch_worker_ttl_s: float = _opt(
+        15.0, "a fetcher silent this long is dead and its claims are reclaimed"
+    )
+    fetch_queue_check_s: float = _opt(
+        60.0, "seconds between checks of the queue against PostgreSQL (runs started or ended)"
+    )
+    fetch_queue_prefix: str = _opt("fetch", "prefix of the fetch queue's Redis keys")
+    fetch_account_cooldown_max_s: float = _opt(
+        1800.0, "longest pause of an account after errors (Retry-After is capped here)"
+    )
+    db_host: str = _opt("", "overrides the host of database_url", env="DB_HOST")
+    db_port: int = _opt(0, "overrides the port of database_url (0: keep)", env="DB_PORT")
+    db_name: str = _opt("", "overrides the database of database_url", env="DB_NAME")
+    db_user: str = _opt("", "overrides the user of database_url", env="DB_USER")
+    db_password: str = _opt(
+        "", "overrides the password of database_url", env="DB_PASSWORD", secret=True
+    )
     demo: bool = _opt(
         False,
         "all-in-one only: run the Find My simulator with demo trackers "
@@ -195,11 +231,36 @@ def from_sources(cli: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
             sources[name] = "--" + name.replace("_", "-")
             values[name] = _coerce(name, cli[name], typ, sources[name])
     settings = Settings(**values)
+    if any(
+        (
+            settings.db_host,
+            settings.db_port,
+            settings.db_name,
+            settings.db_user,
+            settings.db_password,
+        )
+    ):
+        settings = dataclasses.replace(settings, database_url=compose_database_url(settings))
     for name, check in _CHECKS.items():
         problem = check(getattr(settings, name))
         if problem:
             raise ConfigError(f"{sources.get(name, 'default')}: {name} {problem}")
     return settings
+
+
+def compose_database_url(s: Settings) -> str:
+    """``database_url`` with the parts the seed's DB_HOST/DB_PORT/DB_NAME/DB_USER/DB_PASSWORD
+    set replaced (they win over the URL's; the rest of the URL stays)."""
+    parts = urlsplit(s.database_url)
+    user = s.db_user or (parts.username or "")
+    password = s.db_password or (parts.password or "")
+    host = s.db_host or (parts.hostname or "")
+    port = s.db_port or parts.port
+    creds = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+    hostport = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    netloc = f"{creds}@{hostport}" if creds else hostport
+    path = "/" + s.db_name if s.db_name else parts.path
+    return urlunsplit(parts._replace(netloc=netloc, path=path))
 
 
 def _port(v: int) -> str | None:
@@ -239,6 +300,23 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "demo_fetch_interval_s": _positive,
     "max_keys_per_batch": lambda v: None if 1 <= v <= 64 else "must be within 1..64",
     "refresh_token_ttl_s": _positive,
+    "request_interval_hours": _positive,
+    "fetch_interval_s": _not_negative,
+    "max_report_age_days": _positive,
+    "max_backoff_factor": lambda v: (
+        None if v >= 1 and not v & (v - 1) else "must be a power of two >= 1"
+    ),
+    "fetch_lease_s": _positive,
+    "fetch_heartbeat_s": _positive,
+    "fetch_worker_ttl_s": _positive,
+    "fetch_queue_check_s": _positive,
+    "fetch_account_cooldown_max_s": _positive,
+    "db_port": _port,
+    "fetch_queue_prefix": lambda v: (
+        None
+        if v and len(v) <= 64 and v.replace("-", "").replace("_", "").replace(":", "").isalnum()
+        else "must be 1..64 letters, digits, '-', '_' or ':'"
+    ),
 }
 
 # Used only in development, never in production: tokens signed with it are worthless.

@@ -9,6 +9,7 @@ from dependency_injector import containers, providers
 from adapters.clock import SystemClock
 from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer, UserServicer
 from adapters.grpc.errors import DomainErrorInterceptor
+from adapters.grpc.fetching import FetchQueryServicer
 from adapters.grpc.health import HealthReporter
 from adapters.grpc.keys import KeyQueryServicer, KeyServicer
 from adapters.grpc.reports import ReportServicer
@@ -16,10 +17,13 @@ from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
 from adapters.postgres.pool import PostgresProbe, pool_resource
 from adapters.postgres.uow import PostgresUnitOfWorkFactory
+from adapters.prometheus import PrometheusFetchMetrics
 from adapters.redis.client import RedisProbe, redis_resource
+from adapters.redis.queue import RedisAccountGate, RedisFetchQueue
 from adapters.security import Argon2PasswordHasher, JwtTokenCodec
 from servers.config import Settings, kek_ring, signing_key
 from usecases.access import AccessUseCases, TokenPolicy
+from usecases.fetching import FetchStateQueries
 from usecases.health import CheckDependencies
 from usecases.keys import KeyUseCases
 from usecases.reports import IngestReports
@@ -33,6 +37,7 @@ USER_QUERY_SERVICE = "tracker.v1.UserQueryService"
 KEY_SERVICE = "tracker.v1.KeyService"
 KEY_QUERY_SERVICE = "tracker.v1.KeyQueryService"
 REPORT_SERVICE = "tracker.v1.ReportService"
+FETCH_QUERY_SERVICE = "tracker.v1.FetchQueryService"
 
 # Which dependencies each gRPC service needs to be SERVING.
 SERVICE_DEPENDENCIES = {
@@ -48,6 +53,7 @@ SERVICE_DEPENDENCIES = {
         REPORT_SERVICE,
     )
 }
+SERVICE_DEPENDENCIES[FETCH_QUERY_SERVICE] = ("postgres", "redis")
 
 
 def _sealer(settings: Settings) -> AesGcmSealer:
@@ -124,3 +130,19 @@ class Container(containers.DeclarativeContainer):
     key_query_servicer = providers.Singleton(KeyQueryServicer, key_usecases)
     ingest_reports = providers.Singleton(IngestReports, uow=uow_factory, clock=clock)
     report_servicer = providers.Singleton(ReportServicer, ingest_reports)
+
+    # -- the fetcher's queue (Redis) and its admin view
+    fetch_queue = providers.Singleton(
+        RedisFetchQueue,
+        redis,
+        prefix=settings.provided.fetch_queue_prefix,
+        worker_ttl=providers.Callable(_seconds, settings.provided.fetch_worker_ttl_s),
+    )
+    account_gate = providers.Singleton(
+        RedisAccountGate, redis, prefix=settings.provided.fetch_queue_prefix
+    )
+    fetch_metrics = providers.Singleton(PrometheusFetchMetrics)
+    fetch_state_queries = providers.Singleton(
+        FetchStateQueries, uow=uow_factory, queue=fetch_queue, clock=clock
+    )
+    fetch_query_servicer = providers.Singleton(FetchQueryServicer, fetch_state_queries)

@@ -1,11 +1,11 @@
 """The laptop demo of the all-in-one process (``make run``): our Find My simulator on
-loopback, a demo client with a run, a storage and a delivery place and five moving tags, and a
-fetch every few seconds, so a newcomer sees reports arrive within a minute. Idempotent: a
-second start reuses the demo client and only sends its tags on a new journey."""
+loopback, a demo client with a run, a storage and a delivery place and five moving tags, and
+the real fetcher (Redis queue, leases, backoff) against the simulator with a short interval,
+so a newcomer sees reports arrive within a minute. Idempotent: a second start reuses the demo
+client and only sends its tags on a new journey."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from datetime import timedelta
@@ -15,15 +15,15 @@ from findmy.reports.account import AsyncAppleAccount
 
 from adapters.findmy.source import FindMyLocationSource
 from domain.access import Principal
-from domain.fetching import SourceError
 from domain.model import GeoPoint, LocationKind
 from domain.pagination import PageRequest
 from domain.ports import ClientFilter, ProductionRunFilter, TrackerFilter
 from servers.config import Settings
 from servers.container import Container
+from servers.fetcher import Fetcher
 from simulator.server import FETCH_PATH, Simulator, start
 from simulator.trajectory import Journey
-from usecases.fetching import FetchRunReports
+from usecases.fetching import Account
 from usecases.setup import NewBrand, NewClient, NewLocation, NewProductionRun
 
 log = logging.getLogger("tracker.demo")
@@ -40,7 +40,7 @@ class Demo:
         self._sim = Simulator(keep=50, seed=1)
         self._runner: web.AppRunner | None = None
         self._source: FindMyLocationSource | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._fetcher: Fetcher | None = None
 
     async def start(self, container: Container) -> None:
         self._runner = await start(self._sim, "127.0.0.1", self._settings.demo_simulator_port)
@@ -64,10 +64,12 @@ class Demo:
             fetch_url=self._sim.base_url + FETCH_PATH,
             timeout_s=10,
         )
-        fetch = FetchRunReports(
-            await container.uow_factory.async_(), self._source, container.clock()
+        self._fetcher = Fetcher(
+            self._settings,
+            accounts=[Account("demo-simulator", self._source)],
+            interval=timedelta(seconds=self._settings.demo_fetch_interval_s),
         )
-        self._task = asyncio.create_task(self._loop(fetch, run_id), name="demo-fetch")
+        await self._fetcher.start(container)
         log.info(
             "demo running",
             extra={
@@ -76,20 +78,6 @@ class Demo:
                 "trackers": len(tags),
             },
         )
-
-    async def _loop(self, fetch: FetchRunReports, run_id: uuid.UUID) -> None:
-        while True:
-            try:
-                s = await fetch(Principal.system(), run_id)
-                log.info(
-                    "demo fetch",
-                    extra={"reports": s.reports, "new": s.stored, "requests": s.requests},
-                )
-            except SourceError as exc:
-                log.warning("demo fetch failed", extra={"error": str(exc)})
-            except Exception:
-                log.exception("demo fetch failed")
-            await asyncio.sleep(self._settings.demo_fetch_interval_s)
 
     async def _seed(self, container: Container) -> tuple[uuid.UUID, list[bytes]]:
         """The demo run's id and its tags' advertisement keys, creating them the first time."""
@@ -136,9 +124,8 @@ class Demo:
         return run.id, [t.advertisement_key.value for t in trackers.items]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._fetcher is not None:
+            await self._fetcher.stop()
         if self._source is not None:
             await self._source.close()
         if self._runner is not None:

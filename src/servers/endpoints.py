@@ -10,6 +10,7 @@ import grpc
 from servers.config import Settings
 from servers.container import (
     AUTH_SERVICE,
+    FETCH_QUERY_SERVICE,
     KEY_QUERY_SERVICE,
     KEY_SERVICE,
     REPORT_SERVICE,
@@ -22,6 +23,7 @@ from servers.container import (
 from servers.runtime import Endpoint, Registrar
 from tracker.v1 import (
     auth_service_pb2_grpc,
+    fetch_query_service_pb2_grpc,
     key_query_service_pb2_grpc,
     key_service_pb2_grpc,
     report_service_pb2_grpc,
@@ -72,6 +74,11 @@ key_query_service = _service(
 report_service = _service(
     report_service_pb2_grpc.add_ReportServiceServicer_to_server, "report_servicer", REPORT_SERVICE
 )
+fetch_query_service = _service(
+    fetch_query_service_pb2_grpc.add_FetchQueryServiceServicer_to_server,
+    "fetch_query_servicer",
+    FETCH_QUERY_SERVICE,
+)
 
 
 def collector(s: Settings) -> Endpoint:
@@ -84,7 +91,9 @@ def collector(s: Settings) -> Endpoint:
 
 def query(s: Settings) -> Endpoint:
     return Endpoint(
-        "query", s.query_port, [setup_query_service, user_query_service, key_query_service]
+        "query",
+        s.query_port,
+        [setup_query_service, user_query_service, key_query_service, fetch_query_service],
     )
 
 

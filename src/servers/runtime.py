@@ -184,6 +184,10 @@ def main_for(
         )
     try:
         asyncio.run(serve(settings, endpoints(settings), background(settings)))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        log.error("cannot start", extra={"error": str(exc)})
+        return 2
     except RuntimeError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from domain.access import Principal, require_manage
+from domain.access import Principal, require_admin, require_manage
 from domain.errors import DependencyUnavailable, DomainError, FailedPrecondition
 from domain.fetching import FetchOutcome, SourceError, TrackerKey
 from domain.model import Tracker
@@ -32,6 +32,7 @@ from domain.scheduling import (
     FetchPolicy,
     FetchResult,
     FetchState,
+    QueueEntry,
     QueueStats,
     SyncResult,
 )
@@ -462,3 +463,25 @@ class FetchWorker:
             except Exception:
                 log.exception("queue sync failed")
                 await self._sleep(wait)
+
+
+class FetchStateQueries:
+    """The admin's view of the fetcher: one tracker's place and counts, the whole queue."""
+
+    def __init__(self, uow: UnitOfWorkFactory, queue: FetchQueue, clock: Clock) -> None:
+        self._uow, self._queue, self._clock = uow, queue, clock
+
+    async def tracker(self, caller: Principal, tracker_id: uuid.UUID) -> QueueEntry:
+        require_admin(caller, "reading fetch state")
+        async with self._uow() as uow:
+            await uow.trackers.get(tracker_id)  # NotFound for an unknown tracker
+            saved = await uow.fetch_states.get(tracker_id)
+        entry = await self._queue.entry(tracker_id)
+        if entry is not None:
+            return entry
+        state = saved or FetchState()
+        return QueueEntry(tracker_id, False, None, state.next_due, None, state)
+
+    async def queue(self, caller: Principal) -> QueueStats:
+        require_admin(caller, "reading the fetch queue")
+        return await self._queue.stats(self._clock.now())

@@ -41,8 +41,35 @@ SAMPLES: dict[str, Any] = {
     "demo_fetch_interval_s": 2.5,
     "access_token_ttl_s": 60.0,
     "refresh_token_ttl_s": 3600.0,
+    "anisette_server": "http://anisette.internal:6969",
+    "request_interval_hours": 1.0,
+    "fetch_interval_s": 2.0,
+    "max_report_age_days": 3.0,
+    "max_backoff_factor": 32,
+    "fetch_lease_s": 60.0,
+    "fetch_heartbeat_s": 2.0,
+    "fetch_worker_ttl_s": 6.0,
+    "fetch_queue_check_s": 30.0,
+    "fetch_queue_prefix": "fetch-eu",
+    "fetch_account_cooldown_max_s": 600.0,
+    "db_host": "db.internal",
+    "db_port": 6432,
+    "db_name": "tracker_eu",
+    "db_user": "fetcher",
+    "db_password": "s3cret",
 }
-SEED_NAMES = {"max_keys_per_batch": "MAX_KEYS_PER_BATCH"}
+SEED_NAMES = {
+    "max_keys_per_batch": "MAX_KEYS_PER_BATCH",
+    "anisette_server": "ANISETTE_SERVER",
+    "request_interval_hours": "REQUEST_INTERVAL_HOURS",
+    "fetch_interval_s": "FETCH_INTERVAL",
+    "max_report_age_days": "MAX_REPORT_AGE_DAYS",
+    "db_host": "DB_HOST",
+    "db_port": "DB_PORT",
+    "db_name": "DB_NAME",
+    "db_user": "DB_USER",
+    "db_password": "DB_PASSWORD",
+}
 SECRETS = {f.name for f in dataclasses.fields(Settings) if f.metadata.get("secret")}
 FIELDS = [f.name for f in dataclasses.fields(Settings)]
 
@@ -81,7 +108,29 @@ def test_every_setting_can_come_from_each_source(tmp_path: pathlib.Path, name: s
     from_cli = from_sources(cli_args(flag(name), str(value)), {})
     for settings in (from_yaml, from_env, from_cli):
         assert getattr(settings, name) == value
-        assert dataclasses.replace(settings, **{name: getattr(Settings(), name)}) == Settings()
+        reset = {name: getattr(Settings(), name)}
+        if name in DB_PARTS:  # they rewrite database_url (tested below)
+            reset["database_url"] = Settings().database_url
+        assert dataclasses.replace(settings, **reset) == Settings()
+
+
+DB_PARTS = {"db_host", "db_port", "db_name", "db_user", "db_password"}
+
+
+def test_the_seeds_db_variables_rewrite_parts_of_the_database_url() -> None:
+    base = {"TRACKER_DATABASE_URL": "postgresql://app:pw@db1:5432/tracker?sslmode=require"}
+    assert from_sources({}, {**base, "DB_HOST": "db2"}).database_url == (
+        "postgresql://app:pw@db2:5432/tracker?sslmode=require"
+    )
+    every = {
+        "DB_HOST": "h",
+        "DB_PORT": "6432",
+        "DB_NAME": "n",
+        "DB_USER": "u@x",
+        "DB_PASSWORD": "p/w",
+    }
+    assert from_sources({}, every).database_url == "postgresql://u%40x:p%2Fw@h:6432/n"
+    assert "p%2Fw" not in str(from_sources({}, every).redacted())
 
 
 def test_yaml_overrides_defaults_env_overrides_yaml_cli_overrides_env(
