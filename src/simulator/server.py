@@ -9,7 +9,7 @@ Control API (JSON, for tests and ``make run``):
   POST /sim/faults   {"mode": "429"|"500"|"401"|"empty"|"slow"|"garbage", "count": n,
                       "retry_after": s?, "delay_s": s?}               the next n fetches fail so
   GET  /sim/stats    counts of requests by outcome
-  GET  /sim/account.json   a findmy account session pointing at this simulator
+  GET  /sim/account.json?account=i   a findmy account session (account i, default 0)
 Apple keeps only the latest reports per key: at most ``--keep`` per tag are answered.
 """
 
@@ -20,8 +20,10 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import random
 import secrets
+import time
 from collections import Counter, defaultdict, deque
 from datetime import UTC, datetime
 from typing import Any
@@ -37,14 +39,39 @@ DSID = "1234567890"
 
 
 class Simulator:
-    def __init__(self, keep: int = 20, token: str | None = None, seed: int | None = None) -> None:
+    """``accounts`` Apple accounts may fetch (each its own DSID and token). Per account it
+    records the most requests it ever had in flight at once and the shortest gap between two
+    of its requests, so tests can check the fetcher's pacing. ``once``: a report is answered
+    only once (Apple's brief retention at its worst), so a fetched report that the fetcher
+    drops is gone for good. ``record``: remember when each key was asked for."""
+
+    def __init__(
+        self,
+        keep: int = 20,
+        token: str | None = None,
+        seed: int | None = None,
+        accounts: int = 1,
+        once: bool = False,
+        record: bool = False,
+    ) -> None:
         self.token = token or secrets.token_hex(16)
+        self.tokens = [self.token] + [secrets.token_hex(16) for _ in range(accounts - 1)]
         self.keep = keep
+        self.once = once
+        self.record = record
         self.payloads: dict[str, deque[bytes]] = defaultdict(lambda: deque(maxlen=keep))
         self.faults: deque[dict[str, Any]] = deque()
         self.stats: Counter[str] = Counter()
         self.base_url = ""
         self.journeys: dict[bytes, tuple[Journey, datetime]] = {}
+        self.asked: dict[str, list[float]] = defaultdict(list)
+        self.in_flight: Counter[int] = Counter()
+        self.max_in_flight: Counter[int] = Counter()
+        self.last_request: dict[int, float] = {}
+        self.min_gap_s: dict[int, float] = {}
+        self.served = 0
+        self.requests: list[tuple[int, float, int]] = []
+        """(account, time.time() at arrival, HTTP status answered) of every fetch."""
         self._rng = random.Random(seed)
 
     def add_journey(self, advertisement_key: bytes, journey: Journey) -> None:
@@ -76,7 +103,10 @@ class Simulator:
             )
         return len(reports)
 
-    def account_json(self) -> dict[str, Any]:
+    def dsid(self, account: int) -> str:
+        return str(int(DSID) + account)
+
+    def account_json(self, account: int = 0) -> dict[str, Any]:
         """A logged-in findmy account session whose endpoints are this simulator."""
         return {
             "type": "account",
@@ -85,7 +115,7 @@ class Simulator:
                 "devid": "00000000-0000-4000-8000-000000000002",
             },
             "account": {
-                "username": "simulator@example.com",
+                "username": f"simulator{account or ''}@example.com",
                 "password": "not-a-secret",
                 "info": {
                     "account_name": "simulator@example.com",
@@ -97,8 +127,8 @@ class Simulator:
             "login": {
                 "state": 3,
                 "data": {
-                    "dsid": DSID,
-                    "mobileme_data": {"tokens": {"searchPartyToken": self.token}},
+                    "dsid": self.dsid(account),
+                    "mobileme_data": {"tokens": {"searchPartyToken": self.tokens[account]}},
                 },
             },
             "anisette": {"type": "aniRemote", "url": self.base_url + ANISETTE_PATH},
@@ -130,12 +160,33 @@ class Simulator:
             creds = base64.b64decode(encoded).decode() if scheme == "Basic" else ""
         except ValueError:
             creds = ""
-        if creds != f"{DSID}:{self.token}":
+        account = next(
+            (i for i, t in enumerate(self.tokens) if creds == f"{self.dsid(i)}:{t}"), None
+        )
+        if account is None:
             self.stats["401"] += 1
             return web.Response(status=401)
         if not request.headers.get("X-Apple-I-MD"):
             self.stats["400"] += 1
             return web.json_response({"statusCode": "400"}, status=400)
+        now = time.monotonic()
+        if account in self.last_request:
+            gap = now - self.last_request[account]
+            self.min_gap_s[account] = min(self.min_gap_s.get(account, gap), gap)
+        self.last_request[account] = now
+        self.in_flight[account] += 1
+        self.max_in_flight[account] = max(self.max_in_flight[account], self.in_flight[account])
+        arrived = time.time()
+        status = 500
+        try:
+            response = await self._answer(request)
+            status = response.status
+            return response
+        finally:
+            self.in_flight[account] -= 1
+            self.requests.append((account, arrived, status))
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         if self.faults:
             fault = self.faults[0]
             fault["count"] -= 1
@@ -161,7 +212,12 @@ class Simulator:
         payload = []
         for entry in body.get("fetch", []):
             for hashed in entry.get("primaryIds", []):
+                if self.record:
+                    self.asked[hashed].append(time.time())
                 found = list(self.payloads.get(hashed, ()))
+                if found and self.once:
+                    self.payloads[hashed].clear()
+                self.served += len(found)
                 if found:
                     payload.append(
                         {
@@ -202,10 +258,20 @@ class Simulator:
         return web.json_response({"faults": len(self.faults)})
 
     async def control_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(dict(self.stats))
+        return web.json_response(
+            {
+                **self.stats,
+                "served_reports": self.served,
+                "max_in_flight": {self.dsid(a): n for a, n in self.max_in_flight.items()},
+                "min_gap_s": {self.dsid(a): g for a, g in self.min_gap_s.items()},
+            }
+        )
 
     async def control_account(self, request: web.Request) -> web.Response:
-        return web.json_response(self.account_json())
+        account = int(request.query.get("account", "0"))
+        if not 0 <= account < len(self.tokens):
+            return web.json_response({"error": "no such account"}, status=404)
+        return web.json_response(self.account_json(account))
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -243,15 +309,25 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8811)
     ap.add_argument("--keep", type=int, default=20, help="reports answered per key")
-    ap.add_argument("--account-json", help="write the account session for it here")
+    ap.add_argument("--accounts", type=int, default=1, help="Apple accounts it accepts")
+    ap.add_argument(
+        "--account-json",
+        help="write the account session here (with --accounts N > 1: a directory, one file each)",
+    )
     args = ap.parse_args()
 
     async def run() -> None:
-        sim = Simulator(keep=args.keep)
+        sim = Simulator(keep=args.keep, accounts=args.accounts)
         await start(sim, args.host, args.port)
-        if args.account_json:
+        if args.account_json and args.accounts == 1:
             with open(args.account_json, "w") as f:  # noqa: ASYNC230 - once, at start
                 json.dump(sim.account_json(), f)
+        elif args.account_json:
+            os.makedirs(args.account_json, exist_ok=True)
+            for i in range(args.accounts):
+                path = os.path.join(args.account_json, f"account-{i}.json")
+                with open(path, "w") as f:  # noqa: ASYNC230 - once, at start
+                    json.dump(sim.account_json(i), f)
         print(
             json.dumps(
                 {

@@ -209,6 +209,13 @@ class FetchWorker:
     async def run(self) -> None:
         """Until ``stop``: rebuild the queue, then fetch with every account."""
         self.want_sync("start")
+        # Registered before holding any account: a holder must be known alive to keep it.
+        await self._retry(
+            "redis",
+            lambda: self._queue.heartbeat(
+                self._config.worker_id, self._clock.now() + self._config.worker_ttl
+            ),
+        )
         tasks = [
             asyncio.create_task(self._heartbeat_loop(), name="fetch-heartbeat"),
             asyncio.create_task(self._sync_loop(), name="fetch-sync"),

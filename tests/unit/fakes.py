@@ -1044,18 +1044,22 @@ class FakeFetchQueue:
 
 
 class FakeAccountGate:
-    """One holder per account at a time and a earliest next request (``adapters.redis``)."""
+    """One holder per account at a time and an earliest next request (``adapters.redis``);
+    a holder that is not a live worker of ``queue`` loses the account to the next asking."""
 
-    def __init__(self) -> None:
+    def __init__(self, queue: FakeFetchQueue | None = None) -> None:
         self.holder: dict[str, str] = {}
         self.next: dict[str, datetime] = {}
         self.acquired = 0
+        self._queue = queue or FakeFetchQueue()
 
     async def acquire(self, account: str, holder: str, now: datetime, hold: timedelta) -> float:
         allowed = self.next.get(account)
         if allowed is not None and allowed > now:
             return (allowed - now).total_seconds()
-        if account in self.holder:
+        current = self.holder.get(account)
+        alive = self._queue.workers.get(current or "")
+        if current not in (None, holder) and alive is not None and alive >= now:
             return 0.001
         self.holder[account] = holder
         self.acquired += 1

@@ -180,14 +180,21 @@ return 0
 """
 
 _GATE_ACQUIRE = """
-local lock, nxt = KEYS[1], KEYS[2]
+local lock, nxt, workers = KEYS[1], KEYS[2], KEYS[3]
 local holder, now, hold_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local allowed = tonumber(redis.call('GET', nxt) or '0')
 if allowed > now then return allowed - now end
 if redis.call('SET', lock, holder, 'NX', 'PX', hold_ms) then return 0 end
+-- a holder whose heartbeat stopped (killed mid-request) does not keep the account
+local current = redis.call('GET', lock)
+local alive = current and redis.call('ZSCORE', workers, current)
+if current == holder or not alive or tonumber(alive) < now then
+  redis.call('SET', lock, holder, 'PX', hold_ms)
+  return 0
+end
 local left = redis.call('PTTL', lock)
 if left < 1 then return 1 end
-return left
+return math.min(left, 250)
 """
 
 _GATE_RELEASE = """
@@ -370,13 +377,17 @@ class RedisFetchQueue:
 
 
 class RedisAccountGate:
+    """Holders are fetchers registered in the queue's ``workers`` (same prefix): a holder
+    whose heartbeat stopped loses the account to the next one asking."""
+
     def __init__(self, client: aioredis.Redis, prefix: str = "fetch") -> None:
         self._prefix = prefix + ":account:"
+        self._workers = prefix + ":workers"
         self._acquire = client.register_script(_GATE_ACQUIRE)
         self._release = client.register_script(_GATE_RELEASE)
 
     def _keys(self, account: str) -> list[str]:
-        return [self._prefix + account + ":lock", self._prefix + account + ":next"]
+        return [self._prefix + account + ":lock", self._prefix + account + ":next", self._workers]
 
     async def acquire(self, account: str, holder: str, now: datetime, hold: timedelta) -> float:
         args = [holder, to_ms(now), max(1, int(hold.total_seconds() * 1000))]

@@ -1,0 +1,372 @@
+"""``tracker-fetcher`` processes under faults, with the real Redis, PostgreSQL and simulator:
+a fetcher killed while holding claims, Redis losing everything, PostgreSQL restarting while
+fetched reports are in flight, and a source answering 429."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from adapters.postgres.migrator import migrate
+from simulator.server import Simulator, start
+from tests.conftest import REDIS_URL
+from tests.integration.fleet import (
+    Fetchers,
+    count_reports,
+    fetch_states,
+    fetcher_env,
+    report,
+    seed_fleet,
+    wait_for,
+    write_accounts,
+)
+
+pytestmark = pytest.mark.integration
+
+LEASE_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    simulator = Simulator(keep=5, accounts=2)
+    runner = await start(simulator)
+    yield simulator
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def fetchers(tmp_path: pathlib.Path) -> AsyncIterator[list[Fetchers]]:
+    made: list[Fetchers] = []
+    yield made
+    for f in made:
+        await f.stop()
+
+
+def prefix() -> str:
+    return f"ft{uuid.uuid4().hex[:8]}"
+
+
+async def all_fetched_since(db: str, ids: list[uuid.UUID], since: datetime) -> bool:
+    states = await fetch_states(db, ids)
+    return len(states) == len(ids) and all(
+        s["last_success_time"] is not None and s["last_success_time"] > since
+        for s in states.values()
+    )
+
+
+async def test_a_killed_fetchers_claims_are_completed_by_another_within_one_lease(
+    database_url: str,
+    sim: Simulator,
+    fetchers: list[Fetchers],
+    redis_client: aioredis.Redis,
+    tmp_path: pathlib.Path,
+) -> None:
+    fleet = await seed_fleet(database_url, 30)
+    for t in fleet.trackers:
+        sim.add_reports(fleet.adv_keys[t], [report(5)])
+    p = prefix()
+    env = fetcher_env(
+        database_url,
+        REDIS_URL,
+        sim,
+        write_accounts(sim, tmp_path / "accounts", 1),
+        interval_s=2,
+        prefix=p,
+    )
+    f = Fetchers(env, tmp_path)
+    fetchers.append(f)
+    # The first request hangs: the fetcher is killed while it holds that batch.
+    sim.faults.append({"mode": "slow", "count": 1, "delay_s": 12, "retry_after": None})
+    [victim] = await f.start(1)
+
+    async def hung() -> bool:
+        return sim.stats["fault_slow"] >= 1
+
+    assert await wait_for(hung, 20), f.log(0)
+    held = {uuid.UUID(m.decode()) for m in await redis_client.hkeys(f"{p}:owner")}
+    assert held, "the victim holds claims"
+    victim.kill()
+    await victim.wait()
+    killed = datetime.now(UTC)
+    t0 = time.monotonic()
+    await f.start(1)
+    assert await wait_for(lambda: all_fetched_since(database_url, list(held), killed), 20)
+    took = time.monotonic() - t0
+    print(f"\n{len(held)} claims of a SIGKILLed fetcher completed by another in {took:.1f}s")
+    assert took <= LEASE_S, took
+
+
+@pytest.fixture
+def own_redis() -> Iterator[str]:
+    """A Redis server of our own, so FLUSHALL hits nobody else."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+async def test_after_flushall_the_queue_is_rebuilt_and_every_tracker_fetched_next_cycle(
+    database_url: str,
+    sim: Simulator,
+    fetchers: list[Fetchers],
+    own_redis: str,
+    tmp_path: pathlib.Path,
+) -> None:
+    fleet = await seed_fleet(database_url, 300)
+    for t in fleet.trackers:
+        sim.add_reports(fleet.adv_keys[t], [report(5)])
+    p = prefix()
+    env = fetcher_env(
+        database_url,
+        own_redis,
+        sim,
+        write_accounts(sim, tmp_path / "accounts", 2),
+        interval_s=3,
+        prefix=p,
+    )
+    f = Fetchers(env, tmp_path)
+    fetchers.append(f)
+    await f.start(2)
+    began = datetime.now(UTC)
+    assert await wait_for(lambda: all_fetched_since(database_url, fleet.trackers, began), 20)
+    r = aioredis.Redis.from_url(own_redis)
+    try:
+        await r.flushall()
+        flushed = datetime.now(UTC)
+        t0 = time.monotonic()
+        assert await wait_for(
+            lambda: all_fetched_since(database_url, fleet.trackers, flushed), 20
+        ), (f.log(0)[-3000:], f.log(1)[-3000:])
+        took = time.monotonic() - t0
+        queued = await r.zcard(f"{p}:due") + await r.zcard(f"{p}:leases")
+        assert await r.exists(f"{p}:synced")
+    finally:
+        await r.aclose()
+    print(f"\nafter FLUSHALL all 300 trackers fetched again within {took:.1f}s (interval 3s)")
+    assert queued == 300  # rebuilt once: no duplicates
+    assert took <= 3 * 2 + 2 + 2  # the next cycle: backoff of at most x2, a queue check, slack
+    assert set(sim.max_in_flight.values()) == {1}
+    assert all(p.returncode is None for p in f.procs)
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of our own (initdb), so the test can restart it."""
+
+    BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
+
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+        self._run(
+            str(self.BIN / "initdb"),
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        )
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            str(self.BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            opts,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run(str(self.BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+
+@pytest.fixture
+async def private_pg() -> AsyncIterator[PrivatePostgres]:
+    root = pathlib.Path(f"/tmp/tracker-pg-{uuid.uuid4().hex[:8]}")
+    pg = PrivatePostgres(root)
+    await asyncio.to_thread(pg.init)
+    await asyncio.to_thread(pg.start)
+    conn = await asyncpg.connect(pg.url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    yield pg
+    with contextlib.suppress(subprocess.CalledProcessError):
+        await asyncio.to_thread(pg.stop)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_a_postgres_restart_mid_cycle_is_waited_out_and_no_fetched_report_is_lost(
+    private_pg: PrivatePostgres,
+    fetchers: list[Fetchers],
+    tmp_path: pathlib.Path,
+) -> None:
+    sim = Simulator(keep=10, once=True)  # a report is answered once: dropping it loses it
+    runner = await start(sim)
+    try:
+        db = private_pg.url
+        fleet = await seed_fleet(db, 20)
+        for t in fleet.trackers:
+            sim.add_reports(fleet.adv_keys[t], [report(9), report(8)])
+        env = fetcher_env(
+            db,
+            REDIS_URL,
+            sim,
+            write_accounts(sim, tmp_path / "a", 1),
+            interval_s=1.5,
+            prefix=prefix(),
+        )
+        f = Fetchers(env, tmp_path)
+        fetchers.append(f)
+        await f.start(1)
+
+        async def all_stored() -> bool:
+            try:
+                return await count_reports(db) == sim.served and sim.served > 0
+            except (OSError, asyncpg.PostgresError):
+                return False
+
+        assert await wait_for(lambda: _stored_at_least(db, 40), 20), f.log(0)
+        # New reports; the next request is slow, and PostgreSQL goes away while it runs.
+        for i, t in enumerate(fleet.trackers):
+            sim.add_reports(fleet.adv_keys[t], [report(2, lat=50 + i / 100), report(1)])
+        sim.faults.append({"mode": "slow", "count": 1, "delay_s": 2, "retry_after": None})
+
+        async def in_flight() -> bool:
+            return sim.stats["fault_slow"] >= 1
+
+        assert await wait_for(in_flight, 20, every=0.05)
+        await asyncio.to_thread(private_pg.stop)
+        await asyncio.sleep(5)  # the slow answer arrives while PostgreSQL is down
+        answered_while_down = sim.served
+        await asyncio.to_thread(private_pg.start)
+        assert await wait_for(all_stored, 30), f.log(0)[-4000:]
+        assert await count_reports(db) == sim.served == 80
+        assert answered_while_down > 40, "reports were fetched while PostgreSQL was down"
+        assert f.procs[0].returncode is None
+        assert "dependency unavailable" in f.log(0)
+    finally:
+        await runner.cleanup()
+
+
+async def _stored_at_least(db: str, n: int) -> bool:
+    try:
+        return await count_reports(db) >= n
+    except (OSError, asyncpg.PostgresError):
+        return False
+
+
+async def _fleet_behind_429(
+    database_url: str, sim: Simulator, fetchers: list[Fetchers], tmp_path: pathlib.Path, fault: dict
+) -> list[uuid.UUID]:
+    fleet = await seed_fleet(database_url, 40)
+    for t in fleet.trackers:
+        sim.add_reports(fleet.adv_keys[t], [report(5)])
+    env = fetcher_env(
+        database_url,
+        REDIS_URL,
+        sim,
+        write_accounts(sim, tmp_path / "accounts", 1),
+        interval_s=0.5,
+        prefix=prefix(),
+        TRACKER_FETCH_ACCOUNT_COOLDOWN_MAX_S="4",
+    )
+    f = Fetchers(env, tmp_path)
+    fetchers.append(f)
+    sim.faults.append(fault)
+    await f.start(1)
+    return fleet.trackers
+
+
+async def test_429_backs_off_without_a_tight_loop_and_recovers(
+    database_url: str, sim: Simulator, fetchers: list[Fetchers], tmp_path: pathlib.Path
+) -> None:
+    fault = {"mode": "429", "count": 10**6, "retry_after": None}
+    trackers = await _fleet_behind_429(database_url, sim, fetchers, tmp_path, fault)
+    await asyncio.sleep(8)
+    limited = [r[1] for r in sim.requests if r[2] == 429]
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(limited)]
+    print(f"\n429 for 8s: {len(limited)} requests, gaps {gaps}")
+    # The account cools down 1, 2, 4 s (capped at 4) and the trackers back off: a handful
+    # of requests, not a tight loop.
+    assert 2 <= len(limited) <= 7, gaps
+    sim.faults.clear()
+    healed = datetime.now(UTC)
+    assert await wait_for(lambda: all_fetched_since(database_url, trackers, healed), 20)
+    states = await fetch_states(database_url, trackers)
+    assert {s["factor"] for s in states.values()} == {1}
+    assert min(s["failures"] for s in states.values()) >= 1
+
+
+async def test_retry_after_is_honoured(
+    database_url: str, sim: Simulator, fetchers: list[Fetchers], tmp_path: pathlib.Path
+) -> None:
+    fault = {"mode": "429", "count": 2, "retry_after": 3}
+    trackers = await _fleet_behind_429(database_url, sim, fetchers, tmp_path, fault)
+    began = datetime.now(UTC)
+    assert await wait_for(lambda: all_fetched_since(database_url, trackers, began), 20)
+    times = [r[1] for r in sim.requests]
+    statuses = [r[2] for r in sim.requests]
+    assert statuses[:3] == [429, 429, 200], statuses
+    waits = [times[1] - times[0], times[2] - times[1]]
+    print(f"\nRetry-After 3s: waits {[round(w, 2) for w in waits]}")
+    assert min(waits) >= 2.9, waits  # without it the cool-down would be 1 s, then 2 s
