@@ -29,6 +29,7 @@ from domain.ports import (
 from domain.scheduling import (
     MAX_REPORT_AGE,
     AccountPolicy,
+    Claim,
     FetchPolicy,
     FetchResult,
     FetchState,
@@ -257,6 +258,24 @@ class FetchWorker:
             return Turn(0, False, batch.next_due)
         self._metrics.claimed(len(batch.claims))
         claims = {c.tracker_id: c for c in batch.claims}
+        try:
+            requested = await self._serve(account, claims, now)
+        except Exception:
+            # A defect, not an outage: hand the claims back with the error's backoff rather
+            # than leave them to the lease (best effort: the lease still covers a failure).
+            failed = [
+                (i, c.state.after(FetchResult.ERROR, self._clock.now(), cfg.policy))
+                for i, c in claims.items()
+            ]
+            with contextlib.suppress(Exception):
+                await self._queue.complete(cfg.worker_id, failed)
+            raise
+        self.turns += 1
+        return Turn(len(batch.claims), requested, batch.next_due)
+
+    async def _serve(self, account: Account, claims: dict[uuid.UUID, Claim], now: datetime) -> bool:
+        """Fetch, store and requeue the claimed trackers; True if a request went out."""
+        cfg = self._config
         keys = await self._retry("postgres", lambda: self._keys(list(claims), now))
         gone = [i for i in claims if i not in keys]
         if gone:  # deleted, run ended, or no private key: not ours to fetch any more
@@ -291,8 +310,7 @@ class FetchWorker:
             self._metrics.finished(
                 state.last_result.value if state.last_result else "", state.factor
             )
-        self.turns += 1
-        return Turn(len(batch.claims), bool(keys), batch.next_due)
+        return bool(keys)
 
     def next_allowed(self, account: Account) -> datetime:
         failures = self._account_failures.get(account.name, 0)

@@ -370,3 +370,84 @@ async def test_retry_after_is_honoured(
     waits = [times[1] - times[0], times[2] - times[1]]
     print(f"\nRetry-After 3s: waits {[round(w, 2) for w in waits]}")
     assert min(waits) >= 2.9, waits  # without it the cool-down would be 1 s, then 2 s
+
+
+FLEET = 10_000
+INTERVAL_S = 2.0
+RUN_S = 66.0
+
+
+async def test_fairness_of_ten_thousand_trackers_of_which_thirty_percent_never_report(
+    database_url: str, fetchers: list[Fetchers], tmp_path: pathlib.Path
+) -> None:
+    """Two fetchers with two accounts each, interval 2 s, for 66 s: every healthy tracker is
+    asked once per interval; the silent ones after 2, 4, 8, 16, 16 intervals; nobody waits
+    longer than 16 intervals plus a lease."""
+    sim = Simulator(keep=1, accounts=4, record=True)
+    runner = await start(sim)
+    try:
+        fleet = await seed_fleet(database_url, FLEET)
+        silent = set(fleet.trackers[: FLEET * 3 // 10])
+        for t in fleet.trackers:
+            if t not in silent:
+                sim.add_reports(fleet.adv_keys[t], [report(3)])
+        f = Fetchers(
+            fetcher_env(
+                database_url,
+                REDIS_URL,
+                sim,
+                write_accounts(sim, tmp_path / "accounts", 4),
+                interval_s=INTERVAL_S,
+                prefix=prefix(),
+            ),
+            tmp_path,
+        )
+        fetchers.append(f)
+        await f.start(
+            1,
+            TRACKER_FINDMY_ACCOUNT_FILE=str(tmp_path / "accounts" / "account-0.json")
+            + ","
+            + str(tmp_path / "accounts" / "account-1.json"),
+        )
+        await f.start(
+            1,
+            TRACKER_FINDMY_ACCOUNT_FILE=str(tmp_path / "accounts" / "account-2.json")
+            + ","
+            + str(tmp_path / "accounts" / "account-3.json"),
+        )
+        began = time.time()
+        await asyncio.sleep(RUN_S)
+        end = time.time()
+    finally:
+        await runner.cleanup()
+    healthy_gaps: list[float] = []
+    late_healthy = 0
+    silent_sequences: list[list[float]] = []
+    for t in fleet.trackers:
+        asked = sim.asked[fleet.hashed(t)]
+        assert asked, "every tracker had a turn"
+        gaps = [b - a for a, b in itertools.pairwise(asked)]
+        if t in silent:
+            silent_sequences.append(gaps)
+        else:
+            healthy_gaps += gaps
+            # the whole run is covered: no healthy tracker left waiting at the end
+            late_healthy += end - asked[-1] > INTERVAL_S + 1.5
+    worst_healthy = max(healthy_gaps)
+    factors = [[round(g / INTERVAL_S) for g in gaps] for gaps in silent_sequences]
+    longest = max(g for gaps in silent_sequences for g in gaps)
+    print(
+        f"\n{FLEET} trackers, interval {INTERVAL_S}s, {RUN_S}s: {len(sim.requests)} requests; "
+        f"healthy gap p50 {sorted(healthy_gaps)[len(healthy_gaps) // 2]:.2f}s "
+        f"max {worst_healthy:.2f}s; silent factors e.g. {factors[0]}, longest wait "
+        f"{longest:.1f}s; max requests in flight per account {dict(sim.max_in_flight)}"
+    )
+    assert late_healthy == 0
+    assert worst_healthy <= INTERVAL_S + 1.5, worst_healthy
+    assert min(healthy_gaps) >= INTERVAL_S - 0.05
+    assert all(seq[:4] == [2, 4, 8, 16] for seq in factors), [
+        s for s in factors if s[:4] != [2, 4, 8, 16]
+    ][:5]
+    assert longest <= 16 * INTERVAL_S + LEASE_S
+    assert set(sim.max_in_flight.values()) == {1}
+    assert began < end

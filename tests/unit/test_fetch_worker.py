@@ -294,3 +294,22 @@ async def test_a_worker_that_stops_heartbeating_loses_its_claims_to_another() ->
     turn = await w.worker.turn(w.account)
     assert turn.served == 6
     assert await w.queue.complete("dead", [(c.tracker_id, c.state) for c in first.claims]) == 0
+
+
+async def test_a_defect_during_a_turn_hands_the_claims_back_with_backoff() -> None:
+    w = make_world(4, silent=0)
+    await w.worker.sync("start")
+    w.clock.set(NOW + INTERVAL)
+
+    class Broken(Exception):
+        pass
+
+    async def broken(*args: object) -> FetchOutcome:
+        raise Broken
+
+    w.source.fetch = broken  # type: ignore[method-assign]
+    with pytest.raises(Broken):
+        await w.worker.turn(w.account)
+    assert w.queue.leases == {}
+    assert set(w.queue.due.values()) == {NOW + INTERVAL + 2 * INTERVAL}
+    assert {s.last_result for s in w.queue.meta.values()} == {FetchResult.ERROR}

@@ -45,7 +45,7 @@ class PostgresReportRepository:
             if await self._conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
                 continue
             await self._conn.execute(
-                f"CREATE TABLE {name} PARTITION OF reports FOR VALUES FROM "
+                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF reports FOR VALUES FROM "
                 f"('{month.isoformat()}') TO ('{_next_month(month).isoformat()}')"
             )
 
