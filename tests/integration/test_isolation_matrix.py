@@ -20,6 +20,7 @@ from domain.access import Principal, Role
 from tests.integration.conftest import Stack
 from tracker.v1 import (
     auth_service_pb2,
+    fetch_query_service_pb2,
     key_query_service_pb2,
     key_service_pb2,
     report_service_pb2,
@@ -44,6 +45,7 @@ FILES = [
     key_service_pb2,
     key_query_service_pb2,
     report_service_pb2,
+    fetch_query_service_pb2,
 ]
 SERVICES = [svc for f in FILES for svc in f.DESCRIPTOR.services_by_name.values()]
 OPEN_SERVICES = {"tracker.v1.AuthService"}
