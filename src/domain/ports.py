@@ -30,7 +30,7 @@ from domain.reports import Report
 from domain.scheduling import (
     ClaimBatch,
     FetchState,
-    QueueEntry,
+    QueuePlace,
     QueueStats,
     SyncResult,
 )
@@ -169,8 +169,9 @@ class FetchStateRepository(Protocol):
 
     async def keys_for(
         self, ids: Sequence[uuid.UUID], now: datetime, floor: datetime
-    ) -> list[tuple[TrackerKey, datetime | None]]:
-        """Keys of those of ``ids`` still active, each with its latest report time (>= floor)."""
+    ) -> list[tuple[TrackerKey, datetime | None, FetchState | None]]:
+        """Keys of those of ``ids`` still active, each with its latest report time (>= floor)
+        and its saved state."""
         ...
 
     async def save_many(self, states: Sequence[tuple[uuid.UUID, FetchState]]) -> None: ...
@@ -302,9 +303,9 @@ class FetchQueue(Protocol):
         dead workers and expired leases go back to the queue first."""
         ...
 
-    async def complete(self, worker: str, done: Sequence[tuple[uuid.UUID, FetchState]]) -> int:
-        """Requeue ``worker``'s claims at their state's ``next_due``; claims it no longer
-        holds (reclaimed, or removed from the queue) are left alone. Returns how many."""
+    async def complete(self, worker: str, done: Sequence[tuple[uuid.UUID, datetime]]) -> int:
+        """Requeue ``worker``'s claims at the given due times; claims it no longer holds
+        (reclaimed, or removed from the queue) are left alone. Returns how many."""
         ...
 
     async def heartbeat(self, worker: str, alive_until: datetime) -> None: ...
@@ -317,7 +318,7 @@ class FetchQueue(Protocol):
         """Every tracker queued or claimed."""
         ...
 
-    async def add_missing(self, entries: Sequence[tuple[uuid.UUID, datetime, FetchState]]) -> int:
+    async def add_missing(self, entries: Sequence[tuple[uuid.UUID, datetime]]) -> int:
         """Queue those entries that are neither queued nor claimed; returns how many."""
         ...
 
@@ -333,7 +334,7 @@ class FetchQueue(Protocol):
 
     async def stats(self, now: datetime) -> QueueStats: ...
 
-    async def entry(self, tracker_id: uuid.UUID) -> QueueEntry | None: ...
+    async def entry(self, tracker_id: uuid.UUID) -> QueuePlace | None: ...
 
 
 class AccountGate(Protocol):

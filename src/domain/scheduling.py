@@ -137,50 +137,6 @@ class FetchState:
             next_due=now + policy.delay(factor),
         )
 
-    # -- compact text form for the queue (one Redis hash field per tracker) ------------------
-    def encode(self) -> str:
-        return "|".join(
-            (
-                str(self.factor),
-                str(self.successes),
-                str(self.failures),
-                str(self.consecutive_failures),
-                _ms(self.last_success),
-                _ms(self.last_attempt),
-                self.last_result.value if self.last_result else "",
-                _ms(self.next_due),
-            )
-        )
-
-    @classmethod
-    def decode(cls, text: str | None) -> FetchState:
-        """The state from ``encode``; anything unreadable is a fresh state, never an error
-        (a queue entry must not be able to stop the fetcher)."""
-        if not text:
-            return cls()
-        try:
-            f, s, fl, cf, ls, la, lr, nd = text.split("|")
-            return cls(
-                factor=int(f),
-                successes=int(s),
-                failures=int(fl),
-                consecutive_failures=int(cf),
-                last_success=_time(ls),
-                last_attempt=_time(la),
-                last_result=FetchResult(lr) if lr else None,
-                next_due=_time(nd),
-            )
-        except ValueError:
-            return cls()
-
-
-def _ms(t: datetime | None) -> str:
-    return "" if t is None else str(to_ms(t))
-
-
-def _time(text: str) -> datetime | None:
-    return None if not text else from_ms(int(text))
-
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
@@ -197,11 +153,10 @@ def from_ms(ms: int | float) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A tracker handed to one fetcher until ``lease_until`` (or until that fetcher dies)."""
+    """A tracker handed to one fetcher for one lease (or until that fetcher dies)."""
 
     tracker_id: uuid.UUID
     due: datetime
-    state: FetchState
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +171,7 @@ class ClaimBatch:
 
 
 @dataclass(frozen=True, slots=True)
-class QueueEntry:
+class QueuePlace:
     """Where one tracker stands in the queue now."""
 
     tracker_id: uuid.UUID
@@ -224,7 +179,19 @@ class QueueEntry:
     claimed_by: str | None
     due: datetime | None
     lease_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """A tracker's place in the queue (None: not queued) and its saved fetch state."""
+
+    tracker_id: uuid.UUID
+    place: QueuePlace | None
     state: FetchState
+
+    @property
+    def due(self) -> datetime | None:
+        return self.place.due if self.place and self.place.due else self.state.next_due
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -29,7 +29,6 @@ from domain.ports import (
 from domain.scheduling import (
     MAX_REPORT_AGE,
     AccountPolicy,
-    Claim,
     FetchPolicy,
     FetchResult,
     FetchState,
@@ -261,22 +260,20 @@ class FetchWorker:
         try:
             requested = await self._serve(account, claims, now)
         except Exception:
-            # A defect, not an outage: hand the claims back with the error's backoff rather
+            # A defect, not an outage: hand the claims back with a failure's backoff rather
             # than leave them to the lease (best effort: the lease still covers a failure).
-            failed = [
-                (i, c.state.after(FetchResult.ERROR, self._clock.now(), cfg.policy))
-                for i, c in claims.items()
-            ]
+            later = self._clock.now() + cfg.policy.delay(2)
             with contextlib.suppress(Exception):
-                await self._queue.complete(cfg.worker_id, failed)
+                await self._queue.complete(cfg.worker_id, [(i, later) for i in claims])
             raise
         self.turns += 1
         return Turn(len(batch.claims), requested, batch.next_due)
 
-    async def _serve(self, account: Account, claims: dict[uuid.UUID, Claim], now: datetime) -> bool:
+    async def _serve(self, account: Account, claims: Collection[uuid.UUID], now: datetime) -> bool:
         """Fetch, store and requeue the claimed trackers; True if a request went out."""
         cfg = self._config
-        keys = await self._retry("postgres", lambda: self._keys(list(claims), now))
+        found = await self._retry("postgres", lambda: self._keys(list(claims), now))
+        keys = {i: key for i, (key, _) in found.items()}
         gone = [i for i in claims if i not in keys]
         if gone:  # deleted, run ended, or no private key: not ours to fetch any more
             await self._retry("redis", lambda: self._queue.remove(gone))
@@ -301,11 +298,12 @@ class FetchWorker:
                 }
         done_at = self._clock.now()
         states = [
-            (i, claims[i].state.after(result, done_at, cfg.policy)) for i, result in results.items()
+            (i, found[i][1].after(result, done_at, cfg.policy)) for i, result in results.items()
         ]
         stored = await self._retry("postgres", lambda: self._store(outcome, states))
         self._metrics.reports(len(outcome.reports), stored, outcome.malformed)
-        await self._retry("redis", lambda: self._queue.complete(cfg.worker_id, states))
+        requeue = [(i, s.next_due or done_at) for i, s in states]
+        await self._retry("redis", lambda: self._queue.complete(cfg.worker_id, requeue))
         for _, state in states:
             self._metrics.finished(
                 state.last_result.value if state.last_result else "", state.factor
@@ -331,11 +329,7 @@ class FetchWorker:
             present = await self._queue.members()
             wanted = {i for i, _ in active}
             entries = [
-                (
-                    i,
-                    state.next_due if state and state.next_due else cfg.policy.first_due(i, now),
-                    state or FetchState(),
-                )
+                (i, state.next_due if state and state.next_due else cfg.policy.first_due(i, now))
                 for i, state in active
                 if i not in present
             ]
@@ -369,13 +363,19 @@ class FetchWorker:
     def _elapsed(self, since: datetime) -> float:
         return (self._clock.now() - since).total_seconds()
 
-    async def _keys(self, ids: list[uuid.UUID], now: datetime) -> dict[uuid.UUID, TrackerKey]:
-        floor = now - self._config.policy.max_report_age
+    async def _keys(
+        self, ids: list[uuid.UUID], now: datetime
+    ) -> dict[uuid.UUID, tuple[TrackerKey, FetchState]]:
+        """Keys (asking from each one's latest report) and saved states of the trackers."""
+        policy = self._config.policy
         async with self._uow() as uow:
-            found = await uow.fetch_states.keys_for(ids, now, floor)
+            found = await uow.fetch_states.keys_for(ids, now, now - policy.max_report_age)
         return {
-            key.tracker_id: replace(key, since=self._config.policy.window_start(last, now))
-            for key, last in found
+            key.tracker_id: (
+                replace(key, since=policy.window_start(last, now)),
+                state or FetchState(),
+            )
+            for key, last, state in found
         }
 
     async def _store(
@@ -501,11 +501,8 @@ class FetchStateQueries:
         async with self._uow() as uow:
             await uow.trackers.get(tracker_id)  # NotFound for an unknown tracker
             saved = await uow.fetch_states.get(tracker_id)
-        entry = await self._queue.entry(tracker_id)
-        if entry is not None:
-            return entry
-        state = saved or FetchState()
-        return QueueEntry(tracker_id, False, None, state.next_due, None, state)
+        place = await self._queue.entry(tracker_id)
+        return QueueEntry(tracker_id, place, saved or FetchState())
 
     async def queue(self, caller: Principal) -> QueueStats:
         require_admin(caller, "reading the fetch queue")

@@ -13,7 +13,6 @@ import redis.asyncio as aioredis
 
 from adapters.redis.queue import RedisAccountGate, RedisFetchQueue
 from domain.errors import DependencyUnavailable
-from domain.scheduling import FetchPolicy, FetchResult, FetchState
 from tests.unit.fakes import FakeAccountGate, FakeFetchQueue
 
 NOW = datetime(2026, 5, 1, 8, tzinfo=UTC)
@@ -39,7 +38,7 @@ def ids(n: int) -> list[uuid.UUID]:
 async def fill(
     q: RedisFetchQueue | FakeFetchQueue, trackers: list[uuid.UUID], step: timedelta = S
 ) -> None:
-    await q.add_missing([(t, NOW + step * i, FetchState()) for i, t in enumerate(trackers)])
+    await q.add_missing([(t, NOW + step * i) for i, t in enumerate(trackers)])
     await q.mark_synced(NOW)
 
 
@@ -57,28 +56,28 @@ async def test_claims_take_only_due_trackers_most_overdue_first_in_batches(queue
     assert (stats.queued, stats.due_now, stats.claimed, stats.workers) == (3, 0, 7, 3)
 
 
-async def test_completion_requeues_at_the_new_due_time_with_the_state(queue) -> None:
+async def test_completion_requeues_at_the_new_due_time(queue) -> None:
     [t] = ids(1)
     await fill(queue, [t])
-    [claim] = (await queue.claim("w1", 10, NOW, LEASE)).claims
-    state = claim.state.after(FetchResult.NO_REPORTS, NOW, _policy())
-    assert await queue.complete("w1", [(t, state)]) == 1
+    await queue.claim("w1", 10, NOW, LEASE)
+    claimed = await queue.entry(t)
+    assert claimed is not None
+    assert (claimed.queued, claimed.claimed_by, claimed.lease_until) == (False, "w1", NOW + LEASE)
+    nxt = NOW + timedelta(minutes=30)
+    assert await queue.complete("w1", [(t, nxt)]) == 1
     entry = await queue.entry(t)
     assert entry is not None
-    assert (entry.queued, entry.claimed_by, entry.due) == (True, None, state.next_due)
-    assert entry.state == state
-    assert state.next_due is not None
-    assert (await queue.claim("w1", 10, state.next_due - S, LEASE)).claims == []
-    [again] = (await queue.claim("w1", 10, state.next_due, LEASE)).claims
-    assert again.state == state
+    assert (entry.queued, entry.claimed_by, entry.due, entry.lease_until) == (True, None, nxt, None)
+    assert (await queue.claim("w1", 10, nxt - S, LEASE)).claims == []
+    [again] = (await queue.claim("w1", 10, nxt, LEASE)).claims
+    assert again.due == nxt
 
 
 async def test_only_the_holder_completes_a_claim(queue) -> None:
     [t] = ids(1)
     await fill(queue, [t])
-    [claim] = (await queue.claim("w1", 10, NOW, LEASE)).claims
-    done = claim.state.after(FetchResult.REPORTED, NOW, _policy())
-    assert await queue.complete("w2", [(t, done)]) == 0
+    await queue.claim("w1", 10, NOW, LEASE)
+    assert await queue.complete("w2", [(t, NOW + S)]) == 0
     entry = await queue.entry(t)
     assert entry is not None
     assert entry.claimed_by == "w1"
@@ -94,7 +93,7 @@ async def test_a_dead_workers_claims_go_to_the_next_claimant(queue) -> None:
     batch = await queue.claim("alive", 10, NOW + TTL + S, LEASE)
     assert sorted(c.tracker_id for c in batch.claims) == trackers
     assert batch.reclaimed == 5
-    stale = [(t, FetchState(next_due=NOW + timedelta(hours=1))) for t in trackers]
+    stale = [(t, NOW + timedelta(hours=1)) for t in trackers]
     assert await queue.complete("dead", stale) == 0
 
 
@@ -123,7 +122,7 @@ async def test_add_missing_never_duplicates_a_queued_or_claimed_tracker(queue) -
     trackers = ids(4)
     await fill(queue, trackers[:2])
     await queue.claim("w1", 1, NOW, LEASE)
-    entries = [(t, NOW, FetchState()) for t in trackers]
+    entries = [(t, NOW) for t in trackers]
     assert await queue.add_missing(entries) == 2
     assert await queue.members() == set(trackers)
     stats = await queue.stats(NOW)
@@ -135,7 +134,7 @@ async def test_removed_trackers_are_not_requeued_by_their_holder(queue) -> None:
     await fill(queue, trackers, step=timedelta(0))
     claims = (await queue.claim("w1", 1, NOW, LEASE)).claims
     assert await queue.remove(trackers) == 2
-    done = [(c.tracker_id, FetchState(next_due=NOW + S)) for c in claims]
+    done = [(c.tracker_id, NOW + S) for c in claims]
     assert await queue.complete("w1", done) == 0
     assert await queue.members() == set()
     assert await queue.entry(trackers[0]) is None
@@ -235,7 +234,3 @@ async def test_a_lock_outlives_nobody_its_hold_ends_it(redis_client: aioredis.Re
     assert await gate.acquire("a1", "w2", NOW, LEASE) > 0
     await asyncio.sleep(0.3)
     assert await gate.acquire("a1", "w2", NOW, LEASE) == 0
-
-
-def _policy() -> FetchPolicy:
-    return FetchPolicy(interval=timedelta(minutes=15))

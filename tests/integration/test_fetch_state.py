@@ -70,17 +70,19 @@ async def test_keys_come_with_the_latest_report_and_states_are_saved(
         await u.commit()
     async with uow() as u:
         found = {
-            k.tracker_id: last
-            for k, last in await u.fetch_states.keys_for(
+            k.tracker_id: (last, st)
+            for k, last, st in await u.fetch_states.keys_for(
                 [a, b, uuid.uuid4()], now, now - timedelta(days=7)
             )
         }
         saved = await u.fetch_states.get(b)
         active = dict(await u.fetch_states.active_targets(now))
     assert set(found) == {a, b}
-    assert found[a] is not None
-    assert abs(found[a] - (now - timedelta(hours=1))) < timedelta(milliseconds=1)
-    assert found[b] is None
+    last_a, state_a = found[a]
+    assert last_a is not None
+    assert abs(last_a - (now - timedelta(hours=1))) < timedelta(milliseconds=1)
+    assert state_a is None
+    assert found[b] == (None, saved)
     assert saved is not None
     assert (saved.factor, saved.failures, saved.last_result) == (2, 1, FetchResult.NO_REPORTS)
     assert active[b] == saved

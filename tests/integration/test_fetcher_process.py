@@ -103,7 +103,11 @@ async def test_a_killed_fetchers_claims_are_completed_by_another_within_one_leas
         return sim.stats["fault_slow"] >= 1
 
     assert await wait_for(hung, 20), f.log(0)
-    held = {uuid.UUID(m.decode()) for m in await redis_client.hkeys(f"{p}:owner")}
+    held = {
+        uuid.UUID(m.decode())
+        async for key in redis_client.scan_iter(match=f"{p}:leases:*")
+        for m in await redis_client.zrange(key, 0, -1)
+    }
     assert held, "the victim holds claims"
     victim.kill()
     await victim.wait()
@@ -374,6 +378,7 @@ async def test_retry_after_is_honoured(
 
 FLEET = 10_000
 INTERVAL_S = 2.0
+SLACK_S = 2.5
 RUN_S = 66.0
 
 
@@ -439,15 +444,25 @@ async def test_fairness_of_ten_thousand_trackers_of_which_thirty_percent_never_r
     print(
         f"\n{FLEET} trackers, interval {INTERVAL_S}s, {RUN_S}s: {len(sim.requests)} requests; "
         f"healthy gap p50 {sorted(healthy_gaps)[len(healthy_gaps) // 2]:.2f}s "
+        f"p99 {sorted(healthy_gaps)[len(healthy_gaps) * 99 // 100]:.2f}s "
         f"max {worst_healthy:.2f}s; silent factors e.g. {factors[0]}, longest wait "
         f"{longest:.1f}s; max requests in flight per account {dict(sim.max_in_flight)}"
     )
+    # Each cycle: no healthy tracker ever skips one (a turn may run late by a busy machine,
+    # never early), and the silent ones wait 2, 4, 8, 16 intervals (late by at most SLACK).
     assert late_healthy == 0
-    assert worst_healthy <= INTERVAL_S + 1.5, worst_healthy
-    assert min(healthy_gaps) >= INTERVAL_S - 0.05
-    assert all(seq[:4] == [2, 4, 8, 16] for seq in factors), [
-        s for s in factors if s[:4] != [2, 4, 8, 16]
-    ][:5]
+    assert INTERVAL_S - 0.05 <= min(healthy_gaps)
+    assert worst_healthy < 2 * INTERVAL_S, worst_healthy
+    off = [
+        gaps[:4]
+        for gaps in silent_sequences
+        if len(gaps) < 4
+        or any(
+            not k * INTERVAL_S - 0.05 <= g <= k * INTERVAL_S + SLACK_S
+            for k, g in zip((2, 4, 8, 16), gaps, strict=False)
+        )
+    ]
+    assert not off, off[:5]
     assert longest <= 16 * INTERVAL_S + LEASE_S
     assert set(sim.max_in_flight.values()) == {1}
     assert began < end

@@ -85,7 +85,7 @@ from domain.scheduling import (
     Claim,
     ClaimBatch,
     FetchState,
-    QueueEntry,
+    QueuePlace,
     QueueStats,
 )
 
@@ -645,7 +645,7 @@ class FakeFetchStateRepository:
 
     async def keys_for(
         self, ids: Sequence[uuid.UUID], now: datetime, floor: datetime
-    ) -> list[tuple[TrackerKey, datetime | None]]:
+    ) -> list[tuple[TrackerKey, datetime | None, FetchState | None]]:
         wanted = set(ids)
         out = []
         for tr in self._active(now):
@@ -656,7 +656,8 @@ class FakeFetchStateRepository:
                     if r.tracker_id == tr.id and r.report_time >= floor
                 ]
                 key = TrackerKey(tr.id, tr.advertisement_key, tr.sealed_private_key)
-                out.append((key, max(times) if times else None))
+                states = self._uow.tables.fetch_states
+                out.append((key, max(times) if times else None, states.get(tr.id)))
         return out
 
     async def save_many(self, states: Sequence[tuple[uuid.UUID, FetchState]]) -> None:
@@ -932,7 +933,6 @@ class FakeFetchQueue:
         self.leases: dict[uuid.UUID, datetime] = {}
         self.owner: dict[uuid.UUID, str] = {}
         self.workers: dict[str, datetime] = {}
-        self.meta: dict[uuid.UUID, FetchState] = {}
         self.synced: datetime | None = None
         self.sync_lock: str | None = None
         self.worker_ttl = worker_ttl
@@ -961,19 +961,17 @@ class FakeFetchQueue:
             del self.due[m]
             self.leases[m] = now + lease
             self.owner[m] = worker
-            claims.append(Claim(m, d, self.meta.get(m, FetchState())))
+            claims.append(Claim(m, d))
         head = min(self.due.values(), default=None)
         return ClaimBatch(claims, head, lost=self.synced is None, reclaimed=reclaimed)
 
-    async def complete(self, worker: str, done: Sequence[tuple[uuid.UUID, FetchState]]) -> int:
+    async def complete(self, worker: str, done: Sequence[tuple[uuid.UUID, datetime]]) -> int:
         n = 0
-        for m, state in done:
+        for m, due in done:
             if self.owner.get(m) == worker:
-                assert state.next_due is not None
                 del self.owner[m]
                 del self.leases[m]
-                self.due[m] = state.next_due
-                self.meta[m] = state
+                self.due[m] = due
                 n += 1
         return n
 
@@ -990,12 +988,11 @@ class FakeFetchQueue:
     async def members(self) -> set[uuid.UUID]:
         return set(self.due) | set(self.leases)
 
-    async def add_missing(self, entries: Sequence[tuple[uuid.UUID, datetime, FetchState]]) -> int:
+    async def add_missing(self, entries: Sequence[tuple[uuid.UUID, datetime]]) -> int:
         n = 0
-        for m, due, state in entries:
+        for m, due in entries:
             if m not in self.due and m not in self.leases:
                 self.due[m] = due
-                self.meta[m] = state
                 n += 1
         return n
 
@@ -1004,7 +1001,6 @@ class FakeFetchQueue:
         for m in ids:
             n += (self.due.pop(m, None) is not None) + (self.leases.pop(m, None) is not None)
             self.owner.pop(m, None)
-            self.meta.pop(m, None)
         return n
 
     async def mark_synced(self, now: datetime) -> None:
@@ -1029,17 +1025,15 @@ class FakeFetchQueue:
             oldest_due=min(self.due.values(), default=None),
         )
 
-    async def entry(self, tracker_id: uuid.UUID) -> QueueEntry | None:
+    async def entry(self, tracker_id: uuid.UUID) -> QueuePlace | None:
         if tracker_id not in self.due and tracker_id not in self.leases:
             return None
-        state = self.meta.get(tracker_id, FetchState())
-        return QueueEntry(
+        return QueuePlace(
             tracker_id=tracker_id,
             queued=tracker_id in self.due,
             claimed_by=self.owner.get(tracker_id),
-            due=self.due.get(tracker_id, state.next_due),
+            due=self.due.get(tracker_id),
             lease_until=self.leases.get(tracker_id),
-            state=state,
         )
 
 

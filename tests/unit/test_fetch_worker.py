@@ -293,7 +293,7 @@ async def test_a_worker_that_stops_heartbeating_loses_its_claims_to_another() ->
     w.clock.set(NOW + INTERVAL + timedelta(seconds=16))
     turn = await w.worker.turn(w.account)
     assert turn.served == 6
-    assert await w.queue.complete("dead", [(c.tracker_id, c.state) for c in first.claims]) == 0
+    assert await w.queue.complete("dead", [(c.tracker_id, NOW) for c in first.claims]) == 0
 
 
 async def test_a_defect_during_a_turn_hands_the_claims_back_with_backoff() -> None:
@@ -312,4 +312,3 @@ async def test_a_defect_during_a_turn_hands_the_claims_back_with_backoff() -> No
         await w.worker.turn(w.account)
     assert w.queue.leases == {}
     assert set(w.queue.due.values()) == {NOW + INTERVAL + 2 * INTERVAL}
-    assert {s.last_result for s in w.queue.meta.values()} == {FetchResult.ERROR}

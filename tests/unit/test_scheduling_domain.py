@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.errors import InvalidArgument
-from domain.scheduling import AccountPolicy, FetchPolicy, FetchResult, FetchState
+from domain.scheduling import AccountPolicy, FetchPolicy, FetchResult, FetchState, from_ms, to_ms
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -124,29 +124,11 @@ def test_window_starts_at_the_latest_report_never_more_than_seven_days_back(
         assert start == last
 
 
-@given(
-    st.builds(
-        FetchState,
-        factor=st.sampled_from([1, 2, 4, 8, 16]),
-        successes=st.integers(0, 10**9),
-        failures=st.integers(0, 10**9),
-        consecutive_failures=st.integers(0, 100),
-        last_success=st.none()
-        | st.datetimes(timezones=st.just(UTC)).map(
-            lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)
-        ),
-        last_attempt=st.none() | st.just(NOW),
-        last_result=st.none() | st.sampled_from(list(FetchResult)),
-        next_due=st.none() | st.just(NOW + HOUR),
-    )
-)
-def test_the_queue_encoding_round_trips(state: FetchState) -> None:
-    assert FetchState.decode(state.encode()) == state
-
-
-@pytest.mark.parametrize("text", [None, "", "garbage", "1|2|3", "x|0|0|0||||", "1|0|0|0|||bogus|"])
-def test_an_unreadable_encoding_is_a_fresh_state(text: str | None) -> None:
-    assert FetchState.decode(text) == FetchState()
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_queue_scores_are_whole_milliseconds_exactly(t: datetime) -> None:
+    ms = to_ms(t)
+    assert from_ms(ms) <= t < from_ms(ms + 1)
+    assert to_ms(from_ms(ms)) == ms
 
 
 ACCOUNT = AccountPolicy(min_interval=timedelta(seconds=2), max_cooldown=timedelta(minutes=10))

@@ -22,9 +22,10 @@ def _times(**values: datetime | None) -> dict[str, Any]:
 
 
 def fetch_state_pb(e: QueueEntry) -> fq.FetchState:
-    if e.claimed_by is not None:
+    place = e.place
+    if place is not None and place.claimed_by is not None:
         where = fq.FETCH_QUEUE_STATE_CLAIMED
-    elif e.queued:
+    elif place is not None and place.queued:
         where = fq.FETCH_QUEUE_STATE_WAITING
     else:
         where = fq.FETCH_QUEUE_STATE_NOT_QUEUED
@@ -37,12 +38,12 @@ def fetch_state_pb(e: QueueEntry) -> fq.FetchState:
         failure_count=s.failures,
         consecutive_failures=s.consecutive_failures,
         last_result=s.last_result.value if s.last_result else "",
-        claimed_by=e.claimed_by or "",
+        claimed_by=place.claimed_by or "" if place else "",
         **_times(
             next_due_time=e.due,
             last_success_time=s.last_success,
             last_attempt_time=s.last_attempt,
-            lease_expire_time=e.lease_until,
+            lease_expire_time=place.lease_until if place else None,
         ),
     )
 

@@ -61,15 +61,19 @@ class PostgresFetchStateRepository:
 
     async def keys_for(
         self, ids: Sequence[uuid.UUID], now: datetime, floor: datetime
-    ) -> list[tuple[TrackerKey, datetime | None]]:
+    ) -> list[tuple[TrackerKey, datetime | None, FetchState | None]]:
         """Keys of those of ``ids`` still active now, with the time of the latest report we
-        hold for each (looked at back to ``floor`` only)."""
+        hold for each (looked at back to ``floor`` only) and the state saved after its last
+        turn."""
         rows = await self._conn.fetch(
             f"""
             SELECT t.id, t.advertisement_key, t.private_key_ciphertext, t.private_key_kek_id,
                    (SELECT max(r.report_time) FROM reports r
-                     WHERE r.tracker_id = t.id AND r.report_time >= $3) AS last_report
+                     WHERE r.tracker_id = t.id AND r.report_time >= $3) AS last_report,
+                   s.factor, s.successes, s.failures, s.consecutive_failures,
+                   s.last_success_time, s.last_attempt_time, s.last_result, s.next_due_time
             FROM trackers t JOIN production_runs p ON p.id = t.production_run_id
+            LEFT JOIN fetch_state s ON s.tracker_id = t.id
             WHERE t.id = ANY($2::uuid[]) AND {_ACTIVE}
             """,
             now,
@@ -84,6 +88,7 @@ class PostgresFetchStateRepository:
                     SealedSecret(r["private_key_kek_id"], bytes(r["private_key_ciphertext"])),
                 ),
                 r["last_report"],
+                _state(r),
             )
             for r in rows
         ]

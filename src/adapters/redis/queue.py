@@ -1,18 +1,18 @@
 """The fetch queue and the account gate in Redis, each operation one Lua script (atomic).
 
 Keys (``{p}`` is the prefix, ``fetch`` by default):
-  {p}:due        ZSET tracker -> due time (ms): trackers waiting for their turn
-  {p}:leases     ZSET tracker -> lease end (ms): trackers claimed by a fetcher
-  {p}:owner      HASH tracker -> worker holding the claim
-  {p}:claims:<w> SET  trackers claimed by worker w (to return them when w dies)
-  {p}:workers    ZSET worker -> heartbeat deadline (ms)
-  {p}:meta       HASH tracker -> FetchState.encode()
-  {p}:synced     STRING time of the last full rebuild; missing = Redis lost the queue
-  {p}:sync-lock  STRING the worker rebuilding the queue now
+  {p}:due         ZSET tracker -> due time (ms): trackers waiting for their turn
+  {p}:leases:<w>  ZSET tracker -> lease end (ms): trackers claimed by fetcher w
+  {p}:workers     ZSET fetcher -> heartbeat deadline (ms)
+  {p}:synced      STRING time of the last full rebuild; missing = Redis lost the queue
+  {p}:sync-lock   STRING the fetcher rebuilding the queue now
+  {p}:lease-scan  STRING when claimants next look for expired leases (once a second)
   {p}:account:<a>:lock / :next   one request at a time per account, and when the next may go
-A tracker is in exactly one of ``due`` and ``leases``. Claims take the lowest due times first
-(ZRANGEBYSCORE + ZREMRANGEBYRANK: one call for the whole batch), so every tracker due now is
-served before a requeued one, whose due time lies at least one interval ahead.
+A tracker is in exactly one of ``due`` and the ``leases`` of one fetcher. Claims take the
+lowest due times first (ZRANGEBYSCORE + ZREMRANGEBYRANK: one call for the whole batch), so
+every tracker due now is served before a requeued one, whose due time lies at least one
+interval ahead. Per tracker a claim costs two sorted-set writes and a completion three; the
+trackers' counts and backoff live in PostgreSQL (``fetch_state``), read with their keys.
 """
 
 from __future__ import annotations
@@ -27,130 +27,117 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from domain.errors import DependencyUnavailable
-from domain.scheduling import (
-    Claim,
-    ClaimBatch,
-    FetchState,
-    QueueEntry,
-    QueueStats,
-    from_ms,
-    to_ms,
-)
+from domain.scheduling import Claim, ClaimBatch, QueuePlace, QueueStats, from_ms, to_ms
 
 T = TypeVar("T")
 
 _CLAIM = """
-local due, leases, owner, workers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local meta, synced = KEYS[5], KEYS[6]
+local due, workers, synced, scan = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local worker, now, lease_until = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local limit, alive_until, cprefix = tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local limit, alive_until, lprefix = tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local lost = redis.call('EXISTS', synced) == 0 and 1 or 0
 local reclaimed = 0
--- workers whose heartbeat stopped: everything they hold goes back, due now
-local dead = redis.call('ZRANGEBYSCORE', workers, '-inf', '(' .. ARGV[2], 'LIMIT', 0, 32)
-for _, w in ipairs(dead) do
-  if w ~= worker then
-    local ckey = cprefix .. w
-    for _, m in ipairs(redis.call('SMEMBERS', ckey)) do
-      if redis.call('HGET', owner, m) == w then
-        redis.call('ZREM', leases, m)
-        redis.call('HDEL', owner, m)
-        redis.call('ZADD', due, now, m)
-        reclaimed = reclaimed + 1
-      end
+local function back(members)
+  for i = 1, #members, 1000 do
+    local args = {}
+    for j = i, math.min(i + 999, #members) do
+      args[#args + 1] = now
+      args[#args + 1] = members[j]
     end
-    redis.call('DEL', ckey)
+    redis.call('ZADD', due, unpack(args))
+  end
+  reclaimed = reclaimed + #members
+end
+-- fetchers whose heartbeat stopped: everything they hold goes back, due now
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', workers, '-inf', '(' .. ARGV[2], 'LIMIT', 0, 32)) do
+  if w ~= worker then
+    back(redis.call('ZRANGE', lprefix .. w, 0, -1))
+    redis.call('DEL', lprefix .. w)
     redis.call('ZREM', workers, w)
   end
 end
 redis.call('ZADD', workers, alive_until, worker)
--- leases that ran out (a live but stuck worker)
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', '(' .. ARGV[2], 'LIMIT', 0, 1000)) do
-  local w = redis.call('HGET', owner, m)
-  if w then
-    redis.call('SREM', cprefix .. w, m)
-    redis.call('HDEL', owner, m)
+-- leases that ran out (a live but stuck fetcher): looked for at most once a second
+if now >= tonumber(redis.call('GET', scan) or '0') then
+  redis.call('SET', scan, now + 1000, 'PX', 60000)
+  for _, w in ipairs(redis.call('ZRANGE', workers, 0, -1)) do
+    local lk = lprefix .. w
+    local expired = redis.call('ZRANGEBYSCORE', lk, '-inf', '(' .. ARGV[2], 'LIMIT', 0, 1000)
+    if #expired > 0 then
+      redis.call('ZREM', lk, unpack(expired))
+      back(expired)
+    end
   end
-  redis.call('ZREM', leases, m)
-  redis.call('ZADD', due, now, m)
-  reclaimed = reclaimed + 1
 end
 -- the most overdue trackers, as one batch
 local items = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
 local n = #items / 2
-local out = {}
 if n > 0 then
   redis.call('ZREMRANGEBYRANK', due, 0, n - 1)
-  local lease_args, owner_args, members = {}, {}, {}
+  local lease_args = {}
   for i = 1, n do
-    local m = items[2 * i - 1]
-    members[i] = m
     lease_args[2 * i - 1] = lease_until
-    lease_args[2 * i] = m
-    owner_args[2 * i - 1] = m
-    owner_args[2 * i] = worker
+    lease_args[2 * i] = items[2 * i - 1]
   end
-  redis.call('ZADD', leases, unpack(lease_args))
-  redis.call('HSET', owner, unpack(owner_args))
-  redis.call('SADD', cprefix .. worker, unpack(members))
-  local metas = redis.call('HMGET', meta, unpack(members))
-  for i = 1, n do
-    out[i] = {members[i], items[2 * i], metas[i]}
-  end
+  redis.call('ZADD', lprefix .. worker, unpack(lease_args))
 end
 local head = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
-return {lost, reclaimed, head[2] or '', out}
+return {lost, reclaimed, head[2] or '', items}
 """
 
 _COMPLETE = """
-local due, leases, owner, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local worker, ckey = ARGV[1], ARGV[2]
-local due_args, meta_args, members = {}, {}, {}
-for i = 3, #ARGV, 3 do
-  local m = ARGV[i]
-  if redis.call('HGET', owner, m) == worker then
-    members[#members + 1] = m
-    due_args[#due_args + 1] = ARGV[i + 1]
-    due_args[#due_args + 1] = m
-    meta_args[#meta_args + 1] = m
-    meta_args[#meta_args + 1] = ARGV[i + 2]
+local due, leases = KEYS[1], KEYS[2]
+local members = {}
+for i = 1, #ARGV, 2 do members[#members + 1] = ARGV[i] end
+local held = redis.call('ZMSCORE', leases, unpack(members))
+local due_args, mine = {}, {}
+for i = 1, #members do
+  if held[i] then
+    mine[#mine + 1] = members[i]
+    due_args[#due_args + 1] = ARGV[2 * i]
+    due_args[#due_args + 1] = members[i]
   end
 end
-if #members > 0 then
-  redis.call('ZREM', leases, unpack(members))
-  redis.call('HDEL', owner, unpack(members))
-  redis.call('SREM', ckey, unpack(members))
+if #mine > 0 then
+  redis.call('ZREM', leases, unpack(mine))
   redis.call('ZADD', due, unpack(due_args))
-  redis.call('HSET', meta, unpack(meta_args))
 end
-return #members
+return #mine
 """
 
 _LEAVE = """
-local due, leases, owner, workers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local worker, ckey, now = ARGV[1], ARGV[2], ARGV[3]
-local n = 0
-for _, m in ipairs(redis.call('SMEMBERS', ckey)) do
-  if redis.call('HGET', owner, m) == worker then
-    redis.call('ZREM', leases, m)
-    redis.call('HDEL', owner, m)
-    redis.call('ZADD', due, now, m)
-    n = n + 1
+local due, leases, workers = KEYS[1], KEYS[2], KEYS[3]
+local worker, now = ARGV[1], ARGV[2]
+local held = redis.call('ZRANGE', leases, 0, -1)
+for i = 1, #held, 1000 do
+  local args = {}
+  for j = i, math.min(i + 999, #held) do
+    args[#args + 1] = now
+    args[#args + 1] = held[j]
   end
+  redis.call('ZADD', due, unpack(args))
 end
-redis.call('DEL', ckey)
+redis.call('DEL', leases)
 redis.call('ZREM', workers, worker)
-return n
+return #held
 """
 
 _ADD_MISSING = """
-local due, leases, meta = KEYS[1], KEYS[2], KEYS[3]
+local due, workers, lprefix = KEYS[1], KEYS[2], ARGV[1]
+local lease_keys = {}
+for _, w in ipairs(redis.call('ZRANGE', workers, 0, -1)) do
+  lease_keys[#lease_keys + 1] = lprefix .. w
+end
 local n = 0
-for i = 1, #ARGV, 3 do
+for i = 2, #ARGV, 2 do
   local m = ARGV[i]
-  if not redis.call('ZSCORE', due, m) and not redis.call('ZSCORE', leases, m) then
+  local present = redis.call('ZSCORE', due, m)
+  for _, k in ipairs(lease_keys) do
+    if present then break end
+    present = redis.call('ZSCORE', k, m)
+  end
+  if not present then
     redis.call('ZADD', due, ARGV[i + 1], m)
-    redis.call('HSET', meta, m, ARGV[i + 2])
     n = n + 1
   end
 end
@@ -158,18 +145,12 @@ return n
 """
 
 _REMOVE = """
-local due, leases, owner, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local cprefix = ARGV[1]
-local n = 0
-for i = 2, #ARGV do
-  local m = ARGV[i]
-  n = n + redis.call('ZREM', due, m) + redis.call('ZREM', leases, m)
-  local w = redis.call('HGET', owner, m)
-  if w then
-    redis.call('SREM', cprefix .. w, m)
-    redis.call('HDEL', owner, m)
-  end
-  redis.call('HDEL', meta, m)
+local due, workers, lprefix = KEYS[1], KEYS[2], ARGV[1]
+local members = {}
+for i = 2, #ARGV do members[#members + 1] = ARGV[i] end
+local n = redis.call('ZREM', due, unpack(members))
+for _, w in ipairs(redis.call('ZRANGE', workers, 0, -1)) do
+  n = n + redis.call('ZREM', lprefix .. w, unpack(members))
 end
 return n
 """
@@ -247,9 +228,9 @@ class RedisFetchQueue:
         self.prefix = prefix
         self._worker_ttl_ms = int(worker_ttl.total_seconds() * 1000)
         k = prefix + ":"
-        self.due, self.leases, self.owner = k + "due", k + "leases", k + "owner"
-        self.workers, self.meta, self.synced = k + "workers", k + "meta", k + "synced"
-        self.claims_prefix, self.sync_lock = k + "claims:", k + "sync-lock"
+        self.due, self.workers, self.synced = k + "due", k + "workers", k + "synced"
+        self.leases_prefix, self.sync_lock = k + "leases:", k + "sync-lock"
+        self.lease_scan = k + "lease-scan"
         self._claim = client.register_script(_CLAIM)
         self._complete = client.register_script(_COMPLETE)
         self._leave = client.register_script(_LEAVE)
@@ -259,36 +240,31 @@ class RedisFetchQueue:
 
     async def claim(self, worker: str, limit: int, now: datetime, lease: timedelta) -> ClaimBatch:
         now_ms = to_ms(now)
-        keys = [self.due, self.leases, self.owner, self.workers, self.meta, self.synced]
+        keys = [self.due, self.workers, self.synced, self.lease_scan]
         args = [
             worker,
             now_ms,
             now_ms + int(lease.total_seconds() * 1000),
             limit,
             now_ms + self._worker_ttl_ms,  # the claimant is alive now
-            self.claims_prefix,
+            self.leases_prefix,
         ]
         async with _unavailable():
             lost, reclaimed, head, items = await self._claim(keys=keys, args=args)
         claims = [
-            Claim(
-                tracker_id=uuid.UUID(_text(m)),
-                due=from_ms(float(score)),
-                state=FetchState.decode(_text(meta) if meta else None),
-            )
-            for m, score, meta in items
+            Claim(uuid.UUID(_text(items[i])), from_ms(float(items[i + 1])))
+            for i in range(0, len(items), 2)
         ]
         next_due = from_ms(float(head)) if head not in (b"", "", None) else None
         return ClaimBatch(claims, next_due, lost=bool(lost), reclaimed=int(reclaimed))
 
-    async def complete(self, worker: str, done: Sequence[tuple[uuid.UUID, FetchState]]) -> int:
+    async def complete(self, worker: str, done: Sequence[tuple[uuid.UUID, datetime]]) -> int:
         n = 0
+        keys = [self.due, self.leases_prefix + worker]
         for start in range(0, len(done), _CHUNK):
-            args: list[Any] = [worker, self.claims_prefix + worker]
-            for tracker_id, state in done[start : start + _CHUNK]:
-                assert state.next_due is not None, "a completed turn has a next due time"
-                args += [str(tracker_id), to_ms(state.next_due), state.encode()]
-            keys = [self.due, self.leases, self.owner, self.meta]
+            args: list[Any] = []
+            for tracker_id, due in done[start : start + _CHUNK]:
+                args += [str(tracker_id), to_ms(due)]
             async with _unavailable():
                 n += int(await self._complete(keys=keys, args=args))
         return n
@@ -297,34 +273,39 @@ class RedisFetchQueue:
         await _guard(lambda: self._r.zadd(self.workers, {worker: to_ms(alive_until)}))
 
     async def leave(self, worker: str, now: datetime) -> int:
-        keys = [self.due, self.leases, self.owner, self.workers]
-        args = [worker, self.claims_prefix + worker, to_ms(now)]
+        keys = [self.due, self.leases_prefix + worker, self.workers]
         async with _unavailable():
-            return int(await self._leave(keys=keys, args=args))
+            return int(await self._leave(keys=keys, args=[worker, to_ms(now)]))
+
+    async def _worker_names(self) -> list[str]:
+        async with _unavailable():
+            return [_text(w) for w in await self._r.zrange(self.workers, 0, -1)]
 
     async def members(self) -> set[uuid.UUID]:
-        async with _unavailable():
-            queued = await self._r.zrange(self.due, 0, -1)
-            claimed = await self._r.zrange(self.leases, 0, -1)
-        return {uuid.UUID(_text(m)) for m in [*queued, *claimed]}
+        workers = await self._worker_names()
+        async with _unavailable(), self._r.pipeline(transaction=True) as pipe:
+            pipe.zrange(self.due, 0, -1)
+            for w in workers:
+                pipe.zrange(self.leases_prefix + w, 0, -1)
+            found = await pipe.execute()
+        return {uuid.UUID(_text(m)) for members in found for m in members}
 
-    async def add_missing(self, entries: Sequence[tuple[uuid.UUID, datetime, FetchState]]) -> int:
+    async def add_missing(self, entries: Sequence[tuple[uuid.UUID, datetime]]) -> int:
         n = 0
         for start in range(0, len(entries), _CHUNK):
-            args: list[Any] = []
-            for tracker_id, due, state in entries[start : start + _CHUNK]:
-                args += [str(tracker_id), to_ms(due), state.encode()]
+            args: list[Any] = [self.leases_prefix]
+            for tracker_id, due in entries[start : start + _CHUNK]:
+                args += [str(tracker_id), to_ms(due)]
             async with _unavailable():
-                n += int(await self._add(keys=[self.due, self.leases, self.meta], args=args))
+                n += int(await self._add(keys=[self.due, self.workers], args=args))
         return n
 
     async def remove(self, ids: Sequence[uuid.UUID]) -> int:
         n = 0
         for start in range(0, len(ids), _CHUNK):
-            args = [self.claims_prefix, *map(str, ids[start : start + _CHUNK])]
-            keys = [self.due, self.leases, self.owner, self.meta]
+            args = [self.leases_prefix, *map(str, ids[start : start + _CHUNK])]
             async with _unavailable():
-                n += int(await self._remove(keys=keys, args=args))
+                n += int(await self._remove(keys=[self.due, self.workers], args=args))
         return n
 
     async def mark_synced(self, now: datetime) -> None:
@@ -340,39 +321,40 @@ class RedisFetchQueue:
 
     async def stats(self, now: datetime) -> QueueStats:
         now_ms = to_ms(now)
+        workers = await self._worker_names()
         async with _unavailable(), self._r.pipeline(transaction=True) as pipe:
             pipe.zcard(self.due)
             pipe.zcount(self.due, "-inf", now_ms)
-            pipe.zcard(self.leases)
             pipe.zcount(self.workers, now_ms, "+inf")
             pipe.zrange(self.due, 0, 0, withscores=True)
-            queued, due_now, claimed, workers, head = await pipe.execute()
+            for w in workers:
+                pipe.zcard(self.leases_prefix + w)
+            queued, due_now, alive, head, *held = await pipe.execute()
         return QueueStats(
             queued=int(queued),
             due_now=int(due_now),
-            claimed=int(claimed),
-            workers=int(workers),
+            claimed=sum(int(h) for h in held),
+            workers=int(alive),
             oldest_due=from_ms(head[0][1]) if head else None,
         )
 
-    async def entry(self, tracker_id: uuid.UUID) -> QueueEntry | None:
+    async def entry(self, tracker_id: uuid.UUID) -> QueuePlace | None:
         m = str(tracker_id)
+        workers = await self._worker_names()
         async with _unavailable(), self._r.pipeline(transaction=True) as pipe:
             pipe.zscore(self.due, m)
-            pipe.zscore(self.leases, m)
-            pipe.hget(self.owner, m)
-            pipe.hget(self.meta, m)
-            due, lease, owner, meta = await pipe.execute()
-        if due is None and lease is None:
+            for w in workers:
+                pipe.zscore(self.leases_prefix + w, m)
+            due, *leases = await pipe.execute()
+        holder = next(((w, lease) for w, lease in zip(workers, leases, strict=True) if lease), None)
+        if due is None and holder is None:
             return None
-        state = FetchState.decode(_text(meta) if meta else None)
-        return QueueEntry(
+        return QueuePlace(
             tracker_id=tracker_id,
             queued=due is not None,
-            claimed_by=_text(owner) if owner else None,
-            due=from_ms(due) if due is not None else state.next_due,
-            lease_until=from_ms(lease) if lease is not None else None,
-            state=state,
+            claimed_by=holder[0] if holder else None,
+            due=from_ms(due) if due is not None else None,
+            lease_until=from_ms(holder[1]) if holder else None,
         )
 
 
