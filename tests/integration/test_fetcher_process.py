@@ -451,7 +451,7 @@ async def test_fairness_of_ten_thousand_trackers_of_which_thirty_percent_never_r
     # Each cycle: no healthy tracker ever skips one (a turn may run late by a busy machine,
     # never early), and the silent ones wait 2, 4, 8, 16 intervals (late by at most SLACK).
     assert late_healthy == 0
-    assert INTERVAL_S - 0.05 <= min(healthy_gaps)
+    assert min(healthy_gaps) >= INTERVAL_S - 0.05
     assert worst_healthy < 2 * INTERVAL_S, worst_healthy
     off = [
         gaps[:4]
