@@ -39,6 +39,8 @@ bench: setup
 	$(BIN)/python -m bench.setup_api
 	$(BIN)/python -m bench.keys
 	$(BIN)/python -m bench.reports
+	$(BIN)/python -m bench.queue
+	$(BIN)/python -m bench.fetch_cycle
 
 clean:
 	rm -rf $(VENV) .state .tools src/tracker .pytest_cache .mypy_cache .ruff_cache

@@ -52,6 +52,7 @@ RELEASE = "tr"
 NAMESPACE = "tracker"
 KUBERNETES_VERSION = "1.30.0"
 SERVERS = ("collector", "query", "health")
+BACKGROUND = ("fetcher",)  # Deployments without a Service
 HEALTH_PORT = 5000
 # Severities of Helm's lint messages: 1 info, 2 warning, 3 error.
 LINT_WARNING = 2
@@ -62,6 +63,7 @@ OVERRIDE_VALUES: dict[str, Any] = {
     "collector": {"replicas": 3},
     "query": {"replicas": 3},
     "health": {"enabled": False},
+    "fetcher": {"replicas": 3, "accountsSecret": "apple-accounts"},
     "config": {"TRACKER_LOG_LEVEL": "DEBUG"},
 }
 SECRET_VALUES: dict[str, Any] = {
@@ -461,7 +463,7 @@ def test_chart_passes_helm_lint() -> None:
 
 def test_each_enabled_server_gets_a_deployment_and_a_grpc_service(default_release: Release) -> None:
     assert sorted(d["metadata"]["name"] for d in default_release.of_kind("Deployment")) == sorted(
-        name_of(c) for c in SERVERS
+        name_of(c) for c in (*SERVERS, *BACKGROUND)
     )
     assert sorted(s["metadata"]["name"] for s in default_release.of_kind("Service")) == sorted(
         name_of(c) for c in SERVERS
@@ -500,6 +502,37 @@ def test_servers_run_their_console_script_on_their_ports(default_release: Releas
         assert service["spec"]["ports"][0]["port"] == service_port
     health_service = default_release.get("Service", name_of("health"))
     assert health_service["spec"]["ports"][0]["targetPort"] == "health"
+
+
+def test_the_fetcher_reads_its_apple_accounts_from_a_mounted_secret(
+    default_release: Release, override_release: Release
+) -> None:
+    for release, secret in (
+        (default_release, f"{RELEASE}-tracker-findmy-accounts"),
+        (override_release, "apple-accounts"),
+    ):
+        deployment = release.get("Deployment", name_of("fetcher"))
+        container = only_container(deployment)
+        assert container["command"] == ["tracker-fetcher"]
+        assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+            "health": HEALTH_PORT,
+            "metrics": 9464,
+        }
+        assert container["env"] == [
+            {"name": "TRACKER_FINDMY_ACCOUNT_FILE", "value": "/var/run/tracker/findmy"}
+        ]
+        assert {
+            "name": "findmy-accounts",
+            "mountPath": "/var/run/tracker/findmy",
+            "readOnly": True,
+        } in container["volumeMounts"]
+        [volume] = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "findmy-accounts"]
+        assert volume["secret"] == {"secretName": secret, "defaultMode": 0o400}
+    assert default_release.get("Deployment", name_of("fetcher"))["spec"]["replicas"] == 2
+    assert override_release.get("Deployment", name_of("fetcher"))["spec"]["replicas"] == 3
+    config = default_release.get("ConfigMap", f"{RELEASE}-tracker-config")["data"]
+    assert config["REQUEST_INTERVAL_HOURS"] == "0.25"
+    assert config["MAX_KEYS_PER_BATCH"] == "64"
 
 
 def test_probes_are_native_grpc_probes_on_the_health_port(default_release: Release) -> None:
@@ -560,6 +593,12 @@ def test_config_map_holds_the_settings_and_every_pod_reads_config_and_secret(
         "TRACKER_ENVIRONMENT": "production",
         "TRACKER_ACCESS_TOKEN_TTL_S": "900",
         "TRACKER_REFRESH_TOKEN_TTL_S": "2592000",
+        "REQUEST_INTERVAL_HOURS": "0.25",
+        "FETCH_INTERVAL": "1",
+        "MAX_KEYS_PER_BATCH": "64",
+        "MAX_REPORT_AGE_DAYS": "7",
+        "TRACKER_FINDMY_FETCH_URL": "https://gateway.icloud.com/findmyservice/v2/fetch",
+        "ANISETTE_SERVER": "",
     }
     secret = default_release.get("Secret", f"{RELEASE}-tracker-secrets")
     assert not secret.get("data"), "empty secrets must not be rendered as empty keys"
@@ -611,6 +650,7 @@ def test_overrides_existing_secret_replicas_and_disabled_health(override_release
     assert {d["metadata"]["name"] for d in override_release.of_kind("Deployment")} == {
         name_of("collector"),
         name_of("query"),
+        name_of("fetcher"),
     }
     assert {s["metadata"]["name"] for s in override_release.of_kind("Service")} == {
         name_of("collector"),
@@ -699,6 +739,8 @@ def test_every_rendered_object_is_valid_kubernetes(
     [
         ({"terminationGracePeriodSeconds": 10}, "must exceed config.TRACKER_SHUTDOWN_GRACE_S"),
         ({"config": {"TRACKER_DATABASE_URL": "postgresql://x"}}, "is a secret"),
+        ({"config": {"DB_PASSWORD": "x"}}, "is a secret"),
+        ({"fetcher": {"terminationGracePeriodSeconds": 5}}, "fetcher: terminationGrace"),
     ],
 )
 def test_chart_refuses_values_that_break_the_deployment(

@@ -121,7 +121,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- fail (printf "%s: terminationGracePeriodSeconds (%d) must exceed config.TRACKER_SHUTDOWN_GRACE_S (%d)" $component $termination $grace) }}
 {{- end }}
 {{- end }}
-{{- range $key := list "TRACKER_DATABASE_URL" "TRACKER_REDIS_URL" "TRACKER_JWT_SIGNING_KEY" }}
+{{- range $key := list "TRACKER_DATABASE_URL" "TRACKER_REDIS_URL" "TRACKER_JWT_SIGNING_KEY" "TRACKER_KEK_RING" "DB_PASSWORD" }}
 {{- if hasKey $.Values.config $key }}
 {{- fail (printf "%s is a secret: set it under secrets (or in existingSecret), not config" $key) }}
 {{- end }}
@@ -228,6 +228,10 @@ spec:
             {{- end }}
           envFrom:
             {{- include "tracker.envFrom" (dict "configMap" (include "tracker.configMapName" $root) "secret" (include "tracker.secretName" $root)) | nindent 12 }}
+          {{- with .extraEnv }}
+          env:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
           {{- include "tracker.probes" . | nindent 10 }}
           resources:
             {{- toYaml ($values.resources | default dict) | nindent 12 }}
@@ -236,10 +240,16 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- with .extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
+        {{- with .extraVolumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- with $values.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
