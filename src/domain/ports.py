@@ -163,8 +163,9 @@ class ReportRepository(Protocol):
 class FetchStateRepository(Protocol):
     """The fetcher's view of PostgreSQL."""
 
-    async def active_targets(self, now: datetime) -> list[tuple[uuid.UUID, FetchState | None]]:
-        """Trackers of runs active at ``now`` that have a private key, with their saved state."""
+    async def active_targets(self, now: datetime) -> list[tuple[uuid.UUID, datetime | None]]:
+        """Trackers of runs active at ``now`` that have a private key, with the due time saved
+        after their last turn (None: never fetched)."""
         ...
 
     async def keys_for(

@@ -329,9 +329,7 @@ class FetchWorker:
             present = await self._queue.members()
             wanted = {i for i, _ in active}
             entries = [
-                (i, state.next_due if state and state.next_due else cfg.policy.first_due(i, now))
-                for i, state in active
-                if i not in present
+                (i, due or cfg.policy.first_due(i, now)) for i, due in active if i not in present
             ]
             added = await self._queue.add_missing(entries)
             removed = await self._queue.remove([i for i in present if i not in wanted])

@@ -85,7 +85,7 @@ async def test_keys_come_with_the_latest_report_and_states_are_saved(
     assert found[b] == (None, saved)
     assert saved is not None
     assert (saved.factor, saved.failures, saved.last_result) == (2, 1, FetchResult.NO_REPORTS)
-    assert active[b] == saved
+    assert active[b] == saved.next_due
 
 
 @pytest.fixture

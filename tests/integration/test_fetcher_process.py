@@ -120,34 +120,54 @@ async def test_a_killed_fetchers_claims_are_completed_by_another_within_one_leas
     assert took <= LEASE_S, took
 
 
+class OwnRedis:
+    """A Redis server of our own (no persistence), so FLUSHALL and restarts hit nobody else."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
 @pytest.fixture
-def own_redis() -> Iterator[str]:
-    """A Redis server of our own, so FLUSHALL hits nobody else."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+def own_redis_server() -> Iterator[OwnRedis]:
+    server = OwnRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(own_redis_server: OwnRedis) -> str:
+    return own_redis_server.url
 
 
 async def test_after_flushall_the_queue_is_rebuilt_and_every_tracker_fetched_next_cycle(
@@ -192,6 +212,40 @@ async def test_after_flushall_the_queue_is_rebuilt_and_every_tracker_fetched_nex
     assert took <= 3 * 2 + 2 + 2  # the next cycle: backoff of at most x2, a queue check, slack
     assert set(sim.max_in_flight.values()) == {1}
     assert all(p.returncode is None for p in f.procs)
+
+
+async def test_a_redis_outage_is_waited_out_and_the_queue_comes_back(
+    database_url: str,
+    sim: Simulator,
+    fetchers: list[Fetchers],
+    own_redis_server: OwnRedis,
+    tmp_path: pathlib.Path,
+) -> None:
+    fleet = await seed_fleet(database_url, 100)
+    for t in fleet.trackers:
+        sim.add_reports(fleet.adv_keys[t], [report(5)])
+    env = fetcher_env(
+        database_url,
+        own_redis_server.url,
+        sim,
+        write_accounts(sim, tmp_path / "accounts", 2),
+        interval_s=2,
+        prefix=prefix(),
+    )
+    f = Fetchers(env, tmp_path)
+    fetchers.append(f)
+    await f.start(2)
+    began = datetime.now(UTC)
+    assert await wait_for(lambda: all_fetched_since(database_url, fleet.trackers, began), 20)
+    own_redis_server.stop()  # down, and back empty (no persistence), like a lost Redis pod
+    await asyncio.sleep(4)
+    own_redis_server.start()
+    back = datetime.now(UTC)
+    assert await wait_for(lambda: all_fetched_since(database_url, fleet.trackers, back), 30), f.log(
+        0
+    )[-3000:]
+    assert all(p.returncode is None for p in f.procs)
+    assert "dependency unavailable" in f.log(0) + f.log(1)
 
 
 class PrivatePostgres:

@@ -639,9 +639,11 @@ class FakeFetchStateRepository:
             and t.production_runs[tr.production_run_id].is_active(now)
         ]
 
-    async def active_targets(self, now: datetime) -> list[tuple[uuid.UUID, FetchState | None]]:
+    async def active_targets(self, now: datetime) -> list[tuple[uuid.UUID, datetime | None]]:
         states = self._uow.tables.fetch_states
-        return [(tr.id, states.get(tr.id)) for tr in self._active(now)]
+        return [
+            (tr.id, states[tr.id].next_due if tr.id in states else None) for tr in self._active(now)
+        ]
 
     async def keys_for(
         self, ids: Sequence[uuid.UUID], now: datetime, floor: datetime

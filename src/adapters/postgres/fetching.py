@@ -43,13 +43,12 @@ class PostgresFetchStateRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
-    async def active_targets(self, now: datetime) -> list[tuple[uuid.UUID, FetchState | None]]:
+    async def active_targets(self, now: datetime) -> list[tuple[uuid.UUID, datetime | None]]:
         """Every tracker that should be in the queue now (its run is active and it has a
-        private key), with the state saved after its last turn, if any."""
+        private key), with the due time saved after its last turn, if any."""
         rows = await self._conn.fetch(
             f"""
-            SELECT t.id, s.factor, s.successes, s.failures, s.consecutive_failures,
-                   s.last_success_time, s.last_attempt_time, s.last_result, s.next_due_time
+            SELECT t.id, s.next_due_time
             FROM production_runs p
             JOIN trackers t ON t.production_run_id = p.id
             LEFT JOIN fetch_state s ON s.tracker_id = t.id
@@ -57,7 +56,7 @@ class PostgresFetchStateRepository:
             """,
             now,
         )
-        return [(r["id"], _state(r)) for r in rows]
+        return [(r["id"], r["next_due_time"]) for r in rows]
 
     async def keys_for(
         self, ids: Sequence[uuid.UUID], now: datetime, floor: datetime
