@@ -342,8 +342,17 @@ class AccountGate(Protocol):
     """One request at a time per source account, across every fetcher process, and a
     minimum gap between requests (Redis)."""
 
-    async def acquire(self, account: str, holder: str, now: datetime, hold: timedelta) -> float:
-        """0 if ``holder`` now holds the account (for at most ``hold``), else seconds to wait."""
+    async def acquire(
+        self,
+        account: str,
+        holder: str,
+        now: datetime,
+        hold: timedelta,
+        pace: timedelta = timedelta(0),
+    ) -> float:
+        """0 if ``holder`` now holds the account (for at most ``hold``), else seconds to wait.
+        An account with no record of its last request (never used, or the record was lost)
+        waits ``pace`` first: the last request may have been a moment ago."""
         ...
 
     async def release(self, account: str, holder: str, next_allowed: datetime) -> None: ...

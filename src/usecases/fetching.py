@@ -413,7 +413,11 @@ class FetchWorker:
         while not self._stopping.is_set():
             try:
                 pause = await self._gate.acquire(
-                    account.name, cfg.worker_id, self._clock.now(), hold
+                    account.name,
+                    cfg.worker_id,
+                    self._clock.now(),
+                    hold,
+                    cfg.account_policy.min_interval,
                 )
                 if pause > 0:
                     await self._sleep(min(pause, cfg.idle_poll.total_seconds()))

@@ -226,6 +226,31 @@ async def test_a_holder_whose_heartbeat_stopped_loses_the_account(gate_and_queue
     assert await gate.acquire("a1", "w1", NOW + TTL + S, LEASE) > 0
 
 
+async def test_an_account_without_a_record_of_its_last_request_waits_its_pace_first(
+    gate_and_queue,
+) -> None:
+    gate, queue = gate_and_queue
+    await queue.heartbeat("w1", NOW + timedelta(hours=1))
+    pace = timedelta(milliseconds=300)
+    assert await gate.acquire("a1", "w1", NOW, LEASE, pace) == pytest.approx(0.3)
+    assert await gate.acquire("a1", "w1", NOW + pace, LEASE, pace) == 0
+    await gate.release("a1", "w1", NOW + 2 * pace)
+    assert await gate.acquire("a1", "w1", NOW + pace, LEASE, pace) == pytest.approx(0.3)
+
+
+async def test_a_lost_record_makes_the_account_wait_its_pace(
+    redis_client: aioredis.Redis,
+) -> None:
+    gate, queue = RedisAccountGate(redis_client, "lost"), RedisFetchQueue(redis_client, "lost")
+    await queue.heartbeat("w1", NOW + timedelta(hours=1))
+    pace = timedelta(seconds=1)
+    await gate.release("a1", "w1", NOW)
+    assert await gate.acquire("a1", "w1", NOW, LEASE, pace) == 0
+    await gate.release("a1", "w1", NOW + pace)
+    await redis_client.flushdb()
+    assert await gate.acquire("a1", "w2", NOW + pace / 2, LEASE, pace) == pytest.approx(1.0)
+
+
 async def test_a_lock_outlives_nobody_its_hold_ends_it(redis_client: aioredis.Redis) -> None:
     gate, queue = RedisAccountGate(redis_client, "crash"), RedisFetchQueue(redis_client, "crash")
     await queue.heartbeat("w1", NOW + timedelta(hours=1))

@@ -1049,7 +1049,17 @@ class FakeAccountGate:
         self.acquired = 0
         self._queue = queue or FakeFetchQueue()
 
-    async def acquire(self, account: str, holder: str, now: datetime, hold: timedelta) -> float:
+    async def acquire(
+        self,
+        account: str,
+        holder: str,
+        now: datetime,
+        hold: timedelta,
+        pace: timedelta = timedelta(0),
+    ) -> float:
+        if account not in self.next and pace > timedelta(0):
+            self.next[account] = now + pace
+            return pace.total_seconds()
         allowed = self.next.get(account)
         if allowed is not None and allowed > now:
             return (allowed - now).total_seconds()

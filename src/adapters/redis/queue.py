@@ -162,8 +162,14 @@ return 0
 
 _GATE_ACQUIRE = """
 local lock, nxt, workers = KEYS[1], KEYS[2], KEYS[3]
-local holder, now, hold_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local allowed = tonumber(redis.call('GET', nxt) or '0')
+local holder, now, hold_ms, pace_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local recorded = redis.call('GET', nxt)
+if not recorded and pace_ms > 0 then
+  -- no record of the last request (new account, or Redis lost it): it may have been just now
+  redis.call('SET', nxt, now + pace_ms, 'PX', 86400000)
+  return pace_ms
+end
+local allowed = tonumber(recorded or '0')
 if allowed > now then return allowed - now end
 if redis.call('SET', lock, holder, 'NX', 'PX', hold_ms) then return 0 end
 -- a holder whose heartbeat stopped (killed mid-request) does not keep the account
@@ -371,8 +377,20 @@ class RedisAccountGate:
     def _keys(self, account: str) -> list[str]:
         return [self._prefix + account + ":lock", self._prefix + account + ":next", self._workers]
 
-    async def acquire(self, account: str, holder: str, now: datetime, hold: timedelta) -> float:
-        args = [holder, to_ms(now), max(1, int(hold.total_seconds() * 1000))]
+    async def acquire(
+        self,
+        account: str,
+        holder: str,
+        now: datetime,
+        hold: timedelta,
+        pace: timedelta = timedelta(0),
+    ) -> float:
+        args = [
+            holder,
+            to_ms(now),
+            max(1, int(hold.total_seconds() * 1000)),
+            int(pace.total_seconds() * 1000),
+        ]
         async with _unavailable():
             wait_ms = int(await self._acquire(keys=self._keys(account), args=args))
         return wait_ms / 1000
