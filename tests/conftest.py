@@ -12,6 +12,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from adapters.geonames import geonames_cities
+from adapters.postgres.geocoding import load_cities
 from adapters.postgres.migrator import migrate
 from adapters.postgres.pool import open_pool
 
@@ -51,6 +53,8 @@ async def template_database() -> AsyncIterator[str]:
     conn = await asyncpg.connect(url_for(name))
     try:
         await migrate(conn)
+        # GeoNames cities (cities1000) for geocoding, loaded once into the template.
+        await load_cities(conn, geonames_cities(1000))
     finally:
         await conn.close()
     yield name

@@ -9,10 +9,14 @@ from servers import endpoints
 from servers.config import Settings
 from servers.demo import Demo
 from servers.runtime import Background, main_for
+from servers.worker import WorkerLoop
 
 
 def background(settings: Settings) -> list[Background]:
-    return [Demo(settings)] if settings.demo else []
+    tasks: list[Background] = [Demo(settings)] if settings.demo else []
+    if settings.worker_in_process:  # processing (issue 6): statuses follow the reports
+        tasks.append(WorkerLoop(settings))
+    return tasks
 
 
 def main(argv: Sequence[str] | None = None) -> int:

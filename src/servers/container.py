@@ -13,8 +13,15 @@ from adapters.grpc.health import HealthReporter
 from adapters.grpc.keys import KeyQueryServicer, KeyServicer
 from adapters.grpc.reports import ReportServicer
 from adapters.grpc.setup import SetupQueryServicer, SetupServicer
+from adapters.grpc.status import StatusQueryServicer, StatusServicer
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
+from adapters.postgres.geocoding import PostgresGeocoder
 from adapters.postgres.pool import PostgresProbe, pool_resource
+from adapters.postgres.processing import (
+    PostgresProcessingQueue,
+    PostgresProcessingUnitOfWorkFactory,
+)
+from adapters.postgres.status import PostgresStatusRepository
 from adapters.postgres.uow import PostgresUnitOfWorkFactory
 from adapters.redis.client import RedisProbe, redis_resource
 from adapters.security import Argon2PasswordHasher, JwtTokenCodec
@@ -22,8 +29,10 @@ from servers.config import Settings, kek_ring, signing_key
 from usecases.access import AccessUseCases, TokenPolicy
 from usecases.health import CheckDependencies
 from usecases.keys import KeyUseCases
+from usecases.processing import ProcessNewReports
 from usecases.reports import IngestReports
 from usecases.setup import SetupUseCases
+from usecases.status import StatusQueries
 
 SETUP_SERVICE = "tracker.v1.SetupService"
 SETUP_QUERY_SERVICE = "tracker.v1.SetupQueryService"
@@ -33,6 +42,8 @@ USER_QUERY_SERVICE = "tracker.v1.UserQueryService"
 KEY_SERVICE = "tracker.v1.KeyService"
 KEY_QUERY_SERVICE = "tracker.v1.KeyQueryService"
 REPORT_SERVICE = "tracker.v1.ReportService"
+STATUS_QUERY_SERVICE = "tracker.v1.StatusQueryService"
+STATUS_SERVICE = "tracker.v1.StatusService"
 
 # Which dependencies each gRPC service needs to be SERVING.
 SERVICE_DEPENDENCIES = {
@@ -46,6 +57,8 @@ SERVICE_DEPENDENCIES = {
         KEY_SERVICE,
         KEY_QUERY_SERVICE,
         REPORT_SERVICE,
+        STATUS_QUERY_SERVICE,
+        STATUS_SERVICE,
     )
 }
 
@@ -124,3 +137,30 @@ class Container(containers.DeclarativeContainer):
     key_query_servicer = providers.Singleton(KeyQueryServicer, key_usecases)
     ingest_reports = providers.Singleton(IngestReports, uow=uow_factory, clock=clock)
     report_servicer = providers.Singleton(ReportServicer, ingest_reports)
+
+    # --- processing: geocoding, roll-ups, status (issue 6) ---
+    processing_queue = providers.Singleton(PostgresProcessingQueue, db_pool)
+    processing_uow = providers.Singleton(PostgresProcessingUnitOfWorkFactory, db_pool)
+    geocoder = providers.Singleton(
+        PostgresGeocoder,
+        db_pool,
+        cache_size=settings.provided.geocode_cache_size,
+        cell_deg=settings.provided.geocode_cell_deg,
+    )
+    process_new_reports = providers.Singleton(
+        ProcessNewReports,
+        queue=processing_queue,
+        uow=processing_uow,
+        geocoder=geocoder,
+        clock=clock,
+        batch_size=settings.provided.worker_batch_size,
+        lease_s=settings.provided.worker_lease_s,
+    )
+    status_repository = providers.Singleton(
+        PostgresStatusRepository,
+        db_pool,
+        hourly_days=settings.provided.location_history_hourly_days,
+    )
+    status_queries = providers.Singleton(StatusQueries, repo=status_repository, uow=uow_factory)
+    status_query_servicer = providers.Singleton(StatusQueryServicer, status_queries)
+    status_servicer = providers.Singleton(StatusServicer, status_queries)

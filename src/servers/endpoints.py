@@ -15,6 +15,8 @@ from servers.container import (
     REPORT_SERVICE,
     SETUP_QUERY_SERVICE,
     SETUP_SERVICE,
+    STATUS_QUERY_SERVICE,
+    STATUS_SERVICE,
     USER_QUERY_SERVICE,
     USER_SERVICE,
     Container,
@@ -27,6 +29,8 @@ from tracker.v1 import (
     report_service_pb2_grpc,
     setup_query_service_pb2_grpc,
     setup_service_pb2_grpc,
+    status_query_service_pb2_grpc,
+    status_service_pb2_grpc,
     user_query_service_pb2_grpc,
     user_service_pb2_grpc,
 )
@@ -73,18 +77,30 @@ report_service = _service(
     report_service_pb2_grpc.add_ReportServiceServicer_to_server, "report_servicer", REPORT_SERVICE
 )
 
+# processing (issue 6)
+status_query_service = _service(
+    status_query_service_pb2_grpc.add_StatusQueryServiceServicer_to_server,
+    "status_query_servicer",
+    STATUS_QUERY_SERVICE,
+)
+status_service = _service(
+    status_service_pb2_grpc.add_StatusServiceServicer_to_server, "status_servicer", STATUS_SERVICE
+)
+
 
 def collector(s: Settings) -> Endpoint:
     return Endpoint(
         "collector",
         s.collector_port,
-        [setup_service, auth_service, user_service, key_service, report_service],
+        [setup_service, auth_service, user_service, key_service, report_service, status_service],
     )
 
 
 def query(s: Settings) -> Endpoint:
     return Endpoint(
-        "query", s.query_port, [setup_query_service, user_query_service, key_query_service]
+        "query",
+        s.query_port,
+        [setup_query_service, user_query_service, key_query_service, status_query_service],
     )
 
 

@@ -41,6 +41,13 @@ SAMPLES: dict[str, Any] = {
     "demo_fetch_interval_s": 2.5,
     "access_token_ttl_s": 60.0,
     "refresh_token_ttl_s": 3600.0,
+    "worker_batch_size": 500,
+    "worker_idle_s": 0.25,
+    "worker_lease_s": 30.0,
+    "worker_in_process": False,
+    "geocode_cache_size": 10,
+    "geocode_cell_deg": 0.1,
+    "location_history_hourly_days": 3,
 }
 SEED_NAMES = {"max_keys_per_batch": "MAX_KEYS_PER_BATCH"}
 SECRETS = {f.name for f in dataclasses.fields(Settings) if f.metadata.get("secret")}
