@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python -m bench.setup_api
 	$(BIN)/python -m bench.keys
 	$(BIN)/python -m bench.reports
+	$(BIN)/python -m bench.processing
 
 clean:
 	rm -rf $(VENV) .state .tools src/tracker .pytest_cache .mypy_cache .ruff_cache

@@ -350,8 +350,8 @@ class ProcessingUnitOfWork(Protocol):
 
     async def lock(self, token: uuid.UUID, claims: Sequence[Claim]) -> list[Claim]:
         """The claims still held by ``token`` whose tracker could be locked until commit
-        (a worker whose lease ran out cannot race a newer worker). A claim of a tracker that
-        no longer exists is returned too: there is nothing to do for it."""
+        (a worker whose lease ran out cannot race a newer worker). Claims of trackers that
+        no longer exist are dropped from the queue: there is nothing to do for them."""
         ...
 
     async def ungeocoded(

@@ -226,6 +226,7 @@ class ResumePoint:
 
     after: ReportKey | None
     state: RuleState
+    replaces_history: bool = True  # False: there is no history after ``after`` to replace
 
 
 def resume_point(
@@ -237,9 +238,10 @@ def resume_point(
     checkpoint. Late: restart from the last change before them, where nothing was pending,
     so the result is what in-order arrival would have given."""
     if checkpoint is not None and checkpoint[0].report_time < since:
-        return ResumePoint(checkpoint[0], checkpoint[1])
+        return ResumePoint(checkpoint[0], checkpoint[1], replaces_history=False)
     if last_change_before_since is not None:
         return ResumePoint(
             last_change_before_since.key, RuleState.after_change(last_change_before_since)
         )
-    return ResumePoint(None, RuleState())
+    # No checkpoint: nothing was ever evaluated, so there is no history either.
+    return ResumePoint(None, RuleState(), replaces_history=checkpoint is not None)

@@ -52,6 +52,7 @@ RELEASE = "tr"
 NAMESPACE = "tracker"
 KUBERNETES_VERSION = "1.30.0"
 SERVERS = ("collector", "query", "health")
+BACKGROUND = ("worker",)  # Deployments without a Service
 HEALTH_PORT = 5000
 # Severities of Helm's lint messages: 1 info, 2 warning, 3 error.
 LINT_WARNING = 2
@@ -62,6 +63,7 @@ OVERRIDE_VALUES: dict[str, Any] = {
     "collector": {"replicas": 3},
     "query": {"replicas": 3},
     "health": {"enabled": False},
+    "worker": {"replicas": 3},
     "config": {"TRACKER_LOG_LEVEL": "DEBUG"},
 }
 SECRET_VALUES: dict[str, Any] = {
@@ -461,7 +463,7 @@ def test_chart_passes_helm_lint() -> None:
 
 def test_each_enabled_server_gets_a_deployment_and_a_grpc_service(default_release: Release) -> None:
     assert sorted(d["metadata"]["name"] for d in default_release.of_kind("Deployment")) == sorted(
-        name_of(c) for c in SERVERS
+        name_of(c) for c in (*SERVERS, *BACKGROUND)
     )
     assert sorted(s["metadata"]["name"] for s in default_release.of_kind("Service")) == sorted(
         name_of(c) for c in SERVERS
@@ -500,6 +502,22 @@ def test_servers_run_their_console_script_on_their_ports(default_release: Releas
         assert service["spec"]["ports"][0]["port"] == service_port
     health_service = default_release.get("Service", name_of("health"))
     assert health_service["spec"]["ports"][0]["targetPort"] == "health"
+
+
+def test_the_worker_runs_its_console_script_with_health_and_metrics_only(
+    default_release: Release, override_release: Release
+) -> None:
+    worker = default_release.get("Deployment", name_of("worker"))
+    container = only_container(worker)
+    assert container["command"] == ["tracker-worker"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "health": HEALTH_PORT,
+        "metrics": 9464,
+    }
+    assert worker["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
+    assert worker["spec"]["replicas"] == 1
+    assert override_release.get("Deployment", name_of("worker"))["spec"]["replicas"] == 3
+    assert "Worker" in default_release.notes
 
 
 def test_probes_are_native_grpc_probes_on_the_health_port(default_release: Release) -> None:
@@ -611,6 +629,7 @@ def test_overrides_existing_secret_replicas_and_disabled_health(override_release
     assert {d["metadata"]["name"] for d in override_release.of_kind("Deployment")} == {
         name_of("collector"),
         name_of("query"),
+        name_of("worker"),
     }
     assert {s["metadata"]["name"] for s in override_release.of_kind("Service")} == {
         name_of("collector"),

@@ -246,6 +246,15 @@ def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> No
         assert service in out
     docs = json_documents("\n" + out)
     assert docs[0] == {"status": "SERVING"}
+    # Processing (issue 6): the report pushed at the store made jacket-001 DELIVERED.
+    [status] = [d["status"] for d in docs if isinstance(d.get("status"), dict)]
+    assert status["status"] == "TRACKER_STATUS_DELIVERED", out[-3000:]
+    [changes] = [d["changes"] for d in docs if "changes" in d]
+    assert [c["status"] for c in changes] == ["TRACKER_STATUS_DELIVERED"]
+    assert changes[0]["horizontal_accuracy_m"] == 12
+    [points] = [d["points"] for d in docs if "points" in d]
+    assert [(p["granularity"], p["report_count"]) for p in points] == [("GRANULARITY_HOURLY", 1)]
+    docs = [d for d in docs if not {"status", "changes", "points", "stored_count"} & d.keys()]
     locations, trackers = docs[-2]["locations"], docs[-1]
     assert sorted(loc["kind"] for loc in locations) == [
         "LOCATION_KIND_DELIVERY",
