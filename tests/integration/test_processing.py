@@ -7,7 +7,7 @@ import asyncio
 import math
 import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -15,7 +15,8 @@ import pytest
 
 from domain.access import Principal
 from domain.model import GeoPoint, LocationKind
-from domain.reports import Report
+from domain.reports import Report, e7
+from domain.status import Fence, ReportKey, StatusRule, TrackerStatus, classify
 from tests.integration.conftest import Stack
 from tracker.v1 import status_pb2 as st
 from tracker.v1 import status_query_service_pb2 as q
@@ -49,6 +50,7 @@ class World:
     other_run_id: uuid.UUID
     delivery_id: uuid.UUID
     storage_id: uuid.UUID
+    fences: list[Fence] = field(default_factory=list)
 
     async def tracker(self, run_id: uuid.UUID | None = None) -> uuid.UUID:
         assert self.stack.container is not None
@@ -103,7 +105,7 @@ async def make_world(stack: Stack, name: str = "P") -> World:
         SYSTEM,
         NewLocation(runs[0].id, LocationKind.STORAGE, "backroom", GeoPoint(*BERLIN_STORE), 400),
     )
-    await setup.create_location(
+    hub = await setup.create_location(
         SYSTEM,
         NewLocation(runs[0].id, LocationKind.STORAGE, "hub", GeoPoint(*HAMBURG_WAREHOUSE), 400),
     )
@@ -112,7 +114,8 @@ async def make_world(stack: Stack, name: str = "P") -> World:
         SYSTEM,
         NewLocation(runs[1].id, LocationKind.DELIVERY, "other", GeoPoint(*HAMBURG_WAREHOUSE), 800),
     )
-    return World(stack, client.id, runs[0].id, runs[1].id, delivery.id, storage.id)
+    fences = [Fence(x.id, x.kind, x.center, x.radius_m) for x in (delivery, storage, hub)]
+    return World(stack, client.id, runs[0].id, runs[1].id, delivery.id, storage.id, fences)
 
 
 def rep(
@@ -142,6 +145,12 @@ async def history_of(w: World, tracker: uuid.UUID) -> list[tuple[str, str]]:
         q.ListStatusHistoryRequest(tracker_id=str(tracker), page_size=1000)
     )
     return [(st.TrackerStatus.Name(c.status), c.report_time.ToJsonString()) for c in page.changes]
+
+
+@pytest.fixture
+async def database_url(geo_database_url: str) -> str:
+    """Every test here gets the cities too (the stack fixture builds on database_url)."""
+    return geo_database_url
 
 
 @pytest.fixture
@@ -207,6 +216,50 @@ async def test_radius_edges_at_high_latitude_are_geodesic_metres(stack: Stack) -
     await w.process()
     assert (await status_of(w, inside)).status == st.TRACKER_STATUS_IN_STORAGE
     assert (await status_of(w, outside)).status == st.TRACKER_STATUS_IN_TRANSIT
+
+
+@pytest.mark.parametrize("accuracy_rule", [False, True])
+async def test_database_classification_agrees_with_the_domain_rule(
+    world: World, accuracy_rule: bool
+) -> None:
+    """PostGIS classifies reports in bulk; domain.status.classify is the same rule."""
+    assert world.stack.container is not None
+    rule = StatusRule(require_accuracy_within_radius=accuracy_rule, min_confidence=1)
+    repo = await world.stack.container.status_repository.async_()
+    await repo.set_status_rule(world.run_id, rule)
+    a = await world.tracker()
+    rng = random.Random(61)
+    reports = []
+    for n in range(300):
+        fence = rng.choice(world.fences)
+        metres = rng.choice([rng.uniform(0, 1000), fence.radius_m * rng.uniform(0.9, 1.1)])
+        accuracy = rng.choice([0, 10, 60, 200])
+        edge = {
+            abs(metres - f.radius_m + s) for f in world.fences for s in (0, accuracy, -accuracy)
+        }
+        if min(edge) < 2:  # the sphere and float rounding may differ at the very edge
+            continue
+        lat, lon = fence.center.latitude, fence.center.longitude
+        bearing = rng.uniform(0, 2 * math.pi)
+        lat += metres * math.cos(bearing) / 111_195.0
+        lon += metres * math.sin(bearing) / (111_195.0 * math.cos(math.radians(lat)))
+        reports.append(rep(a, T0 + timedelta(seconds=n), (lat, lon), accuracy, 1))
+    await world.store(reports)
+    uow_factory = await world.stack.container.processing_uow.async_()
+    async with uow_factory() as uow:
+        readings = (await uow.readings({a: None}))[a]
+    by_key = {
+        ReportKey(r.report_time, *map(e7, (r.position.latitude, r.position.longitude))): r
+        for r in reports
+    }
+    assert len(readings) == len(reports)
+    for reading in readings:
+        r = by_key[reading.key]
+        expected = classify(r.position, r.horizontal_accuracy_m, world.fences, rule)
+        assert reading.observation == expected, (r, reading)
+    seen = {x.observation.status for x in readings}
+    assert {TrackerStatus.DELIVERED, TrackerStatus.IN_STORAGE, TrackerStatus.IN_TRANSIT} <= seen
+    assert (None in seen) is accuracy_rule
 
 
 async def test_history_records_only_changes_with_report_time_position_and_cause(
