@@ -24,12 +24,14 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from adapters.clock import SystemClock
 from adapters.geonames import geonames_cities
 from adapters.postgres.geocoding import PostgresGeocoder, load_cities
 from adapters.postgres.pool import open_pool
 from adapters.postgres.processing import (
     PostgresProcessingQueue,
     PostgresProcessingUnitOfWork,
+    PostgresProcessingUnitOfWorkFactory,
 )
 from adapters.postgres.reports import PostgresReportRepository
 from bench.throwaway import throwaway_database
@@ -43,6 +45,7 @@ from tracker.v1 import setup_query_service_pb2 as sq
 from tracker.v1 import setup_query_service_pb2_grpc as sq_grpc
 from tracker.v1 import status_query_service_pb2 as q
 from tracker.v1 import status_query_service_pb2_grpc as q_grpc
+from usecases.processing import ProcessNewReports
 
 BIN = Path(sys.executable).parent
 RUNS = 50
@@ -236,7 +239,7 @@ async def bench(n: int, batch: int, sample: int, rates: list[int], seconds: floa
         print(f"  stored (COPY, queue trigger):       {len(reports) / ingest_s:10.0f} reports/s")
         await conn.close()
 
-        pool = await open_pool(url, max_size=4)
+        pool = await open_pool(url, max_size=8)
         queue = PostgresProcessingQueue(pool)
         geocoder = PostgresGeocoder(pool)
         # The baseline first: the status step for `sample` trackers, one tracker per query.
@@ -315,6 +318,44 @@ async def bench(n: int, batch: int, sample: int, rates: list[int], seconds: floa
             f"(sample of {sample}; {queued / single_rate:.0f} s for all)"
         )
         print(f"  ratio batched / one per query:      {batched_rate / single_rate:10.1f}x")
+
+        # Steady state: one more report per tracker (in order, so each tracker continues
+        # from its checkpoint), through the worker's own use case, 1 and then 2 batches at
+        # once (TRACKER_WORKER_CONCURRENCY).
+        process = ProcessNewReports(
+            queue, PostgresProcessingUnitOfWorkFactory(pool), geocoder, SystemClock(), batch
+        )
+        for round_, concurrency in enumerate((1, 2), start=1):
+            later = [
+                Report(
+                    tracker_id=t,
+                    report_time=datetime.now(UTC).replace(microsecond=0)
+                    - timedelta(minutes=5 - round_),
+                    position=GeoPoint(*rng.choice([BERLIN, HAMBURG, ROAD])),
+                    confidence=3,
+                    horizontal_accuracy_m=20,
+                )
+                for t in trackers
+            ]
+            async with pool.acquire() as conn:
+                repo = PostgresReportRepository(conn)
+                for i in range(0, len(later), 50_000):
+                    async with conn.transaction():
+                        await repo.add_many(later[i : i + 50_000])
+
+            async def drain() -> int:
+                done = 0
+                while (b := await process()).claimed:
+                    done += b.trackers
+                return done
+
+            t = time.perf_counter()
+            done = sum(await asyncio.gather(*(drain() for _ in range(concurrency))))
+            took = time.perf_counter() - t
+            print(
+                f"steady state, {concurrency} batch(es) at once:  {done / took:10.0f} trackers/s "
+                f"({done} trackers with a new report in {took:.1f} s: city, roll-ups, status)"
+            )
         await pool.close()
         await latency(url, trackers, rates, seconds)
 

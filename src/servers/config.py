@@ -79,6 +79,9 @@ class Settings:
     worker_batch_size: int = _opt(2000, "trackers with new reports a worker takes per batch")
     worker_idle_s: float = _opt(1.0, "seconds a worker waits when no tracker has new reports")
     worker_lease_s: float = _opt(120.0, "seconds a worker's claim on a batch lasts")
+    worker_concurrency: int = _opt(
+        2, "batches a worker process runs at once (the database works while Python computes)"
+    )
     worker_in_process: bool = _opt(
         True, "all-in-one only: run the worker loop too, so statuses follow reports"
     )

@@ -28,11 +28,14 @@ class WorkerLoop:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, container: Container) -> None:
         process = await container.process_new_reports.async_()
-        self._task = asyncio.create_task(self._loop(process, container), name="worker")
+        self._tasks = [
+            asyncio.create_task(self._loop(process, container), name=f"worker-{n}")
+            for n in range(max(1, self._settings.worker_concurrency))
+        ]
 
     async def _loop(self, process: ProcessNewReports, container: Container) -> None:
         backoff = self._settings.worker_idle_s
@@ -79,10 +82,10 @@ class WorkerLoop:
             )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
 
 
 def background(settings: Settings) -> list[Background]:

@@ -9,15 +9,21 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
 
+from adapters import prometheus
 from domain.access import Principal
 from domain.model import GeoPoint, LocationKind
 from domain.reports import Report, e7
 from domain.status import Fence, ReportKey, StatusRule, TrackerStatus, classify
-from tests.integration.conftest import Stack
+from servers.runtime import Process
+from servers.worker import WorkerLoop
+from tests.integration.conftest import Stack, stack_settings
+from tests.integration.proxy import TcpProxy
+from tests.integration.test_health import via
 from tracker.v1 import status_pb2 as st
 from tracker.v1 import status_query_service_pb2 as q
 from tracker.v1 import status_query_service_pb2_grpc as q_grpc
@@ -556,3 +562,36 @@ async def test_batch_get_is_all_or_nothing(world: World) -> None:
     assert (err.value.details() or "").startswith("tracker_ids[1]")
     none_yet = await status_of(world, a)
     assert none_yet.status == st.TRACKER_STATUS_UNSPECIFIED
+
+
+async def test_worker_process_carries_on_after_a_database_outage(world: World) -> None:
+    """The worker loop (as tracker-worker runs it) backs off while PostgreSQL is cut off and
+    processes what arrived meanwhile once it is back."""
+    assert world.stack.container is not None
+    real_url = world.stack.container.settings().database_url
+    target = urlsplit(real_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.open()
+    settings = stack_settings(via(real_url, proxy.port), worker_idle_s=0.05)
+    process = Process(settings, [], [WorkerLoop(settings)])
+    await process.start()
+    a = await world.tracker()
+    try:
+        await world.store([rep(a, T0, HAMBURG_WAREHOUSE)])
+        async with asyncio.timeout(10):
+            while (await status_of(world, a)).status != st.TRACKER_STATUS_IN_STORAGE:
+                await asyncio.sleep(0.05)
+        errors = prometheus.WORKER_ERRORS.labels("unavailable")._value.get()
+        await proxy.cut()
+        await world.store([rep(a, T0 + timedelta(hours=5), BERLIN_STORE)])
+        async with asyncio.timeout(10):
+            while prometheus.WORKER_ERRORS.labels("unavailable")._value.get() == errors:
+                await asyncio.sleep(0.05)
+        await proxy.open()
+        async with asyncio.timeout(45):  # the back-off doubles from 0.05 s
+            while (await status_of(world, a)).status != st.TRACKER_STATUS_DELIVERED:
+                await asyncio.sleep(0.1)
+    finally:
+        await process.stop(0)
+        if proxy._server is not None:
+            await proxy.cut()

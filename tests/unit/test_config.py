@@ -44,6 +44,7 @@ SAMPLES: dict[str, Any] = {
     "worker_batch_size": 500,
     "worker_idle_s": 0.25,
     "worker_lease_s": 30.0,
+    "worker_concurrency": 3,
     "worker_in_process": False,
     "geocode_cache_size": 10,
     "geocode_cell_deg": 0.1,
