@@ -101,11 +101,14 @@ class StatusQueries:
         return await self._repo.status_rule(run_id)
 
     async def set_status_rule(
-        self, caller: Principal, run_id: uuid.UUID, rule: StatusRule
+        self, caller: Principal, run_id: uuid.UUID, rule: StatusRule, reevaluate: bool = False
     ) -> StatusRule:
-        """Applies to reports processed from now on; history already made stays."""
+        """Applies to reports processed from now on; with ``reevaluate`` the worker also
+        rebuilds the run's trackers' status histories under it (and the current geofences)."""
         async with self._uow() as uow:
             run = await uow.production_runs.get(run_id)
         require_manage(caller, run.client_id, run.KIND, run_id)
         await self._repo.set_status_rule(run_id, rule)
+        if reevaluate:
+            await self._repo.reevaluate_run(run_id)
         return rule

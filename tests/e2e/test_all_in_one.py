@@ -438,6 +438,17 @@ def test_the_demo_shows_reports_arriving_within_a_minute(tmp_path: pathlib.Path)
             check=True,
         ).stdout
         assert int(count) > 0
+        # Processing (issue 6): the in-process worker gives the demo trackers a status.
+        statuses = ""
+        while time.monotonic() < deadline + 15 and not statuses:
+            statuses = subprocess.run(
+                ["psql", url_for(db), "-Atc", "SELECT DISTINCT status FROM tracker_status"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            time.sleep(0.25)
+        assert set(statuses) & {"IN_STORAGE", "IN_TRANSIT", "DELIVERED"}, log.read_text()[-2000:]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)

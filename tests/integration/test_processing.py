@@ -405,6 +405,20 @@ async def test_dwell_rule_ignores_one_noisy_report(world: World) -> None:
         ("TRACKER_STATUS_IN_STORAGE", "2026-11-20T08:00:00Z"),
         ("TRACKER_STATUS_IN_TRANSIT", "2026-11-20T08:40:00Z"),
     ]
+    # Back to the plain rule, for the whole history: the stray fix counts again.
+    await rules.UpdateStatusRule(
+        ss.UpdateStatusRuleRequest(
+            status_rule=st.StatusRule(production_run_id=str(world.run_id)),
+            reevaluate_history=True,
+        )
+    )
+    await world.process()
+    assert [t for _, t in await history_of(world, a)] == [
+        "2026-11-20T08:00:00Z",
+        "2026-11-20T08:05:00Z",
+        "2026-11-20T08:10:00Z",
+        "2026-11-20T08:20:00Z",
+    ]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await rules.UpdateStatusRule(
             ss.UpdateStatusRuleRequest(

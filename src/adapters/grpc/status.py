@@ -210,5 +210,5 @@ class StatusServicer(s_grpc.StatusServiceServicer):
                 require_accuracy_within_radius=m.require_accuracy_within_radius,
                 min_confidence=m.min_confidence or 2,
             )
-        rule = await self._uc.set_status_rule(caller(), run_id, rule)
+        rule = await self._uc.set_status_rule(caller(), run_id, rule, request.reevaluate_history)
         return s.UpdateStatusRuleResponse(status_rule=rule_pb(str(run_id), rule))

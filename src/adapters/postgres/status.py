@@ -284,3 +284,16 @@ class PostgresStatusRepository:
             )
         except asyncpg.ForeignKeyViolationError:
             raise NotFound("production run", str(production_run_id)) from None
+
+    async def reevaluate_run(self, production_run_id: uuid.UUID) -> int:
+        # since = the year 1: the worker replays each tracker from its first report.
+        rows = await self._fetch(
+            """INSERT INTO processing_queue AS q (tracker_id, since, hours)
+               SELECT id, '0001-01-01T00:00:00Z', '{}' FROM trackers WHERE production_run_id = $1
+               ORDER BY id
+               ON CONFLICT (tracker_id) DO UPDATE
+                   SET since = '0001-01-01T00:00:00Z', version = q.version + 1
+               RETURNING tracker_id""",
+            production_run_id,
+        )
+        return len(rows)
