@@ -152,7 +152,6 @@ class Container(containers.DeclarativeContainer):
         queue=processing_queue,
         uow=processing_uow,
         geocoder=geocoder,
-        clock=clock,
         batch_size=settings.provided.worker_batch_size,
         lease_s=settings.provided.worker_lease_s,
     )

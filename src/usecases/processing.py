@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from domain.ports import (
-    Clock,
     Evaluation,
     Geocoder,
     ProcessingQueue,
@@ -37,11 +36,10 @@ class ProcessNewReports:
         queue: ProcessingQueue,
         uow: ProcessingUnitOfWorkFactory,
         geocoder: Geocoder,
-        clock: Clock,
         batch_size: int = 1000,
         lease_s: float = 120.0,
     ) -> None:
-        self._queue, self._uow, self._geocoder, self._clock = queue, uow, geocoder, clock
+        self._queue, self._uow, self._geocoder = queue, uow, geocoder
         self._batch_size, self._lease_s = batch_size, lease_s
 
     async def __call__(self) -> BatchSummary:

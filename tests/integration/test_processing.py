@@ -445,7 +445,6 @@ async def test_several_workers_share_the_queue_without_double_work(world: World)
             await c.processing_queue.async_(),
             await c.processing_uow.async_(),
             await c.geocoder.async_(),
-            c.clock(),
             batch_size=7,
         )
         for _ in range(4)

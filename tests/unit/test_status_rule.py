@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from adapters.clock import SystemClock
 from domain.errors import InvalidArgument
 from domain.geo import City, distance_m
 from domain.model import GeoPoint, LocationKind
@@ -175,7 +174,6 @@ async def test_any_arrival_order_gives_the_in_order_history(
         FakeProcessingQueue(store),
         lambda: FakeProcessingUnitOfWork(store),
         FakeGeocoder([berlin]),
-        SystemClock(),
         batch_size=2,
     )
     trackers = [uuid.uuid4(), uuid.uuid4()]
