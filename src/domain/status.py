@@ -177,14 +177,17 @@ def replay(
             )
             ready = True
         elif seen is state.status:
-            state = replace(
-                state,
-                location_id=state.location_id or r.observation.location_id,
-                pending=None,
-                pending_count=0,
-                pending_since=None,
-                pending_location_id=None,
-            )
+            if state.pending is not None or (
+                state.location_id is None and r.observation.location_id is not None
+            ):  # (the common case, nothing to change, makes no new object)
+                state = replace(
+                    state,
+                    location_id=state.location_id or r.observation.location_id,
+                    pending=None,
+                    pending_count=0,
+                    pending_since=None,
+                    pending_location_id=None,
+                )
             continue
         else:
             if state.pending is seen:

@@ -14,8 +14,10 @@ from types import TracebackType
 from typing import Self
 
 from domain.geo import City, NearestCity, distance_m
+from domain.history import CurrentStatus, Granularity, LocationPoint, TrackerStatusChange
 from domain.model import GeoPoint
-from domain.ports import Claim, Evaluation, StatusInput
+from domain.pagination import Page, PageRequest
+from domain.ports import Claim, Evaluation, HistoryFilter, StatusInput
 from domain.reports import Report, e7
 from domain.status import (
     Fence,
@@ -26,6 +28,7 @@ from domain.status import (
     StatusRule,
     classify,
 )
+from tests.unit.fakes import FakeUnitOfWorkFactory
 
 
 def _hour(t: datetime) -> datetime:
@@ -207,3 +210,49 @@ class FakeGeocoder:
             best = min(self._cities, key=lambda c: distance_m(p, c.position), default=None)
             out.append(NearestCity(best, distance_m(p, best.position)) if best else None)
         return out
+
+
+class FakeStatusRepository:
+    """``StatusRepository`` over the setup fakes' committed trackers: statuses and histories
+    are whatever a test puts in; the queries record the filters they were given."""
+
+    def __init__(self, uow: FakeUnitOfWorkFactory) -> None:
+        self._uow = uow
+        self.statuses: dict[uuid.UUID, CurrentStatus] = {}
+        self.rules: dict[uuid.UUID, StatusRule] = {}
+        self.reevaluated: list[uuid.UUID] = []
+        self.queries: list[tuple[HistoryFilter, object, object]] = []
+
+    async def tracker_clients(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+        trackers = self._uow.committed.trackers
+        return {t: trackers[t].client_id for t in ids if t in trackers}
+
+    async def current(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CurrentStatus]:
+        clients = await self.tracker_clients(ids)
+        return {t: self.statuses.get(t, CurrentStatus(t, c)) for t, c in clients.items()}
+
+    async def status_history(
+        self, filter: HistoryFilter, page: PageRequest
+    ) -> Page[TrackerStatusChange]:
+        self.queries.append((filter, None, None))
+        return Page([], None)
+
+    async def location_history(
+        self,
+        filter: HistoryFilter,
+        granularity: Granularity,
+        min_confidence: int,
+        page: PageRequest,
+    ) -> Page[LocationPoint]:
+        self.queries.append((filter, granularity, min_confidence))
+        return Page([], None)
+
+    async def status_rule(self, production_run_id: uuid.UUID) -> StatusRule:
+        return self.rules.get(production_run_id, StatusRule())
+
+    async def set_status_rule(self, production_run_id: uuid.UUID, rule: StatusRule) -> None:
+        self.rules[production_run_id] = rule
+
+    async def reevaluate_run(self, production_run_id: uuid.UUID) -> int:
+        self.reevaluated.append(production_run_id)
+        return 0
