@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from domain.errors import FieldViolation, InvalidArgument
@@ -167,47 +167,29 @@ def replay(
         if seen is None:
             continue
         t = r.key.report_time
-        if state.status is None:
-            cand = replace(
-                RuleState(),
-                pending=seen,
-                pending_count=1,
-                pending_since=t,
-                pending_location_id=r.observation.location_id,
-            )
-            ready = True
-        elif seen is state.status:
+        if seen is state.status:
             if state.pending is not None or (
                 state.location_id is None and r.observation.location_id is not None
             ):  # (the common case, nothing to change, makes no new object)
-                state = replace(
-                    state,
-                    location_id=state.location_id or r.observation.location_id,
-                    pending=None,
-                    pending_count=0,
-                    pending_since=None,
-                    pending_location_id=None,
+                state = RuleState(
+                    state.status, state.status_since, state.location_id or r.observation.location_id
                 )
             continue
-        else:
+        if state.status is not None:  # the first reading decides at once
             if state.pending is seen:
-                cand = replace(state, pending_count=state.pending_count + 1)
-            else:
-                cand = replace(
-                    state,
-                    pending=seen,
-                    pending_count=1,
-                    pending_since=t,
-                    pending_location_id=r.observation.location_id,
+                count, since, where = (
+                    state.pending_count + 1,
+                    state.pending_since,
+                    state.pending_location_id,
                 )
-            assert cand.pending_since is not None
-            ready = (
-                cand.pending_count >= rule.min_consecutive_reports
-                and t - cand.pending_since >= dwell
-            )
-        if not ready:
-            state = cand
-            continue
+            else:
+                count, since, where = 1, t, r.observation.location_id
+            assert since is not None
+            if count < rule.min_consecutive_reports or t - since < dwell:
+                state = RuleState(
+                    state.status, state.status_since, state.location_id, seen, count, since, where
+                )
+                continue
         change = StatusChange(
             key=r.key,
             status=seen,
@@ -218,7 +200,7 @@ def replay(
             nearest_city_id=r.nearest_city_id,
         )
         changes.append(change)
-        state = RuleState.after_change(change)
+        state = RuleState(seen, t, r.observation.location_id)
     return state, changes
 
 
