@@ -608,3 +608,25 @@ async def test_worker_process_carries_on_after_a_database_outage(world: World) -
         await process.stop(0)
         if proxy._server is not None:
             await proxy.cut()
+
+
+async def test_deleting_a_tracker_removes_what_was_derived_and_its_queued_work(
+    world: World,
+) -> None:
+    assert world.stack.container is not None
+    setup = await world.stack.container.setup_usecases.async_()
+    kept, gone, early = await world.tracker(), await world.tracker(), await world.tracker()
+    await world.store([rep(t, T0, BERLIN_STORE) for t in (kept, gone)])
+    await world.process()
+    await world.store([rep(early, T0, BERLIN_STORE)])
+    await setup.delete_tracker(SYSTEM, gone, force=True)
+    await setup.delete_tracker(SYSTEM, early, force=True)  # before the worker got to it
+    assert await world.process() == 0
+    uow_factory = await world.stack.container.uow_factory.async_()
+    async with uow_factory() as uow:
+        conn = uow._conn
+        assert conn is not None
+        for table in ("tracker_status", "status_history", "location_hourly", "location_daily"):
+            rows = await conn.fetch(f"SELECT DISTINCT tracker_id FROM {table}")
+            assert {r["tracker_id"] for r in rows} == {kept}, table
+        assert await conn.fetchval("SELECT count(*) FROM processing_queue") == 0

@@ -138,30 +138,26 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         return self._conn
 
     async def lock(self, token: uuid.UUID, claims: Sequence[Claim]) -> list[Claim]:
-        ours = await self._c.fetch(
-            """SELECT tracker_id FROM processing_queue
-               WHERE tracker_id = ANY($1::uuid[]) AND claim_token = $2""",
-            [c.tracker_id for c in claims],
+        ids = [c.tracker_id for c in claims]
+        # Row locks, not advisory ones: they scale to any batch size. NO KEY UPDATE excludes
+        # another worker (and a delete of the tracker) but not report ingestion, which never
+        # locks trackers.
+        locked = await self._c.fetch(
+            """SELECT t.id FROM trackers t
+               JOIN processing_queue q ON q.tracker_id = t.id AND q.claim_token = $2
+               WHERE t.id = ANY($1::uuid[])
+               ORDER BY t.id FOR NO KEY UPDATE OF t SKIP LOCKED""",
+            ids,
             token,
         )
-        ids = [r["tracker_id"] for r in ours]
-        # Row locks, not advisory ones: they scale to any batch size. NO KEY UPDATE excludes
-        # another worker (and a delete of the tracker) but not the foreign-key checks of
-        # our own inserts, nor report ingestion, which never locks trackers.
-        locked = await self._c.fetch(
-            """SELECT id FROM trackers WHERE id = ANY($1::uuid[])
-               ORDER BY id FOR NO KEY UPDATE SKIP LOCKED""",
+        # Claims of deleted trackers: nothing to do, ever.
+        await self._c.execute(
+            """DELETE FROM processing_queue q
+               WHERE q.tracker_id = ANY($1::uuid[]) AND q.claim_token = $2
+                 AND NOT EXISTS (SELECT 1 FROM trackers t WHERE t.id = q.tracker_id)""",
             ids,
+            token,
         )
-        existing = await self._c.fetch("SELECT id FROM trackers WHERE id = ANY($1::uuid[])", ids)
-        gone = set(ids) - {r["id"] for r in existing}
-        if gone:  # deleted trackers: nothing to do, ever
-            await self._c.execute(
-                """DELETE FROM processing_queue
-                   WHERE tracker_id = ANY($1::uuid[]) AND claim_token = $2""",
-                list(gone),
-                token,
-            )
         mine = {r["id"] for r in locked}
         return [c for c in claims if c.tracker_id in mine]
 
