@@ -97,5 +97,7 @@ fi
 # --- database ---------------------------------------------------------------------------------
 if [ "${SKIP_MIGRATE:-0}" != 1 ]; then
   "$VENV/bin/trackerctl" migrate --create-database
+  # GeoNames cities for nearest-city geocoding (issue 6); once per database.
+  "$VENV/bin/trackerctl" geo load --if-empty
 fi
 say "ready"

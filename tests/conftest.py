@@ -12,6 +12,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from adapters.geonames import geonames_cities
+from adapters.postgres.geocoding import load_cities
 from adapters.postgres.migrator import migrate
 from adapters.postgres.pool import open_pool
 
@@ -54,6 +56,30 @@ async def template_database() -> AsyncIterator[str]:
     finally:
         await conn.close()
     yield name
+    await drop_database(name)
+
+
+@pytest.fixture(scope="session")
+async def geo_template_database(template_database: str) -> AsyncIterator[str]:
+    """The migrated template plus GeoNames cities (cities1000), for geocoding tests; kept
+    apart because every clone of a template copies all of it."""
+    name = f"{template_database}_geo"
+    await create_database(name, template=template_database)
+    conn = await asyncpg.connect(url_for(name))
+    try:
+        await load_cities(conn, geonames_cities(1000))
+    finally:
+        await conn.close()
+    yield name
+    await drop_database(name)
+
+
+@pytest.fixture
+async def geo_database_url(geo_template_database: str) -> AsyncIterator[str]:
+    """A throwaway database with the cities loaded."""
+    name = f"tracker_test_{uuid.uuid4().hex[:12]}"
+    await create_database(name, template=geo_template_database)
+    yield url_for(name)
     await drop_database(name)
 
 

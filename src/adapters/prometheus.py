@@ -106,6 +106,26 @@ class PrometheusFetchMetrics:
         FETCH_ERRORS.labels(kind).inc()
 
 
+# --- processing (worker; issue 6) ---
+WORKER_BATCHES = Counter("tracker_worker_batches_total", "Worker batches processed")
+WORKER_TRACKERS = Counter(
+    "tracker_worker_trackers_total", "Trackers whose new reports the worker processed"
+)
+WORKER_GEOCODED = Counter("tracker_worker_reports_geocoded_total", "Reports given a nearest city")
+WORKER_BUCKETS = Counter("tracker_worker_rollup_buckets_total", "Hourly roll-up buckets recomputed")
+WORKER_CHANGES = Counter("tracker_worker_status_changes_total", "Status changes recorded")
+WORKER_ERRORS = Counter("tracker_worker_errors_total", "Worker batches that failed", ["kind"])
+WORKER_LAG = Gauge(
+    "tracker_worker_lag_seconds",
+    "Age of the oldest tracker with unprocessed reports when a batch claimed it",
+)
+WORKER_BATCH_SECONDS = Histogram(
+    "tracker_worker_batch_duration_seconds",
+    "Duration of one worker batch",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
 class MetricsServer:
     """``/metrics`` over HTTP on its own thread; ``port`` 0 disables it."""
 

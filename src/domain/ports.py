@@ -6,7 +6,7 @@ Implementations live in ``adapters`` (``Postgres*``, ``Redis*``); in-memory fake
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -14,12 +14,15 @@ from typing import Protocol, Self, TypeVar
 
 from domain.access import AccessClaims, RefreshToken, User
 from domain.fetching import FetchOutcome, TrackerKey
+from domain.geo import NearestCity
+from domain.history import CurrentStatus, Granularity, LocationPoint, TrackerStatusChange
 from domain.keys import GeneratedKey, KeyBatch, SealedSecret, TagKey
 from domain.model import (
     AdvertisementKey,
     Brand,
     Client,
     Entity,
+    GeoPoint,
     Location,
     LocationKind,
     ProductionRun,
@@ -33,6 +36,14 @@ from domain.scheduling import (
     QueuePlace,
     QueueStats,
     SyncResult,
+)
+from domain.status import (
+    Reading,
+    ReportKey,
+    ResumePoint,
+    RuleState,
+    StatusChange,
+    StatusRule,
 )
 
 E = TypeVar("E", bound=Entity)
@@ -374,3 +385,159 @@ class FetchMetrics(Protocol):
     def synced(self, reason: str, result: SyncResult) -> None: ...
 
     def error(self, kind: str) -> None: ...
+
+
+# --- Processing: geocoding, roll-ups, status (issue 6) ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A tracker with new reports, claimed by one worker: since when, which hours, and the
+    queue row's version (new reports meanwhile change it, so the row stays queued)."""
+
+    tracker_id: uuid.UUID
+    since: datetime
+    hours: tuple[datetime, ...]
+    version: int
+    enqueue_time: datetime
+
+
+class ProcessingQueue(Protocol):
+    """Trackers with reports not yet processed (written with the reports themselves)."""
+
+    async def claim(self, token: uuid.UUID, limit: int, lease_s: float) -> list[Claim]:
+        """Up to ``limit`` unclaimed (or lease-expired) trackers, oldest first, leased to
+        ``token`` for ``lease_s`` seconds; no two live claims share a tracker."""
+        ...
+
+    async def backlog(self) -> tuple[int, datetime | None]:
+        """Queued trackers, and the enqueue time of the oldest."""
+        ...
+
+
+class Geocoder(Protocol):
+    async def nearest(self, points: Sequence[GeoPoint]) -> list[NearestCity | None]:
+        """The nearest city of each point (None when no city is known at all)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StatusInput:
+    """What re-evaluating one tracker starts from."""
+
+    tracker_id: uuid.UUID
+    rule: StatusRule
+    checkpoint: tuple[ReportKey, RuleState] | None
+    last_change_before_since: StatusChange | None
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The outcome for one tracker: history after ``resume.after`` is replaced by
+    ``changes``; ``state``/``last`` are the new checkpoint (``last`` None: no new reading)."""
+
+    tracker_id: uuid.UUID
+    resume: ResumePoint
+    state: RuleState
+    changes: list[StatusChange]
+    last: Reading | None
+
+
+class ProcessingUnitOfWork(Protocol):
+    """One transaction of a worker over a batch of claimed trackers."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def lock(self, token: uuid.UUID, claims: Sequence[Claim]) -> list[Claim]:
+        """The claims still held by ``token`` whose tracker could be locked until commit
+        (a worker whose lease ran out cannot race a newer worker). Claims of trackers that
+        no longer exist are dropped from the queue: there is nothing to do for them."""
+        ...
+
+    async def ungeocoded(
+        self, claims: Sequence[Claim]
+    ) -> list[tuple[uuid.UUID, ReportKey, GeoPoint]]:
+        """Reports in the claimed hours without a nearest city."""
+        ...
+
+    async def set_nearest_cities(
+        self, rows: Sequence[tuple[uuid.UUID, ReportKey, int]]
+    ) -> None: ...
+
+    async def reroll(self, claims: Sequence[Claim]) -> int:
+        """Recompute the hourly buckets the claims touch and their days; returns how many
+        hourly buckets were recomputed."""
+        ...
+
+    async def status_inputs(self, claims: Sequence[Claim]) -> list[StatusInput]: ...
+
+    async def readings(
+        self, starts: Mapping[uuid.UUID, ReportKey | None]
+    ) -> dict[uuid.UUID, list[Reading]]:
+        """Each tracker's reports after its start key that count under its run's rule,
+        classified against its run's geofences, in key order."""
+        ...
+
+    async def save_statuses(self, evaluations: Sequence[Evaluation]) -> None: ...
+
+    async def complete(
+        self, token: uuid.UUID, done: Sequence[Claim], claimed: Sequence[Claim]
+    ) -> None:
+        """Dequeue the claims ``done``, except those with newer reports meanwhile; release
+        the other claims of ``claimed`` (still ``token``'s) for another try."""
+        ...
+
+
+class ProcessingUnitOfWorkFactory(Protocol):
+    def __call__(self) -> ProcessingUnitOfWork: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFilter:
+    """Status or location history: one tracker (or every visible one), a time range."""
+
+    tracker_id: uuid.UUID | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    visible_clients: frozenset[uuid.UUID] | None = None
+
+
+class StatusRepository(Protocol):
+    """What the query server reads of processing, and the per-run status rules."""
+
+    async def tracker_clients(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+        """The client of each tracker that exists."""
+        ...
+
+    async def current(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CurrentStatus]:
+        """Current status of each existing tracker (with its client, for access checks)."""
+        ...
+
+    async def status_history(
+        self, filter: HistoryFilter, page: PageRequest
+    ) -> Page[TrackerStatusChange]: ...
+
+    async def location_history(
+        self,
+        filter: HistoryFilter,
+        granularity: Granularity,
+        min_confidence: int,
+        page: PageRequest,
+    ) -> Page[LocationPoint]: ...
+
+    async def status_rule(self, production_run_id: uuid.UUID) -> StatusRule: ...
+
+    async def set_status_rule(self, production_run_id: uuid.UUID, rule: StatusRule) -> None: ...
+
+    async def reevaluate_run(self, production_run_id: uuid.UUID) -> int:
+        """Queue every tracker of the run for a full re-evaluation; returns how many."""
+        ...

@@ -11,13 +11,20 @@ from servers.config import Settings
 from servers.demo import Demo
 from servers.fetcher import Fetcher
 from servers.runtime import Background, main_for
+from servers.worker import WorkerLoop
 
 
 def background(settings: Settings) -> list[Background]:
-    """The demo (simulator + fetcher on it), or the fetcher when accounts are configured."""
+    """The demo (simulator + the fetcher on it) or the fetcher when accounts are configured,
+    and the processing worker, so statuses follow the reports."""
+    tasks: list[Background] = []
     if settings.demo:
-        return [Demo(settings)]
-    return [Fetcher(settings)] if settings.findmy_account_file else []
+        tasks.append(Demo(settings))
+    elif settings.findmy_account_file:
+        tasks.append(Fetcher(settings))
+    if settings.worker_in_process:
+        tasks.append(WorkerLoop(settings))
+    return tasks
 
 
 def main(argv: Sequence[str] | None = None) -> int:

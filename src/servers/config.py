@@ -111,6 +111,21 @@ class Settings:
     demo_fetch_interval_s: float = _opt(15.0, "seconds between the demo's fetches")
     access_token_ttl_s: float = _opt(900.0, "lifetime of access tokens from Login, seconds")
     refresh_token_ttl_s: float = _opt(30 * 86400.0, "lifetime of refresh tokens, seconds")
+    # --- processing (worker; issue 6) ---
+    worker_batch_size: int = _opt(2000, "trackers with new reports a worker takes per batch")
+    worker_idle_s: float = _opt(1.0, "seconds a worker waits when no tracker has new reports")
+    worker_lease_s: float = _opt(120.0, "seconds a worker's claim on a batch lasts")
+    worker_concurrency: int = _opt(
+        2, "batches a worker process runs at once (the database works while Python computes)"
+    )
+    worker_in_process: bool = _opt(
+        True, "all-in-one only: run the worker loop too, so statuses follow reports"
+    )
+    geocode_cache_size: int = _opt(200_000, "grid cells the nearest-city cache holds (0: none)")
+    geocode_cell_deg: float = _opt(0.01, "size of a nearest-city cache cell, degrees")
+    location_history_hourly_days: int = _opt(
+        7, "AUTO location history: hourly roll-ups for this many days, daily before"
+    )
 
     @staticmethod
     def env_name(name: str) -> str:

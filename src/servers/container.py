@@ -14,8 +14,15 @@ from adapters.grpc.health import HealthReporter
 from adapters.grpc.keys import KeyQueryServicer, KeyServicer
 from adapters.grpc.reports import ReportServicer
 from adapters.grpc.setup import SetupQueryServicer, SetupServicer
+from adapters.grpc.status import StatusQueryServicer, StatusServicer
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
+from adapters.postgres.geocoding import PostgresGeocoder
 from adapters.postgres.pool import PostgresProbe, pool_resource
+from adapters.postgres.processing import (
+    PostgresProcessingQueue,
+    PostgresProcessingUnitOfWorkFactory,
+)
+from adapters.postgres.status import PostgresStatusRepository
 from adapters.postgres.uow import PostgresUnitOfWorkFactory
 from adapters.prometheus import PrometheusFetchMetrics
 from adapters.redis.client import RedisProbe, redis_resource
@@ -26,8 +33,10 @@ from usecases.access import AccessUseCases, TokenPolicy
 from usecases.fetching import FetchStateQueries
 from usecases.health import CheckDependencies
 from usecases.keys import KeyUseCases
+from usecases.processing import ProcessNewReports
 from usecases.reports import IngestReports
 from usecases.setup import SetupUseCases
+from usecases.status import StatusQueries
 
 SETUP_SERVICE = "tracker.v1.SetupService"
 SETUP_QUERY_SERVICE = "tracker.v1.SetupQueryService"
@@ -38,6 +47,8 @@ KEY_SERVICE = "tracker.v1.KeyService"
 KEY_QUERY_SERVICE = "tracker.v1.KeyQueryService"
 REPORT_SERVICE = "tracker.v1.ReportService"
 FETCH_QUERY_SERVICE = "tracker.v1.FetchQueryService"
+STATUS_QUERY_SERVICE = "tracker.v1.StatusQueryService"
+STATUS_SERVICE = "tracker.v1.StatusService"
 
 # Which dependencies each gRPC service needs to be SERVING.
 SERVICE_DEPENDENCIES = {
@@ -51,6 +62,8 @@ SERVICE_DEPENDENCIES = {
         KEY_SERVICE,
         KEY_QUERY_SERVICE,
         REPORT_SERVICE,
+        STATUS_QUERY_SERVICE,
+        STATUS_SERVICE,
     )
 }
 SERVICE_DEPENDENCIES[FETCH_QUERY_SERVICE] = ("postgres", "redis")
@@ -146,3 +159,28 @@ class Container(containers.DeclarativeContainer):
         FetchStateQueries, uow=uow_factory, queue=fetch_queue, clock=clock
     )
     fetch_query_servicer = providers.Singleton(FetchQueryServicer, fetch_state_queries)
+    # --- processing: geocoding, roll-ups, status (issue 6) ---
+    processing_queue = providers.Singleton(PostgresProcessingQueue, db_pool)
+    processing_uow = providers.Singleton(PostgresProcessingUnitOfWorkFactory, db_pool)
+    geocoder = providers.Singleton(
+        PostgresGeocoder,
+        db_pool,
+        cache_size=settings.provided.geocode_cache_size,
+        cell_deg=settings.provided.geocode_cell_deg,
+    )
+    process_new_reports = providers.Singleton(
+        ProcessNewReports,
+        queue=processing_queue,
+        uow=processing_uow,
+        geocoder=geocoder,
+        batch_size=settings.provided.worker_batch_size,
+        lease_s=settings.provided.worker_lease_s,
+    )
+    status_repository = providers.Singleton(
+        PostgresStatusRepository,
+        db_pool,
+        hourly_days=settings.provided.location_history_hourly_days,
+    )
+    status_queries = providers.Singleton(StatusQueries, repo=status_repository, uow=uow_factory)
+    status_query_servicer = providers.Singleton(StatusQueryServicer, status_queries)
+    status_servicer = providers.Singleton(StatusServicer, status_queries)

@@ -16,6 +16,8 @@ from servers.container import (
     REPORT_SERVICE,
     SETUP_QUERY_SERVICE,
     SETUP_SERVICE,
+    STATUS_QUERY_SERVICE,
+    STATUS_SERVICE,
     USER_QUERY_SERVICE,
     USER_SERVICE,
     Container,
@@ -29,6 +31,8 @@ from tracker.v1 import (
     report_service_pb2_grpc,
     setup_query_service_pb2_grpc,
     setup_service_pb2_grpc,
+    status_query_service_pb2_grpc,
+    status_service_pb2_grpc,
     user_query_service_pb2_grpc,
     user_service_pb2_grpc,
 )
@@ -80,12 +84,22 @@ fetch_query_service = _service(
     FETCH_QUERY_SERVICE,
 )
 
+# processing (issue 6)
+status_query_service = _service(
+    status_query_service_pb2_grpc.add_StatusQueryServiceServicer_to_server,
+    "status_query_servicer",
+    STATUS_QUERY_SERVICE,
+)
+status_service = _service(
+    status_service_pb2_grpc.add_StatusServiceServicer_to_server, "status_servicer", STATUS_SERVICE
+)
+
 
 def collector(s: Settings) -> Endpoint:
     return Endpoint(
         "collector",
         s.collector_port,
-        [setup_service, auth_service, user_service, key_service, report_service],
+        [setup_service, auth_service, user_service, key_service, report_service, status_service],
     )
 
 
@@ -93,7 +107,13 @@ def query(s: Settings) -> Endpoint:
     return Endpoint(
         "query",
         s.query_port,
-        [setup_query_service, user_query_service, key_query_service, fetch_query_service],
+        [
+            setup_query_service,
+            user_query_service,
+            key_query_service,
+            fetch_query_service,
+            status_query_service,
+        ],
     )
 
 

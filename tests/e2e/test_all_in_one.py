@@ -246,6 +246,15 @@ def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> No
         assert service in out
     docs = json_documents("\n" + out)
     assert docs[0] == {"status": "SERVING"}
+    # Processing (issue 6): the report pushed at the store made jacket-001 DELIVERED.
+    [status] = [d["status"] for d in docs if isinstance(d.get("status"), dict)]
+    assert status["status"] == "TRACKER_STATUS_DELIVERED", out[-3000:]
+    [changes] = [d["changes"] for d in docs if "changes" in d]
+    assert [c["status"] for c in changes] == ["TRACKER_STATUS_DELIVERED"]
+    assert changes[0]["horizontal_accuracy_m"] == 12
+    [points] = [d["points"] for d in docs if "points" in d]
+    assert [(p["granularity"], p["report_count"]) for p in points] == [("GRANULARITY_HOURLY", 1)]
+    docs = [d for d in docs if not {"status", "changes", "points", "stored_count"} & d.keys()]
     locations, trackers, queue = docs[-3]["locations"], docs[-2], docs[-1]
     # The queue's counts (what is in it depends on what else ran against this Redis).
     assert set(queue) <= {
@@ -448,6 +457,17 @@ def test_the_demo_shows_reports_arriving_within_a_minute(tmp_path: pathlib.Path)
             > 0
         )
         assert '"fetcher running"' in log.read_text()
+        # Processing (issue 6): the in-process worker gives the demo trackers a status.
+        statuses = ""
+        while time.monotonic() < deadline + 15 and not statuses:
+            statuses = subprocess.run(
+                ["psql", url_for(db), "-Atc", "SELECT DISTINCT status FROM tracker_status"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            time.sleep(0.25)
+        assert set(statuses) & {"IN_STORAGE", "IN_TRANSIT", "DELIVERED"}, log.read_text()[-2000:]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)

@@ -26,6 +26,9 @@ from tracker.v1 import (
     report_service_pb2,
     setup_query_service_pb2,
     setup_service_pb2,
+    status_query_service_pb2,
+    status_query_service_pb2_grpc,
+    status_service_pb2,
     user_query_service_pb2,
     user_service_pb2,
 )
@@ -46,6 +49,8 @@ FILES = [
     key_query_service_pb2,
     report_service_pb2,
     fetch_query_service_pb2,
+    status_query_service_pb2,
+    status_service_pb2,
 ]
 SERVICES = [svc for f in FILES for svc in f.DESCRIPTOR.services_by_name.values()]
 OPEN_SERVICES = {"tracker.v1.AuthService"}
@@ -54,6 +59,7 @@ MUTATING_SERVICES = {
     "tracker.v1.UserService",
     "tracker.v1.KeyService",
     "tracker.v1.ReportService",
+    "tracker.v1.StatusService",
 }
 # Mutations that answer OK while refusing the parts aimed elsewhere (the snapshot of the other
 # client, its reports included, proves that nothing changed).
@@ -74,6 +80,7 @@ RESOURCE_OF_FIELD = {
     "key_batch_id": "key_batch",
     "mac_addresses": "mac",
     "tracker_id": "tracker",
+    "tracker_ids": "tracker",
 }
 _counter = itertools.count()
 
@@ -268,6 +275,15 @@ async def snapshot(admin: Stack, world: World) -> list[str]:
         await admin.query.ListLocations(q.ListLocationsRequest(production_run_id=world.ids["run"])),
         await admin.query.ListTrackers(q.ListTrackersRequest(client_id=client_id)),
         await admin.user_query.GetUser(user_query_service_pb2.GetUserRequest(id=world.ids["user"])),
+    ]
+    status = status_query_service_pb2_grpc.StatusQueryServiceStub(admin.query_channel)
+    parts += [
+        await status.GetStatusRule(
+            status_query_service_pb2.GetStatusRuleRequest(production_run_id=world.ids["run"])
+        ),
+        await status.GetTrackerStatus(
+            status_query_service_pb2.GetTrackerStatusRequest(tracker_id=world.ids["tracker"])
+        ),
     ]
     assert admin.container is not None
     uow_factory = await admin.container.uow_factory.async_()

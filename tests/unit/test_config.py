@@ -57,6 +57,14 @@ SAMPLES: dict[str, Any] = {
     "db_name": "tracker_eu",
     "db_user": "fetcher",
     "db_password": "s3cret",
+    "worker_batch_size": 500,
+    "worker_idle_s": 0.25,
+    "worker_lease_s": 30.0,
+    "worker_concurrency": 3,
+    "worker_in_process": False,
+    "geocode_cache_size": 10,
+    "geocode_cell_deg": 0.1,
+    "location_history_hourly_days": 3,
 }
 SEED_NAMES = {
     "max_keys_per_batch": "MAX_KEYS_PER_BATCH",

@@ -1,0 +1,214 @@
+"""Servicers of the status API: current status, status and location history (query
+server), and per-run status rules (read on the query server, changed on the collector)."""
+
+from __future__ import annotations
+
+import grpc
+
+from adapters.grpc import convert as cv
+from adapters.grpc.auth import caller
+from domain.errors import InvalidArgument, field_prefix
+from domain.geo import NearestCity
+from domain.history import CurrentStatus, Granularity, LocationPoint, TrackerStatusChange
+from domain.model import GeoPoint
+from domain.pagination import PageRequest
+from domain.status import StatusRule, TrackerStatus
+from tracker.v1 import resources_pb2 as pb
+from tracker.v1 import status_pb2 as st
+from tracker.v1 import status_query_service_pb2 as q
+from tracker.v1 import status_query_service_pb2_grpc as q_grpc
+from tracker.v1 import status_service_pb2 as s
+from tracker.v1 import status_service_pb2_grpc as s_grpc
+from usecases.status import HistoryQuery, StatusQueries
+
+Ctx = grpc.aio.ServicerContext
+
+_STATUS = {
+    None: st.TRACKER_STATUS_UNSPECIFIED,
+    TrackerStatus.IN_STORAGE: st.TRACKER_STATUS_IN_STORAGE,
+    TrackerStatus.IN_TRANSIT: st.TRACKER_STATUS_IN_TRANSIT,
+    TrackerStatus.DELIVERED: st.TRACKER_STATUS_DELIVERED,
+}
+_GRANULARITY_FROM_PB = {
+    st.GRANULARITY_UNSPECIFIED: Granularity.AUTO,
+    st.GRANULARITY_RAW: Granularity.RAW,
+    st.GRANULARITY_HOURLY: Granularity.HOURLY,
+    st.GRANULARITY_DAILY: Granularity.DAILY,
+    st.GRANULARITY_AUTO: Granularity.AUTO,
+}
+_GRANULARITY_TO_PB = {v: k for k, v in _GRANULARITY_FROM_PB.items() if k}
+
+
+def _point(p: GeoPoint) -> pb.GeoPoint:
+    return pb.GeoPoint(latitude=p.latitude, longitude=p.longitude)
+
+
+def _nearest(n: NearestCity | None) -> st.NearestCity | None:
+    if n is None:
+        return None
+    c = n.city
+    return st.NearestCity(
+        city=st.City(
+            geoname_id=c.geonameid,
+            name=c.name,
+            country_code=c.country_code,
+            admin1_code=c.admin1_code,
+            population=c.population,
+            position=_point(c.position),
+        ),
+        distance_m=n.distance_m,
+    )
+
+
+def status_pb(x: CurrentStatus) -> st.TrackerStatusInfo:
+    out = st.TrackerStatusInfo(
+        tracker_id=str(x.tracker_id),
+        status=_STATUS[x.status],
+        location_id=str(x.location_id) if x.location_id else "",
+    )
+    if x.status_since:
+        out.status_time.CopyFrom(cv.ts(x.status_since))
+    if x.update_time:
+        out.update_time.CopyFrom(cv.ts(x.update_time))
+    if x.last_report:
+        last = x.last_report
+        out.last_report_time.CopyFrom(cv.ts(last.report_time))
+        out.last_position.CopyFrom(_point(last.position))
+        out.last_horizontal_accuracy_m = last.horizontal_accuracy_m
+        if last.nearest_city:
+            out.last_nearest_city.CopyFrom(_nearest(last.nearest_city))
+    return out
+
+
+def change_pb(x: TrackerStatusChange) -> st.StatusChange:
+    c = x.change
+    return st.StatusChange(
+        tracker_id=str(x.tracker_id),
+        status=_STATUS[c.status],
+        previous_status=_STATUS[c.previous],
+        report_time=cv.ts(c.key.report_time),
+        position=_point(x.position),
+        horizontal_accuracy_m=c.horizontal_accuracy_m,
+        confidence=c.confidence,
+        location_id=str(c.location_id) if c.location_id else "",
+        nearest_city=_nearest(x.nearest_city),
+    )
+
+
+def point_pb(x: LocationPoint) -> st.LocationPoint:
+    return st.LocationPoint(
+        tracker_id=str(x.tracker_id),
+        granularity=_GRANULARITY_TO_PB[x.granularity],
+        start_time=cv.ts(x.start_time),
+        end_time=cv.ts(x.end_time),
+        report_count=x.report_count,
+        first_report_time=cv.ts(x.first_report_time),
+        last_report_time=cv.ts(x.last_report_time),
+        position=_point(x.position),
+        horizontal_accuracy_m=x.horizontal_accuracy_m,
+        nearest_city=_nearest(x.nearest_city),
+        confidence=x.confidence,
+    )
+
+
+def rule_pb(run_id: str, r: StatusRule) -> st.StatusRule:
+    return st.StatusRule(
+        production_run_id=run_id,
+        min_consecutive_reports=r.min_consecutive_reports,
+        min_dwell_s=r.min_dwell_s,
+        require_accuracy_within_radius=r.require_accuracy_within_radius,
+        min_confidence=r.min_confidence,
+    )
+
+
+def _history_query(
+    request: q.ListStatusHistoryRequest | q.ListLocationHistoryRequest,
+) -> HistoryQuery:
+    return HistoryQuery(
+        tracker_id=cv.optional_id(request.tracker_id, "tracker_id"),
+        start_time=cv.from_ts(request, "start_time") if request.HasField("start_time") else None,
+        end_time=cv.from_ts(request, "end_time") if request.HasField("end_time") else None,
+    )
+
+
+def _filter_key(*parts: object) -> str:
+    return "|".join(str(p) for p in parts)
+
+
+class StatusQueryServicer(q_grpc.StatusQueryServiceServicer):
+    def __init__(self, uc: StatusQueries) -> None:
+        self._uc = uc
+
+    async def GetTrackerStatus(
+        self, request: q.GetTrackerStatusRequest, context: Ctx
+    ) -> q.GetTrackerStatusResponse:
+        status = await self._uc.get_status(caller(), cv.parse_id(request.tracker_id, "tracker_id"))
+        return q.GetTrackerStatusResponse(status=status_pb(status))
+
+    async def BatchGetTrackerStatuses(
+        self, request: q.BatchGetTrackerStatusesRequest, context: Ctx
+    ) -> q.BatchGetTrackerStatusesResponse:
+        ids = [cv.parse_id(t, f"tracker_ids[{i}]") for i, t in enumerate(request.tracker_ids)]
+        statuses = await self._uc.batch_get_statuses(caller(), ids)
+        return q.BatchGetTrackerStatusesResponse(statuses=[status_pb(x) for x in statuses])
+
+    async def ListStatusHistory(
+        self, request: q.ListStatusHistoryRequest, context: Ctx
+    ) -> q.ListStatusHistoryResponse:
+        query = _history_query(request)
+        key = _filter_key("status", query.tracker_id, query.start_time, query.end_time)
+        page = await self._uc.list_status_history(
+            caller(), query, PageRequest.from_wire(request.page_size, request.page_token, key)
+        )
+        return q.ListStatusHistoryResponse(
+            changes=[change_pb(x) for x in page.items], next_page_token=page.next_token(key)
+        )
+
+    async def ListLocationHistory(
+        self, request: q.ListLocationHistoryRequest, context: Ctx
+    ) -> q.ListLocationHistoryResponse:
+        query = _history_query(request)
+        granularity = _GRANULARITY_FROM_PB.get(request.granularity)  # type: ignore[call-overload]
+        if granularity is None:
+            raise InvalidArgument("granularity", "unknown granularity")
+        key = _filter_key(
+            "location", query.tracker_id, query.start_time, query.end_time, granularity,
+            request.min_confidence,
+        )  # fmt: skip
+        page = await self._uc.list_location_history(
+            caller(),
+            query,
+            granularity,
+            request.min_confidence,
+            PageRequest.from_wire(request.page_size, request.page_token, key),
+        )
+        return q.ListLocationHistoryResponse(
+            points=[point_pb(x) for x in page.items], next_page_token=page.next_token(key)
+        )
+
+    async def GetStatusRule(
+        self, request: q.GetStatusRuleRequest, context: Ctx
+    ) -> q.GetStatusRuleResponse:
+        run_id = cv.parse_id(request.production_run_id, "production_run_id")
+        rule = await self._uc.get_status_rule(caller(), run_id)
+        return q.GetStatusRuleResponse(status_rule=rule_pb(str(run_id), rule))
+
+
+class StatusServicer(s_grpc.StatusServiceServicer):
+    def __init__(self, uc: StatusQueries) -> None:
+        self._uc = uc
+
+    async def UpdateStatusRule(
+        self, request: s.UpdateStatusRuleRequest, context: Ctx
+    ) -> s.UpdateStatusRuleResponse:
+        m = request.status_rule
+        with field_prefix("status_rule"):
+            run_id = cv.parse_id(m.production_run_id, "production_run_id")
+            rule = StatusRule(
+                min_consecutive_reports=m.min_consecutive_reports or 1,
+                min_dwell_s=m.min_dwell_s,
+                require_accuracy_within_radius=m.require_accuracy_within_radius,
+                min_confidence=m.min_confidence or 2,
+            )
+        rule = await self._uc.set_status_rule(caller(), run_id, rule, request.reevaluate_history)
+        return s.UpdateStatusRuleResponse(status_rule=rule_pb(str(run_id), rule))

@@ -1,0 +1,105 @@
+"""Composition root of the worker: processes new reports (nearest city, hourly/daily
+roll-ups, status) in batches, forever. No gRPC API: metrics, and health if a port is set.
+Run as many as you like; they share the work through the processing queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from adapters import prometheus as m
+from domain.errors import DependencyUnavailable
+from servers import endpoints
+from servers.config import Settings
+from servers.container import Container
+from servers.runtime import Background, main_for
+from usecases.processing import ProcessNewReports
+
+log = logging.getLogger("tracker.worker")
+
+MAX_BACKOFF_S = 30.0
+
+
+class WorkerLoop:
+    """Background task: claim a batch, process it, repeat; sleep when idle; back off (and
+    carry on) while PostgreSQL is unavailable."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, container: Container) -> None:
+        process = await container.process_new_reports.async_()
+        self._tasks = [
+            asyncio.create_task(self._loop(process, container), name=f"worker-{n}")
+            for n in range(max(1, self._settings.worker_concurrency))
+        ]
+
+    async def _loop(self, process: ProcessNewReports, container: Container) -> None:
+        backoff = self._settings.worker_idle_s
+        while True:
+            started = time.perf_counter()
+            try:
+                batch = await process()
+            except DependencyUnavailable as exc:
+                m.WORKER_ERRORS.labels("unavailable").inc()
+                log.warning("worker: database unavailable", extra={"error": str(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                continue
+            except Exception:
+                m.WORKER_ERRORS.labels("error").inc()
+                log.exception("worker batch failed")
+                await asyncio.sleep(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                continue
+            backoff = self._settings.worker_idle_s
+            if not batch.claimed:
+                m.WORKER_LAG.set(0)
+                await asyncio.sleep(self._settings.worker_idle_s)
+                continue
+            elapsed = time.perf_counter() - started
+            m.WORKER_BATCHES.inc()
+            m.WORKER_BATCH_SECONDS.observe(elapsed)
+            m.WORKER_TRACKERS.inc(batch.trackers)
+            m.WORKER_GEOCODED.inc(batch.geocoded)
+            m.WORKER_BUCKETS.inc(batch.buckets)
+            m.WORKER_CHANGES.inc(batch.changes)
+            if batch.oldest_enqueue_time is not None:
+                lag = (container.clock().now() - batch.oldest_enqueue_time).total_seconds()
+                m.WORKER_LAG.set(max(0.0, lag))
+            log.info(
+                "worker batch",
+                extra={
+                    "trackers": batch.trackers,
+                    "geocoded": batch.geocoded,
+                    "buckets": batch.buckets,
+                    "changes": batch.changes,
+                    "seconds": round(elapsed, 3),
+                },
+            )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+
+def background(settings: Settings) -> list[Background]:
+    return [WorkerLoop(settings)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return main_for(
+        "tracker-worker: geocoding, roll-ups and status of new reports",
+        lambda s: endpoints.health(s),
+        argv,
+        background,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

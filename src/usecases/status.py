@@ -1,0 +1,114 @@
+"""Reading what processing made: current statuses, status history and location history,
+always limited to the caller's clients; and the per-run status rule."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from domain.access import Principal, require_manage, require_read
+from domain.errors import InvalidArgument, NotFound
+from domain.history import (
+    MAX_BATCH_STATUSES,
+    CurrentStatus,
+    Granularity,
+    LocationPoint,
+    TrackerStatusChange,
+    check_time_range,
+)
+from domain.pagination import Page, PageRequest
+from domain.ports import HistoryFilter, StatusRepository, UnitOfWorkFactory
+from domain.status import DEFAULT_MIN_CONFIDENCE, StatusRule
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    tracker_id: uuid.UUID | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+class StatusQueries:
+    """The read use cases of processing, and the status rule of a run (get/set)."""
+
+    def __init__(self, repo: StatusRepository, uow: UnitOfWorkFactory) -> None:
+        self._repo, self._uow = repo, uow
+
+    async def _readable_tracker(self, caller: Principal, tracker_id: uuid.UUID) -> None:
+        clients = await self._repo.tracker_clients([tracker_id])
+        if tracker_id not in clients:
+            raise NotFound("tracker", str(tracker_id))
+        require_read(caller, clients[tracker_id], "tracker", tracker_id)
+
+    async def get_status(self, caller: Principal, tracker_id: uuid.UUID) -> CurrentStatus:
+        found = await self._repo.current([tracker_id])
+        status = found.get(tracker_id)
+        if status is None:
+            raise NotFound("tracker", str(tracker_id))
+        require_read(caller, status.client_id, "tracker", tracker_id)
+        return status
+
+    async def batch_get_statuses(
+        self, caller: Principal, tracker_ids: Sequence[uuid.UUID]
+    ) -> list[CurrentStatus]:
+        """All or nothing (AIP-231): one missing or hidden tracker is NOT_FOUND."""
+        if not tracker_ids:
+            raise InvalidArgument("tracker_ids", "at least one")
+        if len(tracker_ids) > MAX_BATCH_STATUSES:
+            raise InvalidArgument("tracker_ids", f"at most {MAX_BATCH_STATUSES}")
+        found = await self._repo.current(list(dict.fromkeys(tracker_ids)))
+        out = []
+        for tid in tracker_ids:
+            status = found.get(tid)
+            if status is None:
+                raise NotFound("tracker", str(tid))
+            require_read(caller, status.client_id, "tracker", tid)
+            out.append(status)
+        return out
+
+    async def _filter(self, caller: Principal, q: HistoryQuery) -> HistoryFilter:
+        check_time_range(q.start_time, q.end_time)
+        if q.tracker_id is not None:
+            await self._readable_tracker(caller, q.tracker_id)
+        return HistoryFilter(q.tracker_id, q.start_time, q.end_time, caller.readable_clients())
+
+    async def list_status_history(
+        self, caller: Principal, q: HistoryQuery, page: PageRequest
+    ) -> Page[TrackerStatusChange]:
+        return await self._repo.status_history(await self._filter(caller, q), page)
+
+    async def list_location_history(
+        self,
+        caller: Principal,
+        q: HistoryQuery,
+        granularity: Granularity,
+        min_confidence: int,
+        page: PageRequest,
+    ) -> Page[LocationPoint]:
+        if min_confidence == 0:
+            min_confidence = DEFAULT_MIN_CONFIDENCE
+        if min_confidence not in (1, 2, 3):
+            raise InvalidArgument("min_confidence", "must be 1, 2 or 3 (0: the default, 2)")
+        f = await self._filter(caller, q)
+        return await self._repo.location_history(f, granularity, min_confidence, page)
+
+    async def get_status_rule(self, caller: Principal, run_id: uuid.UUID) -> StatusRule:
+        async with self._uow() as uow:
+            run = await uow.production_runs.get(run_id)
+        require_read(caller, run.client_id, run.KIND, run_id)
+        return await self._repo.status_rule(run_id)
+
+    async def set_status_rule(
+        self, caller: Principal, run_id: uuid.UUID, rule: StatusRule, reevaluate: bool = False
+    ) -> StatusRule:
+        """Applies to reports processed from now on; with ``reevaluate`` the worker also
+        rebuilds the run's trackers' status histories under it (and the current geofences)."""
+        async with self._uow() as uow:
+            run = await uow.production_runs.get(run_id)
+        require_manage(caller, run.client_id, run.KIND, run_id)
+        await self._repo.set_status_rule(run_id, rule)
+        if reevaluate:
+            await self._repo.reevaluate_run(run_id)
+        return rule
