@@ -111,6 +111,11 @@ class Settings:
     demo_fetch_interval_s: float = _opt(15.0, "seconds between the demo's fetches")
     access_token_ttl_s: float = _opt(900.0, "lifetime of access tokens from Login, seconds")
     refresh_token_ttl_s: float = _opt(30 * 86400.0, "lifetime of refresh tokens, seconds")
+    auth_cache_ttl_s: float = _opt(
+        2.0,
+        "seconds a token's user is remembered without asking PostgreSQL (a user deleted or "
+        "changed through another process keeps its access that long; 0: ask on every call)",
+    )
     # --- processing (worker; issue 6) ---
     worker_batch_size: int = _opt(2000, "trackers with new reports a worker takes per batch")
     worker_idle_s: float = _opt(1.0, "seconds a worker waits when no tracker has new reports")
@@ -315,6 +320,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "demo_fetch_interval_s": _positive,
     "max_keys_per_batch": lambda v: None if 1 <= v <= 64 else "must be within 1..64",
     "refresh_token_ttl_s": _positive,
+    "auth_cache_ttl_s": _not_negative,
     "request_interval_hours": _positive,
     "fetch_interval_s": _not_negative,
     "max_report_age_days": _positive,

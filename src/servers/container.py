@@ -121,6 +121,7 @@ class Container(containers.DeclarativeContainer):
         codec=token_codec,
         clock=clock,
         policy=token_policy,
+        auth_cache_ttl=providers.Callable(_seconds, settings.provided.auth_cache_ttl_s),
     )
 
     key_pair_factory = providers.Singleton(FindMyKeyPairFactory)

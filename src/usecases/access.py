@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from domain.access import (
     AccessClaims,
@@ -141,20 +142,58 @@ class RefreshTokens:
         return pair
 
 
-class Authenticate:
-    """A bearer token to the caller it stands for; the user must still exist."""
+class PrincipalCache:
+    """Callers recently looked up, kept for ``ttl`` so that not every RPC asks PostgreSQL for
+    its user. A change made through this process (delete, access, password) forgets the user at
+    once; one made through another process takes effect within ``ttl``. ``ttl`` 0: no cache."""
 
-    def __init__(self, uow: UnitOfWorkFactory, codec: TokenCodec) -> None:
-        self._uow, self._codec = uow, codec
+    def __init__(self, clock: Clock, ttl: timedelta, size: int = 10_000) -> None:
+        self._clock, self._ttl, self._size = clock, ttl, size
+        self._entries: OrderedDict[uuid.UUID, tuple[Principal, datetime]] = OrderedDict()
+
+    def get(self, user_id: uuid.UUID) -> Principal | None:
+        entry = self._entries.get(user_id)
+        if entry is None:
+            return None
+        if entry[1] <= self._clock.now():
+            del self._entries[user_id]
+            return None
+        return entry[0]
+
+    def put(self, user_id: uuid.UUID, principal: Principal) -> None:
+        if self._ttl <= timedelta(0):
+            return
+        self._entries[user_id] = (principal, self._clock.now() + self._ttl)
+        self._entries.move_to_end(user_id)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def forget(self, user_id: uuid.UUID) -> None:
+        self._entries.pop(user_id, None)
+
+
+class Authenticate:
+    """A bearer token to the caller it stands for; the user must still exist (looked up, or
+    remembered for a moment by the cache)."""
+
+    def __init__(
+        self, uow: UnitOfWorkFactory, codec: TokenCodec, cache: PrincipalCache | None = None
+    ) -> None:
+        self._uow, self._codec, self._cache = uow, codec, cache
 
     async def __call__(self, token: str) -> Principal:
         claims = self._codec.decode(token)
+        if self._cache is not None and (known := self._cache.get(claims.user_id)) is not None:
+            return known
         async with self._uow() as uow:
             try:
                 user = await uow.users.get(claims.user_id)
             except NotFound:
                 raise Unauthenticated("the token's user no longer exists") from None
-        return user.principal()
+        principal = user.principal()
+        if self._cache is not None:
+            self._cache.put(claims.user_id, principal)
+        return principal
 
 
 class MintServiceToken:
@@ -255,8 +294,10 @@ class CreateUser:
 class SetClientAccess:
     """Grant (role) or revoke (None) a user's access to one client."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
-        self._uow, self._clock = uow, clock
+    def __init__(
+        self, uow: UnitOfWorkFactory, clock: Clock, cache: PrincipalCache | None = None
+    ) -> None:
+        self._uow, self._clock, self._cache = uow, clock, cache
 
     async def __call__(
         self, caller: Principal, user_id: uuid.UUID, client_id: uuid.UUID, role: Role | None
@@ -282,6 +323,8 @@ class SetClientAccess:
             )
             await uow.users.update(updated)
             await uow.commit()
+        if self._cache is not None:
+            self._cache.forget(user_id)
         return updated
 
 
@@ -316,8 +359,8 @@ class SetPassword:
 
 
 class DeleteUser:
-    def __init__(self, uow: UnitOfWorkFactory) -> None:
-        self._uow = uow
+    def __init__(self, uow: UnitOfWorkFactory, cache: PrincipalCache | None = None) -> None:
+        self._uow, self._cache = uow, cache
 
     async def __call__(self, caller: Principal, user_id: uuid.UUID) -> None:
         async with self._uow() as uow:
@@ -326,6 +369,8 @@ class DeleteUser:
                 raise PermissionDenied("deleting this user needs ADMIN")
             await uow.users.delete(user_id)
             await uow.commit()
+        if self._cache is not None:
+            self._cache.forget(user_id)
 
 
 class GetUser:
@@ -382,16 +427,18 @@ class AccessUseCases:
         codec: TokenCodec,
         clock: Clock,
         policy: TokenPolicy,
+        auth_cache_ttl: timedelta = timedelta(0),
     ) -> AccessUseCases:
+        cache = PrincipalCache(clock, auth_cache_ttl)
         return cls(
             login=Login(uow, hasher, codec, clock, policy),
             refresh_tokens=RefreshTokens(uow, codec, clock, policy),
-            authenticate=Authenticate(uow, codec),
+            authenticate=Authenticate(uow, codec, cache),
             mint_service_token=MintServiceToken(uow, codec, clock),
             create_user=CreateUser(uow, hasher, clock),
-            set_client_access=SetClientAccess(uow, clock),
+            set_client_access=SetClientAccess(uow, clock, cache),
             set_password=SetPassword(uow, hasher, clock),
-            delete_user=DeleteUser(uow),
+            delete_user=DeleteUser(uow, cache),
             get_user=GetUser(uow),
             find_user_by_email=FindUserByEmail(uow),
             list_users=ListUsers(uow),

@@ -1001,3 +1001,49 @@ async def test_list_users_shows_admins_everyone_and_client_admins_their_clients(
         after = page.next_after
     assert {u.email.split("@")[0] for u in seen} == LISTS_USERS[caller]
     assert [str(u.id) for u in seen] == sorted(str(u.id) for u in seen)
+
+
+# -- the authenticated-caller cache ----------------------------------------------------------
+
+
+async def cached_world(ttl_s: float) -> tuple[World, People]:
+    w = await make_world()
+    w.access = AccessUseCases.build(
+        w.uow, w.hasher, w.codec, w.clock, POLICY, auth_cache_ttl=timedelta(seconds=ttl_s)
+    )
+    return w, await add_people(w)
+
+
+async def test_a_remembered_caller_is_not_looked_up_again_within_the_ttl() -> None:
+    w, p = await cached_world(2)
+    token = (await w.access.login("alice@example.com", PASSWORD)).access_token
+    first = await w.access.authenticate(token)
+    opened = len(w.uow.opened)
+    assert await w.access.authenticate(token) == first
+    assert len(w.uow.opened) == opened, "answered from the cache"
+    # Changed behind this process's back (another process): visible once the TTL is over.
+    del w.uow.committed.users[p.alice.id]
+    assert await w.access.authenticate(token) == first
+    w.clock.set(w.clock.now() + timedelta(seconds=2))
+    with pytest.raises(Unauthenticated):
+        await w.access.authenticate(token)
+
+
+async def test_changes_through_this_process_apply_at_once() -> None:
+    w, p = await cached_world(60)
+    token = (await w.access.login("alice@example.com", PASSWORD)).access_token
+    assert w.a.client.id in (await w.access.authenticate(token)).memberships
+    await w.access.set_client_access(SYSTEM, p.alice.id, w.a.client.id, None)
+    assert w.a.client.id not in (await w.access.authenticate(token)).memberships
+    await w.access.delete_user(SYSTEM, p.alice.id)
+    with pytest.raises(Unauthenticated):
+        await w.access.authenticate(token)
+
+
+async def test_a_ttl_of_zero_asks_every_time() -> None:
+    w, p = await cached_world(0)
+    token = (await w.access.login("alice@example.com", PASSWORD)).access_token
+    await w.access.authenticate(token)
+    del w.uow.committed.users[p.alice.id]
+    with pytest.raises(Unauthenticated):
+        await w.access.authenticate(token)
