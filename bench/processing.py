@@ -304,20 +304,22 @@ async def bench(n: int, batch: int, sample: int, rates: list[int], seconds: floa
             f"({total_s:.1f} s in all)"
         )
         print(
-            f"  geocoding (KNN + cell cache):       {geocoded / phases['geocode']:10.0f} reports/s "
+            f"  geocoding (KNN + cell cache):       "
+            f"{geocoded / max(phases['geocode'], 1e-9):10.0f} reports/s "
             f"(cache hits {geocoder.hits}, misses {geocoder.misses})"
         )
         print(
-            f"  roll-ups (hourly + daily):          {buckets / phases['rollup']:10.0f} buckets/s "
+            f"  roll-ups (hourly + daily):          "
+            f"{buckets / max(phases['rollup'], 1e-9):10.0f} buckets/s "
             f"({buckets} hourly buckets, {phases['rollup']:.1f} s)"
         )
         print(
             f"  status, batched:                    "
-            f"{len(all_claims) / phases['status']:10.0f} trackers/s "
+            f"{len(all_claims) / max(phases['status'], 1e-9):10.0f} trackers/s "
             f"({phases['status']:.1f} s for {len(all_claims)}, {changes} changes)"
         )
 
-        batched_rate = len(all_claims) / phases["status"]
+        batched_rate = len(all_claims) / max(phases["status"], 1e-9)
         print(
             f"  status, one tracker per query:      {single_rate:10.0f} trackers/s "
             f"(sample of {sample}; {queued / single_rate:.0f} s for all)"

@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from adapters.security import AUDIENCE, ISSUER, JwtTokenCodec
 from domain.access import AccessClaims, Principal
+from domain.errors import Unauthenticated
 from servers.config import DEVELOPMENT_SIGNING_KEY
 from tests.integration.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Stack
 from tracker.v1 import auth_service_pb2 as a
@@ -291,3 +292,22 @@ async def test_two_concurrent_refreshes_with_one_token_cannot_both_succeed(stack
     codes = await asyncio.gather(*(code_of(stack.auth.RefreshToken(request)) for _ in range(4)))
     assert codes.count(grpc.StatusCode.OK) <= 1
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAUTHENTICATED}
+
+
+async def test_a_remembered_token_still_expires_and_a_tampered_one_is_never_remembered() -> None:
+    codec = JwtTokenCodec(DEVELOPMENT_SIGNING_KEY.encode())
+    now = datetime.now(UTC)
+    user = uuid.uuid4()
+    token = codec.encode(AccessClaims(user, "t", "access", now, now + timedelta(seconds=1.5)))
+    assert codec.decode(token).user_id == user
+    assert codec.decode(token).user_id == user  # from the verified cache
+    header, payload, signature = token.split(".")
+    flipped = "A" if signature[10] != "A" else "B"
+    forged = ".".join([header, payload, signature[:10] + flipped + signature[11:]])
+    with pytest.raises(Unauthenticated):
+        codec.decode(forged)
+    await asyncio.sleep(1.6)
+    with pytest.raises(Unauthenticated, match="expired"):
+        codec.decode(token)
+    with pytest.raises(Unauthenticated, match="expired"):
+        codec.decode(token)
