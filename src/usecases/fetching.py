@@ -392,19 +392,25 @@ class FetchWorker:
         wait = 1.0
         while True:
             try:
-                result = await call()
+                return await call()
             except DependencyUnavailable as exc:
-                self._metrics.error(f"{exc.dependency}_unavailable")
-                log.warning(
-                    "dependency unavailable, retrying",
-                    extra={"dependency": exc.dependency, "during": what, "wait_s": wait},
-                )
-                if exc.dependency == "redis":
-                    self.want_sync("redis reconnected")
-                await self._sleep(wait)
-                wait = min(wait * 2, self._config.max_retry_wait.total_seconds())
-                continue
-            return result
+                wait = await self._wait_out(exc, wait, what)
+
+    def _longer(self, wait: float) -> float:
+        return min(wait * 2, self._config.max_retry_wait.total_seconds())
+
+    async def _wait_out(self, exc: DependencyUnavailable, wait: float, during: str) -> float:
+        """Count, log and sit out a dependency outage for ``wait`` seconds; returns the next,
+        longer pause. Once Redis is back, the queue is checked against PostgreSQL."""
+        self._metrics.error(f"{exc.dependency}_unavailable")
+        log.warning(
+            "dependency unavailable",
+            extra={"dependency": exc.dependency, "during": during, "wait_s": wait},
+        )
+        if exc.dependency == "redis":
+            self.want_sync("redis reconnected")
+        await self._sleep(wait)
+        return self._longer(wait)
 
     async def _account_loop(self, account: Account) -> None:
         cfg = self._config
@@ -439,21 +445,14 @@ class FetchWorker:
                         idle = min(idle, max(ahead, 0.01))
                     await self._sleep(idle)
             except DependencyUnavailable as exc:
-                self._metrics.error(f"{exc.dependency}_unavailable")
-                log.warning(
-                    "dependency unavailable", extra={"dependency": exc.dependency, "wait_s": wait}
-                )
-                if exc.dependency == "redis":
-                    self.want_sync("redis reconnected")
-                await self._sleep(wait)
-                wait = min(wait * 2, cfg.max_retry_wait.total_seconds())
+                wait = await self._wait_out(exc, wait, account.name)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 self._metrics.error("internal")
                 log.exception("fetch turn failed", extra={"account": account.name})
                 await self._sleep(wait)
-                wait = min(wait * 2, cfg.max_retry_wait.total_seconds())
+                wait = self._longer(wait)
 
     async def _heartbeat_loop(self) -> None:
         cfg = self._config
@@ -486,7 +485,7 @@ class FetchWorker:
                 log.warning("queue sync postponed", extra={"dependency": exc.dependency})
                 self.want_sync(reason)
                 await self._sleep(wait)
-                wait = min(wait * 2, cfg.max_retry_wait.total_seconds())
+                wait = self._longer(wait)
             except Exception:
                 log.exception("queue sync failed")
                 await self._sleep(wait)
