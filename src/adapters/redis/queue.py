@@ -18,18 +18,16 @@ trackers' counts and backoff live in PostgreSQL (``fetch_state``), read with the
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
 
 from domain.errors import DependencyUnavailable
 from domain.scheduling import Claim, ClaimBatch, QueuePlace, QueueStats, from_ms, to_ms
-
-T = TypeVar("T")
 
 _CLAIM = """
 local due, workers, synced, scan = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -204,13 +202,6 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
 _CHUNK = 2000
 
 
-async def _guard(call: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await call()
-    except REDIS_ERRORS as exc:
-        raise DependencyUnavailable("redis", type(exc).__name__) from exc
-
-
 @asynccontextmanager
 async def _unavailable() -> AsyncIterator[None]:
     try:
@@ -276,7 +267,8 @@ class RedisFetchQueue:
         return n
 
     async def heartbeat(self, worker: str, alive_until: datetime) -> None:
-        await _guard(lambda: self._r.zadd(self.workers, {worker: to_ms(alive_until)}))
+        async with _unavailable():
+            await self._r.zadd(self.workers, {worker: to_ms(alive_until)})
 
     async def leave(self, worker: str, now: datetime) -> int:
         keys = [self.due, self.leases_prefix + worker, self.workers]
@@ -315,11 +307,13 @@ class RedisFetchQueue:
         return n
 
     async def mark_synced(self, now: datetime) -> None:
-        await _guard(lambda: self._r.set(self.synced, to_ms(now)))
+        async with _unavailable():
+            await self._r.set(self.synced, to_ms(now))
 
     async def try_lock_sync(self, worker: str, ttl: timedelta) -> bool:
         ms = int(ttl.total_seconds() * 1000)
-        return bool(await _guard(lambda: self._r.set(self.sync_lock, worker, nx=True, px=ms)))
+        async with _unavailable():
+            return bool(await self._r.set(self.sync_lock, worker, nx=True, px=ms))
 
     async def unlock_sync(self, worker: str) -> None:
         async with _unavailable():
