@@ -28,6 +28,7 @@ import asyncpg
 from findmy import KeyPair
 from findmy.reports.reports import LocationReport
 
+from adapters.clock import SystemClock
 from adapters.postgres.pool import open_pool
 from adapters.postgres.uow import PostgresUnitOfWorkFactory
 from bench.throwaway import throwaway_database
@@ -57,11 +58,6 @@ def _tags(args: tuple[int, int]) -> list[tuple[bytes, bytes, bytes]]:
     return out
 
 
-class _Clock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-
 async def seed(db: str, n: int) -> list[tuple[bytes, bytes, bytes]]:
     t0 = time.perf_counter()
     chunk = 5000
@@ -76,7 +72,7 @@ async def seed(db: str, n: int) -> list[tuple[bytes, bytes, bytes]]:
     pool_ = await open_pool(db, max_size=2)
     try:
         uow = PostgresUnitOfWorkFactory(pool_)
-        setup = SetupUseCases.build(uow, _Clock())
+        setup = SetupUseCases.build(uow, SystemClock())
         system, now = Principal.system(), datetime.now(UTC)
         client = await setup.create_client(system, NewClient("Bench"))
         brand = await setup.create_brand(system, NewBrand(client.id, "Bench brand"))

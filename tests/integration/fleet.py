@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from adapters.clock import SystemClock
 from adapters.keys import FindMyKeyPairFactory
 from adapters.postgres.pool import open_pool
 from adapters.postgres.uow import PostgresUnitOfWorkFactory
@@ -30,11 +31,6 @@ from simulator.server import FETCH_PATH, Simulator
 from usecases.setup import NewBrand, NewClient, NewProductionRun, SetupUseCases
 
 BIN = pathlib.Path(sys.executable).parent
-
-
-class _Clock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 @dataclass
@@ -53,7 +49,7 @@ async def seed_fleet(database_url: str, n: int, name: str = "Fleet") -> Fleet:
     pool = await open_pool(database_url, max_size=2)
     try:
         uow = PostgresUnitOfWorkFactory(pool)
-        setup = SetupUseCases.build(uow, _Clock())
+        setup = SetupUseCases.build(uow, SystemClock())
         system = Principal.system()
         now = datetime.now(UTC)
         client = await setup.create_client(system, NewClient(name))
