@@ -26,6 +26,7 @@ from simulator.server import Simulator, start
 from tests.conftest import REDIS_URL
 from tests.integration.fleet import (
     Fetchers,
+    Fleet,
     count_reports,
     fetch_states,
     fetcher_env,
@@ -66,6 +67,38 @@ def prefix() -> str:
     return f"ft{uuid.uuid4().hex[:8]}"
 
 
+async def reporting_fleet(
+    database_url: str,
+    sim: Simulator,
+    fetchers: list[Fetchers],
+    tmp_path: pathlib.Path,
+    *,
+    trackers: int,
+    accounts: int,
+    interval_s: float,
+    redis_url: str = REDIS_URL,
+    **extra: str,
+) -> tuple[Fleet, Fetchers, str]:
+    """``trackers`` trackers, each with one report waiting in the simulator, and a group of
+    fetchers (not started yet) with ``accounts`` accounts and a queue prefix of their own."""
+    fleet = await seed_fleet(database_url, trackers)
+    for t in fleet.trackers:
+        sim.add_reports(fleet.adv_keys[t], [report(5)])
+    p = prefix()
+    env = fetcher_env(
+        database_url,
+        redis_url,
+        sim,
+        write_accounts(sim, tmp_path / "accounts", accounts),
+        interval_s=interval_s,
+        prefix=p,
+        **extra,
+    )
+    f = Fetchers(env, tmp_path)
+    fetchers.append(f)
+    return fleet, f, p
+
+
 async def all_fetched_since(db: str, ids: list[uuid.UUID], since: datetime) -> bool:
     states = await fetch_states(db, ids)
     return len(states) == len(ids) and all(
@@ -81,20 +114,9 @@ async def test_a_killed_fetchers_claims_are_completed_by_another_within_one_leas
     redis_client: aioredis.Redis,
     tmp_path: pathlib.Path,
 ) -> None:
-    fleet = await seed_fleet(database_url, 30)
-    for t in fleet.trackers:
-        sim.add_reports(fleet.adv_keys[t], [report(5)])
-    p = prefix()
-    env = fetcher_env(
-        database_url,
-        REDIS_URL,
-        sim,
-        write_accounts(sim, tmp_path / "accounts", 1),
-        interval_s=2,
-        prefix=p,
+    _, f, p = await reporting_fleet(
+        database_url, sim, fetchers, tmp_path, trackers=30, accounts=1, interval_s=2
     )
-    f = Fetchers(env, tmp_path)
-    fetchers.append(f)
     # The first request hangs: the fetcher is killed while it holds that batch.
     sim.faults.append({"mode": "slow", "count": 1, "delay_s": 12, "retry_after": None})
     [victim] = await f.start(1)
@@ -177,21 +199,17 @@ async def test_after_flushall_the_queue_is_rebuilt_and_every_tracker_fetched_nex
     own_redis: str,
     tmp_path: pathlib.Path,
 ) -> None:
-    fleet = await seed_fleet(database_url, 300)
-    for t in fleet.trackers:
-        sim.add_reports(fleet.adv_keys[t], [report(5)])
-    p = prefix()
-    env = fetcher_env(
+    fleet, f, p = await reporting_fleet(
         database_url,
-        own_redis,
         sim,
-        write_accounts(sim, tmp_path / "accounts", 2),
+        fetchers,
+        tmp_path,
+        trackers=300,
+        accounts=2,
         interval_s=3,
-        prefix=p,
+        redis_url=own_redis,
         FETCH_INTERVAL="0.3",  # each account's pace, across both fetchers
     )
-    f = Fetchers(env, tmp_path)
-    fetchers.append(f)
     await f.start(2)
     began = datetime.now(UTC)
     assert await wait_for(lambda: all_fetched_since(database_url, fleet.trackers, began), 20)
@@ -223,19 +241,16 @@ async def test_a_redis_outage_is_waited_out_and_the_queue_comes_back(
     own_redis_server: OwnRedis,
     tmp_path: pathlib.Path,
 ) -> None:
-    fleet = await seed_fleet(database_url, 100)
-    for t in fleet.trackers:
-        sim.add_reports(fleet.adv_keys[t], [report(5)])
-    env = fetcher_env(
+    fleet, f, _ = await reporting_fleet(
         database_url,
-        own_redis_server.url,
         sim,
-        write_accounts(sim, tmp_path / "accounts", 2),
+        fetchers,
+        tmp_path,
+        trackers=100,
+        accounts=2,
         interval_s=2,
-        prefix=prefix(),
+        redis_url=own_redis_server.url,
     )
-    f = Fetchers(env, tmp_path)
-    fetchers.append(f)
     await f.start(2)
     began = datetime.now(UTC)
     assert await wait_for(lambda: all_fetched_since(database_url, fleet.trackers, began), 20)
@@ -378,20 +393,16 @@ async def _stored_at_least(db: str, n: int) -> bool:
 async def _fleet_behind_429(
     database_url: str, sim: Simulator, fetchers: list[Fetchers], tmp_path: pathlib.Path, fault: dict
 ) -> list[uuid.UUID]:
-    fleet = await seed_fleet(database_url, 40)
-    for t in fleet.trackers:
-        sim.add_reports(fleet.adv_keys[t], [report(5)])
-    env = fetcher_env(
+    fleet, f, _ = await reporting_fleet(
         database_url,
-        REDIS_URL,
         sim,
-        write_accounts(sim, tmp_path / "accounts", 1),
+        fetchers,
+        tmp_path,
+        trackers=40,
+        accounts=1,
         interval_s=0.5,
-        prefix=prefix(),
         TRACKER_FETCH_ACCOUNT_COOLDOWN_MAX_S="4",
     )
-    f = Fetchers(env, tmp_path)
-    fetchers.append(f)
     sim.faults.append(fault)
     await f.start(1)
     return fleet.trackers
