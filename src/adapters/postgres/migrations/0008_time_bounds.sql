@@ -30,10 +30,12 @@ ALTER TABLE production_runs ADD CONSTRAINT production_runs_time_bounds
 -- Reports outside [2019-01-01, 2100-01-01) are removed, not clamped: a report is evidence of
 -- where a tag was at its time; moving it to another time would invent evidence, and no
 -- genuine Find My report can be older than 2019 or from the next century.
+-- (Written as two ranges so only the default partition and partitions outside are scanned.)
 DELETE FROM reports
-WHERE NOT (report_time >= '2019-01-01T00:00:00Z' AND report_time < '2100-01-01T00:00:00Z');
+WHERE report_time < '2019-01-01T00:00:00Z' OR report_time >= '2100-01-01T00:00:00Z';
 
--- An optional publication time out of range is dropped; the report stays.
+-- An optional publication time out of range is dropped; the report stays. (One pass over
+-- the table: nothing indexes published_time; it is read by no query.)
 UPDATE reports SET published_time = NULL
 WHERE published_time IS NOT NULL
   AND NOT (published_time >= '2019-01-01T00:00:00Z' AND published_time < '2100-01-01T00:00:00Z');
