@@ -9,10 +9,9 @@ from datetime import datetime, timedelta
 
 from domain.errors import InvalidArgument
 from domain.geo import NearestCity
+from domain.instants import check_query_time
 from domain.model import GeoPoint
 from domain.status import StatusChange, TrackerStatus
-
-MAX_BATCH_STATUSES = 1000
 
 
 class Granularity(enum.Enum):
@@ -78,5 +77,10 @@ class LocationPoint:
 
 
 def check_time_range(start: datetime | None, end: datetime | None) -> None:
+    """A query's time filter: each bound within the query range, end after start."""
+    if start is not None:
+        check_query_time(start, "start_time")
+    if end is not None:
+        check_query_time(end, "end_time")
     if start is not None and end is not None and end <= start:
         raise InvalidArgument("end_time", "must be after start_time")

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from domain.errors import InvalidArgument
+from domain.limits import MAX_BATCH_KEYS
 from domain.model import AdvertisementKey, MacAddress, SealedSecret
 
 __all__ = ["GeneratedKey", "KeyBatch", "SealedSecret", "TagKey", "check_private_key"]
 
-MAX_BATCH_KEYS = 1_000_000
 PRIVATE_KEY_LENGTH = 28
 
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Self
 
 from domain.errors import FieldViolation, InvalidArgument
+from domain.instants import check_run_time
 
 MAX_NAME_LENGTH = 200
 MAX_RADIUS_M = 100_000.0
@@ -44,11 +45,6 @@ def _check_name(value: str, field_name: str, *, required: bool) -> None:
         raise InvalidArgument(field_name, f"longer than {MAX_NAME_LENGTH} characters")
     if "\x00" in value:
         raise InvalidArgument(field_name, "must not contain NUL characters")
-
-
-def _check_aware(value: datetime, field_name: str) -> None:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidArgument(field_name, "must be timezone-aware")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +180,8 @@ class Brand(Entity):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProductionRun(Entity):
-    """Trackers of a run are fetched while ``start_time <= now < end_time``."""
+    """Trackers of a run are fetched while ``start_time <= now < end_time``; both within
+    the run bounds of ``domain.instants`` (years 2000..2100)."""
 
     UPDATABLE: ClassVar[frozenset[str]] = frozenset({"display_name", "start_time", "end_time"})
     KIND: ClassVar[str] = "production run"
@@ -197,8 +194,14 @@ class ProductionRun(Entity):
 
     def __post_init__(self) -> None:
         _check_name(self.display_name, "display_name", required=True)
-        _check_aware(self.start_time, "start_time")
-        _check_aware(self.end_time, "end_time")
+        problems: list[FieldViolation] = []
+        for name in ("start_time", "end_time"):
+            try:
+                check_run_time(getattr(self, name), name)
+            except InvalidArgument as err:
+                problems += err.violations
+        if problems:
+            raise InvalidArgument.of(problems)
         if self.end_time <= self.start_time:
             raise InvalidArgument("end_time", "must be after start_time")
 

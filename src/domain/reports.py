@@ -8,6 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from domain.errors import FieldViolation, InvalidArgument
+from domain.instants import (
+    REPORT_TIME_FLOOR,
+    TIME_CEILING,
+    add_months,
+    check_stored_report_time,
+    month_start,
+)
 from domain.model import GeoPoint
 
 MAX_ACCURACY_M = 100_000
@@ -18,7 +25,9 @@ class Report:
     """One decrypted location report of one tracker.
 
     Two reports with the same tracker, time and position are the same report: storing it
-    again changes nothing (reports are re-fetched and pushed more than once).
+    again changes nothing (reports are re-fetched and pushed more than once). Its times are
+    within the stored range of ``domain.instants`` (a source's clock is checked by the use
+    case that receives it, which knows the time).
     """
 
     tracker_id: uuid.UUID
@@ -31,11 +40,15 @@ class Report:
     source: str = "findmy"
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.report_time.tzinfo is None:
-            problems.append(FieldViolation("report_time", "must be timezone-aware"))
-        if self.published_time is not None and self.published_time.tzinfo is None:
-            problems.append(FieldViolation("published_time", "must be timezone-aware"))
+        problems: list[FieldViolation] = []
+        times = [("report_time", self.report_time), ("published_time", self.published_time)]
+        for name, value in times:
+            if value is None:
+                continue
+            try:
+                check_stored_report_time(value, name)
+            except InvalidArgument as err:
+                problems += err.violations
         if self.confidence not in (1, 2, 3):
             problems.append(FieldViolation("confidence", "must be 1, 2 or 3"))
         if not 0 <= self.horizontal_accuracy_m <= MAX_ACCURACY_M:
@@ -74,3 +87,16 @@ class IngestResult:
     duplicates: int
     rejected_count: int
     rejected: tuple[FieldViolation, ...]
+
+
+def partition_months(now: datetime, back_months: int, ahead_months: int) -> list[datetime]:
+    """The months (UTC month starts) whose ``reports`` partitions should exist at ``now``:
+    ``back_months`` before the current one (late reports: Find My's 7 days reach into the
+    previous month), the current one, and ``ahead_months`` after it, so a report is never
+    the first of its month; none before the oldest acceptable report time or at/after the
+    ceiling. Older months (backfilled history) land in the default partition."""
+    if back_months < 0 or ahead_months < 1:
+        raise InvalidArgument("partition months", "back must be >= 0 and ahead >= 1")
+    current = month_start(now)
+    months = (add_months(current, n) for n in range(-back_months, ahead_months + 1))
+    return [m for m in months if REPORT_TIME_FLOOR <= m < TIME_CEILING]

@@ -10,6 +10,7 @@ from servers import endpoints
 from servers.config import Settings
 from servers.demo import Demo
 from servers.fetcher import Fetcher
+from servers.maintenance import PartitionMaintenance
 from servers.runtime import Background, main_for
 from servers.worker import WorkerLoop
 
@@ -17,7 +18,7 @@ from servers.worker import WorkerLoop
 def background(settings: Settings) -> list[Background]:
     """The demo (simulator + the fetcher on it) or the fetcher when accounts are configured,
     and the processing worker, so statuses follow the reports."""
-    tasks: list[Background] = []
+    tasks: list[Background] = [PartitionMaintenance(settings)]
     if settings.demo:
         tasks.append(Demo(settings))
     elif settings.findmy_account_file:

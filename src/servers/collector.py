@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from servers import endpoints
+from servers.maintenance import PartitionMaintenance
 from servers.runtime import main_for
 
 
@@ -13,6 +14,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tracker-collector: every mutation of the system",
         lambda s: [endpoints.collector(s), *endpoints.health(s)],
         argv,
+        lambda s: [PartitionMaintenance(s)],
     )
 
 

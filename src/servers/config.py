@@ -19,6 +19,9 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import yaml
 
+from domain.instants import DEFAULT_MAX_CLOCK_SKEW
+from domain.limits import MAX_MESSAGE_BYTES
+
 CONFIG_ENV = "TRACKER_CONFIG"
 
 
@@ -130,6 +133,24 @@ class Settings:
     geocode_cell_deg: float = _opt(0.01, "size of a nearest-city cache cell, degrees")
     location_history_hourly_days: int = _opt(
         7, "AUTO location history: hourly roll-ups for this many days, daily before"
+    )
+    # --- input bounds and report partitions (issue 10) ---
+    max_message_bytes: int = _opt(
+        MAX_MESSAGE_BYTES,
+        "largest gRPC request message a server accepts (larger: RESOURCE_EXHAUSTED)",
+    )
+    report_max_clock_skew_s: float = _opt(
+        DEFAULT_MAX_CLOCK_SKEW.total_seconds(),
+        "seconds a pushed report's time may lie in the future (source clocks drift), 0..3600",
+    )
+    report_partitions_back_months: int = _opt(
+        1, "monthly report partitions kept made before the current month (older: default)"
+    )
+    report_partitions_ahead_months: int = _opt(
+        3, "monthly report partitions made ahead of the current month (>= 1)"
+    )
+    report_partitions_interval_s: float = _opt(
+        3600.0, "seconds between two partition maintenance turns of the collector"
     )
 
     @staticmethod
@@ -338,6 +359,15 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
         if v and len(v) <= 64 and v.replace("-", "").replace("_", "").replace(":", "").isalnum()
         else "must be 1..64 letters, digits, '-', '_' or ':'"
     ),
+    "max_message_bytes": lambda v: (
+        None if 64 * 1024 <= v <= 64 * 1024 * 1024 else "must be within 65536..67108864"
+    ),
+    "report_max_clock_skew_s": lambda v: (
+        None if math.isfinite(v) and 0 <= v <= 3600 else "must be within 0..3600"
+    ),
+    "report_partitions_back_months": lambda v: None if 0 <= v <= 120 else "must be within 0..120",
+    "report_partitions_ahead_months": lambda v: None if 1 <= v <= 24 else "must be within 1..24",
+    "report_partitions_interval_s": _positive,
 }
 
 # Used only in development, never in production: tokens signed with it are worthless.

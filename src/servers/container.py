@@ -17,6 +17,7 @@ from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.grpc.status import StatusQueryServicer, StatusServicer
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
 from adapters.postgres.geocoding import PostgresGeocoder
+from adapters.postgres.partitions import PostgresReportPartitions
 from adapters.postgres.pool import PostgresProbe, pool_resource
 from adapters.postgres.processing import (
     PostgresProcessingQueue,
@@ -33,6 +34,7 @@ from usecases.access import AccessUseCases, TokenPolicy
 from usecases.fetching import FetchStateQueries
 from usecases.health import CheckDependencies
 from usecases.keys import KeyUseCases
+from usecases.maintenance import MaintainReportPartitions
 from usecases.processing import ProcessNewReports
 from usecases.reports import IngestReports
 from usecases.setup import SetupUseCases
@@ -142,7 +144,20 @@ class Container(containers.DeclarativeContainer):
     user_query_servicer = providers.Singleton(UserQueryServicer, access_usecases)
     key_servicer = providers.Singleton(KeyServicer, key_usecases)
     key_query_servicer = providers.Singleton(KeyQueryServicer, key_usecases)
-    ingest_reports = providers.Singleton(IngestReports, uow=uow_factory, clock=clock)
+    ingest_reports = providers.Singleton(
+        IngestReports,
+        uow=uow_factory,
+        clock=clock,
+        max_clock_skew=providers.Callable(_seconds, settings.provided.report_max_clock_skew_s),
+    )
+    report_partitions = providers.Singleton(PostgresReportPartitions, db_pool)
+    maintain_report_partitions = providers.Singleton(
+        MaintainReportPartitions,
+        partitions=report_partitions,
+        clock=clock,
+        back_months=settings.provided.report_partitions_back_months,
+        ahead_months=settings.provided.report_partitions_ahead_months,
+    )
     report_servicer = providers.Singleton(ReportServicer, ingest_reports)
 
     # -- the fetcher's queue (Redis) and its admin view

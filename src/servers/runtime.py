@@ -55,7 +55,7 @@ async def build_server(
     server = grpc.aio.server(
         interceptors=await container.interceptors.async_(),
         options=[
-            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            ("grpc.max_receive_message_length", container.settings().max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
     )

@@ -22,15 +22,20 @@ from findmy.reports.account import AsyncAppleAccount
 from findmy.reports.anisette import RemoteAnisetteProvider
 from findmy.reports.state import LoginState
 
+from adapters.clock import SystemClock
 from adapters.findmy.source import FindMyLocationSource
 from adapters.postgres.migrator import MigrationError, ensure_database, migrate
+from adapters.postgres.partitions import PostgresReportPartitions
+from adapters.postgres.pool import open_pool
 from domain.access import Principal, Role
 from domain.errors import DomainError
+from domain.limits import MAX_IMPORT
 from servers.config import ConfigError, Settings, from_sources, parser
 from servers.container import Container
 from usecases.access import AccessUseCases, NewUser
 from usecases.fetching import FetchRunReports
-from usecases.keys import MAX_IMPORT, ExportFormat, KeyUseCases
+from usecases.keys import ExportFormat, KeyUseCases
+from usecases.maintenance import MaintainReportPartitions
 
 ROLES = {"client-admin": Role.CLIENT_ADMIN, "viewer": Role.VIEWER}
 
@@ -44,6 +49,17 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await conn.close()
     print(f"migrations applied: {applied or 'none (up to date)'}")
+    pool = await open_pool(settings.database_url, max_size=1)
+    try:
+        made = await MaintainReportPartitions(
+            PostgresReportPartitions(pool),
+            SystemClock(),
+            settings.report_partitions_back_months,
+            settings.report_partitions_ahead_months,
+        )()
+    finally:
+        await pool.close()
+    print(f"report partitions made: {', '.join(made) or 'none (all there)'}")
     return 0
 
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from domain.access import Principal, require_admin, require_manage
 from domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from domain.keys import GeneratedKey, KeyBatch, check_private_key
+from domain.limits import MAX_IMPORT
 from domain.model import MacAddress, Tracker, new_id
 from domain.ports import Clock, KeyPairFactory, SecretSealer, UnitOfWorkFactory
 
 CHUNK = 2000
-MAX_IMPORT = 10_000
 
 Progress = Callable[[int, int], None]
 """Called with (done, total) as a long operation advances."""

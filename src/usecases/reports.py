@@ -10,12 +10,14 @@ from datetime import datetime, timedelta
 
 from domain.access import Principal
 from domain.errors import FieldViolation, InvalidArgument, NotFound
+from domain.instants import DEFAULT_MAX_CLOCK_SKEW, check_clock_skew, check_report_time, month_start
+from domain.limits import MAX_REPORT_MONTHS_PER_MESSAGE, MAX_REPORTS_PER_MESSAGE, check_count
 from domain.model import GeoPoint, Tracker
 from domain.ports import Clock, UnitOfWorkFactory
 from domain.reports import IngestResult, Report
 
-MAX_REPORTS_PER_CALL = 10_000
-MAX_CLOCK_SKEW = timedelta(minutes=10)
+MAX_REPORTS_PER_CALL = MAX_REPORTS_PER_MESSAGE
+MAX_CLOCK_SKEW = DEFAULT_MAX_CLOCK_SKEW
 MAX_VIOLATIONS = 100
 
 
@@ -37,17 +39,34 @@ class NewReport:
 
 class IngestReports:
     """Each report needs a tracker the caller manages; one that is missing or not the
-    caller's is rejected with the same reason, so nobody learns which trackers exist."""
+    caller's is rejected with the same reason, so nobody learns which trackers exist.
+    A message over the limits of ``domain.limits`` is refused whole, before any work."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
-        self._uow, self._clock = uow, clock
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
+    ) -> None:
+        check_clock_skew(max_clock_skew)
+        self._uow, self._clock, self._skew = uow, clock, max_clock_skew
 
     async def __call__(
         self, caller: Principal, items: Sequence[NewReport], offset: int = 0
     ) -> IngestResult:
-        if len(items) > MAX_REPORTS_PER_CALL:
-            raise InvalidArgument("reports", f"at most {MAX_REPORTS_PER_CALL} per message")
-        latest = self._clock.now() + MAX_CLOCK_SKEW
+        check_count("reports", len(items), MAX_REPORTS_PER_MESSAGE, minimum=0, per="message")
+        months = {
+            month_start(i.report_time)
+            for i in items
+            if i.report_time is not None and i.report_time.utcoffset() is not None
+        }
+        if len(months) > MAX_REPORT_MONTHS_PER_MESSAGE:
+            raise InvalidArgument(
+                "reports",
+                f"report times span {len(months)} months; at most "
+                f"{MAX_REPORT_MONTHS_PER_MESSAGE} distinct months (UTC) per message",
+            )
+        now = self._clock.now()
         rejected: list[FieldViolation] = []
         async with self._uow() as uow:
             by_key = await uow.trackers.by_hashed_keys(
@@ -79,9 +98,9 @@ class IngestReports:
                 try:
                     if item.report_time is None:
                         raise InvalidArgument("report_time", "required")
-                    # A naive time is not compared (TypeError) but rejected by Report.
-                    if item.report_time.tzinfo is not None and item.report_time > latest:
-                        raise InvalidArgument("report_time", "in the future")
+                    check_report_time(item.report_time, now, self._skew)
+                    if item.published_time is not None:
+                        check_report_time(item.published_time, now, self._skew, "published_time")
                     report = Report(
                         tracker_id=tracker.id,
                         report_time=item.report_time,

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from domain.access import Principal, require_admin, require_manage, require_read
 from domain.errors import InvalidArgument, field_prefix
+from domain.limits import MAX_BATCH_TRACKERS
 from domain.model import (
     AdvertisementKey,
     Brand,
@@ -44,8 +45,6 @@ from domain.ports import (
 
 E = TypeVar("E", bound=Entity)
 F = TypeVar("F")
-
-MAX_BATCH_TRACKERS = 1000
 
 
 @dataclass(frozen=True, slots=True)

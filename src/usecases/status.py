@@ -11,13 +11,13 @@ from datetime import datetime
 from domain.access import Principal, require_manage, require_read
 from domain.errors import InvalidArgument, NotFound
 from domain.history import (
-    MAX_BATCH_STATUSES,
     CurrentStatus,
     Granularity,
     LocationPoint,
     TrackerStatusChange,
     check_time_range,
 )
+from domain.limits import MAX_BATCH_STATUSES
 from domain.pagination import Page, PageRequest
 from domain.ports import HistoryFilter, StatusRepository, UnitOfWorkFactory
 from domain.status import DEFAULT_MIN_CONFIDENCE, StatusRule

@@ -616,6 +616,10 @@ def test_config_map_holds_the_settings_and_every_pod_reads_config_and_secret(
         "MAX_REPORT_AGE_DAYS": "7",
         "TRACKER_FINDMY_FETCH_URL": "https://gateway.icloud.com/findmyservice/v2/fetch",
         "ANISETTE_SERVER": "",
+        "TRACKER_MAX_MESSAGE_BYTES": "16777216",
+        "TRACKER_REPORT_MAX_CLOCK_SKEW_S": "300",
+        "TRACKER_REPORT_PARTITIONS_BACK_MONTHS": "1",
+        "TRACKER_REPORT_PARTITIONS_AHEAD_MONTHS": "3",
     }
     secret = default_release.get("Secret", f"{RELEASE}-tracker-secrets")
     assert not secret.get("data"), "empty secrets must not be rendered as empty keys"

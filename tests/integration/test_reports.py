@@ -3,19 +3,14 @@ idempotency, per-report rejection, tenant isolation."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
-from adapters.postgres.uow import PostgresUnitOfWorkFactory
-from domain.model import GeoPoint
-from domain.reports import Report
 from tests.integration.conftest import Stack
 from tracker.v1 import report_service_pb2 as r
 from tracker.v1 import report_service_pb2_grpc as r_grpc
@@ -175,30 +170,3 @@ async def test_deleting_a_tracker_keeps_its_history_unless_forced(stack: Stack) 
     assert await stored(stack, other.id) == 1
     await stack.setup.DeleteClient(s.DeleteClientRequest(id=other.client_id, force=True))
     assert await stored(stack, other.id) == 0
-
-
-async def test_writers_racing_into_a_new_month_create_its_partition_once(
-    pool: asyncpg.Pool,
-) -> None:
-    """Several connections storing the first reports of a month at once (two fetchers did)."""
-    uow = PostgresUnitOfWorkFactory(pool)
-    month = datetime(2031, 7, 1, tzinfo=UTC)
-
-    async def store(i: int) -> int:
-        async with uow() as u:
-            n = await u.reports.add_many(
-                [
-                    Report(
-                        tracker_id=uuid.uuid4(),
-                        report_time=month + timedelta(hours=i),
-                        position=GeoPoint(52.5, 13.4),
-                        confidence=2,
-                        horizontal_accuracy_m=10,
-                    )
-                ]
-            )
-            await u.commit()
-            return n
-
-    assert await asyncio.gather(*(store(i) for i in range(4))) == [1, 1, 1, 1]
-    assert await pool.fetchval("SELECT count(*) FROM reports_2031_07") == 4

@@ -65,6 +65,11 @@ SAMPLES: dict[str, Any] = {
     "geocode_cache_size": 10,
     "geocode_cell_deg": 0.1,
     "location_history_hourly_days": 3,
+    "max_message_bytes": 4 * 1024 * 1024,
+    "report_max_clock_skew_s": 60.0,
+    "report_partitions_back_months": 2,
+    "report_partitions_ahead_months": 6,
+    "report_partitions_interval_s": 600.0,
 }
 SAMPLES["auth_cache_ttl_s"] = 0.0
 SEED_NAMES = {

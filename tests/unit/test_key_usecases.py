@@ -32,9 +32,10 @@ from domain.errors import (
     PermissionDenied,
 )
 from domain.keys import MAX_BATCH_KEYS, KeyBatch, TagKey
+from domain.limits import MAX_IMPORT
 from domain.model import AdvertisementKey, Client, MacAddress, ProductionRun, Tracker
 from usecases import keys as keys_module
-from usecases.keys import MAX_IMPORT, CreateKeyBatch, ExportKeyBatch, KeyUseCases
+from usecases.keys import CreateKeyBatch, ExportKeyBatch, KeyUseCases
 from usecases.setup import NewBrand, NewClient, NewProductionRun, SetupUseCases
 
 from .fakes import FakeClock, FakeKeyPairFactory, FakeSealer, FakeTables, FakeUnitOfWorkFactory

@@ -44,7 +44,10 @@ def from_ts(msg: Message, field: str) -> datetime:
     try:
         return value.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
-        raise InvalidArgument(field, "timestamp out of range") from None
+        raise InvalidArgument(
+            field,
+            "not a valid Timestamp (seconds within 0001-01-01..9999-12-31, nanos 0..999999999)",
+        ) from None
 
 
 def location_kind(value: int, field: str = "kind") -> LocationKind:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import asyncpg
 
 from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from domain.instants import clamp_run_window
 from domain.model import (
     AdvertisementKey,
     Brand,
@@ -263,7 +264,13 @@ class PostgresProductionRunRepository(_Table[ProductionRun, ProductionRunFilter]
     )
 
     def _from_record(self, r: asyncpg.Record) -> ProductionRun:
-        return ProductionRun(**dict(r))
+        # Tolerant of rows stored before the time bounds (±infinity arrives as a naive
+        # datetime.min/max): read clamped, as migration 0008 clamps them.
+        fields = dict(r)
+        fields["start_time"], fields["end_time"] = clamp_run_window(
+            fields["start_time"], fields["end_time"]
+        )
+        return ProductionRun(**fields)
 
     def _write_values(self, e: ProductionRun) -> tuple[Any, ...]:
         return (

@@ -1,0 +1,54 @@
+"""Maintenance beside the servers: the monthly partitions of ``reports`` are made ahead
+(at start, then every ``report_partitions_interval_s``), so no request ever makes one.
+Run by the collector and the all-in-one process; replicas race harmlessly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from domain.errors import DependencyUnavailable
+from servers.config import Settings
+from servers.container import Container
+from usecases.maintenance import MaintainReportPartitions
+
+log = logging.getLogger("tracker.maintenance")
+
+RETRY_S = 30.0
+
+
+class PartitionMaintenance:
+    """Background task: one turn at start, then one per interval; a failed turn (database
+    down, lock timeout on a busy table) is retried sooner and never stops the process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, container: Container) -> None:
+        turn = await container.maintain_report_partitions.async_()
+        self._task = asyncio.create_task(self._loop(turn), name="partition-maintenance")
+
+    async def _loop(self, turn: MaintainReportPartitions) -> None:
+        interval = self._settings.report_partitions_interval_s
+        while True:
+            try:
+                made = await turn()
+                if made:
+                    log.info("report partitions made", extra={"partitions": made})
+                wait = interval
+            except DependencyUnavailable as exc:
+                log.warning(
+                    "partition maintenance: database unavailable", extra={"error": str(exc)}
+                )
+                wait = min(interval, RETRY_S)
+            except Exception:
+                log.exception("partition maintenance failed")
+                wait = min(interval, RETRY_S)
+            await asyncio.sleep(wait)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
