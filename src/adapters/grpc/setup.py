@@ -202,7 +202,7 @@ class SetupServicer(s_grpc.SetupServiceServicer):
         return s.DeleteTrackerResponse()
 
 
-def _scope(rpc: str, filter: object = "") -> str:
+def page_scope(rpc: str, filter: object = "") -> str:
     """What a page token is bound to: this RPC and its filters."""
     return f"tracker.v1.SetupQueryService/{rpc}?{filter}"
 
@@ -225,7 +225,7 @@ class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
     async def ListClients(
         self, request: q.ListClientsRequest, context: Ctx
     ) -> q.ListClientsResponse:
-        key = _scope("ListClients")
+        key = page_scope("ListClients")
         page = await self._uc.list_clients(caller(), ClientFilter(), self._page(request, key))
         return q.ListClientsResponse(
             clients=[cv.client_pb(c) for c in page.items],
@@ -239,7 +239,7 @@ class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
 
     async def ListBrands(self, request: q.ListBrandsRequest, context: Ctx) -> q.ListBrandsResponse:
         f = BrandFilter(client_id=cv.optional_id(request.client_id, "client_id"))
-        key = _scope("ListBrands", f)
+        key = page_scope("ListBrands", f)
         page = await self._uc.list_brands(caller(), f, self._page(request, key))
         return q.ListBrandsResponse(
             brands=[cv.brand_pb(b) for b in page.items],
@@ -259,7 +259,7 @@ class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
             brand_id=cv.optional_id(request.brand_id, "brand_id"),
             client_id=cv.optional_id(request.client_id, "client_id"),
         )
-        key = _scope("ListProductionRuns", f)
+        key = page_scope("ListProductionRuns", f)
         page = await self._uc.list_production_runs(caller(), f, self._page(request, key))
         return q.ListProductionRunsResponse(
             production_runs=[cv.production_run_pb(r) for r in page.items],
@@ -279,7 +279,7 @@ class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
             production_run_id=cv.optional_id(request.production_run_id, "production_run_id"),
             kind=cv.location_kind(request.kind) if request.kind else None,
         )
-        key = _scope("ListLocations", f)
+        key = page_scope("ListLocations", f)
         page = await self._uc.list_locations(caller(), f, self._page(request, key))
         return q.ListLocationsResponse(
             locations=[cv.location_pb(x) for x in page.items],
@@ -297,7 +297,7 @@ class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
             client_id=cv.optional_id(request.client_id, "client_id"),
             production_run_id=cv.optional_id(request.production_run_id, "production_run_id"),
         )
-        key = _scope("ListTrackers", f)
+        key = page_scope("ListTrackers", f)
         page = await self._uc.list_trackers(caller(), f, self._page(request, key))
         return q.ListTrackersResponse(
             trackers=[cv.tracker_pb(t) for t in page.items],

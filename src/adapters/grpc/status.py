@@ -131,7 +131,7 @@ def _history_query(
     )
 
 
-def _scope(rpc: str, *filters: object) -> str:
+def page_scope(rpc: str, *filters: object) -> str:
     """What a page token is bound to: this RPC and its filters."""
     return f"tracker.v1.StatusQueryService/{rpc}?" + "|".join(str(p) for p in filters)
 
@@ -158,7 +158,7 @@ class StatusQueryServicer(q_grpc.StatusQueryServiceServicer):
         self, request: q.ListStatusHistoryRequest, context: Ctx
     ) -> q.ListStatusHistoryResponse:
         query = _history_query(request)
-        key = _scope("ListStatusHistory", query.tracker_id, query.start_time, query.end_time)
+        key = page_scope("ListStatusHistory", query.tracker_id, query.start_time, query.end_time)
         page = await self._uc.list_status_history(
             caller(), query, self._tokens.request(request.page_size, request.page_token, key)
         )
@@ -174,7 +174,7 @@ class StatusQueryServicer(q_grpc.StatusQueryServiceServicer):
         granularity = _GRANULARITY_FROM_PB.get(request.granularity)  # type: ignore[call-overload]
         if granularity is None:
             raise InvalidArgument("granularity", "unknown granularity")
-        key = _scope(
+        key = page_scope(
             "ListLocationHistory", query.tracker_id, query.start_time, query.end_time, granularity,
             request.min_confidence,
         )  # fmt: skip
