@@ -10,7 +10,7 @@ tokens, huge repeated fields), and with raw bytes that are no message at all, as
 calls and streams. Every call has a deadline. No answer may be INTERNAL or UNKNOWN, no call
 may hang, and afterwards the servers must still be SERVING with their memory bounded, and
 whatever the fuzz managed to store must not make a listing unreadable for the ADMIN.
-Seeded: a failure names its case and replays with TRACKER_FUZZ_SEED=<seed> (FUZZ_DEBUG=1
+Seeded: a failure names its case and replays with TRACKER_FUZZ_SEED=<seed> (TRACKER_FUZZ_DEBUG=1
 with ``-s`` prints every call and its answer).
 """
 
@@ -492,7 +492,7 @@ class Outcome:
     def check(self, where: str, code: grpc.StatusCode, details: str) -> None:
         self.calls += 1
         self.codes[code.name] += 1
-        if os.environ.get("FUZZ_DEBUG"):
+        if os.environ.get("TRACKER_FUZZ_DEBUG"):
             print(where, code.name, details[:150].replace("\n", " "))
         if code in FAILING:
             self.failures.append(f"{where}: {code.name} {details[:200]!r}")
