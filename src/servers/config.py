@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import hashlib
+import hmac
 import math
 import os
 import pathlib
@@ -59,6 +61,13 @@ class Settings:
         "", "key-encryption keys sealing private keys: 'id=base64(32 bytes),id2=...'", secret=True
     )
     kek_ring_file: str = _opt("", "file holding the KEK ring (a mounted Secret); wins")
+    page_token_keys: str = _opt(
+        "",
+        "keys signing page tokens (HMAC-SHA256): 'id=base64(>= 32 bytes),older=...'; the first "
+        "signs, all verify (rotation); the same for every query replica. Default: derived from "
+        "the JWT signing key",
+        secret=True,
+    )
     kek_active_id: str = _opt("", "KEK id that seals new keys (default: the ring's first)")
     findmy_account_file: str = _opt(
         "",
@@ -405,6 +414,39 @@ def kek_ring(s: Settings) -> tuple[dict[str, bytes], str]:
     if active not in ring:
         raise ConfigError(f"kek_active_id {active!r} is not in the KEK ring")
     return ring, active
+
+
+def page_token_keys(s: Settings) -> tuple[dict[str, bytes], str]:
+    """The keys signing page tokens and the id of the one that signs new tokens.
+
+    Unset, one key is derived from the JWT signing key (HMAC-SHA256 under a label of its
+    own, so neither key reveals the other); its id is a digest of it, so a token made before
+    the signing key changed is refused as made with a retired key.
+    """
+    text = s.page_token_keys.strip()
+    if not text:
+        derived = hmac.new(signing_key(s), b"tracker.v1 page tokens", hashlib.sha256).digest()
+        key_id = "d" + hashlib.sha256(derived).hexdigest()[:12]
+        return {key_id: derived}, key_id
+    ring: dict[str, bytes] = {}
+    for item in text.split(","):
+        key_id, sep, b64 = item.strip().partition("=")
+        try:
+            key = base64.b64decode(b64, validate=True) if sep else b""
+        except ValueError:
+            key = b""
+        valid_id = (
+            0 < len(key_id) <= 32
+            and key_id.isascii()
+            and key_id.replace("-", "").replace("_", "").isalnum()
+        )
+        if not valid_id or len(key) < 32:
+            raise ConfigError(
+                f"page_token_keys: entry {key_id or item!r} must be id=base64(>= 32 bytes), "
+                "id of 1..32 letters, digits, '-' or '_'"
+            )
+        ring[key_id] = key
+    return ring, next(iter(ring))
 
 
 def signing_key(s: Settings) -> bytes:

@@ -8,6 +8,7 @@ from dependency_injector import containers, providers
 
 from adapters.clock import SystemClock
 from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer, UserServicer
+from adapters.grpc.decoding import UndecodableRequestInterceptor
 from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.fetching import FetchQueryServicer
 from adapters.grpc.health import HealthReporter
@@ -29,7 +30,8 @@ from adapters.prometheus import PrometheusFetchMetrics
 from adapters.redis.client import RedisProbe, redis_resource
 from adapters.redis.queue import RedisAccountGate, RedisFetchQueue
 from adapters.security import Argon2PasswordHasher, JwtTokenCodec
-from servers.config import Settings, kek_ring, signing_key
+from domain.pagination import PageTokens
+from servers.config import Settings, kek_ring, page_token_keys, signing_key
 from usecases.access import AccessUseCases, TokenPolicy
 from usecases.fetching import FetchStateQueries
 from usecases.health import CheckDependencies
@@ -74,6 +76,11 @@ SERVICE_DEPENDENCIES[FETCH_QUERY_SERVICE] = ("postgres", "redis")
 def _sealer(settings: Settings) -> AesGcmSealer:
     ring, active = kek_ring(settings)
     return AesGcmSealer(ring, active)
+
+
+def _page_tokens(settings: Settings) -> PageTokens:
+    keys, active = page_token_keys(settings)
+    return PageTokens(keys, active)
 
 
 def _seconds(value: float) -> timedelta:
@@ -135,13 +142,16 @@ class Container(containers.DeclarativeContainer):
     interceptors = providers.List(
         providers.Singleton(DomainErrorInterceptor),
         providers.Singleton(AuthInterceptor, authenticate=access_usecases.provided.authenticate),
+        # last, so it wraps the servicers themselves: bad bytes -> INVALID_ARGUMENT everywhere
+        providers.Singleton(UndecodableRequestInterceptor),
     )
 
+    page_tokens = providers.Singleton(_page_tokens, settings)
     setup_servicer = providers.Singleton(SetupServicer, setup_usecases)
-    setup_query_servicer = providers.Singleton(SetupQueryServicer, setup_usecases)
+    setup_query_servicer = providers.Singleton(SetupQueryServicer, setup_usecases, page_tokens)
     auth_servicer = providers.Singleton(AuthServicer, access_usecases)
     user_servicer = providers.Singleton(UserServicer, access_usecases)
-    user_query_servicer = providers.Singleton(UserQueryServicer, access_usecases)
+    user_query_servicer = providers.Singleton(UserQueryServicer, access_usecases, page_tokens)
     key_servicer = providers.Singleton(KeyServicer, key_usecases)
     key_query_servicer = providers.Singleton(KeyQueryServicer, key_usecases)
     ingest_reports = providers.Singleton(
@@ -198,5 +208,5 @@ class Container(containers.DeclarativeContainer):
         hourly_days=settings.provided.location_history_hourly_days,
     )
     status_queries = providers.Singleton(StatusQueries, repo=status_repository, uow=uow_factory)
-    status_query_servicer = providers.Singleton(StatusQueryServicer, status_queries)
+    status_query_servicer = providers.Singleton(StatusQueryServicer, status_queries, page_tokens)
     status_servicer = providers.Singleton(StatusServicer, status_queries)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import pathlib
 from typing import Any
@@ -9,7 +10,15 @@ from typing import Any
 import pytest
 import yaml
 
-from servers.config import CONFIG_ENV, ConfigError, Settings, from_sources, load, parser
+from servers.config import (
+    CONFIG_ENV,
+    ConfigError,
+    Settings,
+    from_sources,
+    load,
+    page_token_keys,
+    parser,
+)
 
 # A valid value, different from the default, for every setting.
 SAMPLES: dict[str, Any] = {
@@ -31,6 +40,7 @@ SAMPLES: dict[str, Any] = {
     "jwt_signing_key_file": "/run/secrets/jwt-signing-key",
     "kek_ring": "k1=" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVoxMjM0NTY=",
     "kek_ring_file": "/run/secrets/kek-ring",
+    "page_token_keys": "p1=" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVoxMjM0NTY=",
     "kek_active_id": "k1",
     "findmy_account_file": "/run/secrets/findmy-account.json",
     "findmy_fetch_url": "http://127.0.0.1:8811/findmyservice/v2/fetch",
@@ -345,3 +355,40 @@ def test_redacted_hides_the_jwt_signing_key() -> None:
 def test_redacted_hides_a_password_given_as_query_parameter() -> None:
     url = "postgresql://db/tracker?user=app&password=s3cret"
     assert "s3cret" not in Settings(database_url=url).redacted()["database_url"]
+
+
+def test_page_token_keys_derive_from_the_signing_key_unless_set() -> None:
+    a = Settings(jwt_signing_key="a" * 40)
+    keys_a, active_a = page_token_keys(a)
+    assert list(keys_a) == [active_a]
+    assert len(keys_a[active_a]) == 32
+    assert keys_a[active_a] != b"a" * 40  # derived, not the signing key itself
+    assert page_token_keys(a) == (keys_a, active_a)  # the same on every replica
+    keys_b, active_b = page_token_keys(Settings(jwt_signing_key="b" * 40))
+    assert active_b != active_a
+    assert keys_b[active_b] != keys_a[active_a]
+    ring = (
+        "new="
+        + base64.b64encode(b"n" * 32).decode()
+        + ",old="
+        + base64.b64encode(b"o" * 48).decode()
+    )
+    assert page_token_keys(Settings(page_token_keys=ring)) == (
+        {"new": b"n" * 32, "old": b"o" * 48},
+        "new",
+    )
+
+
+@pytest.mark.parametrize(
+    "ring",
+    [
+        "k1",
+        "k1=",
+        "k1=" + base64.b64encode(b"short").decode(),
+        "k1=not base64!",
+        "bad id=" + base64.b64encode(b"x" * 32).decode(),
+    ],
+)
+def test_page_token_keys_must_be_ids_and_32_byte_keys(ring: str) -> None:
+    with pytest.raises(ConfigError, match="page_token_keys"):
+        page_token_keys(Settings(page_token_keys=ring))

@@ -1,10 +1,11 @@
-"""Page sizes and opaque page tokens (AIP-158)."""
+"""Page sizes and opaque, signed page tokens (AIP-158), and the range checks of cursors."""
 
 from __future__ import annotations
 
 import base64
 import json
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -17,31 +18,32 @@ from domain.pagination import (
     MAX_TOKEN_LENGTH,
     Page,
     PageRequest,
-    decode_token,
-    encode_token,
+    PageTokens,
+    cursor_id,
+    cursor_int32,
+    cursor_parts,
+    cursor_time,
 )
 
-FILTER = "brands?client_id=1"
+SCOPE = "tracker.v1.SetupQueryService/ListBrands?client_id=1"
+TOKENS = PageTokens({"k1": b"a" * 32}, "k1")
 
 
 def b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def fingerprint_of(filter_key: str) -> str:
-    """The fingerprint a real token carries, read back from one (the format is private)."""
-    data = json.loads(base64.urlsafe_b64decode(encode_token("x", filter_key) + "=="))
-    fingerprint: str = data["f"]
-    return fingerprint
+def fields_of(err: InvalidArgument) -> list[str]:
+    return [v.field for v in err.violations]
 
 
-def only_page_token_errors(token: str, filter_key: str = FILTER) -> None:
-    """from_wire either accepts the token or raises InvalidArgument on page_token, nothing else."""
+def only_page_token_errors(token: str, scope: str = SCOPE) -> None:
+    """A token is either accepted or refused with INVALID_ARGUMENT on page_token, nothing else."""
     fields: list[str] = []
     try:
-        PageRequest.from_wire(10, token, filter_key)
+        TOKENS.request(10, token, scope)
     except InvalidArgument as err:
-        fields = [v.field for v in err.violations]
+        fields = fields_of(err)
     assert fields in ([], ["page_token"])
 
 
@@ -58,8 +60,7 @@ def only_page_token_errors(token: str, filter_key: str = FILTER) -> None:
     ],
 )
 def test_page_size_zero_means_default_and_large_is_clamped(page_size: int, size: int) -> None:
-    request = PageRequest.from_wire(page_size, "", FILTER)
-    assert request == PageRequest(size=size, after=None)
+    assert TOKENS.request(page_size, "", SCOPE) == PageRequest(size=size, after=None)
 
 
 def test_defaults_are_as_documented() -> None:
@@ -69,57 +70,98 @@ def test_defaults_are_as_documented() -> None:
 @pytest.mark.parametrize("page_size", [-1, -50, -(2**31)])
 def test_negative_page_size_is_invalid_argument(page_size: int) -> None:
     with pytest.raises(InvalidArgument) as exc:
-        PageRequest.from_wire(page_size, "", FILTER)
-    assert [v.field for v in exc.value.violations] == ["page_size"]
+        TOKENS.request(page_size, "", SCOPE)
+    assert fields_of(exc.value) == ["page_size"]
 
 
 def test_token_round_trips_the_cursor() -> None:
     after = str(uuid.uuid4())
-    token = Page(items=[1, 2], next_after=after).next_token(FILTER)
+    token = TOKENS.next_token(Page(items=[1, 2], next_after=after), SCOPE)
     assert token
-    assert PageRequest.from_wire(2, token, FILTER) == PageRequest(size=2, after=after)
+    assert TOKENS.request(2, token, SCOPE) == PageRequest(size=2, after=after)
 
 
 # 20 characters always fit: even escaped as JSON surrogate pairs (12 bytes each) the token
-# stays under MAX_TOKEN_LENGTH. Real cursors are ids (36 ASCII characters).
+# stays under MAX_TOKEN_LENGTH. Real cursors are ids and times (under 100 ASCII characters).
 @given(st.text(min_size=1, max_size=20), st.text())
-def test_any_short_cursor_round_trips_through_a_token(after: str, filter_key: str) -> None:
-    token = encode_token(after, filter_key)
+def test_any_short_cursor_round_trips_through_a_token(after: str, scope: str) -> None:
+    token = TOKENS.encode(after, scope)
     assert len(token) <= MAX_TOKEN_LENGTH
-    assert decode_token(token, filter_key) == after
+    assert TOKENS.decode(token, scope) == after
 
 
 @given(st.text(min_size=1, max_size=400), st.text(max_size=10))
-def test_a_cursor_too_long_for_a_token_is_refused_as_malformed(after: str, filter_key: str) -> None:
-    token = encode_token(after, filter_key)
+def test_a_cursor_too_long_for_a_token_is_refused_as_malformed(after: str, scope: str) -> None:
+    token = TOKENS.encode(after, scope)
     if len(token) <= MAX_TOKEN_LENGTH:
-        assert decode_token(token, filter_key) == after
+        assert TOKENS.decode(token, scope) == after
     else:
         with pytest.raises(InvalidArgument) as exc:
-            decode_token(token, filter_key)
-        assert exc.value.violations[0].field == "page_token"
+            TOKENS.decode(token, scope)
+        assert fields_of(exc.value) == ["page_token"]
 
 
 def test_token_is_url_safe_and_unpadded() -> None:
-    token = encode_token(str(uuid.uuid4()), FILTER)
+    token = TOKENS.encode(str(uuid.uuid4()), SCOPE)
     assert "=" not in token
-    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+    assert set(token) <= set(alphabet)
 
 
 def test_last_page_has_an_empty_next_token() -> None:
-    assert Page(items=[1], next_after=None).next_token(FILTER) == ""
+    assert TOKENS.next_token(Page(items=[1], next_after=None), SCOPE) == ""
 
 
 def test_empty_token_starts_from_the_beginning() -> None:
-    assert PageRequest.from_wire(5, "", FILTER).after is None
+    assert TOKENS.request(5, "", SCOPE).after is None
 
 
-def test_token_from_a_listing_with_other_filters_is_rejected() -> None:
-    token = encode_token(str(uuid.uuid4()), "brands?client_id=2")
+def test_token_from_another_listing_or_filter_is_rejected() -> None:
+    token = TOKENS.encode(str(uuid.uuid4()), "tracker.v1.SetupQueryService/ListBrands?client_id=2")
     with pytest.raises(InvalidArgument) as exc:
-        PageRequest.from_wire(10, token, FILTER)
-    assert [v.field for v in exc.value.violations] == ["page_token"]
-    assert "does not belong" in exc.value.violations[0].reason
+        TOKENS.request(10, token, SCOPE)
+    assert fields_of(exc.value) == ["page_token"]
+    assert "not valid for this listing" in exc.value.violations[0].reason
+    other_rpc = TOKENS.encode(str(uuid.uuid4()), "tracker.v1.SetupQueryService/ListClients?")
+    with pytest.raises(InvalidArgument):
+        TOKENS.request(10, other_rpc, "tracker.v1.UserQueryService/ListUsers")
+
+
+def test_a_token_signed_with_another_key_is_rejected() -> None:
+    forger = PageTokens({"k1": b"b" * 32}, "k1")
+    with pytest.raises(InvalidArgument) as exc:
+        TOKENS.request(10, forger.encode(str(uuid.uuid4()), SCOPE), SCOPE)
+    assert fields_of(exc.value) == ["page_token"]
+
+
+def test_an_altered_cursor_is_rejected() -> None:
+    key_id, _, mac = TOKENS.encode(str(uuid.uuid4()), SCOPE).split(".")
+    forged = b64(json.dumps({"a": f"{uuid.uuid4()}|0001-01-01T00:00:00+14:00|9|9"}).encode())
+    with pytest.raises(InvalidArgument) as exc:
+        TOKENS.request(10, f"{key_id}.{forged}.{mac}", SCOPE)
+    assert fields_of(exc.value) == ["page_token"]
+
+
+def test_keys_rotate_old_tokens_verify_until_their_key_is_dropped() -> None:
+    old = PageTokens({"old": b"o" * 32}, "old")
+    rotated = PageTokens({"new": b"n" * 32, "old": b"o" * 32}, "new")
+    after = str(uuid.uuid4())
+    token = old.encode(after, SCOPE)
+    assert rotated.decode(token, SCOPE) == after
+    assert rotated.encode(after, SCOPE).startswith("new.")
+    dropped = PageTokens({"new": b"n" * 32}, "new")
+    with pytest.raises(InvalidArgument) as exc:
+        dropped.decode(token, SCOPE)
+    assert "retired key" in exc.value.violations[0].reason
+
+
+@pytest.mark.parametrize(
+    ("keys", "active"),
+    [({"k": b"short"}, "k"), ({"k": b"a" * 32}, "other"), ({"bad id!": b"a" * 32}, "bad id!")],
+)
+def test_weak_or_inconsistent_keys_are_refused(keys: dict[str, bytes], active: str) -> None:
+    with pytest.raises(ValueError, match="key"):
+        PageTokens(keys, active)
 
 
 @pytest.mark.parametrize(
@@ -129,35 +171,25 @@ def test_token_from_a_listing_with_other_filters_is_rejected() -> None:
         "a",
         "abc$",
         "é",
-        b64(b"not json"),
-        b64(b"\xff\xfe\x00"),
-        b64(b"[]"),
-        b64(b'["a", "f"]'),
-        b64(b"null"),
-        b64(b"42"),
-        b64(b'"a string"'),
-        b64(b"{}"),
+        "..",
+        "k1..",
+        "k1.a.b.c",
         b64(b'{"a": "x"}'),
-        b64(b'{"f": "x"}'),
-        b64(b'{"a": "x", "f": "wrong"}'),
-        b64(json.dumps({"a": 7, "f": fingerprint_of(FILTER)}).encode()),
-        b64(json.dumps({"a": None, "f": fingerprint_of(FILTER)}).encode()),
-        b64(json.dumps({"a": ["x"], "f": fingerprint_of(FILTER)}).encode()),
-        b64(json.dumps({"a": "x", "f": [fingerprint_of(FILTER)]}).encode()),
-        b64(b'{"a": 1' + b"0" * 5000 + b', "f": "x"}'),
-        encode_token("x", FILTER)[:-3],
-        encode_token("x", FILTER) + "!",
+        "k1." + b64(b'{"a": "x"}'),
+        "k1." + b64(b'{"a": "x"}') + ".",
+        "k1." + b64(b'{"a": "x"}') + "." + b64(b"\0" * 32),
+        "k1.!!!." + b64(b"\0" * 32),
+        "nokey." + b64(b'{"a": "x"}') + "." + b64(b"\0" * 32),
+        TOKENS.encode("x", SCOPE)[:-3],
+        TOKENS.encode("x", SCOPE) + "!",
+        TOKENS.encode("x", SCOPE) + "A",
+        "k1." + "A" * 600 + ".AAAA",
     ],
 )
 def test_garbage_token_is_invalid_argument_on_page_token(token: str) -> None:
     with pytest.raises(InvalidArgument) as exc:
-        PageRequest.from_wire(10, token, FILTER)
-    assert [v.field for v in exc.value.violations] == ["page_token"]
-
-
-def test_deeply_nested_token_is_invalid_argument_not_a_crash() -> None:
-    with pytest.raises(InvalidArgument):
-        PageRequest.from_wire(10, b64(b"[" * 100_000), FILTER)
+        TOKENS.request(10, token, SCOPE)
+    assert fields_of(exc.value) == ["page_token"]
 
 
 @given(st.text())
@@ -165,23 +197,69 @@ def test_any_text_token_gives_only_invalid_argument(token: str) -> None:
     only_page_token_errors(token)
 
 
-@given(st.binary())
-def test_any_bytes_encoded_as_a_token_give_only_invalid_argument(raw: bytes) -> None:
-    only_page_token_errors(b64(raw))
+@given(st.binary(), st.binary(max_size=40))
+def test_any_bytes_in_a_token_give_only_invalid_argument(payload: bytes, mac: bytes) -> None:
+    only_page_token_errors(f"k1.{b64(payload)}.{b64(mac)}")
 
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda children: (
         st.lists(children, max_size=3)
-        | st.dictionaries(
-            st.sampled_from(["a", "f", "x"]) | st.text(max_size=3), children, max_size=3
-        )
+        | st.dictionaries(st.sampled_from(["a", "x"]) | st.text(max_size=3), children, max_size=3)
     ),
     max_leaves=10,
 )
 
 
 @given(JSON)
-def test_any_json_value_encoded_as_a_token_gives_only_invalid_argument(value: object) -> None:
-    only_page_token_errors(b64(json.dumps(value).encode()))
+def test_a_signed_payload_of_any_json_shape_gives_only_invalid_argument(value: object) -> None:
+    """Even with the key (a leaked or buggy signer), a payload that is no cursor is refused."""
+    payload = b64(json.dumps(value).encode())
+    mac = b64(TOKENS._mac("k1", payload, SCOPE))
+    only_page_token_errors(f"k1.{payload}.{mac}")
+
+
+# -- cursor fields ----------------------------------------------------------------------------
+
+
+def test_cursor_fields_read_back_what_the_adapters_write() -> None:
+    tracker, t = uuid.uuid4(), datetime(2026, 12, 2, 19, 30, tzinfo=UTC)
+    parts = cursor_parts(f"{tracker}|{t.isoformat()}|{-(2**31)}|{2**31 - 1}", 4)
+    assert cursor_id(parts[0]) == tracker
+    assert cursor_time(parts[1]) == t
+    assert (cursor_int32(parts[2]), cursor_int32(parts[3])) == (-(2**31), 2**31 - 1)
+    assert cursor_time(datetime.min.replace(tzinfo=UTC).isoformat()).year == 1
+
+
+@pytest.mark.parametrize(
+    ("read", "text"),
+    [
+        (cursor_id, "not-a-uuid"),
+        (cursor_id, "{" + str(uuid.UUID(int=1)) + "}"),
+        (cursor_id, "urn:uuid:" + str(uuid.UUID(int=1))),
+        (cursor_id, str(uuid.UUID(int=1)).replace("-", "")),
+        (cursor_id, str(uuid.UUID(int=1)) + "\x00"),
+        (cursor_time, "2026-01-01T00:00:00"),  # no offset
+        (cursor_time, "0001-01-01T00:00:00+14:00"),  # before year 1 in UTC
+        (cursor_time, "9999-12-31T23:59:59-14:00"),  # after year 9999 in UTC
+        (cursor_time, "2026-13-01T00:00:00+00:00"),
+        (cursor_time, "infinity"),
+        (cursor_int32, str(2**31)),
+        (cursor_int32, str(-(2**31) - 1)),
+        (cursor_int32, "1" * 5000),
+        (cursor_int32, "1.5"),
+        (cursor_int32, ""),
+    ],
+)
+def test_out_of_range_cursor_fields_are_invalid_argument_on_page_token(
+    read: object, text: str
+) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        read(text)  # type: ignore[operator]
+    assert fields_of(exc.value) == ["page_token"]
+
+
+def test_a_cursor_with_the_wrong_number_of_fields_is_malformed() -> None:
+    with pytest.raises(InvalidArgument):
+        cursor_parts("a|b|c", 4)

@@ -28,7 +28,7 @@ from domain.model import (
     ProductionRun,
     Tracker,
 )
-from domain.pagination import PageRequest
+from domain.pagination import PageRequest, PageTokens
 from domain.ports import (
     BrandFilter,
     ClientFilter,
@@ -702,15 +702,16 @@ async def test_list_after_a_cursor_that_is_not_an_id_is_invalid_argument(w: Worl
 
 async def walk(w: World, page_size: int) -> list[Client]:
     """Every client, page by page, through wire tokens as a caller would."""
+    tokens = PageTokens({"k": b"k" * 32}, "k")
     seen: list[Client] = []
     token = ""
     for _ in range(1000):
         page = await w.uc.list_clients(
-            ADMIN, ClientFilter(), PageRequest.from_wire(page_size, token, "clients")
+            ADMIN, ClientFilter(), tokens.request(page_size, token, "clients")
         )
         assert len(page.items) <= page_size
         seen += page.items
-        token = page.next_token("clients")
+        token = tokens.next_token(page, "clients")
         if not token:
             return seen
         assert len(page.items) == page_size

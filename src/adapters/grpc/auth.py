@@ -17,7 +17,7 @@ from adapters.grpc import convert as cv
 from adapters.grpc.handlers import wrap_handler
 from domain.access import Principal, Role, TokenPair, User
 from domain.errors import FieldViolation, InvalidArgument, Unauthenticated, field_prefix
-from domain.pagination import PageRequest
+from domain.pagination import PageTokens
 from tracker.v1 import auth_service_pb2 as a
 from tracker.v1 import auth_service_pb2_grpc as a_grpc
 from tracker.v1 import resources_pb2 as pb
@@ -206,8 +206,9 @@ class UserServicer(us_grpc.UserServiceServicer):
 
 
 class UserQueryServicer(uq_grpc.UserQueryServiceServicer):
-    def __init__(self, uc: AccessUseCases) -> None:
+    def __init__(self, uc: AccessUseCases, tokens: PageTokens) -> None:
         self._uc = uc
+        self._tokens = tokens
 
     async def GetUser(self, request: uq.GetUserRequest, context: Ctx) -> uq.GetUserResponse:
         me = caller()
@@ -215,10 +216,11 @@ class UserQueryServicer(uq_grpc.UserQueryServiceServicer):
         return uq.GetUserResponse(user=user_pb(await self._uc.get_user(me, user_id)))
 
     async def ListUsers(self, request: uq.ListUsersRequest, context: Ctx) -> uq.ListUsersResponse:
-        key = "users"
+        key = "tracker.v1.UserQueryService/ListUsers"
         page = await self._uc.list_users(
-            caller(), PageRequest.from_wire(request.page_size, request.page_token, key)
+            caller(), self._tokens.request(request.page_size, request.page_token, key)
         )
         return uq.ListUsersResponse(
-            users=[user_pb(u) for u in page.items], next_page_token=page.next_token(key)
+            users=[user_pb(u) for u in page.items],
+            next_page_token=self._tokens.next_token(page, key),
         )

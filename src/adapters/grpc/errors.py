@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -93,6 +94,24 @@ def to_status(err: DomainError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+def undecodable_status(message_type: str) -> grpc.Status:
+    """INVALID_ARGUMENT for request bytes that are not a ``message_type`` message."""
+    status = status_pb2.Status(
+        code=code_pb2.INVALID_ARGUMENT,
+        message=f"the request is not a valid {message_type} message (undecodable bytes)",
+        details=[
+            _pack(
+                error_details_pb2.ErrorInfo(
+                    reason="UNDECODABLE_REQUEST",
+                    domain=DOMAIN,
+                    metadata={"message_type": message_type},
+                )
+            )
+        ],
+    )
+    return rpc_status.to_status(status)
+
+
 class _Call:
     """Bookkeeping of one call: maps errors, logs one access line."""
 
@@ -107,6 +126,8 @@ class _Call:
             raise exc
         if isinstance(exc, DomainError):
             status = to_status(exc)
+        elif isinstance(exc, DecodeError):  # a servicer parsing bytes the caller sent
+            status = undecodable_status("request")
         else:
             log.exception("unhandled error", extra={"method": self.method})
             status = rpc_status.to_status(

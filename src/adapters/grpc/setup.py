@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from adapters.grpc import convert as cv
 from adapters.grpc.auth import caller
 from domain.errors import InvalidArgument, field_prefix
-from domain.pagination import PageRequest
+from domain.pagination import PageRequest, PageTokens
 from domain.ports import (
     BrandFilter,
     ClientFilter,
@@ -200,15 +202,20 @@ class SetupServicer(s_grpc.SetupServiceServicer):
         return s.DeleteTrackerResponse()
 
 
-def _page(request: object, filter_key: str) -> PageRequest:
-    return PageRequest.from_wire(request.page_size, request.page_token, filter_key)  # type: ignore[attr-defined]
+def page_scope(rpc: str, filter: object = "") -> str:
+    """What a page token is bound to: this RPC and its filters."""
+    return f"tracker.v1.SetupQueryService/{rpc}?{filter}"
 
 
 class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
     """Reads of the setup; served by the query server."""
 
-    def __init__(self, uc: SetupUseCases) -> None:
+    def __init__(self, uc: SetupUseCases, tokens: PageTokens) -> None:
         self._uc = uc
+        self._tokens = tokens
+
+    def _page(self, request: Any, scope: str) -> PageRequest:
+        return self._tokens.request(request.page_size, request.page_token, scope)
 
     async def GetClient(self, request: q.GetClientRequest, context: Ctx) -> q.GetClientResponse:
         return q.GetClientResponse(
@@ -218,10 +225,11 @@ class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
     async def ListClients(
         self, request: q.ListClientsRequest, context: Ctx
     ) -> q.ListClientsResponse:
-        key = "clients"
-        page = await self._uc.list_clients(caller(), ClientFilter(), _page(request, key))
+        key = page_scope("ListClients")
+        page = await self._uc.list_clients(caller(), ClientFilter(), self._page(request, key))
         return q.ListClientsResponse(
-            clients=[cv.client_pb(c) for c in page.items], next_page_token=page.next_token(key)
+            clients=[cv.client_pb(c) for c in page.items],
+            next_page_token=self._tokens.next_token(page, key),
         )
 
     async def GetBrand(self, request: q.GetBrandRequest, context: Ctx) -> q.GetBrandResponse:
@@ -231,10 +239,11 @@ class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
 
     async def ListBrands(self, request: q.ListBrandsRequest, context: Ctx) -> q.ListBrandsResponse:
         f = BrandFilter(client_id=cv.optional_id(request.client_id, "client_id"))
-        key = f"brands:{f}"
-        page = await self._uc.list_brands(caller(), f, _page(request, key))
+        key = page_scope("ListBrands", f)
+        page = await self._uc.list_brands(caller(), f, self._page(request, key))
         return q.ListBrandsResponse(
-            brands=[cv.brand_pb(b) for b in page.items], next_page_token=page.next_token(key)
+            brands=[cv.brand_pb(b) for b in page.items],
+            next_page_token=self._tokens.next_token(page, key),
         )
 
     async def GetProductionRun(
@@ -250,11 +259,11 @@ class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
             brand_id=cv.optional_id(request.brand_id, "brand_id"),
             client_id=cv.optional_id(request.client_id, "client_id"),
         )
-        key = f"production_runs:{f}"
-        page = await self._uc.list_production_runs(caller(), f, _page(request, key))
+        key = page_scope("ListProductionRuns", f)
+        page = await self._uc.list_production_runs(caller(), f, self._page(request, key))
         return q.ListProductionRunsResponse(
             production_runs=[cv.production_run_pb(r) for r in page.items],
-            next_page_token=page.next_token(key),
+            next_page_token=self._tokens.next_token(page, key),
         )
 
     async def GetLocation(
@@ -270,10 +279,11 @@ class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
             production_run_id=cv.optional_id(request.production_run_id, "production_run_id"),
             kind=cv.location_kind(request.kind) if request.kind else None,
         )
-        key = f"locations:{f}"
-        page = await self._uc.list_locations(caller(), f, _page(request, key))
+        key = page_scope("ListLocations", f)
+        page = await self._uc.list_locations(caller(), f, self._page(request, key))
         return q.ListLocationsResponse(
-            locations=[cv.location_pb(x) for x in page.items], next_page_token=page.next_token(key)
+            locations=[cv.location_pb(x) for x in page.items],
+            next_page_token=self._tokens.next_token(page, key),
         )
 
     async def GetTracker(self, request: q.GetTrackerRequest, context: Ctx) -> q.GetTrackerResponse:
@@ -287,8 +297,9 @@ class SetupQueryServicer(q_grpc.SetupQueryServiceServicer):
             client_id=cv.optional_id(request.client_id, "client_id"),
             production_run_id=cv.optional_id(request.production_run_id, "production_run_id"),
         )
-        key = f"trackers:{f}"
-        page = await self._uc.list_trackers(caller(), f, _page(request, key))
+        key = page_scope("ListTrackers", f)
+        page = await self._uc.list_trackers(caller(), f, self._page(request, key))
         return q.ListTrackersResponse(
-            trackers=[cv.tracker_pb(t) for t in page.items], next_page_token=page.next_token(key)
+            trackers=[cv.tracker_pb(t) for t in page.items],
+            next_page_token=self._tokens.next_token(page, key),
         )

@@ -11,7 +11,7 @@ from domain.errors import InvalidArgument, field_prefix
 from domain.geo import NearestCity
 from domain.history import CurrentStatus, Granularity, LocationPoint, TrackerStatusChange
 from domain.model import GeoPoint
-from domain.pagination import PageRequest
+from domain.pagination import PageTokens
 from domain.status import StatusRule, TrackerStatus
 from tracker.v1 import resources_pb2 as pb
 from tracker.v1 import status_pb2 as st
@@ -131,13 +131,15 @@ def _history_query(
     )
 
 
-def _filter_key(*parts: object) -> str:
-    return "|".join(str(p) for p in parts)
+def page_scope(rpc: str, *filters: object) -> str:
+    """What a page token is bound to: this RPC and its filters."""
+    return f"tracker.v1.StatusQueryService/{rpc}?" + "|".join(str(p) for p in filters)
 
 
 class StatusQueryServicer(q_grpc.StatusQueryServiceServicer):
-    def __init__(self, uc: StatusQueries) -> None:
+    def __init__(self, uc: StatusQueries, tokens: PageTokens) -> None:
         self._uc = uc
+        self._tokens = tokens
 
     async def GetTrackerStatus(
         self, request: q.GetTrackerStatusRequest, context: Ctx
@@ -156,12 +158,13 @@ class StatusQueryServicer(q_grpc.StatusQueryServiceServicer):
         self, request: q.ListStatusHistoryRequest, context: Ctx
     ) -> q.ListStatusHistoryResponse:
         query = _history_query(request)
-        key = _filter_key("status", query.tracker_id, query.start_time, query.end_time)
+        key = page_scope("ListStatusHistory", query.tracker_id, query.start_time, query.end_time)
         page = await self._uc.list_status_history(
-            caller(), query, PageRequest.from_wire(request.page_size, request.page_token, key)
+            caller(), query, self._tokens.request(request.page_size, request.page_token, key)
         )
         return q.ListStatusHistoryResponse(
-            changes=[change_pb(x) for x in page.items], next_page_token=page.next_token(key)
+            changes=[change_pb(x) for x in page.items],
+            next_page_token=self._tokens.next_token(page, key),
         )
 
     async def ListLocationHistory(
@@ -171,8 +174,8 @@ class StatusQueryServicer(q_grpc.StatusQueryServiceServicer):
         granularity = _GRANULARITY_FROM_PB.get(request.granularity)  # type: ignore[call-overload]
         if granularity is None:
             raise InvalidArgument("granularity", "unknown granularity")
-        key = _filter_key(
-            "location", query.tracker_id, query.start_time, query.end_time, granularity,
+        key = page_scope(
+            "ListLocationHistory", query.tracker_id, query.start_time, query.end_time, granularity,
             request.min_confidence,
         )  # fmt: skip
         page = await self._uc.list_location_history(
@@ -180,10 +183,11 @@ class StatusQueryServicer(q_grpc.StatusQueryServiceServicer):
             query,
             granularity,
             request.min_confidence,
-            PageRequest.from_wire(request.page_size, request.page_token, key),
+            self._tokens.request(request.page_size, request.page_token, key),
         )
         return q.ListLocationHistoryResponse(
-            points=[point_pb(x) for x in page.items], next_page_token=page.next_token(key)
+            points=[point_pb(x) for x in page.items],
+            next_page_token=self._tokens.next_token(page, key),
         )
 
     async def GetStatusRule(

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import asyncpg
 
-from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from domain.instants import clamp_run_window
 from domain.model import (
     AdvertisementKey,
@@ -26,7 +26,7 @@ from domain.model import (
     SealedSecret,
     Tracker,
 )
-from domain.pagination import Page, PageRequest
+from domain.pagination import Page, PageRequest, cursor_id
 from domain.ports import (
     BrandFilter,
     ClientFilter,
@@ -157,11 +157,7 @@ class _Table(Generic[E, F]):
     async def list(self, filter: F, page: PageRequest) -> Page[E]:
         where, args = self._filter_sql(filter)
         if page.after is not None:
-            try:
-                after = uuid.UUID(page.after)
-            except ValueError:
-                raise InvalidArgument("page_token", "malformed page token") from None
-            args.append(after)
+            args.append(cursor_id(page.after))
             where.append(f"id > ${len(args)}")
         args.append(page.size + 1)
         sql = (

@@ -11,7 +11,7 @@ import asyncpg
 
 from adapters.postgres.geocoding import city_of
 from adapters.postgres.pool import unavailable_on_connection_error
-from domain.errors import InvalidArgument, NotFound
+from domain.errors import NotFound
 from domain.geo import NearestCity, distance_m
 from domain.history import (
     CurrentStatus,
@@ -21,7 +21,14 @@ from domain.history import (
     TrackerStatusChange,
 )
 from domain.model import GeoPoint
-from domain.pagination import Page, PageRequest
+from domain.pagination import (
+    Page,
+    PageRequest,
+    cursor_id,
+    cursor_int32,
+    cursor_parts,
+    cursor_time,
+)
 from domain.ports import HistoryFilter
 from domain.status import ReportKey, StatusChange, StatusRule, TrackerStatus
 
@@ -44,11 +51,8 @@ def _after(page: PageRequest) -> tuple[uuid.UUID, datetime, int, int]:
     """The keyset cursor (tracker, time, latitude, longitude) a page token carries."""
     if page.after is None:
         return _MIN_UUID, _NEG_INF, -(2**31), -(2**31)
-    try:
-        tracker, time, lat, lon = page.after.split("|")
-        return uuid.UUID(tracker), datetime.fromisoformat(time), int(lat), int(lon)
-    except ValueError:
-        raise InvalidArgument("page_token", "malformed page token") from None
+    tracker, time, lat, lon = cursor_parts(page.after, 4)
+    return cursor_id(tracker), cursor_time(time), cursor_int32(lat), cursor_int32(lon)
 
 
 def _cursor(tracker_id: uuid.UUID, t: datetime, lat: int = 0, lon: int = 0) -> str:

@@ -8,8 +8,8 @@ from typing import Any
 import asyncpg
 
 from domain.access import RefreshToken, Role, User
-from domain.errors import AlreadyExists, InvalidArgument, NotFound
-from domain.pagination import Page, PageRequest
+from domain.errors import AlreadyExists, NotFound
+from domain.pagination import Page, PageRequest, cursor_id
 from domain.ports import UserFilter
 
 _USER_COLUMNS = (
@@ -113,10 +113,7 @@ class PostgresUserRepository:
                 f"AND m.client_id = ANY(${len(args)}::uuid[]))"
             )
         if page.after is not None:
-            try:
-                args.append(uuid.UUID(page.after))
-            except ValueError:
-                raise InvalidArgument("page_token", "malformed page token") from None
+            args.append(cursor_id(page.after))
             where.append(f"u.id > ${len(args)}")
         args.append(page.size + 1)
         rows = await self._conn.fetch(

@@ -121,7 +121,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- fail (printf "%s: terminationGracePeriodSeconds (%d) must exceed config.TRACKER_SHUTDOWN_GRACE_S (%d)" $component $termination $grace) }}
 {{- end }}
 {{- end }}
-{{- range $key := list "TRACKER_DATABASE_URL" "TRACKER_REDIS_URL" "TRACKER_JWT_SIGNING_KEY" "TRACKER_KEK_RING" "DB_PASSWORD" }}
+{{- range $key := list "TRACKER_DATABASE_URL" "TRACKER_REDIS_URL" "TRACKER_JWT_SIGNING_KEY" "TRACKER_KEK_RING" "TRACKER_PAGE_TOKEN_KEYS" "DB_PASSWORD" }}
 {{- if hasKey $.Values.config $key }}
 {{- fail (printf "%s is a secret: set it under secrets (or in existingSecret), not config" $key) }}
 {{- end }}
