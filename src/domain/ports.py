@@ -6,7 +6,7 @@ Implementations live in ``adapters`` (``Postgres*``, ``Redis*``); in-memory fake
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -48,6 +48,7 @@ from domain.status import (
 
 E = TypeVar("E", bound=Entity)
 F_contra = TypeVar("F_contra", contravariant=True)
+T = TypeVar("T")
 
 
 # Every filter has ``visible_clients``: the clients the caller may read (None: all). Use cases
@@ -219,6 +220,13 @@ class UnitOfWork(Protocol):
 
 class UnitOfWorkFactory(Protocol):
     def __call__(self) -> UnitOfWork: ...
+
+    async def retrying(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` again after a transient failure (connection lost, deadlock, ...), a
+        bounded number of times with jittered pauses; the last failure is raised as
+        ``TransientError``. Only for work that is safe to repeat: it opens its own units of
+        work, and running it twice leaves the same state as once."""
+        ...
 
 
 class Clock(Protocol):

@@ -35,7 +35,7 @@ import hmac
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -47,6 +47,7 @@ from domain.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    TransientError,
     Unauthenticated,
 )
 from domain.fetching import TrackerKey
@@ -97,6 +98,7 @@ class _Filter(Protocol):
 
 E = TypeVar("E", bound=Entity)
 F = TypeVar("F", bound=_Filter)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -738,6 +740,16 @@ class FakeUnitOfWorkFactory:
         uow = FakeUnitOfWork(self)
         self.opened.append(uow)
         return uow
+
+    async def retrying(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Like the adapter: run again after a TransientError, up to three runs."""
+        for attempt in range(3):
+            try:
+                return await work()
+            except TransientError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def publish(self, tables: FakeTables) -> None:
         self.committed = tables.copy()
