@@ -82,13 +82,9 @@ def test_lost_races_are_aborted_with_a_retry_hint(exc: BaseException) -> None:
 
 
 def test_a_wrapped_driver_failure_is_found_through_its_cause() -> None:
-    try:
-        try:
-            raise asyncpg.DeadlockDetectedError("deadlock detected")
-        except asyncpg.PostgresError as inner:
-            raise RuntimeError("while storing") from inner
-    except RuntimeError as outer:
-        assert isinstance(transient(outer), Aborted)
+    outer = RuntimeError("while storing")
+    outer.__cause__ = asyncpg.DeadlockDetectedError("deadlock detected")
+    assert isinstance(transient(outer), Aborted)
 
 
 @pytest.mark.parametrize(
