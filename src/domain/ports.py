@@ -29,7 +29,7 @@ from domain.model import (
     Tracker,
 )
 from domain.pagination import Page, PageRequest
-from domain.reports import Report
+from domain.reports import Report, ReportRows, TrackerRef
 from domain.scheduling import (
     ClaimBatch,
     FetchState,
@@ -130,6 +130,11 @@ class TrackerRepository(Repository[Tracker, TrackerFilter], Protocol):
         """The trackers of these hashed advertisement keys (those that exist)."""
         ...
 
+    async def refs(self, ids: list[uuid.UUID], hashed: list[bytes]) -> list[TrackerRef]:
+        """The trackers with these ids or these hashed advertisement keys (those that
+        exist), in one round trip: only what storing their reports needs."""
+        ...
+
     async def add_many(self, trackers: list[Tracker]) -> None:
         """Insert all or none; AlreadyExists names the first clashing MAC or key."""
         ...
@@ -169,6 +174,10 @@ class RefreshTokenRepository(Protocol):
 class ReportRepository(Protocol):
     async def add_many(self, reports: list[Report]) -> int:
         """Store reports idempotently; returns how many were not stored before."""
+        ...
+
+    async def add_rows(self, rows: ReportRows) -> int:
+        """The same for reports in columns (the bulk path: no entity per report)."""
         ...
 
 

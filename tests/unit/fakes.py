@@ -81,7 +81,7 @@ from domain.ports import (
     UserFilter,
     UserRepository,
 )
-from domain.reports import Report
+from domain.reports import Report, ReportRows, TrackerRef
 from domain.scheduling import (
     Claim,
     ClaimBatch,
@@ -413,6 +413,15 @@ class FakeTrackerRepository(FakeRepository[Tracker, TrackerFilter]):
             if t.hashed_advertisement_key in wanted
         }
 
+    async def refs(self, ids: list[uuid.UUID], hashed: list[bytes]) -> list[TrackerRef]:
+        """Like ``WHERE id = ANY(..) OR hashed_advertisement_key = ANY(..)``."""
+        want_ids, want_keys = set(ids), set(hashed)
+        return [
+            TrackerRef(t.id, t.client_id, t.hashed_advertisement_key)
+            for t in self._rows().values()
+            if t.id in want_ids or t.hashed_advertisement_key in want_keys
+        ]
+
     async def add_many(self, trackers: list[Tracker]) -> None:
         self._insert(list(trackers))
 
@@ -618,6 +627,9 @@ class FakeReportRepository:
                 self._rows[report.identity] = report
                 new += 1
         return new
+
+    async def add_rows(self, rows: ReportRows) -> int:
+        return await self.add_many(rows.reports())
 
     async def count(self, tracker_id: uuid.UUID) -> int:
         """How many reports of the tracker are stored (as seen by this unit of work)."""
