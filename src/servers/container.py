@@ -34,7 +34,7 @@ from usecases.fetching import FetchStateQueries
 from usecases.health import CheckDependencies
 from usecases.keys import KeyUseCases
 from usecases.processing import ProcessNewReports
-from usecases.reports import IngestReports
+from usecases.reports import IngestReports, TrackerRefCache
 from usecases.setup import SetupUseCases
 from usecases.status import StatusQueries
 
@@ -142,7 +142,14 @@ class Container(containers.DeclarativeContainer):
     user_query_servicer = providers.Singleton(UserQueryServicer, access_usecases)
     key_servicer = providers.Singleton(KeyServicer, key_usecases)
     key_query_servicer = providers.Singleton(KeyQueryServicer, key_usecases)
-    ingest_reports = providers.Singleton(IngestReports, uow=uow_factory, clock=clock)
+    tracker_ref_cache = providers.Singleton(
+        TrackerRefCache,
+        clock=clock,
+        ttl=providers.Callable(_seconds, settings.provided.ingest_tracker_cache_ttl_s),
+    )
+    ingest_reports = providers.Singleton(
+        IngestReports, uow=uow_factory, clock=clock, cache=tracker_ref_cache
+    )
     report_servicer = providers.Singleton(ReportServicer, ingest_reports)
 
     # -- the fetcher's queue (Redis) and its admin view

@@ -245,6 +245,7 @@ def test_column_rules_agree_with_report_and_geopoint(
         return  # times out of range cannot become a datetime to compare with
     if pub is not None and not MIN_TIME_US <= pub <= MAX_TIME_US:
         return
+
     def build() -> None:
         Report(
             tracker_id=uuid.uuid4(),
