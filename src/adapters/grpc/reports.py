@@ -1,22 +1,20 @@
 """Servicer of report ingestion: a client stream of batches, one summary back.
 
-Each message is read into columns (``IncomingReports``) straight from the protobuf (upb), and
-stored by the use case while the next messages are read: messages that arrive while a store
-is in flight are stored together, in one transaction, up to MAX_REPORTS_PER_TRANSACTION.
+Each message is read into columns (``IncomingReports``) straight from the protobuf (upb) by a
+reader task, while the use case stores the previous ones: messages that arrived meanwhile are
+stored together, in one transaction, up to MAX_REPORTS_PER_TRANSACTION.
 Transactions commit in stream order, so what is stored is always a prefix of the messages;
 if the stream fails, its status says how long that prefix is (``committed_messages``)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
 
 from adapters.grpc.auth import caller
 from adapters.grpc.errors import StreamInterrupted
-from domain.access import Principal
 from domain.reports import MAX_TIME_US, IngestResult
 from tracker.v1 import report_service_pb2 as r
 from tracker.v1 import report_service_pb2_grpc as r_grpc
@@ -25,6 +23,7 @@ from usecases.reports import MAX_VIOLATIONS, IncomingReports, IngestReports, che
 Ctx = grpc.aio.ServicerContext
 
 MAX_REPORTS_PER_TRANSACTION = 20_000
+_READ_AHEAD = 4  # messages read and converted ahead of the one being stored
 _BAD_TIME = MAX_TIME_US + 1  # nanos outside 0..999,999,999: "timestamp out of range"
 
 
@@ -93,41 +92,46 @@ class ReportServicer(r_grpc.ReportServiceServicer):
     ) -> r.IngestReportsResponse:
         who = caller()
         done = _Progress()
-        inflight: asyncio.Task[IngestResult] | None = None
-        inflight_messages = 0
-        group: IncomingReports | None = None
-        group_messages = group_offset = offset = 0
+        queue: asyncio.Queue[IncomingReports | None] = asyncio.Queue(maxsize=_READ_AHEAD)
+        reader = asyncio.create_task(self._read(request_iterator, queue))
+        offset = 0
+        try:
+            ended = False
+            while not ended:
+                first = await queue.get()
+                if first is None:
+                    break
+                group, count = first, 1
+                while len(group) < MAX_REPORTS_PER_TRANSACTION and not queue.empty():
+                    more = queue.get_nowait()
+                    if more is None:
+                        ended = True
+                        break
+                    group.extend(more)
+                    count += 1
+                done.add(await self._ingest(who, group, offset), count)
+                offset += len(group)
+            await reader  # raises what ended the reading early, if anything
+        except asyncio.CancelledError:
+            reader.cancel()
+            raise
+        except Exception as exc:
+            reader.cancel()
+            raise StreamInterrupted(exc, done.metadata()) from exc
+        return done.out
+
+    @staticmethod
+    async def _read(
+        request_iterator: AsyncIterator[r.IngestReportsRequest],
+        queue: asyncio.Queue[IncomingReports | None],
+    ) -> None:
+        """Reads and converts messages while the previous ones are stored; None ends."""
         try:
             async for message in request_iterator:
                 batch = incoming(message)
                 check_message(batch)
-                if group is None:
-                    group, group_messages, group_offset = batch, 1, offset
-                else:
-                    group.extend(batch)
-                    group_messages += 1
-                offset += len(batch)
-                if inflight is not None:
-                    if not inflight.done() and len(group) < MAX_REPORTS_PER_TRANSACTION:
-                        continue  # read on while the previous group is stored
-                    done.add(await inflight, inflight_messages)
-                inflight = asyncio.create_task(self._store(who, group, group_offset))
-                inflight_messages, group = group_messages, None
-            if inflight is not None:
-                done.add(await inflight, inflight_messages)
-                inflight = None
-            if group is not None:
-                done.add(await self._store(who, group, group_offset), group_messages)
-        except asyncio.CancelledError:
-            if inflight is not None:
-                inflight.cancel()
-            raise
-        except Exception as exc:
-            if inflight is not None:  # let it finish: the progress must be exact
-                with contextlib.suppress(Exception):
-                    done.add(await inflight, inflight_messages)
-            raise StreamInterrupted(exc, done.metadata()) from exc
-        return done.out
-
-    async def _store(self, who: Principal, group: IncomingReports, offset: int) -> IngestResult:
-        return await self._ingest(who, group, offset)
+                await queue.put(batch)
+        finally:
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():  # after an error, too: the end
+                await queue.put(None)
