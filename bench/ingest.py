@@ -205,18 +205,34 @@ async def bench(args: argparse.Namespace) -> None:
             )  # fmt: skip
         else:
             server = await asyncio.create_subprocess_exec(BIN / "tracker-collector", env=env)
-        worker = None
+        worker = baseline = None
         channel = grpc.aio.insecure_channel(
             f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)]
         )
+        old_channel = None
+        if args.baseline_src:  # the same collector from another source tree (e.g. before)
+            old_port = free_port()
+            baseline = await asyncio.create_subprocess_exec(
+                BIN / "python", "-m", "servers.collector",
+                env={
+                    **env,
+                    "PYTHONPATH": args.baseline_src,
+                    "TRACKER_COLLECTOR_PORT": str(old_port),
+                    "TRACKER_HEALTH_PORT": str(free_port()),
+                },
+            )  # fmt: skip
+            old_channel = grpc.aio.insecure_channel(f"127.0.0.1:{old_port}")
         try:
-            health = health_pb2_grpc.HealthStub(channel)
-            for _ in range(100):
-                try:
-                    await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    break
-                except grpc.aio.AioRpcError:
-                    await asyncio.sleep(0.1)
+            for ch in (channel, old_channel):
+                if ch is None:
+                    continue
+                health = health_pb2_grpc.HealthStub(ch)
+                for _ in range(100):
+                    try:
+                        await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                        break
+                    except grpc.aio.AioRpcError:
+                        await asyncio.sleep(0.1)
             n = args.reports
             print(f"trackers {args.trackers}, reports per run {n}, streams {args.streams}")
             seed = 0
@@ -232,17 +248,20 @@ async def bench(args: argparse.Namespace) -> None:
                 for by_key in (False, True):
                     seed += 1
                     msgs = messages(trackers, n, size, by_key, seed)
-                    await conn.execute("TRUNCATE reports, processing_queue")
-                    await ingest(channel, token, msgs[:2], args.streams)  # warm-up
-                    await conn.execute("TRUNCATE reports, processing_queue")
-                    secs, stored = await ingest(channel, token, msgs, args.streams)
-                    assert stored == n, (stored, n)
-                    assert await conn.fetchval("SELECT count(*) FROM reports") == n
                     how = "hashed key" if by_key else "tracker id"
-                    print(
-                        f"  IngestReports by {how:10}, {size}/message: {n / secs:10.0f} "
-                        f"reports/s  ({copy_s / secs:.2f}x of COPY)"
-                    )
+                    for name, ch in (("", channel), (" [baseline]", old_channel)):
+                        if ch is None:
+                            continue
+                        await conn.execute("TRUNCATE reports, processing_queue")
+                        await ingest(ch, token, msgs[:2], args.streams)  # warm-up
+                        await conn.execute("TRUNCATE reports, processing_queue")
+                        secs, stored = await ingest(ch, token, msgs, args.streams)
+                        assert stored == n, (stored, n)
+                        assert await conn.fetchval("SELECT count(*) FROM reports") == n
+                        print(
+                            f"  IngestReports by {how:10}, {size}/message{name}: "
+                            f"{n / secs:8.0f} reports/s  ({copy_s / secs:.2f}x of COPY)"
+                        )
             if args.worker:
                 await conn.execute("TRUNCATE reports, processing_queue")
                 worker = await asyncio.create_subprocess_exec(
@@ -273,7 +292,9 @@ async def bench(args: argparse.Namespace) -> None:
                 )
         finally:
             await channel.close()
-            for p in (server, worker):
+            if old_channel is not None:
+                await old_channel.close()
+            for p in (server, worker, baseline):
                 if p is not None:
                     p.terminate()
                     await p.wait()
@@ -288,6 +309,11 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=2)
     ap.add_argument("--worker", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--profile", help="run the collector under cProfile, stats to this file")
+    ap.add_argument(
+        "--baseline-src",
+        help="also run a collector from this src directory (e.g. `git archive` of an older "
+        "commit, with its generated src/tracker), on the same database, for a before/after",
+    )
     asyncio.run(bench(ap.parse_args()))
 
 
