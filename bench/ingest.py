@@ -236,19 +236,20 @@ async def bench(args: argparse.Namespace) -> None:
             n = args.reports
             print(f"trackers {args.trackers}, reports per run {n}, streams {args.streams}")
             seed = 0
-            seed += 1
-            await conn.execute("TRUNCATE reports, processing_queue")
             big = MAX_REPORTS_PER_TRANSACTION
-            copy_s = await raw_copy(url, copy_payloads(trackers, n, big, seed))
             print(
-                f"  raw binary COPY into reports, {big}-row transactions (encoded ahead): "
-                f"{n / copy_s:.0f} reports/s"
+                f"  (each line's ratio: to raw binary COPY of {n} reports, encoded ahead, into "
+                f"reports in {big}-row transactions, measured just before it)"
             )
             for size in args.sizes:
                 for by_key in (False, True):
                     seed += 1
                     msgs = messages(trackers, n, size, by_key, seed)
                     how = "hashed key" if by_key else "tracker id"
+                    seed += 1
+                    await conn.execute("TRUNCATE reports, processing_queue")
+                    copy_s = await raw_copy(url, copy_payloads(trackers, n, big, seed))
+                    print(f"  raw COPY {n / copy_s:31.0f} reports/s")
                     for name, ch in (("", channel), (" [baseline]", old_channel)):
                         if ch is None:
                             continue

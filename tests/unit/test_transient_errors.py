@@ -3,6 +3,8 @@ or ABORTED with a retry hint, and the adapter's retry repeats only what is trans
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import grpc
 import pytest
@@ -148,4 +150,17 @@ async def test_retrying_does_not_repeat_a_defect() -> None:
 
     with pytest.raises(asyncpg.UniqueViolationError):
         await retrying(broken, base_s=0.001)
+    assert len(runs) == 1
+
+
+async def test_retrying_starts_no_new_run_once_its_time_budget_is_spent() -> None:
+    runs: list[int] = []
+
+    async def slow_and_down() -> None:
+        runs.append(1)
+        await asyncio.sleep(0.05)
+        raise asyncpg.ConnectionDoesNotExistError("closed")
+
+    with pytest.raises(DependencyUnavailable):
+        await retrying(slow_and_down, attempts=10, base_s=0.001, budget_s=0.01)
     assert len(runs) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -40,6 +41,7 @@ _PERMANENT: tuple[type[BaseException], ...] = (asyncpg.ClientConfigurationError,
 RETRY_ATTEMPTS = 4
 RETRY_BASE_S = 0.05
 RETRY_CAP_S = 1.0
+RETRY_BUDGET_S = 3.0
 
 
 def transient_error(exc: BaseException) -> TransientError | None:
@@ -74,10 +76,14 @@ async def retrying(
     attempts: int = RETRY_ATTEMPTS,
     base_s: float = RETRY_BASE_S,
     cap_s: float = RETRY_CAP_S,
+    budget_s: float = RETRY_BUDGET_S,
 ) -> T:
     """Run ``work`` again after a transient failure (at most ``attempts`` runs, full-jitter
-    exponential pauses). Only for work that is safe to repeat: each run a transaction of its
-    own, idempotent as a whole. The last failure is raised as its domain error."""
+    exponential pauses, none started once ``budget_s`` has passed: a hung database must not
+    hold the caller for attempts x connect timeout). Only for work that is safe to repeat:
+    each run a transaction of its own, idempotent as a whole. The last failure is raised as
+    its domain error."""
+    started = time.monotonic()
     for attempt in range(attempts):
         try:
             return await work()
@@ -85,7 +91,7 @@ async def retrying(
             err = transient_error(exc)
             if err is None:
                 raise
-            if attempt + 1 >= attempts:
+            if attempt + 1 >= attempts or time.monotonic() - started > budget_s:
                 if err is exc:
                     raise
                 raise err from exc
