@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python -m bench.setup_api
 	$(BIN)/python -m bench.keys
 	$(BIN)/python -m bench.reports
+	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.queue
 	$(BIN)/python -m bench.fetch_cycle
 	$(BIN)/python -m bench.processing

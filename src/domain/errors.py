@@ -88,9 +88,28 @@ class Unauthenticated(DomainError):
     """The caller could not be identified."""
 
 
-class DependencyUnavailable(DomainError):
+class TransientError(DomainError):
+    """A failure that says nothing about the request: the same call may succeed if retried
+    after ``retry_after_s`` seconds (a hint, not a promise)."""
+
+    retry_after_s: float
+
+
+class DependencyUnavailable(TransientError):
     """A backing service (PostgreSQL, Redis, ...) cannot be reached; retrying may help."""
 
-    def __init__(self, dependency: str, detail: str = "") -> None:
+    def __init__(self, dependency: str, detail: str = "", retry_after_s: float = 1.0) -> None:
         self.dependency = dependency
+        self.retry_after_s = retry_after_s
         super().__init__(f"{dependency} unavailable" + (f": {detail}" if detail else ""))
+
+
+class Aborted(TransientError):
+    """Lost a race with concurrent work (deadlock, serialization failure, lock timeout);
+    nothing of the failed transaction was kept, and retrying it is expected to succeed."""
+
+    def __init__(self, dependency: str, reason: str, retry_after_s: float = 0.1) -> None:
+        self.dependency = dependency
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+        super().__init__(f"{dependency}: {reason}; retry")

@@ -6,7 +6,7 @@ Implementations live in ``adapters`` (``Postgres*``, ``Redis*``); in-memory fake
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -29,7 +29,7 @@ from domain.model import (
     Tracker,
 )
 from domain.pagination import Page, PageRequest
-from domain.reports import Report
+from domain.reports import Report, ReportRows, TrackerRef
 from domain.scheduling import (
     ClaimBatch,
     FetchState,
@@ -48,6 +48,7 @@ from domain.status import (
 
 E = TypeVar("E", bound=Entity)
 F_contra = TypeVar("F_contra", contravariant=True)
+T = TypeVar("T")
 
 
 # Every filter has ``visible_clients``: the clients the caller may read (None: all). Use cases
@@ -129,6 +130,11 @@ class TrackerRepository(Repository[Tracker, TrackerFilter], Protocol):
         """The trackers of these hashed advertisement keys (those that exist)."""
         ...
 
+    async def refs(self, ids: list[uuid.UUID], hashed: list[bytes]) -> list[TrackerRef]:
+        """The trackers with these ids or these hashed advertisement keys (those that
+        exist), in one round trip: only what storing their reports needs."""
+        ...
+
     async def add_many(self, trackers: list[Tracker]) -> None:
         """Insert all or none; AlreadyExists names the first clashing MAC or key."""
         ...
@@ -168,6 +174,10 @@ class RefreshTokenRepository(Protocol):
 class ReportRepository(Protocol):
     async def add_many(self, reports: list[Report]) -> int:
         """Store reports idempotently; returns how many were not stored before."""
+        ...
+
+    async def add_rows(self, rows: ReportRows) -> int:
+        """The same for reports in columns (the bulk path: no entity per report)."""
         ...
 
 
@@ -219,6 +229,13 @@ class UnitOfWork(Protocol):
 
 class UnitOfWorkFactory(Protocol):
     def __call__(self) -> UnitOfWork: ...
+
+    async def retrying(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` again after a transient failure (connection lost, deadlock, ...), a
+        bounded number of times with jittered pauses; the last failure is raised as
+        ``TransientError``. Only for work that is safe to repeat: it opens its own units of
+        work, and running it twice leaves the same state as once."""
+        ...
 
 
 class Clock(Protocol):

@@ -128,6 +128,11 @@ class Settings:
         "seconds a token's user is remembered without asking PostgreSQL (a user deleted or "
         "changed through another process keeps its access that long; 0: ask on every call)",
     )
+    ingest_tracker_cache_ttl_s: float = _opt(
+        10.0,
+        "seconds IngestReports remembers a tracker's id, client and hashed key (a tracker "
+        "deleted meanwhile may still get reports that long; 0: look up every message)",
+    )
     # --- processing (worker; issue 6) ---
     worker_batch_size: int = _opt(2000, "trackers with new reports a worker takes per batch")
     worker_idle_s: float = _opt(1.0, "seconds a worker waits when no tracker has new reports")
@@ -351,6 +356,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "max_keys_per_batch": lambda v: None if 1 <= v <= 64 else "must be within 1..64",
     "refresh_token_ttl_s": _positive,
     "auth_cache_ttl_s": _not_negative,
+    "ingest_tracker_cache_ttl_s": _not_negative,
     "request_interval_hours": _positive,
     "fetch_interval_s": _not_negative,
     "max_report_age_days": _positive,

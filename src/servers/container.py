@@ -38,7 +38,7 @@ from usecases.health import CheckDependencies
 from usecases.keys import KeyUseCases
 from usecases.maintenance import MaintainReportPartitions
 from usecases.processing import ProcessNewReports
-from usecases.reports import IngestReports
+from usecases.reports import IngestReports, TrackerRefCache
 from usecases.setup import SetupUseCases
 from usecases.status import StatusQueries
 
@@ -154,10 +154,16 @@ class Container(containers.DeclarativeContainer):
     user_query_servicer = providers.Singleton(UserQueryServicer, access_usecases, page_tokens)
     key_servicer = providers.Singleton(KeyServicer, key_usecases)
     key_query_servicer = providers.Singleton(KeyQueryServicer, key_usecases)
+    tracker_ref_cache = providers.Singleton(
+        TrackerRefCache,
+        clock=clock,
+        ttl=providers.Callable(_seconds, settings.provided.ingest_tracker_cache_ttl_s),
+    )
     ingest_reports = providers.Singleton(
         IngestReports,
         uow=uow_factory,
         clock=clock,
+        cache=tracker_ref_cache,
         max_clock_skew=providers.Callable(_seconds, settings.provided.report_max_clock_skew_s),
     )
     report_partitions = providers.Singleton(PostgresReportPartitions, db_pool)

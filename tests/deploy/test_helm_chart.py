@@ -610,6 +610,7 @@ def test_config_map_holds_the_settings_and_every_pod_reads_config_and_secret(
         "TRACKER_ENVIRONMENT": "production",
         "TRACKER_ACCESS_TOKEN_TTL_S": "900",
         "TRACKER_REFRESH_TOKEN_TTL_S": "2592000",
+        "TRACKER_INGEST_TRACKER_CACHE_TTL_S": "10",
         "REQUEST_INTERVAL_HOURS": "0.25",
         "FETCH_INTERVAL": "1",
         "MAX_KEYS_PER_BATCH": "64",

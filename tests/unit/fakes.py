@@ -35,7 +35,7 @@ import hmac
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -47,6 +47,7 @@ from domain.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    TransientError,
     Unauthenticated,
 )
 from domain.fetching import TrackerKey
@@ -80,7 +81,7 @@ from domain.ports import (
     UserFilter,
     UserRepository,
 )
-from domain.reports import Report
+from domain.reports import Report, ReportRows, TrackerRef
 from domain.scheduling import (
     Claim,
     ClaimBatch,
@@ -97,6 +98,7 @@ class _Filter(Protocol):
 
 E = TypeVar("E", bound=Entity)
 F = TypeVar("F", bound=_Filter)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,6 +413,15 @@ class FakeTrackerRepository(FakeRepository[Tracker, TrackerFilter]):
             if t.hashed_advertisement_key in wanted
         }
 
+    async def refs(self, ids: list[uuid.UUID], hashed: list[bytes]) -> list[TrackerRef]:
+        """Like ``WHERE id = ANY(..) OR hashed_advertisement_key = ANY(..)``."""
+        want_ids, want_keys = set(ids), set(hashed)
+        return [
+            TrackerRef(t.id, t.client_id, t.hashed_advertisement_key)
+            for t in self._rows().values()
+            if t.id in want_ids or t.hashed_advertisement_key in want_keys
+        ]
+
     async def add_many(self, trackers: list[Tracker]) -> None:
         self._insert(list(trackers))
 
@@ -617,6 +628,9 @@ class FakeReportRepository:
                 new += 1
         return new
 
+    async def add_rows(self, rows: ReportRows) -> int:
+        return await self.add_many(rows.reports())
+
     async def count(self, tracker_id: uuid.UUID) -> int:
         """How many reports of the tracker are stored (as seen by this unit of work)."""
         return sum(1 for r in self._rows.values() if r.tracker_id == tracker_id)
@@ -738,6 +752,16 @@ class FakeUnitOfWorkFactory:
         uow = FakeUnitOfWork(self)
         self.opened.append(uow)
         return uow
+
+    async def retrying(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Like the adapter: run again after a TransientError, up to three runs."""
+        for attempt in range(3):
+            try:
+                return await work()
+            except TransientError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def publish(self, tables: FakeTables) -> None:
         self.committed = tables.copy()

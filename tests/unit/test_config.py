@@ -82,6 +82,7 @@ SAMPLES: dict[str, Any] = {
     "report_partitions_interval_s": 600.0,
 }
 SAMPLES["auth_cache_ttl_s"] = 0.0
+SAMPLES["ingest_tracker_cache_ttl_s"] = 0.0
 SEED_NAMES = {
     "max_keys_per_batch": "MAX_KEYS_PER_BATCH",
     "anisette_server": "ANISETTE_SERVER",

@@ -9,12 +9,21 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from domain.errors import InvalidArgument
 from domain.model import GeoPoint
-from domain.reports import MAX_ACCURACY_M, Report, e7
+from domain.reports import (
+    MAX_ACCURACY_M,
+    MAX_TIME_US,
+    MIN_TIME_US,
+    Report,
+    e7,
+    from_us,
+    report_problems,
+    suspects,
+)
 
 T0 = datetime(2025, 1, 1, 12, tzinfo=UTC)
 TRACKER = uuid.UUID(int=7)
@@ -196,3 +205,65 @@ def test_identity_ignores_everything_but_tracker_time_and_position(
 )
 def test_identity_tells_other_reports_apart(fields: dict[str, Any]) -> None:
     assert a_report(**fields).identity != a_report().identity
+
+
+# -- the bulk path's rules agree with the entities' --------------------------------------------
+
+_times = st.one_of(
+    st.none(),
+    st.integers(MIN_TIME_US - 10, MAX_TIME_US + 10),
+    st.sampled_from(
+        [MIN_TIME_US, MAX_TIME_US, 0, 1_750_000_000_000_000, 1_546_300_800_000_000 - 1]
+    ),
+    st.integers(1_546_300_800_000_000 - 10, 1_546_300_800_000_000 + 10),  # 2019-01-01
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    t=_times,
+    lat=st.one_of(st.floats(-91, 91), st.sampled_from([math.nan, math.inf, 90.0, -90.0])),
+    lon=st.one_of(st.floats(-181, 181), st.sampled_from([math.nan, -math.inf, 180.0])),
+    conf=st.integers(-1, 4),
+    acc=st.integers(-2, MAX_ACCURACY_M + 2),
+    status=st.integers(-1, 256),
+    pub=_times,
+    src=st.sampled_from(["", "push", "a\x00b", "s" * 64, "s" * 65]),
+)
+def test_column_rules_agree_with_report_and_geopoint(
+    t: int | None,
+    lat: float,
+    lon: float,
+    conf: int,
+    acc: int,
+    status: int,
+    pub: int | None,
+    src: str,
+) -> None:
+    latest = 1_800_000_000_000_000
+    problems = report_problems(t, latest, lat, lon, conf, acc, status, pub, src)
+    flagged = suspects([t], latest, [lat], [lon], [conf], [acc], [status], [pub], [src])
+    assert (flagged == [0]) == bool(problems)
+    if t is None or not MIN_TIME_US <= t <= latest:
+        return  # times out of range cannot become a datetime to compare with
+    if pub is not None and not MIN_TIME_US <= pub <= latest:
+        return  # likewise; and "in the future" needs a clock, which Report has not
+
+    def build() -> None:
+        Report(
+            tracker_id=uuid.uuid4(),
+            report_time=from_us(t),
+            position=GeoPoint(lat, lon),
+            confidence=conf,
+            horizontal_accuracy_m=acc,
+            status=status,
+            published_time=None if pub is None else from_us(pub),
+            source=src,
+        )
+
+    if problems:
+        with pytest.raises(InvalidArgument) as err:
+            build()
+        assert list(err.value.violations) == problems
+    else:
+        build()

@@ -423,3 +423,39 @@ async def test_any_order_and_repetition_stores_exactly_the_distinct_reports(
     assert rejected_count == sum(1 for t, _, _ in sent if t not in (0, 1))
     assert duplicates == received - stored - rejected_count
     assert rejected == [f"reports[{n}]" for n, (t, _, _) in enumerate(sent) if t not in (0, 1)]
+
+
+# -- the tracker cache -----------------------------------------------------------------------
+
+
+async def test_known_trackers_are_remembered_for_the_ttl_and_unknown_ones_not(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from usecases.reports import TrackerRefCache
+
+    from .fakes import FakeTrackerRepository
+
+    lookups: list[tuple[list[uuid.UUID], list[bytes]]] = []
+    real = FakeTrackerRepository.refs
+
+    async def counting(self: FakeTrackerRepository, ids: Any, hashed: Any) -> Any:
+        lookups.append((ids, hashed))
+        return await real(self, ids, hashed)
+
+    monkeypatch.setattr(FakeTrackerRepository, "refs", counting)
+    ingest = IngestReports(w.uow, w.clock, TrackerRefCache(w.clock, timedelta(seconds=10)))
+    assert counts(await ingest(ADMIN, [by_key(w.ta, 0), by_id(w.ta2, 0)])) == (2, 2, 0, 0)
+    assert len(lookups) == 1  # both trackers in one query
+    assert counts(await ingest(ADMIN, [by_key(w.ta, 1), by_id(w.ta2, 1)])) == (2, 2, 0, 0)
+    assert len(lookups) == 1  # remembered
+    # An unknown key is asked for every time (a tracker made meanwhile is found at once).
+    unknown = by_key(w.ta, 2, hashed_advertisement_key=b"\x07" * 32)
+    assert counts(await ingest(ADMIN, [unknown]))[3] == 1
+    assert counts(await ingest(ADMIN, [unknown]))[3] == 1
+    assert len(lookups) == 3
+    w.clock.advance(timedelta(seconds=11))
+    assert counts(await ingest(ADMIN, [by_key(w.ta, 3)])) == (1, 1, 0, 0)
+    assert len(lookups) == 4  # forgotten after the TTL
+    # Access is still decided per call, from the caller: a cached tracker is no shortcut.
+    result = await ingest(CALLERS["client_admin_b"](w), [by_key(w.ta, 4)])
+    assert result.rejected == (FieldViolation("reports[0]", UNKNOWN),)

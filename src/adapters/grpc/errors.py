@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,8 +15,11 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from adapters.grpc.handlers import wrap_handler
+from adapters.postgres.pool import transient_error as postgres_transient
 from adapters.prometheus import RPC_LATENCY, RPC_REQUESTS
+from adapters.redis.queue import transient_error as redis_transient
 from domain.errors import (
+    Aborted,
     AlreadyExists,
     DependencyUnavailable,
     DomainError,
@@ -24,6 +27,7 @@ from domain.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    TransientError,
     Unauthenticated,
 )
 
@@ -37,9 +41,17 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
-def to_status(err: DomainError) -> grpc.Status:
-    """The gRPC status (code, message, details trailer) for a domain error."""
+def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
+    info = error_details_pb2.RetryInfo()
+    info.retry_delay.FromMilliseconds(max(1, round(seconds * 1000)))
+    return info
+
+
+def to_status(err: DomainError, progress: Mapping[str, str] | None = None) -> grpc.Status:
+    """The gRPC status (code, message, details trailer) for a domain error. ``progress``
+    (how far a stream got) goes into the ErrorInfo's metadata and plain trailers."""
     details: list[Any] = []
+    info: error_details_pb2.ErrorInfo | None = None
     if isinstance(err, InvalidArgument):
         code = code_pb2.INVALID_ARGUMENT
         details.append(
@@ -81,17 +93,70 @@ def to_status(err: DomainError) -> grpc.Status:
         code = code_pb2.UNAUTHENTICATED
     elif isinstance(err, DependencyUnavailable):
         code = code_pb2.UNAVAILABLE
-        details.append(
-            error_details_pb2.ErrorInfo(
-                reason="DEPENDENCY_UNAVAILABLE",
-                domain=DOMAIN,
-                metadata={"dependency": err.dependency},
-            )
+        info = error_details_pb2.ErrorInfo(
+            reason="DEPENDENCY_UNAVAILABLE", domain=DOMAIN, metadata={"dependency": err.dependency}
         )
+        details.append(_retry_info(err.retry_after_s))
+    elif isinstance(err, Aborted):
+        code = code_pb2.ABORTED
+        info = error_details_pb2.ErrorInfo(
+            reason="CONCURRENCY_CONFLICT", domain=DOMAIN, metadata={"dependency": err.dependency}
+        )
+        details.append(_retry_info(err.retry_after_s))
     else:
         code = code_pb2.FAILED_PRECONDITION
-    status = status_pb2.Status(code=code, message=str(err), details=[_pack(d) for d in details])
-    return rpc_status.to_status(status)
+    return _status(code, str(err), details, info, progress)
+
+
+def _status(
+    code: int,
+    message: str,
+    details: list[Any],
+    info: error_details_pb2.ErrorInfo | None,
+    progress: Mapping[str, str] | None,
+) -> grpc.Status:
+    if progress:
+        if info is None:
+            info = error_details_pb2.ErrorInfo(reason="STREAM_INTERRUPTED", domain=DOMAIN)
+        info.metadata.update(progress)
+    if info is not None:
+        details.insert(0, info)
+    status = rpc_status.to_status(
+        status_pb2.Status(code=code, message=message, details=[_pack(d) for d in details])
+    )
+    if progress:
+        # Plain trailers as well, for clients that do not decode google.rpc details.
+        extra = tuple((f"tracker-{k.replace('_', '-')}", v) for k, v in progress.items())
+        return _WithTrailers(status.code, status.details, (*status.trailing_metadata, *extra))
+    return status
+
+
+class _WithTrailers(grpc.Status):  # type: ignore[misc]
+    def __init__(self, code: grpc.StatusCode, details: str, trailing: tuple[Any, ...]) -> None:
+        self.code, self.details, self.trailing_metadata = code, details, trailing
+
+
+def transient(exc: BaseException) -> TransientError | None:
+    """A driver's transient failure that escaped its adapter's translation, as the domain
+    error it stands for (so it is never answered INTERNAL)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        err = postgres_transient(cur) or redis_transient(cur)
+        if err is not None:
+            return err
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+class StreamInterrupted(Exception):
+    """Raised by a client-streaming servicer: ``cause`` ended the stream, after the work
+    described by ``progress`` (e.g. ``committed_messages``) was durably done."""
+
+    def __init__(self, cause: Exception, progress: Mapping[str, str]) -> None:
+        super().__init__(str(cause))
+        self.cause, self.progress = cause, dict(progress)
 
 
 def undecodable_status(message_type: str) -> grpc.Status:
@@ -124,15 +189,26 @@ class _Call:
         if isinstance(exc, grpc.aio.AbortError):
             self.code = _code_name(context)
             raise exc
+        progress: Mapping[str, str] | None = None
+        if isinstance(exc, StreamInterrupted):
+            cause, progress = exc.cause, exc.progress
+            if isinstance(cause, grpc.aio.AbortError):
+                self.code = _code_name(context)
+                raise cause
+            exc = cause
         if isinstance(exc, DomainError):
-            status = to_status(exc)
+            status = to_status(exc, progress)
         elif isinstance(exc, DecodeError):  # a servicer parsing bytes the caller sent
             status = undecodable_status("request")
-        else:
-            log.exception("unhandled error", extra={"method": self.method})
-            status = rpc_status.to_status(
-                status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+        elif (err := transient(exc)) is not None:
+            log.warning(
+                "transient failure",
+                extra={"method": self.method, "error": f"{type(exc).__name__}: {exc}"},
             )
+            status = to_status(err, progress)
+        else:
+            log.exception("unhandled error", extra={"method": self.method}, exc_info=exc)
+            status = _status(code_pb2.INTERNAL, "internal error", [], None, progress)
         self.code = status.code.name
         await context.abort_with_status(status)
 

@@ -2,32 +2,105 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import asyncpg
 
-from domain.errors import DependencyUnavailable
+from domain.errors import Aborted, DependencyUnavailable, TransientError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Failures that mean "PostgreSQL is not reachable right now", as opposed to a bad statement.
+# InternalClientError ("cannot switch to state 12; another operation (2) is in progress") is
+# what asyncpg raises when the server went away in the middle of a protocol exchange.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.InterfaceError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
+    asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError among them
+    asyncpg.InterfaceError,  # "connection is closed", ...
+    asyncpg.InternalClientError,
+    asyncpg.OperatorInterventionError,  # 57: admin/crash shutdown, cannot connect now, canceled
+    asyncpg.InsufficientResourcesError,  # 53: too many connections, out of memory, disk full
+    asyncpg.ReadOnlySQLTransactionError,  # a standby during fail-over
 )
+# Lost a race: nothing of the transaction was kept, running it again is expected to work.
+CONFLICT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.TransactionRollbackError,  # 40: deadlock detected, serialization failure
+    asyncpg.LockNotAvailableError,  # 55P03: lock_timeout
+)
+# Not transient, whatever their base class says.
+_PERMANENT: tuple[type[BaseException], ...] = (asyncpg.ClientConfigurationError,)
+
+RETRY_ATTEMPTS = 4
+RETRY_BASE_S = 0.05
+RETRY_CAP_S = 1.0
+RETRY_BUDGET_S = 3.0
+
+
+def transient_error(exc: BaseException) -> TransientError | None:
+    """The domain error a transient driver failure stands for; None for anything else."""
+    if isinstance(exc, TransientError):
+        return exc
+    if isinstance(exc, _PERMANENT):
+        return None
+    if isinstance(exc, CONFLICT_ERRORS):
+        reason = getattr(exc, "sqlstate", "") or type(exc).__name__
+        return Aborted("postgres", f"{type(exc).__name__} ({reason})")
+    if isinstance(exc, CONNECTION_ERRORS):
+        return DependencyUnavailable("postgres", type(exc).__name__)
+    return None
 
 
 @contextmanager
 def unavailable_on_connection_error() -> Iterator[None]:
+    """Driver failures that are transient become domain errors: connection loss ->
+    DependencyUnavailable (UNAVAILABLE), lost races -> Aborted (ABORTED)."""
     try:
         yield
-    except CONNECTION_ERRORS as exc:
-        raise DependencyUnavailable("postgres", type(exc).__name__) from exc
+    except (*CONNECTION_ERRORS, *CONFLICT_ERRORS) as exc:
+        err = transient_error(exc)
+        if err is None:
+            raise
+        raise err from exc
+
+
+async def retrying(
+    work: Callable[[], Awaitable[T]],
+    attempts: int = RETRY_ATTEMPTS,
+    base_s: float = RETRY_BASE_S,
+    cap_s: float = RETRY_CAP_S,
+    budget_s: float = RETRY_BUDGET_S,
+) -> T:
+    """Run ``work`` again after a transient failure (at most ``attempts`` runs, full-jitter
+    exponential pauses, none started once ``budget_s`` has passed: a hung database must not
+    hold the caller for attempts x connect timeout). Only for work that is safe to repeat:
+    each run a transaction of its own, idempotent as a whole. The last failure is raised as
+    its domain error."""
+    started = time.monotonic()
+    for attempt in range(attempts):
+        try:
+            return await work()
+        except (TransientError, *CONNECTION_ERRORS, *CONFLICT_ERRORS) as exc:
+            err = transient_error(exc)
+            if err is None:
+                raise
+            if attempt + 1 >= attempts or time.monotonic() - started > budget_s:
+                if err is exc:
+                    raise
+                raise err from exc
+            log.info(
+                "retrying after a transient database error",
+                extra={"attempt": attempt + 1, "error": str(err)},
+            )
+            await asyncio.sleep(random.uniform(0, min(cap_s, base_s * 2**attempt)))
+    raise AssertionError("unreachable")
 
 
 async def open_pool(dsn: str, max_size: int, connect_timeout_s: float = 5.0) -> asyncpg.Pool:

@@ -34,6 +34,7 @@ from domain.ports import (
     ProductionRunFilter,
     TrackerFilter,
 )
+from domain.reports import TrackerRef
 
 E = TypeVar("E", bound=Entity)
 F = TypeVar("F")
@@ -427,6 +428,15 @@ class PostgresTrackerRepository(_Table[Tracker, TrackerFilter]):
                 subject=str(entity_id),
             )
         await super().delete(entity_id, cascade=cascade)
+
+    async def refs(self, ids: list[uuid.UUID], hashed: list[bytes]) -> list[TrackerRef]:
+        rows = await self._conn.fetch(
+            "SELECT id, client_id, hashed_advertisement_key FROM trackers "
+            "WHERE id = ANY($1::uuid[]) OR hashed_advertisement_key = ANY($2::bytea[])",
+            ids,
+            hashed,
+        )
+        return [TrackerRef(r[0], r[1], bytes(r[2])) for r in rows]
 
     async def by_hashed_keys(self, hashed: list[bytes]) -> dict[bytes, Tracker]:
         rows = await self._conn.fetch(

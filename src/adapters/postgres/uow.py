@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import asyncpg
 
 from adapters.postgres.fetching import PostgresFetchStateRepository
 from adapters.postgres.keys import PostgresTagKeyRepository
-from adapters.postgres.pool import CONNECTION_ERRORS, unavailable_on_connection_error
+from adapters.postgres.pool import (
+    CONNECTION_ERRORS,
+    retrying,
+    transient_error,
+    unavailable_on_connection_error,
+)
 from adapters.postgres.reports import PostgresReportRepository
 from adapters.postgres.setup import (
     PostgresBrandRepository,
@@ -20,7 +26,9 @@ from adapters.postgres.setup import (
     PostgresTrackerRepository,
 )
 from adapters.postgres.users import PostgresRefreshTokenRepository, PostgresUserRepository
-from domain.errors import DependencyUnavailable
+from domain.errors import TransientError
+
+T = TypeVar("T")
 
 
 class PostgresUnitOfWork:
@@ -30,15 +38,9 @@ class PostgresUnitOfWork:
         self._tx: asyncpg.transaction.Transaction | None = None
 
     async def __aenter__(self) -> Self:
-        with unavailable_on_connection_error():
-            conn = await self._pool.acquire()
-            try:
-                self._tx = conn.transaction()
-                await self._tx.start()
-            except BaseException:
-                await self._pool.release(conn)
-                raise
-        self._conn = conn
+        # Nothing has happened yet, so a failure here (typically a pooled connection that
+        # died with a PostgreSQL restart) is always safe to try again on another connection.
+        self._conn = conn = await retrying(self._begin, attempts=2)
         self.clients = PostgresClientRepository(conn)
         self.brands = PostgresBrandRepository(conn)
         self.production_runs = PostgresProductionRunRepository(conn)
@@ -50,6 +52,19 @@ class PostgresUnitOfWork:
         self.reports = PostgresReportRepository(conn)
         self.fetch_states = PostgresFetchStateRepository(conn)
         return self
+
+    async def _begin(self) -> asyncpg.Connection:
+        with unavailable_on_connection_error():
+            conn = await self._pool.acquire()
+            try:
+                self._tx = conn.transaction()
+                await self._tx.start()
+            except BaseException:
+                self._tx = None
+                with contextlib.suppress(*CONNECTION_ERRORS):
+                    await self._pool.release(conn)
+                raise
+        return conn
 
     async def commit(self) -> None:
         assert self._tx is not None, "commit outside the unit of work"
@@ -73,9 +88,13 @@ class PostgresUnitOfWork:
                 with contextlib.suppress(*CONNECTION_ERRORS):
                     await tx.rollback()
         finally:
-            await self._pool.release(conn)
-        if exc is not None and isinstance(exc, CONNECTION_ERRORS):
-            raise DependencyUnavailable("postgres", type(exc).__name__) from exc
+            # A connection that fails its reset is terminated by the pool (and replaced).
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self._pool.release(conn)
+        if exc is not None and not isinstance(exc, TransientError):
+            err = transient_error(exc)
+            if err is not None:
+                raise err from exc
 
 
 class PostgresUnitOfWorkFactory:
@@ -84,3 +103,8 @@ class PostgresUnitOfWorkFactory:
 
     def __call__(self) -> PostgresUnitOfWork:
         return PostgresUnitOfWork(self._pool)
+
+    async def retrying(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` (its own units of work, safe to repeat) again after transient
+        failures: a bounded number of times, with jittered pauses."""
+        return await retrying(work)

@@ -202,6 +202,13 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
 _CHUNK = 2000
 
 
+def transient_error(exc: BaseException) -> DependencyUnavailable | None:
+    """Redis connection failures and timeouts as the domain error they stand for."""
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return DependencyUnavailable("redis", type(exc).__name__)
+    return None
+
+
 @asynccontextmanager
 async def _unavailable() -> AsyncIterator[None]:
     try:
