@@ -188,7 +188,9 @@ def cell_radius_m(cell: Cell, cell_deg: float) -> float:
     )
 
 
-CANDIDATE_SLACK_M = 1.0  # absorbs rounding in the bound below (all of it is far below 1 m)
+# Absorbs rounding in the bound below: distances (1e-9 m) and points a hair outside their
+# cell's computed bounds (floor(lat / cell_deg) of a float: 1e-14 degrees), all far below 1 m.
+CANDIDATE_SLACK_M = 1.0
 
 
 def cell_candidate_slack_m(cell: Cell, cell_deg: float) -> float:

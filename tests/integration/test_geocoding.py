@@ -5,6 +5,7 @@ points, coastlines and city edges, the antimeridian, the poles and the open sea.
 from __future__ import annotations
 
 import math
+import random
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -224,3 +225,15 @@ async def test_the_poles_and_the_open_sea_get_the_nearest_place_however_far(
 async def test_without_places_there_is_no_city(pool: asyncpg.Pool) -> None:
     for geocoder in (PostgresGeocoder(pool), PostgresGeocoder(pool, cell_deg=0)):
         assert await geocoder.nearest([GeoPoint(52.5, 13.4), GeoPoint(0, 0)]) == [None, None]
+
+
+async def test_coarse_cells_with_many_candidates_stay_exact(
+    geo_pool: asyncpg.Pool, places: Places
+) -> None:
+    """Half-degree cells hold dozens of candidates each (more than one KNN round asks for)."""
+    rng = random.Random(7)
+    points = [report_point(52.5 + rng.uniform(-1, 1), 13.4 + rng.uniform(-1, 1)) for _ in range(60)]
+    points += [report_point(89.8 + rng.uniform(0, 0.2), rng.uniform(-180, 180)) for _ in range(10)]
+    coarse = PostgresGeocoder(geo_pool, cell_deg=0.5)
+    await check(coarse, geo_pool, places, points)
+    assert coarse.candidates / coarse.misses > 32
