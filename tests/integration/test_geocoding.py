@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 
 from adapters.postgres.geocoding import PostgresGeocoder
 from adapters.postgres.pool import open_pool
-from domain.geo import EARTH_RADIUS_M, City, Place, distance_m, nearest_place
+from domain.geo import (
+    EARTH_RADIUS_M,
+    City,
+    Place,
+    distance_m,
+    district_parent,
+    nearest_place,
+)
 from domain.model import GeoPoint
 from tests.conftest import create_database, drop_database, url_for
 
@@ -237,3 +244,44 @@ async def test_coarse_cells_with_many_candidates_stay_exact(
     coarse = PostgresGeocoder(geo_pool, cell_deg=0.5)
     await check(coarse, geo_pool, places, points)
     assert coarse.candidates / coarse.misses > 32
+
+
+@pytest.mark.parametrize(
+    ("south", "west", "north", "east"),
+    [(52.3, 13.0, 52.7, 13.8), (40.5, -74.1, 40.9, -73.7), (35.5, 139.4, 35.9, 140.0)],
+    ids=["Berlin", "New York", "Tokyo"],
+)
+async def test_districts_as_loaded_follow_the_domain_rule(
+    geo_pool: asyncpg.Pool, south: float, west: float, north: float, east: float
+) -> None:
+    """Every place in the box, against every place within 0.7 degrees of latitude and 1.1
+    of longitude (more than the biggest reach, 8 m x sqrt(37 M) = 49 km, at these latitudes)."""
+    rows = await geo_pool.fetch(
+        """SELECT geonameid, population, part_of, ST_Y(position::geometry) AS lat,
+                  ST_X(position::geometry) AS lon
+           FROM cities WHERE ST_Y(position::geometry) BETWEEN $1 - 0.7 AND $3 + 0.7
+                         AND ST_X(position::geometry) BETWEEN $2 - 1.1 AND $4 + 1.1""",
+        south,
+        west,
+        north,
+        east,
+    )
+    near = [
+        City(r["geonameid"], "", "", GeoPoint(r["lat"], r["lon"]), population=r["population"])
+        for r in rows
+    ]
+    part_of = {r["geonameid"]: r["part_of"] for r in rows}
+    inside = [
+        c
+        for c in near
+        if south <= c.position.latitude <= north and west <= c.position.longitude <= east
+    ]
+    districts = 0
+    for place in inside:
+        parent = district_parent(place, near)
+        if parent is None:
+            assert part_of[place.geonameid] is None, place
+        else:
+            districts += 1
+            assert part_of[place.geonameid] == (part_of[parent.geonameid] or parent.geonameid)
+    assert districts > 10
