@@ -4,6 +4,7 @@ points, coastlines and city edges, the antimeridian, the poles and the open sea.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import uuid
@@ -285,3 +286,23 @@ async def test_districts_as_loaded_follow_the_domain_rule(
             districts += 1
             assert part_of[place.geonameid] == (part_of[parent.geonameid] or parent.geonameid)
     assert districts > 10
+
+
+async def test_concurrent_batches_sharing_a_small_cache_answer_exactly(
+    geo_pool: asyncpg.Pool, places: Places
+) -> None:
+    """Two batches at once (the worker can run two): one evicts what the other had cached."""
+    rng = random.Random(11)
+    shared = PostgresGeocoder(geo_pool, cache_size=20)
+    batches = [
+        [
+            report_point(52.5 + rng.uniform(-0.2, 0.2), 13.4 + rng.uniform(-0.3, 0.3))
+            for _ in range(40)
+        ]
+        for _ in range(6)
+    ]
+    await shared.nearest(batches[0])
+    results = await asyncio.gather(*(shared.nearest(b) for b in batches))
+    direct = PostgresGeocoder(geo_pool, cell_deg=0)
+    for batch, got in zip(batches, results, strict=True):
+        assert [n and n.city for n in got] == [n and n.city for n in await direct.nearest(batch)]

@@ -134,7 +134,9 @@ class PostgresGeocoder:
 
     async def _cached(self, points: Sequence[GeoPoint]) -> list[Place | None]:
         cells = [cell_of(p, self._cell) for p in points]
-        missing = list(dict.fromkeys(c for c in cells if c not in self._cache))
+        # Taken before the query: a batch running meanwhile may evict cells from the cache.
+        resolved = {c: self._cache[c] for c in cells if c in self._cache}
+        missing = list(dict.fromkeys(c for c in cells if c not in resolved))
         self.misses += len(missing)
         self.hits += len(points) - len(missing)
         found = await self._candidates(
@@ -142,7 +144,6 @@ class PostgresGeocoder:
             [cell_candidate_slack_m(c, self._cell) for c in missing],
         )
         self.candidates += sum(len(f) for f in found)
-        resolved = {c: self._cache[c] for c in cells if c in self._cache}
         resolved.update((c, tuple(p for p, _ in f)) for c, f in zip(missing, found, strict=True))
         for c in dict.fromkeys(cells):
             self._cache[c] = resolved[c]
