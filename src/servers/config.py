@@ -144,7 +144,9 @@ class Settings:
         True, "all-in-one only: run the worker loop too, so statuses follow reports"
     )
     geocode_cache_size: int = _opt(200_000, "grid cells the nearest-city cache holds (0: none)")
-    geocode_cell_deg: float = _opt(0.01, "size of a nearest-city cache cell, degrees")
+    geocode_cell_deg: float = _opt(
+        0.01, "size of a nearest-city cache cell, degrees (0: no cache, a KNN search per report)"
+    )
     location_history_hourly_days: int = _opt(
         7, "AUTO location history: hourly roll-ups for this many days, daily before"
     )
@@ -345,6 +347,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "log_format": _one_of("json", "text"),
     "log_level": _one_of("debug", "info", "warning", "error"),
     "db_pool_max": lambda v: None if v >= 1 else "must be >= 1",
+    "geocode_cell_deg": lambda v: None if 0 <= v <= 1 else "must be within 0..1 (0: no cache)",
+    "geocode_cache_size": lambda v: None if v >= 0 else "must be >= 0 (0: no cache)",
     "health_check_interval_s": _positive,
     "health_check_timeout_s": _positive,
     "shutdown_grace_s": _not_negative,

@@ -224,6 +224,9 @@ OUT_OF_RANGE = [
     ("log_format", "xml"),
     ("log_level", "LOUD"),
     ("db_pool_max", "0"),
+    ("geocode_cell_deg", "1.5"),  # a cell's bound needs it narrower than 180 degrees
+    ("geocode_cell_deg", "-0.01"),
+    ("geocode_cache_size", "-1"),
     ("health_check_interval_s", "0"),
     ("health_check_timeout_s", "-1"),
 ]
