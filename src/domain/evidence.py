@@ -8,7 +8,8 @@ within a few kilometres. Inside a fence of radius R the true position is spread 
 disc, so a report at distance d from the centre has density about
 ``Phi((R - d) / sigma) / (pi (R^2 + sigma^2))``; in transit the true position is anywhere
 outside the fences, at a low density ``1 / (pi TRANSIT_RADIUS_M^2)`` times the share of the
-report's error distribution that falls outside every fence near it. The outlier component
+report's error distribution that falls outside every fence near it (and "in storage" means
+outside every delivery fence, as delivery wins over storage). The outlier component
 bounds what any one report can prove, which is why one far-off report cannot move a
 settled status, while one precise report deep inside a fence is worth thousands of vague
 ones at its edge.
@@ -90,14 +91,21 @@ def likelihoods(
     base = eps * _OUTLIER_DENSITY
     keep = 1.0 - eps
     outside = 1.0
+    outside_delivery = 1.0
     inside: dict[Hypothesis, float] = {}
     scale = 1.0 / (sigma * _SQRT2)
     for f in near:
         share = 0.5 * math.erfc((f.distance_m - f.radius_m) * scale)
         outside *= 1.0 - share
-        inside[f.location_id] = (
-            keep * share / (math.pi * (f.radius_m * f.radius_m + sigma * sigma)) + base
-        )
+        if f.kind is LocationKind.DELIVERY:
+            outside_delivery *= 1.0 - share
+        inside[f.location_id] = share / (math.pi * (f.radius_m * f.radius_m + sigma * sigma))
+    for f in near:
+        # inside a delivery fence is DELIVERED, so "in storage" means outside all of them
+        w = inside[f.location_id]
+        if f.kind is LocationKind.STORAGE and outside_delivery != 1.0:
+            w *= outside_delivery
+        inside[f.location_id] = keep * w + base
     transit = keep * _TRANSIT_DENSITY * outside + base
     return [transit if h is None else inside.get(h, base) for h in hypotheses]
 
