@@ -122,6 +122,10 @@ async def make_world(stack: Stack, name: str = "P") -> World:
         SYSTEM,
         NewLocation(runs[1].id, LocationKind.DELIVERY, "other", GeoPoint(*HAMBURG_WAREHOUSE), 800),
     )
+    # Most tests here are about the plain rule (each report decides); new runs weigh evidence.
+    repo = await stack.container.status_repository.async_()
+    for run in runs:
+        await repo.set_status_rule(run.id, StatusRule.plain())
     fences = [Fence(x.id, x.kind, x.center, x.radius_m) for x in (delivery, storage, hub)]
     return World(stack, client.id, runs[0].id, runs[1].id, delivery.id, storage.id, fences)
 
@@ -214,6 +218,8 @@ async def test_radius_edges_at_high_latitude_are_geodesic_metres(stack: Stack) -
     run = await setup.create_production_run(
         SYSTEM, NewProductionRun(brand.id, "S", T0 - timedelta(days=1), T0 + timedelta(days=9))
     )
+    repo = await stack.container.status_repository.async_()
+    await repo.set_status_rule(run.id, StatusRule.plain())  # each report decides
     depot = (78.2232, 15.6267)  # Longyearbyen: a degree of longitude is ~23 km here
     await setup.create_location(
         SYSTEM, NewLocation(run.id, LocationKind.STORAGE, "depot", GeoPoint(*depot), 100)

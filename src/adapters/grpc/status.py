@@ -15,7 +15,6 @@ from domain.pagination import PageRequest
 from domain.status import (
     DEFAULT_MIN_PROBABILITY,
     DEFAULT_OUTLIER_SHARE,
-    DEFAULT_RULE_KIND,
     RuleKind,
     StatusRule,
     TrackerStatus,
@@ -144,10 +143,7 @@ def rule_pb(run_id: str, r: StatusRule) -> st.StatusRule:
 
 def _rule_from_pb(m: st.StatusRule) -> StatusRule:
     if m.kind == st.STATUS_RULE_KIND_UNSPECIFIED:
-        consecutive = (
-            m.min_consecutive_reports > 1 or m.min_dwell_s or m.require_accuracy_within_radius
-        )
-        kind = RuleKind.CONSECUTIVE if consecutive else DEFAULT_RULE_KIND
+        kind = RuleKind.CONSECUTIVE  # what a rule meant before there were kinds
     elif m.kind in _KIND_FROM_PB:
         kind = _KIND_FROM_PB[m.kind]  # type: ignore[index]
     else:
