@@ -132,6 +132,17 @@ def step(
         return belief  # settled in transit, far from every fence: nothing to weigh
     if len(near) == 1 and len(belief) == 2 and belief[1][0] == near[0].location_id:
         return _step_settled(belief, near[0], dt_s, accuracy_m, confidence, outlier_share)
+    return _step_general(belief, near, dt_s, accuracy_m, confidence, outlier_share)
+
+
+def _step_general(
+    belief: Belief,
+    near: tuple[NearFence, ...],
+    dt_s: float,
+    accuracy_m: int,
+    confidence: int,
+    outlier_share: float,
+) -> Belief:
     hyps = [h for h, _, _ in belief]
     kinds = [k for _, k, _ in belief]
     probs = [p for _, _, p in belief]
@@ -206,7 +217,7 @@ def _step_settled(
     keep = 1.0 - eps
     share = 0.5 * math.erfc((f.distance_m - f.radius_m) * (1.0 / (sigma * _SQRT2)))
     a = transit * (keep * _TRANSIT_DENSITY * (1.0 - share) + base)
-    b = p * (keep * share / (math.pi * (f.radius_m * f.radius_m + sigma * sigma)) + base)
+    b = p * (keep * (share / (math.pi * (f.radius_m * f.radius_m + sigma * sigma))) + base)
     total = a + b
     if b / total < PRUNE_P:
         return ((None, None, a / total),)

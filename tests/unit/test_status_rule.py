@@ -389,3 +389,25 @@ def test_on_a_noisy_fleet_the_evidence_rule_is_rarely_wrong_and_finds_every_deli
     assert weighed.wrong_report_share < plain.wrong_report_share / 4
     assert weighed.deliveries_detected == weighed.deliveries
     assert weighed.within(7200) >= 0.95
+
+
+@settings(max_examples=300)
+@given(
+    hs.floats(0.0, 1.0),
+    hs.sampled_from([LocationKind.DELIVERY, LocationKind.STORAGE]),
+    hs.floats(0.0, 3000.0),
+    hs.floats(0.0, 86400.0),
+    hs.integers(0, 5000),
+    hs.integers(1, 3),
+)
+def test_the_settled_shortcut_is_the_general_step_bit_for_bit(
+    p: float, kind: LocationKind, d: float, dt: float, accuracy: int, confidence: int
+) -> None:
+    from domain import evidence as ev
+
+    fence = ev.NearFence(uuid.UUID(int=5), kind, 100.0, d)
+    belief: ev.Belief = ((None, None, 1.0 - p), (fence.location_id, kind, p))
+    args = (belief, (fence,), dt, accuracy, confidence, 0.02)
+    assert ev._step_settled(belief, fence, dt, accuracy, confidence, 0.02) == (
+        ev._step_general(*args)
+    )
