@@ -42,6 +42,9 @@ class CurrentStatus:
     location_id: uuid.UUID | None = None
     last_report: LastReport | None = None
     update_time: datetime | None = None
+    # the evidence of the change to ``status`` (see ``StatusChange``)
+    probability: float | None = None
+    evidence_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,7 +145,8 @@ def fill(msg: Message, world: World, resource: str | None) -> None:
         elif f.type == f.TYPE_ENUM:
             setattr(msg, name, f.enum_type.values[1].number)
         elif f.type in (f.TYPE_DOUBLE, f.TYPE_FLOAT):
-            setattr(msg, name, 10.0)
+            # valid values: a status rule's probability and outlier share lie below 1
+            setattr(msg, name, {"min_probability": 0.9, "outlier_share": 0.1}.get(name, 10.0))
         # ints (page_size) and bools (force, admin) keep their defaults.
 
 

@@ -15,10 +15,11 @@ import grpc
 import pytest
 
 from adapters import prometheus
+from domain import evidence
 from domain.access import Principal
 from domain.model import GeoPoint, LocationKind
 from domain.reports import Report, e7
-from domain.status import Fence, ReportKey, StatusRule, TrackerStatus, classify
+from domain.status import Fence, ReportKey, RuleKind, StatusRule, TrackerStatus, classify
 from servers.runtime import Process
 from servers.worker import WorkerLoop
 from tests.integration.conftest import Stack, stack_settings
@@ -38,6 +39,7 @@ SYSTEM = Principal.system()
 BERLIN_STORE = (52.5219, 13.4132)
 HAMBURG_WAREHOUSE = (53.5461, 9.9661)
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+CONSECUTIVE, EVIDENCE = RuleKind.CONSECUTIVE, RuleKind.EVIDENCE
 
 
 def east_of(lat: float, lon: float, metres: float) -> tuple[float, float]:
@@ -120,6 +122,10 @@ async def make_world(stack: Stack, name: str = "P") -> World:
         SYSTEM,
         NewLocation(runs[1].id, LocationKind.DELIVERY, "other", GeoPoint(*HAMBURG_WAREHOUSE), 800),
     )
+    # Most tests here are about the plain rule (each report decides); new runs weigh evidence.
+    repo = await stack.container.status_repository.async_()
+    for run in runs:
+        await repo.set_status_rule(run.id, StatusRule.plain())
     fences = [Fence(x.id, x.kind, x.center, x.radius_m) for x in (delivery, storage, hub)]
     return World(stack, client.id, runs[0].id, runs[1].id, delivery.id, storage.id, fences)
 
@@ -212,6 +218,8 @@ async def test_radius_edges_at_high_latitude_are_geodesic_metres(stack: Stack) -
     run = await setup.create_production_run(
         SYSTEM, NewProductionRun(brand.id, "S", T0 - timedelta(days=1), T0 + timedelta(days=9))
     )
+    repo = await stack.container.status_repository.async_()
+    await repo.set_status_rule(run.id, StatusRule.plain())  # each report decides
     depot = (78.2232, 15.6267)  # Longyearbyen: a degree of longitude is ~23 km here
     await setup.create_location(
         SYSTEM, NewLocation(run.id, LocationKind.STORAGE, "depot", GeoPoint(*depot), 100)
@@ -224,13 +232,15 @@ async def test_radius_edges_at_high_latitude_are_geodesic_metres(stack: Stack) -
     assert (await status_of(w, outside)).status == st.TRACKER_STATUS_IN_TRANSIT
 
 
-@pytest.mark.parametrize("accuracy_rule", [False, True])
+@pytest.mark.parametrize(("accuracy_rule", "kind"), [(False, CONSECUTIVE), (True, CONSECUTIVE),
+                                                   (False, EVIDENCE)])  # fmt: skip
 async def test_database_classification_agrees_with_the_domain_rule(
-    world: World, accuracy_rule: bool
+    world: World, accuracy_rule: bool, kind: RuleKind
 ) -> None:
-    """PostGIS classifies reports in bulk; domain.status.classify is the same rule."""
+    """PostGIS classifies reports in bulk; domain.status.classify is the same rule (for the
+    evidence rule also: the same fences within reach, at the same distances)."""
     assert world.stack.container is not None
-    rule = StatusRule(require_accuracy_within_radius=accuracy_rule, min_confidence=1)
+    rule = StatusRule(require_accuracy_within_radius=accuracy_rule, min_confidence=1, kind=kind)
     repo = await world.stack.container.status_repository.async_()
     await repo.set_status_rule(world.run_id, rule)
     a = await world.tracker()
@@ -241,7 +251,9 @@ async def test_database_classification_agrees_with_the_domain_rule(
         metres = rng.choice([rng.uniform(0, 1000), fence.radius_m * rng.uniform(0.9, 1.1)])
         accuracy = rng.choice([0, 10, 60, 200])
         edge = {
-            abs(metres - f.radius_m + s) for f in world.fences for s in (0, accuracy, -accuracy)
+            abs(metres - f.radius_m + s)
+            for f in world.fences
+            for s in (0, accuracy, -accuracy, -evidence.REACH_M)
         }
         if min(edge) < 2:  # the sphere and float rounding may differ at the very edge
             continue
@@ -262,10 +274,17 @@ async def test_database_classification_agrees_with_the_domain_rule(
     for reading in readings:
         r = by_key[reading.key]
         expected = classify(r.position, r.horizontal_accuracy_m, world.fences, rule)
-        assert reading.observation == expected, (r, reading)
+        got = reading.observation
+        assert (got.status, got.location_id) == (expected.status, expected.location_id), r
+        assert [(f.location_id, f.kind, f.radius_m) for f in got.near] == [
+            (f.location_id, f.kind, f.radius_m) for f in expected.near
+        ]
+        for f, g in zip(got.near, expected.near, strict=True):
+            assert f.distance_m == pytest.approx(g.distance_m, abs=0.05)
     seen = {x.observation.status for x in readings}
     assert {TrackerStatus.DELIVERED, TrackerStatus.IN_STORAGE, TrackerStatus.IN_TRANSIT} <= seen
     assert (None in seen) is accuracy_rule
+    assert any(x.observation.near for x in readings) is (kind is EVIDENCE)
 
 
 async def test_history_records_only_changes_with_report_time_position_and_cause(
@@ -332,10 +351,28 @@ async def test_late_report_yields_in_order_history_and_rerolls_only_its_bucket(
     ]
 
 
-async def test_any_arrival_order_gives_the_same_history_and_rollups(world: World) -> None:
+async def changes_of(w: World, tracker: uuid.UUID) -> list[bytes]:
+    """The whole recorded history of a tracker (evidence included), without its id."""
+    page = await w.status_stub.ListStatusHistory(
+        q.ListStatusHistoryRequest(tracker_id=str(tracker), page_size=1000)
+    )
+    for c in page.changes:
+        c.tracker_id = ""
+    return [c.SerializeToString(deterministic=True) for c in page.changes]
+
+
+@pytest.mark.parametrize("kind", [CONSECUTIVE, EVIDENCE])
+async def test_any_arrival_order_gives_the_same_history_and_rollups(
+    world: World, kind: RuleKind
+) -> None:
     """Property: the same reports, split into batches in random orders, each processed as
-    it arrives, give exactly the history and roll-ups of in-order arrival."""
+    it arrives, give exactly the history and roll-ups of in-order arrival; and re-evaluating
+    the run's whole history gives it again."""
+    assert world.stack.container is not None
+    repo = await world.stack.container.status_repository.async_()
+    await repo.set_status_rule(world.run_id, StatusRule(kind=kind))
     rng = random.Random(6)
+    everyone = []
     places = [HAMBURG_WAREHOUSE, BERLIN_STORE, (53.0, 11.5), east_of(*BERLIN_STORE, 300)]
     for _ in range(4):
         plan = sorted(
@@ -348,6 +385,7 @@ async def test_any_arrival_order_gives_the_same_history_and_rollups(world: World
             for _ in range(rng.randrange(5, 25))
         )
         trackers = [await world.tracker() for _ in range(3)]
+        everyone.append(trackers)
         for n, tracker in enumerate(trackers):
             reports = [rep(tracker, t, p, acc, conf) for t, p, acc, conf in plan]
             if n:
@@ -368,9 +406,19 @@ async def test_any_arrival_order_gives_the_same_history_and_rollups(world: World
                 for p in page.points:
                     p.tracker_id = ""
                 locations.append([p.SerializeToString(deterministic=True) for p in page.points])
-            results.append((await history_of(world, tracker), locations))
+            now = await status_of(world, tracker)
+            now.tracker_id = ""
+            now.ClearField("update_time")
+            results.append(
+                (await changes_of(world, tracker), locations, now.SerializeToString(True))
+            )
         assert results[1] == results[0]
         assert results[2] == results[0]
+    before = {t: await changes_of(world, t) for trackers in everyone for t in trackers}
+    assert any(before.values())
+    await repo.reevaluate_run(world.run_id)
+    await world.process()
+    assert {t: await changes_of(world, t) for t in before} == before
 
 
 async def test_dwell_rule_ignores_one_noisy_report(world: World) -> None:
@@ -393,18 +441,28 @@ async def test_dwell_rule_ignores_one_noisy_report(world: World) -> None:
     await world.store(
         [
             rep(a, T0, HAMBURG_WAREHOUSE),
-            rep(a, T0 + timedelta(minutes=5), road),  # one stray fix: ignored
-            rep(a, T0 + timedelta(minutes=10), HAMBURG_WAREHOUSE),
-            rep(a, T0 + timedelta(minutes=20), road),
-            rep(a, T0 + timedelta(minutes=25), road),  # two in a row, but only 5 minutes
-            rep(a, T0 + timedelta(minutes=40), road),  # 20 minutes: now IN_TRANSIT
+            rep(a, T0 + timedelta(minutes=10), HAMBURG_WAREHOUSE),  # the first status too
+            rep(a, T0 + timedelta(minutes=15), road),  # one stray fix: ignored
+            rep(a, T0 + timedelta(minutes=20), HAMBURG_WAREHOUSE),
+            rep(a, T0 + timedelta(minutes=30), road),
+            rep(a, T0 + timedelta(minutes=35), road),  # two in a row, but only 5 minutes
+            rep(a, T0 + timedelta(minutes=50), road),  # 20 minutes: now IN_TRANSIT
         ]
     )
     await world.process()
     assert await history_of(world, a) == [
-        ("TRACKER_STATUS_IN_STORAGE", "2026-11-20T08:00:00Z"),
-        ("TRACKER_STATUS_IN_TRANSIT", "2026-11-20T08:40:00Z"),
+        ("TRACKER_STATUS_IN_STORAGE", "2026-11-20T08:10:00Z"),
+        ("TRACKER_STATUS_IN_TRANSIT", "2026-11-20T08:50:00Z"),
     ]
+    page = await world.status_stub.ListStatusHistory(
+        q.ListStatusHistoryRequest(tracker_id=str(a), page_size=10)
+    )
+    # since when: the first report of the run that met the rule; no probability
+    assert [c.evidence_time.ToJsonString() for c in page.changes] == [
+        "2026-11-20T08:00:00Z",
+        "2026-11-20T08:30:00Z",
+    ]
+    assert [c.probability for c in page.changes] == [0, 0]
     # Back to the plain rule, for the whole history: the stray fix counts again.
     await rules.UpdateStatusRule(
         ss.UpdateStatusRuleRequest(
@@ -415,9 +473,9 @@ async def test_dwell_rule_ignores_one_noisy_report(world: World) -> None:
     await world.process()
     assert [t for _, t in await history_of(world, a)] == [
         "2026-11-20T08:00:00Z",
-        "2026-11-20T08:05:00Z",
-        "2026-11-20T08:10:00Z",
+        "2026-11-20T08:15:00Z",
         "2026-11-20T08:20:00Z",
+        "2026-11-20T08:30:00Z",
     ]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await rules.UpdateStatusRule(
@@ -427,6 +485,66 @@ async def test_dwell_rule_ignores_one_noisy_report(world: World) -> None:
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "status_rule.min_dwell_s" in (err.value.details() or "")
+
+
+async def test_evidence_rule_says_how_sure_and_since_when(world: World) -> None:
+    assert world.stack.collector_channel is not None
+    rules = s_grpc.StatusServiceStub(world.stack.collector_channel)
+    await rules.UpdateStatusRule(
+        ss.UpdateStatusRuleRequest(
+            status_rule=st.StatusRule(
+                production_run_id=str(world.run_id), kind=st.STATUS_RULE_KIND_EVIDENCE
+            )
+        )
+    )
+    got = (
+        await world.status_stub.GetStatusRule(
+            q.GetStatusRuleRequest(production_run_id=str(world.run_id))
+        )
+    ).status_rule
+    assert (got.kind, got.min_probability, got.outlier_share) == (
+        st.STATUS_RULE_KIND_EVIDENCE,
+        0.99,
+        0.02,
+    )
+    a = await world.tracker()
+    road = (53.0, 11.5)
+    hub = east_of(*HAMBURG_WAREHOUSE, 100)
+    await world.store(
+        [rep(a, T0 + timedelta(minutes=m), hub, 30) for m in (0, 30, 60)]
+        + [rep(a, T0 + timedelta(minutes=m), road, 30) for m in (600, 630, 660)]
+        # arriving, as vague reports: "delivered at" the first of them, not the last
+        + [rep(a, T0 + timedelta(minutes=m), BERLIN_STORE, 700, 2) for m in (900, 915, 930)]
+        + [rep(a, T0 + timedelta(minutes=945), east_of(*BERLIN_STORE, 3000), 20, 2)]  # outlier
+        + [rep(a, T0 + timedelta(minutes=m), BERLIN_STORE, 30) for m in (960, 990)]
+    )
+    await world.process()
+    page = await world.status_stub.ListStatusHistory(
+        q.ListStatusHistoryRequest(tracker_id=str(a), page_size=10)
+    )
+    got_changes = [
+        (
+            st.TrackerStatus.Name(c.status),
+            c.report_time.ToDatetime(UTC) - T0,
+            c.evidence_time.ToDatetime(UTC) - T0,
+        )
+        for c in page.changes
+    ]
+    assert [s for s, _, _ in got_changes] == [
+        "TRACKER_STATUS_IN_STORAGE",
+        "TRACKER_STATUS_IN_TRANSIT",
+        "TRACKER_STATUS_DELIVERED",
+    ]
+    delivered = got_changes[-1]
+    assert delivered[2] == timedelta(minutes=900)
+    assert delivered[1] > delivered[2]
+    assert all(c.probability >= 0.99 for c in page.changes)
+    assert page.changes[-1].location_id == str(world.delivery_id)
+    now = await status_of(world, a)
+    assert now.status == st.TRACKER_STATUS_DELIVERED
+    assert now.status_probability == page.changes[-1].probability
+    assert now.status_evidence_time == page.changes[-1].evidence_time
+    assert now.status_time == page.changes[-1].report_time
 
 
 async def test_several_workers_share_the_queue_without_double_work(world: World) -> None:

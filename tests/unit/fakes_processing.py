@@ -144,7 +144,7 @@ class FakeProcessingUnitOfWork:
             out.append(
                 StatusInput(
                     c.tracker_id,
-                    self._s.rules.get(c.tracker_id, StatusRule()),
+                    self._s.rules.get(c.tracker_id, StatusRule.default()),
                     self._s.checkpoints.get(c.tracker_id),
                     before[-1] if before else None,
                 )
@@ -156,7 +156,7 @@ class FakeProcessingUnitOfWork:
     ) -> dict[uuid.UUID, list[Reading]]:
         out: dict[uuid.UUID, list[Reading]] = {}
         for tracker, start in starts.items():
-            rule = self._s.rules.get(tracker, StatusRule())
+            rule = self._s.rules.get(tracker, StatusRule.default())
             for key, r in sorted(self._s.reports.get(tracker, {}).items()):
                 if (start is not None and key <= start) or r.confidence < rule.min_confidence:
                     continue
@@ -248,7 +248,7 @@ class FakeStatusRepository:
         return Page([], None)
 
     async def status_rule(self, production_run_id: uuid.UUID) -> StatusRule:
-        return self.rules.get(production_run_id, StatusRule())
+        return self.rules.get(production_run_id, StatusRule.default())
 
     async def set_status_rule(self, production_run_id: uuid.UUID, rule: StatusRule) -> None:
         self.rules[production_run_id] = rule

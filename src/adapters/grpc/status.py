@@ -12,7 +12,13 @@ from domain.geo import NearestCity
 from domain.history import CurrentStatus, Granularity, LocationPoint, TrackerStatusChange
 from domain.model import GeoPoint
 from domain.pagination import PageTokens
-from domain.status import StatusRule, TrackerStatus
+from domain.status import (
+    DEFAULT_MIN_PROBABILITY,
+    DEFAULT_OUTLIER_SHARE,
+    RuleKind,
+    StatusRule,
+    TrackerStatus,
+)
 from tracker.v1 import resources_pb2 as pb
 from tracker.v1 import status_pb2 as st
 from tracker.v1 import status_query_service_pb2 as q
@@ -37,6 +43,11 @@ _GRANULARITY_FROM_PB = {
     st.GRANULARITY_AUTO: Granularity.AUTO,
 }
 _GRANULARITY_TO_PB = {v: k for k, v in _GRANULARITY_FROM_PB.items() if k}
+_KIND_TO_PB = {
+    RuleKind.CONSECUTIVE: st.STATUS_RULE_KIND_CONSECUTIVE,
+    RuleKind.EVIDENCE: st.STATUS_RULE_KIND_EVIDENCE,
+}
+_KIND_FROM_PB = {v: k for k, v in _KIND_TO_PB.items()}
 
 
 def _point(p: GeoPoint) -> pb.GeoPoint:
@@ -70,6 +81,10 @@ def status_pb(x: CurrentStatus) -> st.TrackerStatusInfo:
         out.status_time.CopyFrom(cv.ts(x.status_since))
     if x.update_time:
         out.update_time.CopyFrom(cv.ts(x.update_time))
+    if x.probability is not None:
+        out.status_probability = x.probability
+    if x.evidence_since:
+        out.status_evidence_time.CopyFrom(cv.ts(x.evidence_since))
     if x.last_report:
         last = x.last_report
         out.last_report_time.CopyFrom(cv.ts(last.report_time))
@@ -92,6 +107,8 @@ def change_pb(x: TrackerStatusChange) -> st.StatusChange:
         confidence=c.confidence,
         location_id=str(c.location_id) if c.location_id else "",
         nearest_city=_nearest(x.nearest_city),
+        probability=c.probability or 0.0,
+        evidence_time=cv.ts(c.evidence_since or c.key.report_time),
     )
 
 
@@ -118,6 +135,27 @@ def rule_pb(run_id: str, r: StatusRule) -> st.StatusRule:
         min_dwell_s=r.min_dwell_s,
         require_accuracy_within_radius=r.require_accuracy_within_radius,
         min_confidence=r.min_confidence,
+        kind=_KIND_TO_PB[r.kind],
+        min_probability=r.min_probability,
+        outlier_share=r.outlier_share,
+    )
+
+
+def _rule_from_pb(m: st.StatusRule) -> StatusRule:
+    if m.kind == st.STATUS_RULE_KIND_UNSPECIFIED:
+        kind = RuleKind.CONSECUTIVE  # what a rule meant before there were kinds
+    elif m.kind in _KIND_FROM_PB:
+        kind = _KIND_FROM_PB[m.kind]  # type: ignore[index]
+    else:
+        raise InvalidArgument("kind", "unknown status rule kind")
+    return StatusRule(
+        min_consecutive_reports=m.min_consecutive_reports or 1,
+        min_dwell_s=m.min_dwell_s,
+        require_accuracy_within_radius=m.require_accuracy_within_radius,
+        min_confidence=m.min_confidence or 2,
+        kind=kind,
+        min_probability=m.min_probability or DEFAULT_MIN_PROBABILITY,
+        outlier_share=m.outlier_share or DEFAULT_OUTLIER_SHARE,
     )
 
 
@@ -208,11 +246,6 @@ class StatusServicer(s_grpc.StatusServiceServicer):
         m = request.status_rule
         with field_prefix("status_rule"):
             run_id = cv.parse_id(m.production_run_id, "production_run_id")
-            rule = StatusRule(
-                min_consecutive_reports=m.min_consecutive_reports or 1,
-                min_dwell_s=m.min_dwell_s,
-                require_accuracy_within_radius=m.require_accuracy_within_radius,
-                min_confidence=m.min_confidence or 2,
-            )
+            rule = _rule_from_pb(m)
         rule = await self._uc.set_status_rule(caller(), run_id, rule, request.reevaluate_history)
         return s.UpdateStatusRuleResponse(status_rule=rule_pb(str(run_id), rule))

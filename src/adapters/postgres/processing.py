@@ -13,13 +13,17 @@ import asyncpg
 
 from adapters.postgres.pool import unavailable_on_connection_error
 from adapters.postgres.uow import PostgresUnitOfWork
-from domain.model import GeoPoint
+from domain import evidence
+from domain.evidence import Belief, NearFence
+from domain.model import GeoPoint, LocationKind
 from domain.ports import Claim, Evaluation, StatusInput
 from domain.reports import MAX_ACCURACY_M
 from domain.status import (
+    DEFAULT_RULE_KIND,
     Observation,
     Reading,
     ReportKey,
+    RuleKind,
     RuleState,
     StatusChange,
     StatusRule,
@@ -48,12 +52,22 @@ def _key_arrays(
     )
 
 
+def _belief(ids: list[uuid.UUID | None] | None, kinds: list[str | None], ps: list[float]) -> Belief:
+    if not ids:
+        return ()
+    return tuple(
+        (h, LocationKind(k) if k else None, p) for h, k, p in zip(ids, kinds, ps, strict=True)
+    )
+
+
 # Reports after each tracker's start key that count under its run's rule, classified
-# against its run's geofences ($5: the constant reach for the index).
+# against its run's geofences ($5: the constant reach for the index; for EVIDENCE rules
+# ($6: the default kind) also every fence within its radius + $7).
 _READINGS_SQL = """
 WITH b AS (
         SELECT s.*, tr.production_run_id AS run_id,
                coalesce(sr.min_confidence, 2) AS min_confidence,
+               coalesce(sr.kind, $6) = 'EVIDENCE' AS evidence,
                coalesce(sr.require_accuracy_within_radius, false) AS accuracy_rule
         FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::int[])
              AS s(tracker_id, t, lat, lon)
@@ -61,7 +75,7 @@ WITH b AS (
         LEFT JOIN status_rules sr ON sr.production_run_id = tr.production_run_id)
     SELECT r.tracker_id, r.report_time, r.latitude_e7, r.longitude_e7,
            r.horizontal_accuracy_m, r.confidence, r.nearest_city_id,
-           f.delivery, f.storage, f.near
+           f.delivery, f.storage, f.near, f.near_ids, f.near_kinds, f.near_radii, f.near_d
     FROM b
     JOIN reports r ON r.tracker_id = b.tracker_id AND r.report_time >= b.t
          AND (r.report_time, r.latitude_e7, r.longitude_e7) > (b.t, b.lat, b.lon)
@@ -73,14 +87,19 @@ WITH b AS (
                (array_agg(l.id ORDER BY l.d, l.id) FILTER (
                     WHERE l.kind = 'STORAGE' AND l.d + l.slack <= l.radius_m))[1]
                    AS storage,
-               coalesce(bool_or(l.d - l.slack <= l.radius_m), false) AS near
-        FROM (SELECT l.id, l.kind, l.radius_m,
+               coalesce(bool_or(l.d - l.slack <= l.radius_m), false) AS near,
+               array_agg(l.id ORDER BY l.id) FILTER (WHERE l.reach) AS near_ids,
+               array_agg(l.kind ORDER BY l.id) FILTER (WHERE l.reach) AS near_kinds,
+               array_agg(l.radius_m ORDER BY l.id) FILTER (WHERE l.reach) AS near_radii,
+               array_agg(l.d ORDER BY l.id) FILTER (WHERE l.reach) AS near_d
+        FROM (SELECT l.*, b.evidence AND l.d <= l.radius_m + $7 AS reach FROM (
+              SELECT l.id, l.kind, l.radius_m,
                      ST_Distance(r.position, l.center, false) AS d,
                      CASE WHEN b.accuracy_rule THEN r.horizontal_accuracy_m
                           ELSE 0 END AS slack
               FROM locations l
               WHERE l.production_run_id = b.run_id
-                AND ST_DWithin(r.position, l.center, $5, false)) l) f ON true
+                AND ST_DWithin(r.position, l.center, $5, false)) l) l) f ON true
     ORDER BY r.tracker_id, r.report_time, r.latitude_e7, r.longitude_e7
 """
 
@@ -257,13 +276,18 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         rows = await self._c.fetch(
             """SELECT c.tracker_id, sr.min_consecutive_reports, sr.min_dwell_s,
                       sr.require_accuracy_within_radius, sr.min_confidence,
+                      sr.kind, sr.min_probability, sr.outlier_share,
                       s.status, s.status_since, s.location_id, s.last_report_time,
                       s.last_latitude_e7, s.last_longitude_e7, s.pending_status,
                       s.pending_count, s.pending_since, s.pending_location_id,
+                      s.probability, s.evidence_since, s.belief_ids, s.belief_kinds,
+                      s.belief_probabilities, s.belief_time, s.onset_delivered,
+                      s.onset_storage, s.onset_transit,
                       h.report_time AS h_time, h.latitude_e7 AS h_lat, h.longitude_e7 AS h_lon,
                       h.status AS h_status, h.previous_status AS h_previous,
                       h.location_id AS h_location, h.horizontal_accuracy_m AS h_accuracy,
-                      h.confidence AS h_confidence, h.nearest_city_id AS h_city
+                      h.confidence AS h_confidence, h.nearest_city_id AS h_city,
+                      h.probability AS h_probability, h.evidence_since AS h_evidence_since
                FROM unnest($1::uuid[], $2::timestamptz[]) AS c(tracker_id, since)
                JOIN trackers t ON t.id = c.tracker_id
                LEFT JOIN status_rules sr ON sr.production_run_id = t.production_run_id
@@ -284,9 +308,12 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
                     r["min_dwell_s"],
                     r["require_accuracy_within_radius"],
                     r["min_confidence"],
+                    RuleKind(r["kind"]),
+                    r["min_probability"],
+                    r["outlier_share"],
                 )
                 if r["min_consecutive_reports"] is not None
-                else StatusRule()
+                else StatusRule.default()
             )
             checkpoint = None
             if r["last_report_time"] is not None:
@@ -300,6 +327,13 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
                         pending_count=r["pending_count"],
                         pending_since=r["pending_since"],
                         pending_location_id=r["pending_location_id"],
+                        probability=r["probability"],
+                        evidence_since=r["evidence_since"],
+                        belief=_belief(
+                            r["belief_ids"], r["belief_kinds"], r["belief_probabilities"]
+                        ),
+                        belief_time=r["belief_time"],
+                        onsets=(r["onset_delivered"], r["onset_storage"], r["onset_transit"]),
                     ),
                 )
             anchor = None
@@ -312,6 +346,8 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
                     horizontal_accuracy_m=r["h_accuracy"],
                     confidence=r["h_confidence"],
                     nearest_city_id=r["h_city"],
+                    probability=r["h_probability"],
+                    evidence_since=r["h_evidence_since"],
                 )
             out.append(StatusInput(r["tracker_id"], rule, checkpoint, anchor))
         return out
@@ -325,19 +361,24 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         times, lats, lons = _key_arrays([starts[t] for t in ids])
         reach = await self._c.fetchrow(
             """SELECT coalesce(max(l.radius_m), 0) AS radius,
-                      coalesce(bool_or(sr.require_accuracy_within_radius), false) AS accuracy
+                      coalesce(bool_or(sr.require_accuracy_within_radius), false) AS accuracy,
+                      coalesce(bool_or(coalesce(sr.kind, $2) = 'EVIDENCE'), false) AS evidence
                FROM (SELECT DISTINCT production_run_id FROM trackers
                      WHERE id = ANY($1::uuid[])) t
                JOIN locations l ON l.production_run_id = t.production_run_id
                LEFT JOIN status_rules sr ON sr.production_run_id = t.production_run_id""",
             ids,
+            DEFAULT_RULE_KIND.value,
         )
         assert reach is not None
         # One constant distance (the largest radius, plus the largest accuracy if a rule
         # needs it) lets PostGIS use its index; each fence's own radius is checked after.
         # Distances are great-circle metres on the mean sphere, as domain.geo computes them
         # (within 0.5 % of the ellipsoid's, and the same for the database and the domain).
-        reach_m = float(reach["radius"]) + (MAX_ACCURACY_M if reach["accuracy"] else 0)
+        reach_m = float(reach["radius"]) + max(
+            MAX_ACCURACY_M if reach["accuracy"] else 0,
+            evidence.REACH_M if reach["evidence"] else 0,
+        )
         rows = await self._c.fetch(
             _READINGS_SQL,
             ids,
@@ -345,6 +386,8 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
             lats,
             lons,
             reach_m,
+            DEFAULT_RULE_KIND.value,
+            evidence.REACH_M,
         )
         out: dict[uuid.UUID, list[Reading]] = {}
         seen_as: dict[tuple[object, object, bool], Observation] = {}
@@ -361,6 +404,14 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
                 else:
                     seen = Observation(TrackerStatus.IN_TRANSIT)
                 seen_as[what] = seen
+            if r["near_ids"] is not None:  # EVIDENCE: the fences within reach, by id
+                near = tuple(
+                    NearFence(i, LocationKind(k), float(radius), float(d))
+                    for i, k, radius, d in zip(
+                        r["near_ids"], r["near_kinds"], r["near_radii"], r["near_d"], strict=True
+                    )
+                )
+                seen = Observation(seen.status, seen.location_id, near)
             out.setdefault(r["tracker_id"], []).append(
                 Reading(
                     ReportKey(r["report_time"], r["latitude_e7"], r["longitude_e7"]),
@@ -393,10 +444,11 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
             await self._c.execute(
                 """INSERT INTO status_history (tracker_id, report_time, latitude_e7,
                        longitude_e7, status, previous_status, location_id,
-                       horizontal_accuracy_m, confidence, nearest_city_id)
+                       horizontal_accuracy_m, confidence, nearest_city_id, probability,
+                       evidence_since)
                    SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::int[],
                        $5::text[], $6::text[], $7::uuid[], $8::int[], $9::smallint[],
-                       $10::int[])""",
+                       $10::int[], $11::float8[], $12::timestamptz[])""",
                 [t for t, _ in changes],
                 [c.key.report_time for _, c in changes],
                 [c.key.latitude_e7 for _, c in changes],
@@ -407,6 +459,8 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
                 [c.horizontal_accuracy_m for _, c in changes],
                 [c.confidence for _, c in changes],
                 [c.nearest_city_id for _, c in changes],
+                [c.probability for _, c in changes],
+                [c.evidence_since for _, c in changes],
             )
         done = [e for e in evaluations if e.last is not None]
         if not done:
@@ -415,10 +469,13 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
             "tracker_id", "status", "status_since", "location_id", "last_report_time",
             "last_latitude_e7", "last_longitude_e7", "last_accuracy_m", "last_city_id",
             "pending_status", "pending_count", "pending_since", "pending_location_id",
+            "probability", "evidence_since", "belief_time", "onset_delivered", "onset_storage",
+            "onset_transit",
         ]  # fmt: skip
         types = [
             "uuid", "text", "timestamptz", "uuid", "timestamptz", "int", "int", "int", "int",
-            "text", "int", "timestamptz", "uuid",
+            "text", "int", "timestamptz", "uuid", "float8", "timestamptz", "timestamptz",
+            "timestamptz", "timestamptz", "timestamptz",
         ]  # fmt: skip
         values: list[list[object]] = [[] for _ in cols]
         for e in done:
@@ -430,6 +487,7 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
                 last.key.report_time, last.key.latitude_e7, last.key.longitude_e7,
                 last.horizontal_accuracy_m, last.nearest_city_id, _name(s.pending),
                 s.pending_count, s.pending_since, s.pending_location_id,
+                s.probability, s.evidence_since, s.belief_time, *s.onsets,
             )  # fmt: skip
             for column, value in zip(values, row, strict=True):
                 column.append(value)
@@ -438,8 +496,28 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         await self._c.execute(
             f"""INSERT INTO tracker_status ({", ".join(cols)})
                 SELECT * FROM unnest({params})
-                ON CONFLICT (tracker_id) DO UPDATE SET {updates}, update_time = now()""",
+                ON CONFLICT (tracker_id) DO UPDATE SET {updates}, update_time = now(),
+                    belief_ids = NULL, belief_kinds = NULL, belief_probabilities = NULL""",
             *values,
+        )
+        # The evidence rule's belief, one array per tracker: sent flat, gathered by tracker.
+        flat = [(e.tracker_id, h) for e in done for h in e.state.belief]
+        if not flat:
+            return
+        await self._c.execute(
+            """UPDATE tracker_status s
+               SET belief_ids = g.ids, belief_kinds = g.kinds, belief_probabilities = g.ps
+               FROM (SELECT f.tracker_id, array_agg(f.h ORDER BY f.n) AS ids,
+                            array_agg(f.k ORDER BY f.n) AS kinds,
+                            array_agg(f.p ORDER BY f.n) AS ps
+                     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[])
+                          WITH ORDINALITY AS f(tracker_id, h, k, p, n)
+                     GROUP BY f.tracker_id) g
+               WHERE s.tracker_id = g.tracker_id""",
+            [t for t, _ in flat],
+            [h for _, (h, _, _) in flat],
+            [k.value if k else None for _, (_, k, _) in flat],
+            [p for _, (_, _, p) in flat],
         )
 
     async def complete(

@@ -30,7 +30,7 @@ from domain.pagination import (
     cursor_time,
 )
 from domain.ports import HistoryFilter
-from domain.status import ReportKey, StatusChange, StatusRule, TrackerStatus
+from domain.status import ReportKey, RuleKind, StatusChange, StatusRule, TrackerStatus
 
 _CITY = """ci.geonameid, ci.name, ci.country_code, ci.admin1_code, ci.population,
            ST_Y(ci.position::geometry) AS latitude, ST_X(ci.position::geometry) AS longitude"""
@@ -78,7 +78,8 @@ class PostgresStatusRepository:
         rows = await self._fetch(
             f"""SELECT t.id AS tracker_id, t.client_id, s.status, s.status_since, s.location_id,
                        s.last_report_time, s.last_latitude_e7, s.last_longitude_e7,
-                       s.last_accuracy_m, s.update_time, {_CITY}
+                       s.last_accuracy_m, s.update_time, s.probability, s.evidence_since,
+                       {_CITY}
                 FROM trackers t
                 LEFT JOIN tracker_status s ON s.tracker_id = t.id
                 LEFT JOIN cities ci ON ci.geonameid = s.last_city_id
@@ -101,6 +102,8 @@ class PostgresStatusRepository:
                 location_id=r["location_id"],
                 last_report=last,
                 update_time=r["update_time"],
+                probability=r["probability"],
+                evidence_since=r["evidence_since"],
             )
         return out
 
@@ -139,6 +142,8 @@ class PostgresStatusRepository:
                 horizontal_accuracy_m=r["horizontal_accuracy_m"],
                 confidence=r["confidence"],
                 nearest_city_id=r["nearest_city_id"],
+                probability=r["probability"],
+                evidence_since=r["evidence_since"],
             )
             items.append(TrackerStatusChange(r["tracker_id"], change, position, _near(r, position)))
         nxt = None
@@ -264,27 +269,37 @@ class PostgresStatusRepository:
     async def status_rule(self, production_run_id: uuid.UUID) -> StatusRule:
         rows = await self._fetch(
             """SELECT min_consecutive_reports, min_dwell_s, require_accuracy_within_radius,
-                      min_confidence FROM status_rules WHERE production_run_id = $1""",
+                      min_confidence, kind, min_probability, outlier_share
+               FROM status_rules WHERE production_run_id = $1""",
             production_run_id,
         )
-        return StatusRule(*rows[0]) if rows else StatusRule()
+        if not rows:
+            return StatusRule.default()
+        r = rows[0]
+        return StatusRule(*r[:4], RuleKind(r["kind"]), r["min_probability"], r["outlier_share"])
 
     async def set_status_rule(self, production_run_id: uuid.UUID, rule: StatusRule) -> None:
         try:
             await self._fetch(
                 """INSERT INTO status_rules (production_run_id, min_consecutive_reports,
-                       min_dwell_s, require_accuracy_within_radius, min_confidence)
-                   VALUES ($1, $2, $3, $4, $5)
+                       min_dwell_s, require_accuracy_within_radius, min_confidence, kind,
+                       min_probability, outlier_share)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                    ON CONFLICT (production_run_id) DO UPDATE SET
                        min_consecutive_reports = excluded.min_consecutive_reports,
                        min_dwell_s = excluded.min_dwell_s,
                        require_accuracy_within_radius = excluded.require_accuracy_within_radius,
-                       min_confidence = excluded.min_confidence, update_time = now()""",
+                       min_confidence = excluded.min_confidence, kind = excluded.kind,
+                       min_probability = excluded.min_probability,
+                       outlier_share = excluded.outlier_share, update_time = now()""",
                 production_run_id,
                 rule.min_consecutive_reports,
                 rule.min_dwell_s,
                 rule.require_accuracy_within_radius,
                 rule.min_confidence,
+                rule.kind.value,
+                rule.min_probability,
+                rule.outlier_share,
             )
         except asyncpg.ForeignKeyViolationError:
             raise NotFound("production run", str(production_run_id)) from None
