@@ -396,3 +396,30 @@ def signing_key(s: Settings) -> bytes:
     if len(key.encode()) < 32:
         raise ConfigError("the JWT signing key must have at least 32 bytes")
     return key.encode()
+
+
+def check_secrets(s: Settings) -> None:
+    """Every secret a process needs, checked at start. In production the published
+    development signing key or KEK, and a signing key equal to a KEK (one leak would expose
+    both), are refused with a ConfigError saying which and what to do."""
+    key = signing_key(s)
+    ring, _ = kek_ring(s)
+    if s.environment != "production":
+        return
+    advice = "generate one with: head -c 32 /dev/urandom | base64"
+    if key == DEVELOPMENT_SIGNING_KEY.encode():
+        raise ConfigError(
+            "the JWT signing key is the published development key: anyone could mint tokens; "
+            + advice
+        )
+    dev_kek = base64.b64decode(DEVELOPMENT_KEK_RING.partition("=")[2])
+    for kek_id, kek in ring.items():
+        if kek == dev_kek:
+            raise ConfigError(
+                f"KEK {kek_id!r} is the published development KEK: sealed private keys would "
+                "be readable by anyone; " + advice
+            )
+        if key in (kek, base64.b64encode(kek)):
+            raise ConfigError(
+                f"the JWT signing key equals KEK {kek_id!r}: use two independent secrets; " + advice
+            )
