@@ -45,6 +45,7 @@ from domain.status import (
     StatusChange,
     StatusRule,
 )
+from domain.throttling import ThrottleKey
 
 E = TypeVar("E", bound=Entity)
 F_contra = TypeVar("F_contra", contravariant=True)
@@ -540,4 +541,19 @@ class StatusRepository(Protocol):
 
     async def reevaluate_run(self, production_run_id: uuid.UUID) -> int:
         """Queue every tracker of the run for a full re-evaluation; returns how many."""
+        ...
+
+
+class AttemptThrottle(Protocol):
+    """Counts attempts per key (an account, an address) and locks keys that had too many,
+    after the rule of ``domain.throttling``; shared by every replica where it can be."""
+
+    async def attempt(self, keys: Sequence[ThrottleKey]) -> timedelta | None:
+        """None: go ahead (one attempt is counted on every key). Otherwise how long the
+        caller must wait: a key is locked (nothing counted), or this attempt was one too
+        many and locked it."""
+        ...
+
+    async def succeeded(self, reset: Sequence[ThrottleKey], refund: Sequence[ThrottleKey]) -> None:
+        """The attempt succeeded: clear the counts of ``reset``, hand one back on ``refund``."""
         ...

@@ -9,15 +9,19 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import ipaddress
 import math
 import os
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import yaml
+
+from domain.throttling import AttemptLimit, LoginLimits
 
 CONFIG_ENV = "TRACKER_CONFIG"
 
@@ -115,6 +119,35 @@ class Settings:
         2.0,
         "seconds a token's user is remembered without asking PostgreSQL (a user deleted or "
         "changed through another process keeps its access that long; 0: ask on every call)",
+    )
+    # --- sign-in abuse (issue 10) ---
+    login_max_failures_per_account: int = _opt(
+        10, "failed sign-ins per account (e-mail, known or not) in a window before a lockout"
+    )
+    login_max_failures_per_address: int = _opt(
+        100, "failed sign-ins (and token refreshes) per source address in a window"
+    )
+    login_window_s: float = _opt(900.0, "seconds of the window failed sign-ins are counted in")
+    login_lockout_s: float = _opt(
+        60.0, "seconds of the first lockout; each further one within 24 h doubles it"
+    )
+    login_lockout_max_s: float = _opt(900.0, "longest lockout, seconds")
+    login_address_header: str = _opt(
+        "",
+        "metadata header a trusted proxy puts the client's address in (e.g. x-forwarded-for; "
+        "its last entry counts); empty: the TCP peer's address",
+    )
+    login_trusted_proxies: str = _opt(
+        "",
+        "comma-separated networks of proxies whose address header is believed "
+        "(empty: believed from any peer, when the header is set)",
+    )
+    login_throttle_prefix: str = _opt("login", "prefix of the sign-in throttle's Redis keys")
+    password_hash_concurrency: int = _opt(
+        2, "password hashes (64 MiB each) computed at once per process"
+    )
+    password_hash_queue: int = _opt(
+        32, "password checks that may wait for a slot; more are refused (RESOURCE_EXHAUSTED)"
     )
     # --- processing (worker; issue 6) ---
     worker_batch_size: int = _opt(2000, "trackers with new reports a worker takes per batch")
@@ -295,6 +328,16 @@ def _not_negative(v: float) -> str | None:
     return None if math.isfinite(v) and v >= 0 else "must be a finite number >= 0"
 
 
+def _networks(v: str) -> str | None:
+    try:
+        for part in v.split(","):
+            if part.strip():
+                ipaddress.ip_network(part.strip(), strict=False)
+    except ValueError:
+        return "must be comma-separated networks, e.g. 10.0.0.0/8,fd00::/8"
+    return None
+
+
 def _one_of(*choices: str) -> Callable[[str], str | None]:
     def check(v: str) -> str | None:
         return None if v.lower() in choices else f"must be one of {', '.join(choices)}"
@@ -333,6 +376,24 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "fetch_queue_check_s": _positive,
     "fetch_account_cooldown_max_s": _positive,
     "db_port": _port,
+    "login_max_failures_per_account": lambda v: None if v >= 1 else "must be >= 1",
+    "login_max_failures_per_address": lambda v: None if v >= 1 else "must be >= 1",
+    "login_window_s": _positive,
+    "login_lockout_s": _positive,
+    "login_lockout_max_s": _positive,
+    "login_address_header": lambda v: (
+        None
+        if not v or (len(v) <= 64 and v.replace("-", "").replace("_", "").isalnum())
+        else "must be a metadata header name (letters, digits, '-', '_')"
+    ),
+    "login_trusted_proxies": lambda v: _networks(v),
+    "login_throttle_prefix": lambda v: (
+        None
+        if v and len(v) <= 64 and v.replace("-", "").replace("_", "").replace(":", "").isalnum()
+        else "must be 1..64 letters, digits, '-', '_' or ':'"
+    ),
+    "password_hash_concurrency": lambda v: None if 1 <= v <= 64 else "must be within 1..64",
+    "password_hash_queue": lambda v: None if 0 <= v <= 10_000 else "must be within 0..10000",
     "fetch_queue_prefix": lambda v: (
         None
         if v and len(v) <= 64 and v.replace("-", "").replace("_", "").replace(":", "").isalnum()
@@ -423,3 +484,22 @@ def check_secrets(s: Settings) -> None:
             raise ConfigError(
                 f"the JWT signing key equals KEK {kek_id!r}: use two independent secrets; " + advice
             )
+
+
+def login_limits(s: Settings) -> LoginLimits:
+    """The sign-in limits of ``domain.throttling`` from the settings."""
+    if s.login_lockout_max_s < s.login_lockout_s:
+        raise ConfigError("login_lockout_max_s must be >= login_lockout_s")
+
+    def limit(max_attempts: int) -> AttemptLimit:
+        return AttemptLimit(
+            max_attempts=max_attempts,
+            window=timedelta(seconds=s.login_window_s),
+            first_lockout=timedelta(seconds=s.login_lockout_s),
+            max_lockout=timedelta(seconds=s.login_lockout_max_s),
+        )
+
+    return LoginLimits(
+        per_account=limit(s.login_max_failures_per_account),
+        per_address=limit(s.login_max_failures_per_address),
+    )

@@ -27,8 +27,10 @@ from adapters.postgres.uow import PostgresUnitOfWorkFactory
 from adapters.prometheus import PrometheusFetchMetrics
 from adapters.redis.client import RedisProbe, redis_resource
 from adapters.redis.queue import RedisAccountGate, RedisFetchQueue
+from adapters.redis.throttle import RedisAttemptThrottle
 from adapters.security import Argon2PasswordHasher, JwtTokenCodec
-from servers.config import Settings, kek_ring, signing_key
+from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
+from servers.config import Settings, kek_ring, login_limits, signing_key
 from usecases.access import AccessUseCases, TokenPolicy
 from usecases.fetching import FetchStateQueries
 from usecases.health import CheckDependencies
@@ -105,7 +107,20 @@ class Container(containers.DeclarativeContainer):
         interval_s=settings.provided.health_check_interval_s,
     )
 
-    password_hasher = providers.Singleton(Argon2PasswordHasher)
+    password_hasher = providers.Singleton(
+        Argon2PasswordHasher,
+        concurrency=settings.provided.password_hash_concurrency,
+        queue=settings.provided.password_hash_queue,
+    )
+    # Sign-in attempts counted in Redis across replicas; in this process while Redis is down.
+    login_throttle = providers.Singleton(
+        FailoverAttemptThrottle,
+        primary=providers.Singleton(
+            RedisAttemptThrottle, redis, prefix=settings.provided.login_throttle_prefix
+        ),
+        fallback=providers.Singleton(MemoryAttemptThrottle, clock),
+        clock=clock,
+    )
     token_codec = providers.Singleton(
         JwtTokenCodec, signing_key=providers.Callable(signing_key, settings)
     )
@@ -122,6 +137,8 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         policy=token_policy,
         auth_cache_ttl=providers.Callable(_seconds, settings.provided.auth_cache_ttl_s),
+        throttle=login_throttle,
+        login_limits=providers.Callable(login_limits, settings),
     )
 
     key_pair_factory = providers.Singleton(FindMyKeyPairFactory)
@@ -137,7 +154,12 @@ class Container(containers.DeclarativeContainer):
 
     setup_servicer = providers.Singleton(SetupServicer, setup_usecases)
     setup_query_servicer = providers.Singleton(SetupQueryServicer, setup_usecases)
-    auth_servicer = providers.Singleton(AuthServicer, access_usecases)
+    auth_servicer = providers.Singleton(
+        AuthServicer,
+        access_usecases,
+        address_header=settings.provided.login_address_header,
+        trusted_proxies=settings.provided.login_trusted_proxies,
+    )
     user_servicer = providers.Singleton(UserServicer, access_usecases)
     user_query_servicer = providers.Singleton(UserQueryServicer, access_usecases)
     key_servicer = providers.Singleton(KeyServicer, key_usecases)

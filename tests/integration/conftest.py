@@ -4,6 +4,7 @@ administrator's token attached to every call (``Stack.as_token`` for other calle
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -154,6 +155,8 @@ async def stack_for() -> AsyncIterator[Callable[[Settings], Awaitable[Stack]]]:
 
 
 def stack_settings(database_url: str, redis_url: str = REDIS_URL, **kw: Any) -> Settings:
+    # Sign-in counts of one test's stack are its own (tests share one Redis database).
+    kw.setdefault("login_throttle_prefix", f"login-{uuid.uuid4().hex[:12]}")
     return Settings(
         database_url=database_url,
         redis_url=redis_url,

@@ -456,7 +456,9 @@ class FakeUserRepository:
         if user.id not in self._rows:
             raise NotFound(self.kind, str(user.id))
         self._check(user)
-        self._rows[user.id] = user
+        # token_version never decreases (PostgreSQL writes GREATEST).
+        version = max(user.token_version, self._rows[user.id].token_version)
+        self._rows[user.id] = dataclasses.replace(user, token_version=version)
 
     async def delete(self, user_id: uuid.UUID) -> None:
         if user_id not in self._rows:
@@ -802,6 +804,7 @@ class FakeTokenCodec:
                 "kind": claims.kind,
                 "iat": claims.issued_at.isoformat(),
                 "exp": claims.expires_at.isoformat(),
+                "ver": claims.token_version,
             },
             separators=(",", ":"),
         )
@@ -820,6 +823,7 @@ class FakeTokenCodec:
                 kind=data["kind"],
                 issued_at=datetime.fromisoformat(data["iat"]),
                 expires_at=datetime.fromisoformat(data["exp"]),
+                token_version=int(data.get("ver", 0)),
             )
         except (binascii.Error, ValueError, KeyError, TypeError):
             raise Unauthenticated("invalid token") from None

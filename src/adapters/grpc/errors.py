@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -23,11 +23,13 @@ from domain.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    TooManyAttempts,
     Unauthenticated,
 )
 
 log = logging.getLogger(__name__)
 DOMAIN = "tracker.v1"
+RETRY_AFTER = "retry-after"  # trailer with the seconds to wait, beside google.rpc.RetryInfo
 
 
 def _pack(message: Any) -> any_pb2.Any:
@@ -39,6 +41,7 @@ def _pack(message: Any) -> any_pb2.Any:
 def to_status(err: DomainError) -> grpc.Status:
     """The gRPC status (code, message, details trailer) for a domain error."""
     details: list[Any] = []
+    trailer: tuple[tuple[str, str], ...] = ()
     if isinstance(err, InvalidArgument):
         code = code_pb2.INVALID_ARGUMENT
         details.append(
@@ -55,13 +58,10 @@ def to_status(err: DomainError) -> grpc.Status:
             error_details_pb2.ResourceInfo(resource_type=err.kind, resource_name=err.ident)
         )
     elif isinstance(err, AlreadyExists):
+        # Only the field: the value may belong to another client, whose data is not told.
         code = code_pb2.ALREADY_EXISTS
         details.append(
-            error_details_pb2.ResourceInfo(
-                resource_type=err.kind,
-                resource_name=err.value,
-                description=f"{err.field} already in use",
-            )
+            error_details_pb2.ResourceInfo(resource_type=err.kind, description=err.public)
         )
     elif isinstance(err, FailedPrecondition):
         code = code_pb2.FAILED_PRECONDITION
@@ -74,6 +74,11 @@ def to_status(err: DomainError) -> grpc.Status:
                 ]
             )
         )
+    elif isinstance(err, TooManyAttempts):
+        code = code_pb2.RESOURCE_EXHAUSTED
+        delay = duration_pb2.Duration(seconds=err.retry_after_s)
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+        trailer = ((RETRY_AFTER, str(err.retry_after_s)),)
     elif isinstance(err, PermissionDenied):
         code = code_pb2.PERMISSION_DENIED
     elif isinstance(err, Unauthenticated):
@@ -89,8 +94,12 @@ def to_status(err: DomainError) -> grpc.Status:
         )
     else:
         code = code_pb2.FAILED_PRECONDITION
-    status = status_pb2.Status(code=code, message=str(err), details=[_pack(d) for d in details])
-    return rpc_status.to_status(status)
+    message = err.public if isinstance(err, AlreadyExists) else str(err)
+    status = status_pb2.Status(code=code, message=message, details=[_pack(d) for d in details])
+    converted = rpc_status.to_status(status)
+    if trailer:
+        converted = converted._replace(trailing_metadata=converted.trailing_metadata + trailer)
+    return converted
 
 
 class _Call:
