@@ -145,7 +145,9 @@ class UserRepository(Protocol):
     async def find_by_email(self, email: str) -> User | None: ...
 
     async def update(self, user: User) -> None:
-        """Store the user's fields and replace its memberships."""
+        """Store the user's fields and replace its memberships. ``token_version`` never
+        decreases, and a user read before the latest password change (an older version)
+        does not overwrite the newer password hash."""
         ...
 
     async def delete(self, user_id: uuid.UUID) -> None: ...

@@ -464,3 +464,26 @@ async def test_a_password_reset_revokes_the_old_access_and_refresh_tokens(stack:
     )
     err = await refused(again.user_query.GetUser(uq.GetUserRequest()))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_stale_update_cannot_undo_a_password_reset(stack: Stack) -> None:
+    """A grant that read the user before a reset and writes after it (PostgreSQL)."""
+    user = await stack.access.create_user(
+        Principal.system(), NewUser(email="sam@example.com", password="sam-password-1234")
+    )
+    old = await login(stack, "sam@example.com", "sam-password-1234")
+    assert stack.container is not None
+    uow_factory = await stack.container.uow_factory.async_()
+    async with uow_factory() as uow:
+        stale = await uow.users.get(user.id)
+    await stack.access.set_password(Principal.system(), user.id, "sam-new-password-1")
+    async with uow_factory() as uow:
+        await uow.users.update(stale)
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert (await uow.users.get(user.id)).token_version == 1
+    err = await refused(stack.as_token(old.access_token).user_query.GetUser(uq.GetUserRequest()))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    await login(stack, "sam@example.com", "sam-new-password-1")
+    err = await refused(login(stack, "sam@example.com", "sam-password-1234"))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED

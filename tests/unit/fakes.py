@@ -456,9 +456,14 @@ class FakeUserRepository:
         if user.id not in self._rows:
             raise NotFound(self.kind, str(user.id))
         self._check(user)
-        # token_version never decreases (PostgreSQL writes GREATEST).
-        version = max(user.token_version, self._rows[user.id].token_version)
-        self._rows[user.id] = dataclasses.replace(user, token_version=version)
+        # As in PostgreSQL: token_version never decreases, and a writer that read the user
+        # before the latest password change keeps the newer password hash.
+        stored = self._rows[user.id]
+        if user.token_version < stored.token_version:
+            user = dataclasses.replace(
+                user, token_version=stored.token_version, password_hash=stored.password_hash
+            )
+        self._rows[user.id] = user
 
     async def delete(self, user_id: uuid.UUID) -> None:
         if user_id not in self._rows:

@@ -288,6 +288,10 @@ async def test_granting_access_does_not_undo_a_revocation() -> None:
         await uow.commit()
     with pytest.raises(Unauthenticated):
         await env.access.authenticate(old)
+    # Nor does it put the old password back.
+    await env.access.login("known@example.com", "a brand new password")
+    with pytest.raises(Unauthenticated):
+        await env.access.login("known@example.com", PASSWORD)
 
 
 # -- tenant edges ----------------------------------------------------------------------------

@@ -87,8 +87,11 @@ class PostgresUserRepository:
 
     async def update(self, user: User) -> None:
         status = await self._conn.execute(
-            "UPDATE users SET display_name = $2, password_hash = $3, admin = $4, "
-            "update_time = $5, token_version = GREATEST(token_version, $6) WHERE id = $1",
+            # A writer that read the user before the latest password change (an older token
+            # version) cannot put the old password back, nor lower the version.
+            "UPDATE users SET display_name = $2, admin = $4, update_time = $5, "
+            "password_hash = CASE WHEN $6 >= token_version THEN $3 ELSE password_hash END, "
+            "token_version = GREATEST(token_version, $6) WHERE id = $1",
             user.id,
             user.display_name,
             user.password_hash,
