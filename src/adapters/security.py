@@ -3,30 +3,70 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections import OrderedDict
-from datetime import UTC, datetime
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import argon2
 import jwt
 
 from domain.access import AccessClaims
-from domain.errors import Unauthenticated
+from domain.errors import TooManyAttempts, Unauthenticated
 
 ISSUER = "tracker-services"
 AUDIENCE = "tracker.v1"
 ALGORITHM = "HS256"
 MIN_KEY_BYTES = 32
+T = TypeVar("T")
 
 
 class Argon2PasswordHasher:
-    """argon2-cffi's RFC 9106 low-memory profile (64 MiB, t=3); runs in a worker thread."""
+    """argon2-cffi's RFC 9106 low-memory profile (64 MiB, t=3), on a pool of its own.
 
-    def __init__(self, hasher: argon2.PasswordHasher | None = None) -> None:
+    At most ``concurrency`` hashes run at once (each holds 64 MiB while it runs, so memory
+    for hashing is bounded by ``concurrency`` x 64 MiB), and at most ``queue`` more wait;
+    beyond that a call is refused at once with TooManyAttempts, so a flood of sign-ins
+    neither grows memory nor queues without end."""
+
+    def __init__(
+        self, hasher: argon2.PasswordHasher | None = None, concurrency: int = 2, queue: int = 32
+    ) -> None:
+        if concurrency < 1 or queue < 0:
+            raise ValueError("concurrency must be >= 1 and queue >= 0")
         self._hasher = hasher or argon2.PasswordHasher()
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="argon2")
+        self._capacity = concurrency + queue
+        self._pending = 0
+        self.peak_running = 0  # for tests and benchmarks: most hashes seen running at once
+        self._running = 0
+        self._lock = threading.Lock()
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        if self._pending >= self._capacity:
+            raise TooManyAttempts("too many password checks in progress", timedelta(seconds=1))
+        self._pending += 1
+
+        def counted() -> T:
+            with self._lock:
+                self._running += 1
+                self.peak_running = max(self.peak_running, self._running)
+            try:
+                return work()
+            finally:
+                with self._lock:
+                    self._running -= 1
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, counted)
+        finally:
+            self._pending -= 1
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        return await self._run(lambda: self._hasher.hash(password))
 
     async def verify(self, password_hash: str, password: str) -> bool:
         def check() -> bool:
@@ -35,7 +75,10 @@ class Argon2PasswordHasher:
             except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
                 return False
 
-        return await asyncio.to_thread(check)
+        return await self._run(check)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class JwtTokenCodec:
@@ -61,6 +104,7 @@ class JwtTokenCodec:
                 "typ": claims.kind,
                 "iat": int(claims.issued_at.timestamp()),
                 "exp": int(claims.expires_at.timestamp()),
+                "ver": claims.token_version,
             },
             self._key,
             algorithm=ALGORITHM,
@@ -90,12 +134,16 @@ class JwtTokenCodec:
                 issuer=ISSUER,
                 options={"require": ["exp", "iat", "sub", "jti", "typ"]},
             )
+            version = data.get("ver", 0)  # tokens issued before versions existed: 0
+            if type(version) is not int or version < 0:
+                raise ValueError("ver")
             return AccessClaims(
                 user_id=uuid.UUID(data["sub"]),
                 token_id=str(data["jti"]),
                 kind=str(data["typ"]),
                 issued_at=datetime.fromtimestamp(data["iat"], UTC),
                 expires_at=datetime.fromtimestamp(data["exp"], UTC),
+                token_version=version,
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("token expired") from None

@@ -60,6 +60,9 @@ class User:
     memberships: Mapping[uuid.UUID, Role] = field(default_factory=dict)
     create_time: datetime
     update_time: datetime
+    # Raised by every password change or reset; tokens carry the version they were issued
+    # under, and a token of an older version is no longer accepted. It never decreases.
+    token_version: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "email", normalize_email(self.email))
@@ -129,6 +132,7 @@ class AccessClaims:
     kind: str  # "access" (short-lived, from Login/Refresh) or "service" (minted by trackerctl)
     issued_at: datetime
     expires_at: datetime
+    token_version: int = 0  # the user's token version at issue; tokens from before had none
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 
 class DomainError(Exception):
@@ -62,13 +64,19 @@ class NotFound(DomainError):
 
 
 class AlreadyExists(DomainError):
-    """A unique property (``field``) is already taken."""
+    """A unique property (``field``) is already taken. ``value`` is for logs and tests; the
+    caller is told only ``public``, which names the field: the value may be taken by
+    another client, and whose it is, or that it is the caller's own, is not told."""
 
     def __init__(self, kind: str, field: str, value: str) -> None:
         self.kind = kind
         self.field = field
         self.value = value
         super().__init__(f"{kind} with {field} {value!r} already exists")
+
+    @property
+    def public(self) -> str:
+        return f"{self.field} is not available: it is already in use"
 
 
 class FailedPrecondition(DomainError):
@@ -113,3 +121,17 @@ class Aborted(TransientError):
         self.reason = reason
         self.retry_after_s = retry_after_s
         super().__init__(f"{dependency}: {reason}; retry")
+
+
+class TooManyAttempts(DomainError):
+    """The caller must wait ``retry_after`` before trying again (a rate limit or lockout)."""
+
+    def __init__(self, reason: str, retry_after: timedelta) -> None:
+        self.reason = reason
+        self.retry_after = max(retry_after, timedelta(seconds=1))
+        super().__init__(f"{reason}; retry in {self.retry_after_s} s")
+
+    @property
+    def retry_after_s(self) -> int:
+        """Whole seconds, rounded up: what ``retry-after`` says."""
+        return math.ceil(self.retry_after.total_seconds())

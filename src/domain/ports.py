@@ -45,6 +45,7 @@ from domain.status import (
     StatusChange,
     StatusRule,
 )
+from domain.throttling import ThrottleKey
 
 E = TypeVar("E", bound=Entity)
 F_contra = TypeVar("F_contra", contravariant=True)
@@ -150,7 +151,9 @@ class UserRepository(Protocol):
     async def find_by_email(self, email: str) -> User | None: ...
 
     async def update(self, user: User) -> None:
-        """Store the user's fields and replace its memberships."""
+        """Store the user's fields and replace its memberships. ``token_version`` never
+        decreases, and a user read before the latest password change (an older version)
+        does not overwrite the newer password hash."""
         ...
 
     async def delete(self, user_id: uuid.UUID) -> None: ...
@@ -557,4 +560,19 @@ class StatusRepository(Protocol):
 
     async def reevaluate_run(self, production_run_id: uuid.UUID) -> int:
         """Queue every tracker of the run for a full re-evaluation; returns how many."""
+        ...
+
+
+class AttemptThrottle(Protocol):
+    """Counts attempts per key (an account, an address) and locks keys that had too many,
+    after the rule of ``domain.throttling``; shared by every replica where it can be."""
+
+    async def attempt(self, keys: Sequence[ThrottleKey]) -> timedelta | None:
+        """None: go ahead (one attempt is counted on every key). Otherwise how long the
+        caller must wait: a key is locked (nothing counted), or this attempt was one too
+        many and locked it."""
+        ...
+
+    async def succeeded(self, reset: Sequence[ThrottleKey], refund: Sequence[ThrottleKey]) -> None:
+        """The attempt succeeded: clear the counts of ``reset``, hand one back on ``refund``."""
         ...

@@ -11,11 +11,13 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import math
 import os
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
@@ -23,6 +25,7 @@ import yaml
 
 from domain.instants import DEFAULT_MAX_CLOCK_SKEW
 from domain.limits import MAX_MESSAGE_BYTES
+from domain.throttling import AttemptLimit, LoginLimits
 
 CONFIG_ENV = "TRACKER_CONFIG"
 
@@ -132,6 +135,35 @@ class Settings:
         10.0,
         "seconds IngestReports remembers a tracker's id, client and hashed key (a tracker "
         "deleted meanwhile may still get reports that long; 0: look up every message)",
+    )
+    # --- sign-in abuse (issue 10) ---
+    login_max_failures_per_account: int = _opt(
+        10, "failed sign-ins per account (e-mail, known or not) in a window before a lockout"
+    )
+    login_max_failures_per_address: int = _opt(
+        100, "failed sign-ins (and token refreshes) per source address in a window"
+    )
+    login_window_s: float = _opt(900.0, "seconds of the window failed sign-ins are counted in")
+    login_lockout_s: float = _opt(
+        60.0, "seconds of the first lockout; each further one within 24 h doubles it"
+    )
+    login_lockout_max_s: float = _opt(900.0, "longest lockout, seconds")
+    login_address_header: str = _opt(
+        "",
+        "metadata header a trusted proxy puts the client's address in (e.g. x-forwarded-for; "
+        "its last entry counts); empty: the TCP peer's address",
+    )
+    login_trusted_proxies: str = _opt(
+        "",
+        "comma-separated networks of proxies whose address header is believed "
+        "(empty: believed from any peer, when the header is set)",
+    )
+    login_throttle_prefix: str = _opt("login", "prefix of the sign-in throttle's Redis keys")
+    password_hash_concurrency: int = _opt(
+        2, "password hashes (64 MiB each) computed at once per process"
+    )
+    password_hash_queue: int = _opt(
+        32, "password checks that may wait for a slot; more are refused (RESOURCE_EXHAUSTED)"
     )
     # --- processing (worker; issue 6) ---
     worker_batch_size: int = _opt(2000, "trackers with new reports a worker takes per batch")
@@ -332,6 +364,16 @@ def _not_negative(v: float) -> str | None:
     return None if math.isfinite(v) and v >= 0 else "must be a finite number >= 0"
 
 
+def _networks(v: str) -> str | None:
+    try:
+        for part in v.split(","):
+            if part.strip():
+                ipaddress.ip_network(part.strip(), strict=False)
+    except ValueError:
+        return "must be comma-separated networks, e.g. 10.0.0.0/8,fd00::/8"
+    return None
+
+
 def _one_of(*choices: str) -> Callable[[str], str | None]:
     def check(v: str) -> str | None:
         return None if v.lower() in choices else f"must be one of {', '.join(choices)}"
@@ -373,6 +415,24 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "fetch_queue_check_s": _positive,
     "fetch_account_cooldown_max_s": _positive,
     "db_port": _port,
+    "login_max_failures_per_account": lambda v: None if v >= 1 else "must be >= 1",
+    "login_max_failures_per_address": lambda v: None if v >= 1 else "must be >= 1",
+    "login_window_s": _positive,
+    "login_lockout_s": _positive,
+    "login_lockout_max_s": _positive,
+    "login_address_header": lambda v: (
+        None
+        if not v or (len(v) <= 64 and v.replace("-", "").replace("_", "").isalnum())
+        else "must be a metadata header name (letters, digits, '-', '_')"
+    ),
+    "login_trusted_proxies": lambda v: _networks(v),
+    "login_throttle_prefix": lambda v: (
+        None
+        if v and len(v) <= 64 and v.replace("-", "").replace("_", "").replace(":", "").isalnum()
+        else "must be 1..64 letters, digits, '-', '_' or ':'"
+    ),
+    "password_hash_concurrency": lambda v: None if 1 <= v <= 64 else "must be within 1..64",
+    "password_hash_queue": lambda v: None if 0 <= v <= 10_000 else "must be within 0..10000",
     "fetch_queue_prefix": lambda v: (
         None
         if v and len(v) <= 64 and v.replace("-", "").replace("_", "").replace(":", "").isalnum()
@@ -478,3 +538,49 @@ def signing_key(s: Settings) -> bytes:
     if len(key.encode()) < 32:
         raise ConfigError("the JWT signing key must have at least 32 bytes")
     return key.encode()
+
+
+def check_secrets(s: Settings) -> None:
+    """Every secret a process needs, checked at start. In production the published
+    development signing key or KEK, and a signing key equal to a KEK (one leak would expose
+    both), are refused with a ConfigError saying which and what to do."""
+    key = signing_key(s)
+    ring, _ = kek_ring(s)
+    if s.environment != "production":
+        return
+    advice = "generate one with: head -c 32 /dev/urandom | base64"
+    if key == DEVELOPMENT_SIGNING_KEY.encode():
+        raise ConfigError(
+            "the JWT signing key is the published development key: anyone could mint tokens; "
+            + advice
+        )
+    dev_kek = base64.b64decode(DEVELOPMENT_KEK_RING.partition("=")[2])
+    for kek_id, kek in ring.items():
+        if kek == dev_kek:
+            raise ConfigError(
+                f"KEK {kek_id!r} is the published development KEK: sealed private keys would "
+                "be readable by anyone; " + advice
+            )
+        if key in (kek, base64.b64encode(kek)):
+            raise ConfigError(
+                f"the JWT signing key equals KEK {kek_id!r}: use two independent secrets; " + advice
+            )
+
+
+def login_limits(s: Settings) -> LoginLimits:
+    """The sign-in limits of ``domain.throttling`` from the settings."""
+    if s.login_lockout_max_s < s.login_lockout_s:
+        raise ConfigError("login_lockout_max_s must be >= login_lockout_s")
+
+    def limit(max_attempts: int) -> AttemptLimit:
+        return AttemptLimit(
+            max_attempts=max_attempts,
+            window=timedelta(seconds=s.login_window_s),
+            first_lockout=timedelta(seconds=s.login_lockout_s),
+            max_lockout=timedelta(seconds=s.login_lockout_max_s),
+        )
+
+    return LoginLimits(
+        per_account=limit(s.login_max_failures_per_account),
+        per_address=limit(s.login_max_failures_per_address),
+    )

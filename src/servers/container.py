@@ -29,9 +29,11 @@ from adapters.postgres.uow import PostgresUnitOfWorkFactory
 from adapters.prometheus import PrometheusFetchMetrics
 from adapters.redis.client import RedisProbe, redis_resource
 from adapters.redis.queue import RedisAccountGate, RedisFetchQueue
+from adapters.redis.throttle import RedisAttemptThrottle
 from adapters.security import Argon2PasswordHasher, JwtTokenCodec
+from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
 from domain.pagination import PageTokens
-from servers.config import Settings, kek_ring, page_token_keys, signing_key
+from servers.config import Settings, kek_ring, login_limits, page_token_keys, signing_key
 from usecases.access import AccessUseCases, TokenPolicy
 from usecases.fetching import FetchStateQueries
 from usecases.health import CheckDependencies
@@ -114,7 +116,20 @@ class Container(containers.DeclarativeContainer):
         interval_s=settings.provided.health_check_interval_s,
     )
 
-    password_hasher = providers.Singleton(Argon2PasswordHasher)
+    password_hasher = providers.Singleton(
+        Argon2PasswordHasher,
+        concurrency=settings.provided.password_hash_concurrency,
+        queue=settings.provided.password_hash_queue,
+    )
+    # Sign-in attempts counted in Redis across replicas; in this process while Redis is down.
+    login_throttle = providers.Singleton(
+        FailoverAttemptThrottle,
+        primary=providers.Singleton(
+            RedisAttemptThrottle, redis, prefix=settings.provided.login_throttle_prefix
+        ),
+        fallback=providers.Singleton(MemoryAttemptThrottle, clock),
+        clock=clock,
+    )
     token_codec = providers.Singleton(
         JwtTokenCodec, signing_key=providers.Callable(signing_key, settings)
     )
@@ -131,6 +146,8 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         policy=token_policy,
         auth_cache_ttl=providers.Callable(_seconds, settings.provided.auth_cache_ttl_s),
+        throttle=login_throttle,
+        login_limits=providers.Callable(login_limits, settings),
     )
 
     key_pair_factory = providers.Singleton(FindMyKeyPairFactory)
@@ -149,7 +166,12 @@ class Container(containers.DeclarativeContainer):
     page_tokens = providers.Singleton(_page_tokens, settings)
     setup_servicer = providers.Singleton(SetupServicer, setup_usecases)
     setup_query_servicer = providers.Singleton(SetupQueryServicer, setup_usecases, page_tokens)
-    auth_servicer = providers.Singleton(AuthServicer, access_usecases)
+    auth_servicer = providers.Singleton(
+        AuthServicer,
+        access_usecases,
+        address_header=settings.provided.login_address_header,
+        trusted_proxies=settings.provided.login_trusted_proxies,
+    )
     user_servicer = providers.Singleton(UserServicer, access_usecases)
     user_query_servicer = providers.Singleton(UserQueryServicer, access_usecases, page_tokens)
     key_servicer = providers.Singleton(KeyServicer, key_usecases)

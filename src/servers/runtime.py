@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from adapters.grpc.health import HealthReporter
 from adapters.prometheus import MetricsServer
 from servers import log as logsetup
-from servers.config import ConfigError, Settings, kek_ring, load, signing_key
+from servers.config import ConfigError, Settings, check_secrets, load, login_limits
 from servers.container import Container
 
 log = logging.getLogger("tracker")
@@ -163,8 +163,8 @@ def main_for(
     """Console-script entry: parse settings, configure logs, serve until a signal."""
     try:
         settings = load(argv, description=description)
-        signing_key(settings)  # missing secrets in production stop us here, clearly
-        kek_ring(settings)
+        check_secrets(settings)  # missing or known secrets in production stop us here
+        login_limits(settings)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

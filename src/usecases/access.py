@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -22,10 +23,17 @@ from domain.access import (
     require_admin,
     require_manage,
 )
-from domain.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from domain.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    TooManyAttempts,
+    Unauthenticated,
+)
 from domain.model import new_id
 from domain.pagination import Page, PageRequest
 from domain.ports import (
+    AttemptThrottle,
     Clock,
     PasswordHasher,
     TokenCodec,
@@ -33,6 +41,7 @@ from domain.ports import (
     UnitOfWorkFactory,
     UserFilter,
 )
+from domain.throttling import LoginLimits, ThrottleKey, account_key, address_key
 
 BAD_LOGIN = "wrong email or password"
 
@@ -63,6 +72,7 @@ class _Issuer:
                 kind="access",
                 issued_at=now,
                 expires_at=access_exp,
+                token_version=user.token_version,
             )
         )
         refresh = secrets.token_urlsafe(32)
@@ -78,8 +88,31 @@ class _Issuer:
         return TokenPair(access, access_exp, refresh, refresh_exp)
 
 
+class _Gate:
+    """Asks the throttle before an attempt; TooManyAttempts when the caller must wait."""
+
+    def __init__(self, throttle: AttemptThrottle | None, reason: str) -> None:
+        self._throttle, self._reason = throttle, reason
+
+    async def admit(self, keys: Sequence[ThrottleKey]) -> None:
+        if self._throttle is None or not keys:
+            return
+        wait = await self._throttle.attempt(keys)
+        if wait is not None:
+            raise TooManyAttempts(self._reason, wait)
+
+    async def succeeded(self, reset: Sequence[ThrottleKey], refund: Sequence[ThrottleKey]) -> None:
+        if self._throttle is not None and (reset or refund):
+            await self._throttle.succeeded(reset, refund)
+
+
 class Login:
-    """Email and password for a token pair. Unknown email and wrong password look the same."""
+    """Email and password for a token pair. Unknown email and wrong password look the same:
+    same answer, and the same password check (against a dummy hash for unknown emails).
+
+    Attempts are limited per account and per source address (``LoginLimits``); a locked
+    account or address gets TooManyAttempts with the time to wait, without a password check.
+    Unknown emails are counted exactly like known ones, so a lockout reveals nothing."""
 
     def __init__(
         self,
@@ -88,42 +121,67 @@ class Login:
         codec: TokenCodec,
         clock: Clock,
         policy: TokenPolicy,
+        throttle: AttemptThrottle | None = None,
+        limits: LoginLimits | None = None,
     ) -> None:
         self._uow, self._hasher = uow, hasher
         self._issuer = _Issuer(codec, clock, policy)
+        self._limits = limits or LoginLimits()
+        self._gate = _Gate(throttle, "too many sign-in attempts for this account or address")
         self._dummy_hash: str | None = None
 
-    async def __call__(self, email: str, password: str) -> TokenPair:
+    async def __call__(self, email: str, password: str, source: str = "") -> TokenPair:
+        address = [address_key(source, self._limits.per_address)] if source else []
         try:
             email = normalize_email(email)
         except InvalidArgument:
+            await self._gate.admit(address)
             raise Unauthenticated(BAD_LOGIN) from None
+        keys = [account_key(email, self._limits.per_account), *address]
+        await self._gate.admit(keys)
+        try:
+            if self._dummy_hash is None:  # made before any check, so no first call differs
+                self._dummy_hash = await self._hasher.hash(secrets.token_hex(16))
+            async with self._uow() as uow:
+                user = await uow.users.find_by_email(email)
+            # No connection is held while the (slow, bounded) check runs or waits.
+            ok = await self._hasher.verify(
+                self._dummy_hash if user is None else user.password_hash, password
+            )
+        except TooManyAttempts:
+            await self._gate.succeeded([], keys)  # not checked: the attempt does not count
+            raise
+        if user is None or not ok:
+            raise Unauthenticated(BAD_LOGIN)
         async with self._uow() as uow:
-            user = await uow.users.find_by_email(email)
-            if user is None:
-                # Same work as a real check, so timing does not reveal which emails exist.
-                if self._dummy_hash is None:
-                    self._dummy_hash = await self._hasher.hash(secrets.token_hex(16))
-                await self._hasher.verify(self._dummy_hash, password)
-                raise Unauthenticated(BAD_LOGIN)
-            if not await self._hasher.verify(user.password_hash, password):
-                raise Unauthenticated(BAD_LOGIN)
             pair = await self._issuer.issue(uow, user)
             await uow.commit()
+        await self._gate.succeeded(keys[:1], address)
         return pair
 
 
 class RefreshTokens:
     """A refresh token for a new pair; the old one is spent. Re-use of a spent token revokes
-    every refresh token of that user (it was stolen or leaked)."""
+    every refresh token of that user (it was stolen or leaked). Failed refreshes count
+    against the source address, like failed sign-ins."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, codec: TokenCodec, clock: Clock, policy: TokenPolicy
+        self,
+        uow: UnitOfWorkFactory,
+        codec: TokenCodec,
+        clock: Clock,
+        policy: TokenPolicy,
+        throttle: AttemptThrottle | None = None,
+        limits: LoginLimits | None = None,
     ) -> None:
         self._uow, self._clock = uow, clock
         self._issuer = _Issuer(codec, clock, policy)
+        self._limits = limits or LoginLimits()
+        self._gate = _Gate(throttle, "too many failed token refreshes from this address")
 
-    async def __call__(self, refresh_token: str) -> TokenPair:
+    async def __call__(self, refresh_token: str, source: str = "") -> TokenPair:
+        address = [address_key(source, self._limits.per_address, "refresh")] if source else []
+        await self._gate.admit(address)
         async with self._uow() as uow:
             stored = await uow.refresh_tokens.find(_hash_refresh(refresh_token))
             if stored is None or stored.expires_at <= self._clock.now():
@@ -139,31 +197,33 @@ class RefreshTokens:
             await uow.refresh_tokens.revoke(stored.id)
             pair = await self._issuer.issue(uow, user)
             await uow.commit()
+        await self._gate.succeeded([], address)
         return pair
 
 
 class PrincipalCache:
-    """Callers recently looked up, kept for ``ttl`` so that not every RPC asks PostgreSQL for
-    its user. A change made through this process (delete, access, password) forgets the user at
-    once; one made through another process takes effect within ``ttl``. ``ttl`` 0: no cache."""
+    """Callers recently looked up, with their token version, kept for ``ttl`` so that not
+    every RPC asks PostgreSQL for its user. A change made through this process (delete,
+    access, password) forgets the user at once; one made through another process takes
+    effect within ``ttl``. ``ttl`` 0: no cache."""
 
     def __init__(self, clock: Clock, ttl: timedelta, size: int = 10_000) -> None:
         self._clock, self._ttl, self._size = clock, ttl, size
-        self._entries: OrderedDict[uuid.UUID, tuple[Principal, datetime]] = OrderedDict()
+        self._entries: OrderedDict[uuid.UUID, tuple[Principal, int, datetime]] = OrderedDict()
 
-    def get(self, user_id: uuid.UUID) -> Principal | None:
+    def get(self, user_id: uuid.UUID) -> tuple[Principal, int] | None:
         entry = self._entries.get(user_id)
         if entry is None:
             return None
-        if entry[1] <= self._clock.now():
+        if entry[2] <= self._clock.now():
             del self._entries[user_id]
             return None
-        return entry[0]
+        return entry[0], entry[1]
 
-    def put(self, user_id: uuid.UUID, principal: Principal) -> None:
+    def put(self, user_id: uuid.UUID, principal: Principal, token_version: int = 0) -> None:
         if self._ttl <= timedelta(0):
             return
-        self._entries[user_id] = (principal, self._clock.now() + self._ttl)
+        self._entries[user_id] = (principal, token_version, self._clock.now() + self._ttl)
         self._entries.move_to_end(user_id)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
@@ -172,9 +232,13 @@ class PrincipalCache:
         self._entries.pop(user_id, None)
 
 
+REVOKED = "the token was revoked (the password changed): sign in again"
+
+
 class Authenticate:
     """A bearer token to the caller it stands for; the user must still exist (looked up, or
-    remembered for a moment by the cache)."""
+    remembered for a moment by the cache) and the token must be of the user's current token
+    version (a password change or reset revokes every earlier token)."""
 
     def __init__(
         self, uow: UnitOfWorkFactory, codec: TokenCodec, cache: PrincipalCache | None = None
@@ -183,17 +247,20 @@ class Authenticate:
 
     async def __call__(self, token: str) -> Principal:
         claims = self._codec.decode(token)
-        if self._cache is not None and (known := self._cache.get(claims.user_id)) is not None:
-            return known
-        async with self._uow() as uow:
-            try:
-                user = await uow.users.get(claims.user_id)
-            except NotFound:
-                raise Unauthenticated("the token's user no longer exists") from None
-        principal = user.principal()
-        if self._cache is not None:
-            self._cache.put(claims.user_id, principal)
-        return principal
+        known = self._cache.get(claims.user_id) if self._cache is not None else None
+        # A token newer than the remembered user means the memory is stale: look again.
+        if known is None or claims.token_version > known[1]:
+            async with self._uow() as uow:
+                try:
+                    user = await uow.users.get(claims.user_id)
+                except NotFound:
+                    raise Unauthenticated("the token's user no longer exists") from None
+            known = (user.principal(), user.token_version)
+            if self._cache is not None:
+                self._cache.put(claims.user_id, *known)
+        if claims.token_version != known[1]:
+            raise Unauthenticated(REVOKED)
+        return known[0]
 
 
 class MintServiceToken:
@@ -218,6 +285,7 @@ class MintServiceToken:
                 kind="service",
                 issued_at=now,
                 expires_at=now + ttl,
+                token_version=user.token_version,
             )
         )
         return token, user
@@ -241,6 +309,18 @@ def can_manage_user(caller: Principal, user: User) -> bool:
         return True
     managed = caller.managed_clients() or frozenset()
     return not user.admin and bool(user.memberships) and set(user.memberships) <= managed
+
+
+def seen_by(caller: Principal, user: User) -> User:
+    """The user as ``caller`` may see it: only the memberships of clients the caller belongs
+    to (all of them for admins and for the user themself), so a client admin never learns
+    which other clients share a user, nor the user's role there."""
+    if caller.admin or caller.user_id == user.id:
+        return user
+    readable = caller.readable_clients() or frozenset()
+    return dataclasses.replace(
+        user, memberships={c: r for c, r in user.memberships.items() if c in readable}
+    )
 
 
 async def visible_user(caller: Principal, uow: UnitOfWork, user_id: uuid.UUID) -> User:
@@ -288,7 +368,7 @@ class CreateUser:
         async with self._uow() as uow:
             await uow.users.add(user)
             await uow.commit()
-        return user
+        return seen_by(caller, user)
 
 
 class SetClientAccess:
@@ -311,29 +391,29 @@ class SetClientAccess:
                 memberships.pop(client_id, None)
             else:
                 memberships[client_id] = role
-            updated = User(
-                id=user.id,
-                email=user.email,
-                display_name=user.display_name,
-                password_hash=user.password_hash,
-                admin=user.admin,
-                memberships=memberships,
-                create_time=user.create_time,
-                update_time=self._clock.now(),
+            updated = dataclasses.replace(
+                user, memberships=memberships, update_time=self._clock.now()
             )
             await uow.users.update(updated)
             await uow.commit()
         if self._cache is not None:
             self._cache.forget(user_id)
-        return updated
+        return seen_by(caller, updated)
 
 
 class SetPassword:
     """Users change their own password; admins and their client admins may reset it. Every
-    refresh token of the user is revoked."""
+    token of the user is revoked: refresh tokens in the store, and access and service tokens
+    by a new token version (at once in this process, within the cache TTL in others)."""
 
-    def __init__(self, uow: UnitOfWorkFactory, hasher: PasswordHasher, clock: Clock) -> None:
-        self._uow, self._hasher, self._clock = uow, hasher, clock
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        hasher: PasswordHasher,
+        clock: Clock,
+        cache: PrincipalCache | None = None,
+    ) -> None:
+        self._uow, self._hasher, self._clock, self._cache = uow, hasher, clock, cache
 
     async def __call__(self, caller: Principal, user_id: uuid.UUID, password: str) -> None:
         check_password(password)
@@ -343,19 +423,17 @@ class SetPassword:
                 raise PermissionDenied("resetting this user's password needs ADMIN")
             password_hash = await self._hasher.hash(password)  # slow: only once allowed
             await uow.users.update(
-                User(
-                    id=user.id,
-                    email=user.email,
-                    display_name=user.display_name,
+                dataclasses.replace(
+                    user,
                     password_hash=password_hash,
-                    admin=user.admin,
-                    memberships=user.memberships,
-                    create_time=user.create_time,
                     update_time=self._clock.now(),
+                    token_version=user.token_version + 1,
                 )
             )
             await uow.refresh_tokens.revoke_all(user.id)
             await uow.commit()
+        if self._cache is not None:
+            self._cache.forget(user.id)
 
 
 class DeleteUser:
@@ -379,7 +457,7 @@ class GetUser:
 
     async def __call__(self, caller: Principal, user_id: uuid.UUID) -> User:
         async with self._uow() as uow:
-            return await visible_user(caller, uow, user_id)
+            return seen_by(caller, await visible_user(caller, uow, user_id))
 
 
 class FindUserByEmail:
@@ -391,7 +469,7 @@ class FindUserByEmail:
             user = await uow.users.find_by_email(normalize_email(email))
         if user is None or not can_see_user(caller, user):
             raise NotFound("user", email)
-        return user
+        return seen_by(caller, user)
 
 
 class ListUsers:
@@ -402,7 +480,8 @@ class ListUsers:
 
     async def __call__(self, caller: Principal, page: PageRequest) -> Page[User]:
         async with self._uow() as uow:
-            return await uow.users.list(UserFilter(visible_clients=caller.managed_clients()), page)
+            found = await uow.users.list(UserFilter(visible_clients=caller.managed_clients()), page)
+        return dataclasses.replace(found, items=[seen_by(caller, u) for u in found.items])
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,16 +507,18 @@ class AccessUseCases:
         clock: Clock,
         policy: TokenPolicy,
         auth_cache_ttl: timedelta = timedelta(0),
+        throttle: AttemptThrottle | None = None,
+        login_limits: LoginLimits | None = None,
     ) -> AccessUseCases:
         cache = PrincipalCache(clock, auth_cache_ttl)
         return cls(
-            login=Login(uow, hasher, codec, clock, policy),
-            refresh_tokens=RefreshTokens(uow, codec, clock, policy),
+            login=Login(uow, hasher, codec, clock, policy, throttle, login_limits),
+            refresh_tokens=RefreshTokens(uow, codec, clock, policy, throttle, login_limits),
             authenticate=Authenticate(uow, codec, cache),
             mint_service_token=MintServiceToken(uow, codec, clock),
             create_user=CreateUser(uow, hasher, clock),
             set_client_access=SetClientAccess(uow, clock, cache),
-            set_password=SetPassword(uow, hasher, clock),
+            set_password=SetPassword(uow, hasher, clock, cache),
             delete_user=DeleteUser(uow, cache),
             get_user=GetUser(uow),
             find_user_by_email=FindUserByEmail(uow),

@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from domain.access import Principal, require_admin, require_manage
-from domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from domain.keys import GeneratedKey, KeyBatch, check_private_key
 from domain.limits import MAX_IMPORT
 from domain.model import MacAddress, Tracker, new_id
 from domain.ports import Clock, KeyPairFactory, SecretSealer, UnitOfWorkFactory
+from usecases.setup import name_clash
 
 CHUNK = 2000
 
@@ -171,7 +172,10 @@ class ImportTrackers:
                         run, key.advertisement_key, now, sealed_private_key=key.sealed_private_key
                     )
                 )
-            await uow.trackers.add_many(trackers)
+            try:
+                await uow.trackers.add_many(trackers)
+            except AlreadyExists as err:
+                raise name_clash(err, trackers, lambda i, f: f"mac_addresses[{i}]") from None
             await uow.commit()
         return trackers
 
@@ -214,7 +218,10 @@ class ImportExternalTrackers:
                         sealed_private_key=self._sealer.seal(private, public.hashed),
                     )
                 )
-            await uow.trackers.add_many(trackers)
+            try:
+                await uow.trackers.add_many(trackers)
+            except AlreadyExists as err:
+                raise name_clash(err, trackers, lambda i, f: f"private_keys[{i}]") from None
             await uow.commit()
         return trackers
 

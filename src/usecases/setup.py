@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from domain.access import Principal, require_admin, require_manage, require_read
-from domain.errors import InvalidArgument, field_prefix
+from domain.errors import AlreadyExists, InvalidArgument, field_prefix
 from domain.limits import MAX_BATCH_TRACKERS
 from domain.model import (
     AdvertisementKey,
@@ -187,6 +187,17 @@ def _tracker_from(new: NewTracker, run: ProductionRun, now: datetime) -> Tracker
     return Tracker.in_run(run, key, now, display_name=new.display_name)
 
 
+def name_clash(
+    err: AlreadyExists, trackers: Sequence[Tracker], field: Callable[[int, str], str]
+) -> AlreadyExists:
+    """The clash of a batch, named by the item it concerns (``field(i, clashing field)``),
+    so the caller can tell which one is not available without being told by whom."""
+    for i, tracker in enumerate(trackers):
+        if err.value in (tracker.mac_address.value, tracker.advertisement_key.value.hex()):
+            return AlreadyExists(err.kind, field(i, err.field), err.value)
+    return err
+
+
 class CreateTrackers:
     """Create trackers in bulk, all or none. Errors of item i are under ``trackers[i]``."""
 
@@ -220,7 +231,10 @@ class CreateTrackers:
                         f"trackers[{i}].mac_address", f"same MAC address as trackers[{first}]"
                     )
                 trackers.append(tracker)
-            await uow.trackers.add_many(trackers)
+            try:
+                await uow.trackers.add_many(trackers)
+            except AlreadyExists as err:
+                raise name_clash(err, trackers, lambda i, f: f"trackers[{i}].{f}") from None
             await uow.commit()
         return trackers
 

@@ -4,6 +4,8 @@ administrator's token attached to every call (``Stack.as_token`` for other calle
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -15,6 +17,7 @@ from grpc_health.v1 import health_pb2_grpc
 
 from adapters.grpc.health import HealthReporter
 from domain.access import Principal
+from domain.errors import AlreadyExists
 from servers import endpoints
 from servers.config import Settings
 from servers.container import Container
@@ -135,9 +138,11 @@ async def stack_for() -> AsyncIterator[Callable[[Settings], Awaitable[Stack]]]:
         ports = await process.start()
         assert process.reporter is not None
         access: AccessUseCases = await process.container.access_usecases.async_()
-        await access.create_user(
-            Principal.system(), NewUser(email=ADMIN_EMAIL, password=ADMIN_PASSWORD, admin=True)
-        )
+        with contextlib.suppress(AlreadyExists):  # a second stack on the same database
+            await access.create_user(
+                Principal.system(),
+                NewUser(email=ADMIN_EMAIL, password=ADMIN_PASSWORD, admin=True),
+            )
         token, _ = await access.mint_service_token(
             Principal.system(), ADMIN_EMAIL, timedelta(hours=1)
         )
@@ -154,6 +159,8 @@ async def stack_for() -> AsyncIterator[Callable[[Settings], Awaitable[Stack]]]:
 
 
 def stack_settings(database_url: str, redis_url: str = REDIS_URL, **kw: Any) -> Settings:
+    # Sign-in counts of one test's stack are its own (tests share one Redis database).
+    kw.setdefault("login_throttle_prefix", f"login-{uuid.uuid4().hex[:12]}")
     return Settings(
         database_url=database_url,
         redis_url=redis_url,

@@ -6,19 +6,22 @@ import asyncio
 import base64
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import jwt
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
 
 from adapters.security import AUDIENCE, ISSUER, JwtTokenCodec
 from domain.access import AccessClaims, Principal
 from domain.errors import Unauthenticated
-from servers.config import DEVELOPMENT_SIGNING_KEY
-from tests.integration.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Stack
+from servers.config import DEVELOPMENT_SIGNING_KEY, Settings
+from tests.integration.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Stack, stack_settings
 from tracker.v1 import auth_service_pb2 as a
 from tracker.v1 import resources_pb2 as pb
 from tracker.v1 import setup_query_service_pb2 as q
@@ -311,3 +314,176 @@ async def test_a_remembered_token_still_expires_and_a_tampered_one_is_never_reme
         codec.decode(token)
     with pytest.raises(Unauthenticated, match="expired"):
         codec.decode(token)
+
+
+# -- issue 10: sign-in abuse, revocation ------------------------------------------------------
+
+
+def retry_of(err: grpc.aio.AioRpcError) -> tuple[int, int]:
+    """(google.rpc.RetryInfo seconds, retry-after trailer) of a RESOURCE_EXHAUSTED answer."""
+    status = rpc_status.from_call(err)
+    assert status is not None
+    (detail,) = status.details
+    info = error_details_pb2.RetryInfo()
+    assert detail.Unpack(info)
+    trailer = dict(err.trailing_metadata() or ())["retry-after"]
+    return info.retry_delay.seconds, int(trailer)
+
+
+async def refused(call) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    return err.value
+
+
+async def test_a_login_flood_is_locked_out_with_a_retry_delay(
+    database_url: str, stack_for: Callable[[Settings], Awaitable[Stack]]
+) -> None:
+    stack = await stack_for(
+        stack_settings(database_url, login_max_failures_per_account=3, login_lockout_s=42)
+    )
+    codes = []
+    for _ in range(3):
+        err = await refused(login(stack, ADMIN_EMAIL, "wrong-password-123"))
+        codes.append(err.code())
+    assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 3
+    for password in ("wrong-password-123", ADMIN_PASSWORD):  # locked, even with the password
+        err = await refused(login(stack, ADMIN_EMAIL, password))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "too many sign-in attempts" in (err.details() or "")
+        delay, trailer = retry_of(err)
+        assert 0 < delay <= 42
+        assert trailer == delay
+    # Unknown e-mails get exactly the same treatment.
+    unknown = [
+        (await refused(login(stack, "nobody@example.com", "wrong-password-123"))).code()
+        for _ in range(4)
+    ]
+    assert unknown == [grpc.StatusCode.UNAUTHENTICATED] * 3 + [grpc.StatusCode.RESOURCE_EXHAUSTED]
+
+
+async def test_the_limit_holds_across_replicas(
+    database_url: str, stack_for: Callable[[Settings], Awaitable[Stack]]
+) -> None:
+    settings = stack_settings(database_url, login_max_failures_per_account=3)
+    first = await stack_for(settings)
+    second = await stack_for(settings)  # another process on the same Redis and database
+    for replica in (first, second, first):
+        err = await refused(login(replica, ADMIN_EMAIL, "wrong-password-123"))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    err = await refused(login(second, ADMIN_EMAIL, ADMIN_PASSWORD))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_without_redis_sign_in_works_and_is_still_limited(
+    database_url: str, stack_for: Callable[[Settings], Awaitable[Stack]]
+) -> None:
+    stack = await stack_for(
+        stack_settings(
+            database_url, redis_url="redis://127.0.0.1:1/0", login_max_failures_per_account=2
+        )
+    )
+    await login(stack)
+    for _ in range(2):
+        err = await refused(login(stack, ADMIN_EMAIL, "wrong-password-123"))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    err = await refused(login(stack, ADMIN_EMAIL, ADMIN_PASSWORD))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_a_trusted_proxy_header_names_the_address_only_when_configured(
+    database_url: str, stack_for: Callable[[Settings], Awaitable[Stack]]
+) -> None:
+    async def flood(stack: Stack, forwarded: list[str]) -> list[grpc.StatusCode]:
+        codes = []
+        for address in forwarded:
+            call = stack.auth.Login(
+                a.LoginRequest(email=f"{uuid.uuid4().hex[:8]}@example.com", password="x" * 12),
+                metadata=(("x-forwarded-for", f"203.0.113.9, {address}"),),
+            )
+            codes.append((await refused(call)).code())
+        return codes
+
+    limits = {"login_max_failures_per_address": 1}
+    # Not configured: every call comes from the loopback peer, whatever the header says.
+    plain = await stack_for(stack_settings(database_url, **limits))
+    assert (await flood(plain, ["198.51.100.1", "198.51.100.2"]))[-1] == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
+    # Configured, with loopback as the trusted proxy: the proxy's last entry counts.
+    proxied = await stack_for(
+        stack_settings(
+            database_url,
+            login_address_header="x-forwarded-for",
+            login_trusted_proxies="127.0.0.0/8,::1",
+            **limits,
+        )
+    )
+    assert (
+        await flood(proxied, ["198.51.100.1", "198.51.100.2", "198.51.100.3"])
+        == [grpc.StatusCode.UNAUTHENTICATED] * 3
+    )
+    assert (await flood(proxied, ["198.51.100.4"] * 3))[-1] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Configured, but the peer is not a trusted proxy: the header is ignored.
+    untrusted = await stack_for(
+        stack_settings(
+            database_url,
+            login_address_header="x-forwarded-for",
+            login_trusted_proxies="10.0.0.0/8",
+            **limits,
+        )
+    )
+    assert (await flood(untrusted, ["198.51.100.5", "198.51.100.6"]))[-1] == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
+
+
+async def test_a_password_reset_revokes_the_old_access_and_refresh_tokens(stack: Stack) -> None:
+    await stack.users.CreateUser(
+        us.CreateUserRequest(user=pb.User(email="rita@example.com"), password="rita-password-123")
+    )
+    old = await login(stack, "rita@example.com", "rita-password-123")
+    rita = stack.as_token(old.access_token)
+    me = (await rita.user_query.GetUser(uq.GetUserRequest())).user  # remembered by the cache
+    await stack.users.SetUserPassword(
+        us.SetUserPasswordRequest(user_id=me.id, password="rita-new-password-1")
+    )
+    err = await refused(rita.user_query.GetUser(uq.GetUserRequest()))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "revoked" in (err.details() or "")
+    err = await refused(
+        stack.auth.RefreshToken(a.RefreshTokenRequest(refresh_token=old.refresh_token))
+    )
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    new = await login(stack, "rita@example.com", "rita-new-password-1")
+    again = stack.as_token(new.access_token)
+    assert (await again.user_query.GetUser(uq.GetUserRequest())).user.id == me.id
+    # Her own change revokes the token she made it with, too.
+    await again.users.SetUserPassword(
+        us.SetUserPasswordRequest(user_id=me.id, password="rita-third-password")
+    )
+    err = await refused(again.user_query.GetUser(uq.GetUserRequest()))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_stale_update_cannot_undo_a_password_reset(stack: Stack) -> None:
+    """A grant that read the user before a reset and writes after it (PostgreSQL)."""
+    user = await stack.access.create_user(
+        Principal.system(), NewUser(email="sam@example.com", password="sam-password-1234")
+    )
+    old = await login(stack, "sam@example.com", "sam-password-1234")
+    assert stack.container is not None
+    uow_factory = await stack.container.uow_factory.async_()
+    async with uow_factory() as uow:
+        stale = await uow.users.get(user.id)
+    await stack.access.set_password(Principal.system(), user.id, "sam-new-password-1")
+    async with uow_factory() as uow:
+        await uow.users.update(stale)
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert (await uow.users.get(user.id)).token_version == 1
+    err = await refused(stack.as_token(old.access_token).user_query.GetUser(uq.GetUserRequest()))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    await login(stack, "sam@example.com", "sam-new-password-1")
+    err = await refused(login(stack, "sam@example.com", "sam-password-1234"))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -405,3 +405,154 @@ async def test_a_viewer_cannot_change_its_own_client(stack: Stack) -> None:
                 allowed.add(grpc.StatusCode.OK)  # the snapshot below proves nothing changed
             assert code in allowed, (method.name, code, error)
     assert await snapshot(admin, a) == before
+
+
+# -- issue 10: the edges between tenants -------------------------------------------------------
+
+
+def everything_of(err: grpc.aio.AioRpcError) -> str:
+    """The message and every trailer (details included), as one text to search."""
+    trailers = "".join(
+        v.decode("latin-1") if isinstance(v, bytes) else str(v)
+        for _, v in (err.trailing_metadata() or ())
+    )
+    return f"{err.details()} {trailers}"
+
+
+async def failure(call) -> grpc.aio.AioRpcError:
+    try:
+        await call
+    except grpc.aio.AioRpcError as err:
+        return err
+    raise AssertionError("the call succeeded")
+
+
+async def test_a_shared_user_shows_each_client_admin_only_its_own_client(stack: Stack) -> None:
+    admin = stack
+    a, b = await make_world(admin, "alpha"), await make_world(admin, "bravo")
+    a_boss = admin.as_token(await add_user(admin, a, "alpha", Role.CLIENT_ADMIN))
+    b_boss = admin.as_token(await add_user(admin, b, "bravo", Role.CLIENT_ADMIN))
+    a_id, b_id = a.ids["client"], b.ids["client"]
+    shared = await admin.access.create_user(
+        Principal.system(),
+        NewUser(
+            email="shared@example.com",
+            password="matrix-password-123",
+            memberships={uuid.UUID(a_id): Role.VIEWER, uuid.UUID(b_id): Role.CLIENT_ADMIN},
+        ),
+    )
+    for caller, own, other in ((a_boss, a_id, b_id), (b_boss, b_id, a_id)):
+        got = (
+            await caller.user_query.GetUser(
+                user_query_service_pb2.GetUserRequest(id=str(shared.id))
+            )
+        ).user
+        assert [c.client_id for c in got.client_access] == [own]
+        listed = (
+            await caller.user_query.ListUsers(user_query_service_pb2.ListUsersRequest())
+        ).users
+        text = text_format.MessageToString(user_query_service_pb2.ListUsersResponse(users=listed))
+        assert str(shared.id) in text
+        assert other not in text
+    everyone = (
+        await admin.user_query.GetUser(user_query_service_pb2.GetUserRequest(id=str(shared.id)))
+    ).user
+    assert {c.client_id for c in everyone.client_access} == {a_id, b_id}
+
+
+async def test_conflicts_with_another_clients_values_say_only_that_they_are_taken(
+    stack: Stack,
+) -> None:
+    """What a caller learns from a clash: that the value it sent is in use, and which field
+    of its request it is. Not by whom, nor anything else of the holder; a clash with its own
+    client's value gets the very same answer."""
+    from findmy import KeyPair
+
+    from tracker.v1 import key_service_pb2 as k
+    from tracker.v1 import key_service_pb2_grpc as k_grpc
+
+    admin = stack
+    a, b = await make_world(admin, "alpha"), await make_world(admin, "bravo")
+    a_boss = admin.as_token(await add_user(admin, a, "alpha", Role.CLIENT_ADMIN))
+    await add_user(admin, b, "bravo", Role.CLIENT_ADMIN)
+    b_tracker = (await admin.query.GetTracker(q.GetTrackerRequest(id=b.ids["tracker"]))).tracker
+    a_tracker = (await admin.query.GetTracker(q.GetTrackerRequest(id=a.ids["tracker"]))).tracker
+    b_pair = KeyPair.new()
+    keys = k_grpc.KeyServiceStub(admin.collector_channel)
+    await keys.ImportExternalTrackers(
+        k.ImportExternalTrackersRequest(
+            production_run_id=b.ids["run"], private_keys=[b_pair.private_key_bytes]
+        )
+    )
+    a_keys = k_grpc.KeyServiceStub(a_boss.collector_channel)
+    before = await snapshot(admin, b)
+
+    def create_user(email: str):  # type: ignore[no-untyped-def]
+        return a_boss.users.CreateUser(
+            user_service_pb2.CreateUserRequest(
+                user=pb.User(
+                    email=email,
+                    client_access=[pb.ClientAccess(client_id=a.ids["client"], role=pb.ROLE_VIEWER)],
+                ),
+                password="matrix-password-123",
+            )
+        )
+
+    def create_tracker(adv: bytes):  # type: ignore[no-untyped-def]
+        return a_boss.setup.CreateTracker(
+            s.CreateTrackerRequest(
+                tracker=pb.Tracker(production_run_id=a.ids["run"], advertisement_key=adv)
+            )
+        )
+
+    def batch(adv: bytes):  # type: ignore[no-untyped-def]
+        fresh = hashlib.sha256(b"fresh").digest()[:28]
+        return a_boss.setup.BatchCreateTrackers(
+            s.BatchCreateTrackersRequest(
+                production_run_id=a.ids["run"],
+                trackers=[pb.Tracker(advertisement_key=fresh), pb.Tracker(advertisement_key=adv)],
+            )
+        )
+
+    same_mac_as_b = b_tracker.advertisement_key[:6] + b"\x01" * 22
+    cases = [
+        # (what A sends that B holds, the same kind of clash with A's own value), called lazily
+        (
+            lambda: create_user("bravo-client_admin@example.com"),
+            lambda: create_user("alpha-client_admin@example.com"),
+        ),
+        (
+            lambda: create_tracker(b_tracker.advertisement_key),
+            lambda: create_tracker(a_tracker.advertisement_key),
+        ),
+        (lambda: create_tracker(same_mac_as_b), None),
+        (
+            lambda: batch(b_tracker.advertisement_key),
+            lambda: batch(a_tracker.advertisement_key),
+        ),
+        (
+            lambda: a_keys.ImportExternalTrackers(
+                k.ImportExternalTrackersRequest(
+                    production_run_id=a.ids["run"], private_keys=[b_pair.private_key_bytes]
+                )
+            ),
+            None,
+        ),
+    ]
+    messages = []
+    for theirs, ours in cases:
+        err = await failure(theirs())
+        assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+        shown = everything_of(err)
+        leaked = {x for x in b.secrets | {b_pair.mac_address} if x in shown}
+        assert not leaked, shown
+        assert b_tracker.advertisement_key.hex() not in shown
+        assert "is not available" in (err.details() or "")
+        messages.append(err.details())
+        if ours is not None:
+            mine = await failure(ours())
+            assert (mine.code(), mine.details()) == (err.code(), err.details())
+    assert messages[0] == "email is not available: it is already in use"
+    assert messages[3].startswith("trackers[1].")
+    assert messages[4].startswith("private_keys[0] ")
+    assert await snapshot(admin, b) == before

@@ -467,6 +467,13 @@ class FakeUserRepository:
         if user.id not in self._rows:
             raise NotFound(self.kind, str(user.id))
         self._check(user)
+        # As in PostgreSQL: token_version never decreases, and a writer that read the user
+        # before the latest password change keeps the newer password hash.
+        stored = self._rows[user.id]
+        if user.token_version < stored.token_version:
+            user = dataclasses.replace(
+                user, token_version=stored.token_version, password_hash=stored.password_hash
+            )
         self._rows[user.id] = user
 
     async def delete(self, user_id: uuid.UUID) -> None:
@@ -826,6 +833,7 @@ class FakeTokenCodec:
                 "kind": claims.kind,
                 "iat": claims.issued_at.isoformat(),
                 "exp": claims.expires_at.isoformat(),
+                "ver": claims.token_version,
             },
             separators=(",", ":"),
         )
@@ -844,6 +852,7 @@ class FakeTokenCodec:
                 kind=data["kind"],
                 issued_at=datetime.fromisoformat(data["iat"]),
                 expires_at=datetime.fromisoformat(data["exp"]),
+                token_version=int(data.get("ver", 0)),
             )
         except (binascii.Error, ValueError, KeyError, TypeError):
             raise Unauthenticated("invalid token") from None

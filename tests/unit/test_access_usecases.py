@@ -810,7 +810,9 @@ async def test_client_admin_changes_and_revokes_access_to_their_client(w: World,
     assert dict(promoted.memberships) == {a: Role.CLIENT_ADMIN}
     assert w.uow.committed.users[p.victor.id] == promoted
     revoked = await w.access.set_client_access(alice, p.carol.id, a, None)
-    assert dict(revoked.memberships) == {w.b.client.id: Role.VIEWER}
+    # Carol keeps B, which Alice is not told about.
+    assert dict(w.uow.committed.users[p.carol.id].memberships) == {w.b.client.id: Role.VIEWER}
+    assert dict(revoked.memberships) == {}
 
 
 async def test_client_admin_cannot_grant_access_to_another_client(w: World, p: People) -> None:
@@ -968,6 +970,15 @@ LISTS_USERS = {
 }
 
 
+def shown_to(caller: Principal, user: User) -> User:
+    """What a caller is shown of a user: every membership for admins and oneself, else only
+    those in the caller's own clients."""
+    if caller.admin or caller.user_id == user.id:
+        return user
+    own = {c: r for c, r in user.memberships.items() if c in caller.memberships}
+    return dataclasses.replace(user, memberships=own)
+
+
 @pytest.mark.parametrize("caller", SEES)
 async def test_get_user_shows_exactly_the_users_the_caller_may_see(
     w: World, p: People, caller: str
@@ -976,7 +987,7 @@ async def test_get_user_shows_exactly_the_users_the_caller_may_see(
     for name in SEES["root"]:
         user: User = getattr(p, name)
         if name in SEES[caller]:
-            assert await w.access.get_user(principal, user.id) == user
+            assert await w.access.get_user(principal, user.id) == shown_to(principal, user)
             continue
         with pytest.raises(NotFound) as hidden:
             await w.access.get_user(principal, user.id)
@@ -1000,6 +1011,9 @@ async def test_list_users_shows_admins_everyone_and_client_admins_their_clients(
             break
         after = page.next_after
     assert {u.email.split("@")[0] for u in seen} == LISTS_USERS[caller]
+    for listed in seen:
+        stored = w.uow.committed.users[listed.id]
+        assert listed == shown_to(principal, stored)
     assert [str(u.id) for u in seen] == sorted(str(u.id) for u in seen)
 
 

@@ -83,6 +83,19 @@ SAMPLES: dict[str, Any] = {
 }
 SAMPLES["auth_cache_ttl_s"] = 0.0
 SAMPLES["ingest_tracker_cache_ttl_s"] = 0.0
+
+SAMPLES |= {
+    "login_max_failures_per_account": 3,
+    "login_max_failures_per_address": 30,
+    "login_window_s": 60.0,
+    "login_lockout_s": 5.0,
+    "login_lockout_max_s": 3600.0,
+    "login_address_header": "x-forwarded-for",
+    "login_trusted_proxies": "10.0.0.0/8",
+    "login_throttle_prefix": "login-eu",
+    "password_hash_concurrency": 1,
+    "password_hash_queue": 8,
+}
 SEED_NAMES = {
     "max_keys_per_batch": "MAX_KEYS_PER_BATCH",
     "anisette_server": "ANISETTE_SERVER",
@@ -229,6 +242,12 @@ OUT_OF_RANGE = [
     ("geocode_cache_size", "-1"),
     ("health_check_interval_s", "0"),
     ("health_check_timeout_s", "-1"),
+    ("login_max_failures_per_account", "0"),
+    ("login_window_s", "0"),
+    ("login_address_header", "x forwarded"),
+    ("login_trusted_proxies", "10.0.0.0/33"),
+    ("password_hash_concurrency", "0"),
+    ("password_hash_queue", "-1"),
 ]
 
 

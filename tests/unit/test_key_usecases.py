@@ -556,9 +556,10 @@ async def test_a_tag_becomes_a_tracker_only_once(w: World) -> None:
     for run in (w.run_a, w.run_a2):
         with pytest.raises(AlreadyExists) as exc:
             await w.uc.import_trackers(ADMIN, run.id, [macs[1], macs[0]])
+        # Named by the item of the request, not by what it clashed with.
         assert (exc.value.kind, exc.value.field, exc.value.value) == (
             "tracker",
-            "mac_address",
+            "mac_addresses[1]",
             macs[0],
         )
     assert w.snapshot() == before

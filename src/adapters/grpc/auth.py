@@ -7,9 +7,11 @@ kept in a context variable for the duration of the call; servicers hand it to us
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import ipaddress
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from urllib.parse import unquote
 
 import grpc
 
@@ -115,21 +117,73 @@ def tokens_pb(t: TokenPair) -> a.TokenPair:
 Ctx = grpc.aio.ServicerContext
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """``10.0.0.0/8, 192.168.1.7``: the trusted proxies setting."""
+    return tuple(
+        ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p.strip()
+    )
+
+
+def _peer_host(peer: str) -> str:
+    """``ipv4:1.2.3.4:5678`` or ``ipv6:[::1]:5678`` (maybe percent-encoded) to the address."""
+    kind, _, rest = unquote(peer).partition(":")
+    if kind in ("ipv4", "ipv6"):
+        host = rest.rsplit(":", 1)[0] if ":" in rest else rest
+        return host.strip("[]")
+    return peer
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def client_address(
+    context: grpc.aio.ServicerContext, header: str = "", trusted: Sequence[Network] = ()
+) -> str:
+    """Where the call comes from: the TCP peer, or, when ``header`` is configured and the
+    peer is a trusted proxy (any peer if ``trusted`` is empty), the last address in that
+    header (the one the proxy itself appended; earlier ones are the client's to forge)."""
+    peer = _peer_host(context.peer() or "")
+    if not header:
+        return peer
+    peer_ip = _ip(peer)
+    if trusted and (peer_ip is None or not any(peer_ip in net for net in trusted)):
+        return peer
+    values = [v for k, v in context.invocation_metadata() or () if k == header]
+    if values:
+        forwarded = _ip(str(values[-1]).split(",")[-1].strip())
+        if forwarded is not None:
+            return str(forwarded)
+    return peer
+
+
 class AuthServicer(a_grpc.AuthServiceServicer):
-    def __init__(self, uc: AccessUseCases) -> None:
+    def __init__(
+        self, uc: AccessUseCases, address_header: str = "", trusted_proxies: str = ""
+    ) -> None:
         self._uc = uc
+        self._header = address_header.lower()
+        self._trusted = parse_networks(trusted_proxies)
+
+    def _source(self, context: Ctx) -> str:
+        return client_address(context, self._header, self._trusted)
 
     async def Login(self, request: a.LoginRequest, context: Ctx) -> a.LoginResponse:
-        return a.LoginResponse(
-            tokens=tokens_pb(await self._uc.login(request.email, request.password))
-        )
+        pair = await self._uc.login(request.email, request.password, self._source(context))
+        return a.LoginResponse(tokens=tokens_pb(pair))
 
     async def RefreshToken(
         self, request: a.RefreshTokenRequest, context: Ctx
     ) -> a.RefreshTokenResponse:
         if not request.refresh_token:
             raise InvalidArgument("refresh_token", "required")
-        pair = await self._uc.refresh_tokens(request.refresh_token)
+        pair = await self._uc.refresh_tokens(request.refresh_token, self._source(context))
         return a.RefreshTokenResponse(tokens=tokens_pb(pair))
 
 

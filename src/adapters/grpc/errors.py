@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -27,12 +27,14 @@ from domain.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    TooManyAttempts,
     TransientError,
     Unauthenticated,
 )
 
 log = logging.getLogger(__name__)
 DOMAIN = "tracker.v1"
+RETRY_AFTER = "retry-after"  # trailer with the seconds to wait, beside google.rpc.RetryInfo
 
 
 def _pack(message: Any) -> any_pb2.Any:
@@ -52,6 +54,7 @@ def to_status(err: DomainError, progress: Mapping[str, str] | None = None) -> gr
     (how far a stream got) goes into the ErrorInfo's metadata and plain trailers."""
     details: list[Any] = []
     info: error_details_pb2.ErrorInfo | None = None
+    trailer: tuple[tuple[str, str], ...] = ()
     if isinstance(err, InvalidArgument):
         code = code_pb2.INVALID_ARGUMENT
         details.append(
@@ -68,13 +71,10 @@ def to_status(err: DomainError, progress: Mapping[str, str] | None = None) -> gr
             error_details_pb2.ResourceInfo(resource_type=err.kind, resource_name=err.ident)
         )
     elif isinstance(err, AlreadyExists):
+        # Only the field: the value may belong to another client, whose data is not told.
         code = code_pb2.ALREADY_EXISTS
         details.append(
-            error_details_pb2.ResourceInfo(
-                resource_type=err.kind,
-                resource_name=err.value,
-                description=f"{err.field} already in use",
-            )
+            error_details_pb2.ResourceInfo(resource_type=err.kind, description=err.public)
         )
     elif isinstance(err, FailedPrecondition):
         code = code_pb2.FAILED_PRECONDITION
@@ -87,6 +87,11 @@ def to_status(err: DomainError, progress: Mapping[str, str] | None = None) -> gr
                 ]
             )
         )
+    elif isinstance(err, TooManyAttempts):
+        code = code_pb2.RESOURCE_EXHAUSTED
+        delay = duration_pb2.Duration(seconds=err.retry_after_s)
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+        trailer = ((RETRY_AFTER, str(err.retry_after_s)),)
     elif isinstance(err, PermissionDenied):
         code = code_pb2.PERMISSION_DENIED
     elif isinstance(err, Unauthenticated):
@@ -105,7 +110,8 @@ def to_status(err: DomainError, progress: Mapping[str, str] | None = None) -> gr
         details.append(_retry_info(err.retry_after_s))
     else:
         code = code_pb2.FAILED_PRECONDITION
-    return _status(code, str(err), details, info, progress)
+    message = err.public if isinstance(err, AlreadyExists) else str(err)
+    return _status(code, message, details, info, progress, trailer)
 
 
 def _status(
@@ -114,6 +120,7 @@ def _status(
     details: list[Any],
     info: error_details_pb2.ErrorInfo | None,
     progress: Mapping[str, str] | None,
+    trailer: tuple[tuple[str, str], ...] = (),
 ) -> grpc.Status:
     if progress:
         if info is None:
@@ -124,9 +131,11 @@ def _status(
     status = rpc_status.to_status(
         status_pb2.Status(code=code, message=message, details=[_pack(d) for d in details])
     )
-    if progress:
-        # Plain trailers as well, for clients that do not decode google.rpc details.
-        extra = tuple((f"tracker-{k.replace('_', '-')}", v) for k, v in progress.items())
+    # Plain trailers as well, for clients that do not decode google.rpc details.
+    extra = trailer + tuple(
+        (f"tracker-{k.replace('_', '-')}", v) for k, v in (progress or {}).items()
+    )
+    if extra:
         return _WithTrailers(status.code, status.details, (*status.trailing_metadata, *extra))
     return status
 

@@ -14,6 +14,7 @@ from domain.ports import UserFilter
 
 _USER_COLUMNS = (
     "u.id, u.email, u.display_name, u.password_hash, u.admin, u.create_time, u.update_time, "
+    "u.token_version, "
     "coalesce((SELECT array_agg(m.client_id::text || '=' || m.role) FROM memberships m "
     "WHERE m.user_id = u.id), '{}') AS memberships"
 )
@@ -33,6 +34,7 @@ def _user(r: asyncpg.Record) -> User:
         memberships=memberships,
         create_time=r["create_time"],
         update_time=r["update_time"],
+        token_version=r["token_version"],
     )
 
 
@@ -55,7 +57,7 @@ class PostgresUserRepository:
         try:
             await self._conn.execute(
                 "INSERT INTO users (id, email, display_name, password_hash, admin, create_time,"
-                " update_time) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                " update_time, token_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 user.id,
                 user.email,
                 user.display_name,
@@ -63,6 +65,7 @@ class PostgresUserRepository:
                 user.admin,
                 user.create_time,
                 user.update_time,
+                user.token_version,
             )
         except asyncpg.UniqueViolationError:
             raise AlreadyExists("user", "email", user.email) from None
@@ -84,13 +87,17 @@ class PostgresUserRepository:
 
     async def update(self, user: User) -> None:
         status = await self._conn.execute(
-            "UPDATE users SET display_name = $2, password_hash = $3, admin = $4, "
-            "update_time = $5 WHERE id = $1",
+            # A writer that read the user before the latest password change (an older token
+            # version) cannot put the old password back, nor lower the version.
+            "UPDATE users SET display_name = $2, admin = $4, update_time = $5, "
+            "password_hash = CASE WHEN $6 >= token_version THEN $3 ELSE password_hash END, "
+            "token_version = GREATEST(token_version, $6) WHERE id = $1",
             user.id,
             user.display_name,
             user.password_hash,
             user.admin,
             user.update_time,
+            user.token_version,
         )
         if status.endswith(" 0"):
             raise NotFound("user", str(user.id))
