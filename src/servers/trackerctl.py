@@ -29,8 +29,8 @@ from domain.access import Principal, Role
 from domain.errors import DomainError
 from servers.config import ConfigError, Settings, from_sources, parser
 from servers.container import Container
-from usecases.access import AccessUseCases, NewUser
 from servers.fetcher import fetcher_config, worker_id
+from usecases.access import AccessUseCases, NewUser
 from usecases.fetching import Account, FetchRunReports
 from usecases.keys import MAX_IMPORT, ExportFormat, KeyUseCases
 
