@@ -131,7 +131,9 @@ async def bench(n: int, fetchers: int, accounts: int, timeout_s: float) -> None:
         tags = await seed(db, n)
         sim = Simulator(keep=1, accounts=fetchers * accounts)
         for _, adv, payload in tags:
-            sim.payloads[base64.b64encode(hashlib.sha256(adv).digest()).decode()].append(payload)
+            sim.payloads[base64.b64encode(hashlib.sha256(adv).digest()).decode()].append(
+                (time.time() - 600, payload)
+            )
         runner = await start(sim)
         baseline = decrypt_rate(tags)
         del tags

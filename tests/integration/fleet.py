@@ -153,6 +153,7 @@ def fetcher_env(
         "TRACKER_FINDMY_TIMEOUT_S": "30",
         "REQUEST_INTERVAL_HOURS": repr(interval_s / 3600),
         "FETCH_INTERVAL": "0",
+        "TRACKER_FETCH_ACCOUNT_BUDGET_PER_HOUR": "0",  # the simulator, not an Apple account
         "TRACKER_FETCH_LEASE_S": "10",
         "TRACKER_FETCH_HEARTBEAT_S": "0.5",
         "TRACKER_FETCH_WORKER_TTL_S": "2",
