@@ -143,9 +143,7 @@ async def test_a_run_is_fetched_in_batches_and_stored_once(stack: Stack, tmp_pat
         assert len(sim.requests) == 3
         assert min(b[1] - a[1] for a, b in itertools.pairwise(sim.requests)) >= 0.45
         assert sim.anisette_urls[anisette_before:]
-        assert all(
-            "via=env" in u for u in sim.anisette_urls[anisette_before:]
-        )
+        assert all("via=env" in u for u in sim.anisette_urls[anisette_before:])
         assert "simulator@example.com" not in err.decode() + out.decode()
     finally:
         await runner.cleanup()

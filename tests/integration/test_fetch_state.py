@@ -83,9 +83,7 @@ async def test_keys_come_with_the_latest_report_and_states_are_saved(
         saved = await u.fetch_states.get(b)
         active = dict(await u.fetch_states.active_targets(now))
         run = await pool.fetchrow("SELECT start_time, end_time FROM production_runs")
-        assert {(t.run_start, t.run_end) for t in targets} == {
-            (run["start_time"], run["end_time"])
-        }
+        assert {(t.run_start, t.run_end) for t in targets} == {(run["start_time"], run["end_time"])}
         held = Report(
             tracker_id=a,
             report_time=now - timedelta(hours=1),
