@@ -270,8 +270,15 @@ class FetchState:
     def after_failed_request(self, result: FetchResult, now: datetime, due: datetime) -> FetchState:
         """The request failed as a whole (the account's or Apple's trouble, not the
         tracker's): the factor stays, the tracker stays due at ``due`` so it is served first
-        when an account can send again; only the attempt is recorded."""
-        return replace(self, last_attempt=now, last_result=result, next_due=due)
+        when an account can send again; the failed attempt is counted."""
+        return replace(
+            self,
+            failures=self.failures + 1,
+            consecutive_failures=self.consecutive_failures + 1,
+            last_attempt=now,
+            last_result=result,
+            next_due=due,
+        )
 
 
 def turn_results(

@@ -120,8 +120,8 @@ class Settings:
     )
     findmy_busy_s: float = _opt(
         60.0,
-        "after a request we stopped waiting for, Apple may still work on it this many seconds "
-        "from when it was sent: its account sends nothing before",
+        "after we stopped waiting for a request, Apple may still work on it this many seconds: "
+        "its account sends nothing before",
     )
     db_host: str = _opt("", "overrides the host of database_url", env="DB_HOST")
     db_port: int = _opt(0, "overrides the port of database_url (0: keep)", env="DB_PORT")

@@ -75,6 +75,8 @@ class Simulator:
         self.payloads: dict[str, list[tuple[float, bytes]]] = defaultdict(list)
         """Per hashed key: (location time, encrypted payload), oldest first."""
         self.faults: deque[dict[str, Any]] = deque()
+        self.fresh: dict[str, bytes] = {}
+        """Tags seen all the time: every answer brings a new report of them, dated now."""
         self.anisette_urls: list[str] = []
         """The URL of every Anisette call (which server the client was configured with)."""
         self.anisette_faults = 0
@@ -131,9 +133,30 @@ class Simulator:
         del held[: max(0, len(held) - self.keep)]
         return len(reports)
 
+    def always_reporting(self, advertisement_key: bytes) -> None:
+        """A tag some iPhone sees all the time: each fetch finds a new report of it."""
+        hashed = base64.b64encode(hashlib.sha256(advertisement_key).digest()).decode()
+        self.fresh[hashed] = advertisement_key
+
     def answer(self, hashed: str, start_ms: float | None, end_ms: float | None) -> list[bytes]:
         """What Apple answers for one key: its reports with a location time inside the
         window (the newest again each time the window includes it), newest ``per_entry``."""
+        if hashed in self.fresh:
+            now = datetime.now(UTC).replace(microsecond=0)
+            if not self.payloads.get(hashed) or self.payloads[hashed][-1][0] < now.timestamp():
+                lat = 50 + self._rng.random()
+                self.add_reports(
+                    self.fresh[hashed],
+                    [
+                        {
+                            "time": now.isoformat(),
+                            "latitude": lat,
+                            "longitude": 10.0,
+                            "confidence": 2,
+                            "accuracy_m": 20,
+                        }
+                    ],
+                )
         held = self.payloads.get(hashed, [])
         oldest = time.time() - self.retain.total_seconds()
         lo = -math.inf if start_ms is None else start_ms / 1000

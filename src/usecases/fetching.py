@@ -95,8 +95,8 @@ class FetcherConfig:
     request_timeout: timedelta = timedelta(seconds=30)
     """The whole request, Anisette included; past it we stop waiting."""
     source_busy: timedelta = timedelta(seconds=60)
-    """After we stopped waiting, the source may still work on the request this long (from
-    when it was sent): the account stays held until then."""
+    """After we stopped waiting for a request, the source may still work on it this long:
+    the account stays held until then."""
     max_retry_wait: timedelta = timedelta(seconds=30)
     redis_probe: timedelta = timedelta(milliseconds=500)
     """While Redis is down, how often the rebuild tries again (it runs as soon as it is
@@ -181,7 +181,8 @@ def account_free_at(
         retry_after = max_cooldown.total_seconds()
     free = policy.next_allowed(now, max(failures_in_row, 1), retry_after)
     if isinstance(failure, SourceUnavailable) and failure.timed_out and sent_at is not None:
-        free = max(free, sent_at + source_busy)
+        # When the request left is not known (Anisette came first): count from giving up.
+        free = max(free, now + source_busy)
     return free
 
 
@@ -569,8 +570,14 @@ class FetchWorker:
                     try:
                         turn = await self.turn(account)
                     finally:
-                        # A turn that sent no request leaves the account free at once.
-                        if turn is None or turn.requested:
+                        # A turn that sent no request leaves the account free at once; one
+                        # cut short (a defect, or stopping) may have left a request that the
+                        # source is still answering.
+                        if turn is None:
+                            held.free_at = max(
+                                self.next_allowed(account), self._clock.now() + cfg.source_busy
+                            )
+                        elif turn.requested:
                             held.free_at = self.next_allowed(account)
                         else:
                             held.free_at = self._clock.now()

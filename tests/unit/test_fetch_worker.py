@@ -323,7 +323,7 @@ async def test_a_rate_limited_request_pauses_the_account_and_its_trackers_are_se
     states = w.uow.committed.fetch_states
     assert {states[t].factor for t in failed} == {1}
     assert {states[t].last_result for t in failed} == {FetchResult.RATE_LIMITED}
-    assert {states[t].failures for t in failed} == {0}
+    assert {states[t].failures for t in failed} == {1}  # counted, without a backoff
     assert {w.queue.due[t] for t in failed} == {before[t] for t in failed}
     assert w.worker.next_allowed(w.account) == w.clock.now() + timedelta(seconds=120)
     w.clock.set(NOW + INTERVAL + timedelta(seconds=120))

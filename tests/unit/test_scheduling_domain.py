@@ -201,7 +201,7 @@ def test_a_failed_request_keeps_the_factor_and_the_due_time(
     due = NOW + due_in
     after = state.after_failed_request(result, NOW, due)
     assert (after.factor, after.next_due, after.last_result) == (state.factor, due, result)
-    assert (after.successes, after.failures) == (state.successes, state.failures)
+    assert (after.successes, after.failures) == (state.successes, state.failures + 1)
 
 
 @given(

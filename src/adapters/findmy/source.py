@@ -115,9 +115,14 @@ class FindMyLocationSource:
             async with self._http.post(self._fetch_url, json=body, headers=headers) as resp:
                 return resp.status, resp.headers, await resp.read()
         except TimeoutError:
-            raise SourceUnavailable(f"no answer within {self._timeout_s}s") from None
-        except aiohttp.ClientError as exc:
+            # Apple may still be working on it: its account is not free yet.
+            raise SourceUnavailable(
+                f"no answer within {self._timeout_s}s", timed_out=True
+            ) from None
+        except aiohttp.ClientConnectorError as exc:  # never reached Apple
             raise SourceUnavailable(f"{type(exc).__name__}: {exc}") from None
+        except aiohttp.ClientError as exc:  # sent, perhaps: as if we stopped waiting
+            raise SourceUnavailable(f"{type(exc).__name__}: {exc}", timed_out=True) from None
 
     async def fetch(
         self, keys: Sequence[TrackerKey], since: datetime, until: datetime
