@@ -169,6 +169,11 @@ async def test_an_admin_sees_a_trackers_fetch_state_and_the_queue(
     assert got[silent].next_due_time.ToDatetime(UTC) > got[silent].last_attempt_time.ToDatetime(UTC)
     whole = await fetch.GetFetchQueue(fq.GetFetchQueueRequest())
     assert (whole.queued_count, whole.claimed_count) == (3, 0)
+    # The capacity figure of the last rebuild: 3 trackers fit one request; an account
+    # without a budget allows any number.
+    cap = whole.capacity
+    assert (cap.tracker_count, cap.account_count, cap.needed_requests_per_interval) == (3, 1, 1)
+    assert (cap.accounts_needed, cap.sufficient) == (1, True)
     # Out of the queue (e.g. being rebuilt): the saved state is still shown.
     await queue.remove([silent])
     gone = (await fetch.GetFetchState(fq.GetFetchStateRequest(tracker_id=str(silent)))).fetch_state
