@@ -144,8 +144,11 @@ def fetcher_env(
     prefix: str,
     **extra: Any,
 ) -> dict[str, str]:
+    # The seed's DB_* overrides (exported by a developer's shell) would point the fetcher
+    # at another database than the test's.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("DB_")}
     env = {
-        **os.environ,
+        **inherited,
         "TRACKER_DATABASE_URL": database_url,
         "TRACKER_REDIS_URL": redis_url,
         "TRACKER_FINDMY_ACCOUNT_FILE": accounts,
