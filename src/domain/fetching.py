@@ -46,6 +46,8 @@ class FetchOutcome:
     """Payloads that did not parse, decrypt or validate: skipped, never fatal."""
     foreign: int = 0
     """Payloads for a key that was not asked for."""
+    outside: int = 0
+    """Reports dated outside their tracker's run (or older than Apple keeps): dropped."""
 
 
 class SourceError(DomainError):

@@ -186,6 +186,25 @@ def account_free_at(
     return free
 
 
+def inside_runs(
+    outcome: FetchOutcome,
+    targets: Mapping[uuid.UUID, tuple[TrackerKey, FetchState, datetime]],
+    floor: datetime,
+    now: datetime,
+) -> FetchOutcome:
+    """Only reports dated inside their tracker's run (and Apple's retention): Apple has been
+    seen to ignore a request's dates, so the window is also enforced on what comes back."""
+    kept = []
+    for r in outcome.reports:
+        key, _, run_start = targets[r.tracker_id]
+        ended = key.until is not None and key.until < now and r.report_time > key.until
+        if max(run_start, floor) <= r.report_time and not ended:
+            kept.append(r)
+    return replace(
+        outcome, reports=kept, outside=outcome.outside + len(outcome.reports) - len(kept)
+    )
+
+
 class HeldAccount:
     """An account held by ``holder`` through the gate: renewed every third of ``hold``
     while held (with the holder's heartbeat, if it has one), released on exit with the time
@@ -353,7 +372,7 @@ class FetchWorker:
             try:
                 outcome = await bounded_fetch(
                     account.source,
-                    [key for key, _ in found.values()],
+                    [key for key, _, _ in found.values()],
                     started - cfg.policy.max_report_age,
                     started,
                     cfg.request_timeout,
@@ -365,9 +384,10 @@ class FetchWorker:
             else:
                 self._metrics.request(account.name, "ok", self._elapsed(started))
                 self._account_failures[account.name] = 0
+                outcome = inside_runs(outcome, found, started - cfg.policy.max_report_age, started)
         done_at = self._clock.now()
         due = {i: claims[i].due for i in found}
-        saved = {i: state for i, (_, state) in found.items()}
+        saved = {i: state for i, (_, state, _) in found.items()}
         stored, states = await self._retry(
             "postgres", lambda: self._store(outcome, saved, due, failure, done_at)
         )
@@ -475,9 +495,9 @@ class FetchWorker:
 
     async def _targets(
         self, ids: list[uuid.UUID], now: datetime
-    ) -> dict[uuid.UUID, tuple[TrackerKey, FetchState]]:
+    ) -> dict[uuid.UUID, tuple[TrackerKey, FetchState, datetime]]:
         """Keys of the claimed trackers, each asking for its own window (see
-        ``FetchPolicy.window``), with their saved states."""
+        ``FetchPolicy.window``), with their saved states and their runs' start."""
         policy = self._config.policy
         async with self._uow() as uow:
             found = await uow.fetch_states.keys_for(
@@ -487,7 +507,7 @@ class FetchWorker:
         for t in found:
             w = policy.window(t.last_report, now, t.run_start, t.run_end)
             key = replace(t.key, since=w.since, until=w.until)
-            out[t.key.tracker_id] = (key, t.state or FetchState())
+            out[t.key.tracker_id] = (key, t.state or FetchState(), t.run_start)
         return out
 
     async def _store(

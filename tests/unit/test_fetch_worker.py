@@ -485,3 +485,34 @@ async def test_a_defect_during_a_turn_hands_the_claims_back_with_backoff() -> No
         await w.worker.turn(w.account)
     assert w.queue.leases == {}
     assert set(w.queue.due.values()) == {NOW + INTERVAL + 2 * INTERVAL}
+
+
+async def test_reports_dated_before_the_run_or_after_its_end_are_dropped_even_if_answered() -> None:
+    """Apple has been seen to ignore a request's dates: the run's window holds anyway."""
+    w = make_world(2, silent=0, end_grace=timedelta(hours=6))
+    end = NOW + INTERVAL
+    w.uow.committed.production_runs[w.run.id] = w.run.with_changes({"end_time": end}, NOW)
+    await w.worker.sync("start")
+    a, b = w.trackers
+    w.clock.set(end + timedelta(hours=1))
+
+    async def careless(
+        keys: Sequence[TrackerKey], since: datetime, until: datetime
+    ) -> FetchOutcome:
+        return FetchOutcome(
+            [
+                report(a.id, w.run.start_time - timedelta(minutes=1)),  # before the start
+                report(a.id, end + timedelta(minutes=5)),  # after the end
+                report(b.id, end - timedelta(minutes=5)),  # inside: kept
+            ]
+        )
+
+    w.source.fetch = careless  # type: ignore[method-assign]
+    await w.drain()
+    stored = list(w.uow.committed.reports.values())
+    assert [(r.tracker_id, r.report_time) for r in stored] == [(b.id, end - timedelta(minutes=5))]
+    states = w.uow.committed.fetch_states
+    assert (states[a.id].last_result, states[b.id].last_result) == (
+        FetchResult.NO_REPORTS,
+        FetchResult.REPORTED,
+    )
