@@ -614,6 +614,9 @@ def test_config_map_holds_the_settings_and_every_pod_reads_config_and_secret(
         "FETCH_INTERVAL": "1",
         "MAX_KEYS_PER_BATCH": "64",
         "MAX_REPORT_AGE_DAYS": "7",
+        "TRACKER_FETCH_ACCOUNT_BUDGET_PER_HOUR": "4",
+        "TRACKER_FETCH_OVERLAP_H": "6",
+        "TRACKER_FETCH_END_GRACE_H": "24",
         "TRACKER_FINDMY_FETCH_URL": "https://gateway.icloud.com/findmyservice/v2/fetch",
         "ANISETTE_SERVER": "",
     }
