@@ -167,6 +167,30 @@ def report(name: str, tags: list[Tag], res: Result, days: float) -> None:
     )
 
 
+def keys_figure(args: argparse.Namespace) -> None:
+    """Mean keys per request over two simulated hours, before and after, by fleet size."""
+    interval = timedelta(hours=args.interval_h)
+    hours = 2.0
+    for n in (300, 10_000, 250_000):
+        line = []
+        for name, after in (("before", False), ("after", True)):
+            tags = make_fleet(n, args.silent, hours / 24, args.seen_min, seed=5)
+            policy = FetchPolicy(interval=interval, fill_horizon=0.25 if after else 0.0)
+            res = week(
+                tags,
+                policy,
+                after=after,
+                days=hours / 24,
+                per_request=64,
+                pace_s=args.fetch_interval_s / args.accounts,
+            )
+            line.append(
+                f"{name} {res.keys / max(res.requests, 1):4.1f} keys/request "
+                f"({res.requests:,} requests)"
+            )
+        print(f"{n:>7,} trackers, {hours:g} h: " + "; ".join(line))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--trackers", type=int, default=10_000)
@@ -183,7 +207,15 @@ def main() -> None:
     ap.add_argument("--accounts", type=int, default=4)
     ap.add_argument("--fetch-interval-s", type=float, default=1.0)
     ap.add_argument("--budget", type=float, default=4.0, help="requests/hour per account")
+    ap.add_argument(
+        "--keys-figure",
+        action="store_true",
+        help="only the mean keys per request of 300, 10,000 and 250,000 trackers (2 hours)",
+    )
     args = ap.parse_args()
+    if args.keys_figure:
+        keys_figure(args)
+        return
     interval = timedelta(hours=args.interval_h)
     print(
         f"{args.trackers:,} trackers, {args.silent:.0%} silent, {args.days:g} days, interval "

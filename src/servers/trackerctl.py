@@ -31,7 +31,8 @@ from servers.config import ConfigError, Settings, from_sources, parser
 from servers.container import Container
 from servers.fetcher import fetcher_config, worker_id
 from usecases.access import AccessUseCases, NewUser
-from usecases.fetching import Account, FetchRunReports
+from usecases.fetch_once import FetchRunReports
+from usecases.fetching import Account
 from usecases.keys import MAX_IMPORT, ExportFormat, KeyUseCases
 
 ROLES = {"client-admin": Role.CLIENT_ADMIN, "viewer": Role.VIEWER}

@@ -28,7 +28,8 @@ from tests.integration.conftest import Stack
 from tests.integration.test_keys import export, run_of_new_client, stubs
 from tracker.v1 import key_query_service_pb2 as kq
 from tracker.v1 import key_service_pb2 as k
-from usecases.fetching import Account, FetchRunReports
+from usecases.fetch_once import FetchRunReports
+from usecases.fetching import Account
 
 pytestmark = pytest.mark.integration
 
