@@ -116,6 +116,8 @@ class NullFetchMetrics:
 
 
 Sleep = Callable[[float], Awaitable[None]]
+RunWindow = tuple[datetime, datetime]
+"""A production run's start and end."""
 
 
 async def bounded_fetch(
@@ -162,17 +164,15 @@ def account_free_at(
 
 def inside_runs(
     outcome: FetchOutcome,
-    targets: Mapping[uuid.UUID, tuple[TrackerKey, FetchState, datetime]],
+    targets: Mapping[uuid.UUID, tuple[TrackerKey, FetchState, RunWindow]],
     floor: datetime,
-    now: datetime,
 ) -> FetchOutcome:
     """Only reports dated inside their tracker's run (and Apple's retention): Apple has been
     seen to ignore a request's dates, so the window is also enforced on what comes back."""
     kept = []
     for r in outcome.reports:
-        key, _, run_start = targets[r.tracker_id]
-        ended = key.until is not None and key.until < now and r.report_time > key.until
-        if max(run_start, floor) <= r.report_time and not ended:
+        _, _, (run_start, run_end) = targets[r.tracker_id]
+        if max(run_start, floor) <= r.report_time <= run_end:
             kept.append(r)
     return replace(
         outcome, reports=kept, outside=outcome.outside + len(outcome.reports) - len(kept)
@@ -358,7 +358,7 @@ class FetchWorker:
             else:
                 self._metrics.request(account.name, "ok", self._elapsed(started))
                 self._account_failures[account.name] = 0
-                outcome = inside_runs(outcome, found, started - cfg.policy.max_report_age, started)
+                outcome = inside_runs(outcome, found, started - cfg.policy.max_report_age)
         done_at = self._clock.now()
         due = {i: claims[i].due for i in found}
         saved = {i: state for i, (_, state, _) in found.items()}
@@ -469,9 +469,9 @@ class FetchWorker:
 
     async def _targets(
         self, ids: list[uuid.UUID], now: datetime
-    ) -> dict[uuid.UUID, tuple[TrackerKey, FetchState, datetime]]:
+    ) -> dict[uuid.UUID, tuple[TrackerKey, FetchState, RunWindow]]:
         """Keys of the claimed trackers, each asking for its own window (see
-        ``FetchPolicy.window``), with their saved states and their runs' start."""
+        ``FetchPolicy.window``), with their saved states and their runs' start and end."""
         policy = self._config.policy
         async with self._uow() as uow:
             found = await uow.fetch_states.keys_for(
@@ -481,7 +481,7 @@ class FetchWorker:
         for t in found:
             w = policy.window(t.last_report, now, t.run_start, t.run_end)
             key = replace(t.key, since=w.since, until=w.until)
-            out[t.key.tracker_id] = (key, t.state or FetchState(), t.run_start)
+            out[t.key.tracker_id] = (key, t.state or FetchState(), (t.run_start, t.run_end))
         return out
 
     async def _store(

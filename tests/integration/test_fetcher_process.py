@@ -430,13 +430,19 @@ async def test_429_backs_off_without_a_tight_loop_and_recovers(
 ) -> None:
     fault = {"mode": "429", "count": 10**6, "retry_after": None}
     trackers = await _fleet_behind_429(database_url, sim, fetchers, tmp_path, fault)
+
+    async def limited_once() -> bool:
+        return any(r[2] == 429 for r in sim.requests)
+
+    assert await wait_for(limited_once, 60)
     await asyncio.sleep(8)
     limited = [r[1] for r in sim.requests if r[2] == 429]
     gaps = [round(b - a, 1) for a, b in itertools.pairwise(limited)]
-    print(f"\n429 for 8s: {len(limited)} requests, gaps {gaps}")
-    # The account cools down 1, 2, 4 s (capped at 4) and the trackers back off: a handful
-    # of requests, not a tight loop.
-    assert 2 <= len(limited) <= 7, gaps
+    print(f"\n429 for 8s after the first: {len(limited)} requests, gaps {gaps}")
+    # The account pauses 1, 2, 4 s (capped at 4 here) between probes: a handful of
+    # requests, not a tight loop (a busy machine only makes the gaps longer).
+    assert len(limited) <= 7, gaps
+    assert all(g >= 0.9 for g in gaps), gaps
     sim.faults.clear()
     healed = datetime.now(UTC)
     assert await wait_for(lambda: all_fetched_since(database_url, trackers, healed), 60)
@@ -524,18 +530,23 @@ async def test_fairness_of_thousands_of_trackers_of_which_thirty_percent_never_r
         f"{silent_counts[0]}..{silent_counts[-1]}; in flight per account {dict(sim.max_in_flight)}"
     )
     assert min(asked.values()) >= 1, "every tracker had a turn"
-    assert counts[-1] - counts[0] <= 2
+    # Completed turns (a request that failed under load is asked again, first): round-robin.
+    done = sorted(states[t]["successes"] for t in healthy)
+    assert done[-1] - done[0] <= 2, (done[0], done[-1])
     assert silent_counts[-1] < counts[-1]
     for t in healthy:
         s = states[t]
         assert s["factor"] == 1, dict(s)
-        assert s["successes"] in (asked[t], asked[t] - 1)  # each turn brought a new report
+        # each answered turn brought a new report (failed requests are counted as failures)
+        assert s["successes"] + s["failures"] in (asked[t], asked[t] - 1), dict(s)
+    clean = "fetch failed" not in f.log(0) + f.log(1)  # no request failed (a busy machine)
     for t in silent:
         s = states.get(t)
         turns = 0 if s is None else s["failures"]
         assert turns in (asked[t], asked[t] - 1)
         if s is not None:
-            assert s["factor"] == min(2**turns, 16), dict(s)
+            # x2 per turn without news; a failed request keeps the factor
+            assert s["factor"] == min(2**turns, 16) or (not clean and s["factor"] < 2**turns)
             assert s["successes"] == 0
     assert set(sim.max_in_flight.values()) == {1}
 

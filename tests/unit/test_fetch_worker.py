@@ -516,3 +516,19 @@ async def test_reports_dated_before_the_run_or_after_its_end_are_dropped_even_if
         FetchResult.NO_REPORTS,
         FetchResult.REPORTED,
     )
+
+
+async def test_a_report_dated_after_the_claim_is_kept() -> None:
+    """A finder's report can be dated a moment after the request left (clocks differ)."""
+    w = make_world(1, silent=0)
+    await w.worker.sync("start")
+    w.clock.set(NOW + INTERVAL)
+    [t] = w.trackers
+
+    async def ahead(keys: Sequence[TrackerKey], since: datetime, until: datetime) -> FetchOutcome:
+        return FetchOutcome([report(t.id, w.clock.now() + timedelta(seconds=2))])
+
+    w.source.fetch = ahead  # type: ignore[method-assign]
+    await w.drain()
+    assert len(w.uow.committed.reports) == 1
+    assert w.uow.committed.fetch_states[t.id].last_result is FetchResult.REPORTED
