@@ -142,7 +142,10 @@ class Simulator:
         """What Apple answers for one key: its reports with a location time inside the
         window (the newest again each time the window includes it), newest ``per_entry``."""
         if hashed in self.fresh:
-            now = datetime.now(UTC).replace(microsecond=0)
+            # seen just now, or at the window's end if that is earlier (whole seconds, as
+            # Find My times are): a fetch at most once a second finds a new report each time
+            latest = time.time() if end_ms is None else min(time.time(), end_ms / 1000)
+            now = datetime.fromtimestamp(math.floor(latest), UTC)
             if not self.payloads.get(hashed) or self.payloads[hashed][-1][0] < now.timestamp():
                 lat = 50 + self._rng.random()
                 self.add_reports(

@@ -417,7 +417,7 @@ async def _fleet_behind_429(
         tmp_path,
         trackers=40,
         accounts=1,
-        interval_s=0.5,
+        interval_s=1.5,  # a tag has at most one new report a second
         TRACKER_FETCH_ACCOUNT_COOLDOWN_MAX_S="4",
     )
     sim.faults.append(fault)
