@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -319,11 +319,11 @@ class FetchWorker:
         try:
             requested, failure, sent_at = await self._serve(account, claims, now)
         except Exception:
-            # A defect, not an outage: hand the claims back with a failure's backoff rather
-            # than leave them to the lease (best effort: the lease still covers a failure).
-            later = self._clock.now() + cfg.policy.delay(2)
+            # A defect, not the trackers' fault: hand the claims back at their due times (kept
+            # factor, served first) rather than leave them to the lease; the account loop
+            # pauses longer after each defect, so this is no hot loop.
             with contextlib.suppress(Exception):
-                await self._queue.complete(cfg.worker_id, [(i, later) for i in claims])
+                await self._queue.complete(cfg.worker_id, [(i, c.due) for i, c in claims.items()])
             raise
         self.turns += 1
         return Turn(len(batch.claims), requested, batch.next_due, failure, sent_at)
@@ -362,8 +362,11 @@ class FetchWorker:
         done_at = self._clock.now()
         due = {i: claims[i].due for i in found}
         saved = {i: state for i, (_, state, _) in found.items()}
+        new: set[uuid.UUID] = set()
+        if failure is None and outcome.reports:
+            new = await self._retry("postgres", lambda: self._new(outcome))
         stored, states = await self._retry(
-            "postgres", lambda: self._store(outcome, saved, due, failure, done_at)
+            "postgres", lambda: self._store(outcome, saved, due, failure, new, done_at)
         )
         self._metrics.reports(len(outcome.reports), stored, outcome.malformed)
         requeue = [(i, s.next_due or done_at) for i, s in states]
@@ -484,23 +487,31 @@ class FetchWorker:
             out[t.key.tracker_id] = (key, t.state or FetchState(), (t.run_start, t.run_end))
         return out
 
+    async def _new(self, outcome: FetchOutcome) -> set[uuid.UUID]:
+        """Which trackers the answer brought news of. A transaction of its own, before the
+        one that stores: holding a read lock on ``reports`` while ``add_many`` creates a
+        partition (which locks ``reports`` exclusively) deadlocks concurrent fetchers. A race
+        with another fetcher storing the same report meanwhile costs at most one x1 turn."""
+        async with self._uow() as uow:
+            return await uow.fetch_states.with_new_reports(outcome.reports)
+
     async def _store(
         self,
         outcome: FetchOutcome,
         saved: Mapping[uuid.UUID, FetchState],
         due: Mapping[uuid.UUID, datetime],
         failure: SourceError | None,
+        new: Collection[uuid.UUID],
         done_at: datetime,
     ) -> tuple[int, list[tuple[uuid.UUID, FetchState]]]:
-        """Store the reports and the trackers' states in one transaction. Which trackers
-        reported is decided against what was stored before (a report we held is no news)."""
+        """Store the reports and the trackers' states in one transaction; ``new``: the
+        trackers with a report we did not hold (a report we held is no news)."""
         policy, keys = self._config.policy, saved
         async with self._uow() as uow:
             if failure is not None:
                 result = FetchResult(failure.kind)
                 states = [(i, saved[i].after_failed_request(result, done_at, due[i])) for i in keys]
             else:
-                new = await uow.fetch_states.with_new_reports(outcome.reports)
                 results = turn_results(keys, new)
                 states = [
                     (i, saved[i].after(r, done_at, policy, due=due[i])) for i, r in results.items()
