@@ -8,7 +8,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from domain.scheduling import QueueStats, SyncResult
+from domain.scheduling import Capacity, QueueStats, SyncResult
 
 RPC_REQUESTS = Counter(
     "tracker_rpc_requests_total",
@@ -57,6 +57,16 @@ FETCH_REPORTS = Counter(
     "Reports fetched, by fate (fetched, stored, malformed)",
     ["fate"],
 )
+FETCH_CAPACITY = Gauge(
+    "tracker_fetch_capacity_requests_per_interval",
+    "Find My requests per fetch interval: what the active fleet needs (every tracker at x1, "
+    "full requests) and what the accounts' budget allows",
+    ["kind"],
+)
+FETCH_ACCOUNTS_NEEDED = Gauge(
+    "tracker_fetch_accounts_needed",
+    "Apple accounts the active fleet needs within the per-account request budget",
+)
 FETCH_ERRORS = Counter("tracker_fetch_errors_total", "Fetcher errors, by kind", ["kind"])
 FETCH_SYNCS = Counter(
     "tracker_fetch_queue_syncs_total",
@@ -101,6 +111,11 @@ class PrometheusFetchMetrics:
         FETCH_SYNCS.labels(reason).inc()
         FETCH_SYNC_CHANGES.labels("added").inc(result.added)
         FETCH_SYNC_CHANGES.labels("removed").inc(result.removed)
+
+    def capacity(self, capacity: Capacity) -> None:
+        FETCH_CAPACITY.labels("needed").set(capacity.needed_per_interval)
+        FETCH_CAPACITY.labels("allowed").set(capacity.allowed_per_interval)
+        FETCH_ACCOUNTS_NEEDED.set(capacity.accounts_needed)
 
     def error(self, kind: str) -> None:
         FETCH_ERRORS.labels(kind).inc()

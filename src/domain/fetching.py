@@ -10,6 +10,7 @@ from datetime import datetime
 from domain.errors import DomainError
 from domain.model import AdvertisementKey, SealedSecret
 from domain.reports import Report
+from domain.scheduling import FetchState
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +21,22 @@ class TrackerKey:
     advertisement_key: AdvertisementKey
     sealed_private_key: SealedSecret = field(repr=False)
     since: datetime | None = None
-    """Ask for this key's reports from here (the latest one we hold); None: the request's."""
+    """Ask for this key's reports from here (the newest one we hold minus the overlap);
+    None: the request's."""
+    until: datetime | None = None
+    """Up to here (the run's end, if it is over); None: the request's."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchTarget:
+    """A claimed tracker as PostgreSQL knows it: its key, the newest report we hold, its
+    saved state, and its run's window (fetches stay inside it)."""
+
+    key: TrackerKey
+    last_report: datetime | None
+    state: FetchState | None
+    run_start: datetime
+    run_end: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +46,8 @@ class FetchOutcome:
     """Payloads that did not parse, decrypt or validate: skipped, never fatal."""
     foreign: int = 0
     """Payloads for a key that was not asked for."""
+    outside: int = 0
+    """Reports dated outside their tracker's run (or older than Apple keeps): dropped."""
 
 
 class SourceError(DomainError):
@@ -48,9 +66,17 @@ class SourceRateLimited(SourceError):
 
 
 class SourceUnavailable(SourceError):
-    """5xx, timeouts, connection failures, empty answers."""
+    """5xx, timeouts, connection failures, empty answers, Anisette failures.
+    ``timed_out``: we stopped waiting, but the source may still be working on the request
+    (the account is not free before that work must be over)."""
 
     kind = "unavailable"
+
+    def __init__(
+        self, detail: str, retry_after_s: float | None = None, *, timed_out: bool = False
+    ) -> None:
+        self.timed_out = timed_out
+        super().__init__(detail, retry_after_s)
 
 
 class SourceProtocolError(SourceError):

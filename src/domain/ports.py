@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Protocol, Self, TypeVar
 
 from domain.access import AccessClaims, RefreshToken, User
-from domain.fetching import FetchOutcome, TrackerKey
+from domain.fetching import FetchOutcome, FetchTarget, TrackerKey
 from domain.geo import NearestCity
 from domain.history import CurrentStatus, Granularity, LocationPoint, TrackerStatusChange
 from domain.keys import GeneratedKey, KeyBatch, SealedSecret, TagKey
@@ -31,6 +31,7 @@ from domain.model import (
 from domain.pagination import Page, PageRequest
 from domain.reports import Report, ReportRows, TrackerRef
 from domain.scheduling import (
+    Capacity,
     ClaimBatch,
     FetchState,
     QueuePlace,
@@ -187,16 +188,28 @@ class ReportRepository(Protocol):
 class FetchStateRepository(Protocol):
     """The fetcher's view of PostgreSQL."""
 
-    async def active_targets(self, now: datetime) -> list[tuple[uuid.UUID, datetime | None]]:
-        """Trackers of runs active at ``now`` that have a private key, with the due time saved
-        after their last turn (None: never fetched)."""
+    async def active_targets(
+        self, now: datetime, end_grace: timedelta = timedelta(0)
+    ) -> list[tuple[uuid.UUID, datetime | None]]:
+        """Trackers of runs active at ``now`` (started, and ended less than ``end_grace``
+        ago) that have a private key, with the due time saved after their last turn (None:
+        never fetched)."""
         ...
 
     async def keys_for(
-        self, ids: Sequence[uuid.UUID], now: datetime, floor: datetime
-    ) -> list[tuple[TrackerKey, datetime | None, FetchState | None]]:
-        """Keys of those of ``ids`` still active, each with its latest report time (>= floor)
-        and its saved state."""
+        self,
+        ids: Sequence[uuid.UUID],
+        now: datetime,
+        floor: datetime,
+        end_grace: timedelta = timedelta(0),
+    ) -> list[FetchTarget]:
+        """Keys of those of ``ids`` still active, each with its latest report time (>= floor),
+        its saved state and its run's window."""
+        ...
+
+    async def with_new_reports(self, reports: Sequence[Report]) -> set[uuid.UUID]:
+        """Trackers of which at least one of ``reports`` is not stored yet (asked before
+        storing them, in the same transaction)."""
         ...
 
     async def save_many(self, states: Sequence[tuple[uuid.UUID, FetchState]]) -> None: ...
@@ -330,9 +343,18 @@ class FetchQueue(Protocol):
     """The shared queue of trackers to fetch, ordered by due time (Redis). Every method is
     atomic; connection failures raise DependencyUnavailable."""
 
-    async def claim(self, worker: str, limit: int, now: datetime, lease: timedelta) -> ClaimBatch:
-        """Up to ``limit`` due trackers, most overdue first, leased to ``worker``. Claims of
-        dead workers and expired leases go back to the queue first."""
+    async def claim(
+        self,
+        worker: str,
+        limit: int,
+        now: datetime,
+        lease: timedelta,
+        horizon: timedelta = timedelta(0),
+    ) -> ClaimBatch:
+        """Up to ``limit`` trackers leased to ``worker``, most overdue first: nothing unless
+        one is due at ``now``; then the batch is filled with those due before ``now +
+        horizon``, soonest first. Claims of dead workers and expired leases go back to the
+        queue first."""
         ...
 
     async def complete(self, worker: str, done: Sequence[tuple[uuid.UUID, datetime]]) -> int:
@@ -368,6 +390,10 @@ class FetchQueue(Protocol):
 
     async def entry(self, tracker_id: uuid.UUID) -> QueuePlace | None: ...
 
+    async def publish_capacity(self, capacity: Capacity, now: datetime) -> None:
+        """Record the fleet's capacity figure, read back by ``stats``."""
+        ...
+
 
 class AccountGate(Protocol):
     """One request at a time per source account, across every fetcher process, and a
@@ -384,6 +410,11 @@ class AccountGate(Protocol):
         """0 if ``holder`` now holds the account (for at most ``hold``), else seconds to wait.
         An account with no record of its last request (never used, or the record was lost)
         waits ``pace`` first: the last request may have been a moment ago."""
+        ...
+
+    async def renew(self, account: str, holder: str, hold: timedelta) -> bool:
+        """Extend ``holder``'s hold on the account to ``hold`` from now; False if it does
+        not hold it."""
         ...
 
     async def release(self, account: str, holder: str, next_allowed: datetime) -> None: ...
@@ -403,6 +434,8 @@ class FetchMetrics(Protocol):
     def queue(self, stats: QueueStats) -> None: ...
 
     def synced(self, reason: str, result: SyncResult) -> None: ...
+
+    def capacity(self, capacity: Capacity) -> None: ...
 
     def error(self, kind: str) -> None: ...
 

@@ -110,6 +110,34 @@ class Settings:
     fetch_account_cooldown_max_s: float = _opt(
         1800.0, "longest pause of an account after errors (Retry-After is capped here)"
     )
+    fetch_account_budget_per_hour: float = _opt(
+        4.0,
+        "requests one Apple account may send per hour, spread evenly (0: only FETCH_INTERVAL); "
+        "the default follows FindMy.py's maintainer: one request every 15-30 min was fine, "
+        "every 5-10 min got accounts banned (docs/fetching.md)",
+    )
+    fetch_probe_max_s: float = _opt(
+        60.0,
+        "longest pause between two recovery probes of an account after errors without "
+        "Retry-After (one request each)",
+    )
+    fetch_overlap_h: float = _opt(
+        6.0,
+        "a request asks from the newest report we hold minus this many hours (late uploads)",
+    )
+    fetch_end_grace_h: float = _opt(
+        24.0, "hours after a run's end its trackers are still fetched (reports uploaded late)"
+    )
+    fetch_fill_horizon: float = _opt(
+        0.25,
+        "a request with fewer due trackers than MAX_KEYS_PER_BATCH is filled with those due "
+        "within this fraction of the interval, soonest first",
+    )
+    findmy_busy_s: float = _opt(
+        60.0,
+        "after we stopped waiting for a request, Apple may still work on it this many seconds: "
+        "its account sends nothing before",
+    )
     db_host: str = _opt("", "overrides the host of database_url", env="DB_HOST")
     db_port: int = _opt(0, "overrides the port of database_url (0: keep)", env="DB_PORT")
     db_name: str = _opt("", "overrides the database of database_url", env="DB_NAME")
@@ -414,6 +442,12 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "fetch_worker_ttl_s": _positive,
     "fetch_queue_check_s": _positive,
     "fetch_account_cooldown_max_s": _positive,
+    "fetch_account_budget_per_hour": _not_negative,
+    "fetch_probe_max_s": _positive,
+    "fetch_overlap_h": _not_negative,
+    "fetch_end_grace_h": _not_negative,
+    "fetch_fill_horizon": lambda v: None if 0 <= v <= 1 else "must be within 0..1",
+    "findmy_busy_s": _not_negative,
     "db_port": _port,
     "login_max_failures_per_account": lambda v: None if v >= 1 else "must be >= 1",
     "login_max_failures_per_address": lambda v: None if v >= 1 else "must be >= 1",

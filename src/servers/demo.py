@@ -68,6 +68,7 @@ class Demo:
             self._settings,
             accounts=[Account("demo-simulator", self._source)],
             interval=timedelta(seconds=self._settings.demo_fetch_interval_s),
+            budget_per_hour=0,  # the demo's own simulator, not an Apple account
         )
         await self._fetcher.start(container)
         log.info(

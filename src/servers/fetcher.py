@@ -27,18 +27,33 @@ def worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def fetcher_config(s: Settings, interval: timedelta | None = None) -> FetcherConfig:
+def fetcher_config(
+    s: Settings,
+    interval: timedelta | None = None,
+    budget_per_hour: float | None = None,
+    name: str | None = None,
+) -> FetcherConfig:
+    """The fetcher's rules from the settings (``trackerctl findmy fetch`` uses the same).
+    ``budget_per_hour``: overrides the accounts' budget (the demo's simulator has none)."""
     return FetcherConfig(
-        worker_id=worker_id(),
+        worker_id=name or worker_id(),
         policy=FetchPolicy(
             interval=interval or timedelta(hours=s.request_interval_hours),
             max_factor=s.max_backoff_factor,
             max_report_age=timedelta(days=s.max_report_age_days),
+            overlap=timedelta(hours=s.fetch_overlap_h),
+            end_grace=timedelta(hours=s.fetch_end_grace_h),
+            fill_horizon=s.fetch_fill_horizon,
         ),
         account_policy=AccountPolicy(
             min_interval=timedelta(seconds=s.fetch_interval_s),
             max_cooldown=timedelta(seconds=s.fetch_account_cooldown_max_s),
+            budget_per_hour=(
+                s.fetch_account_budget_per_hour if budget_per_hour is None else budget_per_hour
+            ),
+            probe_max=timedelta(seconds=s.fetch_probe_max_s),
         ),
+        source_busy=timedelta(seconds=s.findmy_busy_s),
         keys_per_request=s.max_keys_per_batch,
         lease=timedelta(seconds=s.fetch_lease_s),
         heartbeat=timedelta(seconds=s.fetch_heartbeat_s),
@@ -57,10 +72,12 @@ class Fetcher:
         settings: Settings,
         accounts: Sequence[Account] | None = None,
         interval: timedelta | None = None,
+        budget_per_hour: float | None = None,
     ) -> None:
         self._settings = settings
         self._accounts = list(accounts) if accounts is not None else None
         self._interval = interval
+        self._budget = budget_per_hour
         self.worker: FetchWorker | None = None
         self._task: asyncio.Task[None] | None = None
         self._owned: list[Account] = []
@@ -79,7 +96,7 @@ class Fetcher:
                 )
             except AccountFileError as exc:
                 raise ConfigError(str(exc)) from None
-        config = fetcher_config(s, self._interval)
+        config = fetcher_config(s, self._interval, self._budget)
         self.worker = FetchWorker(
             await container.uow_factory.async_(),
             await container.fetch_queue.async_(),
@@ -97,6 +114,7 @@ class Fetcher:
                 "accounts": [a.name for a in accounts],
                 "interval_s": config.policy.interval.total_seconds(),
                 "keys_per_request": config.keys_per_request,
+                "account_requests_per_hour": config.account_policy.requests_per_hour(),
             },
         )
 

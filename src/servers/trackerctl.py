@@ -23,7 +23,8 @@ from findmy.reports.anisette import RemoteAnisetteProvider
 from findmy.reports.state import LoginState
 
 from adapters.clock import SystemClock
-from adapters.findmy.source import FindMyLocationSource
+from adapters.findmy.accounts import AccountFileError, close_accounts, load_accounts
+from adapters.findmy.redact import protect
 from adapters.postgres.migrator import MigrationError, ensure_database, migrate
 from adapters.postgres.partitions import PostgresReportPartitions
 from adapters.postgres.pool import open_pool
@@ -32,8 +33,10 @@ from domain.errors import DomainError
 from domain.limits import MAX_IMPORT
 from servers.config import ConfigError, Settings, from_sources, parser
 from servers.container import Container
+from servers.fetcher import fetcher_config, worker_id
 from usecases.access import AccessUseCases, NewUser
-from usecases.fetching import FetchRunReports
+from usecases.fetch_once import FetchRunReports
+from usecases.fetching import Account
 from usecases.keys import ExportFormat, KeyUseCases
 from usecases.maintenance import MaintainReportPartitions
 
@@ -237,42 +240,59 @@ async def _findmy(settings: Settings, args: argparse.Namespace) -> int:
         return await _findmy_login(args)
     if not settings.findmy_account_file:
         raise ConfigError(
-            "set TRACKER_FINDMY_ACCOUNT_FILE (a session from 'trackerctl findmy login')"
+            "set TRACKER_FINDMY_ACCOUNT_FILE (session files from 'trackerctl findmy login', "
+            "comma-separated, or a directory of them), as for the fetcher"
         )
-    account = AsyncAppleAccount.from_json(settings.findmy_account_file)
+    if bool(args.run) == bool(args.tracker):
+        raise ConfigError("name exactly one of --run and --tracker")
     container = Container(settings=settings)
     await container.init_resources()  # type: ignore[misc]
-    source = FindMyLocationSource(
-        account,
-        container.sealer(),
-        fetch_url=settings.findmy_fetch_url,
-        timeout_s=settings.findmy_timeout_s,
-    )
+    accounts: list[Account] = []
     try:
+        try:
+            accounts = load_accounts(
+                settings.findmy_account_file,
+                container.sealer(),
+                fetch_url=settings.findmy_fetch_url,
+                timeout_s=settings.findmy_timeout_s,
+                anisette_url=settings.anisette_server,
+            )
+        except AccountFileError as exc:
+            raise ConfigError(str(exc)) from None
+        config = fetcher_config(settings, name=f"trackerctl-{worker_id()}")
         fetch = FetchRunReports(
             await container.uow_factory.async_(),
-            source,
+            await container.fetch_queue.async_(),
+            await container.account_gate.async_(),
+            accounts,
             container.clock(),
-            settings.max_keys_per_batch,
+            config,
         )
-        summary = await fetch(Principal.system(), uuid.UUID(args.run))
+        summary = await fetch(
+            Principal.system(),
+            run_id=uuid.UUID(args.run) if args.run else None,
+            tracker_id=uuid.UUID(args.tracker) if args.tracker else None,
+        )
     finally:
-        await source.close()
+        await close_accounts(accounts)
         await container.shutdown_resources()  # type: ignore[misc]
     print(
-        f"{summary.trackers} trackers ({summary.without_key} without a private key), "
-        f"{summary.requests} requests, {summary.reports} reports, {summary.stored} new, "
-        f"{summary.malformed} malformed"
+        f"{summary.trackers} trackers ({summary.without_key} without a private key, "
+        f"{summary.inactive} not in an active run), {summary.requests} requests, "
+        f"{summary.reports} reports, {summary.stored} new, {summary.malformed} malformed, "
+        f"{summary.waits} pauses waited out, {summary.failed} not fetched"
     )
-    return 0
+    return 0 if not summary.failed else 1
 
 
 async def _findmy_login(args: argparse.Namespace) -> int:
     """findmy's interactive sign-in (password, then a 2FA code), saved as a session file.
     The file holds the Apple password in clear: keep it as a secret."""
     account = AsyncAppleAccount(RemoteAnisetteProvider(args.anisette_url))
+    password = _password(args)
+    protect({"account": {"username": args.email, "password": password}})
     try:
-        state = await account.login(args.email, _password(args))
+        state = await account.login(args.email, password)
         if state == LoginState.REQUIRE_2FA:
             methods = await account.get_2fa_methods()
             for i, method in enumerate(methods):
@@ -358,8 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("--anisette-url", required=True, help="an Anisette server")
     login.add_argument("--out", required=True, help="session file to write (a secret)")
     login.add_argument("--password-stdin", action="store_true")
-    fetch = command("fetch", "fetch and store the reports of a production run once", fsub)
-    fetch.add_argument("--run", required=True, metavar="PRODUCTION_RUN_ID")
+    fetch = command(
+        "fetch",
+        "fetch and store the reports of a production run, or of one tracker, once: with the "
+        "fetcher's accounts, through its account gate and pacing (waits out a 429)",
+        fsub,
+    )
+    fetch.add_argument("--run", metavar="PRODUCTION_RUN_ID")
+    fetch.add_argument("--tracker", metavar="TRACKER_ID")
 
     geo = sub.add_parser("geo", help="cities for nearest-city geocoding")
     gsub = geo.add_subparsers(dest="geo_command", required=True)

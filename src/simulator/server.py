@@ -6,11 +6,17 @@ Control API (JSON, for tests and ``make run``):
                       confidence, accuracy_m, status?, long_form?}]}   queue reports for a tag
   POST /sim/journeys {"advertisement_key": b64, "journey": {start, storage: [lat, lon],
                       delivery: [lat, lon], storage_s, travel_s}}   a moving tag
-  POST /sim/faults   {"mode": "429"|"500"|"401"|"empty"|"slow"|"garbage", "count": n,
-                      "retry_after": s?, "delay_s": s?}               the next n fetches fail so
+  POST /sim/faults   {"mode": "429"|"500"|"401"|"empty"|"slow"|"garbage"|"anisette",
+                      "count": n, "retry_after": s?, "delay_s": s?}   the next n fetches (or
+                      Anisette calls) fail so; "retry_after" may be an HTTP date
   GET  /sim/stats    counts of requests by outcome
   GET  /sim/account.json?account=i   a findmy account session (account i, default 0)
-Apple keeps only the latest reports per key: at most ``--keep`` per tag are answered.
+
+It plays by Apple's rules as far as they are known: a key's reports are filtered by their
+location time (``startDate`` <= time <= ``endDate``), so the newest one is answered again as
+long as the window includes it; only the latest ``--keep`` reports per key are kept, none
+older than ``--retain-days``; at most ``--per-entry`` are answered per key (the newest).
+``--delay`` slows every answer down; requests in flight per account are counted.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import asyncio
 import base64
 import hashlib
 import json
+import math
 import os
 import random
 import secrets
 import time
 from collections import Counter, defaultdict, deque
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -53,14 +60,29 @@ class Simulator:
         accounts: int = 1,
         once: bool = False,
         record: bool = False,
+        per_entry: int = 20,
+        delay_s: float = 0.0,
+        retain: timedelta = timedelta(days=7),
     ) -> None:
         self.token = token or secrets.token_hex(16)
         self.tokens = [self.token] + [secrets.token_hex(16) for _ in range(accounts - 1)]
         self.keep = keep
         self.once = once
         self.record = record
-        self.payloads: dict[str, deque[bytes]] = defaultdict(lambda: deque(maxlen=keep))
+        self.per_entry = per_entry
+        self.delay_s = delay_s
+        self.retain = retain
+        self.payloads: dict[str, list[tuple[float, bytes]]] = defaultdict(list)
+        """Per hashed key: (location time, encrypted payload), oldest first."""
         self.faults: deque[dict[str, Any]] = deque()
+        self.fresh: dict[str, bytes] = {}
+        """Tags seen all the time: every answer brings a new report of them, dated now."""
+        self.anisette_urls: list[str] = []
+        """The URL of every Anisette call (which server the client was configured with)."""
+        self.anisette_faults = 0
+        """Anisette calls still to fail (HTTP 500)."""
+        self.raw_entries: list[dict[str, Any]] = []
+        """Entries answered as given with the next fetch (bad payloads, for tests)."""
         self.stats: Counter[str] = Counter()
         self.base_url = ""
         self.journeys: dict[bytes, tuple[Journey, datetime]] = {}
@@ -72,6 +94,8 @@ class Simulator:
         self.served = 0
         self.requests: list[tuple[int, float, int]] = []
         """(account, time.time() at arrival, HTTP status answered) of every fetch."""
+        self.keys_asked: list[int] = []
+        """Keys asked for by every fetch answered (a full request asks for 64)."""
         self._rng = random.Random(seed)
 
     def add_journey(self, advertisement_key: bytes, journey: Journey) -> None:
@@ -99,9 +123,52 @@ class Simulator:
             )
             target = base64.b64decode(r["encrypt_to"]) if "encrypt_to" in r else advertisement_key
             self.payloads[hashed].append(
-                encrypt_report(target, plain, long_form=bool(r.get("long_form")))
+                (
+                    plain.time.timestamp(),
+                    encrypt_report(target, plain, long_form=bool(r.get("long_form"))),
+                )
             )
+        held = self.payloads[hashed]
+        held.sort(key=lambda item: item[0])
+        del held[: max(0, len(held) - self.keep)]
         return len(reports)
+
+    def always_reporting(self, advertisement_key: bytes) -> None:
+        """A tag some iPhone sees all the time: each fetch finds a new report of it."""
+        hashed = base64.b64encode(hashlib.sha256(advertisement_key).digest()).decode()
+        self.fresh[hashed] = advertisement_key
+
+    def answer(self, hashed: str, start_ms: float | None, end_ms: float | None) -> list[bytes]:
+        """What Apple answers for one key: its reports with a location time inside the
+        window (the newest again each time the window includes it), newest ``per_entry``."""
+        if hashed in self.fresh:
+            # seen just now, or at the window's end if that is earlier (whole seconds, as
+            # Find My times are): a fetch at most once a second finds a new report each time
+            latest = time.time() if end_ms is None else min(time.time(), end_ms / 1000)
+            now = datetime.fromtimestamp(math.floor(latest), UTC)
+            if not self.payloads.get(hashed) or self.payloads[hashed][-1][0] < now.timestamp():
+                lat = 50 + self._rng.random()
+                self.add_reports(
+                    self.fresh[hashed],
+                    [
+                        {
+                            "time": now.isoformat(),
+                            "latitude": lat,
+                            "longitude": 10.0,
+                            "confidence": 2,
+                            "accuracy_m": 20,
+                        }
+                    ],
+                )
+        held = self.payloads.get(hashed, [])
+        oldest = time.time() - self.retain.total_seconds()
+        lo = -math.inf if start_ms is None else start_ms / 1000
+        hi = math.inf if end_ms is None else end_ms / 1000
+        found = [(t, p) for t, p in held if max(lo, oldest) <= t <= hi][-self.per_entry :]
+        if found and self.once:
+            answered = {id(p) for _, p in found}
+            self.payloads[hashed] = [(t, p) for t, p in held if id(p) not in answered]
+        return [p for _, p in found]
 
     def dsid(self, account: int) -> str:
         return str(int(DSID) + account)
@@ -137,6 +204,11 @@ class Simulator:
     # -- HTTP ---------------------------------------------------------------------------------
     async def anisette(self, request: web.Request) -> web.Response:
         self.stats["anisette"] += 1
+        self.anisette_urls.append(str(request.rel_url))
+        if self.anisette_faults > 0:
+            self.anisette_faults -= 1
+            self.stats["fault_anisette"] += 1
+            return web.Response(status=500)
         return web.json_response(
             {
                 "X-Apple-I-MD": base64.b64encode(secrets.token_bytes(16)).decode(),
@@ -207,16 +279,17 @@ class Simulator:
                 return web.Response(status=200, body=b"{not json")
             if mode == "slow":
                 await asyncio.sleep(float(fault.get("delay_s", 5)))
+        if self.delay_s > 0:
+            await asyncio.sleep(self.delay_s)
         body = await request.json()
         self.advance()
         payload = []
+        self.keys_asked.append(sum(len(e.get("primaryIds", [])) for e in body.get("fetch", [])))
         for entry in body.get("fetch", []):
             for hashed in entry.get("primaryIds", []):
                 if self.record:
                     self.asked[hashed].append(time.time())
-                found = list(self.payloads.get(hashed, ()))
-                if found and self.once:
-                    self.payloads[hashed].clear()
+                found = self.answer(hashed, entry.get("startDate"), entry.get("endDate"))
                 self.served += len(found)
                 if found:
                     payload.append(
@@ -225,6 +298,8 @@ class Simulator:
                             "locationInfo": [base64.b64encode(p).decode() for p in found],
                         }
                     )
+        payload += self.raw_entries
+        self.raw_entries = []
         self.stats["ok"] += 1
         return web.json_response(
             {
@@ -247,6 +322,9 @@ class Simulator:
 
     async def control_faults(self, request: web.Request) -> web.Response:
         body = await request.json()
+        if str(body["mode"]) == "anisette":
+            self.anisette_faults += int(body.get("count", 1))
+            return web.json_response({"faults": len(self.faults)})
         self.faults.append(
             {
                 "mode": str(body["mode"]),
@@ -308,7 +386,9 @@ def main() -> None:
     )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8811)
-    ap.add_argument("--keep", type=int, default=20, help="reports answered per key")
+    ap.add_argument("--keep", type=int, default=20, help="latest reports kept per key")
+    ap.add_argument("--per-entry", type=int, default=20, help="reports answered per key")
+    ap.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
     ap.add_argument("--accounts", type=int, default=1, help="Apple accounts it accepts")
     ap.add_argument(
         "--account-json",
@@ -317,7 +397,9 @@ def main() -> None:
     args = ap.parse_args()
 
     async def run() -> None:
-        sim = Simulator(keep=args.keep, accounts=args.accounts)
+        sim = Simulator(
+            keep=args.keep, accounts=args.accounts, per_entry=args.per_entry, delay_s=args.delay
+        )
         await start(sim, args.host, args.port)
         if args.account_json and args.accounts == 1:
             with open(args.account_json, "w") as f:  # noqa: ASYNC230 - once, at start

@@ -1,5 +1,6 @@
-"""Fetching reports of trackers from the location source and storing them. The fetcher
-process (scheduling, leases, backoff) builds on this; ``trackerctl findmy fetch`` runs it once."""
+"""Fetching reports of trackers from the location source and storing them: the fetcher's
+work (a shared queue, leases, backoff, paced accounts) and ``trackerctl findmy fetch`` (the
+same accounts, gate and pacing, once)."""
 
 from __future__ import annotations
 
@@ -7,110 +8,40 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from domain.access import Principal, require_admin, require_manage
+from domain.access import Principal, require_admin
 from domain.errors import DependencyUnavailable, DomainError, FailedPrecondition
-from domain.fetching import FetchOutcome, SourceError, TrackerKey
-from domain.model import Tracker
-from domain.pagination import PageRequest
+from domain.fetching import FetchOutcome, SourceError, SourceUnavailable, TrackerKey
 from domain.ports import (
     AccountGate,
     Clock,
     FetchMetrics,
     FetchQueue,
     LocationSource,
-    TrackerFilter,
     UnitOfWorkFactory,
 )
 from domain.scheduling import (
-    MAX_REPORT_AGE,
     AccountPolicy,
+    Capacity,
+    Claim,
     FetchPolicy,
     FetchResult,
     FetchState,
     QueueEntry,
     QueueStats,
     SyncResult,
+    capacity,
+    turn_results,
 )
 
 log = logging.getLogger("tracker.fetcher")
 T = TypeVar("T")
 
 DEFAULT_KEYS_PER_REQUEST = 64
-
-
-@dataclass(frozen=True, slots=True)
-class FetchSummary:
-    trackers: int
-    without_key: int
-    requests: int
-    reports: int
-    stored: int
-    malformed: int
-
-
-def tracker_key(t: Tracker) -> TrackerKey | None:
-    if t.sealed_private_key is None:
-        return None
-    return TrackerKey(t.id, t.advertisement_key, t.sealed_private_key)
-
-
-class FetchRunReports:
-    """Fetch every tracker of a production run once (batched per request) and store what
-    comes back. Trackers without a private key cannot be decrypted and are counted."""
-
-    def __init__(
-        self,
-        uow: UnitOfWorkFactory,
-        source: LocationSource,
-        clock: Clock,
-        keys_per_request: int = DEFAULT_KEYS_PER_REQUEST,
-    ) -> None:
-        self._uow, self._source, self._clock = uow, source, clock
-        self._per_request = keys_per_request
-
-    async def __call__(self, caller: Principal, run_id: uuid.UUID) -> FetchSummary:
-        async with self._uow() as uow:
-            run = await uow.production_runs.get(run_id)
-            require_manage(caller, run.client_id, run.KIND, run_id)
-            trackers: list[Tracker] = []
-            after = None
-            while True:
-                page = await uow.trackers.list(
-                    TrackerFilter(production_run_id=run.id), PageRequest(size=1000, after=after)
-                )
-                trackers += page.items
-                if page.next_after is None:
-                    break
-                after = page.next_after
-        keys = [k for k in map(tracker_key, trackers) if k is not None]
-        return await self._fetch(keys, without_key=len(trackers) - len(keys))
-
-    async def _fetch(self, keys: Sequence[TrackerKey], without_key: int) -> FetchSummary:
-        now = self._clock.now()
-        requests = reports = stored = malformed = 0
-        for start in range(0, len(keys), self._per_request):
-            outcome = await self._source.fetch(
-                keys[start : start + self._per_request], now - MAX_REPORT_AGE, now
-            )
-            requests += 1
-            reports += len(outcome.reports)
-            malformed += outcome.malformed
-            async with self._uow() as uow:
-                stored += await uow.reports.add_many(outcome.reports)
-                await uow.commit()
-        return FetchSummary(
-            trackers=len(keys) + without_key,
-            without_key=without_key,
-            requests=requests,
-            reports=reports,
-            stored=stored,
-            malformed=malformed,
-        )
 
 
 # -- the fetcher: a shared queue, leases, backoff, paced accounts ---------------------------
@@ -136,7 +67,20 @@ class FetcherConfig:
     queue_check: timedelta = timedelta(minutes=1)
     idle_poll: timedelta = timedelta(seconds=1)
     request_timeout: timedelta = timedelta(seconds=30)
+    """The whole request, Anisette included; past it we stop waiting."""
+    source_busy: timedelta = timedelta(seconds=60)
+    """After we stopped waiting for a request, the source may still work on it this long:
+    the account stays held until then."""
     max_retry_wait: timedelta = timedelta(seconds=30)
+    redis_probe: timedelta = timedelta(milliseconds=500)
+    """While Redis is down, how often the rebuild tries again (it runs as soon as it is
+    back)."""
+
+    @property
+    def gate_hold(self) -> timedelta:
+        """How long one acquisition or renewal holds an account; renewed every third of it
+        while the turn runs, so only a dead holder loses it."""
+        return self.request_timeout + timedelta(seconds=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +91,10 @@ class Turn:
     """A request went to the source (the account must then keep its pace)."""
     next_due: datetime | None
     """When the earliest tracker still queued falls due."""
+    failure: SourceError | None = None
+    """Why the request failed, if it did."""
+    sent_at: datetime | None = None
+    """When the request went out."""
 
 
 class NullFetchMetrics:
@@ -162,22 +110,135 @@ class NullFetchMetrics:
 
     def synced(self, reason: str, result: SyncResult) -> None: ...
 
+    def capacity(self, capacity: Capacity) -> None: ...
+
     def error(self, kind: str) -> None: ...
 
 
 Sleep = Callable[[float], Awaitable[None]]
+RunWindow = tuple[datetime, datetime]
+"""A production run's start and end."""
+
+
+async def bounded_fetch(
+    source: LocationSource,
+    keys: Sequence[TrackerKey],
+    since: datetime,
+    until: datetime,
+    limit: timedelta,
+) -> FetchOutcome:
+    """One request, Anisette and all, within ``limit``; past it the source may still be
+    answering (``timed_out``)."""
+    try:
+        return await asyncio.wait_for(source.fetch(keys, since, until), limit.total_seconds())
+    except TimeoutError:
+        raise SourceUnavailable(
+            f"no answer within {limit.total_seconds():g}s", timed_out=True
+        ) from None
+
+
+def account_free_at(
+    policy: AccountPolicy,
+    failure: SourceError | None,
+    failures_in_row: int,
+    now: datetime,
+    sent_at: datetime | None,
+    source_busy: timedelta,
+    max_cooldown: timedelta,
+) -> datetime:
+    """When an account may send its next request after one ended at ``now``: its pace, a
+    pause after a failure (Retry-After, else a short probe pause; an operator's problem
+    such as refused credentials waits the longest pause), and never before the source
+    must be done with a request we stopped waiting for."""
+    if failure is None:
+        return policy.next_allowed(now, 0)
+    retry_after = failure.retry_after_s
+    if not failure.retryable:
+        retry_after = max_cooldown.total_seconds()
+    free = policy.next_allowed(now, max(failures_in_row, 1), retry_after)
+    if isinstance(failure, SourceUnavailable) and failure.timed_out and sent_at is not None:
+        # When the request left is not known (Anisette came first): count from giving up.
+        free = max(free, now + source_busy)
+    return free
+
+
+def inside_runs(
+    outcome: FetchOutcome,
+    targets: Mapping[uuid.UUID, tuple[TrackerKey, FetchState, RunWindow]],
+    floor: datetime,
+) -> FetchOutcome:
+    """Only reports dated inside their tracker's run (and Apple's retention): Apple has been
+    seen to ignore a request's dates, so the window is also enforced on what comes back."""
+    kept = []
+    for r in outcome.reports:
+        _, _, (run_start, run_end) = targets[r.tracker_id]
+        if max(run_start, floor) <= r.report_time <= run_end:
+            kept.append(r)
+    return replace(
+        outcome, reports=kept, outside=outcome.outside + len(outcome.reports) - len(kept)
+    )
+
+
+class HeldAccount:
+    """An account held by ``holder`` through the gate: renewed every third of ``hold``
+    while held (with the holder's heartbeat, if it has one), released on exit with the time
+    the account may send next (``free_at``, set by the holder before leaving)."""
+
+    def __init__(
+        self,
+        gate: AccountGate,
+        account: str,
+        holder: str,
+        hold: timedelta,
+        free_at: datetime,
+        alive: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._gate, self._account, self._holder, self._hold = gate, account, holder, hold
+        self.free_at = free_at
+        self._alive = alive
+        self._renewer: asyncio.Task[None] | None = None
+        self.lost = False
+
+    async def __aenter__(self) -> HeldAccount:
+        self._renewer = asyncio.create_task(self._renew(), name=f"hold-{self._account}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._renewer
+        await self._gate.release(self._account, self._holder, self.free_at)
+
+    async def _renew(self) -> None:
+        every = max(self._hold.total_seconds() / 3, 0.01)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if self._alive is not None:
+                    await self._alive()
+                if not await self._gate.renew(self._account, self._holder, self._hold):
+                    self.lost = True
+                    log.error("account gate lost while held", extra={"account": self._account})
+            except DomainError as exc:
+                log.warning(
+                    "account gate not renewed", extra={"account": self._account, "error": str(exc)}
+                )
 
 
 class FetchWorker:
     """One fetcher process's work. Any number of them share the queue.
 
     Per account, a loop: take the account's gate (one request at a time across every
-    process, paced), claim up to ``keys_per_request`` due trackers, fetch them in one request,
-    store the reports and the trackers' new state in PostgreSQL, then requeue them in Redis
-    (in that order: a crash in between only means a harmless second fetch). Beside it, a
-    heartbeat, and a periodic rebuild of the queue from PostgreSQL (which also adds trackers of
-    new or extended runs and removes those of ended ones). Outages of PostgreSQL or Redis are
-    waited out with growing pauses; reports already fetched are kept until they are stored.
+    process, paced by the account's budget), claim up to ``keys_per_request`` trackers (the
+    due ones, filled with those due soonest within the policy's horizon), fetch them in one
+    request, store the reports and the trackers' new state in PostgreSQL, then requeue them
+    in Redis (in that order: a crash in between only means a harmless second fetch). The gate
+    is held, and renewed, for the whole turn, Anisette included; after a request we stopped
+    waiting for it stays held until the source must be done with it. Beside it, a heartbeat,
+    and a periodic rebuild of the queue from PostgreSQL (which also adds trackers of new or
+    extended runs, removes those of ended ones and publishes the capacity figure). Outages of
+    PostgreSQL or Redis are waited out; reports already fetched are kept until stored.
     """
 
     def __init__(
@@ -202,20 +263,16 @@ class FetchWorker:
         self._sync_wanted = asyncio.Event()
         self._sync_reason = "start"
         self._account_failures: dict[str, int] = {}
-        self._retry_after: dict[str, float | None] = {}
+        self._last_failure: dict[str, tuple[SourceError, datetime | None]] = {}
         self.turns = 0
+        self.last_capacity: Capacity | None = None
 
     # -- life cycle ----------------------------------------------------------------------
     async def run(self) -> None:
         """Until ``stop``: rebuild the queue, then fetch with every account."""
         self.want_sync("start")
         # Registered before holding any account: a holder must be known alive to keep it.
-        await self._retry(
-            "redis",
-            lambda: self._queue.heartbeat(
-                self._config.worker_id, self._clock.now() + self._config.worker_ttl
-            ),
-        )
+        await self._retry("redis", self._beat)
         tasks = [
             asyncio.create_task(self._heartbeat_loop(), name="fetch-heartbeat"),
             asyncio.create_task(self._sync_loop(), name="fetch-sync"),
@@ -248,7 +305,9 @@ class FetchWorker:
         """Claim, fetch and complete one batch with ``account`` (whose gate the caller
         holds)."""
         cfg, now = self._config, self._clock.now()
-        batch = await self._queue.claim(cfg.worker_id, cfg.keys_per_request, now, cfg.lease)
+        batch = await self._queue.claim(
+            cfg.worker_id, cfg.keys_per_request, now, cfg.lease, cfg.policy.horizon
+        )
         if batch.lost:
             self.want_sync("queue lost")
         if batch.reclaimed:
@@ -258,49 +317,57 @@ class FetchWorker:
         self._metrics.claimed(len(batch.claims))
         claims = {c.tracker_id: c for c in batch.claims}
         try:
-            requested = await self._serve(account, claims, now)
+            requested, failure, sent_at = await self._serve(account, claims, now)
         except Exception:
-            # A defect, not an outage: hand the claims back with a failure's backoff rather
-            # than leave them to the lease (best effort: the lease still covers a failure).
-            later = self._clock.now() + cfg.policy.delay(2)
+            # A defect, not the trackers' fault: hand the claims back at their due times (kept
+            # factor, served first) rather than leave them to the lease; the account loop
+            # pauses longer after each defect, so this is no hot loop.
             with contextlib.suppress(Exception):
-                await self._queue.complete(cfg.worker_id, [(i, later) for i in claims])
+                await self._queue.complete(cfg.worker_id, [(i, c.due) for i, c in claims.items()])
             raise
         self.turns += 1
-        return Turn(len(batch.claims), requested, batch.next_due)
+        return Turn(len(batch.claims), requested, batch.next_due, failure, sent_at)
 
-    async def _serve(self, account: Account, claims: Collection[uuid.UUID], now: datetime) -> bool:
-        """Fetch, store and requeue the claimed trackers; True if a request went out."""
+    async def _serve(
+        self, account: Account, claims: Mapping[uuid.UUID, Claim], now: datetime
+    ) -> tuple[bool, SourceError | None, datetime | None]:
+        """Fetch, store and requeue the claimed trackers. Returns whether a request went
+        out, why it failed (if it did) and when it was sent."""
         cfg = self._config
-        found = await self._retry("postgres", lambda: self._keys(list(claims), now))
-        keys = {i: key for i, (key, _) in found.items()}
-        gone = [i for i in claims if i not in keys]
+        found = await self._retry("postgres", lambda: self._targets(list(claims), now))
+        gone = [i for i in claims if i not in found]
         if gone:  # deleted, run ended, or no private key: not ours to fetch any more
             await self._retry("redis", lambda: self._queue.remove(gone))
-        results: dict[uuid.UUID, FetchResult] = {}
         outcome = FetchOutcome([])
-        if keys:
+        failure: SourceError | None = None
+        started: datetime | None = None
+        if found:
             started = self._clock.now()
             try:
-                outcome = await account.source.fetch(
-                    list(keys.values()), started - cfg.policy.max_report_age, started
+                outcome = await bounded_fetch(
+                    account.source,
+                    [key for key, _, _ in found.values()],
+                    started - cfg.policy.max_report_age,
+                    started,
+                    cfg.request_timeout,
                 )
             except SourceError as exc:
-                results = dict.fromkeys(keys, FetchResult(exc.kind))
+                failure = exc
                 self._metrics.request(account.name, exc.kind, self._elapsed(started))
-                self._account_failed(account, exc)
+                self._account_failed(account, exc, started)
             else:
                 self._metrics.request(account.name, "ok", self._elapsed(started))
                 self._account_failures[account.name] = 0
-                seen = {r.tracker_id for r in outcome.reports}
-                results = {
-                    i: FetchResult.REPORTED if i in seen else FetchResult.NO_REPORTS for i in keys
-                }
+                outcome = inside_runs(outcome, found, started - cfg.policy.max_report_age)
         done_at = self._clock.now()
-        states = [
-            (i, found[i][1].after(result, done_at, cfg.policy)) for i, result in results.items()
-        ]
-        stored = await self._retry("postgres", lambda: self._store(outcome, states))
+        due = {i: claims[i].due for i in found}
+        saved = {i: state for i, (_, state, _) in found.items()}
+        new: set[uuid.UUID] = set()
+        if failure is None and outcome.reports:
+            new = await self._retry("postgres", lambda: self._new(outcome))
+        stored, states = await self._retry(
+            "postgres", lambda: self._store(outcome, saved, due, failure, new, done_at)
+        )
         self._metrics.reports(len(outcome.reports), stored, outcome.malformed)
         requeue = [(i, s.next_due or done_at) for i, s in states]
         await self._retry("redis", lambda: self._queue.complete(cfg.worker_id, requeue))
@@ -308,24 +375,35 @@ class FetchWorker:
             self._metrics.finished(
                 state.last_result.value if state.last_result else "", state.factor
             )
-        return bool(keys)
+        return bool(found), failure, started
 
     def next_allowed(self, account: Account) -> datetime:
+        """When ``account`` may send again after its last request ended now."""
+        cfg = self._config
         failures = self._account_failures.get(account.name, 0)
-        retry_after = self._retry_after.get(account.name)
-        return self._config.account_policy.next_allowed(self._clock.now(), failures, retry_after)
+        failure, sent_at = self._last_failure.get(account.name, (None, None))
+        return account_free_at(
+            cfg.account_policy,
+            failure if failures else None,
+            failures,
+            self._clock.now(),
+            sent_at,
+            cfg.source_busy,
+            cfg.account_policy.max_cooldown,
+        )
 
     async def sync(self, reason: str) -> SyncResult | None:
         """Rebuild the queue from PostgreSQL: add every active tracker that is neither queued
         nor claimed (at its saved due time, or spread over one interval), remove trackers
-        that are no longer active. One process at a time; None if another one is at it."""
+        that are no longer active, publish the capacity figure. One process at a time; None
+        if another one is at it."""
         cfg = self._config
         if not await self._queue.try_lock_sync(cfg.worker_id, cfg.lease):
             return None
         try:
             now = self._clock.now()
             async with self._uow() as uow:
-                active = await uow.fetch_states.active_targets(now)
+                active = await uow.fetch_states.active_targets(now, cfg.policy.end_grace)
             present = await self._queue.members()
             wanted = {i for i, _ in active}
             entries = [
@@ -334,6 +412,7 @@ class FetchWorker:
             added = await self._queue.add_missing(entries)
             removed = await self._queue.remove([i for i in present if i not in wanted])
             await self._queue.mark_synced(now)
+            await self._publish_capacity(len(active), now)
         finally:
             with contextlib.suppress(DomainError):
                 await self._queue.unlock_sync(cfg.worker_id)
@@ -346,44 +425,101 @@ class FetchWorker:
             )
         return result
 
+    async def _publish_capacity(self, trackers: int, now: datetime) -> None:
+        cfg = self._config
+        cap = capacity(
+            trackers,
+            len(self._accounts),
+            cfg.keys_per_request,
+            cfg.policy.interval,
+            cfg.account_policy,
+        )
+        self.last_capacity = cap
+        self._metrics.capacity(cap)
+        await self._queue.publish_capacity(cap, now)
+        if not cap.sufficient:
+            log.warning(
+                "fetch capacity short: trackers will fall behind their interval",
+                extra={
+                    "trackers": cap.trackers,
+                    "accounts": cap.accounts,
+                    "requests_needed_per_interval": cap.needed_per_interval,
+                    "requests_allowed_per_interval": round(cap.allowed_per_interval, 1),
+                    "accounts_needed": cap.accounts_needed,
+                },
+            )
+
     # -- internals -----------------------------------------------------------------------
-    def _account_failed(self, account: Account, exc: SourceError) -> None:
+    def _account_failed(self, account: Account, exc: SourceError, sent_at: datetime) -> None:
         self._account_failures[account.name] = self._account_failures.get(account.name, 0) + 1
-        self._retry_after[account.name] = exc.retry_after_s
+        self._last_failure[account.name] = (exc, sent_at)
         self._metrics.error(exc.kind)
         level = logging.ERROR if not exc.retryable else logging.WARNING
         log.log(
             level,
             "fetch failed",
-            extra={"account": account.name, "kind": exc.kind, "error": str(exc)},
+            extra={
+                "account": account.name,
+                "kind": exc.kind,
+                "error": str(exc),
+                "retry_after_s": exc.retry_after_s,
+                "failures_in_row": self._account_failures[account.name],
+            },
         )
 
     def _elapsed(self, since: datetime) -> float:
         return (self._clock.now() - since).total_seconds()
 
-    async def _keys(
+    async def _targets(
         self, ids: list[uuid.UUID], now: datetime
-    ) -> dict[uuid.UUID, tuple[TrackerKey, FetchState]]:
-        """Keys (asking from each one's latest report) and saved states of the trackers."""
+    ) -> dict[uuid.UUID, tuple[TrackerKey, FetchState, RunWindow]]:
+        """Keys of the claimed trackers, each asking for its own window (see
+        ``FetchPolicy.window``), with their saved states and their runs' start and end."""
         policy = self._config.policy
         async with self._uow() as uow:
-            found = await uow.fetch_states.keys_for(ids, now, now - policy.max_report_age)
-        return {
-            key.tracker_id: (
-                replace(key, since=policy.window_start(last, now)),
-                state or FetchState(),
+            found = await uow.fetch_states.keys_for(
+                ids, now, now - policy.max_report_age - policy.overlap, policy.end_grace
             )
-            for key, last, state in found
-        }
+        out = {}
+        for t in found:
+            w = policy.window(t.last_report, now, t.run_start, t.run_end)
+            key = replace(t.key, since=w.since, until=w.until)
+            out[t.key.tracker_id] = (key, t.state or FetchState(), (t.run_start, t.run_end))
+        return out
+
+    async def _new(self, outcome: FetchOutcome) -> set[uuid.UUID]:
+        """Which trackers the answer brought news of. A transaction of its own, before the
+        one that stores: holding a read lock on ``reports`` while ``add_many`` creates a
+        partition (which locks ``reports`` exclusively) deadlocks concurrent fetchers. A race
+        with another fetcher storing the same report meanwhile costs at most one x1 turn."""
+        async with self._uow() as uow:
+            return await uow.fetch_states.with_new_reports(outcome.reports)
 
     async def _store(
-        self, outcome: FetchOutcome, states: Sequence[tuple[uuid.UUID, FetchState]]
-    ) -> int:
+        self,
+        outcome: FetchOutcome,
+        saved: Mapping[uuid.UUID, FetchState],
+        due: Mapping[uuid.UUID, datetime],
+        failure: SourceError | None,
+        new: Collection[uuid.UUID],
+        done_at: datetime,
+    ) -> tuple[int, list[tuple[uuid.UUID, FetchState]]]:
+        """Store the reports and the trackers' states in one transaction; ``new``: the
+        trackers with a report we did not hold (a report we held is no news)."""
+        policy, keys = self._config.policy, saved
         async with self._uow() as uow:
+            if failure is not None:
+                result = FetchResult(failure.kind)
+                states = [(i, saved[i].after_failed_request(result, done_at, due[i])) for i in keys]
+            else:
+                results = turn_results(keys, new)
+                states = [
+                    (i, saved[i].after(r, done_at, policy, due=due[i])) for i, r in results.items()
+                ]
             stored = await uow.reports.add_many(outcome.reports)
             await uow.fetch_states.save_many(states)
             await uow.commit()
-        return stored
+        return stored, states
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """``call`` until it works: a dependency outage is waited out (1 s, 2 s, ... up to
@@ -412,9 +548,12 @@ class FetchWorker:
         await self._sleep(wait)
         return self._longer(wait)
 
+    async def _beat(self) -> None:
+        cfg = self._config
+        await self._queue.heartbeat(cfg.worker_id, self._clock.now() + cfg.worker_ttl)
+
     async def _account_loop(self, account: Account) -> None:
         cfg = self._config
-        hold = cfg.request_timeout + timedelta(seconds=5)
         wait = 1.0
         while not self._stopping.is_set():
             try:
@@ -422,21 +561,31 @@ class FetchWorker:
                     account.name,
                     cfg.worker_id,
                     self._clock.now(),
-                    hold,
-                    cfg.account_policy.min_interval,
+                    cfg.gate_hold,
+                    cfg.account_policy.pace,
                 )
                 if pause > 0:
                     await self._sleep(min(pause, cfg.idle_poll.total_seconds()))
                     continue
                 turn = None
-                try:
-                    turn = await self.turn(account)
-                finally:
-                    # A turn that sent no request leaves the account free at once.
-                    nxt = self._clock.now()
-                    if turn is None or turn.requested:
-                        nxt = self.next_allowed(account)
-                    await self._gate.release(account.name, cfg.worker_id, nxt)
+                held = HeldAccount(
+                    self._gate, account.name, cfg.worker_id, cfg.gate_hold, self._clock.now()
+                )
+                async with held:
+                    try:
+                        turn = await self.turn(account)
+                    finally:
+                        # A turn that sent no request leaves the account free at once; one
+                        # cut short (a defect, or stopping) may have left a request that the
+                        # source is still answering.
+                        if turn is None:
+                            held.free_at = max(
+                                self.next_allowed(account), self._clock.now() + cfg.source_busy
+                            )
+                        elif turn.requested:
+                            held.free_at = self.next_allowed(account)
+                        else:
+                            held.free_at = self._clock.now()
                 wait = 1.0
                 if not turn.served:
                     idle = cfg.idle_poll.total_seconds()
@@ -458,7 +607,7 @@ class FetchWorker:
         cfg = self._config
         while True:
             try:
-                await self._queue.heartbeat(cfg.worker_id, self._clock.now() + cfg.worker_ttl)
+                await self._beat()
                 self._metrics.queue(await self._queue.stats(self._clock.now()))
             except DependencyUnavailable:
                 self.want_sync("redis reconnected")
@@ -467,6 +616,8 @@ class FetchWorker:
             await self._sleep(cfg.heartbeat.total_seconds())
 
     async def _sync_loop(self) -> None:
+        """Rebuilds on request, on a timer, and as soon as Redis answers again after an
+        outage (it is probed every ``redis_probe``, not after a growing pause)."""
         cfg = self._config
         wait = 1.0
         while True:
@@ -484,8 +635,11 @@ class FetchWorker:
             except DependencyUnavailable as exc:
                 log.warning("queue sync postponed", extra={"dependency": exc.dependency})
                 self.want_sync(reason)
-                await self._sleep(wait)
-                wait = self._longer(wait)
+                if exc.dependency == "redis":
+                    await self._sleep(cfg.redis_probe.total_seconds())
+                else:
+                    await self._sleep(wait)
+                    wait = self._longer(wait)
             except Exception:
                 log.exception("queue sync failed")
                 await self._sleep(wait)

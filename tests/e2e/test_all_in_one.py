@@ -263,6 +263,7 @@ def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> No
         "claimed_count",
         "fetcher_count",
         "oldest_due_time",
+        "capacity",
     }
     assert sorted(loc["kind"] for loc in locations) == [
         "LOCATION_KIND_DELIVERY",

@@ -144,8 +144,11 @@ def fetcher_env(
     prefix: str,
     **extra: Any,
 ) -> dict[str, str]:
+    # The seed's DB_* overrides (exported by a developer's shell) would point the fetcher
+    # at another database than the test's.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("DB_")}
     env = {
-        **os.environ,
+        **inherited,
         "TRACKER_DATABASE_URL": database_url,
         "TRACKER_REDIS_URL": redis_url,
         "TRACKER_FINDMY_ACCOUNT_FILE": accounts,
@@ -153,6 +156,7 @@ def fetcher_env(
         "TRACKER_FINDMY_TIMEOUT_S": "30",
         "REQUEST_INTERVAL_HOURS": repr(interval_s / 3600),
         "FETCH_INTERVAL": "0",
+        "TRACKER_FETCH_ACCOUNT_BUDGET_PER_HOUR": "0",  # the simulator, not an Apple account
         "TRACKER_FETCH_LEASE_S": "10",
         "TRACKER_FETCH_HEARTBEAT_S": "0.5",
         "TRACKER_FETCH_WORKER_TTL_S": "2",

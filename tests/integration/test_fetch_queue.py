@@ -259,3 +259,35 @@ async def test_a_lock_outlives_nobody_its_hold_ends_it(redis_client: aioredis.Re
     assert await gate.acquire("a1", "w2", NOW, LEASE) > 0
     await asyncio.sleep(0.3)
     assert await gate.acquire("a1", "w2", NOW, LEASE) == 0
+
+
+async def test_a_renewed_hold_outlives_its_first_term_and_only_the_holder_renews(
+    redis_client: aioredis.Redis,
+) -> None:
+    gate, queue = RedisAccountGate(redis_client, "renew"), RedisFetchQueue(redis_client, "renew")
+    await queue.heartbeat("w1", NOW + timedelta(hours=1))
+    await queue.heartbeat("w2", NOW + timedelta(hours=1))
+    hold = timedelta(milliseconds=300)
+    assert await gate.acquire("a1", "w1", NOW, hold) == 0
+    for _ in range(3):  # 0.6 s in all, twice the first term
+        await asyncio.sleep(0.2)
+        assert await gate.renew("a1", "w1", hold)
+        assert await gate.acquire("a1", "w2", NOW, LEASE) > 0
+    assert not await gate.renew("a1", "w2", hold)
+    await gate.release("a1", "w1", NOW)
+    assert not await gate.renew("a1", "w1", hold)
+    assert await gate.acquire("a1", "w2", NOW, LEASE) == 0
+
+
+async def test_a_claim_is_filled_with_trackers_due_within_the_horizon_only_if_one_is_due(
+    queue,
+) -> None:
+    trackers = ids(10)
+    await fill(queue, trackers)  # due at NOW, NOW + 1 s, ... NOW + 9 s
+    early = await queue.claim("w1", 64, NOW - S, LEASE, horizon=5 * S)
+    assert early.claims == []  # nothing due yet: no request just to fill one
+    batch = await queue.claim("w1", 4, NOW, LEASE, horizon=5 * S)
+    assert [c.tracker_id for c in batch.claims] == trackers[:4]  # due first, then soonest
+    rest = await queue.claim("w2", 64, NOW + 4 * S, LEASE, horizon=3 * S)
+    assert [c.tracker_id for c in rest.claims] == trackers[4:8]
+    assert [c.due for c in rest.claims] == [NOW + i * S for i in range(4, 8)]

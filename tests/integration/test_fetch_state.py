@@ -43,6 +43,15 @@ async def test_the_active_fleet_is_trackers_with_a_key_in_a_run_active_now(
     assert set(active) == set(fleet.trackers)
     assert set(active.values()) == {None}
     assert later == []
+    # The same rule as FetchPolicy.active: still fetched for the grace period after the end.
+    async with uow() as u:
+        run_end = await pool.fetchval("SELECT max(end_time) FROM production_runs")
+        policy = FetchPolicy(timedelta(minutes=5), end_grace=timedelta(hours=24))
+        for after_end in (timedelta(hours=-1), timedelta(hours=23), timedelta(hours=25)):
+            at = run_end + after_end
+            graced = await u.fetch_states.active_targets(at, policy.end_grace)
+            start = await pool.fetchval("SELECT min(start_time) FROM production_runs")
+            assert bool(graced) == policy.active(at, start, run_end), after_end
 
 
 async def test_keys_come_with_the_latest_report_and_states_are_saved(
@@ -69,14 +78,30 @@ async def test_keys_come_with_the_latest_report_and_states_are_saved(
         await u.fetch_states.save_many([(b, state), (uuid.uuid4(), state)])  # 2nd: no tracker
         await u.commit()
     async with uow() as u:
-        found = {
-            k.tracker_id: (last, st)
-            for k, last, st in await u.fetch_states.keys_for(
-                [a, b, uuid.uuid4()], now, now - timedelta(days=7)
-            )
-        }
+        targets = await u.fetch_states.keys_for([a, b, uuid.uuid4()], now, now - timedelta(days=7))
+        found = {t.key.tracker_id: (t.last_report, t.state) for t in targets}
         saved = await u.fetch_states.get(b)
         active = dict(await u.fetch_states.active_targets(now))
+        run = await pool.fetchrow("SELECT start_time, end_time FROM production_runs")
+        assert {(t.run_start, t.run_end) for t in targets} == {(run["start_time"], run["end_time"])}
+        held = Report(
+            tracker_id=a,
+            report_time=now - timedelta(hours=1),
+            position=GeoPoint(52.5, 13.4),
+            confidence=2,
+            horizontal_accuracy_m=10,
+        )
+        fresh = Report(
+            tracker_id=b,
+            report_time=now,
+            position=GeoPoint(52.5, 13.4),
+            confidence=2,
+            horizontal_accuracy_m=10,
+        )
+        # A report we hold is no news; an unknown one is (same identity as add_many's key).
+        assert await u.fetch_states.with_new_reports([held]) == set()
+        assert await u.fetch_states.with_new_reports([held, fresh]) == {b}
+        assert await u.fetch_states.with_new_reports([]) == set()
     assert set(found) == {a, b}
     last_a, state_a = found[a]
     assert last_a is not None
@@ -144,6 +169,11 @@ async def test_an_admin_sees_a_trackers_fetch_state_and_the_queue(
     assert got[silent].next_due_time.ToDatetime(UTC) > got[silent].last_attempt_time.ToDatetime(UTC)
     whole = await fetch.GetFetchQueue(fq.GetFetchQueueRequest())
     assert (whole.queued_count, whole.claimed_count) == (3, 0)
+    # The capacity figure of the last rebuild: 3 trackers fit one request; an account
+    # without a budget allows any number.
+    cap = whole.capacity
+    assert (cap.tracker_count, cap.account_count, cap.needed_requests_per_interval) == (3, 1, 1)
+    assert (cap.accounts_needed, cap.sufficient) == (1, True)
     # Out of the queue (e.g. being rebuilt): the saved state is still shown.
     await queue.remove([silent])
     gone = (await fetch.GetFetchState(fq.GetFetchStateRequest(tracker_id=str(silent)))).fetch_state

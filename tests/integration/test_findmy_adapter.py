@@ -3,6 +3,11 @@ reports decrypted by findmy's own code, and every fault typed for the scheduler.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import email.utils
+import json
+import logging
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -13,7 +18,8 @@ import pytest
 from findmy import KeyPair
 from findmy.reports.account import AsyncAppleAccount
 
-from adapters.findmy.source import FindMyLocationSource
+from adapters.findmy.accounts import close_accounts, load_accounts
+from adapters.findmy.source import FindMyLocationSource, retry_after_s
 from adapters.keys import AesGcmSealer
 from domain.fetching import (
     SourceProtocolError,
@@ -185,3 +191,130 @@ async def test_the_findmy_library_itself_reads_the_simulator(harness: Harness) -
     for report in raw:
         report.decrypt(pair)
         assert 1 <= report.confidence <= 3
+
+
+def at(minutes_ago: float, lat: float = 52.5) -> dict[str, Any]:
+    return {
+        "time": (NOW - timedelta(minutes=minutes_ago)).isoformat(),
+        "latitude": lat,
+        "longitude": 13.4,
+        "confidence": 2,
+        "accuracy_m": 20,
+    }
+
+
+async def test_one_bad_payload_skips_that_report_only_and_is_counted(harness: Harness) -> None:
+    key, pair = harness.tracker()
+    good = [at(10, 52.1), at(20, 52.2)]
+    harness.sim.add_reports(pair.adv_key_bytes, good)
+    payloads = [p for _, p in harness.sim.payloads[pair.hashed_adv_key_b64]]
+    entry_payloads = [
+        "not base64!",  # base64
+        base64.b64encode(payloads[0][:40]).decode(),  # length
+        base64.b64encode(payloads[0][:-1] + bytes([payloads[0][-1] ^ 1])).decode(),  # tag
+        *(base64.b64encode(p).decode() for p in payloads),
+    ]
+    harness.sim.payloads[pair.hashed_adv_key_b64] = []
+    harness.sim.raw_entries = [{"id": pair.hashed_adv_key_b64, "locationInfo": entry_payloads}]
+    outcome = await harness.fetch([key])
+    assert sorted(r.position.latitude for r in outcome.reports) == [52.1, 52.2]
+    assert outcome.malformed == 3
+
+
+async def test_the_simulator_filters_by_location_time_and_answers_the_newest_again(
+    harness: Harness,
+) -> None:
+    """As Apple does: a window that includes the newest report answers it again; a report
+    uploaded late (dated before the newest one) is answered to a window that reaches back."""
+    key, pair = harness.tracker()
+    harness.sim.add_reports(pair.adv_key_bytes, [at(60), at(30)])
+    since = NOW - timedelta(minutes=30)
+    newest = await harness.source.fetch([key], since, NOW)
+    again = await harness.source.fetch([key], since, NOW)
+    assert [r.report_time for r in newest.reports] == [NOW - timedelta(minutes=30)]
+    assert again.reports == newest.reports
+    harness.sim.add_reports(pair.adv_key_bytes, [at(45)])  # late: before the newest
+    assert len((await harness.source.fetch([key], since, NOW)).reports) == 1
+    overlap = await harness.source.fetch([key], since - timedelta(hours=6), NOW)
+    assert len(overlap.reports) == 3
+    # the run's end bounds the window too
+    ended = dataclasses.replace(key, until=NOW - timedelta(minutes=40))
+    assert len((await harness.source.fetch([ended], NOW - timedelta(days=1), NOW)).reports) == 2
+
+
+async def test_the_simulator_caps_reports_per_entry_keeping_the_newest(harness: Harness) -> None:
+    key, pair = harness.tracker()
+    harness.sim.per_entry = 5
+    harness.sim.add_reports(pair.adv_key_bytes, [at(m) for m in range(1, 13)])
+    got = await harness.fetch([key])
+    assert sorted(r.report_time for r in got.reports) == [
+        NOW - timedelta(minutes=m) for m in (5, 4, 3, 2, 1)
+    ]
+
+
+@pytest.mark.parametrize("ahead_s", [0, 7, 120])
+async def test_retry_after_may_be_an_http_date(harness: Harness, ahead_s: int) -> None:
+    key, _ = harness.tracker()
+    when = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=ahead_s)
+    date = email.utils.format_datetime(when, usegmt=True)
+    harness.sim.faults.append({"mode": "429", "count": 1, "retry_after": date})
+    with pytest.raises(SourceRateLimited) as raised:
+        await harness.fetch([key])
+    assert raised.value.retry_after_s is not None
+    assert ahead_s - 2 <= raised.value.retry_after_s <= ahead_s
+
+
+def test_retry_after_in_seconds_dates_and_garbage() -> None:
+    now = datetime(2026, 12, 2, 20, 0, tzinfo=UTC)
+    assert retry_after_s("120", now) == 120.0
+    assert retry_after_s("Wed, 02 Dec 2026 20:01:30 GMT", now) == 90.0
+    assert retry_after_s("Wed, 02 Dec 2026 19:00:00 GMT", now) == 0.0  # in the past: now
+    assert retry_after_s("soon", now) is None
+    assert retry_after_s(None, now) is None
+
+
+async def test_an_anisette_outage_is_an_unavailable_source_not_a_defect(
+    harness: Harness,
+) -> None:
+    key, _ = harness.tracker()
+    harness.sim.anisette_faults = 1
+    anisette = harness.source._account._anisette
+    anisette._anisette_data = None  # not cached: the next request asks the server
+    anisette._http.request = _fail_fast(anisette._http.request)  # no 5 s retry sleeps
+    with pytest.raises(SourceUnavailable) as raised:
+        await harness.fetch([key])
+    assert "anisette" in str(raised.value)
+    assert harness.sim.stats["fetch"] == 0
+
+
+def _fail_fast(request: Any) -> Any:
+    async def once(method: str, url: str, **kwargs: Any) -> Any:
+        kwargs["auto_retry"] = False
+        return await request(method, url, **kwargs)
+
+    return once
+
+
+async def test_the_apple_id_and_tokens_appear_in_no_log_line_of_findmy(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = Simulator()
+    runner = await start(sim)
+    try:
+        session = sim.account_json()
+        (tmp_path / "a.json").write_text(json.dumps(session))
+        accounts = load_accounts(
+            str(tmp_path), SEALER, fetch_url=sim.base_url + FETCH_PATH, timeout_s=1
+        )
+        caplog.set_level(logging.DEBUG)
+        user, token = session["account"]["username"], sim.token
+        account_log = logging.getLogger("findmy.reports.account")
+        account_log.info("Attempting authentication for user %s", user)
+        account_log.debug("token %s for %s", token, session["account"]["password"])
+        await close_accounts(accounts)
+    finally:
+        await runner.cleanup()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Attempting authentication for user [redacted]" in text
+    for secret in (user, token, session["account"]["password"], sim.dsid(0)):
+        assert secret not in text

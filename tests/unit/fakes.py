@@ -50,7 +50,7 @@ from domain.errors import (
     TransientError,
     Unauthenticated,
 )
-from domain.fetching import TrackerKey
+from domain.fetching import FetchTarget, TrackerKey
 from domain.keys import PRIVATE_KEY_LENGTH, GeneratedKey, KeyBatch, TagKey
 from domain.model import (
     AdvertisementKey,
@@ -83,6 +83,7 @@ from domain.ports import (
 )
 from domain.reports import Report, ReportRows, TrackerRef
 from domain.scheduling import (
+    Capacity,
     Claim,
     ClaimBatch,
     FetchState,
@@ -650,28 +651,36 @@ class FakeFetchStateRepository:
     def __init__(self, uow: FakeUnitOfWork) -> None:
         self._uow = uow
 
-    def _active(self, now: datetime) -> list[Tracker]:
+    def _active(self, now: datetime, end_grace: timedelta = timedelta(0)) -> list[Tracker]:
         t = self._uow.tables
-        return [
-            tr
-            for tr in t.trackers.values()
-            if tr.sealed_private_key is not None
-            and tr.production_run_id in t.production_runs
-            and t.production_runs[tr.production_run_id].is_active(now)
-        ]
+        out = []
+        for tr in t.trackers.values():
+            run = t.production_runs.get(tr.production_run_id)
+            if tr.sealed_private_key is None or run is None:
+                continue
+            if run.start_time <= now < run.end_time + end_grace:
+                out.append(tr)
+        return out
 
-    async def active_targets(self, now: datetime) -> list[tuple[uuid.UUID, datetime | None]]:
+    async def active_targets(
+        self, now: datetime, end_grace: timedelta = timedelta(0)
+    ) -> list[tuple[uuid.UUID, datetime | None]]:
         states = self._uow.tables.fetch_states
         return [
-            (tr.id, states[tr.id].next_due if tr.id in states else None) for tr in self._active(now)
+            (tr.id, states[tr.id].next_due if tr.id in states else None)
+            for tr in self._active(now, end_grace)
         ]
 
     async def keys_for(
-        self, ids: Sequence[uuid.UUID], now: datetime, floor: datetime
-    ) -> list[tuple[TrackerKey, datetime | None, FetchState | None]]:
+        self,
+        ids: Sequence[uuid.UUID],
+        now: datetime,
+        floor: datetime,
+        end_grace: timedelta = timedelta(0),
+    ) -> list[FetchTarget]:
         wanted = set(ids)
         out = []
-        for tr in self._active(now):
+        for tr in self._active(now, end_grace):
             if tr.id in wanted and tr.sealed_private_key is not None:
                 times = [
                     r.report_time
@@ -679,9 +688,20 @@ class FakeFetchStateRepository:
                     if r.tracker_id == tr.id and r.report_time >= floor
                 ]
                 key = TrackerKey(tr.id, tr.advertisement_key, tr.sealed_private_key)
-                states = self._uow.tables.fetch_states
-                out.append((key, max(times) if times else None, states.get(tr.id)))
+                run = self._uow.tables.production_runs[tr.production_run_id]
+                out.append(
+                    FetchTarget(
+                        key,
+                        max(times) if times else None,
+                        self._uow.tables.fetch_states.get(tr.id),
+                        run.start_time,
+                        run.end_time,
+                    )
+                )
         return out
+
+    async def with_new_reports(self, reports: Sequence[Report]) -> set[uuid.UUID]:
+        return {r.tracker_id for r in reports if r.identity not in self._uow.tables.reports}
 
     async def save_many(self, states: Sequence[tuple[uuid.UUID, FetchState]]) -> None:
         for tracker_id, state in states:
@@ -971,13 +991,21 @@ class FakeFetchQueue:
         self.synced: datetime | None = None
         self.sync_lock: str | None = None
         self.worker_ttl = worker_ttl
+        self.capacity: Capacity | None = None
 
     def _back(self, tracker_id: uuid.UUID, now: datetime) -> None:
         self.leases.pop(tracker_id, None)
         self.owner.pop(tracker_id, None)
         self.due[tracker_id] = now
 
-    async def claim(self, worker: str, limit: int, now: datetime, lease: timedelta) -> ClaimBatch:
+    async def claim(
+        self,
+        worker: str,
+        limit: int,
+        now: datetime,
+        lease: timedelta,
+        horizon: timedelta = timedelta(0),
+    ) -> ClaimBatch:
         reclaimed = 0
         for w, until in list(self.workers.items()):
             if until < now and w != worker:
@@ -990,7 +1018,10 @@ class FakeFetchQueue:
             if until < now:
                 self._back(m, now)
                 reclaimed += 1
-        ready = sorted((d, str(m), m) for m, d in self.due.items() if d <= now)[:limit]
+        ready = []
+        if any(d <= now for d in self.due.values()):
+            ready = sorted((d, str(m), m) for m, d in self.due.items() if d <= now + horizon)
+            ready = ready[:limit]
         claims = []
         for d, _, m in ready:
             del self.due[m]
@@ -1058,7 +1089,11 @@ class FakeFetchQueue:
             claimed=len(self.leases),
             workers=sum(1 for d in self.workers.values() if d >= now),
             oldest_due=min(self.due.values(), default=None),
+            capacity=self.capacity,
         )
+
+    async def publish_capacity(self, capacity: Capacity, now: datetime) -> None:
+        self.capacity = capacity
 
     async def entry(self, tracker_id: uuid.UUID) -> QueuePlace | None:
         if tracker_id not in self.due and tracker_id not in self.leases:
@@ -1103,6 +1138,9 @@ class FakeAccountGate:
         self.holder[account] = holder
         self.acquired += 1
         return 0.0
+
+    async def renew(self, account: str, holder: str, hold: timedelta) -> bool:
+        return self.holder.get(account) == holder
 
     async def release(self, account: str, holder: str, next_allowed: datetime) -> None:
         self.next[account] = next_allowed

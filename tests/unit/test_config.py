@@ -96,6 +96,14 @@ SAMPLES |= {
     "password_hash_concurrency": 1,
     "password_hash_queue": 8,
 }
+SAMPLES |= {  # the fetcher's account budget, windows and request filling (issue 11)
+    "fetch_account_budget_per_hour": 12.0,
+    "fetch_probe_max_s": 30.0,
+    "fetch_overlap_h": 3.0,
+    "fetch_end_grace_h": 12.0,
+    "fetch_fill_horizon": 0.5,
+    "findmy_busy_s": 90.0,
+}
 SEED_NAMES = {
     "max_keys_per_batch": "MAX_KEYS_PER_BATCH",
     "anisette_server": "ANISETTE_SERVER",

@@ -12,6 +12,7 @@ from typing import Any
 
 from findmy.reports.account import AsyncAppleAccount
 
+from adapters.findmy.redact import protect
 from adapters.findmy.source import FindMyLocationSource
 from domain.ports import SecretSealer
 from usecases.fetching import Account
@@ -69,6 +70,7 @@ def load_accounts(
     seen: dict[str, pathlib.Path] = {}
     for path in account_paths(spec):
         session = read_session(path, anisette_url)
+        protect(session)
         name = account_name(session)
         if name in seen:
             raise AccountFileError(f"{path} and {seen[name]} hold the same Apple account")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -49,12 +50,33 @@ async def findmy_relogin(account: AsyncAppleAccount) -> None:
     await account._login_mobileme()
 
 
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as delay-seconds or as an HTTP date (RFC 9110 10.2.3); None if absent
+    or unreadable."""
+    if value is None:
         return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _retry_after(headers: Any) -> float | None:
+    return retry_after_s(headers.get("Retry-After"))
+
+
+def _count(entry: Any) -> int:
+    """Reports lost with an unreadable entry (at least one)."""
+    infos = entry.get("locationInfo") if isinstance(entry, dict) else None
+    return max(1, len(infos)) if isinstance(infos, list) else 1
 
 
 class FindMyLocationSource:
@@ -81,15 +103,26 @@ class FindMyLocationSource:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout_s))
         state = self._account._login_state_data
         token = f"{state['dsid']}:{state['mobileme_data']['tokens']['searchPartyToken']}"
-        headers = dict(await self._account.get_anisette_headers())
+        try:
+            headers = dict(await self._account.get_anisette_headers())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # An outage of the Anisette server, not a defect: the account pauses and probes.
+            raise SourceUnavailable(f"anisette unavailable: {type(exc).__name__}") from None
         headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
         try:
             async with self._http.post(self._fetch_url, json=body, headers=headers) as resp:
                 return resp.status, resp.headers, await resp.read()
         except TimeoutError:
-            raise SourceUnavailable(f"no answer within {self._timeout_s}s") from None
-        except aiohttp.ClientError as exc:
+            # Apple may still be working on it: its account is not free yet.
+            raise SourceUnavailable(
+                f"no answer within {self._timeout_s}s", timed_out=True
+            ) from None
+        except aiohttp.ClientConnectorError as exc:  # never reached Apple
             raise SourceUnavailable(f"{type(exc).__name__}: {exc}") from None
+        except aiohttp.ClientError as exc:  # sent, perhaps: as if we stopped waiting
+            raise SourceUnavailable(f"{type(exc).__name__}: {exc}", timed_out=True) from None
 
     async def fetch(
         self, keys: Sequence[TrackerKey], since: datetime, until: datetime
@@ -108,7 +141,7 @@ class FindMyLocationSource:
                     "keyType": 1,
                     "startDate": int((k.since or since).timestamp() * 1000),
                     "startDateSecondary": int((k.since or since).timestamp() * 1000),
-                    "endDate": int(until.timestamp() * 1000),
+                    "endDate": int((k.until or until).timestamp() * 1000),
                     "primaryIds": [base64.b64encode(k.advertisement_key.hashed).decode()],
                     "secondaryIds": [],
                 }
@@ -148,20 +181,28 @@ class FindMyLocationSource:
         pairs: dict[bytes, KeyPair] = {}
         reports, malformed, foreign = [], 0, 0
         for entry in entries:
+            # One bad payload skips that report only; the entry's others are kept.
             try:
-                hashed = base64.b64decode(entry["id"])
-                payloads = [base64.b64decode(p) for p in entry.get("locationInfo", [])]
-            except (KeyError, TypeError, ValueError):
-                malformed += 1
+                hashed = base64.b64decode(entry["id"], validate=True)
+                infos = entry.get("locationInfo", [])
+                if not isinstance(infos, list):
+                    raise TypeError("locationInfo")
+            except (KeyError, TypeError, ValueError, AttributeError):
+                malformed += _count(entry)
                 continue
             key = by_hash.get(hashed)
             if key is None:
-                foreign += len(payloads)
+                foreign += len(infos)
                 continue
             if hashed not in pairs:
                 private = self._sealer.unseal(key.sealed_private_key, hashed)
                 pairs[hashed] = KeyPair(private)
-            for payload in payloads:
+            for info in infos:
+                try:
+                    payload = base64.b64decode(info, validate=True)
+                except (TypeError, ValueError):
+                    malformed += 1
+                    continue
                 report = self._one(key, pairs[hashed], hashed, payload)
                 if report is None:
                     malformed += 1

@@ -62,10 +62,21 @@ class FetchQueryServicer(fq_grpc.FetchQueryServiceServicer):
         self, request: fq.GetFetchQueueRequest, context: Ctx
     ) -> fq.GetFetchQueueResponse:
         stats = await self._q.queue(caller())
+        cap = stats.capacity
         return fq.GetFetchQueueResponse(
             queued_count=stats.queued,
             due_count=stats.due_now,
             claimed_count=stats.claimed,
             fetcher_count=stats.workers,
+            capacity=None
+            if cap is None
+            else fq.FetchCapacity(
+                tracker_count=cap.trackers,
+                account_count=cap.accounts,
+                needed_requests_per_interval=cap.needed_per_interval,
+                allowed_requests_per_interval=min(cap.allowed_per_interval, 1e300),
+                accounts_needed=cap.accounts_needed,
+                sufficient=cap.sufficient,
+            ),
             **_times(oldest_due_time=stats.oldest_due),
         )

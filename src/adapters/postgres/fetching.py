@@ -6,18 +6,25 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
-from domain.fetching import TrackerKey
+from domain.fetching import FetchTarget, TrackerKey
 from domain.model import AdvertisementKey, SealedSecret
+from domain.reports import Report, e7
 from domain.scheduling import FetchResult, FetchState
 
 _ACTIVE = """
     t.private_key_ciphertext IS NOT NULL
-    AND p.start_time <= $1 AND $1 < p.end_time
+    AND p.start_time <= $1 AND $1 < p.end_time + $GRACE::interval
 """
+
+
+def _active(grace_param: int) -> str:
+    """Active at $1: started, and ended less than the grace period (parameter
+    ``grace_param``) ago; the rule is ``FetchPolicy.active``."""
+    return _ACTIVE.replace("$GRACE", f"${grace_param}")
 
 
 def _state(r: asyncpg.Record) -> FetchState | None:
@@ -43,54 +50,88 @@ class PostgresFetchStateRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
-    async def active_targets(self, now: datetime) -> list[tuple[uuid.UUID, datetime | None]]:
-        """Every tracker that should be in the queue now (its run is active and it has a
-        private key), with the due time saved after its last turn, if any."""
+    async def active_targets(
+        self, now: datetime, end_grace: timedelta = timedelta(0)
+    ) -> list[tuple[uuid.UUID, datetime | None]]:
+        """Every tracker that should be in the queue now (its run is active, or ended less
+        than ``end_grace`` ago, and it has a private key), with the due time saved after its
+        last turn, if any."""
         rows = await self._conn.fetch(
             f"""
             SELECT t.id, s.next_due_time
             FROM production_runs p
             JOIN trackers t ON t.production_run_id = p.id
             LEFT JOIN fetch_state s ON s.tracker_id = t.id
-            WHERE {_ACTIVE}
+            WHERE {_active(2)}
             """,
             now,
+            end_grace,
         )
         return [(r["id"], r["next_due_time"]) for r in rows]
 
     async def keys_for(
-        self, ids: Sequence[uuid.UUID], now: datetime, floor: datetime
-    ) -> list[tuple[TrackerKey, datetime | None, FetchState | None]]:
+        self,
+        ids: Sequence[uuid.UUID],
+        now: datetime,
+        floor: datetime,
+        end_grace: timedelta = timedelta(0),
+    ) -> list[FetchTarget]:
         """Keys of those of ``ids`` still active now, with the time of the latest report we
-        hold for each (looked at back to ``floor`` only) and the state saved after its last
-        turn."""
+        hold for each (looked at back to ``floor`` only), the state saved after its last
+        turn and its run's window."""
         rows = await self._conn.fetch(
             f"""
             SELECT t.id, t.advertisement_key, t.private_key_ciphertext, t.private_key_kek_id,
                    (SELECT max(r.report_time) FROM reports r
                      WHERE r.tracker_id = t.id AND r.report_time >= $3) AS last_report,
+                   p.start_time AS run_start, p.end_time AS run_end,
                    s.factor, s.successes, s.failures, s.consecutive_failures,
                    s.last_success_time, s.last_attempt_time, s.last_result, s.next_due_time
             FROM trackers t JOIN production_runs p ON p.id = t.production_run_id
             LEFT JOIN fetch_state s ON s.tracker_id = t.id
-            WHERE t.id = ANY($2::uuid[]) AND {_ACTIVE}
+            WHERE t.id = ANY($2::uuid[]) AND {_active(4)}
             """,
             now,
             list(ids),
             floor,
+            end_grace,
         )
         return [
-            (
-                TrackerKey(
+            FetchTarget(
+                key=TrackerKey(
                     r["id"],
                     AdvertisementKey(bytes(r["advertisement_key"])),
                     SealedSecret(r["private_key_kek_id"], bytes(r["private_key_ciphertext"])),
                 ),
-                r["last_report"],
-                _state(r),
+                last_report=r["last_report"],
+                state=_state(r),
+                run_start=r["run_start"],
+                run_end=r["run_end"],
             )
             for r in rows
         ]
+
+    async def with_new_reports(self, reports: Sequence[Report]) -> set[uuid.UUID]:
+        """Trackers with at least one of ``reports`` not stored yet, by the reports'
+        identity (the primary key ``add_many`` conflicts on)."""
+        if not reports:
+            return set()
+        rows = await self._conn.fetch(
+            """
+            SELECT DISTINCT u.tracker_id
+            FROM unnest($1::uuid[], $2::timestamptz[], $3::integer[], $4::integer[])
+                 AS u(tracker_id, report_time, latitude_e7, longitude_e7)
+            WHERE NOT EXISTS (
+                SELECT 1 FROM reports r
+                WHERE r.tracker_id = u.tracker_id AND r.report_time = u.report_time
+                  AND r.latitude_e7 = u.latitude_e7 AND r.longitude_e7 = u.longitude_e7)
+            """,
+            [r.tracker_id for r in reports],
+            [r.report_time for r in reports],
+            [e7(r.position.latitude) for r in reports],
+            [e7(r.position.longitude) for r in reports],
+        )
+        return {r["tracker_id"] for r in rows}
 
     async def save_many(self, states: Sequence[tuple[uuid.UUID, FetchState]]) -> None:
         """Upsert the states; trackers deleted meanwhile are skipped."""

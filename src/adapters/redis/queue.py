@@ -8,10 +8,12 @@ Keys (``{p}`` is the prefix, ``fetch`` by default):
   {p}:sync-lock   STRING the fetcher rebuilding the queue now
   {p}:lease-scan  STRING when claimants next look for expired leases (once a second)
   {p}:account:<a>:lock / :next   one request at a time per account, and when the next may go
+  {p}:capacity    HASH the fleet's capacity figure, as the last rebuild computed it
 A tracker is in exactly one of ``due`` and the ``leases`` of one fetcher. Claims take the
 lowest due times first (ZRANGEBYSCORE + ZREMRANGEBYRANK: one call for the whole batch), so
 every tracker due now is served before a requeued one, whose due time lies at least one
-interval ahead. Per tracker a claim costs two sorted-set writes and a completion three; the
+interval ahead; a claim that finds one tracker due fills the batch with those due soonest
+within the horizon. Per tracker a claim costs two sorted-set writes and a completion three; the
 trackers' counts and backoff live in PostgreSQL (``fetch_state``), read with their keys.
 """
 
@@ -27,7 +29,15 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from domain.errors import DependencyUnavailable
-from domain.scheduling import Claim, ClaimBatch, QueuePlace, QueueStats, from_ms, to_ms
+from domain.scheduling import (
+    Capacity,
+    Claim,
+    ClaimBatch,
+    QueuePlace,
+    QueueStats,
+    from_ms,
+    to_ms,
+)
 
 _CLAIM = """
 local due, workers, synced, scan = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -67,8 +77,13 @@ if now >= tonumber(redis.call('GET', scan) or '0') then
     end
   end
 end
--- the most overdue trackers, as one batch
-local items = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
+-- the most overdue trackers, as one batch; if one is due, filled with the soonest due
+-- within the horizon (they sort after every tracker due now)
+local items = {}
+local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
+if first[2] and tonumber(first[2]) <= now then
+  items = redis.call('ZRANGEBYSCORE', due, '-inf', ARGV[7], 'WITHSCORES', 'LIMIT', 0, limit)
+end
 local n = #items / 2
 if n > 0 then
   redis.call('ZREMRANGEBYRANK', due, 0, n - 1)
@@ -182,6 +197,14 @@ if left < 1 then return 1 end
 return math.min(left, 250)
 """
 
+_GATE_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
 _GATE_RELEASE = """
 local lock, nxt = KEYS[1], KEYS[2]
 local holder, next_ms, keep_ms = ARGV[1], ARGV[2], ARGV[3]
@@ -221,6 +244,20 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def _capacity(raw: dict[Any, Any]) -> Capacity | None:
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    try:
+        return Capacity(
+            trackers=int(fields["trackers"]),
+            accounts=int(fields["accounts"]),
+            needed_per_interval=int(fields["needed"]),
+            allowed_per_interval=float(fields["allowed"]),
+            accounts_needed=int(fields["accounts_needed"]),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
 class RedisFetchQueue:
     def __init__(
         self,
@@ -235,6 +272,7 @@ class RedisFetchQueue:
         self.due, self.workers, self.synced = k + "due", k + "workers", k + "synced"
         self.leases_prefix, self.sync_lock = k + "leases:", k + "sync-lock"
         self.lease_scan = k + "lease-scan"
+        self.capacity = k + "capacity"
         self._claim = client.register_script(_CLAIM)
         self._complete = client.register_script(_COMPLETE)
         self._leave = client.register_script(_LEAVE)
@@ -242,7 +280,14 @@ class RedisFetchQueue:
         self._remove = client.register_script(_REMOVE)
         self._unlock = client.register_script(_UNLOCK)
 
-    async def claim(self, worker: str, limit: int, now: datetime, lease: timedelta) -> ClaimBatch:
+    async def claim(
+        self,
+        worker: str,
+        limit: int,
+        now: datetime,
+        lease: timedelta,
+        horizon: timedelta = timedelta(0),
+    ) -> ClaimBatch:
         now_ms = to_ms(now)
         keys = [self.due, self.workers, self.synced, self.lease_scan]
         args = [
@@ -252,6 +297,7 @@ class RedisFetchQueue:
             limit,
             now_ms + self._worker_ttl_ms,  # the claimant is alive now
             self.leases_prefix,
+            now_ms + max(0, int(horizon.total_seconds() * 1000)),
         ]
         async with _unavailable():
             lost, reclaimed, head, items = await self._claim(keys=keys, args=args)
@@ -334,16 +380,32 @@ class RedisFetchQueue:
             pipe.zcount(self.due, "-inf", now_ms)
             pipe.zcount(self.workers, now_ms, "+inf")
             pipe.zrange(self.due, 0, 0, withscores=True)
+            pipe.hgetall(self.capacity)
             for w in workers:
                 pipe.zcard(self.leases_prefix + w)
-            queued, due_now, alive, head, *held = await pipe.execute()
+            queued, due_now, alive, head, cap, *held = await pipe.execute()
         return QueueStats(
             queued=int(queued),
             due_now=int(due_now),
             claimed=sum(int(h) for h in held),
             workers=int(alive),
             oldest_due=from_ms(head[0][1]) if head else None,
+            capacity=_capacity(cap),
         )
+
+    async def publish_capacity(self, capacity: Capacity, now: datetime) -> None:
+        fields = {
+            "trackers": capacity.trackers,
+            "accounts": capacity.accounts,
+            "needed": capacity.needed_per_interval,
+            "allowed": repr(capacity.allowed_per_interval),
+            "accounts_needed": capacity.accounts_needed,
+            "time": to_ms(now),
+        }
+        async with _unavailable(), self._r.pipeline(transaction=True) as pipe:
+            pipe.hset(self.capacity, mapping=fields)
+            pipe.pexpire(self.capacity, 24 * 3600 * 1000)
+            await pipe.execute()
 
     async def entry(self, tracker_id: uuid.UUID) -> QueuePlace | None:
         m = str(tracker_id)
@@ -373,6 +435,7 @@ class RedisAccountGate:
         self._prefix = prefix + ":account:"
         self._workers = prefix + ":workers"
         self._acquire = client.register_script(_GATE_ACQUIRE)
+        self._renew = client.register_script(_GATE_RENEW)
         self._release = client.register_script(_GATE_RELEASE)
 
     def _keys(self, account: str) -> list[str]:
@@ -395,6 +458,11 @@ class RedisAccountGate:
         async with _unavailable():
             wait_ms = int(await self._acquire(keys=self._keys(account), args=args))
         return wait_ms / 1000
+
+    async def renew(self, account: str, holder: str, hold: timedelta) -> bool:
+        ms = max(1, int(hold.total_seconds() * 1000))
+        async with _unavailable():
+            return bool(await self._renew(keys=self._keys(account)[:1], args=[holder, ms]))
 
     async def release(self, account: str, holder: str, next_allowed: datetime) -> None:
         args = [holder, to_ms(next_allowed), 24 * 3600 * 1000]
