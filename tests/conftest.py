@@ -3,6 +3,7 @@ template made once per session, and the real Redis."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +22,16 @@ ADMIN_URL = os.environ.get(
     "TRACKER_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("TRACKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def process_env(**settings: str) -> dict[str, str]:
+    """The environment for a server process a test starts: this shell's, without any
+    variable our configuration reads (a developer's exported ``DB_NAME`` or
+    ``TRACKER_*`` would otherwise point the process elsewhere), plus ``settings``."""
+    from servers.config import CONFIG_ENV, Settings
+
+    ours = {Settings.env_name(f.name) for f in dataclasses.fields(Settings)} | {CONFIG_ENV}
+    return {**{k: v for k, v in os.environ.items() if k not in ours}, **settings}
 
 
 def url_for(database: str) -> str:

@@ -4,7 +4,6 @@ real grpcurl binary running the README's walkthrough exactly as written (ports c
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
 import signal
@@ -22,7 +21,7 @@ import pytest
 from findmy import KeyPair
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import REDIS_URL, url_for
+from tests.conftest import REDIS_URL, process_env, url_for
 from tracker.v1 import key_service_pb2 as k
 from tracker.v1 import key_service_pb2_grpc as k_grpc
 from tracker.v1 import resources_pb2 as pb
@@ -96,7 +95,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     db = f"tracker_e2e_{uuid.uuid4().hex[:10]}"
     collector, query, health, metrics = free_ports(4)
     env = {
-        **os.environ,
+        **process_env(),
         "TRACKER_DATABASE_URL": url_for(db),
         "TRACKER_REDIS_URL": REDIS_URL,
         "TRACKER_COLLECTOR_PORT": str(collector),
@@ -371,8 +370,7 @@ def test_trackerctl_keys_generate_export_allocate_import(
 
 
 def test_production_without_its_secrets_refuses_to_start() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
-    env["TRACKER_ENVIRONMENT"] = "production"
+    env = process_env(TRACKER_ENVIRONMENT="production")
     for extra, missing in (
         ({}, "TRACKER_JWT_SIGNING_KEY"),
         ({"TRACKER_JWT_SIGNING_KEY": "x" * 40}, "TRACKER_KEK_RING"),
@@ -408,7 +406,7 @@ def test_the_demo_shows_reports_arriving_within_a_minute(tmp_path: pathlib.Path)
     db = f"tracker_demo_{uuid.uuid4().hex[:10]}"
     collector, query, health, metrics, sim = free_ports(5)
     env = {
-        **os.environ,
+        **process_env(),
         "TRACKER_DATABASE_URL": url_for(db),
         "TRACKER_REDIS_URL": REDIS_URL,
         "TRACKER_COLLECTOR_PORT": str(collector),

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import os
 import pathlib
 import signal
 import sys
@@ -28,6 +27,7 @@ from domain.model import Tracker
 from servers.config import Settings
 from servers.container import _sealer
 from simulator.server import FETCH_PATH, Simulator
+from tests.conftest import process_env
 from usecases.setup import NewBrand, NewClient, NewProductionRun, SetupUseCases
 
 BIN = pathlib.Path(sys.executable).parent
@@ -144,11 +144,8 @@ def fetcher_env(
     prefix: str,
     **extra: Any,
 ) -> dict[str, str]:
-    # The seed's DB_* overrides (exported by a developer's shell) would point the fetcher
-    # at another database than the test's.
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("DB_")}
     env = {
-        **inherited,
+        **process_env(),
         "TRACKER_DATABASE_URL": database_url,
         "TRACKER_REDIS_URL": redis_url,
         "TRACKER_FINDMY_ACCOUNT_FILE": accounts,

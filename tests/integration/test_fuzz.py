@@ -44,7 +44,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from domain.access import Principal, Role
 from servers.config import Settings
 from servers.container import Container
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, process_env
 from tests.integration.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Stack, connect
 from tests.integration.test_isolation_matrix import (
     SERVICES,
@@ -423,7 +423,7 @@ async def wait_serving(
 async def server(database_url: str, tmp_path: pathlib.Path) -> AsyncIterator[Server]:
     collector, query, health = free_ports(3)
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DB_", "TRACKER_"))},
+        **process_env(),
         "TRACKER_DATABASE_URL": database_url,
         "TRACKER_REDIS_URL": REDIS_URL,
         "TRACKER_COLLECTOR_PORT": str(collector),

@@ -20,6 +20,7 @@ from servers.config import (
     Settings,
     check_secrets,
 )
+from tests.conftest import process_env
 
 STRONG_KEY = "a-production-signing-key-of-more-than-32-bytes"
 KEK = base64.b64encode(bytes(range(32))).decode()
@@ -104,15 +105,16 @@ def test_the_server_entry_point_exits_non_zero_with_the_reason(
 
 def test_a_real_process_stops_at_start() -> None:
     """As an operator starts it: a separate interpreter, which exits 2 before listening."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_") and k != "DB_NAME"}
-    env |= {
-        "TRACKER_ENVIRONMENT": "production",
-        "TRACKER_JWT_SIGNING_KEY": STRONG_KEY,
-        "TRACKER_KEK_RING": DEVELOPMENT_KEK_RING,
-        "TRACKER_COLLECTOR_PORT": "0",
-        "TRACKER_HEALTH_PORT": "0",
-        "TRACKER_METRICS_PORT": "0",
-    }
+    env = process_env(
+        **{
+            "TRACKER_ENVIRONMENT": "production",
+            "TRACKER_JWT_SIGNING_KEY": STRONG_KEY,
+            "TRACKER_KEK_RING": DEVELOPMENT_KEK_RING,
+            "TRACKER_COLLECTOR_PORT": "0",
+            "TRACKER_HEALTH_PORT": "0",
+            "TRACKER_METRICS_PORT": "0",
+        }
+    )
     done = subprocess.run(
         [sys.executable, "-c", "from servers.collector import main; raise SystemExit(main())"],
         env=env,
