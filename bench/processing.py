@@ -239,7 +239,7 @@ async def bench(n: int, batch: int, sample: int, rates: list[int], seconds: floa
             async with conn.transaction():
                 await repo.add_many(reports[i : i + 50_000])
         ingest_s = time.perf_counter() - t
-        queued = await conn.fetchval("SELECT count(*) FROM processing_queue")
+        queued = await conn.fetchval("SELECT count(DISTINCT tracker_id) FROM processing_inbox")
         print(f"trackers with new reports:            {queued:10d} ({len(reports)} reports)")
         print(f"  stored (COPY, queue trigger):       {len(reports) / ingest_s:10.0f} reports/s")
         await conn.close()

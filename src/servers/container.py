@@ -12,6 +12,7 @@ from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.fetching import FetchQueryServicer
 from adapters.grpc.health import HealthReporter
 from adapters.grpc.keys import KeyQueryServicer, KeyServicer
+from adapters.grpc.processing import ProcessingQueryServicer, ProcessingServicer
 from adapters.grpc.reports import ReportServicer
 from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.grpc.status import StatusQueryServicer, StatusServicer
@@ -28,12 +29,13 @@ from adapters.prometheus import PrometheusFetchMetrics
 from adapters.redis.client import RedisProbe, redis_resource
 from adapters.redis.queue import RedisAccountGate, RedisFetchQueue
 from adapters.security import Argon2PasswordHasher, JwtTokenCodec
+from domain.processing import RetryPolicy
 from servers.config import Settings, kek_ring, signing_key
 from usecases.access import AccessUseCases, TokenPolicy
 from usecases.fetching import FetchStateQueries
 from usecases.health import CheckDependencies
 from usecases.keys import KeyUseCases
-from usecases.processing import ProcessNewReports
+from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports
 from usecases.setup import SetupUseCases
 from usecases.status import StatusQueries
@@ -49,6 +51,8 @@ REPORT_SERVICE = "tracker.v1.ReportService"
 FETCH_QUERY_SERVICE = "tracker.v1.FetchQueryService"
 STATUS_QUERY_SERVICE = "tracker.v1.StatusQueryService"
 STATUS_SERVICE = "tracker.v1.StatusService"
+PROCESSING_QUERY_SERVICE = "tracker.v1.ProcessingQueryService"
+PROCESSING_SERVICE = "tracker.v1.ProcessingService"
 
 # Which dependencies each gRPC service needs to be SERVING.
 SERVICE_DEPENDENCIES = {
@@ -64,6 +68,8 @@ SERVICE_DEPENDENCIES = {
         REPORT_SERVICE,
         STATUS_QUERY_SERVICE,
         STATUS_SERVICE,
+        PROCESSING_QUERY_SERVICE,
+        PROCESSING_SERVICE,
     )
 }
 SERVICE_DEPENDENCIES[FETCH_QUERY_SERVICE] = ("postgres", "redis")
@@ -176,7 +182,15 @@ class Container(containers.DeclarativeContainer):
         geocoder=geocoder,
         batch_size=settings.provided.worker_batch_size,
         lease_s=settings.provided.worker_lease_s,
+        retry=providers.Factory(
+            RetryPolicy,
+            base_s=settings.provided.worker_retry_base_s,
+            max_s=settings.provided.worker_retry_max_s,
+        ),
     )
+    processing_queries = providers.Singleton(ProcessingQueries, queue=processing_queue)
+    processing_query_servicer = providers.Singleton(ProcessingQueryServicer, processing_queries)
+    processing_servicer = providers.Singleton(ProcessingServicer, processing_queries)
     status_repository = providers.Singleton(
         PostgresStatusRepository,
         db_pool,
