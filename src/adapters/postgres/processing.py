@@ -69,6 +69,7 @@ WITH b AS (
     JOIN reports r ON r.tracker_id = b.tracker_id AND r.report_time >= b.t
          AND (r.report_time, r.latitude_e7, r.longitude_e7) > (b.t, b.lat, b.lon)
          AND r.confidence >= b.min_confidence
+         AND isfinite(r.report_time)  -- stored before times were validated: no place in time
     LEFT JOIN LATERAL (
         SELECT (array_agg(l.id ORDER BY l.d, l.id) FILTER (
                     WHERE l.kind = 'DELIVERY' AND l.d + l.slack <= l.radius_m))[1]
