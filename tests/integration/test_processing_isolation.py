@@ -83,7 +83,8 @@ async def worker(
 def admin_stubs(
     w: World,
 ) -> tuple[pq_grpc.ProcessingQueryServiceStub, ps_grpc.ProcessingServiceStub]:
-    assert w.stack.query_channel is not None and w.stack.collector_channel is not None
+    assert w.stack.query_channel is not None
+    assert w.stack.collector_channel is not None
     return (
         pq_grpc.ProcessingQueryServiceStub(w.stack.query_channel),
         ps_grpc.ProcessingServiceStub(w.stack.collector_channel),
@@ -310,7 +311,8 @@ async def test_reports_arriving_during_a_batch_are_processed_next_and_dated_by_a
         await uow.commit()
     backlog = await queue.backlog()
     assert backlog.waiting == 1
-    assert backlog.oldest_arrival is not None and backlog.oldest_arrival >= later
+    assert backlog.oldest_arrival is not None
+    assert backlog.oldest_arrival >= later
     await (await worker(world))()
     assert (await status_of(world, a)).status == st.TRACKER_STATUS_DELIVERED
 
