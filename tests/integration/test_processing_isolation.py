@@ -14,13 +14,17 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import grpc
 import pytest
+from dependency_injector import providers
 
+from adapters import prometheus
 from domain.errors import DependencyUnavailable
 from domain.geo import NearestCity
 from domain.model import GeoPoint
 from domain.ports import Geocoder
 from domain.processing import RetryPolicy
-from tests.integration.conftest import Stack
+from servers.runtime import Process
+from servers.worker import WorkerLoop
+from tests.integration.conftest import Stack, stack_settings
 from tests.integration.test_processing import (
     BERLIN_STORE,
     HAMBURG_WAREHOUSE,
@@ -42,11 +46,6 @@ from usecases.processing import ProcessNewReports
 pytestmark = pytest.mark.integration
 
 POISON = GeoPoint(1.2345, 1.2345)
-
-
-@pytest.fixture
-async def database_url(geo_database_url: str) -> str:
-    return geo_database_url
 
 
 class FlakyGeocoder:
@@ -398,3 +397,58 @@ async def test_concurrent_ingestion_and_workers_never_deadlock(world: World) -> 
     )
     for t in trackers:
         assert (await status_of(world, t)).status != st.TRACKER_STATUS_UNSPECIFIED
+
+
+class StuckGeocoder:
+    """Holds every batch until released: a batch in flight for as long as a test likes."""
+
+    def __init__(self, real: Geocoder) -> None:
+        self.real = real
+        self.entered = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def nearest(self, points: Sequence[GeoPoint]) -> list[NearestCity | None]:
+        self.entered.set()
+        await self.go.wait()
+        return await self.real.nearest(points)
+
+
+async def test_lag_gauge_tells_the_age_of_the_oldest_unprocessed_report(world: World) -> None:
+    """Issue 13: one loop's batch is in flight, the other loop idles; the gauge still tells
+    how long the oldest report has waited (it read 0 from the idle loop before)."""
+    c = world.stack.container
+    assert c is not None
+    stuck = StuckGeocoder(await c.geocoder.async_())
+
+    class Loop(WorkerLoop):
+        async def start(self, container):  # type: ignore[no-untyped-def]
+            container.geocoder.override(providers.Object(stuck))
+            await super().start(container)
+
+    settings = stack_settings(
+        c.settings().database_url,
+        worker_idle_s=0.02,
+        worker_concurrency=2,
+        worker_metrics_interval_s=0.05,
+    )
+    a = await world.tracker()
+    await world.store([rep(a, T0, HAMBURG_WAREHOUSE)])
+    stored = datetime.now(UTC)
+    process = Process(settings, [], [Loop(settings)])
+    await process.start()
+    try:
+        async with asyncio.timeout(10):
+            await stuck.entered.wait()
+        await asyncio.sleep(1.0)
+        lag = prometheus.WORKER_LAG._value.get()
+        waited = (datetime.now(UTC) - stored).total_seconds()
+        assert 0.9 <= lag <= waited + 0.5
+        assert prometheus.WORKER_BACKLOG._value.get() == 1
+        stuck.go.set()
+        async with asyncio.timeout(10):
+            while prometheus.WORKER_LAG._value.get() or prometheus.WORKER_BACKLOG._value.get():
+                await asyncio.sleep(0.05)
+        assert (await status_of(world, a)).status == st.TRACKER_STATUS_IN_STORAGE
+    finally:
+        stuck.go.set()
+        await process.stop(0)
