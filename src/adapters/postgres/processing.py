@@ -139,7 +139,7 @@ UPDATE processing_queue q
 SET claim_token = NULL, claimed_until = NULL,
     enqueue_time = coalesce(q.newer_time, q.enqueue_time), newer_time = NULL
 FROM (SELECT tracker_id FROM processing_queue
-      WHERE claim_token = $1 AND ($2::uuid[] IS NULL OR tracker_id = ANY($2::uuid[]))
+      WHERE claim_token = $1
       ORDER BY tracker_id FOR UPDATE) l
 WHERE q.tracker_id = l.tracker_id
 """
@@ -176,7 +176,7 @@ class PostgresProcessingQueue:
     async def release(self, token: uuid.UUID) -> None:
         with unavailable_on_connection_error():
             async with self._pool.acquire() as conn:
-                await conn.execute(_RELEASE_SQL, token, None)
+                await conn.execute(_RELEASE_SQL, token)
 
     async def quarantine(
         self, token: uuid.UUID, tracker_id: uuid.UUID, reason: str, delay_s: float
@@ -603,19 +603,29 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
             for r in rows
             if not r["tracked"] or version.get(r["tracker_id"]) == r["version"]
         ]
-        await self._c.execute(
-            "DELETE FROM processing_queue WHERE tracker_id = ANY($1::uuid[])", gone
-        )
+        if gone:
+            await self._c.execute(
+                "DELETE FROM processing_queue WHERE tracker_id = ANY($1::uuid[])", gone
+            )
         dropped = set(gone)
         kept = [r["tracker_id"] for r in rows if r["tracker_id"] not in dropped]
         # Processed fine, but newer reports keep the row: it leaves quarantine all the same.
-        await self._c.execute(
-            """UPDATE processing_queue SET attempts = 0, last_error = NULL,
-                   first_failure_time = NULL, last_failure_time = NULL, retry_time = NULL
-               WHERE tracker_id = ANY($1::uuid[]) AND attempts > 0""",
-            [t for t in kept if t in version],
-        )
-        await self._c.execute(_RELEASE_SQL, token, kept)
+        healed = {c.tracker_id for c in done if c.attempts} & set(kept)
+        if healed:
+            await self._c.execute(
+                """UPDATE processing_queue SET attempts = 0, last_error = NULL,
+                       first_failure_time = NULL, last_failure_time = NULL, retry_time = NULL
+                   WHERE tracker_id = ANY($1::uuid[])""",
+                list(healed),
+            )
+        if kept:  # rows locked above: no wait, whatever the order
+            await self._c.execute(
+                """UPDATE processing_queue
+                   SET claim_token = NULL, claimed_until = NULL,
+                       enqueue_time = coalesce(newer_time, enqueue_time), newer_time = NULL
+                   WHERE tracker_id = ANY($1::uuid[])""",
+                kept,
+            )
 
 
 class PostgresProcessingUnitOfWorkFactory:
