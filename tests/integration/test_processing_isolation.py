@@ -125,6 +125,26 @@ async def test_a_report_out_of_range_stops_nobody_else(stack: Stack, bad_time: s
     assert status.last_report_time.ToDatetime(tzinfo=UTC) == T0
 
 
+async def test_a_queue_row_from_before_with_minus_infinity_is_processed(world: World) -> None:
+    """A queue row written before this change kept -infinity in ``since`` and ``hours`` even
+    after the bad report was deleted; it no longer fails its tracker's processing."""
+    a = await world.tracker()
+    await world.store([rep(a, T0, HAMBURG_WAREHOUSE)])
+    await (await worker(world))()
+    await world.store([rep(a, T0 + timedelta(hours=1), BERLIN_STORE)])
+    c = world.stack.container
+    assert c is not None
+    await (await c.processing_queue.async_()).fold()
+    await sql(
+        world,
+        """UPDATE processing_queue SET since = '-infinity',
+               hours = ARRAY['-infinity'::timestamptz] || hours""",
+    )
+    batch = await (await worker(world))()
+    assert (batch.trackers, batch.quarantined) == (1, 0)
+    assert (await status_of(world, a)).status == st.TRACKER_STATUS_DELIVERED
+
+
 async def test_a_tracker_whose_processing_raises_is_quarantined_for_an_admin(
     stack: Stack,
 ) -> None:
@@ -246,13 +266,17 @@ async def test_a_batch_that_cannot_go_on_hands_its_claims_back_at_once(world: Wo
     geocoder.unavailable = True
     trackers = [await world.tracker() for _ in range(3)]
     await world.store([rep(t, T0, BERLIN_STORE) for t in trackers])
+    stored = datetime.now(UTC)
     failing = await worker(world, geocoder, lease_s=600)
     with pytest.raises(DependencyUnavailable):
         await failing()
-    rows = await sql(world, "SELECT claim_token, claimed_until, attempts FROM processing_queue")
+    rows = await sql(
+        world, "SELECT claim_token, claimed_until, attempts, enqueue_time FROM processing_queue"
+    )
     assert len(rows) == 3
     assert all(r["claim_token"] is None and r["claimed_until"] is None for r in rows)
     assert all(r["attempts"] == 0 for r in rows)  # not the trackers' fault
+    assert all(r["enqueue_time"] < stored for r in rows)  # still as old as they are
     # Another worker takes them at once, not after the 600 s lease.
     batch = await (await worker(world))()
     assert batch.trackers == 3

@@ -134,10 +134,10 @@ RETURNING q.tracker_id, greatest(q.since, '0001-01-01T00:00:00Z') AS since,
           q.version, q.enqueue_time, q.attempts
 """
 
+# Unprocessed claims back to the queue (their oldest report is as old as before).
 _RELEASE_SQL = """
 UPDATE processing_queue q
-SET claim_token = NULL, claimed_until = NULL,
-    enqueue_time = coalesce(q.newer_time, q.enqueue_time), newer_time = NULL
+SET claim_token = NULL, claimed_until = NULL, newer_time = NULL
 FROM (SELECT tracker_id FROM processing_queue
       WHERE claim_token = $1
       ORDER BY tracker_id FOR UPDATE) l
@@ -185,8 +185,7 @@ class PostgresProcessingQueue:
             async with self._pool.acquire() as conn:
                 await conn.execute(
                     """UPDATE processing_queue
-                       SET claim_token = NULL, claimed_until = NULL,
-                           enqueue_time = coalesce(newer_time, enqueue_time), newer_time = NULL,
+                       SET claim_token = NULL, claimed_until = NULL, newer_time = NULL,
                            attempts = attempts + 1, last_error = $3,
                            first_failure_time = coalesce(first_failure_time, clock_timestamp()),
                            last_failure_time = clock_timestamp(),
@@ -619,12 +618,16 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
                 list(healed),
             )
         if kept:  # rows locked above: no wait, whatever the order
+            # Done with newer reports: the row's age is now theirs. Not done: as old as it was.
             await self._c.execute(
                 """UPDATE processing_queue
-                   SET claim_token = NULL, claimed_until = NULL,
-                       enqueue_time = coalesce(newer_time, enqueue_time), newer_time = NULL
+                   SET claim_token = NULL, claimed_until = NULL, newer_time = NULL,
+                       enqueue_time = CASE WHEN tracker_id = ANY($2::uuid[])
+                                           THEN coalesce(newer_time, enqueue_time)
+                                           ELSE enqueue_time END
                    WHERE tracker_id = ANY($1::uuid[])""",
                 kept,
+                [t for t in kept if t in version],
             )
 
 
