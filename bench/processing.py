@@ -143,8 +143,10 @@ async def latency(url: str, trackers: list[uuid.UUID], rates: list[int], seconds
     )
     await container.shutdown_resources()  # type: ignore[misc]
     port, health_port = free_port(), free_port()
+    # DB_NAME and friends would override the URL (config.compose_database_url).
+    parts = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in parts},
         "TRACKER_DATABASE_URL": url,
         "TRACKER_QUERY_PORT": str(port),
         "TRACKER_HEALTH_PORT": str(health_port),
