@@ -132,7 +132,24 @@ WORKER_CHANGES = Counter("tracker_worker_status_changes_total", "Status changes 
 WORKER_ERRORS = Counter("tracker_worker_errors_total", "Worker batches that failed", ["kind"])
 WORKER_LAG = Gauge(
     "tracker_worker_lag_seconds",
-    "Age of the oldest tracker with unprocessed reports when a batch claimed it",
+    "Age of the oldest unprocessed report (since it was stored), read from the processing "
+    "queue; quarantined trackers are counted apart",
+)
+WORKER_BACKLOG = Gauge(
+    "tracker_worker_backlog_trackers", "Trackers with unprocessed reports (quarantine apart)"
+)
+WORKER_QUARANTINED = Gauge(
+    "tracker_worker_quarantined_trackers",
+    "Trackers whose processing failed on their own, waiting for a retry",
+)
+WORKER_QUARANTINE_EVENTS = Counter(
+    "tracker_worker_quarantine_events_total",
+    "Trackers put in quarantine (failed) and released from it (processed fine on a retry)",
+    ["event"],
+)
+WORKER_SPLITS = Counter(
+    "tracker_worker_batch_splits_total",
+    "Failed batch transactions split in halves to isolate a failing tracker",
 )
 WORKER_BATCH_SECONDS = Histogram(
     "tracker_worker_batch_duration_seconds",

@@ -29,6 +29,7 @@ from domain.model import (
     Tracker,
 )
 from domain.pagination import Page, PageRequest
+from domain.processing import ProcessingBacklog, QuarantinedTracker
 from domain.reports import Report, ReportRows, TrackerRef
 from domain.scheduling import (
     Capacity,
@@ -453,6 +454,7 @@ class Claim:
     hours: tuple[datetime, ...]
     version: int
     enqueue_time: datetime
+    attempts: int = 0  # failures in a row before this claim (> 0: quarantined, retried)
 
 
 class ProcessingQueue(Protocol):
@@ -460,11 +462,29 @@ class ProcessingQueue(Protocol):
 
     async def claim(self, token: uuid.UUID, limit: int, lease_s: float) -> list[Claim]:
         """Up to ``limit`` unclaimed (or lease-expired) trackers, oldest first, leased to
-        ``token`` for ``lease_s`` seconds; no two live claims share a tracker."""
+        ``token`` for ``lease_s`` seconds; no two live claims share a tracker. Quarantined
+        trackers come only once their retry time has come."""
         ...
 
-    async def backlog(self) -> tuple[int, datetime | None]:
-        """Queued trackers, and the enqueue time of the oldest."""
+    async def release(self, token: uuid.UUID) -> None:
+        """Hand back every claim still held by ``token`` at once (a failed batch)."""
+        ...
+
+    async def quarantine(
+        self, token: uuid.UUID, tracker_id: uuid.UUID, reason: str, delay_s: float
+    ) -> None:
+        """The claim of ``tracker_id`` failed on its own: release it, count the failure,
+        keep ``reason`` and hold it back ``delay_s`` seconds."""
+        ...
+
+    async def backlog(self) -> ProcessingBacklog: ...
+
+    async def quarantined(self, page: PageRequest) -> Page[QuarantinedTracker]:
+        """Quarantined trackers by id."""
+        ...
+
+    async def retry_now(self, tracker_id: uuid.UUID) -> bool:
+        """Make a quarantined tracker due at once; False if it is not quarantined."""
         ...
 
 
@@ -512,8 +532,7 @@ class ProcessingUnitOfWork(Protocol):
 
     async def lock(self, token: uuid.UUID, claims: Sequence[Claim]) -> list[Claim]:
         """The claims still held by ``token`` whose tracker could be locked until commit
-        (a worker whose lease ran out cannot race a newer worker). Claims of trackers that
-        no longer exist are dropped from the queue: there is nothing to do for them."""
+        (a worker whose lease ran out cannot race a newer worker)."""
         ...
 
     async def ungeocoded(
@@ -545,8 +564,9 @@ class ProcessingUnitOfWork(Protocol):
     async def complete(
         self, token: uuid.UUID, done: Sequence[Claim], claimed: Sequence[Claim]
     ) -> None:
-        """Dequeue the claims ``done``, except those with newer reports meanwhile; release
-        the other claims of ``claimed`` (still ``token``'s) for another try."""
+        """Dequeue the claims ``done``, except those with newer reports meanwhile, and the
+        claims of trackers that no longer exist; release the other claims of ``claimed``
+        (still ``token``'s) for another try. Queue rows are locked in tracker order."""
         ...
 
 

@@ -203,6 +203,15 @@ class Settings:
     worker_in_process: bool = _opt(
         True, "all-in-one only: run the worker loop too, so statuses follow reports"
     )
+    worker_retry_base_s: float = _opt(
+        30.0, "seconds before a quarantined tracker is retried; doubles each failure in a row"
+    )
+    worker_retry_max_s: float = _opt(
+        3600.0, "longest wait between retries of a quarantined tracker"
+    )
+    worker_metrics_interval_s: float = _opt(
+        5.0, "seconds between readings of the processing queue for the worker's gauges"
+    )
     geocode_cache_size: int = _opt(200_000, "grid cells the nearest-city cache holds (0: none)")
     geocode_cell_deg: float = _opt(
         0.01, "size of a nearest-city cache cell, degrees (0: no cache, a KNN search per report)"
@@ -438,6 +447,9 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
         None if v >= 1 and not v & (v - 1) else "must be a power of two >= 1"
     ),
     "fetch_lease_s": _positive,
+    "worker_retry_base_s": _positive,
+    "worker_retry_max_s": _positive,
+    "worker_metrics_interval_s": _positive,
     "fetch_heartbeat_s": _positive,
     "fetch_worker_ttl_s": _positive,
     "fetch_queue_check_s": _positive,

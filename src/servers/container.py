@@ -13,6 +13,7 @@ from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.fetching import FetchQueryServicer
 from adapters.grpc.health import HealthReporter
 from adapters.grpc.keys import KeyQueryServicer, KeyServicer
+from adapters.grpc.processing import ProcessingQueryServicer, ProcessingServicer
 from adapters.grpc.reports import ReportServicer
 from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.grpc.status import StatusQueryServicer, StatusServicer
@@ -33,13 +34,14 @@ from adapters.redis.throttle import RedisAttemptThrottle
 from adapters.security import Argon2PasswordHasher, JwtTokenCodec
 from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
 from domain.pagination import PageTokens
+from domain.processing import RetryPolicy
 from servers.config import Settings, kek_ring, login_limits, page_token_keys, signing_key
 from usecases.access import AccessUseCases, TokenPolicy
 from usecases.fetching import FetchStateQueries
 from usecases.health import CheckDependencies
 from usecases.keys import KeyUseCases
 from usecases.maintenance import MaintainReportPartitions
-from usecases.processing import ProcessNewReports
+from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports, TrackerRefCache
 from usecases.setup import SetupUseCases
 from usecases.status import StatusQueries
@@ -55,6 +57,8 @@ REPORT_SERVICE = "tracker.v1.ReportService"
 FETCH_QUERY_SERVICE = "tracker.v1.FetchQueryService"
 STATUS_QUERY_SERVICE = "tracker.v1.StatusQueryService"
 STATUS_SERVICE = "tracker.v1.StatusService"
+PROCESSING_QUERY_SERVICE = "tracker.v1.ProcessingQueryService"
+PROCESSING_SERVICE = "tracker.v1.ProcessingService"
 
 # Which dependencies each gRPC service needs to be SERVING.
 SERVICE_DEPENDENCIES = {
@@ -70,6 +74,8 @@ SERVICE_DEPENDENCIES = {
         REPORT_SERVICE,
         STATUS_QUERY_SERVICE,
         STATUS_SERVICE,
+        PROCESSING_QUERY_SERVICE,
+        PROCESSING_SERVICE,
     )
 }
 SERVICE_DEPENDENCIES[FETCH_QUERY_SERVICE] = ("postgres", "redis")
@@ -229,7 +235,17 @@ class Container(containers.DeclarativeContainer):
         geocoder=geocoder,
         batch_size=settings.provided.worker_batch_size,
         lease_s=settings.provided.worker_lease_s,
+        retry=providers.Factory(
+            RetryPolicy,
+            base_s=settings.provided.worker_retry_base_s,
+            max_s=settings.provided.worker_retry_max_s,
+        ),
     )
+    processing_queries = providers.Singleton(ProcessingQueries, queue=processing_queue)
+    processing_query_servicer = providers.Singleton(
+        ProcessingQueryServicer, processing_queries, page_tokens
+    )
+    processing_servicer = providers.Singleton(ProcessingServicer, processing_queries)
     status_repository = providers.Singleton(
         PostgresStatusRepository,
         db_pool,

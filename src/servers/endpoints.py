@@ -13,6 +13,8 @@ from servers.container import (
     FETCH_QUERY_SERVICE,
     KEY_QUERY_SERVICE,
     KEY_SERVICE,
+    PROCESSING_QUERY_SERVICE,
+    PROCESSING_SERVICE,
     REPORT_SERVICE,
     SETUP_QUERY_SERVICE,
     SETUP_SERVICE,
@@ -28,6 +30,8 @@ from tracker.v1 import (
     fetch_query_service_pb2_grpc,
     key_query_service_pb2_grpc,
     key_service_pb2_grpc,
+    processing_query_service_pb2_grpc,
+    processing_service_pb2_grpc,
     report_service_pb2_grpc,
     setup_query_service_pb2_grpc,
     setup_service_pb2_grpc,
@@ -95,11 +99,32 @@ status_service = _service(
 )
 
 
+# the worker's operator API (issue 10)
+processing_query_service = _service(
+    processing_query_service_pb2_grpc.add_ProcessingQueryServiceServicer_to_server,
+    "processing_query_servicer",
+    PROCESSING_QUERY_SERVICE,
+)
+processing_service = _service(
+    processing_service_pb2_grpc.add_ProcessingServiceServicer_to_server,
+    "processing_servicer",
+    PROCESSING_SERVICE,
+)
+
+
 def collector(s: Settings) -> Endpoint:
     return Endpoint(
         "collector",
         s.collector_port,
-        [setup_service, auth_service, user_service, key_service, report_service, status_service],
+        [
+            setup_service,
+            auth_service,
+            user_service,
+            key_service,
+            report_service,
+            status_service,
+            processing_service,
+        ],
     )
 
 
@@ -113,6 +138,7 @@ def query(s: Settings) -> Endpoint:
             key_query_service,
             fetch_query_service,
             status_query_service,
+            processing_query_service,
         ],
     )
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from adapters import prometheus as m
 from domain.errors import DependencyUnavailable
+from domain.ports import ProcessingQueue
 from servers import endpoints
 from servers.config import Settings
 from servers.container import Container
@@ -36,6 +37,28 @@ class WorkerLoop:
             asyncio.create_task(self._loop(process, container), name=f"worker-{n}")
             for n in range(max(1, self._settings.worker_concurrency))
         ]
+        queue = await container.processing_queue.async_()
+        self._tasks.append(
+            asyncio.create_task(self._gauges(queue, container), name="worker-gauges")
+        )
+
+    async def _gauges(self, queue: ProcessingQueue, container: Container) -> None:
+        """The backlog gauges, from the queue itself, whatever the batch loops are doing."""
+        while True:
+            try:
+                backlog = await queue.backlog()
+            except DependencyUnavailable:
+                pass  # the gauges keep their last reading; the batch loops count the outage
+            except Exception:
+                log.exception("worker: reading the processing backlog failed")
+            else:
+                lag = 0.0
+                if backlog.oldest_arrival is not None:
+                    lag = (container.clock().now() - backlog.oldest_arrival).total_seconds()
+                m.WORKER_LAG.set(max(0.0, lag))
+                m.WORKER_BACKLOG.set(backlog.waiting)
+                m.WORKER_QUARANTINED.set(backlog.quarantined)
+            await asyncio.sleep(self._settings.worker_metrics_interval_s)
 
     async def _loop(self, process: ProcessNewReports, container: Container) -> None:
         backoff = self._settings.worker_idle_s
@@ -57,7 +80,6 @@ class WorkerLoop:
                 continue
             backoff = self._settings.worker_idle_s
             if not batch.claimed:
-                m.WORKER_LAG.set(0)
                 await asyncio.sleep(self._settings.worker_idle_s)
                 continue
             elapsed = time.perf_counter() - started
@@ -67,9 +89,9 @@ class WorkerLoop:
             m.WORKER_GEOCODED.inc(batch.geocoded)
             m.WORKER_BUCKETS.inc(batch.buckets)
             m.WORKER_CHANGES.inc(batch.changes)
-            if batch.oldest_enqueue_time is not None:
-                lag = (container.clock().now() - batch.oldest_enqueue_time).total_seconds()
-                m.WORKER_LAG.set(max(0.0, lag))
+            m.WORKER_QUARANTINE_EVENTS.labels("quarantined").inc(batch.quarantined)
+            m.WORKER_QUARANTINE_EVENTS.labels("released").inc(batch.released)
+            m.WORKER_SPLITS.inc(batch.splits)
             log.info(
                 "worker batch",
                 extra={
@@ -77,6 +99,8 @@ class WorkerLoop:
                     "geocoded": batch.geocoded,
                     "buckets": batch.buckets,
                     "changes": batch.changes,
+                    "quarantined": batch.quarantined,
+                    "released": batch.released,
                     "seconds": round(elapsed, 3),
                 },
             )

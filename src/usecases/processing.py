@@ -1,20 +1,40 @@
 """Processing new reports: a worker claims trackers with new reports in batches, gives each
 new report its nearest city, re-rolls the hourly and daily buckets they touch and
-re-evaluates the trackers' statuses, all in one transaction per batch."""
+re-evaluates the trackers' statuses, all in one transaction per batch.
+
+Failure isolation (issue 10): a batch that fails is split in halves, each retried in its own
+transaction, down to the single tracker that fails on its own; that one is quarantined with
+its reason and retried with backoff, and the rest of the batch is processed. A batch that
+cannot go on at all (the database is unreachable, the worker is stopped) hands its claims back
+at once instead of leaving them leased (issue 13)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from domain.access import Principal, require_admin
+from domain.errors import DependencyUnavailable, NotFound
+from domain.pagination import Page, PageRequest
 from domain.ports import (
+    Claim,
     Evaluation,
     Geocoder,
     ProcessingQueue,
     ProcessingUnitOfWorkFactory,
 )
+from domain.processing import ProcessingBacklog, QuarantinedTracker, RetryPolicy, failure_reason
 from domain.status import ReportKey, replay, resume_point
+
+log = logging.getLogger("tracker.processing")
+
+# How long a hand-back may take before the lease is left to expire instead.
+HAND_BACK_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +45,26 @@ class BatchSummary:
     buckets: int
     changes: int
     oldest_enqueue_time: datetime | None
+    quarantined: int = 0  # trackers that failed on their own in this batch
+    released: int = 0  # trackers that left quarantine (processed fine on a retry)
+    splits: int = 0  # failed transactions that were split to isolate a failure
+
+    def __add__(self, other: BatchSummary) -> BatchSummary:
+        times = [t for t in (self.oldest_enqueue_time, other.oldest_enqueue_time) if t]
+        return BatchSummary(
+            self.claimed + other.claimed,
+            self.trackers + other.trackers,
+            self.geocoded + other.geocoded,
+            self.buckets + other.buckets,
+            self.changes + other.changes,
+            min(times, default=None),
+            self.quarantined + other.quarantined,
+            self.released + other.released,
+            self.splits + other.splits,
+        )
+
+
+_NOTHING = BatchSummary(0, 0, 0, 0, 0, None)
 
 
 class ProcessNewReports:
@@ -38,15 +78,78 @@ class ProcessNewReports:
         geocoder: Geocoder,
         batch_size: int = 1000,
         lease_s: float = 120.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self._queue, self._uow, self._geocoder = queue, uow, geocoder
         self._batch_size, self._lease_s = batch_size, lease_s
+        self._retry = retry or RetryPolicy()
 
     async def __call__(self) -> BatchSummary:
         token = uuid.uuid4()
         claims = await self._queue.claim(token, self._batch_size, self._lease_s)
         if not claims:
-            return BatchSummary(0, 0, 0, 0, 0, None)
+            return _NOTHING
+        try:
+            # Quarantined trackers on their retry go one by one: they failed before, and
+            # must not make the fresh batch split again.
+            fresh = [c for c in claims if not c.attempts]
+            total = await self._isolated(token, fresh) if fresh else _NOTHING
+            for c in claims:
+                if c.attempts:
+                    total += await self._isolated(token, [c])
+        except BaseException:
+            await self._hand_back(token)
+            raise
+        return BatchSummary(
+            len(claims),
+            total.trackers,
+            total.geocoded,
+            total.buckets,
+            total.changes,
+            min(c.enqueue_time for c in claims),
+            total.quarantined,
+            total.released,
+            total.splits,
+        )
+
+    async def _hand_back(self, token: uuid.UUID) -> None:
+        """Best effort: if even this fails, the lease runs out as before."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._queue.release(token), HAND_BACK_TIMEOUT_S)
+
+    async def _isolated(self, token: uuid.UUID, claims: Sequence[Claim]) -> BatchSummary:
+        try:
+            return await self._batch(token, claims)
+        except DependencyUnavailable:
+            raise
+        except Exception as exc:
+            if len(claims) == 1:
+                claim = claims[0]
+                reason = failure_reason(exc)
+                log.warning(
+                    "tracker quarantined",
+                    exc_info=True,
+                    extra={
+                        "tracker_id": str(claim.tracker_id),
+                        "attempts": claim.attempts + 1,
+                        "reason": reason,
+                    },
+                )
+                await self._queue.quarantine(
+                    token, claim.tracker_id, reason, self._retry.delay_s(claim.attempts + 1)
+                )
+                return BatchSummary(0, 0, 0, 0, 0, None, quarantined=1)
+            log.info(
+                "batch failed, splitting it to isolate the failure",
+                extra={"trackers": len(claims), "error": failure_reason(exc)},
+            )
+            mid = len(claims) // 2
+            first = await self._isolated(token, claims[:mid])
+            second = await self._isolated(token, claims[mid:])
+            return first + second + BatchSummary(0, 0, 0, 0, 0, None, splits=1)
+
+    async def _batch(self, token: uuid.UUID, claims: Sequence[Claim]) -> BatchSummary:
+        """One transaction over ``claims``: cities, roll-ups, statuses, dequeue."""
         async with self._uow() as uow:
             mine = await uow.lock(token, claims)
             todo = await uow.ungeocoded(mine)
@@ -83,5 +186,26 @@ class ProcessNewReports:
             geocoded=sum(1 for n in found if n),
             buckets=buckets,
             changes=sum(len(e.changes) for e in evaluations),
-            oldest_enqueue_time=min(c.enqueue_time for c in claims),
+            oldest_enqueue_time=None,
+            released=sum(1 for c in mine if c.attempts),
         )
+
+
+class ProcessingQueries:
+    """The administrator's view of processing: the backlog and the quarantine."""
+
+    def __init__(self, queue: ProcessingQueue) -> None:
+        self._queue = queue
+
+    async def backlog(self, caller: Principal) -> ProcessingBacklog:
+        require_admin(caller, "reading the processing queue")
+        return await self._queue.backlog()
+
+    async def quarantined(self, caller: Principal, page: PageRequest) -> Page[QuarantinedTracker]:
+        require_admin(caller, "reading the processing quarantine")
+        return await self._queue.quarantined(page)
+
+    async def retry_now(self, caller: Principal, tracker_id: uuid.UUID) -> None:
+        require_admin(caller, "retrying a quarantined tracker")
+        if not await self._queue.retry_now(tracker_id):
+            raise NotFound("quarantined tracker", str(tracker_id))

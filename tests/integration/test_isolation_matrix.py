@@ -23,6 +23,8 @@ from tracker.v1 import (
     fetch_query_service_pb2,
     key_query_service_pb2,
     key_service_pb2,
+    processing_query_service_pb2,
+    processing_service_pb2,
     report_service_pb2,
     setup_query_service_pb2,
     setup_service_pb2,
@@ -51,6 +53,8 @@ FILES = [
     fetch_query_service_pb2,
     status_query_service_pb2,
     status_service_pb2,
+    processing_query_service_pb2,
+    processing_service_pb2,
 ]
 SERVICES = [svc for f in FILES for svc in f.DESCRIPTOR.services_by_name.values()]
 OPEN_SERVICES = {"tracker.v1.AuthService"}
@@ -60,6 +64,13 @@ MUTATING_SERVICES = {
     "tracker.v1.KeyService",
     "tracker.v1.ReportService",
     "tracker.v1.StatusService",
+    "tracker.v1.ProcessingService",
+}
+# Operator services: every RPC needs ADMIN, so even their lists refuse everyone else.
+ADMIN_ONLY_SERVICES = {
+    "tracker.v1.FetchQueryService",
+    "tracker.v1.ProcessingQueryService",
+    "tracker.v1.ProcessingService",
 }
 # Mutations that answer OK while refusing the parts aimed elsewhere (the snapshot of the other
 # client, its reports included, proves that nothing changed).
@@ -360,6 +371,9 @@ async def test_lists_show_only_the_callers_clients(stack: Stack) -> None:
                     continue
                 request = message_factory.GetMessageClass(method.input_type)()
                 code, error, response = await invoke(channel_for(caller, method), method, request)
+                if service.full_name in ADMIN_ONLY_SERVICES:
+                    assert code == grpc.StatusCode.PERMISSION_DENIED, (method.name, error)
+                    continue
                 assert code == grpc.StatusCode.OK, (method.name, error)
                 text = text_format.MessageToString(response)
                 assert not {x for x in b.secrets if x in text}, method.name

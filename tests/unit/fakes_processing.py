@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
 
@@ -18,6 +18,7 @@ from domain.history import CurrentStatus, Granularity, LocationPoint, TrackerSta
 from domain.model import GeoPoint
 from domain.pagination import Page, PageRequest
 from domain.ports import Claim, Evaluation, HistoryFilter, StatusInput
+from domain.processing import ProcessingBacklog, QuarantinedTracker
 from domain.reports import Report, e7
 from domain.status import (
     Fence,
@@ -42,6 +43,11 @@ class _Queued:
     version: int
     enqueue_time: datetime
     token: uuid.UUID | None = None
+    attempts: int = 0
+    last_error: str = ""
+    first_failure_time: datetime | None = None
+    last_failure_time: datetime | None = None
+    retry_time: datetime | None = None
 
 
 @dataclass
@@ -83,17 +89,75 @@ class FakeProcessingQueue:
 
     async def claim(self, token: uuid.UUID, limit: int, lease_s: float) -> list[Claim]:
         out = []
+        now = datetime.now(UTC)
         for tracker, q in sorted(self._s.queue.items(), key=lambda kv: kv[1].enqueue_time):
-            if q.token is None and len(out) < limit:
+            due = q.retry_time is None or q.retry_time <= now
+            if q.token is None and due and len(out) < limit:
                 q.token = token
                 out.append(
-                    Claim(tracker, q.since, tuple(sorted(q.hours)), q.version, q.enqueue_time)
+                    Claim(
+                        tracker,
+                        q.since,
+                        tuple(sorted(q.hours)),
+                        q.version,
+                        q.enqueue_time,
+                        q.attempts,
+                    )
                 )
         return out
 
-    async def backlog(self) -> tuple[int, datetime | None]:
-        times = [q.enqueue_time for q in self._s.queue.values()]
-        return len(times), min(times, default=None)
+    async def release(self, token: uuid.UUID) -> None:
+        for q in self._s.queue.values():
+            if q.token == token:
+                q.token = None
+
+    async def quarantine(
+        self, token: uuid.UUID, tracker_id: uuid.UUID, reason: str, delay_s: float
+    ) -> None:
+        q = self._s.queue.get(tracker_id)
+        if q is None or q.token != token:
+            return
+        now = datetime.now(UTC)
+        q.token = None
+        q.attempts += 1
+        q.last_error = reason
+        q.first_failure_time = q.first_failure_time or now
+        q.last_failure_time = now
+        q.retry_time = now + timedelta(seconds=delay_s)
+
+    async def backlog(self) -> ProcessingBacklog:
+        waiting = [q for q in self._s.queue.values() if not q.attempts]
+        return ProcessingBacklog(
+            len(waiting),
+            min((q.enqueue_time for q in waiting), default=None),
+            len(self._s.queue) - len(waiting),
+        )
+
+    async def quarantined(self, page: PageRequest) -> Page[QuarantinedTracker]:
+        items = [
+            QuarantinedTracker(
+                t,
+                None,
+                q.attempts,
+                q.last_error,
+                q.first_failure_time or q.enqueue_time,
+                q.last_failure_time or q.enqueue_time,
+                q.retry_time or q.enqueue_time,
+                q.enqueue_time,
+            )
+            for t, q in sorted(self._s.queue.items())
+            if q.attempts and (page.after is None or str(t) > page.after)
+        ]
+        more = len(items) > page.size
+        items = items[: page.size]
+        return Page(items, str(items[-1].tracker_id) if more else None)
+
+    async def retry_now(self, tracker_id: uuid.UUID) -> bool:
+        q = self._s.queue.get(tracker_id)
+        if q is None or not q.attempts:
+            return False
+        q.retry_time = datetime.now(UTC)
+        return True
 
 
 class FakeProcessingUnitOfWork:
@@ -190,8 +254,11 @@ class FakeProcessingUnitOfWork:
     ) -> None:
         for c in done:
             q = self._s.queue.get(c.tracker_id)
-            if q is not None and q.token == token and q.version == c.version:
-                del self._s.queue[c.tracker_id]
+            if q is not None and q.token == token:
+                if q.version == c.version:
+                    del self._s.queue[c.tracker_id]
+                else:
+                    q.attempts, q.last_error, q.retry_time = 0, "", None
         for c in claimed:
             q = self._s.queue.get(c.tracker_id)
             if q is not None and q.token == token:

@@ -14,9 +14,12 @@ import asyncpg
 from adapters.postgres.pool import unavailable_on_connection_error
 from adapters.postgres.uow import PostgresUnitOfWork
 from domain import evidence
+from domain.errors import InvalidArgument
 from domain.evidence import Belief, NearFence
 from domain.model import GeoPoint, LocationKind
+from domain.pagination import Page, PageRequest
 from domain.ports import Claim, Evaluation, StatusInput
+from domain.processing import ProcessingBacklog, QuarantinedTracker
 from domain.reports import MAX_ACCURACY_M
 from domain.status import (
     DEFAULT_RULE_KIND,
@@ -80,6 +83,7 @@ WITH b AS (
     JOIN reports r ON r.tracker_id = b.tracker_id AND r.report_time >= b.t
          AND (r.report_time, r.latitude_e7, r.longitude_e7) > (b.t, b.lat, b.lon)
          AND r.confidence >= b.min_confidence
+         AND isfinite(r.report_time)  -- stored before times were validated: no place in time
     LEFT JOIN LATERAL (
         SELECT (array_agg(l.id ORDER BY l.d, l.id) FILTER (
                     WHERE l.kind = 'DELIVERY' AND l.d + l.slack <= l.radius_m))[1]
@@ -104,40 +108,183 @@ WITH b AS (
 """
 
 
+# Inbox rows moved into the queue per fold (one statement; the rest waits for the next claim).
+FOLD_LIMIT = 100_000
+
+# Lock order of queue rows: every statement that may wait for one takes them in tracker_id
+# order, in one statement (see migration 0007). Ingestion only appends to the inbox.
+_FOLD_SQL = """
+WITH moved AS (
+        DELETE FROM processing_inbox WHERE id IN (
+            SELECT id FROM processing_inbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+        RETURNING tracker_id, since, hours, arrive_time),
+    per_tracker AS (
+        SELECT m.tracker_id, min(m.since) AS since, min(m.arrive_time) AS arrive_time,
+               coalesce(array_agg(DISTINCT h ORDER BY h) FILTER (WHERE h IS NOT NULL), '{}')
+                   AS hours
+        FROM moved m LEFT JOIN LATERAL unnest(m.hours) AS h ON true
+        GROUP BY m.tracker_id)
+INSERT INTO processing_queue AS q (tracker_id, since, hours, enqueue_time)
+SELECT tracker_id, since, hours, arrive_time FROM per_tracker
+ORDER BY tracker_id
+ON CONFLICT (tracker_id) DO UPDATE SET
+    since = least(q.since, excluded.since),
+    hours = ARRAY(SELECT DISTINCT h FROM unnest(q.hours || excluded.hours) AS h ORDER BY h),
+    version = q.version + 1,
+    newer_time = CASE WHEN q.claim_token IS NULL THEN q.newer_time
+                      ELSE least(q.newer_time, excluded.enqueue_time) END
+"""
+
+# A report outside PostgreSQL's finite range (stored before times were validated) must not
+# poison its tracker's claim: hours that are not finite are no bucket, and "since" from
+# before the year 1 means from the beginning.
+_CLAIM_SQL = """
+UPDATE processing_queue q
+SET claim_token = $1, claimed_until = clock_timestamp() + make_interval(secs => $3),
+    newer_time = NULL
+FROM (SELECT tracker_id FROM processing_queue
+      WHERE (claimed_until IS NULL OR claimed_until < clock_timestamp())
+        AND (retry_time IS NULL OR retry_time <= clock_timestamp())
+      ORDER BY enqueue_time LIMIT $2
+      FOR UPDATE SKIP LOCKED) c
+WHERE q.tracker_id = c.tracker_id
+RETURNING q.tracker_id, greatest(q.since, '0001-01-01T00:00:00Z') AS since,
+          ARRAY(SELECT h FROM unnest(q.hours) AS h WHERE isfinite(h)) AS hours,
+          q.version, q.enqueue_time, q.attempts
+"""
+
+# Unprocessed claims back to the queue (their oldest report is as old as before).
+_RELEASE_SQL = """
+UPDATE processing_queue q
+SET claim_token = NULL, claimed_until = NULL, newer_time = NULL
+FROM (SELECT tracker_id FROM processing_queue
+      WHERE claim_token = $1
+      ORDER BY tracker_id FOR UPDATE) l
+WHERE q.tracker_id = l.tracker_id
+"""
+
+
 class PostgresProcessingQueue:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def claim(self, token: uuid.UUID, limit: int, lease_s: float) -> list[Claim]:
+    async def fold(self, limit: int = FOLD_LIMIT) -> int:
+        """Move what ingestion appended to the inbox into the queue; returns inbox rows moved."""
         with unavailable_on_connection_error():
             async with self._pool.acquire() as conn:
-                rows = await conn.fetch(
-                    """UPDATE processing_queue q
-                       SET claim_token = $1,
-                           claimed_until = clock_timestamp() + make_interval(secs => $3)
-                       FROM (SELECT tracker_id FROM processing_queue
-                             WHERE claimed_until IS NULL OR claimed_until < clock_timestamp()
-                             ORDER BY enqueue_time LIMIT $2
-                             FOR UPDATE SKIP LOCKED) c
-                       WHERE q.tracker_id = c.tracker_id
-                       RETURNING q.tracker_id, q.since, q.hours, q.version, q.enqueue_time""",
-                    token,
-                    limit,
-                    lease_s,
-                )
+                status = await conn.execute(_FOLD_SQL, limit)
+        return int(status.rsplit(" ", 1)[1])
+
+    async def claim(self, token: uuid.UUID, limit: int, lease_s: float) -> list[Claim]:
+        await self.fold()
+        with unavailable_on_connection_error():
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(_CLAIM_SQL, token, limit, lease_s)
         return [
-            Claim(r["tracker_id"], r["since"], tuple(r["hours"]), r["version"], r["enqueue_time"])
+            Claim(
+                r["tracker_id"],
+                r["since"],
+                tuple(r["hours"]),
+                r["version"],
+                r["enqueue_time"],
+                r["attempts"],
+            )
             for r in rows
         ]
 
-    async def backlog(self) -> tuple[int, datetime | None]:
+    async def release(self, token: uuid.UUID) -> None:
+        with unavailable_on_connection_error():
+            async with self._pool.acquire() as conn:
+                await conn.execute(_RELEASE_SQL, token)
+
+    async def quarantine(
+        self, token: uuid.UUID, tracker_id: uuid.UUID, reason: str, delay_s: float
+    ) -> None:
+        with unavailable_on_connection_error():
+            async with self._pool.acquire() as conn:
+                await conn.execute(
+                    """UPDATE processing_queue
+                       SET claim_token = NULL, claimed_until = NULL, newer_time = NULL,
+                           attempts = attempts + 1, last_error = $3,
+                           first_failure_time = coalesce(first_failure_time, clock_timestamp()),
+                           last_failure_time = clock_timestamp(),
+                           retry_time = clock_timestamp() + make_interval(secs => $4)
+                       WHERE tracker_id = $1 AND claim_token = $2""",
+                    tracker_id,
+                    token,
+                    reason,
+                    delay_s,
+                )
+
+    async def backlog(self) -> ProcessingBacklog:
         with unavailable_on_connection_error():
             async with self._pool.acquire() as conn:
                 row = await conn.fetchrow(
-                    "SELECT count(*) AS n, min(enqueue_time) AS oldest FROM processing_queue"
+                    """SELECT (SELECT count(*) FROM processing_queue WHERE attempts = 0)
+                                  AS waiting,
+                              (SELECT count(*) FROM processing_queue WHERE attempts > 0)
+                                  AS quarantined,
+                              (SELECT count(DISTINCT tracker_id) FROM processing_inbox i
+                               WHERE NOT EXISTS (SELECT 1 FROM processing_queue q
+                                                 WHERE q.tracker_id = i.tracker_id))
+                                  AS arriving,
+                              least((SELECT min(enqueue_time) FROM processing_queue
+                                     WHERE attempts = 0),
+                                    (SELECT min(i.arrive_time) FROM processing_inbox i
+                                     WHERE NOT EXISTS (
+                                         SELECT 1 FROM processing_queue q
+                                         WHERE q.tracker_id = i.tracker_id
+                                           AND q.attempts > 0))) AS oldest"""
                 )
         assert row is not None
-        return int(row["n"]), row["oldest"]
+        return ProcessingBacklog(
+            int(row["waiting"]) + int(row["arriving"]), row["oldest"], int(row["quarantined"])
+        )
+
+    async def quarantined(self, page: PageRequest) -> Page[QuarantinedTracker]:
+        after = None
+        if page.after is not None:
+            try:
+                after = uuid.UUID(page.after)
+            except ValueError:
+                raise InvalidArgument("page_token", "malformed page token") from None
+        with unavailable_on_connection_error():
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(
+                    """SELECT q.tracker_id, t.client_id, q.attempts, q.last_error,
+                              q.first_failure_time, q.last_failure_time, q.retry_time,
+                              q.enqueue_time
+                       FROM processing_queue q LEFT JOIN trackers t ON t.id = q.tracker_id
+                       WHERE q.attempts > 0 AND ($1::uuid IS NULL OR q.tracker_id > $1)
+                       ORDER BY q.tracker_id LIMIT $2""",
+                    after,
+                    page.size + 1,
+                )
+        items = [
+            QuarantinedTracker(
+                r["tracker_id"],
+                r["client_id"],
+                r["attempts"],
+                r["last_error"] or "",
+                r["first_failure_time"],
+                r["last_failure_time"],
+                r["retry_time"],
+                r["enqueue_time"],
+            )
+            for r in rows[: page.size]
+        ]
+        more = len(rows) > page.size
+        return Page(items, str(items[-1].tracker_id) if more else None)
+
+    async def retry_now(self, tracker_id: uuid.UUID) -> bool:
+        with unavailable_on_connection_error():
+            async with self._pool.acquire() as conn:
+                status = await conn.execute(
+                    """UPDATE processing_queue SET retry_time = clock_timestamp()
+                       WHERE tracker_id = $1 AND attempts > 0""",
+                    tracker_id,
+                )
+        return status != "UPDATE 0"
 
 
 class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
@@ -166,14 +313,6 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
                JOIN processing_queue q ON q.tracker_id = t.id AND q.claim_token = $2
                WHERE t.id = ANY($1::uuid[])
                ORDER BY t.id FOR NO KEY UPDATE OF t SKIP LOCKED""",
-            ids,
-            token,
-        )
-        # Claims of deleted trackers: nothing to do, ever.
-        await self._c.execute(
-            """DELETE FROM processing_queue q
-               WHERE q.tracker_id = ANY($1::uuid[]) AND q.claim_token = $2
-                 AND NOT EXISTS (SELECT 1 FROM trackers t WHERE t.id = q.tracker_id)""",
             ids,
             token,
         )
@@ -523,21 +662,51 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
     async def complete(
         self, token: uuid.UUID, done: Sequence[Claim], claimed: Sequence[Claim]
     ) -> None:
-        await self._c.execute(
-            """DELETE FROM processing_queue q
-               USING unnest($1::uuid[], $2::bigint[]) AS d(tracker_id, version)
-               WHERE q.tracker_id = d.tracker_id AND q.version = d.version
-                 AND q.claim_token = $3""",
-            [c.tracker_id for c in done],
-            [c.version for c in done],
-            token,
-        )
-        await self._c.execute(
-            """UPDATE processing_queue SET claim_token = NULL, claimed_until = NULL
-               WHERE tracker_id = ANY($1::uuid[]) AND claim_token = $2""",
+        # The claimed rows first, in tracker order (the global lock order), then nothing
+        # below waits: dequeue what is done (unless newer reports came) and the claims of
+        # deleted trackers, release the rest.
+        rows = await self._c.fetch(
+            """SELECT tracker_id, version,
+                      EXISTS (SELECT 1 FROM trackers t WHERE t.id = q.tracker_id) AS tracked
+               FROM processing_queue q
+               WHERE tracker_id = ANY($1::uuid[]) AND claim_token = $2
+               ORDER BY tracker_id FOR UPDATE""",
             [c.tracker_id for c in claimed],
             token,
         )
+        version = {c.tracker_id: c.version for c in done}
+        gone = [
+            r["tracker_id"]
+            for r in rows
+            if not r["tracked"] or version.get(r["tracker_id"]) == r["version"]
+        ]
+        if gone:
+            await self._c.execute(
+                "DELETE FROM processing_queue WHERE tracker_id = ANY($1::uuid[])", gone
+            )
+        dropped = set(gone)
+        kept = [r["tracker_id"] for r in rows if r["tracker_id"] not in dropped]
+        # Processed fine, but newer reports keep the row: it leaves quarantine all the same.
+        healed = {c.tracker_id for c in done if c.attempts} & set(kept)
+        if healed:
+            await self._c.execute(
+                """UPDATE processing_queue SET attempts = 0, last_error = NULL,
+                       first_failure_time = NULL, last_failure_time = NULL, retry_time = NULL
+                   WHERE tracker_id = ANY($1::uuid[])""",
+                list(healed),
+            )
+        if kept:  # rows locked above: no wait, whatever the order
+            # Done with newer reports: the row's age is now theirs. Not done: as old as it was.
+            await self._c.execute(
+                """UPDATE processing_queue
+                   SET claim_token = NULL, claimed_until = NULL, newer_time = NULL,
+                       enqueue_time = CASE WHEN tracker_id = ANY($2::uuid[])
+                                           THEN coalesce(newer_time, enqueue_time)
+                                           ELSE enqueue_time END
+                   WHERE tracker_id = ANY($1::uuid[])""",
+                kept,
+                [t for t in kept if t in version],
+            )
 
 
 class PostgresProcessingUnitOfWorkFactory:
