@@ -62,3 +62,12 @@ UPDATE processing_queue SET
 WHERE NOT (since >= '2019-01-01T00:00:00Z' AND since < '2100-01-01T00:00:00Z')
    OR EXISTS (SELECT 1 FROM unnest(hours) AS h
               WHERE NOT (h >= '2019-01-01T00:00:00Z' AND h < '2100-01-01T00:00:00Z'));
+-- The same for work still in the inbox (0007: new reports are noted there first).
+UPDATE processing_inbox SET
+    since = least(greatest(since, '2019-01-01T00:00:00Z'::timestamptz),
+                  '2099-12-31T23:00:00Z'::timestamptz),
+    hours = ARRAY(SELECT h FROM unnest(hours) AS h
+                  WHERE h >= '2019-01-01T00:00:00Z' AND h < '2100-01-01T00:00:00Z' ORDER BY h)
+WHERE NOT (since >= '2019-01-01T00:00:00Z' AND since < '2100-01-01T00:00:00Z')
+   OR EXISTS (SELECT 1 FROM unnest(hours) AS h
+              WHERE NOT (h >= '2019-01-01T00:00:00Z' AND h < '2100-01-01T00:00:00Z'));
