@@ -15,7 +15,9 @@ from domain.errors import DomainError, FailedPrecondition
 from domain.fetching import FetchOutcome, SourceError, TrackerKey
 from domain.model import Tracker
 from domain.pagination import PageRequest
-from domain.ports import AccountGate, Clock, FetchQueue, TrackerFilter, UnitOfWorkFactory
+from domain.ports.common import Clock, UnitOfWorkFactory
+from domain.ports.fetching import AccountGate, FetchingUnitOfWork, FetchQueue
+from domain.ports.setup import TrackerFilter
 from usecases.fetching import (
     Account,
     FetcherConfig,
@@ -55,7 +57,7 @@ class FetchRunReports:
 
     def __init__(
         self,
-        uow: UnitOfWorkFactory,
+        uow: UnitOfWorkFactory[FetchingUnitOfWork],
         queue: FetchQueue,
         gate: AccountGate,
         accounts: Sequence[Account],

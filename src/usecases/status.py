@@ -20,7 +20,8 @@ from domain.history import (
 )
 from domain.limits import MAX_BATCH_STATUSES
 from domain.pagination import Page, PageRequest
-from domain.ports import HistoryFilter, StatusRepository, UnitOfWorkFactory
+from domain.ports.common import UnitOfWorkFactory
+from domain.ports.status import HistoryFilter, StatusRepository, StatusUnitOfWork
 from domain.status import CONFIDENCE_LEVELS, DEFAULT_MIN_CONFIDENCE, StatusRule
 
 
@@ -34,7 +35,7 @@ class HistoryQuery:
 class StatusQueries:
     """What processing made, read only: statuses, histories, and a run's status rule."""
 
-    def __init__(self, repo: StatusRepository, uow: UnitOfWorkFactory) -> None:
+    def __init__(self, repo: StatusRepository, uow: UnitOfWorkFactory[StatusUnitOfWork]) -> None:
         self._repo, self._uow = repo, uow
 
     async def _readable_tracker(self, caller: Principal, tracker_id: uuid.UUID) -> None:
@@ -107,7 +108,7 @@ class StatusQueries:
 class StatusRuleUpdates:
     """Sets a production run's status rule (and asks for its history to be rebuilt)."""
 
-    def __init__(self, repo: StatusRepository, uow: UnitOfWorkFactory) -> None:
+    def __init__(self, repo: StatusRepository, uow: UnitOfWorkFactory[StatusUnitOfWork]) -> None:
         self._repo, self._uow = repo, uow
 
     async def set_status_rule(

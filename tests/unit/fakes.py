@@ -63,23 +63,21 @@ from domain.model import (
     Tracker,
 )
 from domain.pagination import Page, PageRequest
-from domain.ports import (
+from domain.ports.access import RefreshTokenRepository, UserFilter, UserRepository
+from domain.ports.fetching import FetchStateRepository
+from domain.ports.keys import TagKeyRepository
+from domain.ports.reports import ReportRepository
+from domain.ports.setup import (
     BrandFilter,
     BrandRepository,
     ClientFilter,
     ClientRepository,
-    FetchStateRepository,
     LocationFilter,
     LocationRepository,
     ProductionRunFilter,
     ProductionRunRepository,
-    RefreshTokenRepository,
-    ReportRepository,
-    TagKeyRepository,
     TrackerFilter,
     TrackerRepository,
-    UserFilter,
-    UserRepository,
 )
 from domain.reports import Report, ReportRows, TrackerRef
 from domain.scheduling import (

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain import ports
 from domain.access import AccessClaims, RefreshToken, Role, User
 from domain.errors import (
     AlreadyExists,
@@ -35,14 +34,32 @@ from domain.model import (
     Tracker,
 )
 from domain.pagination import PageRequest
-from domain.ports import (
-    BrandFilter,
-    ClientFilter,
-    LocationFilter,
-    ProductionRunFilter,
-    TrackerFilter,
+from domain.ports.access import (
+    AccessUnitOfWork,
+    PasswordHasher,
+    RefreshTokenRepository,
+    TokenCodec,
     UserFilter,
+    UserRepository,
 )
+from domain.ports.common import Clock
+from domain.ports.fetching import AccountGate, FetchingUnitOfWork, FetchQueue, FetchStateRepository
+from domain.ports.keys import KeyPairFactory, KeysUnitOfWork, SecretSealer, TagKeyRepository
+from domain.ports.reports import ReportRepository, ReportsUnitOfWork
+from domain.ports.setup import (
+    BrandFilter,
+    BrandRepository,
+    ClientFilter,
+    ClientRepository,
+    LocationFilter,
+    LocationRepository,
+    ProductionRunFilter,
+    ProductionRunRepository,
+    SetupUnitOfWork,
+    TrackerFilter,
+    TrackerRepository,
+)
+from domain.ports.status import StatusUnitOfWork
 from domain.reports import Report
 
 from .fakes import (
@@ -141,24 +158,29 @@ def a_tracker(run: ProductionRun, raw: bytes) -> Tracker:
 @pytest.mark.parametrize(
     ("port", "fake"),
     [
-        (ports.ClientRepository, FakeClientRepository),
-        (ports.BrandRepository, FakeBrandRepository),
-        (ports.ProductionRunRepository, FakeProductionRunRepository),
-        (ports.LocationRepository, FakeLocationRepository),
-        (ports.TrackerRepository, FakeTrackerRepository),
-        (ports.UserRepository, FakeUserRepository),
-        (ports.RefreshTokenRepository, FakeRefreshTokenRepository),
-        (ports.UnitOfWork, FakeUnitOfWork),
-        (ports.Clock, FakeClock),
-        (ports.PasswordHasher, FakePasswordHasher),
-        (ports.TokenCodec, FakeTokenCodec),
-        (ports.TagKeyRepository, FakeTagKeyRepository),
-        (ports.KeyPairFactory, FakeKeyPairFactory),
-        (ports.SecretSealer, FakeSealer),
-        (ports.ReportRepository, FakeReportRepository),
-        (ports.FetchStateRepository, FakeFetchStateRepository),
-        (ports.FetchQueue, FakeFetchQueue),
-        (ports.AccountGate, FakeAccountGate),
+        (ClientRepository, FakeClientRepository),
+        (BrandRepository, FakeBrandRepository),
+        (ProductionRunRepository, FakeProductionRunRepository),
+        (LocationRepository, FakeLocationRepository),
+        (TrackerRepository, FakeTrackerRepository),
+        (UserRepository, FakeUserRepository),
+        (RefreshTokenRepository, FakeRefreshTokenRepository),
+        (SetupUnitOfWork, FakeUnitOfWork),
+        (AccessUnitOfWork, FakeUnitOfWork),
+        (KeysUnitOfWork, FakeUnitOfWork),
+        (ReportsUnitOfWork, FakeUnitOfWork),
+        (FetchingUnitOfWork, FakeUnitOfWork),
+        (StatusUnitOfWork, FakeUnitOfWork),
+        (Clock, FakeClock),
+        (PasswordHasher, FakePasswordHasher),
+        (TokenCodec, FakeTokenCodec),
+        (TagKeyRepository, FakeTagKeyRepository),
+        (KeyPairFactory, FakeKeyPairFactory),
+        (SecretSealer, FakeSealer),
+        (ReportRepository, FakeReportRepository),
+        (FetchStateRepository, FakeFetchStateRepository),
+        (FetchQueue, FakeFetchQueue),
+        (AccountGate, FakeAccountGate),
     ],
 )
 def test_fake_has_every_method_of_its_port_with_the_same_parameters(port: type, fake: type) -> None:

@@ -29,7 +29,7 @@ from domain.model import (
     Tracker,
 )
 from domain.pagination import PageRequest, PageTokens
-from domain.ports import (
+from domain.ports.setup import (
     BrandFilter,
     ClientFilter,
     LocationFilter,

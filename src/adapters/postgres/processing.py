@@ -18,7 +18,7 @@ from domain.errors import InvalidArgument
 from domain.evidence import Belief, NearFence
 from domain.model import GeoPoint, LocationKind
 from domain.pagination import Page, PageRequest
-from domain.ports import Claim, Evaluation, StatusInput
+from domain.ports.processing import Claim, Evaluation, StatusInput
 from domain.processing import ProcessingBacklog, QuarantinedTracker
 from domain.reports import MAX_ACCURACY_M
 from domain.status import (
