@@ -17,7 +17,7 @@ import pytest
 from adapters.postgres.pool import open_pool
 from adapters.postgres.uow import PostgresUnitOfWorkFactory
 from tests.conftest import create_database, drop_database, url_for
-from tests.unit.fakes import FakeUnitOfWorkFactory
+from tests.unit.fakes.common import FakeUnitOfWorkFactory
 
 Uows = Any
 """A unit-of-work factory of every capability (``FakeUnitOfWorkFactory`` or Postgres's)."""

@@ -36,26 +36,23 @@ from domain.ports.setup import (
     TrackerRepository,
 )
 from domain.ports.status import StatusUnitOfWork
-from tests.unit.fakes import (
-    FakeAccountGate,
+from tests.unit.fakes.access import (
+    FakePasswordHasher,
+    FakeRefreshTokenRepository,
+    FakeTokenCodec,
+    FakeUserRepository,
+)
+from tests.unit.fakes.base import FakeClock, FakeRepository
+from tests.unit.fakes.common import FakeUnitOfWork
+from tests.unit.fakes.fetching import FakeAccountGate, FakeFetchQueue, FakeFetchStateRepository
+from tests.unit.fakes.keys import FakeKeyPairFactory, FakeSealer, FakeTagKeyRepository
+from tests.unit.fakes.reports import FakeReportRepository
+from tests.unit.fakes.setup import (
     FakeBrandRepository,
     FakeClientRepository,
-    FakeClock,
-    FakeFetchQueue,
-    FakeFetchStateRepository,
-    FakeKeyPairFactory,
     FakeLocationRepository,
-    FakePasswordHasher,
     FakeProductionRunRepository,
-    FakeRefreshTokenRepository,
-    FakeReportRepository,
-    FakeRepository,
-    FakeSealer,
-    FakeTagKeyRepository,
-    FakeTokenCodec,
     FakeTrackerRepository,
-    FakeUnitOfWork,
-    FakeUserRepository,
 )
 
 

@@ -12,10 +12,8 @@ from tests.contract.builders import (
     a_report,
 )
 from tests.contract.conftest import Uows
-from tests.unit.fakes import (
-    FakeReportRepository,
-    FakeUnitOfWork,
-)
+from tests.unit.fakes.common import FakeUnitOfWork
+from tests.unit.fakes.reports import FakeReportRepository
 
 # -- reports ---------------------------------------------------------------------------------
 

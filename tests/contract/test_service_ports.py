@@ -20,13 +20,9 @@ from domain.model import SealedSecret
 from domain.ports.access import PasswordHasher, TokenCodec
 from domain.ports.common import Clock
 from domain.ports.keys import KeyPairFactory, SecretSealer
-from tests.unit.fakes import (
-    FakeClock,
-    FakeKeyPairFactory,
-    FakePasswordHasher,
-    FakeSealer,
-    FakeTokenCodec,
-)
+from tests.unit.fakes.access import FakePasswordHasher, FakeTokenCodec
+from tests.unit.fakes.base import FakeClock
+from tests.unit.fakes.keys import FakeKeyPairFactory, FakeSealer
 
 
 @pytest.fixture(params=["fake", "system"])

@@ -14,8 +14,9 @@ from domain.history import Granularity
 from domain.model import Tracker
 from domain.pagination import PageRequest
 from domain.status import StatusRule
-from tests.unit.fakes import FakeClock, FakeUnitOfWorkFactory
-from tests.unit.fakes_processing import FakeStatusRepository
+from tests.unit.fakes.base import FakeClock
+from tests.unit.fakes.common import FakeUnitOfWorkFactory
+from tests.unit.fakes.processing import FakeStatusRepository
 from usecases.setup import NewBrand, NewClient, NewProductionRun, NewTracker, SetupUseCases
 from usecases.status import HistoryQuery, StatusQueries, StatusRuleUpdates
 

@@ -30,7 +30,7 @@ from domain.status import (
     StatusRule,
     classify,
 )
-from tests.unit.fakes import FakeUnitOfWorkFactory
+from tests.unit.fakes.common import FakeUnitOfWorkFactory
 
 
 def _hour(t: datetime) -> datetime:
