@@ -14,7 +14,7 @@ from domain.access import Principal, require_manage
 from domain.errors import DomainError, FailedPrecondition
 from domain.fetching import FetchOutcome, SourceError, TrackerKey
 from domain.model import Tracker
-from domain.pagination import PageRequest
+from domain.pagination import MAX_PAGE_SIZE, PageRequest
 from domain.ports.common import Clock, UnitOfWorkFactory
 from domain.ports.fetching import AccountGate, FetchingUnitOfWork, FetchQueue
 from domain.ports.setup import TrackerFilter
@@ -127,7 +127,8 @@ class FetchRunReports:
             after = None
             while True:
                 page = await uow.trackers.list(
-                    TrackerFilter(production_run_id=run.id), PageRequest(size=1000, after=after)
+                    TrackerFilter(production_run_id=run.id),
+                    PageRequest(size=MAX_PAGE_SIZE, after=after),
                 )
                 trackers += page.items
                 if page.next_after is None:
