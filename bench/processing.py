@@ -35,7 +35,7 @@ from adapters.postgres.processing import (
 from adapters.postgres.reports import PostgresReportRepository
 from bench.throwaway import throwaway_database
 from domain.model import GeoPoint
-from domain.ports import Claim, Evaluation
+from domain.ports.processing import Claim, Evaluation
 from domain.reports import Report
 from domain.status import replay, resume_point
 from servers.config import Settings

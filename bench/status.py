@@ -33,7 +33,7 @@ from adapters.postgres.processing import PostgresProcessingQueue, PostgresProces
 from adapters.postgres.reports import PostgresReportRepository
 from bench.processing import make_world, new_reports
 from bench.throwaway import throwaway_database
-from domain.ports import Claim, Evaluation
+from domain.ports.processing import Claim, Evaluation
 from domain.status import RuleKind, StatusRule, replay, resume_point
 
 RULES = [

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from domain.errors import DependencyUnavailable
-from domain.ports import AttemptThrottle, Clock
+from domain.ports.access import AttemptThrottle
+from domain.ports.common import Clock
 from domain.throttling import STRIKE_MEMORY, ThrottleKey
 
 log = logging.getLogger(__name__)

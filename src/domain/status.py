@@ -26,6 +26,7 @@ from domain.evidence import Belief, NearFence
 from domain.geo import distance_m
 from domain.model import GeoPoint, LocationKind
 
+CONFIDENCE_LEVELS = (1, 2, 3)  # a report's confidence, as Find My gives it
 DEFAULT_MIN_CONFIDENCE = 2
 MAX_MIN_CONSECUTIVE = 1000
 MAX_DWELL_S = 7 * 86400
@@ -87,7 +88,7 @@ class StatusRule:
             )
         if not 0 <= self.min_dwell_s <= MAX_DWELL_S:
             problems.append(FieldViolation("min_dwell_s", f"must be 0..{MAX_DWELL_S} seconds"))
-        if self.min_confidence not in (1, 2, 3):
+        if self.min_confidence not in CONFIDENCE_LEVELS:
             problems.append(FieldViolation("min_confidence", "must be 1, 2 or 3"))
         if not 0.5 <= self.min_probability <= 0.999999:
             problems.append(FieldViolation("min_probability", "must be 0.5..0.999999"))

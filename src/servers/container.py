@@ -44,7 +44,7 @@ from usecases.maintenance import MaintainReportPartitions
 from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports, TrackerRefCache
 from usecases.setup import SetupUseCases
-from usecases.status import StatusQueries
+from usecases.status import StatusQueries, StatusRuleUpdates
 
 SETUP_SERVICE = "tracker.v1.SetupService"
 SETUP_QUERY_SERVICE = "tracker.v1.SetupQueryService"
@@ -253,4 +253,7 @@ class Container(containers.DeclarativeContainer):
     )
     status_queries = providers.Singleton(StatusQueries, repo=status_repository, uow=uow_factory)
     status_query_servicer = providers.Singleton(StatusQueryServicer, status_queries, page_tokens)
-    status_servicer = providers.Singleton(StatusServicer, status_queries)
+    status_rule_updates = providers.Singleton(
+        StatusRuleUpdates, repo=status_repository, uow=uow_factory
+    )
+    status_servicer = providers.Singleton(StatusServicer, status_rule_updates)

@@ -17,7 +17,7 @@ from adapters.findmy.source import FindMyLocationSource
 from domain.access import Principal
 from domain.model import GeoPoint, LocationKind
 from domain.pagination import PageRequest
-from domain.ports import ClientFilter, ProductionRunFilter, TrackerFilter
+from domain.ports.setup import ClientFilter, ProductionRunFilter, TrackerFilter
 from servers.config import Settings
 from servers.container import Container
 from servers.fetcher import Fetcher

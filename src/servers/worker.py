@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from adapters import prometheus as m
 from domain.errors import DependencyUnavailable
-from domain.ports import ProcessingQueue
+from domain.ports.processing import ProcessingQueue
 from servers import endpoints
 from servers.config import Settings
 from servers.container import Container

@@ -32,15 +32,14 @@ from domain.errors import (
 )
 from domain.model import new_id
 from domain.pagination import Page, PageRequest
-from domain.ports import (
+from domain.ports.access import (
+    AccessUnitOfWork,
     AttemptThrottle,
-    Clock,
     PasswordHasher,
     TokenCodec,
-    UnitOfWork,
-    UnitOfWorkFactory,
     UserFilter,
 )
+from domain.ports.common import Clock, UnitOfWorkFactory
 from domain.throttling import LoginLimits, ThrottleKey, account_key, address_key
 
 BAD_LOGIN = "wrong email or password"
@@ -62,7 +61,7 @@ class _Issuer:
     def __init__(self, codec: TokenCodec, clock: Clock, policy: TokenPolicy) -> None:
         self._codec, self._clock, self._policy = codec, clock, policy
 
-    async def issue(self, uow: UnitOfWork, user: User) -> TokenPair:
+    async def issue(self, uow: AccessUnitOfWork, user: User) -> TokenPair:
         now = self._clock.now()
         access_exp = now + self._policy.access_ttl
         access = self._codec.encode(
@@ -116,7 +115,7 @@ class Login:
 
     def __init__(
         self,
-        uow: UnitOfWorkFactory,
+        uow: UnitOfWorkFactory[AccessUnitOfWork],
         hasher: PasswordHasher,
         codec: TokenCodec,
         clock: Clock,
@@ -167,7 +166,7 @@ class RefreshTokens:
 
     def __init__(
         self,
-        uow: UnitOfWorkFactory,
+        uow: UnitOfWorkFactory[AccessUnitOfWork],
         codec: TokenCodec,
         clock: Clock,
         policy: TokenPolicy,
@@ -241,7 +240,10 @@ class Authenticate:
     version (a password change or reset revokes every earlier token)."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, codec: TokenCodec, cache: PrincipalCache | None = None
+        self,
+        uow: UnitOfWorkFactory[AccessUnitOfWork],
+        codec: TokenCodec,
+        cache: PrincipalCache | None = None,
     ) -> None:
         self._uow, self._codec, self._cache = uow, codec, cache
 
@@ -266,7 +268,9 @@ class Authenticate:
 class MintServiceToken:
     """A long-lived token for a service account (an ordinary user), for the operator."""
 
-    def __init__(self, uow: UnitOfWorkFactory, codec: TokenCodec, clock: Clock) -> None:
+    def __init__(
+        self, uow: UnitOfWorkFactory[AccessUnitOfWork], codec: TokenCodec, clock: Clock
+    ) -> None:
         self._uow, self._codec, self._clock = uow, codec, clock
 
     async def __call__(self, caller: Principal, email: str, ttl: timedelta) -> tuple[str, User]:
@@ -323,7 +327,7 @@ def seen_by(caller: Principal, user: User) -> User:
     )
 
 
-async def visible_user(caller: Principal, uow: UnitOfWork, user_id: uuid.UUID) -> User:
+async def visible_user(caller: Principal, uow: AccessUnitOfWork, user_id: uuid.UUID) -> User:
     user = await uow.users.get(user_id)
     if not can_see_user(caller, user):
         raise NotFound("user", str(user_id))
@@ -340,7 +344,9 @@ class NewUser:
 
 
 class CreateUser:
-    def __init__(self, uow: UnitOfWorkFactory, hasher: PasswordHasher, clock: Clock) -> None:
+    def __init__(
+        self, uow: UnitOfWorkFactory[AccessUnitOfWork], hasher: PasswordHasher, clock: Clock
+    ) -> None:
         self._uow, self._hasher, self._clock = uow, hasher, clock
 
     async def __call__(self, caller: Principal, new: NewUser) -> User:
@@ -375,7 +381,10 @@ class SetClientAccess:
     """Grant (role) or revoke (None) a user's access to one client."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, clock: Clock, cache: PrincipalCache | None = None
+        self,
+        uow: UnitOfWorkFactory[AccessUnitOfWork],
+        clock: Clock,
+        cache: PrincipalCache | None = None,
     ) -> None:
         self._uow, self._clock, self._cache = uow, clock, cache
 
@@ -408,7 +417,7 @@ class SetPassword:
 
     def __init__(
         self,
-        uow: UnitOfWorkFactory,
+        uow: UnitOfWorkFactory[AccessUnitOfWork],
         hasher: PasswordHasher,
         clock: Clock,
         cache: PrincipalCache | None = None,
@@ -437,7 +446,9 @@ class SetPassword:
 
 
 class DeleteUser:
-    def __init__(self, uow: UnitOfWorkFactory, cache: PrincipalCache | None = None) -> None:
+    def __init__(
+        self, uow: UnitOfWorkFactory[AccessUnitOfWork], cache: PrincipalCache | None = None
+    ) -> None:
         self._uow, self._cache = uow, cache
 
     async def __call__(self, caller: Principal, user_id: uuid.UUID) -> None:
@@ -452,7 +463,7 @@ class DeleteUser:
 
 
 class GetUser:
-    def __init__(self, uow: UnitOfWorkFactory) -> None:
+    def __init__(self, uow: UnitOfWorkFactory[AccessUnitOfWork]) -> None:
         self._uow = uow
 
     async def __call__(self, caller: Principal, user_id: uuid.UUID) -> User:
@@ -461,7 +472,7 @@ class GetUser:
 
 
 class FindUserByEmail:
-    def __init__(self, uow: UnitOfWorkFactory) -> None:
+    def __init__(self, uow: UnitOfWorkFactory[AccessUnitOfWork]) -> None:
         self._uow = uow
 
     async def __call__(self, caller: Principal, email: str) -> User:
@@ -475,7 +486,7 @@ class FindUserByEmail:
 class ListUsers:
     """Admins list everyone; client admins the users of their clients; viewers nobody."""
 
-    def __init__(self, uow: UnitOfWorkFactory) -> None:
+    def __init__(self, uow: UnitOfWorkFactory[AccessUnitOfWork]) -> None:
         self._uow = uow
 
     async def __call__(self, caller: Principal, page: PageRequest) -> Page[User]:
@@ -501,7 +512,7 @@ class AccessUseCases:
     @classmethod
     def build(
         cls,
-        uow: UnitOfWorkFactory,
+        uow: UnitOfWorkFactory[AccessUnitOfWork],
         hasher: PasswordHasher,
         codec: TokenCodec,
         clock: Clock,

@@ -14,8 +14,10 @@ from domain.access import Principal, require_manage
 from domain.errors import DomainError, FailedPrecondition
 from domain.fetching import FetchOutcome, SourceError, TrackerKey
 from domain.model import Tracker
-from domain.pagination import PageRequest
-from domain.ports import AccountGate, Clock, FetchQueue, TrackerFilter, UnitOfWorkFactory
+from domain.pagination import MAX_PAGE_SIZE, PageRequest
+from domain.ports.common import Clock, UnitOfWorkFactory
+from domain.ports.fetching import AccountGate, FetchingUnitOfWork, FetchQueue
+from domain.ports.setup import TrackerFilter
 from usecases.fetching import (
     Account,
     FetcherConfig,
@@ -55,7 +57,7 @@ class FetchRunReports:
 
     def __init__(
         self,
-        uow: UnitOfWorkFactory,
+        uow: UnitOfWorkFactory[FetchingUnitOfWork],
         queue: FetchQueue,
         gate: AccountGate,
         accounts: Sequence[Account],
@@ -125,7 +127,8 @@ class FetchRunReports:
             after = None
             while True:
                 page = await uow.trackers.list(
-                    TrackerFilter(production_run_id=run.id), PageRequest(size=1000, after=after)
+                    TrackerFilter(production_run_id=run.id),
+                    PageRequest(size=MAX_PAGE_SIZE, after=after),
                 )
                 trackers += page.items
                 if page.next_after is None:

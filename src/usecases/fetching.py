@@ -16,13 +16,13 @@ from typing import TypeVar
 from domain.access import Principal, require_admin
 from domain.errors import DependencyUnavailable, DomainError, FailedPrecondition
 from domain.fetching import FetchOutcome, SourceError, SourceUnavailable, TrackerKey
-from domain.ports import (
+from domain.ports.common import Clock, UnitOfWorkFactory
+from domain.ports.fetching import (
     AccountGate,
-    Clock,
+    FetchingUnitOfWork,
     FetchMetrics,
     FetchQueue,
     LocationSource,
-    UnitOfWorkFactory,
 )
 from domain.scheduling import (
     AccountPolicy,
@@ -243,7 +243,7 @@ class FetchWorker:
 
     def __init__(
         self,
-        uow: UnitOfWorkFactory,
+        uow: UnitOfWorkFactory[FetchingUnitOfWork],
         queue: FetchQueue,
         gate: AccountGate,
         accounts: Sequence[Account],
@@ -648,7 +648,9 @@ class FetchWorker:
 class FetchStateQueries:
     """The admin's view of the fetcher: one tracker's place and counts, the whole queue."""
 
-    def __init__(self, uow: UnitOfWorkFactory, queue: FetchQueue, clock: Clock) -> None:
+    def __init__(
+        self, uow: UnitOfWorkFactory[FetchingUnitOfWork], queue: FetchQueue, clock: Clock
+    ) -> None:
         self._uow, self._queue, self._clock = uow, queue, clock
 
     async def tracker(self, caller: Principal, tracker_id: uuid.UUID) -> QueueEntry:

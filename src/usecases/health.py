@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from domain.ports import DependencyProbe
+from domain.ports.health import DependencyProbe
 
 
 @dataclass(frozen=True, slots=True)

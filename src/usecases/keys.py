@@ -14,7 +14,8 @@ from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, No
 from domain.keys import GeneratedKey, KeyBatch, check_private_key
 from domain.limits import MAX_IMPORT
 from domain.model import MacAddress, Tracker, new_id
-from domain.ports import Clock, KeyPairFactory, SecretSealer, UnitOfWorkFactory
+from domain.ports.common import Clock, UnitOfWorkFactory
+from domain.ports.keys import KeyPairFactory, KeysUnitOfWork, SecretSealer
 from usecases.setup import name_clash
 
 CHUNK = 2000
@@ -47,7 +48,11 @@ class CreateKeyBatch:
     sealed, in one transaction: a batch is complete or absent."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, factory: KeyPairFactory, sealer: SecretSealer, clock: Clock
+        self,
+        uow: UnitOfWorkFactory[KeysUnitOfWork],
+        factory: KeyPairFactory,
+        sealer: SecretSealer,
+        clock: Clock,
     ) -> None:
         self._uow, self._factory, self._sealer, self._clock = uow, factory, sealer, clock
 
@@ -87,7 +92,7 @@ class ExportKeyBatch:
     CSV (mac_address, advertisement_key, hashed_advertisement_key; base64) or one base64
     advertisement key per line (what OpenHaystack firmware tools take)."""
 
-    def __init__(self, uow: UnitOfWorkFactory, page: int = 5000) -> None:
+    def __init__(self, uow: UnitOfWorkFactory[KeysUnitOfWork], page: int = 5000) -> None:
         self._uow, self._page = uow, page
 
     async def __call__(
@@ -124,7 +129,7 @@ class ExportKeyBatch:
 class AllocateTags:
     """Give tags (by MAC) to a client; a tag allocated to another client is refused."""
 
-    def __init__(self, uow: UnitOfWorkFactory) -> None:
+    def __init__(self, uow: UnitOfWorkFactory[KeysUnitOfWork]) -> None:
         self._uow = uow
 
     async def __call__(self, caller: Principal, client_id: uuid.UUID, macs: Sequence[str]) -> int:
@@ -150,7 +155,7 @@ class ImportTrackers:
     """Trackers into a production run, by MAC of tags allocated to the run's client. A tag
     that is not the client's is NotFound, exactly like one that does not exist."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(self, uow: UnitOfWorkFactory[KeysUnitOfWork], clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
     async def __call__(
@@ -185,7 +190,11 @@ class ImportExternalTrackers:
     key derived, and it is sealed on arrival; it is never stored or returned in the clear."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, factory: KeyPairFactory, sealer: SecretSealer, clock: Clock
+        self,
+        uow: UnitOfWorkFactory[KeysUnitOfWork],
+        factory: KeyPairFactory,
+        sealer: SecretSealer,
+        clock: Clock,
     ) -> None:
         self._uow, self._factory, self._sealer, self._clock = uow, factory, sealer, clock
 
@@ -236,7 +245,11 @@ class KeyUseCases:
 
     @classmethod
     def build(
-        cls, uow: UnitOfWorkFactory, factory: KeyPairFactory, sealer: SecretSealer, clock: Clock
+        cls,
+        uow: UnitOfWorkFactory[KeysUnitOfWork],
+        factory: KeyPairFactory,
+        sealer: SecretSealer,
+        clock: Clock,
     ) -> KeyUseCases:
         return cls(
             create_key_batch=CreateKeyBatch(uow, factory, sealer, clock),

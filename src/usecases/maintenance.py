@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from domain.instants import REPORT_TIME_FLOOR, TIME_CEILING
-from domain.ports import Clock
+from domain.ports.common import Clock
 from domain.reports import partition_months
 
 

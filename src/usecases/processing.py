@@ -21,7 +21,7 @@ from datetime import datetime
 from domain.access import Principal, require_admin
 from domain.errors import DependencyUnavailable, NotFound
 from domain.pagination import Page, PageRequest
-from domain.ports import (
+from domain.ports.processing import (
     Claim,
     Evaluation,
     Geocoder,

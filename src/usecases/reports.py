@@ -23,7 +23,8 @@ from domain.instants import (
     month_start,
 )
 from domain.limits import MAX_REPORT_MONTHS_PER_MESSAGE, MAX_REPORTS_PER_MESSAGE, check_count
-from domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from domain.ports.common import Clock, UnitOfWorkFactory
+from domain.ports.reports import ReportsUnitOfWork
 from domain.reports import (
     MAX_TIME_US,
     MIN_TIME_US,
@@ -171,11 +172,11 @@ class IngestReports:
     """Each report needs a tracker the caller manages; one that is missing or not the
     caller's is rejected with the same reason, so nobody learns which trackers exist.
     Storing is idempotent, so a transaction that failed for a transient reason (connection
-    lost, deadlock) is simply run again (``UnitOfWorkFactory.retrying``)."""
+    lost, deadlock) is simply run again (``UnitOfWorkFactory[ReportsUnitOfWork].retrying``)."""
 
     def __init__(
         self,
-        uow: UnitOfWorkFactory,
+        uow: UnitOfWorkFactory[ReportsUnitOfWork],
         clock: Clock,
         cache: TrackerRefCache | None = None,
         max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
@@ -220,7 +221,7 @@ class IngestReports:
         return await self._uow.retrying(attempt)
 
     async def _resolve(
-        self, uow: UnitOfWork, batch: IncomingReports
+        self, uow: ReportsUnitOfWork, batch: IncomingReports
     ) -> tuple[dict[str, TrackerRef], dict[bytes, TrackerRef]]:
         """The batch's trackers by id text and by hashed key: from the cache, the rest in one
         query. Ids that are not UUIDs are simply unknown."""

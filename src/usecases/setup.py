@@ -31,16 +31,15 @@ from domain.model import (
     new_id,
 )
 from domain.pagination import Page, PageRequest
-from domain.ports import (
+from domain.ports.common import Clock, UnitOfWorkFactory
+from domain.ports.setup import (
     BrandFilter,
     ClientFilter,
-    Clock,
     LocationFilter,
     ProductionRunFilter,
     Repository,
+    SetupUnitOfWork,
     TrackerFilter,
-    UnitOfWork,
-    UnitOfWorkFactory,
 )
 
 E = TypeVar("E", bound=Entity)
@@ -99,7 +98,7 @@ async def manageable(caller: Principal, repo: Repository[E, Any], entity_id: uui
 class CreateClient:
     """Only an ADMIN creates clients."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(self, uow: UnitOfWorkFactory[SetupUnitOfWork], clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
     async def __call__(self, caller: Principal, new: NewClient) -> Client:
@@ -115,7 +114,7 @@ class CreateClient:
 
 
 class CreateBrand:
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(self, uow: UnitOfWorkFactory[SetupUnitOfWork], clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
     async def __call__(self, caller: Principal, new: NewBrand) -> Brand:
@@ -135,7 +134,7 @@ class CreateBrand:
 
 
 class CreateProductionRun:
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(self, uow: UnitOfWorkFactory[SetupUnitOfWork], clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
     async def __call__(self, caller: Principal, new: NewProductionRun) -> ProductionRun:
@@ -158,7 +157,7 @@ class CreateProductionRun:
 
 
 class CreateLocation:
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(self, uow: UnitOfWorkFactory[SetupUnitOfWork], clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
     async def __call__(self, caller: Principal, new: NewLocation) -> Location:
@@ -201,7 +200,7 @@ def name_clash(
 class CreateTrackers:
     """Create trackers in bulk, all or none. Errors of item i are under ``trackers[i]``."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(self, uow: UnitOfWorkFactory[SetupUnitOfWork], clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
     async def __call__(self, caller: Principal, items: Sequence[NewTracker]) -> list[Tracker]:
@@ -240,7 +239,7 @@ class CreateTrackers:
 
 
 class CreateTracker:
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(self, uow: UnitOfWorkFactory[SetupUnitOfWork], clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
     async def __call__(self, caller: Principal, new: NewTracker) -> Tracker:
@@ -252,13 +251,15 @@ class CreateTracker:
         return tracker
 
 
-Select = Callable[[UnitOfWork], Repository[E, Any]]
+Select = Callable[[SetupUnitOfWork], Repository[E, Any]]
 
 
 class UpdateResource(Generic[E]):
     """Apply changes to the updatable fields of one resource; the entity re-validates."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, select: Select[E]) -> None:
+    def __init__(
+        self, uow: UnitOfWorkFactory[SetupUnitOfWork], clock: Clock, select: Select[E]
+    ) -> None:
         self._uow, self._clock, self._select = uow, clock, select
 
     async def __call__(self, caller: Principal, entity_id: uuid.UUID, changes: dict[str, Any]) -> E:
@@ -273,7 +274,7 @@ class UpdateResource(Generic[E]):
             return updated
 
     async def _apply(
-        self, caller: Principal, uow: UnitOfWork, current: E, changes: dict[str, Any]
+        self, caller: Principal, uow: SetupUnitOfWork, current: E, changes: dict[str, Any]
     ) -> E:
         if not changes:
             return current
@@ -284,7 +285,7 @@ class UpdateTracker(UpdateResource[Tracker]):
     """A tracker may move to another production run of the same client."""
 
     async def _apply(
-        self, caller: Principal, uow: UnitOfWork, current: Tracker, changes: dict[str, Any]
+        self, caller: Principal, uow: SetupUnitOfWork, current: Tracker, changes: dict[str, Any]
     ) -> Tracker:
         run_id = changes.get("production_run_id")
         if run_id is not None and run_id != current.production_run_id:
@@ -297,7 +298,7 @@ class UpdateTracker(UpdateResource[Tracker]):
 
 
 class GetResource(Generic[E]):
-    def __init__(self, uow: UnitOfWorkFactory, select: Select[E]) -> None:
+    def __init__(self, uow: UnitOfWorkFactory[SetupUnitOfWork], select: Select[E]) -> None:
         self._uow, self._select = uow, select
 
     async def __call__(self, caller: Principal, entity_id: uuid.UUID) -> E:
@@ -309,7 +310,9 @@ class ListResources(Generic[E, F]):
     """A page of what the caller may read: the filter is narrowed to the caller's clients."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, select: Callable[[UnitOfWork], Repository[E, F]]
+        self,
+        uow: UnitOfWorkFactory[SetupUnitOfWork],
+        select: Callable[[SetupUnitOfWork], Repository[E, F]],
     ) -> None:
         self._uow, self._select = uow, select
 
@@ -324,7 +327,11 @@ class DeleteResource:
     """Deleting needs CLIENT_ADMIN of the owning client; deleting a client needs ADMIN."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, select: Select[Any], *, admin_only: bool = False
+        self,
+        uow: UnitOfWorkFactory[SetupUnitOfWork],
+        select: Select[Any],
+        *,
+        admin_only: bool = False,
     ) -> None:
         self._uow, self._select, self._admin_only = uow, select, admin_only
 
@@ -372,20 +379,20 @@ class SetupUseCases:
     list_trackers: ListResources[Tracker, TrackerFilter]
 
     @classmethod
-    def build(cls, uow: UnitOfWorkFactory, clock: Clock) -> SetupUseCases:
-        def clients(u: UnitOfWork) -> Repository[Client, ClientFilter]:
+    def build(cls, uow: UnitOfWorkFactory[SetupUnitOfWork], clock: Clock) -> SetupUseCases:
+        def clients(u: SetupUnitOfWork) -> Repository[Client, ClientFilter]:
             return u.clients
 
-        def brands(u: UnitOfWork) -> Repository[Brand, BrandFilter]:
+        def brands(u: SetupUnitOfWork) -> Repository[Brand, BrandFilter]:
             return u.brands
 
-        def runs(u: UnitOfWork) -> Repository[ProductionRun, ProductionRunFilter]:
+        def runs(u: SetupUnitOfWork) -> Repository[ProductionRun, ProductionRunFilter]:
             return u.production_runs
 
-        def locations(u: UnitOfWork) -> Repository[Location, LocationFilter]:
+        def locations(u: SetupUnitOfWork) -> Repository[Location, LocationFilter]:
             return u.locations
 
-        def trackers(u: UnitOfWork) -> Repository[Tracker, TrackerFilter]:
+        def trackers(u: SetupUnitOfWork) -> Repository[Tracker, TrackerFilter]:
             return u.trackers
 
         return cls(

@@ -1,5 +1,6 @@
-"""Reading what processing made: current statuses, status history and location history,
-always limited to the caller's clients; and the per-run status rule."""
+"""Reading what processing made (current statuses, status and location history, always
+limited to the caller's clients) and a run's status rule: ``StatusQueries``, read only; and
+changing a run's status rule: ``StatusRuleUpdates``, the one use case here that writes."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from domain.history import (
 )
 from domain.limits import MAX_BATCH_STATUSES
 from domain.pagination import Page, PageRequest
-from domain.ports import HistoryFilter, StatusRepository, UnitOfWorkFactory
-from domain.status import DEFAULT_MIN_CONFIDENCE, StatusRule
+from domain.ports.common import UnitOfWorkFactory
+from domain.ports.status import HistoryFilter, StatusRepository, StatusUnitOfWork
+from domain.status import CONFIDENCE_LEVELS, DEFAULT_MIN_CONFIDENCE, StatusRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +33,9 @@ class HistoryQuery:
 
 
 class StatusQueries:
-    """The read use cases of processing, and the status rule of a run (get/set)."""
+    """What processing made, read only: statuses, histories, and a run's status rule."""
 
-    def __init__(self, repo: StatusRepository, uow: UnitOfWorkFactory) -> None:
+    def __init__(self, repo: StatusRepository, uow: UnitOfWorkFactory[StatusUnitOfWork]) -> None:
         self._repo, self._uow = repo, uow
 
     async def _readable_tracker(self, caller: Principal, tracker_id: uuid.UUID) -> None:
@@ -89,8 +91,10 @@ class StatusQueries:
     ) -> Page[LocationPoint]:
         if min_confidence == 0:
             min_confidence = DEFAULT_MIN_CONFIDENCE
-        if min_confidence not in (1, 2, 3):
-            raise InvalidArgument("min_confidence", "must be 1, 2 or 3 (0: the default, 2)")
+        if min_confidence not in CONFIDENCE_LEVELS:
+            raise InvalidArgument(
+                "min_confidence", f"must be 1, 2 or 3 (0: the default, {DEFAULT_MIN_CONFIDENCE})"
+            )
         f = await self._filter(caller, q)
         return await self._repo.location_history(f, granularity, min_confidence, page)
 
@@ -99,6 +103,13 @@ class StatusQueries:
             run = await uow.production_runs.get(run_id)
         require_read(caller, run.client_id, run.KIND, run_id)
         return await self._repo.status_rule(run_id)
+
+
+class StatusRuleUpdates:
+    """Sets a production run's status rule (and asks for its history to be rebuilt)."""
+
+    def __init__(self, repo: StatusRepository, uow: UnitOfWorkFactory[StatusUnitOfWork]) -> None:
+        self._repo, self._uow = repo, uow
 
     async def set_status_rule(
         self, caller: Principal, run_id: uuid.UUID, rule: StatusRule, reevaluate: bool = False

@@ -24,7 +24,7 @@ from domain.model import (
     Tracker,
 )
 from domain.pagination import PageRequest
-from domain.ports import (
+from domain.ports.setup import (
     BrandFilter,
     ClientFilter,
     LocationFilter,

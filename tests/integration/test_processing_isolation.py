@@ -20,7 +20,7 @@ from adapters import prometheus
 from domain.errors import DependencyUnavailable
 from domain.geo import NearestCity
 from domain.model import GeoPoint
-from domain.ports import Geocoder
+from domain.ports.processing import Geocoder
 from domain.processing import RetryPolicy
 from servers.runtime import Process
 from servers.worker import WorkerLoop

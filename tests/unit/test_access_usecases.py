@@ -36,13 +36,16 @@ from domain.model import (
     Tracker,
 )
 from domain.pagination import PageRequest
-from domain.ports import (
+from domain.ports.setup import (
     BrandFilter,
     ClientFilter,
     LocationFilter,
     ProductionRunFilter,
     TrackerFilter,
 )
+from tests.unit.fakes.access import FakePasswordHasher, FakeTokenCodec
+from tests.unit.fakes.base import FakeClock, FakeTables
+from tests.unit.fakes.common import FakeUnitOfWorkFactory
 from usecases.access import BAD_LOGIN, AccessUseCases, NewUser, TokenPolicy
 from usecases.setup import (
     NewBrand,
@@ -52,8 +55,6 @@ from usecases.setup import (
     NewTracker,
     SetupUseCases,
 )
-
-from .fakes import FakeClock, FakePasswordHasher, FakeTables, FakeTokenCodec, FakeUnitOfWorkFactory
 
 START = datetime(2025, 3, 1, tzinfo=UTC)
 END = START + timedelta(days=90)

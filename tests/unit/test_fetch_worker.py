@@ -32,15 +32,10 @@ from domain.model import (
 )
 from domain.reports import Report
 from domain.scheduling import AccountPolicy, FetchPolicy, FetchResult
+from tests.unit.fakes.base import FakeClock
+from tests.unit.fakes.common import FakeUnitOfWork, FakeUnitOfWorkFactory
+from tests.unit.fakes.fetching import FakeAccountGate, FakeFetchQueue
 from usecases.fetching import Account, FetcherConfig, FetchWorker
-
-from .fakes import (
-    FakeAccountGate,
-    FakeClock,
-    FakeFetchQueue,
-    FakeUnitOfWork,
-    FakeUnitOfWorkFactory,
-)
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 INTERVAL = timedelta(minutes=10)

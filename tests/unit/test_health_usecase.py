@@ -6,9 +6,8 @@ import asyncio
 import time
 from collections.abc import Sequence
 
+from tests.unit.fakes.common import FakeProbe
 from usecases.health import CheckDependencies, DependencyStatus
-
-from .fakes import FakeProbe
 
 TIMEOUT_S = 0.2
 

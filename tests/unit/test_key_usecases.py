@@ -34,11 +34,12 @@ from domain.errors import (
 from domain.keys import MAX_BATCH_KEYS, KeyBatch, TagKey
 from domain.limits import MAX_IMPORT
 from domain.model import AdvertisementKey, Client, MacAddress, ProductionRun, Tracker
+from tests.unit.fakes.base import FakeClock, FakeTables
+from tests.unit.fakes.common import FakeUnitOfWorkFactory
+from tests.unit.fakes.keys import FakeKeyPairFactory, FakeSealer
 from usecases import keys as keys_module
 from usecases.keys import CreateKeyBatch, ExportKeyBatch, KeyUseCases
 from usecases.setup import NewBrand, NewClient, NewProductionRun, SetupUseCases
-
-from .fakes import FakeClock, FakeKeyPairFactory, FakeSealer, FakeTables, FakeUnitOfWorkFactory
 
 START = datetime(2025, 3, 1, tzinfo=UTC)
 END = START + timedelta(days=90)

@@ -16,9 +16,10 @@ from domain.errors import AlreadyExists, TooManyAttempts, Unauthenticated
 from domain.model import Client
 from domain.pagination import PageRequest
 from domain.throttling import AttemptLimit, LoginLimits, account_key, address_key
+from tests.unit.fakes.access import FakePasswordHasher, FakeTokenCodec
+from tests.unit.fakes.base import FakeClock
+from tests.unit.fakes.common import FakeUnitOfWorkFactory
 from usecases.access import BAD_LOGIN, REVOKED, AccessUseCases, NewUser, TokenPolicy
-
-from .fakes import FakeClock, FakePasswordHasher, FakeTokenCodec, FakeUnitOfWorkFactory
 
 PASSWORD = "correct horse battery staple"
 WRONG = "not the password at all"

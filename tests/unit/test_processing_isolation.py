@@ -16,7 +16,7 @@ from domain.geo import NearestCity
 from domain.model import GeoPoint
 from domain.processing import MAX_REASON_LENGTH, RetryPolicy, failure_reason
 from domain.reports import Report
-from tests.unit.fakes_processing import (
+from tests.unit.fakes.processing import (
     FakeGeocoder,
     FakeProcessingQueue,
     FakeProcessingStore,

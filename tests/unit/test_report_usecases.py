@@ -17,10 +17,11 @@ from domain.access import Principal, Role
 from domain.errors import FieldViolation, InvalidArgument
 from domain.model import AdvertisementKey, Client, Tracker
 from domain.reports import IngestResult, Report, e7
+from tests.unit.fakes.base import FakeClock, ReportIdentity
+from tests.unit.fakes.common import FakeUnitOfWorkFactory
+from tests.unit.fakes.reports import FakeReportRepository
 from usecases.reports import MAX_CLOCK_SKEW, MAX_REPORTS_PER_CALL, IngestReports, NewReport
 from usecases.setup import NewBrand, NewClient, NewProductionRun, NewTracker, SetupUseCases
-
-from .fakes import FakeClock, FakeReportRepository, FakeUnitOfWorkFactory, ReportIdentity
 
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
 T = NOW - timedelta(hours=1)
@@ -431,9 +432,8 @@ async def test_any_order_and_repetition_stores_exactly_the_distinct_reports(
 async def test_known_trackers_are_remembered_for_the_ttl_and_unknown_ones_not(
     w: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from tests.unit.fakes.setup import FakeTrackerRepository
     from usecases.reports import TrackerRefCache
-
-    from .fakes import FakeTrackerRepository
 
     lookups: list[tuple[list[uuid.UUID], list[bytes]]] = []
     real = FakeTrackerRepository.refs

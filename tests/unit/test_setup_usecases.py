@@ -29,13 +29,15 @@ from domain.model import (
     Tracker,
 )
 from domain.pagination import PageRequest, PageTokens
-from domain.ports import (
+from domain.ports.setup import (
     BrandFilter,
     ClientFilter,
     LocationFilter,
     ProductionRunFilter,
     TrackerFilter,
 )
+from tests.unit.fakes.base import FakeClock
+from tests.unit.fakes.common import FakeUnitOfWorkFactory
 from usecases.setup import (
     MAX_BATCH_TRACKERS,
     NewBrand,
@@ -45,8 +47,6 @@ from usecases.setup import (
     NewTracker,
     SetupUseCases,
 )
-
-from .fakes import FakeClock, FakeUnitOfWorkFactory
 
 ADMIN = Principal(uuid.UUID(int=1), admin=True)
 START = datetime(2025, 3, 1, tzinfo=UTC)

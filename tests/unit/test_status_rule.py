@@ -28,7 +28,7 @@ from domain.status import (
     replay,
     resume_point,
 )
-from tests.unit.fakes_processing import (
+from tests.unit.fakes.processing import (
     FakeGeocoder,
     FakeProcessingQueue,
     FakeProcessingStore,

@@ -14,10 +14,11 @@ from domain.history import Granularity
 from domain.model import Tracker
 from domain.pagination import PageRequest
 from domain.status import StatusRule
-from tests.unit.fakes import FakeClock, FakeUnitOfWorkFactory
-from tests.unit.fakes_processing import FakeStatusRepository
+from tests.unit.fakes.base import FakeClock
+from tests.unit.fakes.common import FakeUnitOfWorkFactory
+from tests.unit.fakes.processing import FakeStatusRepository
 from usecases.setup import NewBrand, NewClient, NewProductionRun, NewTracker, SetupUseCases
-from usecases.status import HistoryQuery, StatusQueries
+from usecases.status import HistoryQuery, StatusQueries, StatusRuleUpdates
 
 ADMIN = Principal(uuid.UUID(int=1), admin=True)
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
@@ -94,11 +95,12 @@ async def test_history_lists_are_limited_to_the_callers_clients_and_validated() 
 
 async def test_only_client_admins_set_a_runs_rule_and_may_reevaluate_its_history() -> None:
     uc, repo, (a, _) = await world()
+    rules = StatusRuleUpdates(repo, uc._uow)
     rule = StatusRule(min_consecutive_reports=3)
     with pytest.raises(PermissionDenied):
-        await uc.set_status_rule(member(a), a.production_run_id, rule)
-    await uc.set_status_rule(member(a, Role.CLIENT_ADMIN), a.production_run_id, rule)
+        await rules.set_status_rule(member(a), a.production_run_id, rule)
+    await rules.set_status_rule(member(a, Role.CLIENT_ADMIN), a.production_run_id, rule)
     assert repo.reevaluated == []
     assert await uc.get_status_rule(member(a), a.production_run_id) == rule
-    await uc.set_status_rule(ADMIN, a.production_run_id, StatusRule(), reevaluate=True)
+    await rules.set_status_rule(ADMIN, a.production_run_id, StatusRule(), reevaluate=True)
     assert repo.reevaluated == [a.production_run_id]

@@ -14,7 +14,7 @@ from findmy.reports.account import AsyncAppleAccount
 
 from adapters.findmy.redact import protect
 from adapters.findmy.source import FindMyLocationSource
-from domain.ports import SecretSealer
+from domain.ports.keys import SecretSealer
 from usecases.fetching import Account
 
 

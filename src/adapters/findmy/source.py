@@ -34,7 +34,7 @@ from domain.fetching import (
     TrackerKey,
 )
 from domain.model import GeoPoint
-from domain.ports import SecretSealer
+from domain.ports.keys import SecretSealer
 from domain.reports import Report
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,16 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from domain.errors import InvalidArgument, field_prefix
-from domain.model import Brand, Client, GeoPoint, Location, LocationKind, ProductionRun, Tracker
+from domain.model import (
+    Brand,
+    Client,
+    Entity,
+    GeoPoint,
+    Location,
+    LocationKind,
+    ProductionRun,
+    Tracker,
+)
 from domain.model import parse_id as _parse_id
 from tracker.v1 import resources_pb2 as pb
 
@@ -140,25 +149,31 @@ def tracker_pb(t: Tracker) -> pb.Tracker:
 Reader = Callable[[Any], Any]
 """Reads one updatable field from the resource message as a domain value."""
 
-UPDATE_READERS: Mapping[str, Mapping[str, Reader]] = {
-    "client": {"display_name": lambda m: m.display_name},
-    "brand": {"display_name": lambda m: m.display_name},
-    "production_run": {
-        "display_name": lambda m: m.display_name,
-        "start_time": lambda m: from_ts(m, "start_time"),
-        "end_time": lambda m: from_ts(m, "end_time"),
-    },
-    "location": {
-        "kind": lambda m: location_kind(m.kind),
-        "display_name": lambda m: m.display_name,
-        "center": lambda m: geo_point(m, "center"),
-        "radius_m": lambda m: radius(m.radius_m),
-    },
-    "tracker": {
-        "display_name": lambda m: m.display_name,
-        "production_run_id": lambda m: parse_id(m.production_run_id, "production_run_id"),
-    },
+# How to read each updatable field from a resource message. Which fields of a resource may
+# be updated is the domain's decision: its entity's ``UPDATABLE`` (the one list).
+FIELD_READERS: Mapping[str, Reader] = {
+    "display_name": lambda m: m.display_name,
+    "start_time": lambda m: from_ts(m, "start_time"),
+    "end_time": lambda m: from_ts(m, "end_time"),
+    "kind": lambda m: location_kind(m.kind),
+    "center": lambda m: geo_point(m, "center"),
+    "radius_m": lambda m: radius(m.radius_m),
+    "production_run_id": lambda m: parse_id(m.production_run_id, "production_run_id"),
 }
+
+ENTITIES: Mapping[str, type[Entity]] = {
+    "client": Client,
+    "brand": Brand,
+    "production_run": ProductionRun,
+    "location": Location,
+    "tracker": Tracker,
+}
+
+
+def updatable_fields(resource: str, msg: Message) -> list[str]:
+    """The resource's updatable fields, in the message's field order."""
+    updatable = ENTITIES[resource].UPDATABLE
+    return [f.name for f in msg.DESCRIPTOR.fields if f.name in updatable]
 
 
 def _is_set(msg: Message, name: str) -> bool:
@@ -174,7 +189,7 @@ def changes_from(resource: str, msg: Message, mask: field_mask_pb2.FieldMask) ->
     With a mask, exactly its paths (each must be updatable); without one, every updatable
     field that is set to a non-default value.
     """
-    readers = UPDATE_READERS[resource]
+    readers = {name: FIELD_READERS[name] for name in updatable_fields(resource, msg)}
     if mask.paths:
         unknown = [p for p in mask.paths if p not in readers]
         if unknown:

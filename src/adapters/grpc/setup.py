@@ -10,7 +10,7 @@ from adapters.grpc import convert as cv
 from adapters.grpc.auth import caller
 from domain.errors import InvalidArgument, field_prefix
 from domain.pagination import PageRequest, PageTokens
-from domain.ports import (
+from domain.ports.setup import (
     BrandFilter,
     ClientFilter,
     LocationFilter,

@@ -13,8 +13,6 @@ from domain.history import CurrentStatus, Granularity, LocationPoint, TrackerSta
 from domain.model import GeoPoint
 from domain.pagination import PageTokens
 from domain.status import (
-    DEFAULT_MIN_PROBABILITY,
-    DEFAULT_OUTLIER_SHARE,
     RuleKind,
     StatusRule,
     TrackerStatus,
@@ -25,7 +23,7 @@ from tracker.v1 import status_query_service_pb2 as q
 from tracker.v1 import status_query_service_pb2_grpc as q_grpc
 from tracker.v1 import status_service_pb2 as s
 from tracker.v1 import status_service_pb2_grpc as s_grpc
-from usecases.status import HistoryQuery, StatusQueries
+from usecases.status import HistoryQuery, StatusQueries, StatusRuleUpdates
 
 Ctx = grpc.aio.ServicerContext
 
@@ -141,6 +139,9 @@ def rule_pb(run_id: str, r: StatusRule) -> st.StatusRule:
     )
 
 
+_DEFAULT_RULE = StatusRule()
+
+
 def _rule_from_pb(m: st.StatusRule) -> StatusRule:
     if m.kind == st.STATUS_RULE_KIND_UNSPECIFIED:
         kind = RuleKind.CONSECUTIVE  # what a rule meant before there were kinds
@@ -149,13 +150,14 @@ def _rule_from_pb(m: st.StatusRule) -> StatusRule:
     else:
         raise InvalidArgument("kind", "unknown status rule kind")
     return StatusRule(
-        min_consecutive_reports=m.min_consecutive_reports or 1,
+        # An unset (zero) field takes the domain's default: StatusRule's own field defaults.
+        min_consecutive_reports=m.min_consecutive_reports or _DEFAULT_RULE.min_consecutive_reports,
         min_dwell_s=m.min_dwell_s,
         require_accuracy_within_radius=m.require_accuracy_within_radius,
-        min_confidence=m.min_confidence or 2,
+        min_confidence=m.min_confidence or _DEFAULT_RULE.min_confidence,
         kind=kind,
-        min_probability=m.min_probability or DEFAULT_MIN_PROBABILITY,
-        outlier_share=m.outlier_share or DEFAULT_OUTLIER_SHARE,
+        min_probability=m.min_probability or _DEFAULT_RULE.min_probability,
+        outlier_share=m.outlier_share or _DEFAULT_RULE.outlier_share,
     )
 
 
@@ -237,7 +239,7 @@ class StatusQueryServicer(q_grpc.StatusQueryServiceServicer):
 
 
 class StatusServicer(s_grpc.StatusServiceServicer):
-    def __init__(self, uc: StatusQueries) -> None:
+    def __init__(self, uc: StatusRuleUpdates) -> None:
         self._uc = uc
 
     async def UpdateStatusRule(

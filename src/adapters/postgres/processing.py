@@ -18,10 +18,11 @@ from domain.errors import InvalidArgument
 from domain.evidence import Belief, NearFence
 from domain.model import GeoPoint, LocationKind
 from domain.pagination import Page, PageRequest
-from domain.ports import Claim, Evaluation, StatusInput
+from domain.ports.processing import Claim, Evaluation, StatusInput
 from domain.processing import ProcessingBacklog, QuarantinedTracker
 from domain.reports import MAX_ACCURACY_M
 from domain.status import (
+    DEFAULT_MIN_CONFIDENCE,
     DEFAULT_RULE_KIND,
     Observation,
     Reading,
@@ -65,11 +66,12 @@ def _belief(ids: list[uuid.UUID | None] | None, kinds: list[str | None], ps: lis
 
 # Reports after each tracker's start key that count under its run's rule, classified
 # against its run's geofences ($5: the constant reach for the index; for EVIDENCE rules
-# ($6: the default kind) also every fence within its radius + $7).
+# ($6: the default kind) also every fence within its radius + $7). $8: the default
+# min_confidence (``domain.status.DEFAULT_MIN_CONFIDENCE``) of runs without a rule row.
 _READINGS_SQL = """
 WITH b AS (
         SELECT s.*, tr.production_run_id AS run_id,
-               coalesce(sr.min_confidence, 2) AS min_confidence,
+               coalesce(sr.min_confidence, $8) AS min_confidence,
                coalesce(sr.kind, $6) = 'EVIDENCE' AS evidence,
                coalesce(sr.require_accuracy_within_radius, false) AS accuracy_rule
         FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::int[])
@@ -527,6 +529,7 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
             reach_m,
             DEFAULT_RULE_KIND.value,
             evidence.REACH_M,
+            DEFAULT_MIN_CONFIDENCE,
         )
         out: dict[uuid.UUID, list[Reading]] = {}
         seen_as: dict[tuple[object, object, bool], Observation] = {}

@@ -27,7 +27,7 @@ from domain.model import (
     Tracker,
 )
 from domain.pagination import Page, PageRequest, cursor_id
-from domain.ports import (
+from domain.ports.setup import (
     BrandFilter,
     ClientFilter,
     LocationFilter,

@@ -29,7 +29,7 @@ from domain.pagination import (
     cursor_parts,
     cursor_time,
 )
-from domain.ports import HistoryFilter
+from domain.ports.status import HistoryFilter
 from domain.status import ReportKey, RuleKind, StatusChange, StatusRule, TrackerStatus
 
 _CITY = """ci.geonameid, ci.name, ci.country_code, ci.admin1_code, ci.population,

@@ -10,7 +10,7 @@ import asyncpg
 from domain.access import RefreshToken, Role, User
 from domain.errors import AlreadyExists, NotFound
 from domain.pagination import Page, PageRequest, cursor_id
-from domain.ports import UserFilter
+from domain.ports.access import UserFilter
 
 _USER_COLUMNS = (
     "u.id, u.email, u.display_name, u.password_hash, u.admin, u.create_time, u.update_time, "

@@ -17,7 +17,8 @@ from domain.geo import City, NearestCity, distance_m
 from domain.history import CurrentStatus, Granularity, LocationPoint, TrackerStatusChange
 from domain.model import GeoPoint
 from domain.pagination import Page, PageRequest
-from domain.ports import Claim, Evaluation, HistoryFilter, StatusInput
+from domain.ports.processing import Claim, Evaluation, StatusInput
+from domain.ports.status import HistoryFilter
 from domain.processing import ProcessingBacklog, QuarantinedTracker
 from domain.reports import Report, e7
 from domain.status import (
@@ -29,7 +30,7 @@ from domain.status import (
     StatusRule,
     classify,
 )
-from tests.unit.fakes import FakeUnitOfWorkFactory
+from tests.unit.fakes.common import FakeUnitOfWorkFactory
 
 
 def _hour(t: datetime) -> datetime:

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from adapters.redis.queue import RedisAccountGate, RedisFetchQueue
 from domain.errors import DependencyUnavailable
-from tests.unit.fakes import FakeAccountGate, FakeFetchQueue
+from tests.unit.fakes.fetching import FakeAccountGate, FakeFetchQueue
 
 NOW = datetime(2026, 5, 1, 8, tzinfo=UTC)
 LEASE = timedelta(minutes=2)
