@@ -11,7 +11,6 @@ from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer,
 from adapters.grpc.decoding import UndecodableRequestInterceptor
 from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.fetching import FetchQueryServicer
-from adapters.grpc.health import HealthReporter
 from adapters.grpc.keys import KeyQueryServicer, KeyServicer
 from adapters.grpc.processing import ProcessingQueryServicer, ProcessingServicer
 from adapters.grpc.reports import ReportServicer
@@ -38,47 +37,12 @@ from domain.processing import RetryPolicy
 from servers.config import Settings, kek_ring, login_limits, page_token_keys, signing_key
 from usecases.access import AccessUseCases, TokenPolicy
 from usecases.fetching import FetchStateQueries
-from usecases.health import CheckDependencies
 from usecases.keys import KeyUseCases
 from usecases.maintenance import MaintainReportPartitions
 from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports, TrackerRefCache
 from usecases.setup import SetupUseCases
 from usecases.status import StatusQueries
-
-SETUP_SERVICE = "tracker.v1.SetupService"
-SETUP_QUERY_SERVICE = "tracker.v1.SetupQueryService"
-AUTH_SERVICE = "tracker.v1.AuthService"
-USER_SERVICE = "tracker.v1.UserService"
-USER_QUERY_SERVICE = "tracker.v1.UserQueryService"
-KEY_SERVICE = "tracker.v1.KeyService"
-KEY_QUERY_SERVICE = "tracker.v1.KeyQueryService"
-REPORT_SERVICE = "tracker.v1.ReportService"
-FETCH_QUERY_SERVICE = "tracker.v1.FetchQueryService"
-STATUS_QUERY_SERVICE = "tracker.v1.StatusQueryService"
-STATUS_SERVICE = "tracker.v1.StatusService"
-PROCESSING_QUERY_SERVICE = "tracker.v1.ProcessingQueryService"
-PROCESSING_SERVICE = "tracker.v1.ProcessingService"
-
-# Which dependencies each gRPC service needs to be SERVING.
-SERVICE_DEPENDENCIES = {
-    name: ("postgres",)
-    for name in (
-        SETUP_SERVICE,
-        SETUP_QUERY_SERVICE,
-        AUTH_SERVICE,
-        USER_SERVICE,
-        USER_QUERY_SERVICE,
-        KEY_SERVICE,
-        KEY_QUERY_SERVICE,
-        REPORT_SERVICE,
-        STATUS_QUERY_SERVICE,
-        STATUS_SERVICE,
-        PROCESSING_QUERY_SERVICE,
-        PROCESSING_SERVICE,
-    )
-}
-SERVICE_DEPENDENCIES[FETCH_QUERY_SERVICE] = ("postgres", "redis")
 
 
 def _sealer(settings: Settings) -> AesGcmSealer:
@@ -107,20 +71,9 @@ class Container(containers.DeclarativeContainer):
     uow_factory = providers.Singleton(PostgresUnitOfWorkFactory, pool=db_pool)
     setup_usecases = providers.Singleton(SetupUseCases.build, uow=uow_factory, clock=clock)
 
-    check_dependencies = providers.Singleton(
-        CheckDependencies,
-        probes=providers.List(
-            providers.Singleton(PostgresProbe, db_pool),
-            providers.Singleton(RedisProbe, redis),
-        ),
-        timeout_s=settings.provided.health_check_timeout_s,
-    )
-    health_reporter = providers.Singleton(
-        HealthReporter,
-        check=check_dependencies,
-        services=SERVICE_DEPENDENCIES,
-        interval_s=settings.provided.health_check_interval_s,
-    )
+    # Health probes; each process checks only the dependencies it needs (servers/runtime.py).
+    postgres_probe = providers.Singleton(PostgresProbe, db_pool)
+    redis_probe = providers.Singleton(RedisProbe, redis)
 
     password_hasher = providers.Singleton(
         Argon2PasswordHasher,
@@ -162,11 +115,12 @@ class Container(containers.DeclarativeContainer):
         KeyUseCases.build, uow=uow_factory, factory=key_pair_factory, sealer=sealer, clock=clock
     )
 
+    undecodable_interceptor = providers.Singleton(UndecodableRequestInterceptor)
     interceptors = providers.List(
         providers.Singleton(DomainErrorInterceptor),
         providers.Singleton(AuthInterceptor, authenticate=access_usecases.provided.authenticate),
         # last, so it wraps the servicers themselves: bad bytes -> INVALID_ARGUMENT everywhere
-        providers.Singleton(UndecodableRequestInterceptor),
+        undecodable_interceptor,
     )
 
     page_tokens = providers.Singleton(_page_tokens, settings)

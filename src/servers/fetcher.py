@@ -18,6 +18,7 @@ from servers import endpoints
 from servers.config import ConfigError, Settings
 from servers.container import Container
 from servers.runtime import Background, main_for
+from servers.services import POSTGRES, REDIS
 from usecases.fetching import Account, FetcherConfig, FetchWorker
 
 log = logging.getLogger("tracker.fetcher")
@@ -66,6 +67,8 @@ def fetcher_config(
 class Fetcher:
     """The fetch loop as a ``Background`` of a process. ``accounts`` default to the session
     files of the settings (the demo passes its simulator's account instead)."""
+
+    needs = (POSTGRES, REDIS)
 
     def __init__(
         self,

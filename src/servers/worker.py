@@ -16,6 +16,7 @@ from servers import endpoints
 from servers.config import Settings
 from servers.container import Container
 from servers.runtime import Background, main_for
+from servers.services import POSTGRES
 from usecases.processing import ProcessNewReports
 
 log = logging.getLogger("tracker.worker")
@@ -26,6 +27,8 @@ MAX_BACKOFF_S = 30.0
 class WorkerLoop:
     """Background task: claim a batch, process it, repeat; sleep when idle; back off (and
     carry on) while PostgreSQL is unavailable."""
+
+    needs = (POSTGRES,)
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
