@@ -35,13 +35,12 @@ from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
 from domain.pagination import PageTokens
 from domain.processing import RetryPolicy
 from servers.config import Settings, kek_ring, login_limits, page_token_keys, signing_key
-from usecases.access import AccessUseCases, TokenPolicy
+from servers.parts import AccessPart, KeysPart, SetupPart
+from usecases.access import TokenPolicy
 from usecases.fetching import FetchStateQueries
-from usecases.keys import KeyUseCases
 from usecases.maintenance import MaintainReportPartitions
 from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports, TrackerRefCache
-from usecases.setup import SetupUseCases
 from usecases.status import StatusQueries
 
 
@@ -69,7 +68,8 @@ class Container(containers.DeclarativeContainer):
 
     clock = providers.Singleton(SystemClock)
     uow_factory = providers.Singleton(PostgresUnitOfWorkFactory, pool=db_pool)
-    setup_usecases = providers.Singleton(SetupUseCases.build, uow=uow_factory, clock=clock)
+    setup = providers.Container(SetupPart, uow=uow_factory, clock=clock)
+    setup_usecases = setup.usecases
 
     # Health probes; each process checks only the dependencies it needs (servers/runtime.py).
     postgres_probe = providers.Singleton(PostgresProbe, db_pool)
@@ -97,8 +97,8 @@ class Container(containers.DeclarativeContainer):
         access_ttl=providers.Callable(_seconds, settings.provided.access_token_ttl_s),
         refresh_ttl=providers.Callable(_seconds, settings.provided.refresh_token_ttl_s),
     )
-    access_usecases = providers.Singleton(
-        AccessUseCases.build,
+    access = providers.Container(
+        AccessPart,
         uow=uow_factory,
         hasher=password_hasher,
         codec=token_codec,
@@ -108,12 +108,14 @@ class Container(containers.DeclarativeContainer):
         throttle=login_throttle,
         login_limits=providers.Callable(login_limits, settings),
     )
+    access_usecases = access.usecases
 
     key_pair_factory = providers.Singleton(FindMyKeyPairFactory)
     sealer = providers.Singleton(_sealer, settings)
-    key_usecases = providers.Singleton(
-        KeyUseCases.build, uow=uow_factory, factory=key_pair_factory, sealer=sealer, clock=clock
+    keys = providers.Container(
+        KeysPart, uow=uow_factory, factory=key_pair_factory, sealer=sealer, clock=clock
     )
+    key_usecases = keys.usecases
 
     undecodable_interceptor = providers.Singleton(UndecodableRequestInterceptor)
     interceptors = providers.List(

@@ -43,6 +43,7 @@ from domain.ports import (
     ProductionRunFilter,
     TrackerFilter,
 )
+from servers.parts import access_usecases, setup_usecases
 from usecases.access import BAD_LOGIN, AccessUseCases, NewUser, TokenPolicy
 from usecases.setup import (
     NewBrand,
@@ -114,8 +115,8 @@ async def make_world() -> World:
     uow, clock, hasher = FakeUnitOfWorkFactory(), FakeClock(START), FakePasswordHasher()
     codec = FakeTokenCodec(clock)
     w = World(
-        SetupUseCases.build(uow, clock),
-        AccessUseCases.build(uow, hasher, codec, clock, POLICY),
+        setup_usecases(uow, clock),
+        access_usecases(uow, hasher, codec, clock, POLICY),
         uow,
         clock,
         hasher,
@@ -1022,7 +1023,7 @@ async def test_list_users_shows_admins_everyone_and_client_admins_their_clients(
 
 async def cached_world(ttl_s: float) -> tuple[World, People]:
     w = await make_world()
-    w.access = AccessUseCases.build(
+    w.access = access_usecases(
         w.uow, w.hasher, w.codec, w.clock, POLICY, auth_cache_ttl=timedelta(seconds=ttl_s)
     )
     return w, await add_people(w)

@@ -17,8 +17,9 @@ from domain.access import Principal, Role
 from domain.errors import FieldViolation, InvalidArgument
 from domain.model import AdvertisementKey, Client, Tracker
 from domain.reports import IngestResult, Report, e7
+from servers.parts import setup_usecases
 from usecases.reports import MAX_CLOCK_SKEW, MAX_REPORTS_PER_CALL, IngestReports, NewReport
-from usecases.setup import NewBrand, NewClient, NewProductionRun, NewTracker, SetupUseCases
+from usecases.setup import NewBrand, NewClient, NewProductionRun, NewTracker
 
 from .fakes import FakeClock, FakeReportRepository, FakeUnitOfWorkFactory, ReportIdentity
 
@@ -54,7 +55,7 @@ class World:
 
 async def make_world() -> World:
     uow, clock = FakeUnitOfWorkFactory(), FakeClock(NOW - timedelta(days=30))
-    setup = SetupUseCases.build(uow, clock)
+    setup = setup_usecases(uow, clock)
 
     async def client_with_trackers(name: str, keys: list[bytes]) -> tuple[Client, list[Tracker]]:
         client = await setup.create_client(ADMIN, NewClient(name))

@@ -14,9 +14,10 @@ from domain.history import Granularity
 from domain.model import Tracker
 from domain.pagination import PageRequest
 from domain.status import StatusRule
+from servers.parts import setup_usecases
 from tests.unit.fakes import FakeClock, FakeUnitOfWorkFactory
 from tests.unit.fakes_processing import FakeStatusRepository
-from usecases.setup import NewBrand, NewClient, NewProductionRun, NewTracker, SetupUseCases
+from usecases.setup import NewBrand, NewClient, NewProductionRun, NewTracker
 from usecases.status import HistoryQuery, StatusQueries
 
 ADMIN = Principal(uuid.UUID(int=1), admin=True)
@@ -25,7 +26,7 @@ T0 = datetime(2026, 11, 20, tzinfo=UTC)
 
 async def world() -> tuple[StatusQueries, FakeStatusRepository, list[Tracker]]:
     uow = FakeUnitOfWorkFactory()
-    setup = SetupUseCases.build(uow, FakeClock(T0))
+    setup = setup_usecases(uow, FakeClock(T0))
     trackers = []
     for name in ("alpha", "bravo"):
         client = await setup.create_client(ADMIN, NewClient(name))
