@@ -37,7 +37,8 @@ from domain.processing import RetryPolicy
 from servers.config import Settings, kek_ring, login_limits, page_token_keys, signing_key
 from servers.parts import AccessPart, KeysPart, SetupPart
 from usecases.access import TokenPolicy
-from usecases.fetching import FetchStateQueries
+from usecases.fetch_once import FetchRunReports
+from usecases.fetching import FetchStateQueries, FetchWorker
 from usecases.maintenance import MaintainReportPartitions
 from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports, TrackerRefCache
@@ -171,6 +172,18 @@ class Container(containers.DeclarativeContainer):
         RedisAccountGate, redis, prefix=settings.provided.fetch_queue_prefix
     )
     fetch_metrics = providers.Singleton(PrometheusFetchMetrics)
+    # The fetcher's work over its accounts and rules (given by the fetcher root or trackerctl).
+    fetch_worker = providers.Factory(
+        FetchWorker,
+        uow=uow_factory,
+        queue=fetch_queue,
+        gate=account_gate,
+        clock=clock,
+        metrics=fetch_metrics,
+    )
+    fetch_run_reports = providers.Factory(
+        FetchRunReports, uow=uow_factory, queue=fetch_queue, gate=account_gate, clock=clock
+    )
     fetch_state_queries = providers.Singleton(
         FetchStateQueries, uow=uow_factory, queue=fetch_queue, clock=clock
     )

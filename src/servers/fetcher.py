@@ -100,15 +100,7 @@ class Fetcher:
             except AccountFileError as exc:
                 raise ConfigError(str(exc)) from None
         config = fetcher_config(s, self._interval, self._budget)
-        self.worker = FetchWorker(
-            await container.uow_factory.async_(),
-            await container.fetch_queue.async_(),
-            await container.account_gate.async_(),
-            accounts,
-            container.clock(),
-            config,
-            container.fetch_metrics(),
-        )
+        self.worker = await container.fetch_worker.async_(accounts=accounts, config=config)
         self._task = asyncio.create_task(self.worker.run(), name="fetcher")
         log.info(
             "fetcher running",

@@ -18,7 +18,7 @@ from tenacity import (
 
 from adapters import prometheus as m
 from domain.errors import DependencyUnavailable
-from domain.ports import ProcessingQueue
+from domain.ports import Clock, ProcessingQueue
 from servers import endpoints
 from servers.config import Settings
 from servers.container import Container
@@ -60,10 +60,10 @@ class WorkerLoop:
         ]
         queue = await container.processing_queue.async_()
         self._tasks.append(
-            asyncio.create_task(self._gauges(queue, container), name="worker-gauges")
+            asyncio.create_task(self._gauges(queue, container.clock()), name="worker-gauges")
         )
 
-    async def _gauges(self, queue: ProcessingQueue, container: Container) -> None:
+    async def _gauges(self, queue: ProcessingQueue, clock: Clock) -> None:
         """The backlog gauges, from the queue itself, whatever the batch loops are doing."""
         while True:
             try:
@@ -75,7 +75,7 @@ class WorkerLoop:
             else:
                 lag = 0.0
                 if backlog.oldest_arrival is not None:
-                    lag = (container.clock().now() - backlog.oldest_arrival).total_seconds()
+                    lag = (clock.now() - backlog.oldest_arrival).total_seconds()
                 m.WORKER_LAG.set(max(0.0, lag))
                 m.WORKER_BACKLOG.set(backlog.waiting)
                 m.WORKER_QUARANTINED.set(backlog.quarantined)
