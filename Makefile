@@ -26,6 +26,7 @@ lint:
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	.tools/node_modules/.bin/buf lint
 
 format:

@@ -39,9 +39,10 @@ from domain.access import Principal
 from domain.model import AdvertisementKey, Tracker
 from servers.config import Settings
 from servers.container import _sealer
+from servers.parts import setup_usecases
 from simulator.crypto import PlainReport, encrypt_report
 from simulator.server import FETCH_PATH, Simulator, start
-from usecases.setup import NewBrand, NewClient, NewProductionRun, SetupUseCases
+from usecases.setup import NewBrand, NewClient, NewProductionRun
 
 BIN = pathlib.Path(sys.executable).parent
 REDIS_URL = os.environ.get("TRACKER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -75,7 +76,7 @@ async def seed(db: str, n: int) -> list[tuple[bytes, bytes, bytes]]:
     pool_ = await open_pool(db, max_size=2)
     try:
         uow = PostgresUnitOfWorkFactory(pool_)
-        setup = SetupUseCases.build(uow, SystemClock())
+        setup = setup_usecases(uow, SystemClock())
         system, now = Principal.system(), datetime.now(UTC)
         client = await setup.create_client(system, NewClient("Bench"))
         brand = await setup.create_brand(system, NewBrand(client.id, "Bench brand"))

@@ -11,7 +11,6 @@ from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer,
 from adapters.grpc.decoding import UndecodableRequestInterceptor
 from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.fetching import FetchQueryServicer
-from adapters.grpc.health import HealthReporter
 from adapters.grpc.keys import KeyQueryServicer, KeyServicer
 from adapters.grpc.processing import ProcessingQueryServicer, ProcessingServicer
 from adapters.grpc.reports import ReportServicer
@@ -36,49 +35,14 @@ from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
 from domain.pagination import PageTokens
 from domain.processing import RetryPolicy
 from servers.config import Settings, kek_ring, login_limits, page_token_keys, signing_key
-from usecases.access import AccessUseCases, TokenPolicy
-from usecases.fetching import FetchStateQueries
-from usecases.health import CheckDependencies
-from usecases.keys import KeyUseCases
+from servers.parts import AccessPart, KeysPart, SetupPart
+from usecases.access import TokenPolicy
+from usecases.fetch_once import FetchRunReports
+from usecases.fetching import FetchStateQueries, FetchWorker
 from usecases.maintenance import MaintainReportPartitions
 from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports, TrackerRefCache
-from usecases.setup import SetupUseCases
 from usecases.status import StatusQueries, StatusRuleUpdates
-
-SETUP_SERVICE = "tracker.v1.SetupService"
-SETUP_QUERY_SERVICE = "tracker.v1.SetupQueryService"
-AUTH_SERVICE = "tracker.v1.AuthService"
-USER_SERVICE = "tracker.v1.UserService"
-USER_QUERY_SERVICE = "tracker.v1.UserQueryService"
-KEY_SERVICE = "tracker.v1.KeyService"
-KEY_QUERY_SERVICE = "tracker.v1.KeyQueryService"
-REPORT_SERVICE = "tracker.v1.ReportService"
-FETCH_QUERY_SERVICE = "tracker.v1.FetchQueryService"
-STATUS_QUERY_SERVICE = "tracker.v1.StatusQueryService"
-STATUS_SERVICE = "tracker.v1.StatusService"
-PROCESSING_QUERY_SERVICE = "tracker.v1.ProcessingQueryService"
-PROCESSING_SERVICE = "tracker.v1.ProcessingService"
-
-# Which dependencies each gRPC service needs to be SERVING.
-SERVICE_DEPENDENCIES = {
-    name: ("postgres",)
-    for name in (
-        SETUP_SERVICE,
-        SETUP_QUERY_SERVICE,
-        AUTH_SERVICE,
-        USER_SERVICE,
-        USER_QUERY_SERVICE,
-        KEY_SERVICE,
-        KEY_QUERY_SERVICE,
-        REPORT_SERVICE,
-        STATUS_QUERY_SERVICE,
-        STATUS_SERVICE,
-        PROCESSING_QUERY_SERVICE,
-        PROCESSING_SERVICE,
-    )
-}
-SERVICE_DEPENDENCIES[FETCH_QUERY_SERVICE] = ("postgres", "redis")
 
 
 def _sealer(settings: Settings) -> AesGcmSealer:
@@ -105,22 +69,12 @@ class Container(containers.DeclarativeContainer):
 
     clock = providers.Singleton(SystemClock)
     uow_factory = providers.Singleton(PostgresUnitOfWorkFactory, pool=db_pool)
-    setup_usecases = providers.Singleton(SetupUseCases.build, uow=uow_factory, clock=clock)
+    setup = providers.Container(SetupPart, uow=uow_factory, clock=clock)
+    setup_usecases = setup.usecases
 
-    check_dependencies = providers.Singleton(
-        CheckDependencies,
-        probes=providers.List(
-            providers.Singleton(PostgresProbe, db_pool),
-            providers.Singleton(RedisProbe, redis),
-        ),
-        timeout_s=settings.provided.health_check_timeout_s,
-    )
-    health_reporter = providers.Singleton(
-        HealthReporter,
-        check=check_dependencies,
-        services=SERVICE_DEPENDENCIES,
-        interval_s=settings.provided.health_check_interval_s,
-    )
+    # Health probes; each process checks only the dependencies it needs (servers/runtime.py).
+    postgres_probe = providers.Singleton(PostgresProbe, db_pool)
+    redis_probe = providers.Singleton(RedisProbe, redis)
 
     password_hasher = providers.Singleton(
         Argon2PasswordHasher,
@@ -144,8 +98,8 @@ class Container(containers.DeclarativeContainer):
         access_ttl=providers.Callable(_seconds, settings.provided.access_token_ttl_s),
         refresh_ttl=providers.Callable(_seconds, settings.provided.refresh_token_ttl_s),
     )
-    access_usecases = providers.Singleton(
-        AccessUseCases.build,
+    access = providers.Container(
+        AccessPart,
         uow=uow_factory,
         hasher=password_hasher,
         codec=token_codec,
@@ -155,18 +109,21 @@ class Container(containers.DeclarativeContainer):
         throttle=login_throttle,
         login_limits=providers.Callable(login_limits, settings),
     )
+    access_usecases = access.usecases
 
     key_pair_factory = providers.Singleton(FindMyKeyPairFactory)
     sealer = providers.Singleton(_sealer, settings)
-    key_usecases = providers.Singleton(
-        KeyUseCases.build, uow=uow_factory, factory=key_pair_factory, sealer=sealer, clock=clock
+    keys = providers.Container(
+        KeysPart, uow=uow_factory, factory=key_pair_factory, sealer=sealer, clock=clock
     )
+    key_usecases = keys.usecases
 
+    undecodable_interceptor = providers.Singleton(UndecodableRequestInterceptor)
     interceptors = providers.List(
         providers.Singleton(DomainErrorInterceptor),
         providers.Singleton(AuthInterceptor, authenticate=access_usecases.provided.authenticate),
         # last, so it wraps the servicers themselves: bad bytes -> INVALID_ARGUMENT everywhere
-        providers.Singleton(UndecodableRequestInterceptor),
+        undecodable_interceptor,
     )
 
     page_tokens = providers.Singleton(_page_tokens, settings)
@@ -215,6 +172,18 @@ class Container(containers.DeclarativeContainer):
         RedisAccountGate, redis, prefix=settings.provided.fetch_queue_prefix
     )
     fetch_metrics = providers.Singleton(PrometheusFetchMetrics)
+    # The fetcher's work over its accounts and rules (given by the fetcher root or trackerctl).
+    fetch_worker = providers.Factory(
+        FetchWorker,
+        uow=uow_factory,
+        queue=fetch_queue,
+        gate=account_gate,
+        clock=clock,
+        metrics=fetch_metrics,
+    )
+    fetch_run_reports = providers.Factory(
+        FetchRunReports, uow=uow_factory, queue=fetch_queue, gate=account_gate, clock=clock
+    )
     fetch_state_queries = providers.Singleton(
         FetchStateQueries, uow=uow_factory, queue=fetch_queue, clock=clock
     )

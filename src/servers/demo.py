@@ -21,6 +21,7 @@ from domain.ports.setup import ClientFilter, ProductionRunFilter, TrackerFilter
 from servers.config import Settings
 from servers.container import Container
 from servers.fetcher import Fetcher
+from servers.services import POSTGRES, REDIS
 from simulator.server import FETCH_PATH, Simulator, start
 from simulator.trajectory import Journey
 from usecases.fetching import Account
@@ -35,6 +36,8 @@ TAGS = 5
 
 
 class Demo:
+    needs = (POSTGRES, REDIS)
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._sim = Simulator(keep=50, seed=1)

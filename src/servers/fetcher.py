@@ -18,6 +18,7 @@ from servers import endpoints
 from servers.config import ConfigError, Settings
 from servers.container import Container
 from servers.runtime import Background, main_for
+from servers.services import POSTGRES, REDIS
 from usecases.fetching import Account, FetcherConfig, FetchWorker
 
 log = logging.getLogger("tracker.fetcher")
@@ -67,6 +68,8 @@ class Fetcher:
     """The fetch loop as a ``Background`` of a process. ``accounts`` default to the session
     files of the settings (the demo passes its simulator's account instead)."""
 
+    needs = (POSTGRES, REDIS)
+
     def __init__(
         self,
         settings: Settings,
@@ -97,15 +100,7 @@ class Fetcher:
             except AccountFileError as exc:
                 raise ConfigError(str(exc)) from None
         config = fetcher_config(s, self._interval, self._budget)
-        self.worker = FetchWorker(
-            await container.uow_factory.async_(),
-            await container.fetch_queue.async_(),
-            await container.account_gate.async_(),
-            accounts,
-            container.clock(),
-            config,
-            container.fetch_metrics(),
-        )
+        self.worker = await container.fetch_worker.async_(accounts=accounts, config=config)
         self._task = asyncio.create_task(self.worker.run(), name="fetcher")
         log.info(
             "fetcher running",

@@ -11,7 +11,7 @@ from servers.runtime import main_for
 def main(argv: Sequence[str] | None = None) -> int:
     return main_for(
         "tracker-health: grpc.health.v1 from live PostgreSQL and Redis checks",
-        lambda s: endpoints.health(s),
+        endpoints.standalone_health,
         argv,
     )
 

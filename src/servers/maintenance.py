@@ -10,6 +10,7 @@ import logging
 from domain.errors import DependencyUnavailable
 from servers.config import Settings
 from servers.container import Container
+from servers.services import POSTGRES
 from usecases.maintenance import MaintainReportPartitions
 
 log = logging.getLogger("tracker.maintenance")
@@ -20,6 +21,8 @@ RETRY_S = 30.0
 class PartitionMaintenance:
     """Background task: one turn at start, then one per interval; a failed turn (database
     down, lock timeout on a busy table) is retried sooner and never stops the process."""
+
+    needs = (POSTGRES,)
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings

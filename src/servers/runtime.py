@@ -10,7 +10,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,17 +23,19 @@ from adapters.prometheus import MetricsServer
 from servers import log as logsetup
 from servers.config import ConfigError, Settings, check_secrets, load, login_limits
 from servers.container import Container
+from servers.services import POSTGRES, REDIS, Needs, Service, needs_of
+from usecases.health import CheckDependencies
 
 log = logging.getLogger("tracker")
-
-Registrar = Callable[[grpc.aio.Server, Container], Awaitable[str]]
-"""Adds one servicer to a server and returns its full service name."""
 
 HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
 class Background(Protocol):
-    """Work a process runs beside its servers (started after them, stopped before them)."""
+    """Work a process runs beside its servers (started after them, stopped before them).
+    ``needs``: the dependencies it cannot work without (they count for the ``""`` status)."""
+
+    needs: tuple[str, ...]
 
     async def start(self, container: Container) -> None: ...
 
@@ -46,20 +48,27 @@ class Endpoint:
 
     name: str
     port: int
-    services: Sequence[Registrar] = field(default_factory=list)
+    services: Sequence[Service] = field(default_factory=list)
+    needs: tuple[str, ...] = ()
+    """Dependencies this endpoint reports on beyond its services' (the standalone health)."""
 
 
 async def build_server(
     endpoint: Endpoint, container: Container, reporter: HealthReporter, host: str
 ) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(
-        interceptors=await container.interceptors.async_(),
+        # a health-only endpoint needs none of the API's (nor sign-in and Redis behind them)
+        interceptors=(
+            await container.interceptors.async_()
+            if endpoint.services
+            else [container.undecodable_interceptor()]
+        ),
         options=[
             ("grpc.max_receive_message_length", container.settings().max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
     )
-    names = [await register(server, container) for register in endpoint.services]
+    names = [await service.register(server, container) for service in endpoint.services]
     health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
     names += [HEALTH_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
@@ -87,10 +96,32 @@ class Process:
         self.ports: dict[str, int] = {}
         self.reporter: HealthReporter | None = None
         self.metrics = MetricsServer(settings.bind_host, settings.metrics_port)
+        self.needs: Needs = needs_of(
+            [s for e in self.endpoints for s in e.services],
+            [*(e.needs for e in self.endpoints), *(b.needs for b in self.background)],
+        )
+
+    async def _reporter(self) -> HealthReporter:
+        """Start this process's own dependencies and check only those: a service is SERVING
+        while what it needs answers, ``""`` while what the whole process needs answers."""
+        c = self.container
+        resources = {POSTGRES: c.db_pool, REDIS: c.redis}
+        probes = {POSTGRES: c.postgres_probe, REDIS: c.redis_probe}
+        for name in self.needs.probed:
+            await resources[name].async_()
+        check = CheckDependencies(
+            [await probes[name].async_() for name in self.needs.probed],
+            timeout_s=self.settings.health_check_timeout_s,
+        )
+        return HealthReporter(
+            check,
+            services=self.needs.services,
+            interval_s=self.settings.health_check_interval_s,
+            overall=self.needs.overall,
+        )
 
     async def start(self) -> dict[str, int]:
         """Resources, first health check, then every server listening. Returns bound ports."""
-        await self.container.init_resources()  # type: ignore[misc]
         try:
             self.metrics.start()
             if self.metrics.port:
@@ -103,7 +134,7 @@ class Process:
                         "port": self.metrics.port,
                     },
                 )
-            self.reporter = await self.container.health_reporter.async_()
+            self.reporter = await self._reporter()
             await self.reporter.start()
             for endpoint in self.endpoints:
                 server, port = await build_server(
@@ -134,7 +165,9 @@ class Process:
         await asyncio.gather(*(s.stop(grace_s) for s in self.servers))
         self.servers.clear()
         self.metrics.stop()
-        await self.container.shutdown_resources()  # type: ignore[misc]
+        closing = self.container.shutdown_resources()  # only those this process started
+        if closing is not None:
+            await closing
 
 
 async def serve(

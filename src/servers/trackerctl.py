@@ -35,7 +35,6 @@ from servers.config import ConfigError, Settings, from_sources, parser
 from servers.container import Container
 from servers.fetcher import fetcher_config, worker_id
 from usecases.access import AccessUseCases, NewUser
-from usecases.fetch_once import FetchRunReports
 from usecases.fetching import Account
 from usecases.keys import ExportFormat, KeyUseCases
 from usecases.maintenance import MaintainReportPartitions
@@ -260,14 +259,7 @@ async def _findmy(settings: Settings, args: argparse.Namespace) -> int:
         except AccountFileError as exc:
             raise ConfigError(str(exc)) from None
         config = fetcher_config(settings, name=f"trackerctl-{worker_id()}")
-        fetch = FetchRunReports(
-            await container.uow_factory.async_(),
-            await container.fetch_queue.async_(),
-            await container.account_gate.async_(),
-            accounts,
-            container.clock(),
-            config,
-        )
+        fetch = await container.fetch_run_reports.async_(accounts=accounts, config=config)
         summary = await fetch(
             Principal.system(),
             run_id=uuid.UUID(args.run) if args.run else None,

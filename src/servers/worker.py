@@ -9,13 +9,22 @@ import logging
 import time
 from collections.abc import Sequence
 
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
+
 from adapters import prometheus as m
 from domain.errors import DependencyUnavailable
+from domain.ports.common import Clock
 from domain.ports.processing import ProcessingQueue
 from servers import endpoints
 from servers.config import Settings
 from servers.container import Container
 from servers.runtime import Background, main_for
+from servers.services import POSTGRES
 from usecases.processing import ProcessNewReports
 
 log = logging.getLogger("tracker.worker")
@@ -23,9 +32,22 @@ log = logging.getLogger("tracker.worker")
 MAX_BACKOFF_S = 30.0
 
 
+def _failed(state: RetryCallState) -> None:
+    """Count and log one failed batch before the pause."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    if isinstance(exc, DependencyUnavailable):
+        m.WORKER_ERRORS.labels("unavailable").inc()
+        log.warning("worker: database unavailable", extra={"error": str(exc)})
+    else:
+        m.WORKER_ERRORS.labels("error").inc()
+        log.error("worker batch failed", exc_info=exc)
+
+
 class WorkerLoop:
     """Background task: claim a batch, process it, repeat; sleep when idle; back off (and
     carry on) while PostgreSQL is unavailable."""
+
+    needs = (POSTGRES,)
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -39,10 +61,10 @@ class WorkerLoop:
         ]
         queue = await container.processing_queue.async_()
         self._tasks.append(
-            asyncio.create_task(self._gauges(queue, container), name="worker-gauges")
+            asyncio.create_task(self._gauges(queue, container.clock()), name="worker-gauges")
         )
 
-    async def _gauges(self, queue: ProcessingQueue, container: Container) -> None:
+    async def _gauges(self, queue: ProcessingQueue, clock: Clock) -> None:
         """The backlog gauges, from the queue itself, whatever the batch loops are doing."""
         while True:
             try:
@@ -54,31 +76,29 @@ class WorkerLoop:
             else:
                 lag = 0.0
                 if backlog.oldest_arrival is not None:
-                    lag = (container.clock().now() - backlog.oldest_arrival).total_seconds()
+                    lag = (clock.now() - backlog.oldest_arrival).total_seconds()
                 m.WORKER_LAG.set(max(0.0, lag))
                 m.WORKER_BACKLOG.set(backlog.waiting)
                 m.WORKER_QUARANTINED.set(backlog.quarantined)
             await asyncio.sleep(self._settings.worker_metrics_interval_s)
 
+    def _retrying(self) -> AsyncRetrying:
+        """A failed batch (PostgreSQL unavailable, or a defect) is counted, logged and tried
+        again after an exponential pause with jitter (from ``worker_idle_s`` up to
+        ``MAX_BACKOFF_S``), so replicas do not come back in step after an outage."""
+        idle = self._settings.worker_idle_s
+        return AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential_jitter(multiplier=idle, max=MAX_BACKOFF_S, jitter=idle),
+            before_sleep=_failed,
+            sleep=asyncio.sleep,
+            reraise=True,
+        )
+
     async def _loop(self, process: ProcessNewReports, container: Container) -> None:
-        backoff = self._settings.worker_idle_s
         while True:
             started = time.perf_counter()
-            try:
-                batch = await process()
-            except DependencyUnavailable as exc:
-                m.WORKER_ERRORS.labels("unavailable").inc()
-                log.warning("worker: database unavailable", extra={"error": str(exc)})
-                await asyncio.sleep(backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
-                continue
-            except Exception:
-                m.WORKER_ERRORS.labels("error").inc()
-                log.exception("worker batch failed")
-                await asyncio.sleep(backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
-                continue
-            backoff = self._settings.worker_idle_s
+            batch = await self._retrying()(process)
             if not batch.claimed:
                 await asyncio.sleep(self._settings.worker_idle_s)
                 continue

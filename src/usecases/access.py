@@ -508,30 +508,3 @@ class AccessUseCases:
     get_user: GetUser
     find_user_by_email: FindUserByEmail
     list_users: ListUsers
-
-    @classmethod
-    def build(
-        cls,
-        uow: UnitOfWorkFactory[AccessUnitOfWork],
-        hasher: PasswordHasher,
-        codec: TokenCodec,
-        clock: Clock,
-        policy: TokenPolicy,
-        auth_cache_ttl: timedelta = timedelta(0),
-        throttle: AttemptThrottle | None = None,
-        login_limits: LoginLimits | None = None,
-    ) -> AccessUseCases:
-        cache = PrincipalCache(clock, auth_cache_ttl)
-        return cls(
-            login=Login(uow, hasher, codec, clock, policy, throttle, login_limits),
-            refresh_tokens=RefreshTokens(uow, codec, clock, policy, throttle, login_limits),
-            authenticate=Authenticate(uow, codec, cache),
-            mint_service_token=MintServiceToken(uow, codec, clock),
-            create_user=CreateUser(uow, hasher, clock),
-            set_client_access=SetClientAccess(uow, clock, cache),
-            set_password=SetPassword(uow, hasher, clock, cache),
-            delete_user=DeleteUser(uow, cache),
-            get_user=GetUser(uow),
-            find_user_by_email=FindUserByEmail(uow),
-            list_users=ListUsers(uow),
-        )

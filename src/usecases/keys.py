@@ -242,19 +242,3 @@ class KeyUseCases:
     allocate_tags: AllocateTags
     import_trackers: ImportTrackers
     import_external_trackers: ImportExternalTrackers
-
-    @classmethod
-    def build(
-        cls,
-        uow: UnitOfWorkFactory[KeysUnitOfWork],
-        factory: KeyPairFactory,
-        sealer: SecretSealer,
-        clock: Clock,
-    ) -> KeyUseCases:
-        return cls(
-            create_key_batch=CreateKeyBatch(uow, factory, sealer, clock),
-            export_key_batch=ExportKeyBatch(uow),
-            allocate_tags=AllocateTags(uow),
-            import_trackers=ImportTrackers(uow, clock),
-            import_external_trackers=ImportExternalTrackers(uow, factory, sealer, clock),
-        )

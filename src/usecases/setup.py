@@ -2,7 +2,8 @@
 
 Creation and updates carry the rules (parents must exist, a tracker's client is its run's
 client, a MAC must match its key); reading and deleting are the same for every kind, so they
-are one generic use case each, bound to a repository by ``SetupUseCases.build``.
+are one generic use case each, bound to a repository where the process is wired
+(``servers/parts.py``).
 """
 
 from __future__ import annotations
@@ -377,49 +378,3 @@ class SetupUseCases:
     list_production_runs: ListResources[ProductionRun, ProductionRunFilter]
     list_locations: ListResources[Location, LocationFilter]
     list_trackers: ListResources[Tracker, TrackerFilter]
-
-    @classmethod
-    def build(cls, uow: UnitOfWorkFactory[SetupUnitOfWork], clock: Clock) -> SetupUseCases:
-        def clients(u: SetupUnitOfWork) -> Repository[Client, ClientFilter]:
-            return u.clients
-
-        def brands(u: SetupUnitOfWork) -> Repository[Brand, BrandFilter]:
-            return u.brands
-
-        def runs(u: SetupUnitOfWork) -> Repository[ProductionRun, ProductionRunFilter]:
-            return u.production_runs
-
-        def locations(u: SetupUnitOfWork) -> Repository[Location, LocationFilter]:
-            return u.locations
-
-        def trackers(u: SetupUnitOfWork) -> Repository[Tracker, TrackerFilter]:
-            return u.trackers
-
-        return cls(
-            create_client=CreateClient(uow, clock),
-            create_brand=CreateBrand(uow, clock),
-            create_production_run=CreateProductionRun(uow, clock),
-            create_location=CreateLocation(uow, clock),
-            create_tracker=CreateTracker(uow, clock),
-            create_trackers=CreateTrackers(uow, clock),
-            update_client=UpdateResource(uow, clock, clients),
-            update_brand=UpdateResource(uow, clock, brands),
-            update_production_run=UpdateResource(uow, clock, runs),
-            update_location=UpdateResource(uow, clock, locations),
-            update_tracker=UpdateTracker(uow, clock, trackers),
-            delete_client=DeleteResource(uow, clients, admin_only=True),
-            delete_brand=DeleteResource(uow, brands),
-            delete_production_run=DeleteResource(uow, runs),
-            delete_location=DeleteResource(uow, locations),
-            delete_tracker=DeleteResource(uow, trackers),
-            get_client=GetResource(uow, clients),
-            get_brand=GetResource(uow, brands),
-            get_production_run=GetResource(uow, runs),
-            get_location=GetResource(uow, locations),
-            get_tracker=GetResource(uow, trackers),
-            list_clients=ListResources(uow, clients),
-            list_brands=ListResources(uow, brands),
-            list_production_runs=ListResources(uow, runs),
-            list_locations=ListResources(uow, locations),
-            list_trackers=ListResources(uow, trackers),
-        )

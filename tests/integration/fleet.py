@@ -26,9 +26,10 @@ from domain.access import Principal
 from domain.model import Tracker
 from servers.config import Settings
 from servers.container import _sealer
+from servers.parts import setup_usecases
 from simulator.server import FETCH_PATH, Simulator
 from tests.conftest import process_env
-from usecases.setup import NewBrand, NewClient, NewProductionRun, SetupUseCases
+from usecases.setup import NewBrand, NewClient, NewProductionRun
 
 BIN = pathlib.Path(sys.executable).parent
 
@@ -49,7 +50,7 @@ async def seed_fleet(database_url: str, n: int, name: str = "Fleet") -> Fleet:
     pool = await open_pool(database_url, max_size=2)
     try:
         uow = PostgresUnitOfWorkFactory(pool)
-        setup = SetupUseCases.build(uow, SystemClock())
+        setup = setup_usecases(uow, SystemClock())
         system = Principal.system()
         now = datetime.now(UTC)
         client = await setup.create_client(system, NewClient(name))

@@ -43,6 +43,7 @@ from domain.ports.setup import (
     ProductionRunFilter,
     TrackerFilter,
 )
+from servers.parts import access_usecases, setup_usecases
 from tests.unit.fakes.access import FakePasswordHasher, FakeTokenCodec
 from tests.unit.fakes.base import FakeClock, FakeTables
 from tests.unit.fakes.common import FakeUnitOfWorkFactory
@@ -115,8 +116,8 @@ async def make_world() -> World:
     uow, clock, hasher = FakeUnitOfWorkFactory(), FakeClock(START), FakePasswordHasher()
     codec = FakeTokenCodec(clock)
     w = World(
-        SetupUseCases.build(uow, clock),
-        AccessUseCases.build(uow, hasher, codec, clock, POLICY),
+        setup_usecases(uow, clock),
+        access_usecases(uow, hasher, codec, clock, POLICY),
         uow,
         clock,
         hasher,
@@ -1023,7 +1024,7 @@ async def test_list_users_shows_admins_everyone_and_client_admins_their_clients(
 
 async def cached_world(ttl_s: float) -> tuple[World, People]:
     w = await make_world()
-    w.access = AccessUseCases.build(
+    w.access = access_usecases(
         w.uow, w.hasher, w.codec, w.clock, POLICY, auth_cache_ttl=timedelta(seconds=ttl_s)
     )
     return w, await add_people(w)

@@ -34,12 +34,13 @@ from domain.errors import (
 from domain.keys import MAX_BATCH_KEYS, KeyBatch, TagKey
 from domain.limits import MAX_IMPORT
 from domain.model import AdvertisementKey, Client, MacAddress, ProductionRun, Tracker
+from servers.parts import key_usecases, setup_usecases
 from tests.unit.fakes.base import FakeClock, FakeTables
 from tests.unit.fakes.common import FakeUnitOfWorkFactory
 from tests.unit.fakes.keys import FakeKeyPairFactory, FakeSealer
 from usecases import keys as keys_module
 from usecases.keys import CreateKeyBatch, ExportKeyBatch, KeyUseCases
-from usecases.setup import NewBrand, NewClient, NewProductionRun, SetupUseCases
+from usecases.setup import NewBrand, NewClient, NewProductionRun
 
 START = datetime(2025, 3, 1, tzinfo=UTC)
 END = START + timedelta(days=90)
@@ -90,7 +91,7 @@ class World:
 async def make_world() -> World:
     uow, clock = FakeUnitOfWorkFactory(), FakeClock(START)
     factory, sealer = FakeKeyPairFactory(), FakeSealer()
-    setup = SetupUseCases.build(uow, clock)
+    setup = setup_usecases(uow, clock)
 
     async def client_with_runs(name: str, runs: int) -> tuple[Client, list[ProductionRun]]:
         client = await setup.create_client(ADMIN, NewClient(name))
@@ -106,7 +107,7 @@ async def make_world() -> World:
     a, (run_a, run_a2) = await client_with_runs("A", 2)
     b, (run_b,) = await client_with_runs("B", 1)
     return World(
-        KeyUseCases.build(uow, factory, sealer, clock),
+        key_usecases(uow, factory, sealer, clock),
         uow,
         clock,
         factory,

@@ -16,10 +16,11 @@ from domain.errors import AlreadyExists, TooManyAttempts, Unauthenticated
 from domain.model import Client
 from domain.pagination import PageRequest
 from domain.throttling import AttemptLimit, LoginLimits, account_key, address_key
+from servers.parts import access_usecases
 from tests.unit.fakes.access import FakePasswordHasher, FakeTokenCodec
 from tests.unit.fakes.base import FakeClock
 from tests.unit.fakes.common import FakeUnitOfWorkFactory
-from usecases.access import BAD_LOGIN, REVOKED, AccessUseCases, NewUser, TokenPolicy
+from usecases.access import BAD_LOGIN, REVOKED, NewUser, TokenPolicy
 
 PASSWORD = "correct horse battery staple"
 WRONG = "not the password at all"
@@ -37,7 +38,7 @@ class Env:
         self.uow = FakeUnitOfWorkFactory()
         self.hasher = FakePasswordHasher()
         self.throttle = MemoryAttemptThrottle(self.clock)
-        self.access = AccessUseCases.build(
+        self.access = access_usecases(
             self.uow,
             self.hasher,
             FakeTokenCodec(self.clock),
@@ -253,7 +254,7 @@ async def test_another_process_honours_a_reset_within_its_cache_ttl() -> None:
     here = Env(cache_ttl_s=2)
     user = await here.user("known@example.com")
     # One database, two processes with caches of their own.
-    elsewhere = AccessUseCases.build(
+    elsewhere = access_usecases(
         here.uow,
         here.hasher,
         FakeTokenCodec(here.clock),

@@ -17,11 +17,12 @@ from domain.access import Principal, Role
 from domain.errors import FieldViolation, InvalidArgument
 from domain.model import AdvertisementKey, Client, Tracker
 from domain.reports import IngestResult, Report, e7
+from servers.parts import setup_usecases
 from tests.unit.fakes.base import FakeClock, ReportIdentity
 from tests.unit.fakes.common import FakeUnitOfWorkFactory
 from tests.unit.fakes.reports import FakeReportRepository
 from usecases.reports import MAX_CLOCK_SKEW, MAX_REPORTS_PER_CALL, IngestReports, NewReport
-from usecases.setup import NewBrand, NewClient, NewProductionRun, NewTracker, SetupUseCases
+from usecases.setup import NewBrand, NewClient, NewProductionRun, NewTracker
 
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
 T = NOW - timedelta(hours=1)
@@ -55,7 +56,7 @@ class World:
 
 async def make_world() -> World:
     uow, clock = FakeUnitOfWorkFactory(), FakeClock(NOW - timedelta(days=30))
-    setup = SetupUseCases.build(uow, clock)
+    setup = setup_usecases(uow, clock)
 
     async def client_with_trackers(name: str, keys: list[bytes]) -> tuple[Client, list[Tracker]]:
         client = await setup.create_client(ADMIN, NewClient(name))

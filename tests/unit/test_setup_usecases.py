@@ -36,6 +36,7 @@ from domain.ports.setup import (
     ProductionRunFilter,
     TrackerFilter,
 )
+from servers.parts import setup_usecases
 from tests.unit.fakes.base import FakeClock
 from tests.unit.fakes.common import FakeUnitOfWorkFactory
 from usecases.setup import (
@@ -120,7 +121,7 @@ class World:
 
 def make_world() -> World:
     uow, clock = FakeUnitOfWorkFactory(), FakeClock(START - timedelta(days=1))
-    return World(SetupUseCases.build(uow, clock), uow, clock)
+    return World(setup_usecases(uow, clock), uow, clock)
 
 
 @pytest.fixture

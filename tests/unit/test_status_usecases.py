@@ -14,10 +14,11 @@ from domain.history import Granularity
 from domain.model import Tracker
 from domain.pagination import PageRequest
 from domain.status import StatusRule
+from servers.parts import setup_usecases
 from tests.unit.fakes.base import FakeClock
 from tests.unit.fakes.common import FakeUnitOfWorkFactory
 from tests.unit.fakes.processing import FakeStatusRepository
-from usecases.setup import NewBrand, NewClient, NewProductionRun, NewTracker, SetupUseCases
+from usecases.setup import NewBrand, NewClient, NewProductionRun, NewTracker
 from usecases.status import HistoryQuery, StatusQueries, StatusRuleUpdates
 
 ADMIN = Principal(uuid.UUID(int=1), admin=True)
@@ -26,7 +27,7 @@ T0 = datetime(2026, 11, 20, tzinfo=UTC)
 
 async def world() -> tuple[StatusQueries, FakeStatusRepository, list[Tracker]]:
     uow = FakeUnitOfWorkFactory()
-    setup = SetupUseCases.build(uow, FakeClock(T0))
+    setup = setup_usecases(uow, FakeClock(T0))
     trackers = []
     for name in ("alpha", "bravo"):
         client = await setup.create_client(ADMIN, NewClient(name))

@@ -1,6 +1,7 @@
 """grpc.health.v1 statuses driven by live dependency checks.
 
-``""`` is SERVING only while every dependency answers; each service is SERVING while the
+``""`` is SERVING while the dependencies the whole process needs answer (``overall``; every
+checked dependency unless told); each service is SERVING while the
 dependencies it needs answer; ``liveness`` is SERVING while the process runs (for liveness
 probes, which must not restart a pod because its database is down).
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from grpc_health.v1 import health, health_pb2
 
@@ -29,8 +30,11 @@ class HealthReporter:
         check: CheckDependencies,
         services: Mapping[str, Sequence[str]],
         interval_s: float,
+        overall: Collection[str] | None = None,
     ) -> None:
-        """``services`` maps each gRPC service name to the dependency names it needs."""
+        """``services`` maps each gRPC service name to the dependency names it needs;
+        ``overall``: the dependencies ``""`` needs (None: every checked dependency)."""
+        self._overall = None if overall is None else frozenset(overall)
         self.servicer = health.aio.HealthServicer()
         self._check = check
         self._services = dict(services)
@@ -63,7 +67,8 @@ class HealthReporter:
         for name, st in statuses.items():
             DEPENDENCY_UP.labels(name).set(1 if st.healthy else 0)
         healthy = {n for n, st in statuses.items() if st.healthy}
-        await self.servicer.set("", SERVING if healthy >= set(statuses) else NOT_SERVING)
+        overall = set(statuses) if self._overall is None else self._overall
+        await self.servicer.set("", SERVING if healthy >= overall else NOT_SERVING)
         for service, needs in self._services.items():
             await self.servicer.set(service, SERVING if set(needs) <= healthy else NOT_SERVING)
         return statuses
