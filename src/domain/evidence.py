@@ -74,6 +74,14 @@ def inside_share(near: NearFence, sigma_m: float) -> float:
     return 0.5 * math.erfc((near.distance_m - near.radius_m) / (sigma_m * _SQRT2))
 
 
+def _noise(accuracy_m: int, confidence: int, outlier_share: float) -> tuple[float, float, float]:
+    """The measurement model of one report: its error's sigma per axis (metres), the outlier
+    density term, and the weight of a genuine reading (1 - outlier probability)."""
+    sigma = max(accuracy_m / ACCURACY_SIGMAS, MIN_SIGMA_M)
+    eps = min(outlier_share * CONFIDENCE_OUTLIER_FACTOR.get(confidence, 4.0), 0.5)
+    return sigma, eps * _OUTLIER_DENSITY, 1.0 - eps
+
+
 def likelihoods(
     hypotheses: list[Hypothesis],
     near: tuple[NearFence, ...],
@@ -82,14 +90,7 @@ def likelihoods(
     outlier_share: float,
 ) -> list[float]:
     """The density of the report under each hypothesis (same order)."""
-    sigma = accuracy_m / ACCURACY_SIGMAS
-    if sigma < MIN_SIGMA_M:
-        sigma = MIN_SIGMA_M
-    eps = outlier_share * CONFIDENCE_OUTLIER_FACTOR.get(confidence, 4.0)
-    if eps > 0.5:
-        eps = 0.5
-    base = eps * _OUTLIER_DENSITY
-    keep = 1.0 - eps
+    sigma, base, keep = _noise(accuracy_m, confidence, outlier_share)
     outside = 1.0
     outside_delivery = 1.0
     inside: dict[Hypothesis, float] = {}
@@ -207,14 +208,7 @@ def _step_settled(
         moved = transit * -math.expm1(-dt_s / ENTER_S)
         p += moved
         transit -= moved
-    sigma = accuracy_m / ACCURACY_SIGMAS
-    if sigma < MIN_SIGMA_M:
-        sigma = MIN_SIGMA_M
-    eps = outlier_share * CONFIDENCE_OUTLIER_FACTOR.get(confidence, 4.0)
-    if eps > 0.5:
-        eps = 0.5
-    base = eps * _OUTLIER_DENSITY
-    keep = 1.0 - eps
+    sigma, base, keep = _noise(accuracy_m, confidence, outlier_share)
     share = 0.5 * math.erfc((f.distance_m - f.radius_m) * (1.0 / (sigma * _SQRT2)))
     a = transit * (keep * _TRANSIT_DENSITY * (1.0 - share) + base)
     b = p * (keep * (share / (math.pi * (f.radius_m * f.radius_m + sigma * sigma))) + base)
