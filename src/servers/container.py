@@ -11,6 +11,7 @@ from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer,
 from adapters.grpc.decoding import UndecodableRequestInterceptor
 from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.fetching import FetchQueryServicer
+from adapters.grpc.idempotency import IdempotencyInterceptor
 from adapters.grpc.keys import KeyQueryServicer, KeyServicer
 from adapters.grpc.processing import ProcessingQueryServicer, ProcessingServicer
 from adapters.grpc.reports import ReportServicer
@@ -18,6 +19,7 @@ from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.grpc.status import StatusQueryServicer, StatusServicer
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
 from adapters.postgres.geocoding import PostgresGeocoder
+from adapters.postgres.idempotency import PostgresIdempotencyStore
 from adapters.postgres.partitions import PostgresReportPartitions
 from adapters.postgres.pool import PostgresProbe, pool_resource
 from adapters.postgres.processing import (
@@ -39,6 +41,7 @@ from servers.parts import AccessPart, KeysPart, SetupPart
 from usecases.access import TokenPolicy
 from usecases.fetch_once import FetchRunReports
 from usecases.fetching import FetchStateQueries, FetchWorker
+from usecases.idempotency import IdempotentCreates
 from usecases.maintenance import MaintainReportPartitions
 from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports, TrackerRefCache
@@ -119,9 +122,16 @@ class Container(containers.DeclarativeContainer):
     key_usecases = keys.usecases
 
     undecodable_interceptor = providers.Singleton(UndecodableRequestInterceptor)
+    # creates with a request_id run once (issue 15): a store in PostgreSQL, keyed by caller
+    idempotency_store = providers.Singleton(PostgresIdempotencyStore, db_pool)
+    idempotent_creates = providers.Singleton(
+        IdempotentCreates, store=idempotency_store, clock=clock
+    )
     interceptors = providers.List(
         providers.Singleton(DomainErrorInterceptor),
         providers.Singleton(AuthInterceptor, authenticate=access_usecases.provided.authenticate),
+        # after authentication: a request_id's scope is the caller
+        providers.Singleton(IdempotencyInterceptor, idempotent_creates),
         # last, so it wraps the servicers themselves: bad bytes -> INVALID_ARGUMENT everywhere
         undecodable_interceptor,
     )

@@ -7,6 +7,7 @@ NOT_SERVING -> servers drain for the grace period -> resources closed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import sys
@@ -16,9 +17,10 @@ from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from adapters.grpc.health import HealthReporter
+from adapters.grpc.reflection import SERVICE_NAME as REFLECTION_NAME
+from adapters.grpc.reflection import add_reflection, source_files
 from adapters.prometheus import MetricsServer
 from servers import log as logsetup
 from servers.config import ConfigError, Settings, check_secrets, load, login_limits
@@ -53,6 +55,11 @@ class Endpoint:
     """Dependencies this endpoint reports on beyond its services' (the standalone health)."""
 
 
+@functools.cache
+def _source_files() -> dict[str, bytes]:
+    return source_files()
+
+
 async def build_server(
     endpoint: Endpoint, container: Container, reporter: HealthReporter, host: str
 ) -> tuple[grpc.aio.Server, int]:
@@ -70,8 +77,8 @@ async def build_server(
     )
     names = [await service.register(server, container) for service in endpoint.services]
     health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
-    names += [HEALTH_NAME, reflection.SERVICE_NAME]
-    reflection.enable_server_reflection(names, server)
+    names += [HEALTH_NAME, REFLECTION_NAME]
+    add_reflection(server, names, _source_files())
     port = server.add_insecure_port(f"{host}:{endpoint.port}")
     if port == 0:
         raise RuntimeError(f"cannot listen on {host}:{endpoint.port} for {endpoint.name}")
