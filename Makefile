@@ -28,6 +28,7 @@ lint:
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	.tools/node_modules/.bin/buf lint
+	bash scripts/buf_breaking.sh
 
 format:
 	$(BIN)/ruff format src tests bench scripts

@@ -69,7 +69,8 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
         creates = self._creates
 
         async def once(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            request_id = getattr(request, REQUEST_ID)
+            # (an undecodable request is not a message: the inner handler refuses it)
+            request_id = getattr(request, REQUEST_ID, "")
             if not request_id:
                 return await behavior(request, context)
             key = IdempotencyKey(f"user:{caller().user_id}|{method}", request_id)
