@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from domain import instants, limits
+from domain import idempotency, instants, limits
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROTO = ROOT / "proto" / "tracker" / "v1"
@@ -42,6 +42,14 @@ def day(t: object) -> str:
         ("key_service.proto", f"Number of key pairs, 1..{limits.MAX_BATCH_KEYS}"),
         ("key_service.proto", f"at most {limits.MAX_IMPORT}"),
         ("resources.proto", f"[{day(instants.RUN_TIME_FLOOR)}, {day(instants.RUN_TIME_CEILING)}]"),
+        *(
+            (proto, quoted)
+            for proto in ("setup_service.proto", "key_service.proto", "user_service.proto")
+            for quoted in (
+                f"at most {idempotency.MAX_REQUEST_ID_LENGTH} characters",
+                f"within {idempotency.IDEMPOTENCY_TTL.total_seconds() / 3600:.0f} hours",
+            )
+        ),
     ],
 )
 def test_the_proto_comments_quote_the_domain(proto: str, quoted: str) -> None:
