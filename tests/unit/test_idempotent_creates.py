@@ -12,7 +12,7 @@ from domain.errors import Aborted, DependencyUnavailable, NotFound
 from domain.idempotency import IDEMPOTENCY_TTL, IdempotencyKey, RequestIdReused
 from tests.unit.fakes.base import FakeClock
 from tests.unit.fakes.idempotency import FakeIdempotencyStore
-from usecases.idempotency import IdempotentCreates
+from usecases.idempotency import PURGE_EVERY, IdempotentCreates
 
 KEY = IdempotencyKey("user:1|/svc/Create", "r-1")
 
@@ -140,3 +140,18 @@ async def test_the_answer_stands_when_keeping_it_fails() -> None:
 
     store.finish = down  # type: ignore[method-assign]
     assert await run(creates(store, clock), counter) == "created-1"
+
+
+async def test_expired_records_are_purged_as_creates_come() -> None:
+    store, clock, counter = FakeIdempotencyStore(), FakeClock(), Counter()
+    uc = creates(store, clock)
+    for i in range(PURGE_EVERY // 2):
+        await uc.run(
+            IdempotencyKey("s", f"old-{i}"), b"a", counter.create, str.encode, bytes.decode
+        )
+    clock.advance(IDEMPOTENCY_TTL)
+    for i in range(PURGE_EVERY // 2):
+        await uc.run(
+            IdempotencyKey("s", f"new-{i}"), b"a", counter.create, str.encode, bytes.decode
+        )
+    assert {k.request_id[:3] for k in store.records} == {"new"}

@@ -32,7 +32,27 @@ def source_files(package: str = "tracker") -> dict[str, bytes]:
         log.warning("reflection serves no comments: %s/%s is missing", package, DESCRIPTOR_SET)
         return {}
     files = descriptor_pb2.FileDescriptorSet.FromString(data).file
+    for f in files:
+        _drop_default_json_names(f.message_type)
     return {f.name: f.SerializeToString() for f in files}
+
+
+def _default_json_name(name: str) -> str:
+    """protoc's lowerCamelCase JSON name of a field (``access_token`` -> ``accessToken``)."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _drop_default_json_names(messages: Iterable[descriptor_pb2.DescriptorProto]) -> None:
+    """protoc writes every field's json_name into a descriptor set; the pool's descriptors
+    (served before) had none, so grpcurl printed the proto field names (``access_token``),
+    which the README's walkthrough and people's scripts read. Only json_names that a .proto
+    set explicitly are kept."""
+    for m in messages:
+        for field in m.field:
+            if field.json_name == _default_json_name(field.name):
+                field.ClearField("json_name")
+        _drop_default_json_names(m.nested_type)
 
 
 class SourceInfoReflection(r_grpc.ServerReflectionServicer):

@@ -1,8 +1,8 @@
 -- Idempotent creates (issue 15, AIP-155): one row per request_id within its scope (the
 -- caller and the RPC). While the first call runs, response is NULL and lease_until says how
 -- long it holds the key; then the response is kept for retries until expire_time (24 hours,
--- domain/idempotency.IDEMPOTENCY_TTL). Expired rows are deleted after each first call
--- (usecases/idempotency.PURGE_BATCH at a time) and never answer a retry.
+-- domain/idempotency.IDEMPOTENCY_TTL). Expired rows never answer a retry; they are deleted
+-- as creates come (usecases/idempotency: up to PURGE_BATCH every PURGE_EVERY first calls).
 CREATE TABLE idempotency_keys (
     scope        text        NOT NULL,
     request_id   text        NOT NULL CHECK (length(request_id) BETWEEN 1 AND 128),
