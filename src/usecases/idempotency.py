@@ -8,7 +8,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from domain.errors import Aborted, TransientError
 from domain.idempotency import (
@@ -51,6 +51,7 @@ class IdempotentCreates:
         self._store, self._clock = store, clock
         self._ttl, self._lease, self._wait, self._sleep = ttl, lease, wait, sleep
         self._finished = 0
+        self._first_calls: set[asyncio.Task[Any]] = set()
 
     async def run(
         self,
@@ -63,17 +64,27 @@ class IdempotentCreates:
         replayed = await self._claim(key, fingerprint)
         if replayed is not None:
             return decode(replayed)
+        # Shielded: a caller that gives up (deadline, cancel) does not stop the create
+        # half-way; it completes and is kept, so the caller's retry gets its answer.
+        first = asyncio.create_task(self._first_call(key, create, encode))
+        self._first_calls.add(first)
+        first.add_done_callback(self._first_calls.discard)
+        return await asyncio.shield(first)
+
+    async def _first_call(
+        self, key: IdempotencyKey, create: Callable[[], Awaitable[T]], encode: Callable[[T], bytes]
+    ) -> T:
         renewing = asyncio.create_task(self._renew(key), name="idempotency-lease")
         try:
             result = await create()
         except BaseException:
-            renewing.cancel()
             # The create changed nothing (its transaction rolled back): free the key. If that
             # fails too, the lease runs out and a retry takes the key over.
             with contextlib.suppress(Exception):
                 await self._store.abandon(key)
             raise
-        renewing.cancel()
+        finally:
+            renewing.cancel()
         try:
             await self._store.finish(key, encode(result))
         except TransientError:

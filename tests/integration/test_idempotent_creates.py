@@ -12,6 +12,7 @@ import itertools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import grpc
 import pytest
@@ -315,3 +316,37 @@ async def test_a_bad_request_id_is_invalid_argument(stack: Stack) -> None:
         [detail] = [d for d in status.details if d.Is(bad_request.DESCRIPTOR)]
         detail.Unpack(bad_request)
         assert [v.field for v in bad_request.field_violations] == ["request_id"]
+
+
+async def test_a_retry_after_a_client_deadline_gets_the_create_that_went_on(stack: Stack) -> None:
+    """The usual retry: the client's deadline passes while a large create runs. The create
+    goes on to the end and is kept; the retry (waiting, or ABORTED while it still runs) gets
+    that one batch, and no second batch is made."""
+    assert stack.collector_channel is not None
+    assert stack.container is not None
+    keys = k_grpc.KeyServiceStub(stack.collector_channel)
+    request = k.CreateKeyBatchRequest(count=20_000, label="deadline", request_id=str(uuid.uuid4()))
+    pool = await stack.container.db_pool.async_()
+    first = keys.CreateKeyBatch(request)
+    for _ in range(600):  # until the server has taken the call's request_id
+        if await pool.fetchval(
+            "SELECT count(*) FROM idempotency_keys WHERE request_id = $1", request.request_id
+        ):
+            break
+        await asyncio.sleep(0.05)
+    first.cancel()  # what a client deadline does
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    retried_at = datetime.now(UTC)
+    codes = []
+    for _ in range(30):
+        code, error, response = await call(stack, METHODS["CreateKeyBatch"], request)
+        codes.append(code)
+        if code != grpc.StatusCode.ABORTED:
+            break
+    assert codes[-1] == grpc.StatusCode.OK, (codes, error)
+    assert isinstance(response, k.CreateKeyBatchResponse)
+    assert response.key_batch.size == 20_000
+    # the batch the first call began, not one the retry made
+    assert response.key_batch.create_time.ToDatetime(tzinfo=UTC) < retried_at
+    assert await pool.fetchval("SELECT count(*) FROM tag_keys") == 20_000

@@ -114,10 +114,32 @@ async def test_a_retry_gives_up_with_aborted_while_the_first_call_holds_its_leas
     with pytest.raises(Aborted):
         await retry
     assert counter.calls == 0
+    never.set()
+    assert await first == "never"
+    assert await run(uc, counter) == "never"
+
+
+async def test_a_caller_that_gives_up_does_not_stop_its_create() -> None:
+    """A client deadline cancels the call, not the create: it completes and is kept, so the
+    client's retry gets it instead of making a second one."""
+    store, clock, counter = FakeIdempotencyStore(), FakeClock(), Counter()
+    uc = creates(store, clock)
+    gate = asyncio.Event()
+
+    async def slow() -> str:
+        await gate.wait()
+        return await counter.create()
+
+    first = asyncio.create_task(uc.run(KEY, b"a", slow, str.encode, bytes.decode))
+    await settle()
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
-    assert store.records == {}  # cancelled: the key is free again
+    retry = asyncio.create_task(run(uc, counter))
+    await settle()
+    gate.set()
+    assert await retry == "created-1"
+    assert counter.calls == 1
 
 
 async def test_a_dead_holders_key_is_taken_over_after_its_lease() -> None:
