@@ -53,6 +53,7 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, creates: IdempotentCreates) -> None:
         self._creates = creates
+        self._methods: dict[str, descriptor.MethodDescriptor | None] = {}
 
     async def intercept_service(
         self,
@@ -61,8 +62,12 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        found = idempotent_method(method)
-        if handler is None or found is None or handler.unary_unary is None:
+        if handler is None:
+            return handler
+        if method not in self._methods:  # only methods the server has: a small, fixed set
+            self._methods[method] = idempotent_method(method)
+        found = self._methods[method]
+        if found is None or handler.unary_unary is None:
             return handler
         behavior = handler.unary_unary
         response_type = message_factory.GetMessageClass(found.output_type)
