@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from servers import endpoints
 from servers.config import Settings
+from servers.container import Container
 from servers.demo import Demo
 from servers.fetcher import Fetcher
 from servers.maintenance import PartitionMaintenance
@@ -35,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv,
         background,
         process="all_in_one",
+        container=Container,
     )
 
 

@@ -1,4 +1,24 @@
-"""The dependency-injector container shared by every process's composition root."""
+"""The dependency-injector containers of the composition roots, one per process, each
+composed from the parts it serves (declarative containers inherit each other's providers;
+a provider shared by two parts is one provider, so the all-in-one ``Container`` holds each
+singleton once):
+
+    Core ........................ settings, clock, PostgreSQL, Redis, probes (every process)
+      Sealing ................... the KEK ring sealing private keys
+      FetchQueueing ............. the fetch queue and account gate (Redis)
+      ProcessingQueueing ........ the processing queue (PostgreSQL)
+        Api ..................... sign-in, tokens, interceptors, page tokens, the use cases
+                                  both gRPC endpoints share (setup, access, keys, ...)
+    HealthContainer ............. Core                       (tracker-health)
+    CollectorContainer .......... Api + mutations            (tracker-collector)
+    QueryContainer .............. Api + FetchQueueing + reads (tracker-query)
+    FetcherContainer ............ Sealing + FetchQueueing + the fetch worker (tracker-fetcher)
+    WorkerContainer ............. ProcessingQueueing + geocoder + ProcessNewReports
+    Container ................... all of them (tracker-server, trackerctl, tests)
+
+Use cases of one capability are wired in ``servers/parts.py``; a process starts and probes
+only the dependencies of what it serves (``servers/runtime.py``). Tests replace a provider
+with ``container.<name>.override(...)``."""
 
 from __future__ import annotations
 
@@ -37,6 +57,7 @@ from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
 from domain.pagination import PageTokens
 from domain.processing import RetryPolicy
 from servers.config import Settings, kek_ring, page_token_keys, signing_key
+from servers.fetcher_runtime import FetcherRuntime
 from servers.parts import AccessPart, KeysPart, SetupPart
 from usecases.access import TokenPolicy
 from usecases.fetch_once import FetchRunReports
@@ -62,8 +83,11 @@ def _seconds(value: timedelta) -> float:
     return value.total_seconds()
 
 
-class Container(containers.DeclarativeContainer):
+class Core(containers.DeclarativeContainer):
+    """What every process has: its settings, a clock, and the dependencies it may start."""
+
     settings = providers.Dependency(instance_of=Settings)
+    clock = providers.Singleton(SystemClock)
 
     db_pool = providers.Resource(
         pool_resource,
@@ -73,63 +97,85 @@ class Container(containers.DeclarativeContainer):
     redis = providers.Resource(
         redis_resource, url=settings.provided.redis.url.get_secret_value.call()
     )
-
-    clock = providers.Singleton(SystemClock)
-    uow_factory = providers.Singleton(PostgresUnitOfWorkFactory, pool=db_pool)
-    setup = providers.Container(SetupPart, uow=uow_factory, clock=clock)
-    setup_usecases = setup.usecases
-
     # Health probes; each process checks only the dependencies it needs (servers/runtime.py).
     postgres_probe = providers.Singleton(PostgresProbe, db_pool)
     redis_probe = providers.Singleton(RedisProbe, redis)
 
+    uow_factory = providers.Singleton(PostgresUnitOfWorkFactory, pool=db_pool)
+    # bad bytes -> INVALID_ARGUMENT on every endpoint, the health-only ones too
+    undecodable_interceptor = providers.Singleton(UndecodableRequestInterceptor)
+
+
+class Sealing(Core):
+    """The KEK ring sealing (and unsealing) private keys."""
+
+    key_pair_factory = providers.Singleton(FindMyKeyPairFactory)
+    sealer = providers.Singleton(_sealer, Core.settings)
+
+
+class FetchQueueing(Core):
+    """The fetcher's queue and account gate in Redis."""
+
+    fetch_queue = providers.Singleton(
+        RedisFetchQueue,
+        Core.redis,
+        prefix=Core.settings.provided.fetch_queue.prefix,
+        worker_ttl=Core.settings.provided.fetch_queue.worker_ttl,
+    )
+    account_gate = providers.Singleton(
+        RedisAccountGate, Core.redis, prefix=Core.settings.provided.fetch_queue.prefix
+    )
+
+
+class ProcessingQueueing(Core):
+    """The processing queue in PostgreSQL (the worker takes from it, the API reports it)."""
+
+    processing_queue = providers.Singleton(PostgresProcessingQueue, Core.db_pool)
+
+
+class Api(Sealing, ProcessingQueueing):
+    """What both gRPC endpoints share: sign-in and tokens, the interceptors, page tokens and
+    the use cases their services call."""
+
     password_hasher = providers.Singleton(
         Argon2PasswordHasher,
-        concurrency=settings.provided.security.password_hash_concurrency,
-        queue=settings.provided.security.password_hash_queue,
+        concurrency=Core.settings.provided.security.password_hash_concurrency,
+        queue=Core.settings.provided.security.password_hash_queue,
     )
     # Sign-in attempts counted in Redis across replicas; in this process while Redis is down.
     login_throttle = providers.Singleton(
         FailoverAttemptThrottle,
         primary=providers.Singleton(
-            RedisAttemptThrottle, redis, prefix=settings.provided.login.throttle_prefix
+            RedisAttemptThrottle, Core.redis, prefix=Core.settings.provided.login.throttle_prefix
         ),
-        fallback=providers.Singleton(MemoryAttemptThrottle, clock),
-        clock=clock,
+        fallback=providers.Singleton(MemoryAttemptThrottle, Core.clock),
+        clock=Core.clock,
     )
     token_codec = providers.Singleton(
-        JwtTokenCodec, signing_key=providers.Callable(signing_key, settings.provided.security)
+        JwtTokenCodec, signing_key=providers.Callable(signing_key, Core.settings.provided.security)
     )
     token_policy = providers.Singleton(
         TokenPolicy,
-        access_ttl=settings.provided.security.access_token_ttl,
-        refresh_ttl=settings.provided.security.refresh_token_ttl,
+        access_ttl=Core.settings.provided.security.access_token_ttl,
+        refresh_ttl=Core.settings.provided.security.refresh_token_ttl,
     )
     access = providers.Container(
         AccessPart,
-        uow=uow_factory,
+        uow=Core.uow_factory,
         hasher=password_hasher,
         codec=token_codec,
-        clock=clock,
+        clock=Core.clock,
         policy=token_policy,
-        auth_cache_ttl=settings.provided.security.auth_cache_ttl,
+        auth_cache_ttl=Core.settings.provided.security.auth_cache_ttl,
         throttle=login_throttle,
-        login_limits=settings.provided.login.limits.call(),
+        login_limits=Core.settings.provided.login.limits.call(),
     )
     access_usecases = access.usecases
 
-    key_pair_factory = providers.Singleton(FindMyKeyPairFactory)
-    sealer = providers.Singleton(_sealer, settings)
-    keys = providers.Container(
-        KeysPart, uow=uow_factory, factory=key_pair_factory, sealer=sealer, clock=clock
-    )
-    key_usecases = keys.usecases
-
-    undecodable_interceptor = providers.Singleton(UndecodableRequestInterceptor)
     # creates with a request_id run once (issue 15): a store in PostgreSQL, keyed by caller
-    idempotency_store = providers.Singleton(PostgresIdempotencyStore, db_pool)
+    idempotency_store = providers.Singleton(PostgresIdempotencyStore, Core.db_pool)
     idempotent_creates = providers.Singleton(
-        IdempotentCreates, store=idempotency_store, clock=clock
+        IdempotentCreates, store=idempotency_store, clock=Core.clock
     )
     interceptors = providers.List(
         providers.Singleton(DomainErrorInterceptor),
@@ -137,106 +183,152 @@ class Container(containers.DeclarativeContainer):
         # after authentication: a request_id's scope is the caller
         providers.Singleton(IdempotencyInterceptor, idempotent_creates),
         # last, so it wraps the servicers themselves: bad bytes -> INVALID_ARGUMENT everywhere
-        undecodable_interceptor,
+        Core.undecodable_interceptor,
+    )
+    page_tokens = providers.Singleton(_page_tokens, Core.settings)
+
+    setup = providers.Container(SetupPart, uow=Core.uow_factory, clock=Core.clock)
+    setup_usecases = setup.usecases
+    keys = providers.Container(
+        KeysPart,
+        uow=Core.uow_factory,
+        factory=Sealing.key_pair_factory,
+        sealer=Sealing.sealer,
+        clock=Core.clock,
+    )
+    key_usecases = keys.usecases
+    processing_queries = providers.Singleton(
+        ProcessingQueries, queue=ProcessingQueueing.processing_queue
+    )
+    status_repository = providers.Singleton(
+        PostgresStatusRepository,
+        Core.db_pool,
+        hourly_days=Core.settings.provided.status.hourly_days,
     )
 
-    page_tokens = providers.Singleton(_page_tokens, settings)
-    setup_servicer = providers.Singleton(SetupServicer, setup_usecases)
-    setup_query_servicer = providers.Singleton(SetupQueryServicer, setup_usecases, page_tokens)
+
+class HealthContainer(Core):
+    """``tracker-health``: probes only."""
+
+
+class CollectorContainer(Api):
+    """``tracker-collector``: every mutation, and the report partitions made ahead."""
+
+    setup_servicer = providers.Singleton(SetupServicer, Api.setup_usecases)
     auth_servicer = providers.Singleton(
         AuthServicer,
-        access_usecases,
-        address_header=settings.provided.login.address_header,
-        trusted_proxies=settings.provided.login.trusted_proxies,
+        Api.access_usecases,
+        address_header=Core.settings.provided.login.address_header,
+        trusted_proxies=Core.settings.provided.login.trusted_proxies,
     )
-    user_servicer = providers.Singleton(UserServicer, access_usecases)
-    user_query_servicer = providers.Singleton(UserQueryServicer, access_usecases, page_tokens)
-    key_servicer = providers.Singleton(KeyServicer, key_usecases)
-    key_query_servicer = providers.Singleton(KeyQueryServicer, key_usecases)
+    user_servicer = providers.Singleton(UserServicer, Api.access_usecases)
+    key_servicer = providers.Singleton(KeyServicer, Api.key_usecases)
     tracker_ref_cache = providers.Singleton(
-        TrackerRefCache,
-        clock=clock,
-        ttl=settings.provided.collector.tracker_cache_ttl,
+        TrackerRefCache, clock=Core.clock, ttl=Core.settings.provided.collector.tracker_cache_ttl
     )
     ingest_reports = providers.Singleton(
         IngestReports,
-        uow=uow_factory,
-        clock=clock,
+        uow=Core.uow_factory,
+        clock=Core.clock,
         cache=tracker_ref_cache,
-        max_clock_skew=settings.provided.collector.max_clock_skew,
+        max_clock_skew=Core.settings.provided.collector.max_clock_skew,
     )
-    report_partitions = providers.Singleton(PostgresReportPartitions, db_pool)
+    report_servicer = providers.Singleton(ReportServicer, ingest_reports)
+    report_partitions = providers.Singleton(PostgresReportPartitions, Core.db_pool)
     maintain_report_partitions = providers.Singleton(
         MaintainReportPartitions,
         partitions=report_partitions,
-        clock=clock,
-        back_months=settings.provided.collector.partitions_back_months,
-        ahead_months=settings.provided.collector.partitions_ahead_months,
+        clock=Core.clock,
+        back_months=Core.settings.provided.collector.partitions_back_months,
+        ahead_months=Core.settings.provided.collector.partitions_ahead_months,
     )
-    report_servicer = providers.Singleton(ReportServicer, ingest_reports)
-
-    # -- the fetcher's queue (Redis) and its admin view
-    fetch_queue = providers.Singleton(
-        RedisFetchQueue,
-        redis,
-        prefix=settings.provided.fetch_queue.prefix,
-        worker_ttl=settings.provided.fetch_queue.worker_ttl,
-    )
-    account_gate = providers.Singleton(
-        RedisAccountGate, redis, prefix=settings.provided.fetch_queue.prefix
-    )
-    fetch_metrics = providers.Singleton(PrometheusFetchMetrics)
-    # The fetcher's work over its accounts and rules (given by the fetcher root or trackerctl).
-    fetch_worker = providers.Factory(
-        FetchWorker,
-        uow=uow_factory,
-        queue=fetch_queue,
-        gate=account_gate,
-        clock=clock,
-        metrics=fetch_metrics,
-    )
-    fetch_run_reports = providers.Factory(
-        FetchRunReports, uow=uow_factory, queue=fetch_queue, gate=account_gate, clock=clock
-    )
-    fetch_state_queries = providers.Singleton(
-        FetchStateQueries, uow=uow_factory, queue=fetch_queue, clock=clock
-    )
-    fetch_query_servicer = providers.Singleton(FetchQueryServicer, fetch_state_queries)
-    # --- processing: geocoding, roll-ups, status (issue 6) ---
-    processing_queue = providers.Singleton(PostgresProcessingQueue, db_pool)
-    processing_uow = providers.Singleton(PostgresProcessingUnitOfWorkFactory, db_pool)
-    geocoder = providers.Singleton(
-        PostgresGeocoder,
-        db_pool,
-        cache_size=settings.provided.geocoding.cache_size,
-        cell_deg=settings.provided.geocoding.cell_deg,
-    )
-    process_new_reports = providers.Singleton(
-        ProcessNewReports,
-        queue=processing_queue,
-        uow=processing_uow,
-        geocoder=geocoder,
-        batch_size=settings.provided.worker.batch_size,
-        lease_s=providers.Callable(_seconds, settings.provided.worker.lease),
-        retry=providers.Factory(
-            RetryPolicy,
-            base_s=providers.Callable(_seconds, settings.provided.worker.retry_base),
-            max_s=providers.Callable(_seconds, settings.provided.worker.retry_max),
-        ),
-    )
-    processing_queries = providers.Singleton(ProcessingQueries, queue=processing_queue)
-    processing_query_servicer = providers.Singleton(
-        ProcessingQueryServicer, processing_queries, page_tokens
-    )
-    processing_servicer = providers.Singleton(ProcessingServicer, processing_queries)
-    status_repository = providers.Singleton(
-        PostgresStatusRepository,
-        db_pool,
-        hourly_days=settings.provided.status.hourly_days,
-    )
-    status_queries = providers.Singleton(StatusQueries, repo=status_repository, uow=uow_factory)
-    status_query_servicer = providers.Singleton(StatusQueryServicer, status_queries, page_tokens)
+    processing_servicer = providers.Singleton(ProcessingServicer, Api.processing_queries)
     status_rule_updates = providers.Singleton(
-        StatusRuleUpdates, repo=status_repository, uow=uow_factory
+        StatusRuleUpdates, repo=Api.status_repository, uow=Core.uow_factory
     )
     status_servicer = providers.Singleton(StatusServicer, status_rule_updates)
+
+
+class QueryContainer(Api, FetchQueueing):
+    """``tracker-query``: every read."""
+
+    setup_query_servicer = providers.Singleton(
+        SetupQueryServicer, Api.setup_usecases, Api.page_tokens
+    )
+    user_query_servicer = providers.Singleton(
+        UserQueryServicer, Api.access_usecases, Api.page_tokens
+    )
+    key_query_servicer = providers.Singleton(KeyQueryServicer, Api.key_usecases)
+    fetch_state_queries = providers.Singleton(
+        FetchStateQueries, uow=Core.uow_factory, queue=FetchQueueing.fetch_queue, clock=Core.clock
+    )
+    fetch_query_servicer = providers.Singleton(FetchQueryServicer, fetch_state_queries)
+    processing_query_servicer = providers.Singleton(
+        ProcessingQueryServicer, Api.processing_queries, Api.page_tokens
+    )
+    status_queries = providers.Singleton(
+        StatusQueries, repo=Api.status_repository, uow=Core.uow_factory
+    )
+    status_query_servicer = providers.Singleton(
+        StatusQueryServicer, status_queries, Api.page_tokens
+    )
+
+
+class FetcherContainer(Sealing, FetchQueueing):
+    """``tracker-fetcher``: the fetch worker over the accounts and rules its root gives."""
+
+    fetch_metrics = providers.Singleton(PrometheusFetchMetrics)
+    fetch_worker = providers.Factory(
+        FetchWorker,
+        uow=Core.uow_factory,
+        queue=FetchQueueing.fetch_queue,
+        gate=FetchQueueing.account_gate,
+        clock=Core.clock,
+        metrics=fetch_metrics,
+    )
+    # its loops (per account, heartbeat, queue rebuilds) around a fetch worker
+    fetcher_runtime = providers.Factory(
+        FetcherRuntime,
+        queue=FetchQueueing.fetch_queue,
+        gate=FetchQueueing.account_gate,
+        clock=Core.clock,
+        metrics=fetch_metrics,
+    )
+    # trackerctl findmy fetch: one run's or one tracker's reports now
+    fetch_run_reports = providers.Factory(
+        FetchRunReports,
+        uow=Core.uow_factory,
+        queue=FetchQueueing.fetch_queue,
+        gate=FetchQueueing.account_gate,
+        clock=Core.clock,
+    )
+
+
+class WorkerContainer(ProcessingQueueing):
+    """``tracker-worker``: new reports geocoded, rolled up and turned into statuses. A
+    factory: each call is a worker of its own (keyword arguments override the settings')."""
+
+    processing_uow = providers.Singleton(PostgresProcessingUnitOfWorkFactory, Core.db_pool)
+    geocoder = providers.Singleton(
+        PostgresGeocoder,
+        Core.db_pool,
+        cache_size=Core.settings.provided.geocoding.cache_size,
+        cell_deg=Core.settings.provided.geocoding.cell_deg,
+    )
+    process_new_reports = providers.Factory(
+        ProcessNewReports,
+        queue=ProcessingQueueing.processing_queue,
+        uow=processing_uow,
+        geocoder=geocoder,
+        batch_size=Core.settings.provided.worker.batch_size,
+        lease_s=providers.Callable(_seconds, Core.settings.provided.worker.lease),
+        retry=providers.Factory(
+            RetryPolicy,
+            base_s=providers.Callable(_seconds, Core.settings.provided.worker.retry_base),
+            max_s=providers.Callable(_seconds, Core.settings.provided.worker.retry_max),
+        ),
+    )
+
+
+class Container(CollectorContainer, QueryContainer, FetcherContainer, WorkerContainer):
+    """``tracker-server`` (all-in-one), ``trackerctl`` and the tests: every part."""

@@ -1,4 +1,4 @@
-"""Running a process: build the container, start gRPC servers in order, stop them in order.
+"""Running a process: build its container, start gRPC servers in order, stop them in order.
 
 Start: resources -> first health check -> servers listening. Stop (SIGTERM/SIGINT): health
 NOT_SERVING -> servers drain for the grace period -> resources closed.
@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,7 +24,7 @@ from adapters.grpc.reflection import add_reflection, source_files
 from adapters.prometheus import MetricsServer
 from servers import log as logsetup
 from servers.config import PROCESS_PARTS, ConfigError, Settings, check_secrets, load
-from servers.container import Container
+from servers.container import Container, Core
 from servers.services import POSTGRES, REDIS, Needs, Service, needs_of
 from usecases.health import CheckDependencies
 
@@ -39,7 +39,7 @@ class Background(Protocol):
 
     needs: tuple[str, ...]
 
-    async def start(self, container: Container) -> None: ...
+    async def start(self, container: Any) -> None: ...
 
     async def stop(self) -> None: ...
 
@@ -61,7 +61,7 @@ def _source_files() -> dict[str, bytes]:
 
 
 async def build_server(
-    endpoint: Endpoint, container: Container, reporter: HealthReporter, host: str
+    endpoint: Endpoint, container: Core, reporter: HealthReporter, host: str
 ) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(
         # a health-only endpoint needs none of the API's (nor sign-in and Redis behind them)
@@ -86,19 +86,21 @@ async def build_server(
 
 
 class Process:
-    """The servers of one process over one container; started and stopped in order."""
+    """The servers of one process over its container (``container``: the process's class
+    from ``servers/container.py``); started and stopped in order."""
 
     def __init__(
         self,
         settings: Settings,
         endpoints: Sequence[Endpoint],
         background: Sequence[Background] = (),
+        container: type[Core] = Container,
     ) -> None:
         self.settings = settings
         self.endpoints = list(endpoints)
         self.background = list(background)
         self._running: list[Background] = []
-        self.container = Container(settings=settings)
+        self.container: Any = container(settings=settings)
         self.servers: list[grpc.aio.Server] = []
         self.ports: dict[str, int] = {}
         self.reporter: HealthReporter | None = None
@@ -182,9 +184,12 @@ class Process:
 
 
 async def serve(
-    settings: Settings, endpoints: Sequence[Endpoint], background: Sequence[Background] = ()
+    settings: Settings,
+    endpoints: Sequence[Endpoint],
+    background: Sequence[Background] = (),
+    container: type[Core] = Container,
 ) -> None:
-    process = Process(settings, endpoints, background)
+    process = Process(settings, endpoints, background, container)
     await process.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -205,6 +210,7 @@ def main_for(
     argv: Sequence[str] | None = None,
     background: Callable[[Settings], Sequence[Background]] = lambda s: (),
     process: str = "all_in_one",
+    container: type[Core] = Container,
 ) -> int:
     """Console-script entry: load and check the settings ``process`` uses (its components
     in ``PROCESS_PARTS``, no others), configure logs, serve until a signal."""
@@ -231,7 +237,7 @@ def main_for(
             "secure (set TRACKER_JWT_SIGNING_KEY)"
         )
     try:
-        asyncio.run(serve(settings, endpoints(settings), background(settings)))
+        asyncio.run(serve(settings, endpoints(settings), background(settings), container))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         log.error("cannot start", extra={"error": str(exc)})

@@ -16,7 +16,7 @@ import grpc
 from dependency_injector import providers
 from google.protobuf.descriptor import ServiceDescriptor
 
-from servers.container import Container
+from servers.container import Core
 from tracker.v1 import (
     auth_service_pb2,
     auth_service_pb2_grpc,
@@ -58,14 +58,15 @@ class Service:
 
     descriptor: ServiceDescriptor
     add: Callable[[Any, grpc.aio.Server], None]
-    servicer: Callable[[Container], providers.Provider[Any]]
+    servicer: Callable[[Any], providers.Provider[Any]]
+    """The provider of its servicer in a process's container (``servers/container.py``)."""
     needs: tuple[str, ...] = (POSTGRES,)
 
     @property
     def name(self) -> str:
         return self.descriptor.full_name
 
-    async def register(self, server: grpc.aio.Server, container: Container) -> str:
+    async def register(self, server: grpc.aio.Server, container: Core) -> str:
         """Add the container's servicer to ``server``; returns the full service name."""
         self.add(await self.servicer(container).async_(), server)
         return self.name

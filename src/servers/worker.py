@@ -22,7 +22,7 @@ from domain.ports.common import Clock
 from domain.ports.processing import ProcessingQueue
 from servers import endpoints
 from servers.config import Settings
-from servers.container import Container
+from servers.container import WorkerContainer
 from servers.runtime import Background, main_for
 from servers.services import POSTGRES
 from usecases.processing import ProcessNewReports
@@ -53,10 +53,10 @@ class WorkerLoop:
         self._settings = settings
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self, container: Container) -> None:
+    async def start(self, container: WorkerContainer) -> None:
         process = await container.process_new_reports.async_()
         self._tasks = [
-            asyncio.create_task(self._loop(process, container), name=f"worker-{n}")
+            asyncio.create_task(self._loop(process), name=f"worker-{n}")
             for n in range(max(1, self._settings.worker.concurrency))
         ]
         queue = await container.processing_queue.async_()
@@ -95,7 +95,7 @@ class WorkerLoop:
             reraise=True,
         )
 
-    async def _loop(self, process: ProcessNewReports, container: Container) -> None:
+    async def _loop(self, process: ProcessNewReports) -> None:
         while True:
             started = time.perf_counter()
             batch = await self._retrying()(process)
@@ -143,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv,
         background,
         process="worker",
+        container=WorkerContainer,
     )
 
 

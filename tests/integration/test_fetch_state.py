@@ -27,7 +27,7 @@ from tracker.v1 import fetch_query_service_pb2 as fq
 from tracker.v1 import fetch_query_service_pb2_grpc as fq_grpc
 from tracker.v1 import setup_query_service_pb2 as q
 from usecases.access import NewUser
-from usecases.fetching import Account, FetcherConfig, FetchWorker
+from usecases.fetching import Account, FetcherConfig
 
 pytestmark = pytest.mark.integration
 
@@ -135,13 +135,11 @@ async def test_an_admin_sees_a_trackers_fetch_state_and_the_queue(
     )
     queue = await stack.container.fetch_queue.async_()
     account = Account("sim", source)
-    worker = FetchWorker(
-        await stack.container.uow_factory.async_(),
-        queue,
-        await stack.container.account_gate.async_(),
-        [account],
-        stack.container.clock(),
-        FetcherConfig(worker_id="test", policy=FetchPolicy(interval=timedelta(milliseconds=50))),
+    worker = await stack.container.fetch_worker.async_(
+        accounts=[account],
+        config=FetcherConfig(
+            worker_id="test", policy=FetchPolicy(interval=timedelta(milliseconds=50))
+        ),
     )
     fetch = fq_grpc.FetchQueryServiceStub(stack.query_channel)
     try:

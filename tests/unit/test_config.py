@@ -538,6 +538,14 @@ def test_help_lists_every_setting_with_its_flag_and_environment_name() -> None:
             assert ENV[name] == "TRACKER_" + name.upper()
 
 
+def test_help_of_a_process_says_which_components_it_ignores() -> None:
+    text = " ".join(parser("tracker-query", PROCESS_PARTS["query"]).format_help().split())
+    assert "query: The query server:" in text
+    assert "fetcher: The fetcher's schedule and its use of Apple's budget (not used by" in text
+    assert flag("fetch_lease_s") in text  # still listed, with its environment name
+    assert "(not used by this process)" not in " ".join(parser("x").format_help().split())
+
+
 def test_help_states_the_precedence() -> None:
     text = " ".join(parser("x").format_help().split())
     assert "defaults < YAML file" in text
