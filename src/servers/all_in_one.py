@@ -12,6 +12,7 @@ from servers.demo import Demo
 from servers.fetcher import Fetcher
 from servers.maintenance import PartitionMaintenance
 from servers.runtime import Background, main_for
+from servers.travel_times import TravelTimeLoop
 from servers.worker import WorkerLoop
 
 
@@ -24,7 +25,7 @@ def background(settings: Settings) -> list[Background]:
     elif settings.findmy_account_file:
         tasks.append(Fetcher(settings))
     if settings.worker_in_process:
-        tasks.append(WorkerLoop(settings))
+        tasks.extend([WorkerLoop(settings), TravelTimeLoop(settings)])
     return tasks
 
 

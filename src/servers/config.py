@@ -237,6 +237,33 @@ class Settings:
     report_partitions_interval_s: float = _opt(
         3600.0, "seconds between two partition maintenance turns of the collector"
     )
+    # --- detectors and travel times (issue 16; docs/detectors.md) ---
+    device_keys: str = _opt(
+        "",
+        "keys of device ids (HMAC-SHA256 of MACs): 'id=base64(>= 32 bytes),older=...', ids "
+        "1..32767; the active one keys new sightings. Default: derived from the JWT signing key",
+        secret=True,
+    )
+    device_keys_file: str = _opt("", "file holding device_keys (a mounted Secret); wins")
+    device_key_active_id: int = _opt(0, "device key id that keys new sightings (0: the first)")
+    travel_time_bin_s: int = _opt(300, "travel-time bin, seconds (by arrival at destination)")
+    travel_time_pass_gap_s: float = _opt(
+        30.0, "detections of one device at one detector closer than this are one pass"
+    )
+    travel_time_outlier_k: float = _opt(
+        3.0, "outlier threshold: robust deviations (1.4826 MAD) from the window median"
+    )
+    travel_time_lease_s: float = _opt(60.0, "seconds a worker's claim on a destination lasts")
+    travel_time_interval_s: float = _opt(
+        30.0, "seconds between two travel-time turns of one destination"
+    )
+    travel_time_redo_s: float = _opt(
+        1800.0, "seconds of bins recomputed on every turn (late sightings, open windows)"
+    )
+    travel_time_workers: int = _opt(1, "travel-time loops per worker process (0: none)")
+    detector_stream_poll_s: float = _opt(
+        0.5, "seconds between two polls of a StreamDetectorEvents/StreamTravelTimes stream"
+    )
 
     @staticmethod
     def env_name(name: str) -> str:
@@ -493,6 +520,14 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "report_partitions_back_months": lambda v: None if 0 <= v <= 120 else "must be within 0..120",
     "report_partitions_ahead_months": lambda v: None if 1 <= v <= 24 else "must be within 1..24",
     "report_partitions_interval_s": _positive,
+    "travel_time_bin_s": lambda v: None if 60 <= v <= 3600 else "must be within 60..3600",
+    "travel_time_pass_gap_s": _positive,
+    "travel_time_outlier_k": _positive,
+    "travel_time_lease_s": _positive,
+    "travel_time_interval_s": _positive,
+    "travel_time_redo_s": _not_negative,
+    "travel_time_workers": lambda v: None if 0 <= v <= 16 else "must be within 0..16",
+    "detector_stream_poll_s": _positive,
 }
 
 # Used only in development, never in production: tokens signed with it are worthless.
@@ -563,6 +598,40 @@ def page_token_keys(s: Settings) -> tuple[dict[str, bytes], str]:
             )
         ring[key_id] = key
     return ring, next(iter(ring))
+
+
+def device_keys(s: Settings) -> tuple[dict[int, bytes], int]:
+    """The keys of device ids and the id of the active one. Unset: one key (id 1) derived
+    from the JWT signing key under a label of its own (set your own in production: changing
+    the JWT key would then change every device's keyed id)."""
+    text = s.device_keys
+    if s.device_keys_file:
+        try:
+            text = pathlib.Path(s.device_keys_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"device_keys_file: {exc}") from None
+    text = text.strip()
+    if not text:
+        derived = hmac.new(signing_key(s), b"tracker.v1 device ids", hashlib.sha256).digest()
+        return {1: derived}, 1
+    ring: dict[int, bytes] = {}
+    for item in text.split(","):
+        key_id, sep, b64 = item.strip().partition("=")
+        try:
+            key = base64.b64decode(b64, validate=True) if sep else b""
+            number = int(key_id)
+        except ValueError:
+            key, number = b"", 0
+        if not 1 <= number <= 32767 or len(key) < 32:
+            raise ConfigError(
+                f"device_keys: entry {key_id or item!r} must be id=base64(>= 32 bytes), "
+                "id a number 1..32767"
+            )
+        ring[number] = key
+    active = s.device_key_active_id or next(iter(ring))
+    if active not in ring:
+        raise ConfigError(f"device_key_active_id {active} is not among device_keys")
+    return ring, active
 
 
 def signing_key(s: Settings) -> bytes:

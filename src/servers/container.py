@@ -9,6 +9,7 @@ from dependency_injector import containers, providers
 from adapters.clock import SystemClock
 from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer, UserServicer
 from adapters.grpc.decoding import UndecodableRequestInterceptor
+from adapters.grpc.detectors import DetectorQueryServicer, DetectorServicer
 from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.fetching import FetchQueryServicer
 from adapters.grpc.keys import KeyQueryServicer, KeyServicer
@@ -17,6 +18,7 @@ from adapters.grpc.reports import ReportServicer
 from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.grpc.status import StatusQueryServicer, StatusServicer
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
+from adapters.postgres.detectors import PostgresFeed
 from adapters.postgres.geocoding import PostgresGeocoder
 from adapters.postgres.partitions import PostgresReportPartitions
 from adapters.postgres.pool import PostgresProbe, pool_resource
@@ -32,10 +34,19 @@ from adapters.redis.queue import RedisAccountGate, RedisFetchQueue
 from adapters.redis.throttle import RedisAttemptThrottle
 from adapters.security import Argon2PasswordHasher, JwtTokenCodec
 from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
+from domain.detectors import DeviceKeyRing
 from domain.pagination import PageTokens
 from domain.processing import RetryPolicy
-from servers.config import Settings, kek_ring, login_limits, page_token_keys, signing_key
-from servers.parts import AccessPart, KeysPart, SetupPart
+from domain.travel_times import PassRules
+from servers.config import (
+    Settings,
+    device_keys,
+    kek_ring,
+    login_limits,
+    page_token_keys,
+    signing_key,
+)
+from servers.parts import AccessPart, DetectorsPart, KeysPart, SetupPart
 from usecases.access import TokenPolicy
 from usecases.fetch_once import FetchRunReports
 from usecases.fetching import FetchStateQueries, FetchWorker
@@ -43,6 +54,7 @@ from usecases.maintenance import MaintainReportPartitions
 from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports, TrackerRefCache
 from usecases.status import StatusQueries, StatusRuleUpdates
+from usecases.travel_times import TravelTimeSettings
 
 
 def _sealer(settings: Settings) -> AesGcmSealer:
@@ -53,6 +65,24 @@ def _sealer(settings: Settings) -> AesGcmSealer:
 def _page_tokens(settings: Settings) -> PageTokens:
     keys, active = page_token_keys(settings)
     return PageTokens(keys, active)
+
+
+def _device_keys(settings: Settings) -> DeviceKeyRing:
+    keys, active = device_keys(settings)
+    return DeviceKeyRing(keys, active)
+
+
+def _travel_time_settings(settings: Settings) -> TravelTimeSettings:
+    return TravelTimeSettings(
+        rules=PassRules(
+            pass_gap_s=settings.travel_time_pass_gap_s,
+            bin_s=settings.travel_time_bin_s,
+            k=settings.travel_time_outlier_k,
+        ),
+        lease_s=settings.travel_time_lease_s,
+        interval_s=settings.travel_time_interval_s,
+        redo_s=settings.travel_time_redo_s,
+    )
 
 
 def _seconds(value: float) -> timedelta:
@@ -226,3 +256,24 @@ class Container(containers.DeclarativeContainer):
         StatusRuleUpdates, repo=status_repository, uow=uow_factory
     )
     status_servicer = providers.Singleton(StatusServicer, status_rule_updates)
+
+    # --- detectors, sightings, travel times (issue 16) ---
+    detector_feed = providers.Singleton(PostgresFeed, db_pool)
+    detectors = providers.Container(
+        DetectorsPart,
+        uow=uow_factory,
+        clock=clock,
+        keys=providers.Singleton(_device_keys, settings),
+        feed=detector_feed,
+        max_clock_skew=providers.Callable(_seconds, settings.provided.report_max_clock_skew_s),
+    )
+    detector_servicer = providers.Singleton(DetectorServicer, detectors.admin, detectors.ingest)
+    detector_query_servicer = providers.Singleton(
+        DetectorQueryServicer,
+        detectors.queries,
+        detectors.events,
+        detectors.travel_times,
+        page_tokens,
+        poll_s=settings.provided.detector_stream_poll_s,
+    )
+    travel_time_settings = providers.Singleton(_travel_time_settings, settings)
