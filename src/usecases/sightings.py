@@ -90,10 +90,6 @@ class IngestSightings:
         detector_id = parse_id(message.detector_id, "detector_id")
         latest_us = to_us(latest_report_time(self._clock.now(), self._skew))
         status = message.status
-        if status is not None:
-            st = status.report_time
-            if not _FLOOR_US <= to_us(st) <= latest_us:
-                raise InvalidArgument("status.report_time", "outside [2019-01-01, now + skew]")
         rows = SightingRows(detector_id=detector_id, key_id=self._keys.active)
         rejected: list[FieldViolation] = []
         bad = 0
@@ -123,7 +119,10 @@ class IngestSightings:
 
         async def attempt() -> SightingsResult:
             async with self._uow() as uow:
+                # Access first: another client's detector is NOT_FOUND whatever the message.
                 detector = await manageable_detector(caller, uow.detectors, detector_id)
+                if status is not None and not _FLOOR_US <= to_us(status.report_time) <= latest_us:
+                    raise InvalidArgument("status.report_time", "outside [2019-01-01, now + skew]")
                 stored = await uow.sightings.add_rows(rows) if len(rows) else 0
                 statuses = 0
                 if status is not None:
