@@ -107,6 +107,19 @@ SAMPLES |= {  # the fetcher's account budget, windows and request filling (issue
     "fetch_fill_horizon": 0.5,
     "findmy_busy_s": 90.0,
 }
+SAMPLES |= {  # detectors and travel times (issue 16)
+    "device_keys": "2=" + base64.b64encode(b"d" * 32).decode(),
+    "device_keys_file": "/run/secrets/device-keys",
+    "device_key_active_id": 2,
+    "travel_time_bin_s": 600,
+    "travel_time_pass_gap_s": 45.0,
+    "travel_time_outlier_k": 2.5,
+    "travel_time_lease_s": 90.0,
+    "travel_time_interval_s": 10.0,
+    "travel_time_redo_s": 3600.0,
+    "travel_time_workers": 2,
+    "detector_stream_poll_s": 1.0,
+}
 SEED_NAMES = {
     "max_keys_per_batch": "MAX_KEYS_PER_BATCH",
     "anisette_server": "ANISETTE_SERVER",
@@ -426,3 +439,24 @@ def test_page_token_keys_derive_from_the_signing_key_unless_set() -> None:
 def test_page_token_keys_must_be_ids_and_32_byte_keys(ring: str) -> None:
     with pytest.raises(ConfigError, match="page_token_keys"):
         page_token_keys(Settings(page_token_keys=ring))
+
+
+def test_device_keys_parse_rotate_and_default_to_a_derived_key(tmp_path: pathlib.Path) -> None:
+    from servers.config import device_keys
+
+    keys, active = device_keys(Settings())
+    assert list(keys) == [1]
+    assert active == 1
+    assert len(keys[1]) == 32
+    two = "3=" + base64.b64encode(b"n" * 32).decode() + ",1=" + base64.b64encode(b"o" * 32).decode()
+    keys, active = device_keys(Settings(device_keys=two))
+    assert (sorted(keys), active) == ([1, 3], 3)
+    assert device_keys(Settings(device_keys=two, device_key_active_id=1))[1] == 1
+    for bad in (
+        "x=" + base64.b64encode(b"n" * 32).decode(),
+        "1=" + base64.b64encode(b"short").decode(),
+    ):
+        with pytest.raises(ConfigError, match="device_keys"):
+            device_keys(Settings(device_keys=bad))
+    with pytest.raises(ConfigError, match="device_key_active_id"):
+        device_keys(Settings(device_keys=two, device_key_active_id=7))
