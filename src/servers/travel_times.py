@@ -36,7 +36,7 @@ class TravelTimeLoop:
         uow = await container.uow_factory.async_()
         settings = await container.travel_time_settings.async_()
         base = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        for n in range(self._settings.travel_time_workers):
+        for n in range(self._settings.detectors.workers):
             turn = ComputeTravelTimes(uow, container.clock(), f"{base}-{n}", settings)
             self._tasks.append(asyncio.create_task(self._loop(turn), name=f"travel-times-{n}"))
 
