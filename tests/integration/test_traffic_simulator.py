@@ -5,6 +5,7 @@ beats the plain mean of all matches, and follows a congestion onset within two b
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -59,3 +60,34 @@ async def test_estimates_follow_the_simulated_truth(stack: Stack) -> None:
     assert result.median_error < result.mean_median_error, result
     assert result.onset_lag_bins is not None
     assert result.onset_lag_bins <= 2, result
+
+
+async def test_the_demo_feeds_its_detectors_with_history_and_then_live(stack: Stack) -> None:
+    from domain.access import Principal
+    from domain.pagination import PageRequest
+    from servers.detector_demo import DetectorDemo
+
+    assert stack.container is not None
+    settings = stack.container.settings()
+    demo = DetectorDemo(settings)
+    await demo.start(stack.container)
+    try:
+        queries = await stack.container.detectors.queries.async_()
+        events = await stack.container.detectors.events.async_()
+        detectors = (await queries.list(Principal.system(), None, PageRequest(100))).items
+        assert len(detectors) == 4
+        for _ in range(100):
+            page = await events.events(
+                Principal.system(), [d.id for d in detectors], None, None, PageRequest(10)
+            )
+            if page.items:
+                break
+            await asyncio.sleep(0.2)
+        assert page.items
+    finally:
+        await demo.stop()
+    # A second start finds the same detectors.
+    again = DetectorDemo(settings)
+    await again.start(stack.container)
+    await again.stop()
+    assert len((await queries.list(Principal.system(), None, PageRequest(100))).items) == 4
