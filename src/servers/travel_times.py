@@ -34,7 +34,7 @@ class TravelTimeLoop:
 
     async def start(self, container: Container) -> None:
         uow = await container.uow_factory.async_()
-        settings = await container.travel_time_settings.async_()
+        settings = container.travel_time_settings()
         base = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         for n in range(self._settings.detectors.workers):
             turn = ComputeTravelTimes(uow, container.clock(), f"{base}-{n}", settings)
