@@ -95,6 +95,7 @@ class IngestSightings:
         bad = 0
         heard: dict[bytes, list[int]] = {}  # raw MAC -> times (µs) of its Bluetooth sightings
         key = self._keys.key
+        seen: dict[bytes, bytes] = {}
         for n in range(len(message)):
             t, mac, opaque = message.times_us[n], message.macs[n], message.opaque_ids[n]
             rssi, radio = message.rssi[n], message.radios[n]
@@ -108,7 +109,10 @@ class IngestSightings:
                 continue
             radio = radio or Radio.BLUETOOTH
             if mac:
-                rows.device_keys.append(key(DeviceIdKind.MAC, mac))
+                keyed = seen.get(mac)  # a device is heard several times per pass
+                if keyed is None:
+                    keyed = seen[mac] = key(DeviceIdKind.MAC, mac)
+                rows.device_keys.append(keyed)
                 if radio == Radio.BLUETOOTH:
                     heard.setdefault(mac, []).append(t)  # type: ignore[arg-type]
             else:

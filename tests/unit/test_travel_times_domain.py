@@ -96,3 +96,17 @@ def test_percentile_lies_between_the_extremes_and_is_monotonic(values, q) -> Non
     assert percentile(values, 0) == values[0]
     assert percentile(values, 1) == values[-1]
     assert percentile(values, min(1.0, q + 0.1)) >= p
+
+
+@given(st.binary(min_size=32, max_size=200), st.binary(max_size=64))
+def test_device_keys_are_rfc_2104_hmac_sha256(secret: bytes, raw: bytes) -> None:
+    import hashlib
+    import hmac
+
+    from domain.detectors import DeviceIdKind, DeviceKeyRing
+
+    ring = DeviceKeyRing({7: secret}, 7)
+    for kind in DeviceIdKind:
+        expected = hmac.new(secret, kind.value + raw, hashlib.sha256).digest()[:16]
+        assert ring.key(kind, raw) == expected
+    assert ring.key(DeviceIdKind.MAC, raw) != ring.key(DeviceIdKind.OPAQUE, raw)
