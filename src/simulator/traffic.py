@@ -181,7 +181,8 @@ def simulate(
         for _ in range(rng.randint(2, 5)):
             off = rng.uniform(-span / 2, span / 2)
             rssi = int(-55 - 30 * abs(off) / span + rng.gauss(0, 3))
-            out.sightings[detector].append((device, t + off, max(-127, min(20, rssi))))
+            if 0 <= t + off <= end:  # only what is heard within the simulated window
+                out.sightings[detector].append((device, t + off, max(-127, min(20, rssi))))
 
     for first in range(len(graph.links)):
         t = 0.0
@@ -206,7 +207,7 @@ def simulate(
                 out.traversals += 1
                 if stop:
                     out.stops += 1
-                else:
+                elif arrive <= end:
                     out.truth[link].append((arrive, true))
                 hear(spec.destination, device, arrive)
                 nxt = outgoing.get(spec.destination)
