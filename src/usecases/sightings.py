@@ -113,7 +113,9 @@ class IngestSightings:
                 if keyed is None:
                     keyed = seen[mac] = key(DeviceIdKind.MAC, mac)
                 rows.device_keys.append(keyed)
-                if radio == Radio.BLUETOOTH:
+                if radio == Radio.BLUETOOTH and mac[0] & 0xC0 == 0xC0:
+                    # Only a static random address can be a Find My tag's (the top two bits
+                    # are set: ``MacAddress.for_advertisement_key``): others are not looked up.
                     heard.setdefault(mac, []).append(t)  # type: ignore[arg-type]
             else:
                 rows.device_keys.append(key(DeviceIdKind.OPAQUE, opaque))
