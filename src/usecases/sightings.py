@@ -87,6 +87,8 @@ class IngestSightings:
         self, caller: Principal, message: IncomingSightings, offset: int = 0
     ) -> SightingsResult:
         check_sightings_message(message)
+        if not len(message) and message.status is None:
+            return SightingsResult(0, 0, 0, 0, (), 0, 0)  # nothing to store (a keep-alive)
         detector_id = parse_id(message.detector_id, "detector_id")
         latest_us = to_us(latest_report_time(self._clock.now(), self._skew))
         status = message.status
