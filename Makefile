@@ -20,6 +20,7 @@ run: setup
 	@echo "        localhost:9000 tracker.v1.AuthService/Login   (README: 'Walkthrough with grpcurl')"
 	@echo "Demo: a Find My simulator on :8811 with 5 moving trackers (client 'Demo Apparel'),"
 	@echo "  fetched every 15 s; reports arrive at once ('make run DEMO=false' to leave it out)."
+	@echo "  Also 4 detectors along a Berlin road fed by the traffic simulator (docs/detectors.md)."
 	@exec $(BIN)/tracker-server --log-format text --demo $(DEMO)
 
 lint:

@@ -29,6 +29,12 @@ MAX_IMPORT = 10_000
 """AllocateTags, ImportTrackers (MAC addresses) and ImportExternalTrackers (private keys)."""
 MAX_BATCH_KEYS = 1_000_000
 """CreateKeyBatch: key pairs per batch (generated and stored in chunks of 2,000)."""
+MAX_SIGHTINGS_PER_MESSAGE = 10_000
+"""IngestSightings: sightings of one detector in one stream message (one transaction)."""
+MAX_STREAM_DETECTORS = 16
+"""StreamDetectorEvents: detectors one stream follows."""
+MAX_EVENT_DETECTORS = 100
+"""ListDetectorEvents: detector ids per call."""
 
 
 def check_count(field: str, count: int, limit: int, *, minimum: int = 1, per: str = "") -> None:

@@ -10,9 +10,11 @@ from servers import endpoints
 from servers.config import Settings
 from servers.container import Container
 from servers.demo import Demo
+from servers.detector_demo import DetectorDemo
 from servers.fetcher import Fetcher
 from servers.maintenance import PartitionMaintenance
 from servers.runtime import Background, main_for
+from servers.travel_times import TravelTimeLoop
 from servers.worker import WorkerLoop
 
 
@@ -21,11 +23,11 @@ def background(settings: Settings) -> list[Background]:
     and the processing worker, so statuses follow the reports."""
     tasks: list[Background] = [PartitionMaintenance(settings)]
     if settings.all_in_one.demo:
-        tasks.append(Demo(settings))
+        tasks.extend([Demo(settings), DetectorDemo(settings)])
     elif settings.findmy.account_file:
         tasks.append(Fetcher(settings))
     if settings.all_in_one.worker_in_process:
-        tasks.append(WorkerLoop(settings))
+        tasks.extend([WorkerLoop(settings), TravelTimeLoop(settings)])
     return tasks
 
 

@@ -29,6 +29,7 @@ from dependency_injector import containers, providers
 from adapters.clock import SystemClock
 from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer, UserServicer
 from adapters.grpc.decoding import UndecodableRequestInterceptor
+from adapters.grpc.detectors import DetectorQueryServicer, DetectorServicer
 from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.fetching import FetchQueryServicer
 from adapters.grpc.idempotency import IdempotencyInterceptor
@@ -38,6 +39,7 @@ from adapters.grpc.reports import ReportServicer
 from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.grpc.status import StatusQueryServicer, StatusServicer
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
+from adapters.postgres.detectors import PostgresFeed
 from adapters.postgres.geocoding import PostgresGeocoder
 from adapters.postgres.idempotency import PostgresIdempotencyStore
 from adapters.postgres.partitions import PostgresReportPartitions
@@ -54,11 +56,13 @@ from adapters.redis.queue import RedisAccountGate, RedisFetchQueue
 from adapters.redis.throttle import RedisAttemptThrottle
 from adapters.security import Argon2PasswordHasher, JwtTokenCodec
 from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
+from domain.detectors import DeviceKeyRing
 from domain.pagination import PageTokens
 from domain.processing import RetryPolicy
-from servers.config import Settings, kek_ring, page_token_keys, signing_key
+from domain.travel_times import PassRules
+from servers.config import Settings, device_keys, kek_ring, page_token_keys, signing_key
 from servers.fetcher_runtime import FetcherRuntime
-from servers.parts import AccessPart, KeysPart, SetupPart
+from servers.parts import AccessPart, DetectorsPart, KeysPart, SetupPart
 from usecases.access import TokenPolicy
 from usecases.fetch_once import FetchRunReports
 from usecases.fetching import FetchStateQueries, FetchWorker
@@ -67,6 +71,7 @@ from usecases.maintenance import MaintainReportPartitions
 from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports, TrackerRefCache
 from usecases.status import StatusQueries, StatusRuleUpdates
+from usecases.travel_times import TravelTimeSettings
 
 
 def _sealer(settings: Settings) -> AesGcmSealer:
@@ -77,6 +82,21 @@ def _sealer(settings: Settings) -> AesGcmSealer:
 def _page_tokens(settings: Settings) -> PageTokens:
     keys, active = page_token_keys(settings.security)
     return PageTokens(keys, active)
+
+
+def _device_keys(settings: Settings) -> DeviceKeyRing:
+    keys, active = device_keys(settings.detectors, settings.security)
+    return DeviceKeyRing(keys, active)
+
+
+def _travel_time_settings(settings: Settings) -> TravelTimeSettings:
+    d = settings.detectors
+    return TravelTimeSettings(
+        rules=PassRules(pass_gap_s=d.pass_gap.total_seconds(), bin_s=d.bin_s, k=d.outlier_k),
+        lease_s=d.lease.total_seconds(),
+        interval_s=d.interval.total_seconds(),
+        redo_s=d.redo.total_seconds(),
+    )
 
 
 def _seconds(value: timedelta) -> float:
@@ -131,6 +151,21 @@ class ProcessingQueueing(Core):
     """The processing queue in PostgreSQL (the worker takes from it, the API reports it)."""
 
     processing_queue = providers.Singleton(PostgresProcessingQueue, Core.db_pool)
+
+
+class Detecting(Core):
+    """Detectors, sightings and travel times (issue 16): what the collector, the query
+    server and the worker share."""
+
+    detector_feed = providers.Singleton(PostgresFeed, Core.db_pool)
+    detectors = providers.Container(
+        DetectorsPart,
+        uow=Core.uow_factory,
+        clock=Core.clock,
+        keys=providers.Singleton(_device_keys, Core.settings),
+        feed=detector_feed,
+        max_clock_skew=Core.settings.provided.collector.max_clock_skew,
+    )
 
 
 class Api(Sealing, ProcessingQueueing):
@@ -211,7 +246,7 @@ class HealthContainer(Core):
     """``tracker-health``: probes only."""
 
 
-class CollectorContainer(Api):
+class CollectorContainer(Api, Detecting):
     """``tracker-collector``: every mutation, and the report partitions made ahead."""
 
     setup_servicer = providers.Singleton(SetupServicer, Api.setup_usecases)
@@ -247,9 +282,12 @@ class CollectorContainer(Api):
         StatusRuleUpdates, repo=Api.status_repository, uow=Core.uow_factory
     )
     status_servicer = providers.Singleton(StatusServicer, status_rule_updates)
+    detector_servicer = providers.Singleton(
+        DetectorServicer, Detecting.detectors.admin, Detecting.detectors.ingest
+    )
 
 
-class QueryContainer(Api, FetchQueueing):
+class QueryContainer(Api, FetchQueueing, Detecting):
     """``tracker-query``: every read."""
 
     setup_query_servicer = providers.Singleton(
@@ -271,6 +309,14 @@ class QueryContainer(Api, FetchQueueing):
     )
     status_query_servicer = providers.Singleton(
         StatusQueryServicer, status_queries, Api.page_tokens
+    )
+    detector_query_servicer = providers.Singleton(
+        DetectorQueryServicer,
+        Detecting.detectors.queries,
+        Detecting.detectors.events,
+        Detecting.detectors.travel_times,
+        Api.page_tokens,
+        poll_s=providers.Callable(_seconds, Core.settings.provided.detectors.stream_poll),
     )
 
 
@@ -304,7 +350,7 @@ class FetcherContainer(Sealing, FetchQueueing):
     )
 
 
-class WorkerContainer(ProcessingQueueing):
+class WorkerContainer(ProcessingQueueing, Detecting):
     """``tracker-worker``: new reports geocoded, rolled up and turned into statuses. A
     factory: each call is a worker of its own (keyword arguments override the settings')."""
 
@@ -328,6 +374,7 @@ class WorkerContainer(ProcessingQueueing):
             max_s=providers.Callable(_seconds, Core.settings.provided.worker.retry_max),
         ),
     )
+    travel_time_settings = providers.Singleton(_travel_time_settings, Core.settings)
 
 
 class Container(CollectorContainer, QueryContainer, FetcherContainer, WorkerContainer):

@@ -24,6 +24,8 @@ from usecases.access import (
     SetClientAccess,
     SetPassword,
 )
+from usecases.detector_events import DetectorEvents
+from usecases.detectors import DetectorAdmin, DetectorQueries
 from usecases.keys import (
     AllocateTags,
     CreateKeyBatch,
@@ -46,6 +48,8 @@ from usecases.setup import (
     UpdateResource,
     UpdateTracker,
 )
+from usecases.sightings import IngestSightings
+from usecases.travel_times import TravelTimeQueries
 
 
 # Which repository of a unit of work each generic setup use case works on.
@@ -164,6 +168,22 @@ class KeysPart(containers.DeclarativeContainer):
             ImportExternalTrackers, uow, factory, sealer, clock
         ),
     )
+
+
+class DetectorsPart(containers.DeclarativeContainer):
+    """Detectors and links, sightings in, events and travel times out (issue 16)."""
+
+    uow = providers.Dependency()
+    clock = providers.Dependency()
+    keys = providers.Dependency()  # DeviceKeyRing
+    feed = providers.Dependency()
+    max_clock_skew = providers.Object(timedelta(minutes=5))
+
+    admin = providers.Singleton(DetectorAdmin, uow, clock)
+    queries = providers.Singleton(DetectorQueries, uow)
+    ingest = providers.Singleton(IngestSightings, uow, clock, keys, max_clock_skew)
+    events = providers.Singleton(DetectorEvents, uow, feed)
+    travel_times = providers.Singleton(TravelTimeQueries, uow, feed)
 
 
 def setup_usecases(uow: Any, clock: Any) -> SetupUseCases:

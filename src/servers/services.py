@@ -20,6 +20,10 @@ from servers.container import Core
 from tracker.v1 import (
     auth_service_pb2,
     auth_service_pb2_grpc,
+    detector_query_service_pb2,
+    detector_query_service_pb2_grpc,
+    detector_service_pb2,
+    detector_service_pb2_grpc,
     fetch_query_service_pb2,
     fetch_query_service_pb2_grpc,
     key_query_service_pb2,
@@ -145,6 +149,16 @@ PROCESSING_QUERY = Service(
     processing_query_service_pb2_grpc.add_ProcessingQueryServiceServicer_to_server,
     lambda c: c.processing_query_servicer,
 )
+DETECTOR = Service(
+    _descriptor(detector_service_pb2, "DetectorService"),
+    detector_service_pb2_grpc.add_DetectorServiceServicer_to_server,
+    lambda c: c.detector_servicer,
+)
+DETECTOR_QUERY = Service(
+    _descriptor(detector_query_service_pb2, "DetectorQueryService"),
+    detector_query_service_pb2_grpc.add_DetectorQueryServiceServicer_to_server,
+    lambda c: c.detector_query_servicer,
+)
 
 SERVICES: tuple[Service, ...] = (
     SETUP,
@@ -160,11 +174,22 @@ SERVICES: tuple[Service, ...] = (
     STATUS_QUERY,
     PROCESSING,
     PROCESSING_QUERY,
+    DETECTOR,
+    DETECTOR_QUERY,
 )
 """Every service of the API (a test checks it against the .proto files)."""
 
 # Which endpoint carries which service: mutations on the collector, reads on the query server.
-COLLECTOR: tuple[Service, ...] = (SETUP, AUTH, USER, KEY, REPORT, STATUS, PROCESSING)
+COLLECTOR: tuple[Service, ...] = (
+    SETUP,
+    AUTH,
+    USER,
+    KEY,
+    REPORT,
+    STATUS,
+    PROCESSING,
+    DETECTOR,
+)
 QUERY: tuple[Service, ...] = (
     SETUP_QUERY,
     USER_QUERY,
@@ -172,6 +197,7 @@ QUERY: tuple[Service, ...] = (
     FETCH_QUERY,
     STATUS_QUERY,
     PROCESSING_QUERY,
+    DETECTOR_QUERY,
 )
 
 

@@ -25,6 +25,7 @@ from servers.config import Settings
 from servers.container import WorkerContainer
 from servers.runtime import Background, main_for
 from servers.services import POSTGRES
+from servers.travel_times import TravelTimeLoop
 from usecases.processing import ProcessNewReports
 
 log = logging.getLogger("tracker.worker")
@@ -133,7 +134,7 @@ class WorkerLoop:
 
 
 def background(settings: Settings) -> list[Background]:
-    return [WorkerLoop(settings)]
+    return [WorkerLoop(settings), TravelTimeLoop(settings)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -73,7 +73,12 @@ OTHER_SERVICES = [
     health_pb2.DESCRIPTOR.services_by_name["Health"],
     reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
 ]
-ENDLESS = {"grpc.health.v1.Health/Watch"}  # streams until cancelled: read one answer
+# Streams until cancelled: read one answer.
+ENDLESS = {
+    "grpc.health.v1.Health/Watch",
+    "tracker.v1.DetectorQueryService/StreamDetectorEvents",
+    "tracker.v1.DetectorQueryService/StreamTravelTimes",
+}
 FAILING = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 

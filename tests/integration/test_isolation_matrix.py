@@ -20,6 +20,11 @@ from domain.access import Principal, Role
 from tests.integration.conftest import Stack
 from tracker.v1 import (
     auth_service_pb2,
+    detector_pb2,
+    detector_query_service_pb2,
+    detector_query_service_pb2_grpc,
+    detector_service_pb2,
+    detector_service_pb2_grpc,
     fetch_query_service_pb2,
     key_query_service_pb2,
     key_service_pb2,
@@ -55,6 +60,8 @@ FILES = [
     status_service_pb2,
     processing_query_service_pb2,
     processing_service_pb2,
+    detector_service_pb2,
+    detector_query_service_pb2,
 ]
 SERVICES = [svc for f in FILES for svc in f.DESCRIPTOR.services_by_name.values()]
 OPEN_SERVICES = {"tracker.v1.AuthService"}
@@ -65,6 +72,7 @@ MUTATING_SERVICES = {
     "tracker.v1.ReportService",
     "tracker.v1.StatusService",
     "tracker.v1.ProcessingService",
+    "tracker.v1.DetectorService",
 }
 # Operator services: every RPC needs ADMIN, so even their lists refuse everyone else.
 ADMIN_ONLY_SERVICES = {
@@ -82,6 +90,7 @@ RESOURCE_OF_MESSAGE = {
     "Location": "location",
     "Tracker": "tracker",
     "User": "user",
+    "Detector": "detector",
 }
 RESOURCE_OF_FIELD = {
     "client_id": "client",
@@ -92,6 +101,10 @@ RESOURCE_OF_FIELD = {
     "mac_addresses": "mac",
     "tracker_id": "tracker",
     "tracker_ids": "tracker",
+    "detector_id": "detector",
+    "detector_ids": "detector",
+    "destination_detector_id": "detector",
+    "source_detector_id": "source_detector",
 }
 _counter = itertools.count()
 
@@ -154,7 +167,10 @@ def fill(msg: Message, world: World, resource: str | None) -> None:
             else:
                 setattr(msg, name, raw)
         elif f.type == f.TYPE_ENUM:
-            setattr(msg, name, f.enum_type.values[1].number)
+            if f.is_repeated:
+                getattr(msg, name).append(f.enum_type.values[1].number)
+            else:
+                setattr(msg, name, f.enum_type.values[1].number)
         elif f.type in (f.TYPE_DOUBLE, f.TYPE_FLOAT):
             # valid values: a status rule's probability and outlier share lie below 1
             setattr(msg, name, {"min_probability": 0.9, "outlier_share": 0.1}.get(name, 10.0))
@@ -249,8 +265,32 @@ async def make_world(admin: Stack, tag: str) -> World:
             )
         )
     ).tracker
+    detectors = detector_service_pb2_grpc.DetectorServiceStub(admin.collector_channel)
+    dest, source = [
+        (
+            await detectors.CreateDetector(
+                detector_service_pb2.CreateDetectorRequest(
+                    detector=detector_pb2.Detector(
+                        client_id=client.id,
+                        display_name=f"{tag}-{name}",
+                        position=pb.GeoPoint(latitude=1, longitude=1),
+                        radios=[detector_pb2.RADIO_BLUETOOTH],
+                    )
+                )
+            )
+        ).detector
+        for name in ("detector", "source-detector")
+    ]
+    await detectors.CreateLink(
+        detector_service_pb2.CreateLinkRequest(
+            link=detector_pb2.Link(destination_detector_id=dest.id, source_detector_id=source.id)
+        )
+    )
+    secrets |= {f"{tag}-detector", f"{tag}-source-detector"}
     ids = {
         "client": client.id,
+        "detector": dest.id,
+        "source_detector": source.id,
         "brand": brand.id,
         "run": run.id,
         "location": location.id,
@@ -287,6 +327,25 @@ async def snapshot(admin: Stack, world: World) -> list[str]:
         await admin.query.ListLocations(q.ListLocationsRequest(production_run_id=world.ids["run"])),
         await admin.query.ListTrackers(q.ListTrackersRequest(client_id=client_id)),
         await admin.user_query.GetUser(user_query_service_pb2.GetUserRequest(id=world.ids["user"])),
+    ]
+    detectors = detector_query_service_pb2_grpc.DetectorQueryServiceStub(admin.query_channel)
+    parts += [
+        await detectors.ListDetectors(
+            detector_query_service_pb2.ListDetectorsRequest(client_id=client_id)
+        ),
+        await detectors.ListLinks(
+            detector_query_service_pb2.ListLinksRequest(
+                destination_detector_id=world.ids["detector"]
+            )
+        ),
+        await detectors.ListDetectorEvents(
+            detector_query_service_pb2.ListDetectorEventsRequest(
+                detector_ids=[world.ids["detector"], world.ids["source_detector"]]
+            )
+        ),
+        await detectors.ListBatteryReadings(
+            detector_query_service_pb2.ListBatteryReadingsRequest(detector_id=world.ids["detector"])
+        ),
     ]
     status = status_query_service_pb2_grpc.StatusQueryServiceStub(admin.query_channel)
     parts += [
@@ -384,7 +443,17 @@ async def test_every_rpc_without_or_with_a_bad_token_is_unauthenticated(stack: S
     world = World(
         {
             k: str(uuid.uuid4())
-            for k in ("client", "brand", "run", "location", "tracker", "user", "key_batch")
+            for k in (
+                "client",
+                "brand",
+                "run",
+                "location",
+                "tracker",
+                "user",
+                "key_batch",
+                "detector",
+                "source_detector",
+            )
         },
         set(),
     )

@@ -50,6 +50,13 @@ def day(t: object) -> str:
                 f"within {idempotency.IDEMPOTENCY_TTL.total_seconds() / 3600:.0f} hours",
             )
         ),
+        ("detector_service.proto", f"At most {limits.MAX_SIGHTINGS_PER_MESSAGE} sightings"),
+        ("detector_service.proto", f"Up to {limits.MAX_SIGHTINGS_PER_MESSAGE} sightings"),
+        ("detector.proto", f"not before {day(instants.REPORT_TIME_FLOOR)}"),
+        ("detector_query_service.proto", f"At most {limits.MAX_STREAM_DETECTORS} detectors"),
+        ("detector_query_service.proto", f"1..{limits.MAX_STREAM_DETECTORS} detectors"),
+        ("detector_query_service.proto", f"Up to {limits.MAX_EVENT_DETECTORS} detectors"),
+        ("detector_query_service.proto", day(instants.QUERY_TIME_FLOOR)),
     ],
 )
 def test_the_proto_comments_quote_the_domain(proto: str, quoted: str) -> None:
@@ -64,6 +71,7 @@ def test_the_readme_quotes_the_domain() -> None:
         limits.MAX_BATCH_STATUSES,
         limits.MAX_IMPORT,
         limits.MAX_BATCH_KEYS,
+        limits.MAX_SIGHTINGS_PER_MESSAGE,
     ):
         assert f"{number:,}" in readme
     assert f"at most {limits.MAX_REPORT_MONTHS_PER_MESSAGE} distinct months" in readme

@@ -127,6 +127,16 @@ def point_pb(x: LocationPoint) -> st.LocationPoint:
         horizontal_accuracy_m=x.horizontal_accuracy_m,
         nearest_city=_nearest(x.nearest_city),
         confidence=x.confidence,
+        source=report_source(x),
+    )
+
+
+def report_source(x: LocationPoint) -> st.ReportSource.ValueType:
+    """Where a raw report came from; roll-ups have none."""
+    if x.granularity is not Granularity.RAW:
+        return st.REPORT_SOURCE_UNSPECIFIED
+    return {"findmy": st.REPORT_SOURCE_FIND_MY, "detector": st.REPORT_SOURCE_DETECTOR}.get(
+        x.source, st.REPORT_SOURCE_PUSHED
     )
 
 

@@ -197,6 +197,10 @@ class PostgresClientRepository(_Table[Client, ClientFilter]):
     cascade = (
         "DELETE FROM reports WHERE tracker_id IN (SELECT id FROM trackers WHERE client_id = $1)",
         "DELETE FROM trackers WHERE client_id = $1",
+        # Detectors (issue 16): their sightings have no foreign key; the rest cascades.
+        "DELETE FROM sightings WHERE detector_id IN "
+        "(SELECT id FROM detectors WHERE client_id = $1)",
+        "DELETE FROM detectors WHERE client_id = $1",
         # Tags allocated to the client go back to the unallocated pool; their keys stay.
         "UPDATE tag_keys SET client_id = NULL, allocate_time = NULL WHERE client_id = $1",
         "DELETE FROM locations WHERE client_id = $1",

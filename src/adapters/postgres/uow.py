@@ -9,6 +9,12 @@ from typing import Self, TypeVar
 
 import asyncpg
 
+from adapters.postgres.detectors import (
+    PostgresDetectorRepository,
+    PostgresLinkRepository,
+    PostgresSightingRepository,
+    PostgresTravelTimeRepository,
+)
 from adapters.postgres.fetching import PostgresFetchStateRepository
 from adapters.postgres.keys import PostgresTagKeyRepository
 from adapters.postgres.pool import (
@@ -51,6 +57,10 @@ class PostgresUnitOfWork:
         self.tag_keys = PostgresTagKeyRepository(conn)
         self.reports = PostgresReportRepository(conn)
         self.fetch_states = PostgresFetchStateRepository(conn)
+        self.detectors = PostgresDetectorRepository(conn)
+        self.links = PostgresLinkRepository(conn)
+        self.sightings = PostgresSightingRepository(conn)
+        self.travel_times = PostgresTravelTimeRepository(conn)
         return self
 
     async def _begin(self) -> asyncpg.Connection:

@@ -572,6 +572,78 @@ class AllInOneSettings(Component):
     )
 
 
+class DetectorSettings(Component):
+    """Detectors: keyed device ids, travel times, streams (issue 16, docs/detectors.md)"""
+
+    part = "detectors"
+    device_keys: SecretStr = option(
+        "",
+        "keys of device ids (HMAC-SHA256 of MACs): 'id=base64(>= 32 bytes),older=...', ids "
+        "1..32767; the active one keys new sightings. Default: derived from the JWT signing key",
+        alias="device_keys",
+    )
+    device_keys_file: str = option(
+        "", "file holding device_keys (a mounted Secret); wins", alias="device_keys_file"
+    )
+    device_key_active_id: int = option(
+        0,
+        "device key id that keys new sightings (0: the first)",
+        alias="device_key_active_id",
+        ge=0,
+        le=32767,
+    )
+    bin_s: int = option(
+        300,
+        "travel-time bin, seconds (by arrival at the destination)",
+        alias="travel_time_bin_s",
+        ge=60,
+        le=3600,
+    )
+    pass_gap: Seconds = option(
+        30.0,
+        "detections of one device at one detector closer than this are one pass",
+        alias="travel_time_pass_gap_s",
+        **POSITIVE,
+    )
+    outlier_k: float = option(
+        3.0,
+        "outlier threshold: robust deviations (1.4826 MAD) from the window median",
+        alias="travel_time_outlier_k",
+        gt=0,
+    )
+    lease: Seconds = option(
+        60.0,
+        "seconds a worker's claim on a destination lasts",
+        alias="travel_time_lease_s",
+        **POSITIVE,
+    )
+    interval: Seconds = option(
+        30.0,
+        "seconds between two travel-time turns of one destination",
+        alias="travel_time_interval_s",
+        **POSITIVE,
+    )
+    redo: Seconds = option(
+        1800.0,
+        "seconds of bins recomputed on every turn (late sightings, open windows)",
+        alias="travel_time_redo_s",
+        **NOT_NEGATIVE,
+    )
+    workers: int = option(
+        1,
+        "travel-time loops per worker process (0: none)",
+        alias="travel_time_workers",
+        ge=0,
+        le=16,
+    )
+    stream_poll: Seconds = option(
+        0.5,
+        "seconds between two polls of a StreamDetectorEvents/StreamTravelTimes stream",
+        alias="detector_stream_poll_s",
+        **POSITIVE,
+    )
+
+
 COMPONENTS: tuple[type[Component], ...] = (
     LoggingSettings,
     ServerSettings,
@@ -589,4 +661,5 @@ COMPONENTS: tuple[type[Component], ...] = (
     WorkerSettings,
     GeocodingSettings,
     AllInOneSettings,
+    DetectorSettings,
 )

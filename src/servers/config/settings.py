@@ -14,6 +14,7 @@ from servers.config.components import (
     AllInOneSettings,
     CollectorSettings,
     DatabaseSettings,
+    DetectorSettings,
     FetcherSettings,
     FetchQueueSettings,
     FindMySettings,
@@ -33,18 +34,27 @@ EVERY_PROCESS = ("logging", "server", "health")
 PROCESS_PARTS: dict[str, tuple[str, ...]] = {
     "collector": (
         *EVERY_PROCESS,
-        *("database", "redis", "security", "login", "collector", "status"),
+        *("database", "redis", "security", "login", "collector", "status", "detectors"),
     ),
     "query": (
         *EVERY_PROCESS,
-        *("database", "redis", "security", "login", "query", "status", "fetch_queue"),
+        *(
+            "database",
+            "redis",
+            "security",
+            "login",
+            "query",
+            "status",
+            "fetch_queue",
+            "detectors",
+        ),
     ),
     "health": (*EVERY_PROCESS, "database", "redis"),
     "fetcher": (
         *EVERY_PROCESS,
         *("database", "redis", "security", "fetch_queue", "findmy", "fetcher"),
     ),
-    "worker": (*EVERY_PROCESS, "database", "worker", "geocoding"),
+    "worker": (*EVERY_PROCESS, "database", "worker", "geocoding", "detectors"),
     "all_in_one": tuple(c.part for c in COMPONENTS),
     "trackerctl": tuple(c.part for c in COMPONENTS),
 }
@@ -93,6 +103,7 @@ class Settings(BaseModel):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     geocoding: GeocodingSettings = Field(default_factory=GeocodingSettings)
     all_in_one: AllInOneSettings = Field(default_factory=AllInOneSettings)
+    detectors: DetectorSettings = Field(default_factory=DetectorSettings)
 
     @model_validator(mode="before")
     @classmethod

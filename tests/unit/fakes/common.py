@@ -13,6 +13,12 @@ from domain.errors import (
     TransientError,
 )
 from domain.ports.access import RefreshTokenRepository, UserRepository
+from domain.ports.detectors import (
+    DetectorRepository,
+    LinkRepository,
+    SightingRepository,
+    TravelTimeRepository,
+)
 from domain.ports.fetching import FetchStateRepository
 from domain.ports.keys import TagKeyRepository
 from domain.ports.reports import ReportRepository
@@ -30,6 +36,12 @@ from tests.unit.fakes.access import (
 from tests.unit.fakes.base import (
     FakeTables,
     T,
+)
+from tests.unit.fakes.detectors import (
+    FakeDetectorRepository,
+    FakeLinkRepository,
+    FakeSightingRepository,
+    FakeTravelTimeRepository,
 )
 from tests.unit.fakes.fetching import (
     FakeFetchStateRepository,
@@ -63,6 +75,10 @@ class FakeUnitOfWork:
     tag_keys: TagKeyRepository
     reports: ReportRepository
     fetch_states: FetchStateRepository
+    detectors: DetectorRepository
+    links: LinkRepository
+    sightings: SightingRepository
+    travel_times: TravelTimeRepository
 
     def __init__(self, factory: FakeUnitOfWorkFactory) -> None:
         self._factory = factory
@@ -89,6 +105,10 @@ class FakeUnitOfWork:
         self.tag_keys = FakeTagKeyRepository(self)
         self.reports = FakeReportRepository(self)
         self.fetch_states = FakeFetchStateRepository(self)
+        self.detectors = FakeDetectorRepository(self)
+        self.links = FakeLinkRepository(self)
+        self.sightings = FakeSightingRepository(self)
+        self.travel_times = FakeTravelTimeRepository(self)
         return self
 
     async def commit(self) -> None:
