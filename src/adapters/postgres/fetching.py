@@ -137,24 +137,21 @@ class PostgresFetchStateRepository:
         """Upsert the states; trackers deleted meanwhile are skipped."""
         if not states:
             return
-        cols: list[list[object]] = [[] for _ in range(9)]
-        for tracker_id, s in states:
-            for col, value in zip(
-                cols,
-                (
-                    tracker_id,
-                    s.factor,
-                    s.successes,
-                    s.failures,
-                    s.consecutive_failures,
-                    s.last_success,
-                    s.last_attempt,
-                    s.last_result.value if s.last_result else None,
-                    s.next_due,
-                ),
-                strict=True,
-            ):
-                col.append(value)
+        rows = [
+            (
+                tracker_id,
+                s.factor,
+                s.successes,
+                s.failures,
+                s.consecutive_failures,
+                s.last_success,
+                s.last_attempt,
+                s.last_result.value if s.last_result else None,
+                s.next_due,
+            )
+            for tracker_id, s in states
+        ]
+        cols = [list(col) for col in zip(*rows, strict=True)]
         await self._conn.execute(
             """
             INSERT INTO fetch_state AS f (tracker_id, factor, successes, failures,

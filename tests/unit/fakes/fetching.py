@@ -145,7 +145,9 @@ class FakeFetchQueue:
             self.owner[m] = worker
             claims.append(Claim(m, d))
         head = min(self.due.values(), default=None)
-        return ClaimBatch(claims, head, lost=self.synced is None, reclaimed=reclaimed)
+        return ClaimBatch(
+            claims, head, lost=self.synced is None and self.sync_lock is None, reclaimed=reclaimed
+        )
 
     async def complete(self, worker: str, done: Sequence[tuple[uuid.UUID, datetime]]) -> int:
         n = 0
@@ -187,6 +189,9 @@ class FakeFetchQueue:
 
     async def mark_synced(self, now: datetime) -> None:
         self.synced = now
+
+    async def last_synced(self) -> datetime | None:
+        return self.synced
 
     async def try_lock_sync(self, worker: str, ttl: timedelta) -> bool:
         if self.sync_lock is not None:
