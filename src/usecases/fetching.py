@@ -365,7 +365,7 @@ class FetchWorker:
         stored, states = await self._retry(
             "postgres", lambda: self._store(outcome, saved, due, failure, done_at)
         )
-        self._metrics.reports(len(outcome.reports), stored, outcome.malformed)
+        self._metrics.reports(len(outcome.reports) + outcome.held, stored, outcome.malformed)
         requeue = [(i, s.next_due or done_at) for i, s in states]
         await self._retry("redis", lambda: self._queue.complete(cfg.worker_id, requeue))
         for _, state in states:
@@ -481,13 +481,17 @@ class FetchWorker:
         policy = self._config.policy
         async with self._uow() as uow:
             found = await uow.fetch_states.keys_for(
-                ids, now, now - policy.max_report_age - policy.overlap, policy.end_grace
+                ids,
+                now,
+                now - policy.max_report_age - policy.overlap,
+                policy.end_grace,
+                policy.overlap,
             )
         out = {}
         for t in found:
             w, k = policy.window(t.last_report, now, t.run_start, t.run_end), t.key
             key = TrackerKey(
-                k.tracker_id, k.advertisement_key, k.sealed_private_key, w.since, w.until
+                k.tracker_id, k.advertisement_key, k.sealed_private_key, w.since, w.until, k.held
             )
             out[k.tracker_id] = (key, t.state or FetchState(), (t.run_start, t.run_end))
         return out

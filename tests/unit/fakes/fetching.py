@@ -60,6 +60,7 @@ class FakeFetchStateRepository:
         now: datetime,
         floor: datetime,
         end_grace: timedelta = timedelta(0),
+        overlap: timedelta = timedelta(0),
     ) -> list[FetchTarget]:
         wanted = set(ids)
         out = []
@@ -70,12 +71,14 @@ class FakeFetchStateRepository:
                     for r in self._uow.tables.reports.values()
                     if r.tracker_id == tr.id and r.report_time >= floor
                 ]
-                key = TrackerKey(tr.id, tr.advertisement_key, tr.sealed_private_key)
+                latest = max(times) if times else None
+                held = tuple(sorted(t for t in times if latest and t >= latest - overlap))
+                key = TrackerKey(tr.id, tr.advertisement_key, tr.sealed_private_key, held=held)
                 run = self._uow.tables.production_runs[tr.production_run_id]
                 out.append(
                     FetchTarget(
                         key,
-                        max(times) if times else None,
+                        latest,
                         self._uow.tables.fetch_states.get(tr.id),
                         run.start_time,
                         run.end_time,
