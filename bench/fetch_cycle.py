@@ -1,12 +1,23 @@
 """Benchmark of one full fetch cycle: N trackers (250,000 by default) all due at once, fetched
 by ``tracker-fetcher`` processes from our simulator (real Find My encryption, one report per
 tag), decrypted by findmy and stored in PostgreSQL. Prints the wall time, throughput, the
-requests sent, mean keys per request, requests per account and hour, each fetcher's peak
-memory and CPU, and as the same-run baseline the rate of findmy's decryption alone on one
-core (the target: >= 0.8x of it per core the fetchers used).
+requests sent, mean keys per request, requests per account and hour, the fetchers' peak
+memory, and their CPU time during the cycle (read from /proc, counted from when every fetcher
+has registered in the queue: imports and wiring are printed apart; the simulator runs in this
+process and is not counted), per tracker. The same-run baseline is findmy's decryption of the
+same reports on one core, in CPU time (wall time would flatter the ratio on a loaded machine),
+twice: with the key pairs made beforehand ("bare decryption") and with each ``KeyPair`` made
+from its private key, as a fetch must. The target: >= 0.8x of bare decryption per core used.
 
     .venv/bin/python -m bench.fetch_cycle --trackers 250000 --fetchers 2 --accounts 4
     .venv/bin/python -m bench.fetch_cycle --trackers 25000   # a tenth, for a shared machine
+    .venv/bin/python -m bench.fetch_cycle --trackers 25000 --profile /tmp/prof   # py-spy
+    .venv/bin/python -m bench.fetch_cycle --trackers 25000 --cprofile /tmp/prof  # cProfile
+
+``--profile`` needs ``pip install py-spy``: one collapsed-stack file per fetcher, samples of
+the thread holding the GIL (on a loaded machine that includes time descheduled while holding
+it). ``--cprofile``: the fetchers' main thread in CPU time (decryption runs in a thread).
+``BENCH_FETCHER_LOG_DIR`` / ``BENCH_FETCHER_LOG_LEVEL`` keep the fetchers' logs.
 """
 
 from __future__ import annotations
