@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -88,8 +89,15 @@ class PrometheusFetchMetrics:
         FETCH_REQUESTS.labels(account, outcome).inc()
         FETCH_REQUEST_SECONDS.observe(seconds)
 
+    def __init__(self) -> None:
+        self._turns: dict[str, Any] = {}
+
     def finished(self, result: str, factor: int) -> None:
-        FETCH_TURNS.labels(result).inc()
+        # Once per tracker and turn: the labelled child is looked up once per result.
+        turns = self._turns.get(result)
+        if turns is None:
+            turns = self._turns[result] = FETCH_TURNS.labels(result)
+        turns.inc()
         FETCH_BACKOFF.observe(factor)
 
     def reports(self, fetched: int, stored: int, malformed: int) -> None:

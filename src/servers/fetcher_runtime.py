@@ -147,7 +147,10 @@ class FetcherRuntime:
                 reason = "periodic"
             self._sync_wanted.clear()
             try:
-                await self._worker.sync(reason)
+                # One rebuild check per period for the whole fleet (issue 11): skip it when
+                # another fetcher checked lately.
+                if reason != "periodic" or not await self._worker.synced_lately():
+                    await self._worker.sync(reason)
                 wait = 1.0
             except DependencyUnavailable as exc:
                 log.warning("queue sync postponed", extra={"dependency": exc.dependency})

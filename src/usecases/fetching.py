@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -355,13 +355,10 @@ class FetchWorker:
         done_at = self._clock.now()
         due = {i: claims[i].due for i in found}
         saved = {i: state for i, (_, state, _) in found.items()}
-        new: set[uuid.UUID] = set()
-        if failure is None and outcome.reports:
-            new = await self._retry("postgres", lambda: self._new(outcome))
         stored, states = await self._retry(
-            "postgres", lambda: self._store(outcome, saved, due, failure, new, done_at)
+            "postgres", lambda: self._store(outcome, saved, due, failure, done_at)
         )
-        self._metrics.reports(len(outcome.reports), stored, outcome.malformed)
+        self._metrics.reports(len(outcome.reports) + outcome.held, stored, outcome.malformed)
         requeue = [(i, s.next_due or done_at) for i, s in states]
         await self._retry("redis", lambda: self._queue.complete(cfg.worker_id, requeue))
         for _, state in states:
@@ -418,6 +415,12 @@ class FetchWorker:
             )
         return result
 
+    async def synced_lately(self) -> bool:
+        """Whether any fetcher rebuilt the queue within (most of) the check period: the
+        periodic check is one for the fleet, not one per process."""
+        last = await self._queue.last_synced()
+        return last is not None and self._clock.now() - last < self._config.queue_check * 0.9
+
     async def _publish_capacity(self, trackers: int, now: datetime) -> None:
         cfg = self._config
         cap = capacity(
@@ -471,22 +474,20 @@ class FetchWorker:
         policy = self._config.policy
         async with self._uow() as uow:
             found = await uow.fetch_states.keys_for(
-                ids, now, now - policy.max_report_age - policy.overlap, policy.end_grace
+                ids,
+                now,
+                now - policy.max_report_age - policy.overlap,
+                policy.end_grace,
+                policy.overlap,
             )
         out = {}
         for t in found:
-            w = policy.window(t.last_report, now, t.run_start, t.run_end)
-            key = replace(t.key, since=w.since, until=w.until)
-            out[t.key.tracker_id] = (key, t.state or FetchState(), (t.run_start, t.run_end))
+            w, k = policy.window(t.last_report, now, t.run_start, t.run_end), t.key
+            key = TrackerKey(
+                k.tracker_id, k.advertisement_key, k.sealed_private_key, w.since, w.until, k.held
+            )
+            out[k.tracker_id] = (key, t.state or FetchState(), (t.run_start, t.run_end))
         return out
-
-    async def _new(self, outcome: FetchOutcome) -> set[uuid.UUID]:
-        """Which trackers the answer brought news of. A transaction of its own, before the
-        one that stores: holding a read lock on ``reports`` while ``add_many`` creates a
-        partition (which locks ``reports`` exclusively) deadlocks concurrent fetchers. A race
-        with another fetcher storing the same report meanwhile costs at most one x1 turn."""
-        async with self._uow() as uow:
-            return await uow.fetch_states.with_new_reports(outcome.reports)
 
     async def _store(
         self,
@@ -494,25 +495,26 @@ class FetchWorker:
         saved: Mapping[uuid.UUID, FetchState],
         due: Mapping[uuid.UUID, datetime],
         failure: SourceError | None,
-        new: Collection[uuid.UUID],
         done_at: datetime,
     ) -> tuple[int, list[tuple[uuid.UUID, FetchState]]]:
-        """Store the reports and the trackers' states in one transaction; ``new``: the
-        trackers with a report we did not hold (a report we held is no news)."""
+        """Store the reports and the trackers' states in one transaction. A tracker is
+        reported when one of its reports was not held (a report we held is no news): the
+        insert itself tells, so a race with another fetcher storing the same report counts
+        it once."""
         policy, keys = self._config.policy, saved
         async with self._uow() as uow:
+            new = await uow.reports.add_new(outcome.reports)
             if failure is not None:
                 result = FetchResult(failure.kind)
                 states = [(i, saved[i].after_failed_request(result, done_at, due[i])) for i in keys]
             else:
-                results = turn_results(keys, new)
+                results = turn_results(keys, set(new))
                 states = [
                     (i, saved[i].after(r, done_at, policy, due=due[i])) for i, r in results.items()
                 ]
-            stored = await uow.reports.add_many(outcome.reports)
             await uow.fetch_states.save_many(states)
             await uow.commit()
-        return stored, states
+        return len(new), states
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """``call`` until it works: a dependency outage is waited out (1 s, 2 s, ... up to
