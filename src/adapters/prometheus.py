@@ -177,3 +177,13 @@ class MetricsServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+# --- bulk jobs (issue 17) ---
+JOB_BATCHES = Counter(
+    "tracker_job_batches_total",
+    "Bulk-job batches a worker took: applied, or given back (paused, cancelled, lease lost)",
+    ["outcome"],
+)
+JOB_ITEMS = Counter("tracker_job_items_total", "Bulk-job items applied by workers", ["outcome"])
+JOB_ERRORS = Counter("tracker_job_errors_total", "Bulk-job batches that failed", ["kind"])

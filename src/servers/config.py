@@ -24,7 +24,8 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 import yaml
 
 from domain.instants import DEFAULT_MAX_CLOCK_SKEW
-from domain.limits import MAX_MESSAGE_BYTES
+from domain.jobs import DEFAULT_BATCH_SIZE, DEFAULT_ITEMS_PER_SECOND, MAX_ITEMS_PER_SECOND
+from domain.limits import MAX_JOB_BATCH_SIZE, MAX_MESSAGE_BYTES
 from domain.throttling import AttemptLimit, LoginLimits
 
 CONFIG_ENV = "TRACKER_CONFIG"
@@ -219,6 +220,19 @@ class Settings:
     location_history_hourly_days: int = _opt(
         7, "AUTO location history: hourly roll-ups for this many days, daily before"
     )
+    # --- bulk jobs (worker; issue 17) ---
+    job_items_per_second: float = _opt(
+        DEFAULT_ITEMS_PER_SECOND,
+        "bulk jobs: default throttle, items per second over all workers (per job)",
+    )
+    job_batch_size: int = _opt(
+        DEFAULT_BATCH_SIZE, "bulk jobs: default items per batch (one transaction each)"
+    )
+    job_lease_s: float = _opt(
+        60.0, "bulk jobs: seconds a worker's claim on a batch lasts (then another takes it)"
+    )
+    job_idle_s: float = _opt(0.5, "bulk jobs: seconds a worker waits when no batch is due")
+    job_watch_interval_s: float = _opt(0.5, "bulk jobs: seconds between WatchJob's readings")
     # --- input bounds and report partitions (issue 10) ---
     max_message_bytes: int = _opt(
         MAX_MESSAGE_BYTES,
@@ -450,6 +464,15 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "worker_retry_base_s": _positive,
     "worker_retry_max_s": _positive,
     "worker_metrics_interval_s": _positive,
+    "job_items_per_second": lambda v: (
+        None if 0 < v <= MAX_ITEMS_PER_SECOND else f"must be within (0, {MAX_ITEMS_PER_SECOND:g}]"
+    ),
+    "job_batch_size": lambda v: (
+        None if 1 <= v <= MAX_JOB_BATCH_SIZE else f"must be within 1..{MAX_JOB_BATCH_SIZE}"
+    ),
+    "job_lease_s": _positive,
+    "job_idle_s": _positive,
+    "job_watch_interval_s": _positive,
     "fetch_heartbeat_s": _positive,
     "fetch_worker_ttl_s": _positive,
     "fetch_queue_check_s": _positive,

@@ -11,6 +11,7 @@ from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer,
 from adapters.grpc.decoding import UndecodableRequestInterceptor
 from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.fetching import FetchQueryServicer
+from adapters.grpc.jobs import JobQueryServicer, JobServicer
 from adapters.grpc.keys import KeyQueryServicer, KeyServicer
 from adapters.grpc.processing import ProcessingQueryServicer, ProcessingServicer
 from adapters.grpc.reports import ReportServicer
@@ -35,10 +36,11 @@ from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
 from domain.pagination import PageTokens
 from domain.processing import RetryPolicy
 from servers.config import Settings, kek_ring, login_limits, page_token_keys, signing_key
-from servers.parts import AccessPart, KeysPart, SetupPart
+from servers.parts import AccessPart, JobsPart, KeysPart, SetupPart
 from usecases.access import TokenPolicy
 from usecases.fetch_once import FetchRunReports
 from usecases.fetching import FetchStateQueries, FetchWorker
+from usecases.jobs import JobDefaults, RunJobBatch
 from usecases.maintenance import MaintainReportPartitions
 from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports, TrackerRefCache
@@ -226,3 +228,31 @@ class Container(containers.DeclarativeContainer):
         StatusRuleUpdates, repo=status_repository, uow=uow_factory
     )
     status_servicer = providers.Singleton(StatusServicer, status_rule_updates)
+
+    # --- bulk jobs (issue 17): started and read over gRPC, applied by the worker ---
+    jobs = providers.Container(
+        JobsPart,
+        uow=uow_factory,
+        factory=key_pair_factory,
+        sealer=sealer,
+        clock=clock,
+        defaults=providers.Factory(
+            JobDefaults,
+            items_per_second=settings.provided.job_items_per_second,
+            batch_size=settings.provided.job_batch_size,
+        ),
+    )
+    job_usecases = jobs.usecases
+    job_servicer = providers.Singleton(JobServicer, job_usecases)
+    job_query_servicer = providers.Singleton(
+        JobQueryServicer,
+        job_usecases,
+        page_tokens,
+        watch_interval_s=settings.provided.job_watch_interval_s,
+    )
+    run_job_batch = providers.Factory(
+        RunJobBatch,
+        uow=uow_factory,
+        clock=clock,
+        lease=providers.Callable(_seconds, settings.provided.job_lease_s),
+    )

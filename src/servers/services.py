@@ -22,6 +22,10 @@ from tracker.v1 import (
     auth_service_pb2_grpc,
     fetch_query_service_pb2,
     fetch_query_service_pb2_grpc,
+    job_query_service_pb2,
+    job_query_service_pb2_grpc,
+    job_service_pb2,
+    job_service_pb2_grpc,
     key_query_service_pb2,
     key_query_service_pb2_grpc,
     key_service_pb2,
@@ -145,6 +149,17 @@ PROCESSING_QUERY = Service(
     lambda c: c.processing_query_servicer,
 )
 
+JOB = Service(
+    _descriptor(job_service_pb2, "JobService"),
+    job_service_pb2_grpc.add_JobServiceServicer_to_server,
+    lambda c: c.job_servicer,
+)
+JOB_QUERY = Service(
+    _descriptor(job_query_service_pb2, "JobQueryService"),
+    job_query_service_pb2_grpc.add_JobQueryServiceServicer_to_server,
+    lambda c: c.job_query_servicer,
+)
+
 SERVICES: tuple[Service, ...] = (
     SETUP,
     SETUP_QUERY,
@@ -159,11 +174,13 @@ SERVICES: tuple[Service, ...] = (
     STATUS_QUERY,
     PROCESSING,
     PROCESSING_QUERY,
+    JOB,
+    JOB_QUERY,
 )
 """Every service of the API (a test checks it against the .proto files)."""
 
 # Which endpoint carries which service: mutations on the collector, reads on the query server.
-COLLECTOR: tuple[Service, ...] = (SETUP, AUTH, USER, KEY, REPORT, STATUS, PROCESSING)
+COLLECTOR: tuple[Service, ...] = (SETUP, AUTH, USER, KEY, REPORT, STATUS, PROCESSING, JOB)
 QUERY: tuple[Service, ...] = (
     SETUP_QUERY,
     USER_QUERY,
@@ -171,6 +188,7 @@ QUERY: tuple[Service, ...] = (
     FETCH_QUERY,
     STATUS_QUERY,
     PROCESSING_QUERY,
+    JOB_QUERY,
 )
 
 

@@ -1,6 +1,7 @@
 """Composition root of the worker: processes new reports (nearest city, hourly/daily
-roll-ups, status) in batches, forever. No gRPC API: metrics, and health if a port is set.
-Run as many as you like; they share the work through the processing queue."""
+roll-ups, status) in batches, and applies the batches of bulk jobs, forever. No gRPC API:
+metrics, and health if a port is set. Run as many as you like; they share the work through
+the processing queue and the job batches (both claimed with leases in PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from servers.config import Settings
 from servers.container import Container
 from servers.runtime import Background, main_for
 from servers.services import POSTGRES
+from usecases.jobs import BatchResult, RunJobBatch
 from usecases.processing import ProcessNewReports
 
 log = logging.getLogger("tracker.worker")
@@ -132,8 +134,69 @@ class WorkerLoop:
         self._tasks = []
 
 
+def _job_failed(state: RetryCallState) -> None:
+    """Count and log one failed bulk-job batch before the pause (its lease runs out and it
+    is taken again; nothing of it was committed)."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    kind = "unavailable" if isinstance(exc, DependencyUnavailable) else "error"
+    m.JOB_ERRORS.labels(kind).inc()
+    log.warning("job batch failed", extra={"error": repr(exc)}, exc_info=kind == "error")
+
+
+class JobLoop:
+    """Background task: take a due bulk-job batch and apply it, repeat; sleep when none is
+    due. A failed batch is left to its lease (another turn, or another worker, takes it)."""
+
+    needs: tuple[str, ...] = (POSTGRES,)
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, container: Container) -> None:
+        run = await container.run_job_batch.async_()
+        self._task = asyncio.create_task(self._loop(run), name="job-worker")
+
+    async def _loop(self, run: RunJobBatch) -> None:
+        idle = self._settings.job_idle_s
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential_jitter(multiplier=idle, max=MAX_BACKOFF_S, jitter=idle),
+            before_sleep=_job_failed,
+            sleep=asyncio.sleep,
+            reraise=True,
+        )
+        while True:
+            result: BatchResult = await retrying(run)
+            if result.job_id is None:
+                await asyncio.sleep(idle)
+                continue
+            outcome = "applied" if result.applied else "given_back"
+            m.JOB_BATCHES.labels(outcome).inc()
+            m.JOB_ITEMS.labels("succeeded").inc(result.succeeded)
+            m.JOB_ITEMS.labels("failed").inc(result.failed)
+            log.info(
+                "job batch",
+                extra={
+                    "job_id": str(result.job_id),
+                    "batch": result.seq,
+                    "outcome": outcome,
+                    "succeeded": result.succeeded,
+                    "failed": result.failed,
+                },
+            )
+            for job_id in result.finished:
+                log.info("job finished", extra={"job_id": str(job_id)})
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
 def background(settings: Settings) -> list[Background]:
-    return [WorkerLoop(settings)]
+    return [WorkerLoop(settings), JobLoop(settings)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from typing import Self, TypeVar
 import asyncpg
 
 from adapters.postgres.fetching import PostgresFetchStateRepository
+from adapters.postgres.jobs import PostgresJobRepository
 from adapters.postgres.keys import PostgresTagKeyRepository
 from adapters.postgres.pool import (
     CONNECTION_ERRORS,
@@ -51,6 +52,7 @@ class PostgresUnitOfWork:
         self.tag_keys = PostgresTagKeyRepository(conn)
         self.reports = PostgresReportRepository(conn)
         self.fetch_states = PostgresFetchStateRepository(conn)
+        self.jobs = PostgresJobRepository(conn)
         return self
 
     async def _begin(self) -> asyncpg.Connection:
