@@ -31,7 +31,8 @@ pytestmark = pytest.mark.integration
 
 
 def job_stubs(stack: Stack) -> tuple[js_grpc.JobServiceStub, jq_grpc.JobQueryServiceStub]:
-    assert stack.collector_channel is not None and stack.query_channel is not None
+    assert stack.collector_channel is not None
+    assert stack.query_channel is not None
     return (
         js_grpc.JobServiceStub(stack.collector_channel),
         jq_grpc.JobQueryServiceStub(stack.query_channel),
@@ -132,7 +133,8 @@ async def test_import_from_a_manufacturing_file_keeps_failures_and_retries_only_
     assert await drain(await worker(stack)) == 8
 
     done = await get(stack, job.id)
-    assert done.status == pb.JOB_STATUS_SUCCEEDED and done.stage == pb.JOB_STAGE_DONE
+    assert done.status == pb.JOB_STATUS_SUCCEEDED
+    assert done.stage == pb.JOB_STAGE_DONE
     assert (done.succeeded_count, done.failed_count, done.pending_count) == (1000, 102, 0)
     failed = await failures(stack, job.id)
     assert [f.line for f in failed] == sorted(f.line for f in failed)
@@ -247,7 +249,8 @@ async def test_a_batch_whose_lease_was_taken_over_is_applied_once(stack: Stack) 
         held = await uow.jobs.hold(uuid.UUID(job.id), 1, fast)
         assert held is not None
     final = await get(stack, job.id)
-    assert final.running_batch_count == 1 and final.succeeded_count == 0
+    assert final.running_batch_count == 1
+    assert final.succeeded_count == 0
 
 
 async def test_the_throttle_spaces_batches_of_one_job(stack: Stack) -> None:
@@ -306,7 +309,8 @@ async def test_watch_streams_progress_until_the_job_succeeds(stack: Stack) -> No
         await asyncio.sleep(0.7)
         assert (await run_batch()).applied
     await asyncio.wait_for(watching, 10)
-    assert seen[0] == 0 and seen[-2:] == [300, -1]
+    assert seen[0] == 0
+    assert seen[-2:] == [300, -1]
     assert seen[:-1] == sorted(seen[:-1])
 
 
@@ -390,11 +394,13 @@ async def test_allocation_and_reevaluation_jobs(stack: Stack) -> None:
         )
     assert queued == 50
     listed = await query.ListJobs(jq.ListJobsRequest(client_id=client.id, page_size=2))
-    assert [j.id for j in listed.jobs] == [again.id, imported.id] and listed.next_page_token
+    assert [j.id for j in listed.jobs] == [again.id, imported.id]
+    assert listed.next_page_token
     rest = await query.ListJobs(
         jq.ListJobsRequest(client_id=client.id, page_size=2, page_token=listed.next_page_token)
     )
-    assert [j.id for j in rest.jobs] == [job.id] and not rest.next_page_token
+    assert [j.id for j in rest.jobs] == [job.id]
+    assert not rest.next_page_token
 
 
 @pytest.mark.parametrize(
