@@ -85,6 +85,12 @@ class FakeTables:
     tag_keys: dict[uuid.UUID, StoredTagKey] = field(default_factory=dict)
     reports: dict[ReportIdentity, Report] = field(default_factory=dict)
     fetch_states: dict[uuid.UUID, FetchState] = field(default_factory=dict)
+    # bulk jobs (tests/unit/fakes/jobs.py): rows as immutable values, by key
+    jobs: dict[uuid.UUID, Any] = field(default_factory=dict)
+    job_batches: dict[tuple[uuid.UUID, int], Any] = field(default_factory=dict)
+    job_items: dict[tuple[uuid.UUID, int, int], Any] = field(default_factory=dict)
+    job_failures: dict[tuple[uuid.UUID, int, int], Any] = field(default_factory=dict)
+    processing_inbox: dict[int, tuple[uuid.UUID, datetime]] = field(default_factory=dict)
 
     def copy(self) -> FakeTables:
         return FakeTables(**{f.name: dict(getattr(self, f.name)) for f in dataclasses.fields(self)})

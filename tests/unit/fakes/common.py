@@ -14,6 +14,7 @@ from domain.errors import (
 )
 from domain.ports.access import RefreshTokenRepository, UserRepository
 from domain.ports.fetching import FetchStateRepository
+from domain.ports.jobs import JobRepository
 from domain.ports.keys import TagKeyRepository
 from domain.ports.reports import ReportRepository
 from domain.ports.setup import (
@@ -34,6 +35,7 @@ from tests.unit.fakes.base import (
 from tests.unit.fakes.fetching import (
     FakeFetchStateRepository,
 )
+from tests.unit.fakes.jobs import FakeJobRepository
 from tests.unit.fakes.keys import (
     FakeTagKeyRepository,
 )
@@ -63,6 +65,7 @@ class FakeUnitOfWork:
     tag_keys: TagKeyRepository
     reports: ReportRepository
     fetch_states: FetchStateRepository
+    jobs: JobRepository
 
     def __init__(self, factory: FakeUnitOfWorkFactory) -> None:
         self._factory = factory
@@ -89,6 +92,7 @@ class FakeUnitOfWork:
         self.tag_keys = FakeTagKeyRepository(self)
         self.reports = FakeReportRepository(self)
         self.fetch_states = FakeFetchStateRepository(self)
+        self.jobs = FakeJobRepository(self)
         return self
 
     async def commit(self) -> None:
