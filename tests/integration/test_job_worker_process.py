@@ -163,3 +163,76 @@ async def _succeeded_at_least(stack: Stack, job_id: str, n: int) -> bool:
 
 async def _finished(stack: Stack, job_id: str) -> bool:
     return (await get(stack, job_id)).status == pb.JOB_STATUS_SUCCEEDED
+
+
+async def trackerctl(database_url: str, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "trackerctl"),
+        "job",
+        *args,
+        env={**process_env(), "TRACKER_DATABASE_URL": database_url, "TRACKER_JOB_LEASE_S": "1"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_trackerctl_starts_a_job_interrupted_and_takes_it_up_again(
+    stack: Stack, database_url: str, tmp_path: pathlib.Path
+) -> None:
+    client, run = await run_of_new_client(stack, "cli")
+    macs = await macs_of_new_batch(stack, 400)
+    await allocate(stack, client.id, macs[:390])
+    path = tmp_path / "shipment.csv"
+    path.write_bytes(csv_of(macs))
+    # a slow job, left running by a trackerctl that goes away after starting it
+    code, out, err = await trackerctl(
+        database_url,
+        "start",
+        "--kind",
+        "import",
+        "--run",
+        run.id,
+        "--file",
+        str(path),
+        "--batch-size",
+        "50",
+        "--items-per-second",
+        "200",
+        "--detach",
+    )
+    assert code == 0, err
+    job_id = out.strip()
+    assert uuid.UUID(job_id)
+    assert (await get(stack, job_id)).succeeded_count == 0  # no worker here
+    # trackerctl applies it itself with --work, drawing the bar as it goes; interrupted
+    # (Ctrl-C) mid-way, a second one takes it up (a batch it held comes back after its lease)
+    first = await asyncio.create_subprocess_exec(
+        str(BIN / "trackerctl"),
+        "job",
+        "watch",
+        job_id,
+        "--work",
+        env={**process_env(), "TRACKER_DATABASE_URL": database_url, "TRACKER_JOB_LEASE_S": "1"},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert await wait_for(lambda: _succeeded_at_least(stack, job_id, 100), 60, every=0.05)
+    first.send_signal(signal.SIGINT)
+    await first.wait()
+    mid = await get(stack, job_id)
+    assert mid.status == pb.JOB_STATUS_RUNNING
+    assert mid.pending_count > 0
+    code, out, err = await trackerctl(database_url, "watch", job_id, "--work")
+    assert code == 0, err
+    assert "/400" in err
+    assert "[########################################] 400/400" in err
+    assert "SUCCEEDED/DONE succeeded=390 failed=10" in out
+    code, out, _ = await trackerctl(database_url, "failures", job_id)
+    assert len(out.splitlines()) == 10
+    assert all(",retryable,no tag with this MAC" in line for line in out.splitlines())
+    code, out, err = await trackerctl(database_url, "pause", job_id)
+    assert code == 1
+    assert "SUCCEEDED; pause needs RUNNING" in err
+    assert len(await trackers_of(stack, run.id)) == 390
