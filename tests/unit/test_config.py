@@ -84,6 +84,13 @@ SAMPLES: dict[str, Any] = {
     "report_partitions_ahead_months": 6,
     "report_partitions_interval_s": 600.0,
 }
+SAMPLES |= {  # bulk jobs (issue 17)
+    "job_items_per_second": 250.0,
+    "job_batch_size": 100,
+    "job_lease_s": 20.0,
+    "job_idle_s": 0.2,
+    "job_watch_interval_s": 1.5,
+}
 SAMPLES["auth_cache_ttl_s"] = 0.0
 SAMPLES["ingest_tracker_cache_ttl_s"] = 0.0
 
