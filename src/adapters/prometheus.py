@@ -187,3 +187,12 @@ JOB_BATCHES = Counter(
 )
 JOB_ITEMS = Counter("tracker_job_items_total", "Bulk-job items applied by workers", ["outcome"])
 JOB_ERRORS = Counter("tracker_job_errors_total", "Bulk-job batches that failed", ["kind"])
+
+# --- silent trackers (issue 17) ---
+SILENCE_TURNS = Counter(
+    "tracker_silence_turns_total", "Chunks of trackers whose cadence was learned"
+)
+SILENCE_ERRORS = Counter("tracker_silence_errors_total", "Cadence turns that failed", ["kind"])
+SILENCE_PASS_SECONDS = Gauge(
+    "tracker_silence_last_turn_seconds", "Duration of the turn that finished the last pass"
+)

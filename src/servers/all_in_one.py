@@ -12,7 +12,7 @@ from servers.demo import Demo
 from servers.fetcher import Fetcher
 from servers.maintenance import PartitionMaintenance
 from servers.runtime import Background, main_for
-from servers.worker import JobLoop, WorkerLoop
+from servers.worker import JobLoop, SilenceLoop, WorkerLoop
 
 
 def background(settings: Settings) -> list[Background]:
@@ -24,7 +24,7 @@ def background(settings: Settings) -> list[Background]:
     elif settings.findmy_account_file:
         tasks.append(Fetcher(settings))
     if settings.worker_in_process:
-        tasks += [WorkerLoop(settings), JobLoop(settings)]
+        tasks += [WorkerLoop(settings), JobLoop(settings), SilenceLoop(settings)]
     return tasks
 
 

@@ -26,6 +26,13 @@ import yaml
 from domain.instants import DEFAULT_MAX_CLOCK_SKEW
 from domain.jobs import DEFAULT_BATCH_SIZE, DEFAULT_ITEMS_PER_SECOND, MAX_ITEMS_PER_SECOND
 from domain.limits import MAX_JOB_BATCH_SIZE, MAX_MESSAGE_BYTES
+from domain.silence import (
+    DEFAULT_CADENCE,
+    DEFAULT_FACTOR,
+    MAX_CADENCE,
+    MIN_CADENCE,
+    SilenceRule,
+)
 from domain.throttling import AttemptLimit, LoginLimits
 
 CONFIG_ENV = "TRACKER_CONFIG"
@@ -233,6 +240,21 @@ class Settings:
     )
     job_idle_s: float = _opt(0.5, "bulk jobs: seconds a worker waits when no batch is due")
     job_watch_interval_s: float = _opt(0.5, "bulk jobs: seconds between WatchJob's readings")
+    # --- silent trackers (worker; issue 17) ---
+    silence_factor: float = _opt(
+        DEFAULT_FACTOR, "silent trackers: silent after missing its cadence by this factor"
+    )
+    silence_default_cadence_s: float = _opt(
+        DEFAULT_CADENCE.total_seconds(), "silent trackers: cadence until one is learned"
+    )
+    silence_min_cadence_s: float = _opt(
+        MIN_CADENCE.total_seconds(), "silent trackers: shortest learned cadence (and bucket)"
+    )
+    silence_max_cadence_s: float = _opt(
+        MAX_CADENCE.total_seconds(), "silent trackers: longest learned cadence"
+    )
+    silence_chunk: int = _opt(2000, "silent trackers: trackers whose cadence one turn learns")
+    silence_interval_s: float = _opt(2.0, "silent trackers: seconds between two turns")
     # --- input bounds and report partitions (issue 10) ---
     max_message_bytes: int = _opt(
         MAX_MESSAGE_BYTES,
@@ -473,6 +495,12 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "job_lease_s": _positive,
     "job_idle_s": _positive,
     "job_watch_interval_s": _positive,
+    "silence_factor": lambda v: None if 1 <= v <= 1000 else "must be within 1..1000",
+    "silence_default_cadence_s": _positive,
+    "silence_min_cadence_s": _positive,
+    "silence_max_cadence_s": _positive,
+    "silence_chunk": lambda v: None if 1 <= v <= 100_000 else "must be within 1..100000",
+    "silence_interval_s": _positive,
     "fetch_heartbeat_s": _positive,
     "fetch_worker_ttl_s": _positive,
     "fetch_queue_check_s": _positive,
@@ -652,4 +680,14 @@ def login_limits(s: Settings) -> LoginLimits:
     return LoginLimits(
         per_account=limit(s.login_max_failures_per_account),
         per_address=limit(s.login_max_failures_per_address),
+    )
+
+
+def silence_rule(settings: Settings) -> SilenceRule:
+    """The silent-tracker rule of these settings (its own checks name the setting)."""
+    return SilenceRule(
+        factor=settings.silence_factor,
+        default_cadence=timedelta(seconds=settings.silence_default_cadence_s),
+        min_cadence=timedelta(seconds=settings.silence_min_cadence_s),
+        max_cadence=timedelta(seconds=settings.silence_max_cadence_s),
     )

@@ -11,6 +11,7 @@ from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer,
 from adapters.grpc.decoding import UndecodableRequestInterceptor
 from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.fetching import FetchQueryServicer
+from adapters.grpc.fleet import FleetQueryServicer
 from adapters.grpc.jobs import JobQueryServicer, JobServicer
 from adapters.grpc.keys import KeyQueryServicer, KeyServicer
 from adapters.grpc.processing import ProcessingQueryServicer, ProcessingServicer
@@ -25,6 +26,7 @@ from adapters.postgres.processing import (
     PostgresProcessingQueue,
     PostgresProcessingUnitOfWorkFactory,
 )
+from adapters.postgres.silence import PostgresCadenceRepository
 from adapters.postgres.status import PostgresStatusRepository
 from adapters.postgres.uow import PostgresUnitOfWorkFactory
 from adapters.prometheus import PrometheusFetchMetrics
@@ -35,7 +37,14 @@ from adapters.security import Argon2PasswordHasher, JwtTokenCodec
 from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
 from domain.pagination import PageTokens
 from domain.processing import RetryPolicy
-from servers.config import Settings, kek_ring, login_limits, page_token_keys, signing_key
+from servers.config import (
+    Settings,
+    kek_ring,
+    login_limits,
+    page_token_keys,
+    signing_key,
+    silence_rule,
+)
 from servers.parts import AccessPart, JobsPart, KeysPart, SetupPart
 from usecases.access import TokenPolicy
 from usecases.fetch_once import FetchRunReports
@@ -44,6 +53,7 @@ from usecases.jobs import JobDefaults, RunJobBatch
 from usecases.maintenance import MaintainReportPartitions
 from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports, TrackerRefCache
+from usecases.silence import LearnCadences, SilenceQueries
 from usecases.status import StatusQueries, StatusRuleUpdates
 
 
@@ -256,3 +266,18 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         lease=providers.Callable(_seconds, settings.provided.job_lease_s),
     )
+
+    # --- silent trackers (issue 17): cadences learned by the worker, read by the query server
+    silence_rule = providers.Singleton(silence_rule, settings)
+    cadence_repository = providers.Singleton(PostgresCadenceRepository, db_pool)
+    learn_cadences = providers.Factory(
+        LearnCadences,
+        repo=cadence_repository,
+        clock=clock,
+        rule=silence_rule,
+        chunk=settings.provided.silence_chunk,
+    )
+    silence_queries = providers.Singleton(
+        SilenceQueries, repo=cadence_repository, clock=clock, rule=silence_rule
+    )
+    fleet_query_servicer = providers.Singleton(FleetQueryServicer, silence_queries, page_tokens)

@@ -22,6 +22,8 @@ from tracker.v1 import (
     auth_service_pb2_grpc,
     fetch_query_service_pb2,
     fetch_query_service_pb2_grpc,
+    fleet_query_service_pb2,
+    fleet_query_service_pb2_grpc,
     job_query_service_pb2,
     job_query_service_pb2_grpc,
     job_service_pb2,
@@ -159,6 +161,11 @@ JOB_QUERY = Service(
     job_query_service_pb2_grpc.add_JobQueryServiceServicer_to_server,
     lambda c: c.job_query_servicer,
 )
+FLEET_QUERY = Service(
+    _descriptor(fleet_query_service_pb2, "FleetQueryService"),
+    fleet_query_service_pb2_grpc.add_FleetQueryServiceServicer_to_server,
+    lambda c: c.fleet_query_servicer,
+)
 
 SERVICES: tuple[Service, ...] = (
     SETUP,
@@ -176,6 +183,7 @@ SERVICES: tuple[Service, ...] = (
     PROCESSING_QUERY,
     JOB,
     JOB_QUERY,
+    FLEET_QUERY,
 )
 """Every service of the API (a test checks it against the .proto files)."""
 
@@ -189,6 +197,7 @@ QUERY: tuple[Service, ...] = (
     STATUS_QUERY,
     PROCESSING_QUERY,
     JOB_QUERY,
+    FLEET_QUERY,
 )
 
 

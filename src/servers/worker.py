@@ -28,6 +28,7 @@ from servers.runtime import Background, main_for
 from servers.services import POSTGRES
 from usecases.jobs import BatchResult, RunJobBatch
 from usecases.processing import ProcessNewReports
+from usecases.silence import LearnCadences
 
 log = logging.getLogger("tracker.worker")
 
@@ -195,8 +196,44 @@ class JobLoop:
             self._task = None
 
 
+class SilenceLoop:
+    """Background task: learn the cadence and last report of the next chunk of trackers,
+    pause, repeat (wrapping around), so silent trackers are found within a pass."""
+
+    needs: tuple[str, ...] = (POSTGRES,)
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, container: Container) -> None:
+        learn = await container.learn_cadences.async_()
+        self._task = asyncio.create_task(self._loop(learn), name="silence")
+
+    async def _loop(self, learn: LearnCadences) -> None:
+        pause = self._settings.silence_interval_s
+        while True:
+            try:
+                started = time.perf_counter()
+                if await learn():
+                    m.SILENCE_PASS_SECONDS.set(time.perf_counter() - started)
+                m.SILENCE_TURNS.inc()
+            except DependencyUnavailable:
+                m.SILENCE_ERRORS.labels("unavailable").inc()
+            except Exception:
+                m.SILENCE_ERRORS.labels("error").inc()
+                log.exception("silence: learning cadences failed")
+            await asyncio.sleep(pause)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
 def background(settings: Settings) -> list[Background]:
-    return [WorkerLoop(settings), JobLoop(settings)]
+    return [WorkerLoop(settings), JobLoop(settings), SilenceLoop(settings)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

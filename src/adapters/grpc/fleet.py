@@ -1,0 +1,82 @@
+"""Servicer of the fleet's health: a tracker's cadence and silence, the silent trackers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import grpc
+from google.protobuf import duration_pb2
+
+from adapters.grpc import convert as cv
+from adapters.grpc.auth import caller
+from domain.pagination import PageTokens
+from domain.silence import HealthState, TrackerHealth
+from tracker.v1 import fleet_query_service_pb2 as fq
+from tracker.v1 import fleet_query_service_pb2_grpc as fq_grpc
+from usecases.silence import SilenceQueries, SilentQuery
+
+Ctx = grpc.aio.ServicerContext
+
+_STATES = {
+    HealthState.REPORTING: fq.HEALTH_STATE_REPORTING,
+    HealthState.SILENT: fq.HEALTH_STATE_SILENT,
+    HealthState.NO_REPORTS: fq.HEALTH_STATE_NO_REPORTS,
+    HealthState.INACTIVE: fq.HEALTH_STATE_INACTIVE,
+}
+
+
+def _duration(value: timedelta) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromTimedelta(value)
+    return out
+
+
+def health_pb(h: TrackerHealth, now: datetime) -> fq.TrackerHealth:
+    out = fq.TrackerHealth(
+        tracker_id=str(h.tracker_id),
+        client_id=str(h.client_id),
+        production_run_id=str(h.production_run_id),
+        brand_id=str(h.brand_id),
+        state=_STATES[h.state],
+        expected_interval=_duration(h.expected_cadence),
+        learned_from_gap_count=h.learned_from_gaps,
+    )
+    if h.first_report_time is not None:
+        out.first_report_time.CopyFrom(cv.ts(h.first_report_time))
+    if h.last_report_time is not None:
+        out.last_report_time.CopyFrom(cv.ts(h.last_report_time))
+    if h.silent_since is not None:
+        out.silent_since.CopyFrom(cv.ts(h.silent_since))
+        out.silent_duration.CopyFrom(_duration(h.silent_for(now)))
+    return out
+
+
+class FleetQueryServicer(fq_grpc.FleetQueryServiceServicer):
+    def __init__(self, queries: SilenceQueries, tokens: PageTokens) -> None:
+        self._q, self._tokens = queries, tokens
+
+    async def GetTrackerHealth(
+        self, request: fq.GetTrackerHealthRequest, context: Ctx
+    ) -> fq.GetTrackerHealthResponse:
+        health = await self._q.health(caller(), cv.parse_id(request.tracker_id, "tracker_id"))
+        return fq.GetTrackerHealthResponse(health=health_pb(health, datetime.now(UTC)))
+
+    async def ListSilentTrackers(
+        self, request: fq.ListSilentTrackersRequest, context: Ctx
+    ) -> fq.ListSilentTrackersResponse:
+        query = SilentQuery(
+            client_id=cv.optional_id(request.client_id, "client_id"),
+            brand_id=cv.optional_id(request.brand_id, "brand_id"),
+            production_run_id=cv.optional_id(request.production_run_id, "production_run_id"),
+        )
+        scope = (
+            f"silent:{query.client_id or ''}:{query.brand_id or ''}:{query.production_run_id or ''}"
+        )
+        page = await self._q.silent(
+            caller(), query, self._tokens.request(request.page_size, request.page_token, scope)
+        )
+        now = datetime.now(UTC)
+        return fq.ListSilentTrackersResponse(
+            trackers=[health_pb(h, now) for h in page.items],
+            next_page_token=self._tokens.next_token(page, scope),
+        )
