@@ -21,6 +21,7 @@ from tests.integration.conftest import Stack
 from tracker.v1 import (
     auth_service_pb2,
     fetch_query_service_pb2,
+    fleet_query_service_pb2,
     job_query_service_pb2,
     job_query_service_pb2_grpc,
     job_service_pb2,
@@ -62,6 +63,7 @@ FILES = [
     processing_service_pb2,
     job_service_pb2,
     job_query_service_pb2,
+    fleet_query_service_pb2,
 ]
 SERVICES = [svc for f in FILES for svc in f.DESCRIPTOR.services_by_name.values()]
 OPEN_SERVICES = {"tracker.v1.AuthService"}

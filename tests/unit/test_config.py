@@ -90,6 +90,12 @@ SAMPLES |= {  # bulk jobs (issue 17)
     "job_lease_s": 20.0,
     "job_idle_s": 0.2,
     "job_watch_interval_s": 1.5,
+    "silence_factor": 4.0,
+    "silence_default_cadence_s": 7200.0,
+    "silence_min_cadence_s": 600.0,
+    "silence_max_cadence_s": 86400.0,
+    "silence_chunk": 500,
+    "silence_interval_s": 3.0,
 }
 SAMPLES["auth_cache_ttl_s"] = 0.0
 SAMPLES["ingest_tracker_cache_ttl_s"] = 0.0
