@@ -196,3 +196,18 @@ SILENCE_ERRORS = Counter("tracker_silence_errors_total", "Cadence turns that fai
 SILENCE_PASS_SECONDS = Gauge(
     "tracker_silence_last_turn_seconds", "Duration of the turn that finished the last pass"
 )
+
+# --- outages (issue 17) ---
+OUTAGE_EVENTS = Counter(
+    "tracker_outage_events_total",
+    "Outages detected (a cohort's silent share jumped)",
+    ["dimension"],
+)
+OUTAGE_OPEN = Gauge(
+    "tracker_outage_open_silent_trackers",
+    "Silent trackers of each open outage, by client, cohort dimension and cohort",
+    ["client_id", "dimension", "cohort"],
+)
+OUTAGE_ERRORS = Counter(
+    "tracker_outage_errors_total", "Outage detection turns that failed", ["kind"]
+)

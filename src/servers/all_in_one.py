@@ -12,7 +12,7 @@ from servers.demo import Demo
 from servers.fetcher import Fetcher
 from servers.maintenance import PartitionMaintenance
 from servers.runtime import Background, main_for
-from servers.worker import JobLoop, SilenceLoop, WorkerLoop
+from servers.worker import JobLoop, OutageLoop, SilenceLoop, WorkerLoop
 
 
 def background(settings: Settings) -> list[Background]:
@@ -24,7 +24,12 @@ def background(settings: Settings) -> list[Background]:
     elif settings.findmy_account_file:
         tasks.append(Fetcher(settings))
     if settings.worker_in_process:
-        tasks += [WorkerLoop(settings), JobLoop(settings), SilenceLoop(settings)]
+        tasks += [
+            WorkerLoop(settings),
+            JobLoop(settings),
+            SilenceLoop(settings),
+            OutageLoop(settings),
+        ]
     return tasks
 
 

@@ -26,6 +26,12 @@ import yaml
 from domain.instants import DEFAULT_MAX_CLOCK_SKEW
 from domain.jobs import DEFAULT_BATCH_SIZE, DEFAULT_ITEMS_PER_SECOND, MAX_ITEMS_PER_SECOND
 from domain.limits import MAX_JOB_BATCH_SIZE, MAX_MESSAGE_BYTES
+from domain.outages import (
+    DEFAULT_BASELINE_WINDOW,
+    DEFAULT_JUMP,
+    DEFAULT_MIN_SILENT,
+    OutageRule,
+)
 from domain.silence import (
     DEFAULT_CADENCE,
     DEFAULT_FACTOR,
@@ -255,6 +261,15 @@ class Settings:
     )
     silence_chunk: int = _opt(2000, "silent trackers: trackers whose cadence one turn learns")
     silence_interval_s: float = _opt(2.0, "silent trackers: seconds between two turns")
+    # --- outage detection (worker; issue 17) ---
+    outage_jump: float = _opt(
+        DEFAULT_JUMP, "outages: rise of a cohort's silent share over its baseline (0..1)"
+    )
+    outage_min_silent: int = _opt(DEFAULT_MIN_SILENT, "outages: silent trackers a cohort needs")
+    outage_baseline_window_s: float = _opt(
+        DEFAULT_BASELINE_WINDOW.total_seconds(), "outages: seconds of snapshots in a baseline"
+    )
+    outage_interval_s: float = _opt(60.0, "outages: seconds between two detection turns")
     # --- input bounds and report partitions (issue 10) ---
     max_message_bytes: int = _opt(
         MAX_MESSAGE_BYTES,
@@ -501,6 +516,10 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "silence_max_cadence_s": _positive,
     "silence_chunk": lambda v: None if 1 <= v <= 100_000 else "must be within 1..100000",
     "silence_interval_s": _positive,
+    "outage_jump": lambda v: None if 0 < v <= 1 else "must be within (0, 1]",
+    "outage_min_silent": lambda v: None if v >= 1 else "must be >= 1",
+    "outage_baseline_window_s": _positive,
+    "outage_interval_s": _positive,
     "fetch_heartbeat_s": _positive,
     "fetch_worker_ttl_s": _positive,
     "fetch_queue_check_s": _positive,
@@ -690,4 +709,13 @@ def silence_rule(settings: Settings) -> SilenceRule:
         default_cadence=timedelta(seconds=settings.silence_default_cadence_s),
         min_cadence=timedelta(seconds=settings.silence_min_cadence_s),
         max_cadence=timedelta(seconds=settings.silence_max_cadence_s),
+    )
+
+
+def outage_rule(settings: Settings) -> OutageRule:
+    """The outage rule of these settings (its own checks name the setting)."""
+    return OutageRule(
+        jump=settings.outage_jump,
+        min_silent=settings.outage_min_silent,
+        baseline_window=timedelta(seconds=settings.outage_baseline_window_s),
     )

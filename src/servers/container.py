@@ -20,6 +20,7 @@ from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.grpc.status import StatusQueryServicer, StatusServicer
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
 from adapters.postgres.geocoding import PostgresGeocoder
+from adapters.postgres.outages import PostgresOutageRepository
 from adapters.postgres.partitions import PostgresReportPartitions
 from adapters.postgres.pool import PostgresProbe, pool_resource
 from adapters.postgres.processing import (
@@ -41,6 +42,7 @@ from servers.config import (
     Settings,
     kek_ring,
     login_limits,
+    outage_rule,
     page_token_keys,
     signing_key,
     silence_rule,
@@ -51,6 +53,7 @@ from usecases.fetch_once import FetchRunReports
 from usecases.fetching import FetchStateQueries, FetchWorker
 from usecases.jobs import JobDefaults, RunJobBatch
 from usecases.maintenance import MaintainReportPartitions
+from usecases.outages import DetectOutages, OutageQueries
 from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports, TrackerRefCache
 from usecases.silence import LearnCadences, SilenceQueries
@@ -280,4 +283,13 @@ class Container(containers.DeclarativeContainer):
     silence_queries = providers.Singleton(
         SilenceQueries, repo=cadence_repository, clock=clock, rule=silence_rule
     )
-    fleet_query_servicer = providers.Singleton(FleetQueryServicer, silence_queries, page_tokens)
+    # --- outages (issue 17): cohort shares of silent trackers against their baselines
+    outage_rule = providers.Singleton(outage_rule, settings)
+    outage_repository = providers.Singleton(PostgresOutageRepository, db_pool)
+    detect_outages = providers.Factory(
+        DetectOutages, repo=outage_repository, clock=clock, rule=outage_rule
+    )
+    outage_queries = providers.Singleton(OutageQueries, repo=outage_repository)
+    fleet_query_servicer = providers.Singleton(
+        FleetQueryServicer, silence_queries, outage_queries, page_tokens
+    )

@@ -27,6 +27,7 @@ from servers.container import Container
 from servers.runtime import Background, main_for
 from servers.services import POSTGRES
 from usecases.jobs import BatchResult, RunJobBatch
+from usecases.outages import DetectOutages
 from usecases.processing import ProcessNewReports
 from usecases.silence import LearnCadences
 
@@ -232,8 +233,60 @@ class SilenceLoop:
             self._task = None
 
 
+class OutageLoop:
+    """Background task: every ``outage_interval_s``, each cohort's silent share against its
+    own baseline; outages opened and ended are logged and exported as metrics (one worker
+    replica should run it: two would double the snapshots, not the events)."""
+
+    needs: tuple[str, ...] = (POSTGRES,)
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, container: Container) -> None:
+        detect = await container.detect_outages.async_()
+        self._task = asyncio.create_task(self._loop(detect), name="outages")
+
+    async def _loop(self, detect: DetectOutages) -> None:
+        while True:
+            try:
+                turn = await detect()
+            except DependencyUnavailable:
+                m.OUTAGE_ERRORS.labels("unavailable").inc()
+            except Exception:
+                m.OUTAGE_ERRORS.labels("error").inc()
+                log.exception("outages: detection failed")
+            else:
+                for o in turn.opened:
+                    m.OUTAGE_EVENTS.labels(o.cohort.dimension.value).inc()
+                    log.warning(
+                        "outage",
+                        extra={
+                            "client_id": str(o.cohort.client_id),
+                            "dimension": o.cohort.dimension.value,
+                            "cohort": o.cohort.key,
+                            "silent": o.silent,
+                            "trackers": o.trackers,
+                            "share": round(o.share, 3),
+                            "baseline": round(o.baseline, 3),
+                        },
+                    )
+                m.OUTAGE_OPEN.clear()
+                for o in turn.open:
+                    labels = (str(o.cohort.client_id), o.cohort.dimension.value, o.cohort.key)
+                    m.OUTAGE_OPEN.labels(*labels).set(o.silent)
+            await asyncio.sleep(self._settings.outage_interval_s)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
 def background(settings: Settings) -> list[Background]:
-    return [WorkerLoop(settings), JobLoop(settings), SilenceLoop(settings)]
+    return [WorkerLoop(settings), JobLoop(settings), SilenceLoop(settings), OutageLoop(settings)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -96,6 +96,10 @@ SAMPLES |= {  # bulk jobs (issue 17)
     "silence_max_cadence_s": 86400.0,
     "silence_chunk": 500,
     "silence_interval_s": 3.0,
+    "outage_jump": 0.5,
+    "outage_min_silent": 3,
+    "outage_baseline_window_s": 7200.0,
+    "outage_interval_s": 30.0,
 }
 SAMPLES["auth_cache_ttl_s"] = 0.0
 SAMPLES["ingest_tracker_cache_ttl_s"] = 0.0

@@ -9,10 +9,12 @@ from google.protobuf import duration_pb2
 
 from adapters.grpc import convert as cv
 from adapters.grpc.auth import caller
+from domain.outages import Dimension, Outage
 from domain.pagination import PageTokens
 from domain.silence import HealthState, TrackerHealth
 from tracker.v1 import fleet_query_service_pb2 as fq
 from tracker.v1 import fleet_query_service_pb2_grpc as fq_grpc
+from usecases.outages import OutageQueries
 from usecases.silence import SilenceQueries, SilentQuery
 
 Ctx = grpc.aio.ServicerContext
@@ -23,6 +25,32 @@ _STATES = {
     HealthState.NO_REPORTS: fq.HEALTH_STATE_NO_REPORTS,
     HealthState.INACTIVE: fq.HEALTH_STATE_INACTIVE,
 }
+
+
+_DIMENSIONS = {
+    Dimension.CLIENT: fq.COHORT_DIMENSION_CLIENT,
+    Dimension.BRAND: fq.COHORT_DIMENSION_BRAND,
+    Dimension.PRODUCTION_RUN: fq.COHORT_DIMENSION_PRODUCTION_RUN,
+    Dimension.CITY: fq.COHORT_DIMENSION_CITY,
+    Dimension.FIRST_REPORT_AGE: fq.COHORT_DIMENSION_FIRST_REPORT_AGE,
+}
+
+
+def outage_pb(o: Outage) -> fq.OutageEvent:
+    out = fq.OutageEvent(
+        id=o.id,
+        client_id=str(o.cohort.client_id),
+        dimension=_DIMENSIONS[o.cohort.dimension],
+        cohort_key=o.cohort.key,
+        tracker_count=o.trackers,
+        silent_count=o.silent,
+        silent_share=o.share,
+        baseline_share=o.baseline,
+        start_time=cv.ts(o.start_time),
+    )
+    if o.end_time is not None:
+        out.end_time.CopyFrom(cv.ts(o.end_time))
+    return out
 
 
 def _duration(value: timedelta) -> duration_pb2.Duration:
@@ -52,8 +80,8 @@ def health_pb(h: TrackerHealth, now: datetime) -> fq.TrackerHealth:
 
 
 class FleetQueryServicer(fq_grpc.FleetQueryServiceServicer):
-    def __init__(self, queries: SilenceQueries, tokens: PageTokens) -> None:
-        self._q, self._tokens = queries, tokens
+    def __init__(self, queries: SilenceQueries, outages: OutageQueries, tokens: PageTokens) -> None:
+        self._q, self._outages, self._tokens = queries, outages, tokens
 
     async def GetTrackerHealth(
         self, request: fq.GetTrackerHealthRequest, context: Ctx
@@ -78,5 +106,21 @@ class FleetQueryServicer(fq_grpc.FleetQueryServiceServicer):
         now = datetime.now(UTC)
         return fq.ListSilentTrackersResponse(
             trackers=[health_pb(h, now) for h in page.items],
+            next_page_token=self._tokens.next_token(page, scope),
+        )
+
+    async def ListOutageEvents(
+        self, request: fq.ListOutageEventsRequest, context: Ctx
+    ) -> fq.ListOutageEventsResponse:
+        client_id = cv.optional_id(request.client_id, "client_id")
+        scope = f"outages:{client_id or ''}:{int(request.open_only)}"
+        page = await self._outages.list(
+            caller(),
+            client_id,
+            request.open_only,
+            self._tokens.request(request.page_size, request.page_token, scope),
+        )
+        return fq.ListOutageEventsResponse(
+            events=[outage_pb(o) for o in page.items],
             next_page_token=self._tokens.next_token(page, scope),
         )

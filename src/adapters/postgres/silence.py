@@ -31,7 +31,8 @@ c AS (
     FROM g GROUP BY tracker_id),
 l AS (
     SELECT t.id,
-           (SELECT max(report_time) FROM reports WHERE tracker_id = t.id) AS last_time,
+           (SELECT max(report_time) FROM reports
+            WHERE tracker_id = t.id AND report_time <= $3) AS last_time,
            (SELECT min(report_time) FROM reports WHERE tracker_id = t.id) AS first_time
     FROM t),
 x AS (
