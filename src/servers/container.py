@@ -19,6 +19,7 @@ from adapters.grpc.reports import ReportServicer
 from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.grpc.status import StatusQueryServicer, StatusServicer
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
+from adapters.postgres.fleet import PostgresFleetStatistics
 from adapters.postgres.geocoding import PostgresGeocoder
 from adapters.postgres.outages import PostgresOutageRepository
 from adapters.postgres.partitions import PostgresReportPartitions
@@ -48,7 +49,7 @@ from usecases.maintenance import MaintainReportPartitions
 from usecases.outages import DetectOutages, OutageQueries
 from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports, TrackerRefCache
-from usecases.silence import LearnCadences, SilenceQueries
+from usecases.silence import FleetStatisticsQuery, LearnCadences, SilenceQueries
 from usecases.status import StatusQueries, StatusRuleUpdates
 
 
@@ -282,6 +283,11 @@ class Container(containers.DeclarativeContainer):
         DetectOutages, repo=outage_repository, clock=clock, rule=outage_rule
     )
     outage_queries = providers.Singleton(OutageQueries, repo=outage_repository)
+    fleet_statistics = providers.Singleton(
+        FleetStatisticsQuery,
+        stats=providers.Singleton(PostgresFleetStatistics, db_pool),
+        clock=clock,
+    )
     fleet_query_servicer = providers.Singleton(
-        FleetQueryServicer, silence_queries, outage_queries, page_tokens
+        FleetQueryServicer, silence_queries, outage_queries, fleet_statistics, page_tokens
     )

@@ -7,9 +7,10 @@ import uuid
 from dataclasses import dataclass
 
 from domain.access import Principal, require_read
+from domain.fleet import FleetGroup, GroupBy
 from domain.pagination import Page, PageRequest
 from domain.ports.common import Clock
-from domain.ports.silence import CadenceRepository, SilentFilter
+from domain.ports.silence import CadenceRepository, FleetStatistics, SilentFilter
 from domain.silence import SilenceRule, TrackerHealth
 
 
@@ -58,3 +59,20 @@ class SilenceQueries:
             return Page([], None)
         found = SilentFilter(readable, query.client_id, query.brand_id, query.production_run_id)
         return await self._repo.silent(found, page, self._clock.now())
+
+
+class FleetStatisticsQuery:
+    """The fleet's statistics over the caller's clients (one client's only if asked)."""
+
+    def __init__(self, stats: FleetStatistics, clock: Clock) -> None:
+        self._stats, self._clock = stats, clock
+
+    async def __call__(
+        self, caller: Principal, client_id: uuid.UUID | None, group_by: GroupBy
+    ) -> list[FleetGroup]:
+        readable = caller.readable_clients()
+        if client_id is not None:
+            if readable is not None and client_id not in readable:
+                return []
+            readable = frozenset({client_id})
+        return await self._stats.statistics(readable, group_by, self._clock.now())

@@ -156,3 +156,60 @@ async def test_silent_trackers_are_named_with_how_long_per_run_and_client(
     again = await fleet.ListSilentTrackers(fq.ListSilentTrackersRequest(production_run_id=run.id))
     assert [h.tracker_id for h in again.trackers] == [sparse]
     assert (await health(dark)).state == fq.HEALTH_STATE_REPORTING
+
+
+async def test_fleet_statistics_count_status_silence_fetches_and_reports_per_group(
+    stack: Stack, database_url: str
+) -> None:
+    client, run = await run_of_new_client(stack, "acme")
+    other, other_run = await run_of_new_client(stack, "other")
+    mine = await new_trackers(stack, run.id, 6)
+    theirs = await new_trackers(stack, other_run.id, 2)
+    now = datetime.now(UTC)
+    half_hour = timedelta(minutes=30)
+    # mine[0..1]: reporting now; mine[2]: dark for 10 h (silent); the rest never reported
+    rows = [(t, now - half_hour * k) for t in mine[:2] for k in range(48)]
+    rows += [(mine[2], now - timedelta(hours=10) - half_hour * k) for k in range(48)]
+    rows += [(theirs[0], now - half_hour * k) for k in range(3)]
+    await add_reports(database_url, rows)
+    conn = await asyncpg.connect(database_url)
+    try:
+        for t, status in [(mine[0], "IN_STORAGE"), (mine[1], "DELIVERED"), (mine[2], "IN_TRANSIT")]:
+            await conn.execute(
+                "INSERT INTO tracker_status (tracker_id, status, last_report_time,"
+                " last_latitude_e7, last_longitude_e7, last_accuracy_m)"
+                " VALUES ($1, $2, $3, 0, 0, 5)",
+                uuid.UUID(t),
+                status,
+                now,
+            )
+        await conn.execute(
+            "INSERT INTO fetch_state (tracker_id, factor, last_attempt_time) VALUES"
+            " ($1, 1, $3), ($2, 1, $4)",
+            uuid.UUID(mine[0]),
+            uuid.UUID(mine[1]),
+            now - timedelta(minutes=5),
+            now - timedelta(hours=3),
+        )
+    finally:
+        await conn.close()
+    await learn(stack)
+    assert stack.query_channel is not None
+    fleet = fq_grpc.FleetQueryServiceStub(stack.query_channel)
+    stats = await fleet.GetFleetStatistics(fq.GetFleetStatisticsRequest())
+    by_key = {g.key: g for g in stats.groups}
+    acme = by_key[client.id]
+    assert (acme.tracker_count, acme.in_storage_count, acme.delivered_count) == (6, 1, 1)
+    assert (acme.in_transit_count, acme.no_status_count, acme.silent_count) == (1, 3, 1)
+    assert acme.fetched_last_hour_count == 1
+    assert acme.reports_last_hour == 48 * 3  # every report was stored just now
+    assert by_key[other.id].tracker_count == 2
+    assert stats.total.tracker_count == sum(g.tracker_count for g in stats.groups)
+    per_run = await fleet.GetFleetStatistics(
+        fq.GetFleetStatisticsRequest(client_id=client.id, group_by=fq.FLEET_GROUPING_PRODUCTION_RUN)
+    )
+    assert [g.key for g in per_run.groups] == [run.id]
+    per_brand = await fleet.GetFleetStatistics(
+        fq.GetFleetStatisticsRequest(group_by=fq.FLEET_GROUPING_BRAND)
+    )
+    assert sorted(g.key for g in per_brand.groups) == sorted([run.brand_id, other_run.brand_id])

@@ -9,13 +9,15 @@ from google.protobuf import duration_pb2
 
 from adapters.grpc import convert as cv
 from adapters.grpc.auth import caller
+from domain.errors import InvalidArgument
+from domain.fleet import FleetGroup, GroupBy, total
 from domain.outages import Dimension, Outage
 from domain.pagination import PageTokens
 from domain.silence import HealthState, TrackerHealth
 from tracker.v1 import fleet_query_service_pb2 as fq
 from tracker.v1 import fleet_query_service_pb2_grpc as fq_grpc
 from usecases.outages import OutageQueries
-from usecases.silence import SilenceQueries, SilentQuery
+from usecases.silence import FleetStatisticsQuery, SilenceQueries, SilentQuery
 
 Ctx = grpc.aio.ServicerContext
 
@@ -53,6 +55,28 @@ def outage_pb(o: Outage) -> fq.OutageEvent:
     return out
 
 
+_GROUPINGS = {
+    fq.FLEET_GROUPING_UNSPECIFIED: GroupBy.CLIENT,
+    fq.FLEET_GROUPING_CLIENT: GroupBy.CLIENT,
+    fq.FLEET_GROUPING_BRAND: GroupBy.BRAND,
+    fq.FLEET_GROUPING_PRODUCTION_RUN: GroupBy.PRODUCTION_RUN,
+}
+
+
+def group_pb(g: FleetGroup) -> fq.FleetGroupStatistics:
+    return fq.FleetGroupStatistics(
+        key=g.key,
+        tracker_count=g.trackers,
+        in_storage_count=g.in_storage,
+        in_transit_count=g.in_transit,
+        delivered_count=g.delivered,
+        no_status_count=g.no_status,
+        silent_count=g.silent,
+        fetched_last_hour_count=g.fetched_last_hour,
+        reports_last_hour=g.reports_last_hour,
+    )
+
+
 def _duration(value: timedelta) -> duration_pb2.Duration:
     out = duration_pb2.Duration()
     out.FromTimedelta(value)
@@ -80,8 +104,15 @@ def health_pb(h: TrackerHealth, now: datetime) -> fq.TrackerHealth:
 
 
 class FleetQueryServicer(fq_grpc.FleetQueryServiceServicer):
-    def __init__(self, queries: SilenceQueries, outages: OutageQueries, tokens: PageTokens) -> None:
+    def __init__(
+        self,
+        queries: SilenceQueries,
+        outages: OutageQueries,
+        statistics: FleetStatisticsQuery,
+        tokens: PageTokens,
+    ) -> None:
         self._q, self._outages, self._tokens = queries, outages, tokens
+        self._statistics = statistics
 
     async def GetTrackerHealth(
         self, request: fq.GetTrackerHealthRequest, context: Ctx
@@ -123,4 +154,17 @@ class FleetQueryServicer(fq_grpc.FleetQueryServiceServicer):
         return fq.ListOutageEventsResponse(
             events=[outage_pb(o) for o in page.items],
             next_page_token=self._tokens.next_token(page, scope),
+        )
+
+    async def GetFleetStatistics(
+        self, request: fq.GetFleetStatisticsRequest, context: Ctx
+    ) -> fq.GetFleetStatisticsResponse:
+        group_by = _GROUPINGS.get(request.group_by)
+        if group_by is None:
+            raise InvalidArgument("group_by", "must be one of the FleetGrouping values")
+        groups = await self._statistics(
+            caller(), cv.optional_id(request.client_id, "client_id"), group_by
+        )
+        return fq.GetFleetStatisticsResponse(
+            groups=[group_pb(g) for g in groups], total=group_pb(total(groups))
         )

@@ -130,6 +130,7 @@ class PostgresOutageRepository:
                         o.baseline,
                         o.start_time,
                     )
+                    assert row is not None  # RETURNING always gives the row
                     made.append(_outage(row))
         return made
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from domain.fleet import FleetGroup, GroupBy
 from domain.pagination import Page, PageRequest
 from domain.silence import SilenceRule, TrackerHealth
 
@@ -43,4 +44,12 @@ class CadenceRepository(Protocol):
     ) -> Page[TrackerHealth]:
         """Trackers of running production runs silent at ``now``, longest silent first (a
         tracker that reported since its cadence was learned is left out)."""
+        ...
+
+
+class FleetStatistics(Protocol):
+    async def statistics(
+        self, client_ids: frozenset[uuid.UUID] | None, group_by: GroupBy, now: datetime
+    ) -> list[FleetGroup]:
+        """Per group of the trackers of these clients (None: every client), by key."""
         ...
