@@ -46,6 +46,7 @@ bench: setup
 	$(BIN)/python -m bench.processing
 	$(BIN)/python -m bench.geocoding
 	$(BIN)/python -m bench.jobs
+	$(BIN)/python -m bench.fleet
 
 clean:
 	rm -rf $(VENV) .state .tools src/tracker .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,8 @@
 """Fleet statistics in two grouped scans: the trackers with their status, silence and last
 fetch (one pass over ``trackers`` with hash joins), and the reports stored in the last hour
-(through the ``fetch_time`` index)."""
+(through the ``fetch_time`` index). Silence is as of the worker's last cadence pass (a
+tracker that reported since counts as silent until the next pass; ListSilentTrackers
+checks each one live, which 250,000 index probes would make slow here)."""
 
 from __future__ import annotations
 
@@ -24,9 +26,8 @@ SELECT {key}::text AS key, count(*) AS trackers,
        count(*) FILTER (WHERE s.status = 'IN_TRANSIT') AS in_transit,
        count(*) FILTER (WHERE s.status = 'DELIVERED') AS delivered,
        count(*) FILTER (WHERE s.status IS NULL) AS no_status,
-       count(*) FILTER (WHERE c.silent_time <= $1 AND p.start_time <= $1 AND $1 < p.end_time
-                          AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.tracker_id = t.id
-                                          AND r.report_time > c.last_report_time)) AS silent,
+       count(*) FILTER (WHERE c.silent_time <= $1 AND p.start_time <= $1 AND $1 < p.end_time)
+           AS silent,
        count(*) FILTER (WHERE f.last_attempt_time >= $2) AS fetched
 FROM trackers t
 JOIN production_runs p ON p.id = t.production_run_id
