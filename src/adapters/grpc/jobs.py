@@ -137,11 +137,11 @@ class JobQueryServicer(jq_grpc.JobQueryServiceServicer):
     async def ListJobFailures(
         self, request: jq.ListJobFailuresRequest, context: Ctx
     ) -> jq.ListJobFailuresResponse:
+        # the token first: a forged or foreign one is named as such whatever else is wrong
+        scope = f"job-failures:{request.job_id}"
+        page_request = self._tokens.request(request.page_size, request.page_token, scope)
         job_id = cv.parse_id(request.job_id, "job_id")
-        scope = f"job-failures:{job_id}"
-        page = await self._uc.queries.failures(
-            caller(), job_id, self._tokens.request(request.page_size, request.page_token, scope)
-        )
+        page = await self._uc.queries.failures(caller(), job_id, page_request)
         return jq.ListJobFailuresResponse(
             failures=[failure_pb(f) for f in page.items],
             next_page_token=self._tokens.next_token(page, scope),
