@@ -48,6 +48,8 @@ bench: setup
 	$(BIN)/python -m bench.processing
 	$(BIN)/python -m bench.geocoding
 	$(BIN)/python -m bench.idempotency
+	$(BIN)/python -m bench.jobs
+	$(BIN)/python -m bench.fleet
 
 clean:
 	rm -rf $(VENV) .state .tools src/tracker .pytest_cache .mypy_cache .ruff_cache

@@ -44,3 +44,11 @@ def check_count(field: str, count: int, limit: int, *, minimum: int = 1, per: st
         raise InvalidArgument(field, f"at least {minimum} required")
     if count > limit:
         raise InvalidArgument(field, f"at most {limit}{unit}, got {count}")
+
+
+MAX_JOB_FILE_BYTES = 12 * 1024 * 1024
+"""StartJob: the CSV file of one bulk job (50,000 MACs take about 1 MiB, keys about 3 MiB)."""
+MAX_JOB_ITEMS = 250_000
+"""StartJob: rows of one bulk job's file (and trackers of a run one re-evaluation covers)."""
+MAX_JOB_BATCH_SIZE = 5000
+"""StartJob: items per batch (one transaction each)."""

@@ -15,7 +15,7 @@ from servers.fetcher import Fetcher
 from servers.maintenance import PartitionMaintenance
 from servers.runtime import Background, main_for
 from servers.travel_times import TravelTimeLoop
-from servers.worker import WorkerLoop
+from servers.worker import JobLoop, OutageLoop, SilenceLoop, WorkerLoop
 
 
 def background(settings: Settings) -> list[Background]:
@@ -27,7 +27,13 @@ def background(settings: Settings) -> list[Background]:
     elif settings.findmy.account_file:
         tasks.append(Fetcher(settings))
     if settings.all_in_one.worker_in_process:
-        tasks.extend([WorkerLoop(settings), TravelTimeLoop(settings)])
+        tasks += [
+            WorkerLoop(settings),
+            TravelTimeLoop(settings),
+            JobLoop(settings),
+            SilenceLoop(settings),
+            OutageLoop(settings),
+        ]
     return tasks
 
 

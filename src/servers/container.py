@@ -32,7 +32,9 @@ from adapters.grpc.decoding import UndecodableRequestInterceptor
 from adapters.grpc.detectors import DetectorQueryServicer, DetectorServicer
 from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.fetching import FetchQueryServicer
+from adapters.grpc.fleet import FleetQueryServicer
 from adapters.grpc.idempotency import IdempotencyInterceptor
+from adapters.grpc.jobs import JobQueryServicer, JobServicer
 from adapters.grpc.keys import KeyQueryServicer, KeyServicer
 from adapters.grpc.processing import ProcessingQueryServicer, ProcessingServicer
 from adapters.grpc.reports import ReportServicer
@@ -40,14 +42,17 @@ from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.grpc.status import StatusQueryServicer, StatusServicer
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
 from adapters.postgres.detectors import PostgresFeed
+from adapters.postgres.fleet import PostgresFleetStatistics
 from adapters.postgres.geocoding import PostgresGeocoder
 from adapters.postgres.idempotency import PostgresIdempotencyStore
+from adapters.postgres.outages import PostgresOutageRepository
 from adapters.postgres.partitions import PostgresReportPartitions
 from adapters.postgres.pool import PostgresProbe, pool_resource
 from adapters.postgres.processing import (
     PostgresProcessingQueue,
     PostgresProcessingUnitOfWorkFactory,
 )
+from adapters.postgres.silence import PostgresCadenceRepository
 from adapters.postgres.status import PostgresStatusRepository
 from adapters.postgres.uow import PostgresUnitOfWorkFactory
 from adapters.prometheus import PrometheusFetchMetrics
@@ -62,14 +67,17 @@ from domain.processing import RetryPolicy
 from domain.travel_times import PassRules
 from servers.config import Settings, device_keys, kek_ring, page_token_keys, signing_key
 from servers.fetcher_runtime import FetcherRuntime
-from servers.parts import AccessPart, DetectorsPart, KeysPart, SetupPart
+from servers.parts import AccessPart, DetectorsPart, JobsPart, KeysPart, SetupPart
 from usecases.access import TokenPolicy
 from usecases.fetch_once import FetchRunReports
 from usecases.fetching import FetchStateQueries, FetchWorker
 from usecases.idempotency import IdempotentCreates
+from usecases.jobs import RunJobBatch
 from usecases.maintenance import MaintainReportPartitions
+from usecases.outages import DetectOutages, OutageQueries
 from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports, TrackerRefCache
+from usecases.silence import FleetStatisticsQuery, LearnCadences, SilenceQueries
 from usecases.status import StatusQueries, StatusRuleUpdates
 from usecases.travel_times import TravelTimeSettings
 
@@ -168,6 +176,33 @@ class Detecting(Core):
     )
 
 
+class Jobbing(Sealing):
+    """Bulk jobs (issue 17): started by the collector, read by the query server."""
+
+    jobs = providers.Container(
+        JobsPart,
+        uow=Core.uow_factory,
+        factory=Sealing.key_pair_factory,
+        sealer=Sealing.sealer,
+        clock=Core.clock,
+        defaults=Core.settings.provided.jobs.defaults.call(),
+    )
+    job_usecases = jobs.usecases
+
+
+class Silencing(Core):
+    """Silent trackers (issue 17): cadences learned by the worker, read by the query server."""
+
+    silence_rule = Core.settings.provided.silence.rule.call()
+    cadence_repository = providers.Singleton(PostgresCadenceRepository, Core.db_pool)
+
+
+class Outaging(Core):
+    """Outages (issue 17): detected by the worker, read by the query server."""
+
+    outage_repository = providers.Singleton(PostgresOutageRepository, Core.db_pool)
+
+
 class Api(Sealing, ProcessingQueueing):
     """What both gRPC endpoints share: sign-in and tokens, the interceptors, page tokens and
     the use cases their services call."""
@@ -246,7 +281,7 @@ class HealthContainer(Core):
     """``tracker-health``: probes only."""
 
 
-class CollectorContainer(Api, Detecting):
+class CollectorContainer(Jobbing, Api, Detecting):
     """``tracker-collector``: every mutation, and the report partitions made ahead."""
 
     setup_servicer = providers.Singleton(SetupServicer, Api.setup_usecases)
@@ -285,9 +320,10 @@ class CollectorContainer(Api, Detecting):
     detector_servicer = providers.Singleton(
         DetectorServicer, Detecting.detectors.admin, Detecting.detectors.ingest
     )
+    job_servicer = providers.Singleton(JobServicer, Jobbing.job_usecases)
 
 
-class QueryContainer(Api, FetchQueueing, Detecting):
+class QueryContainer(Jobbing, Silencing, Outaging, Api, FetchQueueing, Detecting):
     """``tracker-query``: every read."""
 
     setup_query_servicer = providers.Singleton(
@@ -317,6 +353,27 @@ class QueryContainer(Api, FetchQueueing, Detecting):
         Detecting.detectors.travel_times,
         Api.page_tokens,
         poll_s=providers.Callable(_seconds, Core.settings.provided.detectors.stream_poll),
+    )
+    job_query_servicer = providers.Singleton(
+        JobQueryServicer,
+        Jobbing.job_usecases,
+        Api.page_tokens,
+        watch_interval_s=providers.Callable(_seconds, Core.settings.provided.jobs.watch_interval),
+    )
+    silence_queries = providers.Singleton(
+        SilenceQueries,
+        repo=Silencing.cadence_repository,
+        clock=Core.clock,
+        rule=Silencing.silence_rule,
+    )
+    outage_queries = providers.Singleton(OutageQueries, repo=Outaging.outage_repository)
+    fleet_statistics = providers.Singleton(
+        FleetStatisticsQuery,
+        stats=providers.Singleton(PostgresFleetStatistics, Core.db_pool),
+        clock=Core.clock,
+    )
+    fleet_query_servicer = providers.Singleton(
+        FleetQueryServicer, silence_queries, outage_queries, fleet_statistics, Api.page_tokens
     )
 
 
@@ -350,7 +407,7 @@ class FetcherContainer(Sealing, FetchQueueing):
     )
 
 
-class WorkerContainer(ProcessingQueueing, Detecting):
+class WorkerContainer(Silencing, Outaging, ProcessingQueueing, Detecting):
     """``tracker-worker``: new reports geocoded, rolled up and turned into statuses. A
     factory: each call is a worker of its own (keyword arguments override the settings')."""
 
@@ -375,6 +432,22 @@ class WorkerContainer(ProcessingQueueing, Detecting):
         ),
     )
     travel_time_settings = providers.Singleton(_travel_time_settings, Core.settings)
+    run_job_batch = providers.Factory(
+        RunJobBatch, uow=Core.uow_factory, clock=Core.clock, lease=Core.settings.provided.jobs.lease
+    )
+    learn_cadences = providers.Factory(
+        LearnCadences,
+        repo=Silencing.cadence_repository,
+        clock=Core.clock,
+        rule=Silencing.silence_rule,
+        chunk=Core.settings.provided.silence.chunk,
+    )
+    detect_outages = providers.Factory(
+        DetectOutages,
+        repo=Outaging.outage_repository,
+        clock=Core.clock,
+        rule=Core.settings.provided.outages.rule.call(),
+    )
 
 
 class Container(CollectorContainer, QueryContainer, FetcherContainer, WorkerContainer):

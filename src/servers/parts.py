@@ -26,6 +26,14 @@ from usecases.access import (
 )
 from usecases.detector_events import DetectorEvents
 from usecases.detectors import DetectorAdmin, DetectorQueries
+from usecases.jobs import (
+    ControlJob,
+    JobDefaults,
+    JobQueries,
+    JobUseCases,
+    RetryJob,
+    StartJob,
+)
 from usecases.keys import (
     AllocateTags,
     CreateKeyBatch,
@@ -186,6 +194,26 @@ class DetectorsPart(containers.DeclarativeContainer):
     travel_times = providers.Singleton(TravelTimeQueries, uow, feed)
 
 
+class JobsPart(containers.DeclarativeContainer):
+    """Bulk jobs: start, control and read them (the worker applies their batches)."""
+
+    uow = providers.Dependency()
+    factory = providers.Dependency()
+    sealer = providers.Dependency()
+    clock = providers.Dependency()
+    defaults = providers.Dependency(instance_of=JobDefaults)
+
+    usecases = providers.Singleton(
+        JobUseCases,
+        start_job=providers.Singleton(StartJob, uow, factory, sealer, clock, defaults),
+        pause_job=providers.Singleton(ControlJob, uow, clock, "pause"),
+        resume_job=providers.Singleton(ControlJob, uow, clock, "resume"),
+        cancel_job=providers.Singleton(ControlJob, uow, clock, "cancel"),
+        retry_job=providers.Singleton(RetryJob, uow, clock),
+        queries=providers.Singleton(JobQueries, uow),
+    )
+
+
 def setup_usecases(uow: Any, clock: Any) -> SetupUseCases:
     """The setup use cases over ``uow`` and ``clock`` (scripts, benchmarks, tests)."""
     usecases: SetupUseCases = SetupPart(uow=uow, clock=clock).usecases()
@@ -205,5 +233,12 @@ def access_usecases(
 def key_usecases(uow: Any, factory: Any, sealer: Any, clock: Any) -> KeyUseCases:
     usecases: KeyUseCases = KeysPart(
         uow=uow, factory=factory, sealer=sealer, clock=clock
+    ).usecases()
+    return usecases
+
+
+def job_usecases(uow: Any, factory: Any, sealer: Any, clock: Any, defaults: Any) -> JobUseCases:
+    usecases: JobUseCases = JobsPart(
+        uow=uow, factory=factory, sealer=sealer, clock=clock, defaults=defaults
     ).usecases()
     return usecases

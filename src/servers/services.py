@@ -26,6 +26,12 @@ from tracker.v1 import (
     detector_service_pb2_grpc,
     fetch_query_service_pb2,
     fetch_query_service_pb2_grpc,
+    fleet_query_service_pb2,
+    fleet_query_service_pb2_grpc,
+    job_query_service_pb2,
+    job_query_service_pb2_grpc,
+    job_service_pb2,
+    job_service_pb2_grpc,
     key_query_service_pb2,
     key_query_service_pb2_grpc,
     key_service_pb2,
@@ -160,6 +166,22 @@ DETECTOR_QUERY = Service(
     lambda c: c.detector_query_servicer,
 )
 
+JOB = Service(
+    _descriptor(job_service_pb2, "JobService"),
+    job_service_pb2_grpc.add_JobServiceServicer_to_server,
+    lambda c: c.job_servicer,
+)
+JOB_QUERY = Service(
+    _descriptor(job_query_service_pb2, "JobQueryService"),
+    job_query_service_pb2_grpc.add_JobQueryServiceServicer_to_server,
+    lambda c: c.job_query_servicer,
+)
+FLEET_QUERY = Service(
+    _descriptor(fleet_query_service_pb2, "FleetQueryService"),
+    fleet_query_service_pb2_grpc.add_FleetQueryServiceServicer_to_server,
+    lambda c: c.fleet_query_servicer,
+)
+
 SERVICES: tuple[Service, ...] = (
     SETUP,
     SETUP_QUERY,
@@ -176,6 +198,9 @@ SERVICES: tuple[Service, ...] = (
     PROCESSING_QUERY,
     DETECTOR,
     DETECTOR_QUERY,
+    JOB,
+    JOB_QUERY,
+    FLEET_QUERY,
 )
 """Every service of the API (a test checks it against the .proto files)."""
 
@@ -189,6 +214,7 @@ COLLECTOR: tuple[Service, ...] = (
     STATUS,
     PROCESSING,
     DETECTOR,
+    JOB,
 )
 QUERY: tuple[Service, ...] = (
     SETUP_QUERY,
@@ -198,6 +224,8 @@ QUERY: tuple[Service, ...] = (
     STATUS_QUERY,
     PROCESSING_QUERY,
     DETECTOR_QUERY,
+    JOB_QUERY,
+    FLEET_QUERY,
 )
 
 

@@ -26,6 +26,12 @@ from tracker.v1 import (
     detector_service_pb2,
     detector_service_pb2_grpc,
     fetch_query_service_pb2,
+    fleet_query_service_pb2,
+    job_query_service_pb2,
+    job_query_service_pb2_grpc,
+    job_service_pb2,
+    job_service_pb2_grpc,
+    jobs_pb2,
     key_query_service_pb2,
     key_service_pb2,
     processing_query_service_pb2,
@@ -62,6 +68,9 @@ FILES = [
     processing_service_pb2,
     detector_service_pb2,
     detector_query_service_pb2,
+    job_service_pb2,
+    job_query_service_pb2,
+    fleet_query_service_pb2,
 ]
 SERVICES = [svc for f in FILES for svc in f.DESCRIPTOR.services_by_name.values()]
 OPEN_SERVICES = {"tracker.v1.AuthService"}
@@ -73,6 +82,7 @@ MUTATING_SERVICES = {
     "tracker.v1.StatusService",
     "tracker.v1.ProcessingService",
     "tracker.v1.DetectorService",
+    "tracker.v1.JobService",
 }
 # Operator services: every RPC needs ADMIN, so even their lists refuse everyone else.
 ADMIN_ONLY_SERVICES = {
@@ -105,6 +115,7 @@ RESOURCE_OF_FIELD = {
     "detector_ids": "detector",
     "destination_detector_id": "detector",
     "source_detector_id": "source_detector",
+    "job_id": "job",
 }
 _counter = itertools.count()
 
@@ -297,9 +308,20 @@ async def make_world(admin: Stack, tag: str) -> World:
         "tracker": tracker.id,
         "key_batch": str(uuid.uuid4()),
         "mac": tracker.mac_address,
+        "job": await a_job(admin, run.id),
     }
     secrets |= set(ids.values()) | {tracker.mac_address}
     return World(ids, secrets)
+
+
+async def a_job(admin: Stack, run_id: str) -> str:
+    """A bulk job of the run (no worker runs here: it stays RUNNING)."""
+    assert admin.collector_channel is not None
+    jobs = job_service_pb2_grpc.JobServiceStub(admin.collector_channel)
+    request = job_service_pb2.StartJobRequest(
+        kind=jobs_pb2.JOB_KIND_REEVALUATE_RUN, production_run_id=run_id
+    )
+    return str((await jobs.StartJob(request)).job.id)
 
 
 async def add_user(admin: Stack, world: World, tag: str, role: Role) -> str:
@@ -354,6 +376,9 @@ async def snapshot(admin: Stack, world: World) -> list[str]:
         ),
         await status.GetTrackerStatus(
             status_query_service_pb2.GetTrackerStatusRequest(tracker_id=world.ids["tracker"])
+        ),
+        await job_query_service_pb2_grpc.JobQueryServiceStub(admin.query_channel).GetJob(
+            job_query_service_pb2.GetJobRequest(job_id=world.ids["job"])
         ),
     ]
     assert admin.container is not None
@@ -429,6 +454,8 @@ async def test_lists_show_only_the_callers_clients(stack: Stack) -> None:
                 if not method.name.startswith("List"):
                     continue
                 request = message_factory.GetMessageClass(method.input_type)()
+                if "job_id" in method.input_type.fields_by_name:  # a list under its own job
+                    request.job_id = a.ids["job"]
                 code, error, response = await invoke(channel_for(caller, method), method, request)
                 if service.full_name in ADMIN_ONLY_SERVICES:
                     assert code == grpc.StatusCode.PERMISSION_DENIED, (method.name, error)
@@ -453,6 +480,7 @@ async def test_every_rpc_without_or_with_a_bad_token_is_unauthenticated(stack: S
                 "key_batch",
                 "detector",
                 "source_detector",
+                "job",
             )
         },
         set(),

@@ -90,6 +90,23 @@ SAMPLES: dict[str, Any] = {
     "report_partitions_ahead_months": 6,
     "report_partitions_interval_s": 600.0,
 }
+SAMPLES |= {  # bulk jobs (issue 17)
+    "job_items_per_second": 250.0,
+    "job_batch_size": 100,
+    "job_lease_s": 20.0,
+    "job_idle_s": 0.2,
+    "job_watch_interval_s": 1.5,
+    "silence_factor": 4.0,
+    "silence_default_cadence_s": 7200.0,
+    "silence_min_cadence_s": 600.0,
+    "silence_max_cadence_s": 86400.0,
+    "silence_chunk": 500,
+    "silence_interval_s": 3.0,
+    "outage_jump": 0.5,
+    "outage_min_silent": 3,
+    "outage_baseline_window_s": 7200.0,
+    "outage_interval_s": 30.0,
+}
 SAMPLES["auth_cache_ttl_s"] = 0.0
 SAMPLES["ingest_tracker_cache_ttl_s"] = 0.0
 
@@ -288,6 +305,9 @@ def test_a_process_validates_exactly_its_components(process: str) -> None:
         "geocoding": "TRACKER_GEOCODE_CELL_DEG",
         "all_in_one": "TRACKER_DEMO_SIMULATOR_PORT",
         "detectors": "TRACKER_TRAVEL_TIME_BIN_S",
+        "jobs": "TRACKER_JOB_BATCH_SIZE",
+        "silence": "TRACKER_SILENCE_FACTOR",
+        "outages": "TRACKER_OUTAGE_JUMP",
     }
     assert set(bad) == {c.part for c in COMPONENTS}
     values = {

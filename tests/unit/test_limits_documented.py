@@ -41,6 +41,9 @@ def day(t: object) -> str:
         ("status_query_service.proto", day(instants.TIME_CEILING)),
         ("key_service.proto", f"Number of key pairs, 1..{limits.MAX_BATCH_KEYS}"),
         ("key_service.proto", f"at most {limits.MAX_IMPORT}"),
+        ("job_service.proto", f"at most {limits.MAX_JOB_FILE_BYTES} bytes"),
+        ("job_service.proto", f"at most {limits.MAX_JOB_ITEMS} rows"),
+        ("job_service.proto", f"1..{limits.MAX_JOB_BATCH_SIZE}"),
         ("resources.proto", f"[{day(instants.RUN_TIME_FLOOR)}, {day(instants.RUN_TIME_CEILING)}]"),
         *(
             (proto, quoted)
@@ -72,6 +75,8 @@ def test_the_readme_quotes_the_domain() -> None:
         limits.MAX_IMPORT,
         limits.MAX_BATCH_KEYS,
         limits.MAX_SIGHTINGS_PER_MESSAGE,
+        limits.MAX_JOB_ITEMS,
+        limits.MAX_JOB_BATCH_SIZE,
     ):
         assert f"{number:,}" in readme
     assert f"at most {limits.MAX_REPORT_MONTHS_PER_MESSAGE} distinct months" in readme

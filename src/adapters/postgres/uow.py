@@ -16,6 +16,7 @@ from adapters.postgres.detectors import (
     PostgresTravelTimeRepository,
 )
 from adapters.postgres.fetching import PostgresFetchStateRepository
+from adapters.postgres.jobs import PostgresJobRepository
 from adapters.postgres.keys import PostgresTagKeyRepository
 from adapters.postgres.pool import (
     CONNECTION_ERRORS,
@@ -61,6 +62,7 @@ class PostgresUnitOfWork:
         self.links = PostgresLinkRepository(conn)
         self.sightings = PostgresSightingRepository(conn)
         self.travel_times = PostgresTravelTimeRepository(conn)
+        self.jobs = PostgresJobRepository(conn)
         return self
 
     async def _begin(self) -> asyncpg.Connection:

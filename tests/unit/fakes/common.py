@@ -20,6 +20,7 @@ from domain.ports.detectors import (
     TravelTimeRepository,
 )
 from domain.ports.fetching import FetchStateRepository
+from domain.ports.jobs import JobRepository
 from domain.ports.keys import TagKeyRepository
 from domain.ports.reports import ReportRepository
 from domain.ports.setup import (
@@ -46,6 +47,7 @@ from tests.unit.fakes.detectors import (
 from tests.unit.fakes.fetching import (
     FakeFetchStateRepository,
 )
+from tests.unit.fakes.jobs import FakeJobRepository
 from tests.unit.fakes.keys import (
     FakeTagKeyRepository,
 )
@@ -79,6 +81,7 @@ class FakeUnitOfWork:
     links: LinkRepository
     sightings: SightingRepository
     travel_times: TravelTimeRepository
+    jobs: JobRepository
 
     def __init__(self, factory: FakeUnitOfWorkFactory) -> None:
         self._factory = factory
@@ -109,6 +112,7 @@ class FakeUnitOfWork:
         self.links = FakeLinkRepository(self)
         self.sightings = FakeSightingRepository(self)
         self.travel_times = FakeTravelTimeRepository(self)
+        self.jobs = FakeJobRepository(self)
         return self
 
     async def commit(self) -> None:
