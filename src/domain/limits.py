@@ -52,3 +52,6 @@ MAX_JOB_ITEMS = 250_000
 """StartJob: rows of one bulk job's file (and trackers of a run one re-evaluation covers)."""
 MAX_JOB_BATCH_SIZE = 5000
 """StartJob: items per batch (one transaction each)."""
+
+MAX_TRACK_POINTS = 100_000
+"""trackerctl track-svg: reports of one tracker drawn in one picture (narrow the time range)."""

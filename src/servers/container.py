@@ -31,6 +31,7 @@ from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer,
 from adapters.grpc.decoding import UndecodableRequestInterceptor
 from adapters.grpc.detectors import DetectorQueryServicer, DetectorServicer
 from adapters.grpc.errors import DomainErrorInterceptor
+from adapters.grpc.exports import ExportQueryServicer
 from adapters.grpc.fetching import FetchQueryServicer
 from adapters.grpc.fleet import FleetQueryServicer
 from adapters.grpc.idempotency import IdempotencyInterceptor
@@ -42,6 +43,7 @@ from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.grpc.status import StatusQueryServicer, StatusServicer
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
 from adapters.postgres.detectors import PostgresFeed
+from adapters.postgres.exports import PostgresExportSource
 from adapters.postgres.fleet import PostgresFleetStatistics
 from adapters.postgres.geocoding import PostgresGeocoder
 from adapters.postgres.idempotency import PostgresIdempotencyStore
@@ -69,6 +71,7 @@ from servers.config import Settings, device_keys, kek_ring, page_token_keys, sig
 from servers.fetcher_runtime import FetcherRuntime
 from servers.parts import AccessPart, DetectorsPart, JobsPart, KeysPart, SetupPart
 from usecases.access import TokenPolicy
+from usecases.exports import HistoryExports
 from usecases.fetch_once import FetchRunReports
 from usecases.fetching import FetchStateQueries, FetchWorker
 from usecases.idempotency import IdempotentCreates
@@ -203,6 +206,13 @@ class Outaging(Core):
     outage_repository = providers.Singleton(PostgresOutageRepository, Core.db_pool)
 
 
+class Exporting(Core):
+    """History exports (issue 17): streamed by the query server, written by trackerctl."""
+
+    export_source = providers.Singleton(PostgresExportSource, Core.db_pool)
+    history_exports = providers.Singleton(HistoryExports, export_source)
+
+
 class Api(Sealing, ProcessingQueueing):
     """What both gRPC endpoints share: sign-in and tokens, the interceptors, page tokens and
     the use cases their services call."""
@@ -323,7 +333,7 @@ class CollectorContainer(Jobbing, Api, Detecting):
     job_servicer = providers.Singleton(JobServicer, Jobbing.job_usecases)
 
 
-class QueryContainer(Jobbing, Silencing, Outaging, Api, FetchQueueing, Detecting):
+class QueryContainer(Jobbing, Silencing, Outaging, Exporting, Api, FetchQueueing, Detecting):
     """``tracker-query``: every read."""
 
     setup_query_servicer = providers.Singleton(
@@ -375,6 +385,7 @@ class QueryContainer(Jobbing, Silencing, Outaging, Api, FetchQueueing, Detecting
     fleet_query_servicer = providers.Singleton(
         FleetQueryServicer, silence_queries, outage_queries, fleet_statistics, Api.page_tokens
     )
+    export_query_servicer = providers.Singleton(ExportQueryServicer, Exporting.history_exports)
 
 
 class FetcherContainer(Sealing, FetchQueueing):

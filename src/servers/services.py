@@ -24,6 +24,8 @@ from tracker.v1 import (
     detector_query_service_pb2_grpc,
     detector_service_pb2,
     detector_service_pb2_grpc,
+    export_query_service_pb2,
+    export_query_service_pb2_grpc,
     fetch_query_service_pb2,
     fetch_query_service_pb2_grpc,
     fleet_query_service_pb2,
@@ -181,6 +183,11 @@ FLEET_QUERY = Service(
     fleet_query_service_pb2_grpc.add_FleetQueryServiceServicer_to_server,
     lambda c: c.fleet_query_servicer,
 )
+EXPORT_QUERY = Service(
+    _descriptor(export_query_service_pb2, "ExportQueryService"),
+    export_query_service_pb2_grpc.add_ExportQueryServiceServicer_to_server,
+    lambda c: c.export_query_servicer,
+)
 
 SERVICES: tuple[Service, ...] = (
     SETUP,
@@ -201,6 +208,7 @@ SERVICES: tuple[Service, ...] = (
     JOB,
     JOB_QUERY,
     FLEET_QUERY,
+    EXPORT_QUERY,
 )
 """Every service of the API (a test checks it against the .proto files)."""
 
@@ -226,6 +234,7 @@ QUERY: tuple[Service, ...] = (
     DETECTOR_QUERY,
     JOB_QUERY,
     FLEET_QUERY,
+    EXPORT_QUERY,
 )
 
 

@@ -14,7 +14,7 @@ import pathlib
 import sys
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -30,13 +30,17 @@ from adapters.postgres.partitions import PostgresReportPartitions
 from adapters.postgres.pool import open_pool
 from domain.access import Principal, Role
 from domain.errors import DomainError
+from domain.exports import ExportFormat as HistoryFormat
+from domain.exports import ExportQuery
 from domain.jobs import Job, JobKind
 from domain.limits import MAX_IMPORT
 from domain.pagination import PageRequest
+from domain.track_svg import render
 from servers.config import PROCESS_PARTS, ConfigError, Settings, from_sources, parser
 from servers.container import Container
 from servers.fetcher import fetcher_config, worker_id
 from usecases.access import AccessUseCases, NewUser
+from usecases.exports import HistoryExports
 from usecases.fetching import Account
 from usecases.jobs import JobUseCases, RunJobBatch, StartJobRequest
 from usecases.keys import ExportFormat, KeyUseCases
@@ -297,6 +301,74 @@ async def _jobs(settings: Settings, args: argparse.Namespace) -> int:
         await container.shutdown_resources()  # type: ignore[misc]
 
 
+def _when(value: str | None) -> datetime | None:
+    """An RFC 3339 time of a command line (a Z or an offset; none: UTC)."""
+    if not value:
+        return None
+    t = datetime.fromisoformat(value)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+async def _export(settings: Settings, args: argparse.Namespace) -> int:
+    """A run's or a tracker's history (as ExportQueryService/ExportHistory streams it) to a
+    file or standard output, chunk by chunk."""
+
+    async def act(uc: HistoryExports) -> int:
+        query = ExportQuery(
+            format=HistoryFormat[args.format.upper()],
+            tracker_id=uuid.UUID(args.tracker) if args.tracker else None,
+            production_run_id=uuid.UUID(args.run) if args.run else None,
+            start_time=_when(args.start),
+            end_time=_when(args.end),
+            min_confidence=args.min_confidence,
+            include_status_changes=args.status_changes,
+        )
+        chunks = await uc.export(Principal.system(), query)
+        if args.out == "-":
+            async for data in chunks:
+                sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            return 0
+        # written next to the file and moved over it at the end: no half export left behind
+        part = pathlib.Path(args.out + ".part")
+        out = await asyncio.to_thread(part.open, "wb")
+        try:
+            async for data in chunks:
+                await asyncio.to_thread(out.write, data)
+        except BaseException:
+            out.close()
+            await asyncio.to_thread(part.unlink, missing_ok=True)
+            raise
+        out.close()
+        await asyncio.to_thread(part.replace, args.out)
+        return 0
+
+    return await _with(settings, "history_exports", act)
+
+
+async def _track_svg(settings: Settings, args: argparse.Namespace) -> int:
+    """A tracker's track with its run's geofences as an SVG picture."""
+
+    async def act(uc: HistoryExports) -> int:
+        track = await uc.track(
+            Principal.system(),
+            uuid.UUID(args.tracker),
+            _when(args.start),
+            _when(args.end),
+            args.min_confidence,
+        )
+        if not track.points and not track.fences:
+            raise ValueError("nothing to draw: no reports in the range and no fences")
+        svg = render(f"tracker {track.tracker_id}", track.points, track.changes, track.fences)
+        if args.out == "-":
+            sys.stdout.write(svg)
+        else:
+            await asyncio.to_thread(pathlib.Path(args.out).write_text, svg)
+        return 0
+
+    return await _with(settings, "history_exports", act)
+
+
 async def _user(settings: Settings, args: argparse.Namespace) -> int:
     system = Principal.system()
 
@@ -530,6 +602,23 @@ def build_parser() -> argparse.ArgumentParser:
     gload.add_argument("--if-empty", action="store_true", help="only if no city is loaded yet")
     command("process", "process every tracker with new reports now (as the worker does)")
 
+    export = command(
+        "export",
+        "a production run's or a tracker's location (and status) history as CSV, GeoJSON or GPX",
+    )
+    target = export.add_mutually_exclusive_group(required=True)
+    target.add_argument("--run", metavar="PRODUCTION_RUN_ID")
+    target.add_argument("--tracker", metavar="TRACKER_ID")
+    export.add_argument("--format", choices=["csv", "geojson", "gpx"], default="csv")
+    export.add_argument("--status-changes", action="store_true", help="status changes too")
+    track = command("track-svg", "draw a tracker's track with its run's geofences as SVG")
+    track.add_argument("--tracker", metavar="TRACKER_ID", required=True)
+    for p in (export, track):
+        p.add_argument("--start", help="from this time (RFC 3339)")
+        p.add_argument("--end", help="before this time (RFC 3339)")
+        p.add_argument("--min-confidence", type=int, default=0, choices=[0, 1, 2, 3])
+        p.add_argument("--out", default="-", help="file to write (default: standard output)")
+
     token = sub.add_parser("token", help="service tokens")
     tsub = token.add_subparsers(dest="token_command", required=True)
     mint = command("mint", "print a long-lived access token for a (service) user", tsub)
@@ -554,6 +643,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "geo": _geo,
         "process": _process,
         "job": _jobs,
+        "export": _export,
+        "track-svg": _track_svg,
     }[args.command]
     try:
         return asyncio.run(run(settings, args))
