@@ -25,6 +25,7 @@ from tracker.v1 import (
     detector_query_service_pb2_grpc,
     detector_service_pb2,
     detector_service_pb2_grpc,
+    export_query_service_pb2,
     fetch_query_service_pb2,
     fleet_query_service_pb2,
     job_query_service_pb2,
@@ -71,6 +72,7 @@ FILES = [
     job_service_pb2,
     job_query_service_pb2,
     fleet_query_service_pb2,
+    export_query_service_pb2,
 ]
 SERVICES = [svc for f in FILES for svc in f.DESCRIPTOR.services_by_name.values()]
 OPEN_SERVICES = {"tracker.v1.AuthService"}

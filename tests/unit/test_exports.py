@@ -67,10 +67,12 @@ def write(fmt: ExportFormat, with_changes: bool = True) -> str:
 def test_csv_has_a_header_quotes_per_rfc_4180_and_round_trips() -> None:
     text = write(ExportFormat.CSV)
     assert text.startswith(",".join(CSV_HEADER) + "\r\n")
-    assert text.endswith("\r\n") and text.count("\r\n") == 1 + 2 + 9  # CRLF ends each record
+    assert text.endswith("\r\n")
+    assert text.count("\r\n") == 1 + 2 + 9
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     assert [r["record"] for r in rows] == ["status_change"] * 2 + ["report"] * 9
-    assert rows[1]["status"] == "IN_TRANSIT" and rows[1]["previous_status"] == "IN_STORAGE"
+    assert rows[1]["status"] == "IN_TRANSIT"
+    assert rows[1]["previous_status"] == "IN_STORAGE"
     odd = rows[2 + 5]
     assert odd["source"] == 'a "quoted", odd\nsource'  # quotes doubled, comma and line kept
     assert odd["tracker_id"] == str(B)
@@ -114,7 +116,8 @@ def test_geojson_is_a_feature_collection_with_a_line_per_tracker_lon_lat() -> No
     for f in feats:
         coords = f["geometry"]["coordinates"]
         for lon, lat in coords if f["geometry"]["type"] == "LineString" else [coords]:
-            assert -180 <= lon <= 180 and -90 <= lat <= 90
+            assert -180 <= lon <= 180
+            assert -90 <= lat <= 90
 
 
 def test_geojson_of_nothing_is_an_empty_collection() -> None:
@@ -124,7 +127,9 @@ def test_geojson_of_nothing_is_an_empty_collection() -> None:
 
 def test_gpx_is_gpx_1_1_with_waypoints_before_one_track_per_tracker() -> None:
     root = ET.fromstring(write(ExportFormat.GPX).encode())
-    assert root.tag == f"{GPX}gpx" and root.get("version") == "1.1" and root.get("creator")
+    assert root.tag == f"{GPX}gpx"
+    assert root.get("version") == "1.1"
+    assert root.get("creator")
     children = [c.tag.removeprefix(GPX) for c in root]
     assert children == ["wpt", "wpt", "trk", "trk", "trk"]  # GPX 1.1: wpt*, rte*, trk*
     for wpt in root.findall(f"{GPX}wpt"):
@@ -257,6 +262,7 @@ async def test_a_track_has_the_points_changes_and_fences_of_its_run() -> None:
     uc = HistoryExports(FakeSource(points(), changes()))
     track = await uc.track(member(CLIENT), A)
     assert [p.tracker_id for p in track.points] == [A] * 5
-    assert len(track.changes) == 2 and track.fences[0].name == "Depot"
+    assert len(track.changes) == 2
+    assert track.fences[0].name == "Depot"
     with pytest.raises(NotFound):
         await uc.track(member(OTHER), A)
