@@ -253,6 +253,10 @@ def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> No
     assert changes[0]["horizontal_accuracy_m"] == 12
     [points] = [d["points"] for d in docs if "points" in d]
     assert [(p["granularity"], p["report_count"]) for p in points] == [("GRANULARITY_HOURLY", 1)]
+    # Exports (issue 17): the run's history as GPX, the jacket's report and its change.
+    gpx = out[out.index("<?xml") : out.index("</gpx>") + len("</gpx>")]
+    assert gpx.count("<trkpt ") == 1
+    assert "<name>DELIVERED</name>" in gpx
     # Bulk jobs (issue 17): the re-evaluation job was streamed until it succeeded.
     jobs = [d["job"] for d in docs if "job" in d]
     assert jobs[-1]["status"] == "JOB_STATUS_SUCCEEDED", jobs

@@ -77,6 +77,7 @@ def test_the_readme_quotes_the_domain() -> None:
         limits.MAX_SIGHTINGS_PER_MESSAGE,
         limits.MAX_JOB_ITEMS,
         limits.MAX_JOB_BATCH_SIZE,
+        limits.MAX_TRACK_POINTS,
     ):
         assert f"{number:,}" in readme
     assert f"at most {limits.MAX_REPORT_MONTHS_PER_MESSAGE} distinct months" in readme
