@@ -9,6 +9,13 @@ from typing import Self, TypeVar
 
 import asyncpg
 
+from adapters.postgres.devices import (
+    PostgresDeviceProfileRepository,
+    PostgresDeviceRepository,
+    PostgresDeviceTypeRepository,
+    PostgresFirmwareRepository,
+    PostgresRolloutRepository,
+)
 from adapters.postgres.fetching import PostgresFetchStateRepository
 from adapters.postgres.keys import PostgresTagKeyRepository
 from adapters.postgres.pool import (
@@ -51,6 +58,11 @@ class PostgresUnitOfWork:
         self.tag_keys = PostgresTagKeyRepository(conn)
         self.reports = PostgresReportRepository(conn)
         self.fetch_states = PostgresFetchStateRepository(conn)
+        self.device_types = PostgresDeviceTypeRepository(conn)
+        self.firmware = PostgresFirmwareRepository(conn)
+        self.device_profiles = PostgresDeviceProfileRepository(conn)
+        self.devices = PostgresDeviceRepository(conn)
+        self.rollouts = PostgresRolloutRepository(conn)
         return self
 
     async def _begin(self) -> asyncpg.Connection:
