@@ -9,6 +9,7 @@ from dependency_injector import containers, providers
 from adapters.clock import SystemClock
 from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer, UserServicer
 from adapters.grpc.decoding import UndecodableRequestInterceptor
+from adapters.grpc.devices import DeviceQueryServicer, DeviceServicer
 from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.fetching import FetchQueryServicer
 from adapters.grpc.keys import KeyQueryServicer, KeyServicer
@@ -35,7 +36,7 @@ from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
 from domain.pagination import PageTokens
 from domain.processing import RetryPolicy
 from servers.config import Settings, kek_ring, page_token_keys, signing_key
-from servers.parts import AccessPart, KeysPart, SetupPart
+from servers.parts import AccessPart, DevicesPart, KeysPart, SetupPart
 from usecases.access import TokenPolicy
 from usecases.fetch_once import FetchRunReports
 from usecases.fetching import FetchStateQueries, FetchWorker
@@ -121,6 +122,7 @@ class Container(containers.DeclarativeContainer):
         KeysPart, uow=uow_factory, factory=key_pair_factory, sealer=sealer, clock=clock
     )
     key_usecases = keys.usecases
+    devices = providers.Container(DevicesPart, uow=uow_factory, sealer=sealer, clock=clock)
 
     undecodable_interceptor = providers.Singleton(UndecodableRequestInterceptor)
     interceptors = providers.List(
@@ -143,6 +145,10 @@ class Container(containers.DeclarativeContainer):
     user_query_servicer = providers.Singleton(UserQueryServicer, access_usecases, page_tokens)
     key_servicer = providers.Singleton(KeyServicer, key_usecases)
     key_query_servicer = providers.Singleton(KeyQueryServicer, key_usecases)
+    device_servicer = providers.Singleton(
+        DeviceServicer, devices.catalog, devices.profiles, devices.devices, devices.rollouts
+    )
+    device_query_servicer = providers.Singleton(DeviceQueryServicer, devices.queries, page_tokens)
     tracker_ref_cache = providers.Singleton(
         TrackerRefCache,
         clock=clock,

@@ -24,6 +24,14 @@ from usecases.access import (
     SetClientAccess,
     SetPassword,
 )
+from usecases.devices import (
+    DeviceCatalog,
+    DeviceProfiles,
+    DeviceQueries,
+    Devices,
+    PlannerCache,
+    Rollouts,
+)
 from usecases.keys import (
     AllocateTags,
     CreateKeyBatch,
@@ -187,3 +195,18 @@ def key_usecases(uow: Any, factory: Any, sealer: Any, clock: Any) -> KeyUseCases
         uow=uow, factory=factory, sealer=sealer, clock=clock
     ).usecases()
     return usecases
+
+
+class DevicesPart(containers.DeclarativeContainer):
+    """Device types and firmware, profiles, devices and check-ins, rollouts (issue 18)."""
+
+    uow = providers.Dependency()
+    sealer = providers.Dependency()
+    clock = providers.Dependency()
+
+    planners = providers.Singleton(PlannerCache)
+    catalog = providers.Singleton(DeviceCatalog, uow, clock)
+    profiles = providers.Singleton(DeviceProfiles, uow, clock, sealer)
+    devices = providers.Singleton(Devices, uow, clock, sealer, planners)
+    rollouts = providers.Singleton(Rollouts, uow, clock)
+    queries = providers.Singleton(DeviceQueries, uow, clock, planners)

@@ -20,6 +20,10 @@ from servers.container import Container
 from tracker.v1 import (
     auth_service_pb2,
     auth_service_pb2_grpc,
+    device_query_service_pb2,
+    device_query_service_pb2_grpc,
+    device_service_pb2,
+    device_service_pb2_grpc,
     fetch_query_service_pb2,
     fetch_query_service_pb2_grpc,
     key_query_service_pb2,
@@ -144,6 +148,16 @@ PROCESSING_QUERY = Service(
     processing_query_service_pb2_grpc.add_ProcessingQueryServiceServicer_to_server,
     lambda c: c.processing_query_servicer,
 )
+DEVICE = Service(
+    _descriptor(device_service_pb2, "DeviceService"),
+    device_service_pb2_grpc.add_DeviceServiceServicer_to_server,
+    lambda c: c.device_servicer,
+)
+DEVICE_QUERY = Service(
+    _descriptor(device_query_service_pb2, "DeviceQueryService"),
+    device_query_service_pb2_grpc.add_DeviceQueryServiceServicer_to_server,
+    lambda c: c.device_query_servicer,
+)
 
 SERVICES: tuple[Service, ...] = (
     SETUP,
@@ -159,11 +173,13 @@ SERVICES: tuple[Service, ...] = (
     STATUS_QUERY,
     PROCESSING,
     PROCESSING_QUERY,
+    DEVICE,
+    DEVICE_QUERY,
 )
 """Every service of the API (a test checks it against the .proto files)."""
 
 # Which endpoint carries which service: mutations on the collector, reads on the query server.
-COLLECTOR: tuple[Service, ...] = (SETUP, AUTH, USER, KEY, REPORT, STATUS, PROCESSING)
+COLLECTOR: tuple[Service, ...] = (SETUP, AUTH, USER, KEY, REPORT, STATUS, PROCESSING, DEVICE)
 QUERY: tuple[Service, ...] = (
     SETUP_QUERY,
     USER_QUERY,
@@ -171,6 +187,7 @@ QUERY: tuple[Service, ...] = (
     FETCH_QUERY,
     STATUS_QUERY,
     PROCESSING_QUERY,
+    DEVICE_QUERY,
 )
 
 

@@ -723,14 +723,17 @@ class DeviceQueries(_Base):
     async def rollout_devices(
         self,
         caller: Principal,
-        rollout_id: uuid.UUID,
+        rollout_id: uuid.UUID | None,
         state: DeviceRolloutState | None,
         page: PageRequest,
     ) -> Page[RolloutDevice]:
         async with self._uow() as uow:
-            r = await uow.rollouts.get(rollout_id)
-            require_read(caller, r.client_id, r.KIND, rollout_id)
-            return await uow.rollouts.devices(rollout_id, state, page)
+            if rollout_id is not None:
+                r = await uow.rollouts.get(rollout_id)
+                require_read(caller, r.client_id, r.KIND, rollout_id)
+            return await uow.rollouts.devices(
+                rollout_id, Visible(caller.readable_clients()), state, page
+            )
 
     async def watch_rollout(
         self, caller: Principal, rollout_id: uuid.UUID, poll_s: float = 1.0

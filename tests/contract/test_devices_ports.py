@@ -312,13 +312,23 @@ async def test_rollout_records_slots_and_counts(uows: Any) -> None:
             DeviceRolloutState.DONE: 1,
             DeviceRolloutState.PENDING: 2,
         }
-        page = await uow.rollouts.devices(r.id, DeviceRolloutState.PENDING, PageRequest(1))
+        page = await uow.rollouts.devices(
+            r.id, Visible(), DeviceRolloutState.PENDING, PageRequest(1)
+        )
         assert len(page.items) == 1
         assert page.next_after is not None
         rest = await uow.rollouts.devices(
-            r.id, DeviceRolloutState.PENDING, PageRequest(1, page.next_after)
+            r.id, Visible(), DeviceRolloutState.PENDING, PageRequest(1, page.next_after)
         )
         assert rest.items[0].device_id > page.items[0].device_id
+        everyone = await uow.rollouts.devices(
+            None, Visible(frozenset({client})), None, PageRequest(10)
+        )
+        assert len(everyone.items) == 4
+        hidden = await uow.rollouts.devices(
+            None, Visible(frozenset({uuid.uuid4()})), None, PageRequest(10)
+        )
+        assert hidden.items == []
         # An ended rollout frees its devices for the next one.
         ended = replace(r, state=RolloutState.ABORTED)
         await uow.rollouts.update(ended)

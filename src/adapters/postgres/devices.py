@@ -41,7 +41,7 @@ from domain.firmware import (
     VersionRange,
 )
 from domain.model import SealedSecret
-from domain.pagination import Page, PageRequest, cursor_id
+from domain.pagination import Page, PageRequest, cursor_id, cursor_parts
 from domain.ports.devices import DeviceSelection, RolloutFilter, StoredCombination, Visible
 
 _ACTIVE = ("RUNNING", "PAUSED")
@@ -96,7 +96,8 @@ class PostgresDeviceTypeRepository:
     async def add(self, t: DeviceType) -> None:
         try:
             await self._conn.execute(
-                "INSERT INTO device_types (id, client_id, name, components) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO device_types (id, client_id, name, components)"
+                " VALUES ($1, $2, $3, $4)",
                 t.id,
                 t.client_id,
                 t.name,
@@ -141,7 +142,8 @@ class PostgresFirmwareRepository:
         )
         try:
             await self._conn.execute(
-                "INSERT INTO firmware_releases (device_type_id, component, version, requires, notes)"
+                "INSERT INTO firmware_releases"
+                " (device_type_id, component, version, requires, notes)"
                 " VALUES ($1, $2, $3, $4, $5)",
                 type_id,
                 release.component,
@@ -388,7 +390,8 @@ class PostgresDeviceRepository:
     async def update(self, d: Device) -> None:
         done = await self._conn.fetchval(
             "UPDATE devices SET versions = $2, last_check_in = $3, health = $4, group_key = $5,"
-            " production_run_id = $6, location_id = $7, update_time = $8 WHERE id = $1 RETURNING id",
+            " production_run_id = $6, location_id = $7, update_time = $8"
+            " WHERE id = $1 RETURNING id",
             d.id,
             _combo_json(d.versions) if d.versions else None,
             d.last_check_in,
@@ -526,7 +529,8 @@ class PostgresRolloutRepository:
 
     async def add(self, r: Rollout, devices: Sequence[RolloutDevice]) -> None:
         await self._conn.execute(
-            "INSERT INTO rollouts (id, client_id, device_type_id, name, target, policy, state, phase,"
+            "INSERT INTO rollouts (id, client_id, device_type_id, name, target, policy, state,"
+            " phase,"
             " phase_succeeded, phase_failed, reason, create_time, update_time)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             r.id,
@@ -628,7 +632,8 @@ class PostgresRolloutRepository:
 
     async def acquire_slot(self, rollout_id: uuid.UUID, group_key: str, limit: int) -> bool:
         await self._conn.execute(
-            "INSERT INTO rollout_groups (rollout_id, group_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            "INSERT INTO rollout_groups (rollout_id, group_key) VALUES ($1, $2)"
+            " ON CONFLICT DO NOTHING",
             rollout_id,
             group_key,
         )
@@ -668,19 +673,33 @@ class PostgresRolloutRepository:
         return {DeviceRolloutState(r["state"]): r["n"] for r in rows}
 
     async def devices(
-        self, rollout_id: uuid.UUID, state: DeviceRolloutState | None, page: PageRequest
+        self,
+        rollout_id: uuid.UUID | None,
+        visible: Visible,
+        state: DeviceRolloutState | None,
+        page: PageRequest,
     ) -> Page[RolloutDevice]:
-        args: list[Any] = [rollout_id]
-        where = ["rollout_id = $1"]
+        args: list[Any] = []
+        where = _visible_sql(visible, args, "r.client_id")
+        if rollout_id is not None:
+            args.append(rollout_id)
+            where.append(f"d.rollout_id = ${len(args)}")
         if state is not None:
             args.append(state.value)
-            where.append(f"state = ${len(args)}")
-        rows, nxt = await _page(
-            self._conn,
-            f"SELECT {self._RD} FROM rollout_devices",
-            where,
-            args,
-            page,
-            key="device_id",
+            where.append(f"d.state = ${len(args)}")
+        if page.after is not None:
+            rid, did = cursor_parts(page.after, 2)
+            args += [cursor_id(rid), cursor_id(did)]
+            where.append(f"(d.rollout_id, d.device_id) > (${len(args) - 1}, ${len(args)})")
+        args.append(page.size + 1)
+        rows = await self._conn.fetch(
+            "SELECT d.rollout_id, d.device_id, d.group_key, d.bucket, d.state, d.attempts,"
+            " d.step::text AS step, d.step_time, d.last_error, d.update_time"
+            " FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" ORDER BY d.rollout_id, d.device_id LIMIT ${len(args)}",
+            *args,
         )
-        return Page([self._rd(r) for r in rows], nxt)
+        items = [self._rd(r) for r in rows[: page.size]]
+        nxt = f"{items[-1].rollout_id}|{items[-1].device_id}" if len(rows) > page.size else None
+        return Page(items, nxt)

@@ -167,8 +167,15 @@ class RolloutRepository(Protocol):
     async def device_counts(self, rollout_id: uuid.UUID) -> dict[DeviceRolloutState, int]: ...
 
     async def devices(
-        self, rollout_id: uuid.UUID, state: DeviceRolloutState | None, page: PageRequest
-    ) -> Page[RolloutDevice]: ...
+        self,
+        rollout_id: uuid.UUID | None,
+        visible: Visible,
+        state: DeviceRolloutState | None,
+        page: PageRequest,
+    ) -> Page[RolloutDevice]:
+        """Records of one rollout (or of every visible one), ordered by rollout then device;
+        the page cursor is ``"<rollout id>|<device id>"``."""
+        ...
 
 
 class DevicesUnitOfWork(Transaction, Protocol):

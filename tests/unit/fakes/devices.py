@@ -30,7 +30,7 @@ from domain.devices import (
 from domain.errors import AlreadyExists, NotFound, TransientError
 from domain.firmware import Combination, CombinationState, DeviceType, Release
 from domain.model import Location, ProductionRun
-from domain.pagination import Page, PageRequest, cursor_id
+from domain.pagination import Page, PageRequest, cursor_id, cursor_parts
 from domain.ports.devices import DeviceSelection, RolloutFilter, StoredCombination, Visible
 
 T = TypeVar("T")
@@ -404,17 +404,30 @@ class FakeRollouts(_Repo):
         return dict(out)
 
     async def devices(
-        self, rollout_id: uuid.UUID, state: DeviceRolloutState | None, page: PageRequest
+        self,
+        rollout_id: uuid.UUID | None,
+        visible: Visible,
+        state: DeviceRolloutState | None,
+        page: PageRequest,
     ) -> Page[RolloutDevice]:
+        rollouts = self.o.rows("rollouts")
         rows = sorted(
-            (rd for rd in self._records(rollout_id) if state is None or rd.state is state),
-            key=lambda rd: rd.device_id,
+            (
+                rd
+                for k, rd in self.o.rows("records").items()
+                if (rollout_id is None or k[0] == rollout_id)
+                and _visible(rollouts[k[0]].client_id, visible)
+                and (state is None or rd.state is state)
+            ),
+            key=lambda rd: (rd.rollout_id, rd.device_id),
         )
         if page.after is not None:
-            after = cursor_id(page.after)
-            rows = [r for r in rows if r.device_id > after]
+            rid, did = cursor_parts(page.after, 2)
+            after = (cursor_id(rid), cursor_id(did))
+            rows = [r for r in rows if (r.rollout_id, r.device_id) > after]
         items = rows[: page.size]
-        return Page(items, str(items[-1].device_id) if len(rows) > page.size else None)
+        nxt = f"{items[-1].rollout_id}|{items[-1].device_id}" if len(rows) > page.size else None
+        return Page(items, nxt)
 
 
 class _Setup(_Repo):
