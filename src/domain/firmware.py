@@ -50,6 +50,15 @@ class Version:
     patch: int
     pre: tuple[int | str, ...] = ()
     build: str = field(default="", compare=False)
+    _k: tuple[int, int, int, int, tuple[tuple[int, int | str], ...]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        # Precedence key, computed once: versions are compared and hashed a lot by the planner.
+        pre = tuple((0, p) if isinstance(p, int) else (1, p) for p in self.pre)
+        key = (self.major, self.minor, self.patch, 0 if self.pre else 1, pre)
+        object.__setattr__(self, "_k", key)
 
     @classmethod
     def parse(cls, text: str, field_name: str = "version") -> Version:
@@ -64,10 +73,9 @@ class Version:
         return cls(int(m.group(1)), int(m.group(2)), int(m.group(3)), pre, m.group(5) or "")
 
     def _key(self) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]:
-        # A release (no pre-release) sorts after every pre-release of it; numeric identifiers
-        # sort before alphanumeric ones.
-        pre = tuple((0, p) if isinstance(p, int) else (1, p) for p in self.pre)
-        return (self.major, self.minor, self.patch, 0 if self.pre else 1, pre)
+        """A release (no pre-release) sorts after every pre-release of it; numeric
+        identifiers sort before alphanumeric ones."""
+        return self._k
 
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, Version):
@@ -414,6 +422,7 @@ class UpgradePlanner:
             for c in self._components:
                 self._by_rest.setdefault((c, combo.without(c)), []).append(combo)
         self._to_target: dict[Combination, dict[Combination, int]] = {}
+        self._next: dict[tuple[Combination, Combination], Step | None] = {}
 
     @property
     def known_good(self) -> frozenset[Combination]:
@@ -455,9 +464,17 @@ class UpgradePlanner:
         """The first step of a shortest path (None: the device runs the target). Among
         equally short paths: the one that changes the component first in name order, to the
         highest version (deterministic, and an upgrade rather than a downgrade)."""
+        key = (current, target)
+        if key in self._next:
+            return self._next[key]
         self._check(current, target)
         if current == target:
             return None
+        step = self._first_step(current, target)
+        self._next[key] = step
+        return step
+
+    def _first_step(self, current: Combination, target: Combination) -> Step:
         dist = self._distances(target)
         best: tuple[int, str, Combination] | None = None
         for component, nxt in self._candidates(current):
