@@ -505,6 +505,23 @@ def test_the_demo_shows_reports_arriving_within_a_minute(tmp_path: pathlib.Path)
             ).stdout.split()
             time.sleep(0.25)
         assert set(statuses) & {"IN_STORAGE", "IN_TRANSIT", "DELIVERED"}, log.read_text()[-2000:]
+        # Devices (issue 18): the demo gateways check in and their rollout hands out steps.
+        progress = ""
+        while time.monotonic() < deadline + 30 and not progress:
+            progress = subprocess.run(
+                [
+                    "psql",
+                    url_for(db),
+                    "-Atc",
+                    "SELECT count(*) FROM rollout_devices WHERE state <> 'PENDING'"
+                    " HAVING count(*) > 0",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            time.sleep(0.5)
+        assert progress, log.read_text()[-2000:]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
