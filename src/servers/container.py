@@ -30,6 +30,7 @@ from adapters.clock import SystemClock
 from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer, UserServicer
 from adapters.grpc.decoding import UndecodableRequestInterceptor
 from adapters.grpc.detectors import DetectorQueryServicer, DetectorServicer
+from adapters.grpc.devices import DeviceQueryServicer, DeviceServicer
 from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.fetching import FetchQueryServicer
 from adapters.grpc.fleet import FleetQueryServicer
@@ -67,7 +68,7 @@ from domain.processing import RetryPolicy
 from domain.travel_times import PassRules
 from servers.config import Settings, device_keys, kek_ring, page_token_keys, signing_key
 from servers.fetcher_runtime import FetcherRuntime
-from servers.parts import AccessPart, DetectorsPart, JobsPart, KeysPart, SetupPart
+from servers.parts import AccessPart, DetectorsPart, DevicesPart, JobsPart, KeysPart, SetupPart
 from usecases.access import TokenPolicy
 from usecases.fetch_once import FetchRunReports
 from usecases.fetching import FetchStateQueries, FetchWorker
@@ -203,6 +204,15 @@ class Outaging(Core):
     outage_repository = providers.Singleton(PostgresOutageRepository, Core.db_pool)
 
 
+class Devicing(Sealing):
+    """Devices and firmware (issue 18): changed and checked in on the collector, read on the
+    query server."""
+
+    devices = providers.Container(
+        DevicesPart, uow=Core.uow_factory, sealer=Sealing.sealer, clock=Core.clock
+    )
+
+
 class Api(Sealing, ProcessingQueueing):
     """What both gRPC endpoints share: sign-in and tokens, the interceptors, page tokens and
     the use cases their services call."""
@@ -281,7 +291,7 @@ class HealthContainer(Core):
     """``tracker-health``: probes only."""
 
 
-class CollectorContainer(Jobbing, Api, Detecting):
+class CollectorContainer(Jobbing, Devicing, Api, Detecting):
     """``tracker-collector``: every mutation, and the report partitions made ahead."""
 
     setup_servicer = providers.Singleton(SetupServicer, Api.setup_usecases)
@@ -321,9 +331,16 @@ class CollectorContainer(Jobbing, Api, Detecting):
         DetectorServicer, Detecting.detectors.admin, Detecting.detectors.ingest
     )
     job_servicer = providers.Singleton(JobServicer, Jobbing.job_usecases)
+    device_servicer = providers.Singleton(
+        DeviceServicer,
+        Devicing.devices.catalog,
+        Devicing.devices.profiles,
+        Devicing.devices.devices,
+        Devicing.devices.rollouts,
+    )
 
 
-class QueryContainer(Jobbing, Silencing, Outaging, Api, FetchQueueing, Detecting):
+class QueryContainer(Jobbing, Devicing, Silencing, Outaging, Api, FetchQueueing, Detecting):
     """``tracker-query``: every read."""
 
     setup_query_servicer = providers.Singleton(
@@ -371,6 +388,9 @@ class QueryContainer(Jobbing, Silencing, Outaging, Api, FetchQueueing, Detecting
         FleetStatisticsQuery,
         stats=providers.Singleton(PostgresFleetStatistics, Core.db_pool),
         clock=Core.clock,
+    )
+    device_query_servicer = providers.Singleton(
+        DeviceQueryServicer, Devicing.devices.queries, Api.page_tokens
     )
     fleet_query_servicer = providers.Singleton(
         FleetQueryServicer, silence_queries, outage_queries, fleet_statistics, Api.page_tokens

@@ -24,6 +24,10 @@ from tracker.v1 import (
     detector_query_service_pb2_grpc,
     detector_service_pb2,
     detector_service_pb2_grpc,
+    device_query_service_pb2,
+    device_query_service_pb2_grpc,
+    device_service_pb2,
+    device_service_pb2_grpc,
     fetch_query_service_pb2,
     fetch_query_service_pb2_grpc,
     fleet_query_service_pb2,
@@ -181,6 +185,16 @@ FLEET_QUERY = Service(
     fleet_query_service_pb2_grpc.add_FleetQueryServiceServicer_to_server,
     lambda c: c.fleet_query_servicer,
 )
+DEVICE = Service(
+    _descriptor(device_service_pb2, "DeviceService"),
+    device_service_pb2_grpc.add_DeviceServiceServicer_to_server,
+    lambda c: c.device_servicer,
+)
+DEVICE_QUERY = Service(
+    _descriptor(device_query_service_pb2, "DeviceQueryService"),
+    device_query_service_pb2_grpc.add_DeviceQueryServiceServicer_to_server,
+    lambda c: c.device_query_servicer,
+)
 
 SERVICES: tuple[Service, ...] = (
     SETUP,
@@ -201,6 +215,8 @@ SERVICES: tuple[Service, ...] = (
     JOB,
     JOB_QUERY,
     FLEET_QUERY,
+    DEVICE,
+    DEVICE_QUERY,
 )
 """Every service of the API (a test checks it against the .proto files)."""
 
@@ -215,6 +231,7 @@ COLLECTOR: tuple[Service, ...] = (
     PROCESSING,
     DETECTOR,
     JOB,
+    DEVICE,
 )
 QUERY: tuple[Service, ...] = (
     SETUP_QUERY,
@@ -226,6 +243,7 @@ QUERY: tuple[Service, ...] = (
     DETECTOR_QUERY,
     JOB_QUERY,
     FLEET_QUERY,
+    DEVICE_QUERY,
 )
 
 
