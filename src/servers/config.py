@@ -237,6 +237,32 @@ class Settings:
     report_partitions_interval_s: float = _opt(
         3600.0, "seconds between two partition maintenance turns of the collector"
     )
+    # --- observability and scale-out (issue 15; docs/observability.md, docs/deploy.md) ---
+    database_read_url: str = _opt(
+        "",
+        "PostgreSQL read replica for the query server's reads (empty: database_url); "
+        "replicas lag, see docs/deploy.md",
+        secret=True,
+    )
+    otel_exporter_otlp_endpoint: str = _opt(
+        "",
+        "OTLP/gRPC endpoint traces are exported to (e.g. http://otel-collector:4317); "
+        "empty: no tracing at all",
+        env="OTEL_EXPORTER_OTLP_ENDPOINT",
+    )
+    otel_service_name: str = _opt(
+        "", "service.name of the traces (empty: tracker-<process>)", env="OTEL_SERVICE_NAME"
+    )
+    otel_traces_sampler_arg: float = _opt(
+        1.0,
+        "fraction of new traces recorded (a caller's sampled flag wins), 0..1",
+        env="OTEL_TRACES_SAMPLER_ARG",
+    )
+    access_log_sample: float = _opt(
+        0.0,
+        "fraction of successful RPCs logged at INFO (all of them at DEBUG; failed ones always), "
+        "0..1",
+    )
 
     @staticmethod
     def env_name(name: str) -> str:
@@ -424,6 +450,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "health_port": _port,
     "metrics_port": _port,
     "log_format": _one_of("json", "text"),
+    "otel_traces_sampler_arg": lambda v: None if 0 <= v <= 1 else "must be within 0..1",
+    "access_log_sample": lambda v: None if 0 <= v <= 1 else "must be within 0..1",
     "log_level": _one_of("debug", "info", "warning", "error"),
     "db_pool_max": lambda v: None if v >= 1 else "must be >= 1",
     "geocode_cell_deg": lambda v: None if 0 <= v <= 1 else "must be within 0..1 (0: no cache)",

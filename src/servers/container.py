@@ -16,6 +16,7 @@ from adapters.grpc.processing import ProcessingQueryServicer, ProcessingServicer
 from adapters.grpc.reports import ReportServicer
 from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.grpc.status import StatusQueryServicer, StatusServicer
+from adapters.grpc.telemetry import AccessLogInterceptor, RpcMetricsInterceptor
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
 from adapters.postgres.geocoding import PostgresGeocoder
 from adapters.postgres.partitions import PostgresReportPartitions
@@ -26,7 +27,7 @@ from adapters.postgres.processing import (
 )
 from adapters.postgres.status import PostgresStatusRepository
 from adapters.postgres.uow import PostgresUnitOfWorkFactory
-from adapters.prometheus import PrometheusFetchMetrics
+from adapters.prometheus import PrometheusFetchMetrics, PrometheusWorkerMetrics, RpcMetrics
 from adapters.redis.client import RedisProbe, redis_resource
 from adapters.redis.queue import RedisAccountGate, RedisFetchQueue
 from adapters.redis.throttle import RedisAttemptThrottle
@@ -120,6 +121,9 @@ class Container(containers.DeclarativeContainer):
 
     undecodable_interceptor = providers.Singleton(UndecodableRequestInterceptor)
     interceptors = providers.List(
+        # outermost first: metrics and the access line see the final status of every call
+        providers.Singleton(RpcMetricsInterceptor, providers.Singleton(RpcMetrics)),
+        providers.Singleton(AccessLogInterceptor, sample=settings.provided.access_log_sample),
         providers.Singleton(DomainErrorInterceptor),
         providers.Singleton(AuthInterceptor, authenticate=access_usecases.provided.authenticate),
         # last, so it wraps the servicers themselves: bad bytes -> INVALID_ARGUMENT everywhere
@@ -171,7 +175,7 @@ class Container(containers.DeclarativeContainer):
     account_gate = providers.Singleton(
         RedisAccountGate, redis, prefix=settings.provided.fetch_queue_prefix
     )
-    fetch_metrics = providers.Singleton(PrometheusFetchMetrics)
+    fetch_metrics = providers.Singleton(PrometheusFetchMetrics, clock)
     # The fetcher's work over its accounts and rules (given by the fetcher root or trackerctl).
     fetch_worker = providers.Factory(
         FetchWorker,
@@ -190,6 +194,7 @@ class Container(containers.DeclarativeContainer):
     fetch_query_servicer = providers.Singleton(FetchQueryServicer, fetch_state_queries)
     # --- processing: geocoding, roll-ups, status (issue 6) ---
     processing_queue = providers.Singleton(PostgresProcessingQueue, db_pool)
+    worker_metrics = providers.Singleton(PrometheusWorkerMetrics, clock)
     processing_uow = providers.Singleton(PostgresProcessingUnitOfWorkFactory, db_pool)
     geocoder = providers.Singleton(
         PostgresGeocoder,

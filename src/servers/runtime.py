@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from adapters.grpc.health import HealthReporter
 from adapters.prometheus import MetricsServer
 from servers import log as logsetup
+from servers import tracing
 from servers.config import ConfigError, Settings, check_secrets, load, login_limits
 from servers.container import Container
 from servers.services import POSTGRES, REDIS, Needs, Service, needs_of
@@ -202,9 +203,9 @@ def main_for(
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     logsetup.configure(settings.log_level, settings.log_format)
-    log.info(
-        "starting", extra={"component": description.split(":")[0], "settings": settings.redacted()}
-    )
+    component = description.split(":")[0]
+    log.info("starting", extra={"component": component, "settings": settings.redacted()})
+    traced = tracing.install(settings, component)
     if not (settings.kek_ring or settings.kek_ring_file):
         log.warning(
             "no KEK ring set: private keys are sealed with the public development KEK "
@@ -224,4 +225,7 @@ def main_for(
     except RuntimeError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1
+    finally:
+        if traced is not None:
+            traced.shutdown()
     return 0

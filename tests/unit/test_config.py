@@ -107,6 +107,13 @@ SAMPLES |= {  # the fetcher's account budget, windows and request filling (issue
     "fetch_fill_horizon": 0.5,
     "findmy_busy_s": 90.0,
 }
+SAMPLES |= {  # observability and scale-out (issue 15)
+    "database_read_url": "postgresql://reader:pw@replica:5432/tracker",
+    "otel_exporter_otlp_endpoint": "http://otel-collector:4317",
+    "otel_service_name": "tracker-edge",
+    "otel_traces_sampler_arg": 0.25,
+    "access_log_sample": 0.01,
+}
 SEED_NAMES = {
     "max_keys_per_batch": "MAX_KEYS_PER_BATCH",
     "anisette_server": "ANISETTE_SERVER",
@@ -118,6 +125,10 @@ SEED_NAMES = {
     "db_name": "DB_NAME",
     "db_user": "DB_USER",
     "db_password": "DB_PASSWORD",
+    # OpenTelemetry's standard variables (issue 15)
+    "otel_exporter_otlp_endpoint": "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "otel_service_name": "OTEL_SERVICE_NAME",
+    "otel_traces_sampler_arg": "OTEL_TRACES_SAMPLER_ARG",
 }
 SECRETS = {f.name for f in dataclasses.fields(Settings) if f.metadata.get("secret")}
 FIELDS = [f.name for f in dataclasses.fields(Settings)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncpg
 import numpy as np
 
+from adapters.tracing import current_traceparent
 from domain.reports import Report, ReportRows, e7
 
 _STAGING_COLUMNS = [
@@ -60,6 +61,14 @@ _INSERT_ROWS = (
 )
 
 
+async def _note_trace(conn: asyncpg.Connection) -> None:
+    """Tell the queue trigger which trace stores these reports (migration 0022); only while
+    tracing is on, so it costs nothing otherwise."""
+    traceparent = current_traceparent()
+    if traceparent is not None:
+        await conn.execute("SELECT set_config('tracker.traceparent', $1, true)", traceparent)
+
+
 class PostgresReportRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
@@ -94,6 +103,7 @@ class PostgresReportRepository:
             ],
         )
         cols = ", ".join(_STAGING_COLUMNS)
+        await _note_trace(self._conn)
         status = await self._conn.execute(
             f"INSERT INTO reports ({cols}) SELECT {cols} FROM reports_staging "
             "ON CONFLICT DO NOTHING"
@@ -135,6 +145,7 @@ class PostgresReportRepository:
             source=memoryview(b"".join((_COPY_HEADER, tuples.tobytes(), _COPY_TRAILER))),
             format="binary",
         )
+        await _note_trace(self._conn)
         status = await self._conn.execute(_INSERT_ROWS, list(sources))
         return int(status.rsplit(" ", 1)[1])
 
