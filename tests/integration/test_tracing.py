@@ -169,5 +169,7 @@ async def test_a_reports_trace_runs_from_ingest_to_the_workers_batch_through_the
     access = [x for x in of_call if x["event"] == "rpc"]
     assert len(access) == 1
     assert access[0]["level"] == "debug"  # successful calls: DEBUG unless sampled
-    assert access[0]["method"] == INGEST and access[0]["code"] == "OK"
-    assert access[0]["user_id"] == str(admin_id) and access[0]["client_ids"] == "*"
+    assert access[0]["method"] == INGEST
+    assert access[0]["code"] == "OK"
+    assert access[0]["user_id"] == str(admin_id)
+    assert access[0]["client_ids"] == "*"
