@@ -92,7 +92,7 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
     )
     token_codec = providers.Singleton(
-        JwtTokenCodec, signing_key=providers.Callable(signing_key, settings)
+        JwtTokenCodec, signing_key=providers.Callable(signing_key, settings), clock=clock
     )
     token_policy = providers.Singleton(
         TokenPolicy,

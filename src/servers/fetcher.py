@@ -96,6 +96,7 @@ class Fetcher:
                     fetch_url=s.findmy_fetch_url,
                     timeout_s=s.findmy_timeout_s,
                     anisette_url=s.anisette_server,
+                    clock=container.clock(),
                 )
             except AccountFileError as exc:
                 raise ConfigError(str(exc)) from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 import asyncpg
 
@@ -108,8 +107,8 @@ class PostgresTagKeyRepository:
 
     async def allocate(self, key_ids: list[uuid.UUID], client_id: uuid.UUID | None) -> None:
         await self._conn.execute(
-            "UPDATE tag_keys SET client_id = $2, allocate_time = $3 WHERE id = ANY($1::uuid[])",
+            # the transaction's time, as PostgreSQL tells it (no clock read in Python)
+            "UPDATE tag_keys SET client_id = $2, allocate_time = now() WHERE id = ANY($1::uuid[])",
             key_ids,
             client_id,
-            datetime.now(UTC),
         )
