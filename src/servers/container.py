@@ -20,7 +20,7 @@ from adapters.grpc.telemetry import AccessLogInterceptor, RpcMetricsInterceptor
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
 from adapters.postgres.geocoding import PostgresGeocoder
 from adapters.postgres.partitions import PostgresReportPartitions
-from adapters.postgres.pool import PostgresProbe, pool_resource
+from adapters.postgres.pool import PostgresProbe, pool_resource, read_pool_resource
 from adapters.postgres.processing import (
     PostgresProcessingQueue,
     PostgresProcessingUnitOfWorkFactory,
@@ -67,11 +67,21 @@ class Container(containers.DeclarativeContainer):
         pool_resource, dsn=settings.provided.database_url, max_size=settings.provided.db_pool_max
     )
     redis = providers.Resource(redis_resource, url=settings.provided.redis_url)
+    # What the query server reads through: a replica when TRACKER_DATABASE_READ_URL is set
+    # (docs/deploy.md: replica lag), else db_pool itself. Writes never go through it.
+    read_pool = providers.Resource(
+        read_pool_resource,
+        dsn=settings.provided.database_read_url,
+        primary=db_pool,
+        max_size=settings.provided.db_pool_max,
+    )
 
     clock = providers.Singleton(SystemClock)
     uow_factory = providers.Singleton(PostgresUnitOfWorkFactory, pool=db_pool)
     setup = providers.Container(SetupPart, uow=uow_factory, clock=clock)
     setup_usecases = setup.usecases
+    read_uow_factory = providers.Singleton(PostgresUnitOfWorkFactory, pool=read_pool)
+    setup_reads = providers.Container(SetupPart, uow=read_uow_factory, clock=clock)
 
     # Health probes; each process checks only the dependencies it needs (servers/runtime.py).
     postgres_probe = providers.Singleton(PostgresProbe, db_pool)
@@ -111,6 +121,16 @@ class Container(containers.DeclarativeContainer):
         login_limits=providers.Callable(login_limits, settings),
     )
     access_usecases = access.usecases
+    # the query server's user reads (authentication itself stays on the primary: a token
+    # revoked or a user deleted there takes effect at once)
+    access_reads = providers.Container(
+        AccessPart,
+        uow=read_uow_factory,
+        hasher=password_hasher,
+        codec=token_codec,
+        clock=clock,
+        policy=token_policy,
+    )
 
     key_pair_factory = providers.Singleton(FindMyKeyPairFactory)
     sealer = providers.Singleton(_sealer, settings)
@@ -118,6 +138,9 @@ class Container(containers.DeclarativeContainer):
         KeysPart, uow=uow_factory, factory=key_pair_factory, sealer=sealer, clock=clock
     )
     key_usecases = keys.usecases
+    keys_reads = providers.Container(
+        KeysPart, uow=read_uow_factory, factory=key_pair_factory, sealer=sealer, clock=clock
+    )
 
     undecodable_interceptor = providers.Singleton(UndecodableRequestInterceptor)
     interceptors = providers.List(
@@ -132,7 +155,9 @@ class Container(containers.DeclarativeContainer):
 
     page_tokens = providers.Singleton(_page_tokens, settings)
     setup_servicer = providers.Singleton(SetupServicer, setup_usecases)
-    setup_query_servicer = providers.Singleton(SetupQueryServicer, setup_usecases, page_tokens)
+    setup_query_servicer = providers.Singleton(
+        SetupQueryServicer, setup_reads.usecases, page_tokens
+    )
     auth_servicer = providers.Singleton(
         AuthServicer,
         access_usecases,
@@ -140,9 +165,9 @@ class Container(containers.DeclarativeContainer):
         trusted_proxies=settings.provided.login_trusted_proxies,
     )
     user_servicer = providers.Singleton(UserServicer, access_usecases)
-    user_query_servicer = providers.Singleton(UserQueryServicer, access_usecases, page_tokens)
+    user_query_servicer = providers.Singleton(UserQueryServicer, access_reads.usecases, page_tokens)
     key_servicer = providers.Singleton(KeyServicer, key_usecases)
-    key_query_servicer = providers.Singleton(KeyQueryServicer, key_usecases)
+    key_query_servicer = providers.Singleton(KeyQueryServicer, keys_reads.usecases)
     tracker_ref_cache = providers.Singleton(
         TrackerRefCache,
         clock=clock,
@@ -189,7 +214,7 @@ class Container(containers.DeclarativeContainer):
         FetchRunReports, uow=uow_factory, queue=fetch_queue, gate=account_gate, clock=clock
     )
     fetch_state_queries = providers.Singleton(
-        FetchStateQueries, uow=uow_factory, queue=fetch_queue, clock=clock
+        FetchStateQueries, uow=read_uow_factory, queue=fetch_queue, clock=clock
     )
     fetch_query_servicer = providers.Singleton(FetchQueryServicer, fetch_state_queries)
     # --- processing: geocoding, roll-ups, status (issue 6) ---
@@ -217,7 +242,11 @@ class Container(containers.DeclarativeContainer):
     )
     processing_queries = providers.Singleton(ProcessingQueries, queue=processing_queue)
     processing_query_servicer = providers.Singleton(
-        ProcessingQueryServicer, processing_queries, page_tokens
+        ProcessingQueryServicer,
+        providers.Singleton(
+            ProcessingQueries, queue=providers.Singleton(PostgresProcessingQueue, read_pool)
+        ),
+        page_tokens,
     )
     processing_servicer = providers.Singleton(ProcessingServicer, processing_queries)
     status_repository = providers.Singleton(
@@ -225,7 +254,15 @@ class Container(containers.DeclarativeContainer):
         db_pool,
         hourly_days=settings.provided.location_history_hourly_days,
     )
-    status_queries = providers.Singleton(StatusQueries, repo=status_repository, uow=uow_factory)
+    status_queries = providers.Singleton(
+        StatusQueries,
+        repo=providers.Singleton(
+            PostgresStatusRepository,
+            read_pool,
+            hourly_days=settings.provided.location_history_hourly_days,
+        ),
+        uow=read_uow_factory,
+    )
     status_query_servicer = providers.Singleton(StatusQueryServicer, status_queries, page_tokens)
     status_rule_updates = providers.Singleton(
         StatusRuleUpdates, repo=status_repository, uow=uow_factory
