@@ -30,7 +30,6 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from adapters.redis.client import hash_tagged
-
 from domain.errors import DependencyUnavailable
 from domain.scheduling import (
     Capacity,
