@@ -36,26 +36,24 @@ def install(
     settings: Settings, component: str, exporter: SpanExporter | None = None
 ) -> Tracing | None:
     """Tracing for this process, or None when no endpoint (and no ``exporter``) is given."""
+    t = settings.telemetry
     if exporter is None:
-        if not settings.otel_exporter_otlp_endpoint:
+        if not t.otlp_endpoint:
             return None
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        endpoint = settings.otel_exporter_otlp_endpoint
+        endpoint = t.otlp_endpoint
         exporter = OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
     provider = TracerProvider(
-        resource=Resource.create({"service.name": settings.otel_service_name or component}),
-        sampler=ParentBased(TraceIdRatioBased(settings.otel_traces_sampler_arg)),
+        resource=Resource.create({"service.name": t.service_name or component}),
+        sampler=ParentBased(TraceIdRatioBased(t.sampler_arg)),
     )
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _instrument()
     log.info(
         "tracing on",
-        extra={
-            "endpoint": settings.otel_exporter_otlp_endpoint,
-            "sampled": settings.otel_traces_sampler_arg,
-        },
+        extra={"endpoint": t.otlp_endpoint, "sampled": t.sampler_arg},
     )
     return Tracing(provider)
 

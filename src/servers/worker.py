@@ -63,7 +63,7 @@ class WorkerLoop:
         metrics: WorkerMetrics = container.worker_metrics()
         self._tasks = [
             asyncio.create_task(self._loop(process, metrics), name=f"worker-{n}")
-            for n in range(max(1, self._settings.worker_concurrency))
+            for n in range(max(1, self._settings.worker.concurrency))
         ]
         queue = await container.processing_queue.async_()
         self._tasks.append(asyncio.create_task(self._gauges(queue, metrics), name="worker-gauges"))
@@ -79,13 +79,13 @@ class WorkerLoop:
                 log.exception("worker: reading the processing backlog failed")
             else:
                 metrics.backlog(backlog)
-            await asyncio.sleep(self._settings.worker_metrics_interval_s)
+            await asyncio.sleep(self._settings.worker.metrics_interval.total_seconds())
 
     def _retrying(self, metrics: WorkerMetrics) -> AsyncRetrying:
         """A failed batch (PostgreSQL unavailable, or a defect) is counted, logged and tried
         again after an exponential pause with jitter (from ``worker_idle_s`` up to
         ``MAX_BACKOFF_S``), so replicas do not come back in step after an outage."""
-        idle = self._settings.worker_idle_s
+        idle = self._settings.worker.idle.total_seconds()
         return AsyncRetrying(
             retry=retry_if_exception_type(Exception),
             wait=wait_exponential_jitter(multiplier=idle, max=MAX_BACKOFF_S, jitter=idle),
@@ -104,7 +104,7 @@ class WorkerLoop:
                 span.set_attribute("tracker.claimed", batch.claimed)
                 span.set_attribute("tracker.trackers", batch.trackers)
             if not batch.claimed:
-                await asyncio.sleep(self._settings.worker_idle_s)
+                await asyncio.sleep(self._settings.worker.idle.total_seconds())
                 continue
             elapsed = time.perf_counter() - started
             metrics.batch(batch, elapsed)
@@ -138,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda s: endpoints.health(s),
         argv,
         background,
+        process="worker",
     )
 
 
