@@ -5,6 +5,7 @@ that processes the work links to the trace that queued it. Without a tracer prov
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, TraceFlags
@@ -51,3 +52,14 @@ def link_queued(traceparents: Iterable[str]) -> int:
             seen.add(value)
             span.add_link(ctx, {"tracker.link": "queued"})
     return len(seen)
+
+
+class OpenTelemetryTracer:
+    """``Tracer`` on OpenTelemetry's global tracer provider (no-op spans while tracing is
+    off)."""
+
+    def __init__(self, name: str = "tracker") -> None:
+        self._tracer = trace.get_tracer(name)
+
+    def span(self, name: str) -> AbstractContextManager[object]:
+        return self._tracer.start_as_current_span(name)

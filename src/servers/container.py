@@ -33,6 +33,7 @@ from adapters.redis.queue import RedisAccountGate, RedisFetchQueue
 from adapters.redis.throttle import RedisAttemptThrottle
 from adapters.security import Argon2PasswordHasher, JwtTokenCodec
 from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
+from adapters.tracing import OpenTelemetryTracer
 from domain.pagination import PageTokens
 from domain.processing import RetryPolicy
 from servers.config import Settings, kek_ring, page_token_keys, signing_key
@@ -217,6 +218,7 @@ class Container(containers.DeclarativeContainer):
         gate=account_gate,
         clock=clock,
         metrics=fetch_metrics,
+        tracer=providers.Singleton(OpenTelemetryTracer, "tracker.fetcher"),
     )
     fetch_run_reports = providers.Factory(
         FetchRunReports, uow=uow_factory, queue=fetch_queue, gate=account_gate, clock=clock

@@ -16,7 +16,7 @@ from typing import TypeVar
 from domain.access import Principal, require_admin
 from domain.errors import DependencyUnavailable, DomainError, FailedPrecondition
 from domain.fetching import FetchOutcome, SourceError, SourceUnavailable, TrackerKey
-from domain.ports.common import Clock, UnitOfWorkFactory
+from domain.ports.common import Clock, NullTracer, Tracer, UnitOfWorkFactory
 from domain.ports.fetching import (
     AccountGate,
     FetchingUnitOfWork,
@@ -251,6 +251,7 @@ class FetchWorker:
         config: FetcherConfig,
         metrics: FetchMetrics | None = None,
         sleep: Sleep = asyncio.sleep,
+        tracer: Tracer | None = None,
     ) -> None:
         if not accounts:
             raise FailedPrecondition("the fetcher needs at least one source account")
@@ -259,6 +260,7 @@ class FetchWorker:
         self._clock, self._config = clock, config
         self._metrics = metrics or NullFetchMetrics()
         self._sleep = sleep
+        self._tracer: Tracer = tracer or NullTracer()
         self._stopping = asyncio.Event()
         self._sync_wanted = asyncio.Event()
         self._sync_reason = "start"
@@ -573,7 +575,8 @@ class FetchWorker:
                 )
                 async with held:
                     try:
-                        turn = await self.turn(account)
+                        with self._tracer.span("fetch turn"):
+                            turn = await self.turn(account)
                     finally:
                         # A turn that sent no request leaves the account free at once; one
                         # cut short (a defect, or stopping) may have left a request that the

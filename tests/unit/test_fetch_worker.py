@@ -4,10 +4,11 @@ turn does, fairness and backoff over many intervals, failures of the source and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -531,3 +532,30 @@ async def test_a_report_dated_after_the_claim_is_kept() -> None:
     await w.drain()
     assert len(w.uow.committed.reports) == 1
     assert w.uow.committed.fetch_states[t.id].last_result is FetchResult.REPORTED
+
+
+async def test_each_fetch_turn_is_one_span_of_the_tracer() -> None:
+    """Issue 15: a turn (claim, request, store, requeue) is one span, so the reports it
+    stores link the worker's batch to it (docs/observability.md)."""
+    w = make_world(4, silent=0)
+    await w.worker.sync("start")
+    w.clock.set(NOW + INTERVAL)
+    names: list[str] = []
+    served: list[int] = []
+
+    class RecordingTracer:
+        @contextlib.contextmanager
+        def span(self, name: str) -> Iterator[None]:
+            names.append(name)
+            before = len(w.source.requests)
+            yield None
+            served.append(len(w.source.requests) - before)
+            worker.stop()
+
+    worker = FetchWorker(
+        w.uow, w.queue, w.gate, [w.account], w.clock, w.worker._config, tracer=RecordingTracer()
+    )
+    w.gate.next[w.account.name] = NOW  # the account's pace is behind it (the clock stands)
+    await asyncio.wait_for(worker.run(), 10)
+    assert names[:1] == ["fetch turn"]
+    assert served[0] == 1  # the turn's request was made inside its span
