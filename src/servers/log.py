@@ -1,8 +1,9 @@
 """Structured logs to stdout: one JSON object (or key=value line) per event.
 
 Every line written during an RPC or a traced piece of work also carries ``trace_id`` and
-``span_id`` (the active OpenTelemetry span's, else the ``traceparent`` the caller sent), the
-RPC's ``method`` and the caller (``user_id``, ``client_ids``; ``*`` for an administrator).
+``span_id`` (the active OpenTelemetry span's; with tracing off, the trace id of the
+``traceparent`` the caller sent, else a new one per call, and no span id), the RPC's
+``method`` and the caller (``user_id``, ``client_ids``; ``*`` for an administrator).
 """
 
 from __future__ import annotations
@@ -29,10 +30,8 @@ class ContextFilter(logging.Filter):
         if ctx.is_valid:
             record.trace_id = format(ctx.trace_id, "032x")
             record.span_id = format(ctx.span_id, "016x")
-        elif call is not None and call.traceparent:
-            parts = call.traceparent.split("-")
-            if len(parts) == 4 and len(parts[1]) == 32:
-                record.trace_id, record.span_id = parts[1], parts[2]
+        elif call is not None:
+            record.trace_id = call.call_id
         if call is not None:
             record.method = getattr(record, "method", call.method)
             if call.user_id is not None:

@@ -88,6 +88,10 @@ def test_a_line_written_during_a_call_names_the_call_the_caller_and_the_trace() 
         _call.reset(reset)
     assert record.trace_id == trace_id
     assert record.method == info.method
+    # without a traceparent (tracing off, a plain client) a call still has an id of its own
+    fresh, other = CallInfo("/m"), CallInfo("/m")
+    assert len(fresh.call_id) == 32
+    assert fresh.call_id != other.call_id
     assert (record.user_id, record.client_ids) == ("u-1", "c-1,c-2")
     outside = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
     ContextFilter().filter(outside)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +36,13 @@ class CallInfo:
     user_id: str | None = None
     client_ids: str | None = None  # the caller's clients, comma-separated ("*": admin)
     traceparent: str | None = None  # as the caller sent it (when we do not trace ourselves)
+    call_id: str = ""  # the trace id of the lines when no span is recording: the caller's, or new
+
+    def __post_init__(self) -> None:
+        if not self.call_id:
+            parts = (self.traceparent or "").split("-")
+            ok = len(parts) == 4 and len(parts[1]) == 32 and parts[1] != "0" * 32
+            self.call_id = parts[1] if ok else os.urandom(16).hex()
 
 
 _call: ContextVar[CallInfo | None] = ContextVar("call", default=None)
