@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python -m bench.fetch_cycle
 	$(BIN)/python -m bench.processing
 	$(BIN)/python -m bench.geocoding
+	$(BIN)/python -m bench.telemetry
 
 clean:
 	rm -rf $(VENV) .state .tools src/tracker .pytest_cache .mypy_cache .ruff_cache
