@@ -103,6 +103,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "TRACKER_HEALTH_PORT": str(health),
         "TRACKER_METRICS_PORT": str(metrics),
         "TRACKER_SHUTDOWN_GRACE_S": "2",
+        # every successful call's access line at INFO (default: DEBUG), for the log checks
+        "TRACKER_ACCESS_LOG_SAMPLE": "1",
     }
     subprocess.run(
         [BIN / "trackerctl", "migrate", "--create-database"],
@@ -342,14 +344,17 @@ def test_prometheus_metrics_count_the_calls(server: Server) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     assert 'tracker_dependency_up{dependency="postgres"} 1.0' in text
+    # the Prometheus gRPC conventions (issue 15)
     created = re.search(
-        r'tracker_rpc_requests_total\{code="OK",method="/tracker.v1.SetupService/CreateClient"\}'
-        r" (\d+)",
+        r'grpc_server_handled_total\{grpc_code="OK",grpc_method="CreateClient",'
+        r'grpc_service="tracker.v1.SetupService",grpc_type="unary"\} (\d+)',
         text,
     )
     assert created is not None
     assert float(created.group(1)) >= 1
-    assert "tracker_rpc_duration_seconds_bucket" in text
+    assert "grpc_server_handling_seconds_bucket" in text
+    assert "grpc_server_started_total" in text
+    assert "tracker_rpc_requests_total" not in text
 
 
 def test_trackerctl_keys_generate_export_allocate_import(
