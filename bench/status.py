@@ -34,7 +34,8 @@ from adapters.postgres.reports import PostgresReportRepository
 from bench.processing import make_world, new_reports
 from bench.throwaway import throwaway_database
 from domain.ports.processing import Claim, Evaluation
-from domain.status import RuleKind, StatusRule, replay, resume_point
+from domain.status import RuleKind, StatusRule, resume_point
+from domain.status_batch import replay_batch
 
 RULES = [
     ("plain (CONSECUTIVE, 1 report)", StatusRule()),
@@ -96,6 +97,8 @@ def noise_settings(base: FleetConfig, trackers: int) -> None:
 
 PHASES = ("inputs", "readings", "replay", "save")
 
+STATS: dict[str, int] = {}  # trackers replayed in bulk / one by one
+
 
 async def evaluate(
     uow: PostgresProcessingUnitOfWork, claims: list[Claim], spent: dict[str, float]
@@ -109,15 +112,15 @@ async def evaluate(
         for i in inputs
     }
     t1 = time.perf_counter()
-    readings = await uow.readings({t: r.after for t, r in resumes.items()})
+    columns = await uow.readings({t: r.after for t, r in resumes.items()})
     t2 = time.perf_counter()
-    evaluations = []
-    changes = 0
-    for i in inputs:
-        rs = readings.get(i.tracker_id, [])
-        state, ch = replay(resumes[i.tracker_id].state, rs, i.rule)
-        changes += len(ch)
-        evaluations.append(Evaluation(i.tracker_id, resumes[i.tracker_id], state, ch, rs[-1]))
+    rules = {i.tracker_id: i.rule for i in inputs}
+    outcomes = replay_batch([(resumes[t].state, rules[t]) for t in columns.trackers], columns, STATS)
+    evaluations = [
+        Evaluation(t, resumes[t], state, ch, last)
+        for t, (state, ch, last) in zip(columns.trackers, outcomes, strict=True)
+    ]
+    changes = sum(len(e.changes) for e in evaluations)
     t3 = time.perf_counter()
     await uow.save_statuses(evaluations)
     t4 = time.perf_counter()
