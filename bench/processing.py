@@ -102,6 +102,7 @@ def new_reports(trackers: list[uuid.UUID], rng: random.Random) -> list[Report]:
             )
     return out
 
+
 STATS: dict[str, int] = {}  # trackers replayed in bulk / one by one
 
 
@@ -115,7 +116,9 @@ async def evaluate(uow: PostgresProcessingUnitOfWork, claims: list[Claim]) -> in
     }
     columns = await uow.readings({t: r.after for t, r in resumes.items()})
     rules = {i.tracker_id: i.rule for i in inputs}
-    outcomes = replay_batch([(resumes[t].state, rules[t]) for t in columns.trackers], columns, STATS)
+    outcomes = replay_batch(
+        [(resumes[t].state, rules[t]) for t in columns.trackers], columns, STATS
+    )
     evaluations = [
         Evaluation(t, resumes[t], state, ch, last)
         for t, (state, ch, last) in zip(columns.trackers, outcomes, strict=True)

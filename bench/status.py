@@ -115,7 +115,9 @@ async def evaluate(
     columns = await uow.readings({t: r.after for t, r in resumes.items()})
     t2 = time.perf_counter()
     rules = {i.tracker_id: i.rule for i in inputs}
-    outcomes = replay_batch([(resumes[t].state, rules[t]) for t in columns.trackers], columns, STATS)
+    outcomes = replay_batch(
+        [(resumes[t].state, rules[t]) for t in columns.trackers], columns, STATS
+    )
     evaluations = [
         Evaluation(t, resumes[t], state, ch, last)
         for t, (state, ch, last) in zip(columns.trackers, outcomes, strict=True)

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property, partial
 from typing import Any
 
 import numpy as np
@@ -70,10 +71,6 @@ def from_us(us: int) -> datetime:
     return EPOCH + timedelta(microseconds=us)
 
 
-def _opt_time(us: int) -> datetime | None:
-    return None if us == NO_TIME else from_us(us)
-
-
 @dataclass(frozen=True, eq=False)
 class ReadingColumns:
     """The readings of a batch of trackers, tracker by tracker in key order: tracker ``i``
@@ -109,40 +106,57 @@ class ReadingColumns:
 
     def reading(self, r: int) -> Reading:
         """Row ``r`` as the pure replay's ``Reading``."""
-        code = int(self.status[r])
-        loc = int(self.location[r])
-        near = tuple(
-            NearFence(
-                self.fence_ids[f],
-                KINDS[int(self.fence_kind[f])],
-                float(self.fence_radius[f]),
-                float(d),
-            )
-            for f, d in zip(
-                self.near_fence[self.near_start[r] : self.near_start[r + 1]].tolist(),
-                self.near_d[self.near_start[r] : self.near_start[r + 1]].tolist(),
-                strict=True,
-            )
-        )
-        city = int(self.city[r])
-        return Reading(
-            ReportKey(
-                from_us(int(self.time_us[r])),
-                int(self.latitude_e7[r]),
-                int(self.longitude_e7[r]),
-            ),
-            Observation(
-                STATUSES[code] if code >= 0 else None,
-                self.fence_ids[loc] if loc >= 0 else None,
-                near,
-            ),
-            int(self.accuracy_m[r]),
-            int(self.confidence[r]),
-            city if city >= 0 else None,
-        )
+        return self.rows([r])[0]
 
     def readings(self, i: int) -> list[Reading]:
-        return [self.reading(r) for r in range(int(self.start[i]), int(self.start[i + 1]))]
+        return self.rows(range(int(self.start[i]), int(self.start[i + 1])))
+
+    def rows(self, rows: Sequence[int] | I64) -> list[Reading]:
+        """Rows as the pure replay's ``Reading`` objects (gathered column by column: one
+        numpy call per column, not per value)."""
+        idx = np.asarray(rows, dtype=np.int64)
+        if not len(idx):
+            return []
+        ns, ne = self.near_start[idx], self.near_start[idx + 1]
+        lo, hi = int(ns.min()), int(ne.max())
+        ns, ne = (ns - lo).tolist(), (ne - lo).tolist()
+        fences = self._fences
+        near_f, near_d = self.near_fence[lo:hi].tolist(), self.near_d[lo:hi].tolist()
+        ids = self.fence_ids
+        return [
+            Reading(
+                ReportKey(from_us(t), lat, lon),
+                Observation(
+                    STATUSES[code] if code >= 0 else None,
+                    ids[loc] if loc >= 0 else None,
+                    tuple(fences[near_f[x]](near_d[x]) for x in range(a, b)) if b > a else (),
+                ),
+                acc,
+                conf,
+                city if city >= 0 else None,
+            )
+            for t, lat, lon, acc, conf, city, code, loc, a, b in zip(
+                self.time_us[idx].tolist(),
+                self.latitude_e7[idx].tolist(),
+                self.longitude_e7[idx].tolist(),
+                self.accuracy_m[idx].tolist(),
+                self.confidence[idx].tolist(),
+                self.city[idx].tolist(),
+                self.status[idx].tolist(),
+                self.location[idx].tolist(),
+                ns,
+                ne,
+                strict=True,
+            )
+        ]
+
+    @cached_property
+    def _fences(self) -> list[Any]:
+        kinds, radii = self.fence_kind.tolist(), self.fence_radius.tolist()
+        return [
+            partial(NearFence, i, KINDS[k], r) if k >= 0 else None
+            for i, k, r in zip(self.fence_ids, kinds, radii, strict=True)
+        ]
 
     def as_dict(self) -> dict[uuid.UUID, list[Reading]]:
         return {t: self.readings(i) for i, t in enumerate(self.trackers) if self.count(i)}
@@ -238,9 +252,7 @@ def replay_batch(
         if rule.kind is RuleKind.EVIDENCE:
             settled[i] = _settled(state)
         else:
-            plain[i] = (
-                rule.min_consecutive_reports == 1 and rule.min_dwell_s == 0 and _clean(state)
-            )
+            plain[i] = rule.min_consecutive_reports == 1 and rule.min_dwell_s == 0 and _clean(state)
     fallback = np.ones(n, dtype=np.bool_)
     if plain.any():
         fallback[_plain(np.flatnonzero(plain), starts, columns, out)] = False
@@ -249,8 +261,14 @@ def replay_batch(
     if stats is not None:
         stats["pure"] = stats.get("pure", 0) + int(fallback.sum())
         stats["bulk"] = stats.get("bulk", 0) + n - int(fallback.sum())
-    for i in np.flatnonzero(fallback).tolist():
-        rs = columns.readings(i)
+    pure = np.flatnonzero(fallback)
+    lo, hi = columns.start[pure], columns.start[pure + 1]
+    every = columns.rows(
+        np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)]) if len(pure) else []
+    )
+    at = 0
+    for i, k in zip(pure.tolist(), (hi - lo).tolist(), strict=True):
+        rs, at = every[at : at + k], at + k
         state, changes = replay(starts[i][0], rs, starts[i][1])
         out[i] = (state, changes, rs[-1] if rs else None)
     return [o for o in out if o is not None]
@@ -271,9 +289,17 @@ def _clean(s: RuleState) -> bool:
     )
 
 
+_FRESH = RuleState()
+_ELSEWHERE_KIND = 2  # the kind code of evidence.ELSEWHERE in the bulk path
+
+
 def _settled(s: RuleState) -> bool:
-    """An EVIDENCE state whose belief is in transit, or in transit and inside one fence."""
+    """An EVIDENCE state whose belief is in transit, or in transit and one other hypothesis
+    (a fence, or evidence.ELSEWHERE); or a fresh state (whose first reading must then be
+    near no fence, for a belief of transit and ELSEWHERE)."""
     b = s.belief
+    if s == _FRESH:
+        return True
     if (
         s.pending is not None
         or s.pending_count
@@ -284,7 +310,10 @@ def _settled(s: RuleState) -> bool:
         or b[0][0] is not None
     ):
         return False
-    return len(b) == 1 or (b[1][0] not in (None, ELSEWHERE) and b[1][1] is not None)
+    if len(b) == 1:
+        return True
+    h, kind, _ = b[1]
+    return (h == ELSEWHERE and kind is None) or (h not in (None, ELSEWHERE) and kind is not None)
 
 
 class _Ids:
@@ -307,27 +336,47 @@ class _Ids:
         return None if n < 0 else self.ids[n]
 
 
-def _t(t: datetime | None) -> int:
-    return NO_TIME if t is None else to_us(t)
+class _Times:
+    """Times to microseconds and back, each distinct one converted once."""
+
+    def __init__(self) -> None:
+        self._us: dict[datetime, int] = {}
+        self._t: dict[int, datetime | None] = {NO_TIME: None}
+
+    def us(self, t: datetime | None) -> int:
+        if t is None:
+            return NO_TIME
+        v = self._us.get(t)
+        if v is None:
+            v = self._us[t] = to_us(t)
+        return v
+
+    def time(self, us: int) -> datetime | None:
+        try:
+            return self._t[us]
+        except KeyError:
+            v = self._t[us] = from_us(us)
+            return v
 
 
 def _plain(
-    which: I64, starts: Sequence[tuple[RuleState, StatusRule]], c: ReadingColumns, out: list[Outcome | None]
+    which: I64,
+    starts: Sequence[tuple[RuleState, StatusRule]],
+    c: ReadingColumns,
+    out: list[Outcome | None],
 ) -> I64:
     """CONSECUTIVE, 1 report, no dwell: every reading that tells a status other than the
     current one changes it at once; one of the same status fills in a missing location."""
     ids = _Ids(c.fence_ids)
-    m = len(which)
-    status = np.empty(m, dtype=np.int64)
-    since = np.empty(m, dtype=np.int64)
-    loc = np.empty(m, dtype=np.int64)
-    ev_since = np.empty(m, dtype=np.int64)
-    for j, i in enumerate(which.tolist()):
+    t_ = _Times()
+    cols: list[list[int]] = [[], [], [], []]
+    for i in which.tolist():
         s = starts[i][0]
-        status[j] = -1 if s.status is None else _CODE[s.status]
-        since[j] = _t(s.status_since)
-        loc[j] = ids.index(s.location_id)
-        ev_since[j] = _t(s.evidence_since)
+        cols[0].append(-1 if s.status is None else _CODE[s.status])
+        cols[1].append(t_.us(s.status_since))
+        cols[2].append(ids.index(s.location_id))
+        cols[3].append(t_.us(s.evidence_since))
+    status, since, loc, ev_since = (np.array(x, dtype=np.int64) for x in cols)
     first = c.start[which]
     count = c.start[which + 1] - first
     changes: list[tuple[int, int, int, int]] = []  # (tracker j, row, previous, location)
@@ -354,15 +403,19 @@ def _plain(
         per.setdefault(j, []).append(
             _change(c, r, STATUSES[int(c.status[r])], prev, ids.get(where), None, None)
         )
-    for j, i in enumerate(which.tolist()):
-        # (equal to the pure replay's: a clean state has no other fields)
-        state = RuleState(
-            STATUSES[int(status[j])] if status[j] >= 0 else None,
-            _opt_time(int(since[j])),
-            ids.get(int(loc[j])),
-            evidence_since=_opt_time(int(ev_since[j])),
+    lasts = c.rows(first + count - 1)
+    codes = (None, *STATUSES)
+    for j, (i, last, st, si, lo, es) in enumerate(
+        zip(
+            which.tolist(),
+            lasts,
+            *(x.tolist() for x in (status, since, loc, ev_since)),
+            strict=True,
         )
-        out[i] = (state, per.get(j, []), c.reading(int(first[j] + count[j] - 1)))
+    ):
+        # (equal to the pure replay's: a clean state has no other fields)
+        state = RuleState(codes[st + 1], t_.time(si), ids.get(lo), evidence_since=t_.time(es))
+        out[i] = (state, per.get(j, []), last)
     return which
 
 
@@ -396,41 +449,44 @@ def _map(f: Any, x: F64) -> F64:
 
 
 def _evidence(
-    which: I64, starts: Sequence[tuple[RuleState, StatusRule]], c: ReadingColumns, out: list[Outcome | None]
+    which: I64,
+    starts: Sequence[tuple[RuleState, StatusRule]],
+    c: ReadingColumns,
+    out: list[Outcome | None],
 ) -> I64:
     """The evidence rule while beliefs are settled (see the module's docstring); returns the
     trackers done (the others left for the pure replay)."""
     ids = _Ids(c.fence_ids)
     m = len(which)
-    pa = np.empty(m)  # P(in transit)
-    pb = np.zeros(m)  # P(inside fence hb)
-    hb = np.full(m, -1, dtype=np.int64)  # the fence (index into ids), -1: none
-    hk = np.full(m, -1, dtype=np.int64)  # its kind code
-    btime = np.empty(m, dtype=np.int64)
-    onsets = np.empty((3, m), dtype=np.int64)
-    status = np.empty(m, dtype=np.int64)
-    since = np.empty(m, dtype=np.int64)
-    loc = np.empty(m, dtype=np.int64)
-    prob = np.empty(m)
-    ev_since = np.empty(m, dtype=np.int64)
-    min_p = np.empty(m)
-    share_o = np.empty(m)
-    for j, i in enumerate(which.tolist()):
+    t_ = _Times()
+    cols: list[list[Any]] = [[] for _ in range(15)]
+    fresh: list[bool] = []
+    for i in which.tolist():
         s, rule = starts[i]
-        pa[j] = s.belief[0][2]
-        if len(s.belief) == 2:
-            h, kind, p = s.belief[1]
-            assert kind is not None
-            hb[j], hk[j], pb[j] = ids.index(h), _KIND_CODE[kind], p
-        btime[j] = _t(s.belief_time)
-        for x in range(3):
-            onsets[x, j] = _t(s.onsets[x])
-        status[j] = -1 if s.status is None else _CODE[s.status]
-        since[j] = _t(s.status_since)
-        loc[j] = ids.index(s.location_id)
-        prob[j] = math.nan if s.probability is None else s.probability
-        ev_since[j] = _t(s.evidence_since)
-        min_p[j], share_o[j] = rule.min_probability, rule.outlier_share
+        h, kind, p = s.belief[1] if len(s.belief) == 2 else (None, None, 0.0)
+        fresh.append(not s.belief)
+        for col, v in zip(
+            cols,
+            (
+                s.belief[0][2] if s.belief else 1.0, p, ids.index(h),
+                (_ELSEWHERE_KIND if h == ELSEWHERE else -1) if kind is None else _KIND_CODE[kind],
+                t_.us(s.belief_time), *map(t_.us, s.onsets),
+                -1 if s.status is None else _CODE[s.status], t_.us(s.status_since),
+                ids.index(s.location_id), math.nan if s.probability is None else s.probability,
+                t_.us(s.evidence_since), rule.min_probability, rule.outlier_share,
+            ),
+            strict=True,
+        ):  # fmt: skip
+            col.append(v)
+    pa, pb = np.array(cols[0], dtype=np.float64), np.array(cols[1], dtype=np.float64)
+    hb, hk = np.array(cols[2], dtype=np.int64), np.array(cols[3], dtype=np.int64)
+    btime = np.array(cols[4], dtype=np.int64)
+    onsets = np.array(cols[5:8], dtype=np.int64).reshape(3, m)
+    status, since = np.array(cols[8], dtype=np.int64), np.array(cols[9], dtype=np.int64)
+    loc, prob = np.array(cols[10], dtype=np.int64), np.array(cols[11], dtype=np.float64)
+    ev_since = np.array(cols[12], dtype=np.int64)
+    min_p, share_o = np.array(cols[13], dtype=np.float64), np.array(cols[14], dtype=np.float64)
+    new_ = np.array(fresh, dtype=np.bool_)
     # the batch's fence indices are the first in ids, so fence tables index by them too
     fkind = c.fence_kind.astype(np.int64)
     frad = c.fence_radius
@@ -449,11 +505,21 @@ def _evidence(
         one = nn == 1
         nf = np.full(len(rows), -1, dtype=np.int64)
         nf[one] = c.near_fence[c.near_start[rows[one]]]
+        t = c.time_us[rows]
+        if k == 0 and new_.any():
+            # evidence.initial_belief(()) for a first reading near no fence: in transit or
+            # inside some fence elsewhere, alike; the first step has dt = 0
+            f0 = new_[live]
+            ok[live[f0 & (nn > 0)]] = False
+            s0 = live[f0 & (nn == 0)]
+            pa[s0], pb[s0], hb[s0], hk[s0] = 0.5, 0.5, ids.index(ELSEWHERE), _ELSEWHERE_KIND
+            btime[s0] = t[f0 & (nn == 0)]
+            keep_ = ~f0 | (nn == 0)
+            live, rows, nn, nf, t = live[keep_], rows[keep_], nn[keep_], nf[keep_], t[keep_]
         h = hb[live]
         fits = ((h < 0) & (nn <= 1)) | ((h >= 0) & ((nn == 0) | ((nn == 1) & (nf == h))))
         ok[live[~fits]] = False
-        live, rows, nn, nf, h = live[fits], rows[fits], nn[fits], nf[fits], h[fits]
-        t = c.time_us[rows]
+        live, rows, nn, nf, h, t = live[fits], rows[fits], nn[fits], nf[fits], h[fits], t[fits]
         # the step (not for a belief in transit only, far from every fence)
         stepping = (h >= 0) | (nn == 1)
         sj, sr = live[stepping], rows[stepping]
@@ -513,8 +579,9 @@ def _evidence(
         cur = status[live]
         for x in (0, 1, 2):
             o = onsets[x, live]
-            o = np.where((mass[x] < evidence.ONSET_P) | (cur == x), NO_TIME,
-                         np.where(o == NO_TIME, t, o))
+            o = np.where(
+                (mass[x] < evidence.ONSET_P) | (cur == x), NO_TIME, np.where(o == NO_TIME, t, o)
+            )
             onsets[x, live] = o
         mtop = mass[top, np.arange(len(live))]
         new = (top != cur) & (mtop >= min_p[live])
@@ -542,21 +609,28 @@ def _evidence(
             per.setdefault(j, []).append(
                 _change(c, r, STATUSES[top_], prev, ids.get(where), p_, es_)
             )
-    for j, i in enumerate(which.tolist()):
-        if not ok[j]:
-            continue
-        belief: evidence.Belief = ((None, None, float(pa[j])),)
-        if hb[j] >= 0:
-            belief += ((ids.get(int(hb[j])), KINDS[int(hk[j])], float(pb[j])),)
+    sel = np.flatnonzero(ok)
+    lasts = c.rows(first[sel] + count[sel] - 1)
+    kinds = (None, *KINDS, None)  # codes -1, 0, 1 and _ELSEWHERE_KIND
+    codes = (None, *STATUSES)
+    for j, i, last, a, h, k, b, st, si, lo, pr, es, bt, o0, o1, o2 in zip(
+        sel.tolist(), which[sel].tolist(), lasts,
+        *(x[sel].tolist() for x in (pa, hb, hk, pb, status, since, loc, prob, ev_since, btime)),
+        *(onsets[x, sel].tolist() for x in range(3)),
+        strict=True,
+    ):  # fmt: skip
+        belief: evidence.Belief = ((None, None, a),)
+        if h >= 0:
+            belief += ((ids.get(h), kinds[k + 1], b),)
         state = RuleState(
-            STATUSES[int(status[j])] if status[j] >= 0 else None,
-            _opt_time(int(since[j])),
-            ids.get(int(loc[j])),
-            probability=None if math.isnan(prob[j]) else float(prob[j]),
-            evidence_since=_opt_time(int(ev_since[j])),
+            codes[st + 1],
+            t_.time(si),
+            ids.get(lo),
+            probability=None if pr != pr else pr,  # NaN: None
+            evidence_since=t_.time(es),
             belief=belief,
-            belief_time=_opt_time(int(btime[j])),
-            onsets=tuple(_opt_time(int(onsets[x, j])) for x in range(3)),
+            belief_time=t_.time(bt),
+            onsets=(t_.time(o0), t_.time(o1), t_.time(o2)),
         )
-        out[i] = (state, per.get(j, []), c.reading(int(first[j] + count[j] - 1)))
+        out[i] = (state, per.get(j, []), last)
     return done

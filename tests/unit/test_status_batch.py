@@ -139,3 +139,26 @@ def test_reports_at_the_same_time_and_long_gaps(rule: StatusRule) -> None:
     got = replay_batch(starts, ReadingColumns.from_readings(ids, tails))
     for t, (state, r), (b_state, b_changes, _) in zip(ids, starts, got, strict=True):
         assert (b_state, b_changes) == replay(state, tails[t], r)
+
+
+def test_fresh_trackers_first_seen_far_from_every_fence_go_in_bulk() -> None:
+    """The first status needs evidence too: a fresh tracker's belief starts with "inside
+    some fence elsewhere" (evidence.ELSEWHERE), which the bulk path carries as well."""
+    fleet = _fleet(5, 60)
+    starts, tails, ids = [], {}, []
+    for rule, readings in fleet:
+        if rule.kind is not RuleKind.EVIDENCE:
+            continue
+        far = [i for i, r in enumerate(readings) if not r.observation.near]
+        if not far:
+            continue
+        t = uuid.uuid4()
+        ids.append(t)
+        starts.append((RuleState(), rule))
+        tails[t] = readings[far[0] : far[0] + 6]
+    assert len(ids) >= 5
+    stats: dict[str, int] = {}
+    got = replay_batch(starts, ReadingColumns.from_readings(ids, tails), stats)
+    assert stats["bulk"] >= 1, stats
+    for t, (state, rule), (b_state, b_changes, _) in zip(ids, starts, got, strict=True):
+        assert (b_state, b_changes) == replay(state, tails[t], rule)

@@ -14,20 +14,13 @@ import asyncpg
 from adapters.postgres.pool import unavailable_on_connection_error
 from adapters.postgres.status_columns import reading_columns
 from adapters.postgres.uow import PostgresUnitOfWork
-from domain import evidence
 from domain.errors import InvalidArgument
-from domain.evidence import Belief, NearFence
+from domain.evidence import Belief
 from domain.model import GeoPoint, LocationKind
 from domain.pagination import Page, PageRequest
 from domain.ports.processing import Claim, Evaluation, StatusInput
 from domain.processing import ProcessingBacklog, QuarantinedTracker
-from domain.status_batch import ReadingColumns
-from domain.reports import MAX_ACCURACY_M
 from domain.status import (
-    DEFAULT_MIN_CONFIDENCE,
-    DEFAULT_RULE_KIND,
-    Observation,
-    Reading,
     ReportKey,
     RuleKind,
     RuleState,
@@ -35,6 +28,7 @@ from domain.status import (
     StatusRule,
     TrackerStatus,
 )
+from domain.status_batch import ReadingColumns
 
 _NEG_INF = datetime.min.replace(tzinfo=UTC)
 _MIN_E7 = -(2**31)
@@ -64,6 +58,19 @@ def _belief(ids: list[uuid.UUID | None] | None, kinds: list[str | None], ps: lis
     return tuple(
         (h, LocationKind(k) if k else None, p) for h, k, p in zip(ids, kinds, ps, strict=True)
     )
+
+
+def _belief_texts(belief: Belief) -> tuple[str, str, str]:
+    ids = ",".join("NULL" if h is None else str(h) for h, _, _ in belief)
+    kinds = ",".join("NULL" if k is None else k.value for _, k, _ in belief)
+    ps = ",".join(repr(p) for _, _, p in belief)
+    return "{" + ids + "}", "{" + kinds + "}", "{" + ps + "}"
+
+
+_RULE_FIELDS = (
+    "min_consecutive_reports", "min_dwell_s", "require_accuracy_within_radius",
+    "min_confidence", "kind", "min_probability", "outlier_share",
+)  # fmt: skip
 
 
 # Inbox rows moved into the queue per fold (one statement; the rest waits for the next claim).
@@ -392,26 +399,25 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
                LEFT JOIN LATERAL (
                    SELECT * FROM status_history h
                    WHERE h.tracker_id = c.tracker_id AND h.report_time < c.since
+                     -- needed only when the new reports are not all after the checkpoint
+                     -- (domain.status.resume_point)
+                     AND (s.last_report_time IS NULL OR s.last_report_time >= c.since)
                    ORDER BY h.report_time DESC, h.latitude_e7 DESC, h.longitude_e7 DESC
                    LIMIT 1) h ON true""",
             [c.tracker_id for c in claims],
             [c.since for c in claims],
         )
         out = []
+        rules: dict[tuple[object, ...], StatusRule] = {}  # one object per distinct rule
         for r in rows:
-            rule = (
-                StatusRule(
-                    r["min_consecutive_reports"],
-                    r["min_dwell_s"],
-                    r["require_accuracy_within_radius"],
-                    r["min_confidence"],
-                    RuleKind(r["kind"]),
-                    r["min_probability"],
-                    r["outlier_share"],
+            fields = tuple(r[k] for k in _RULE_FIELDS)
+            rule = rules.get(fields)
+            if rule is None:
+                rule = rules[fields] = (
+                    StatusRule(*fields[:4], RuleKind(fields[4]), *fields[5:])  # type: ignore[arg-type]
+                    if fields[0] is not None
+                    else StatusRule.default()
                 )
-                if r["min_consecutive_reports"] is not None
-                else StatusRule.default()
-            )
             checkpoint = None
             if r["last_report_time"] is not None:
                 checkpoint = (
@@ -520,33 +526,29 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
             )  # fmt: skip
             for column, value in zip(values, row, strict=True):
                 column.append(value)
-        params = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
-        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
-        await self._c.execute(
-            f"""INSERT INTO tracker_status ({", ".join(cols)})
-                SELECT * FROM unnest({params})
-                ON CONFLICT (tracker_id) DO UPDATE SET {updates}, update_time = now(),
-                    belief_ids = NULL, belief_kinds = NULL, belief_probabilities = NULL""",
-            *values,
+        # The evidence rule's belief, three arrays per tracker, each sent as the text of an
+        # array (floats as repr: PostgreSQL reads them back to the same bits), so that one
+        # statement writes the whole row.
+        beliefs: list[list[str | None]] = [[], [], []]
+        for e in done:
+            b = e.state.belief
+            for column, text in zip(beliefs, _belief_texts(b) if b else (None,) * 3, strict=True):
+                column.append(text)
+        params = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types + ["text"] * 3))
+        names = ", ".join(f"u{i}" for i in range(len(types) + 3))
+        n = len(types)
+        select = ", ".join(
+            [f"u{i}" for i in range(n)]
+            + [f"u{n}::uuid[]", f"u{n + 1}::text[]", f"u{n + 2}::float8[]"]
         )
-        # The evidence rule's belief, one array per tracker: sent flat, gathered by tracker.
-        flat = [(e.tracker_id, h) for e in done for h in e.state.belief]
-        if not flat:
-            return
+        belief_cols = ["belief_ids", "belief_kinds", "belief_probabilities"]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:] + belief_cols)
         await self._c.execute(
-            """UPDATE tracker_status s
-               SET belief_ids = g.ids, belief_kinds = g.kinds, belief_probabilities = g.ps
-               FROM (SELECT f.tracker_id, array_agg(f.h ORDER BY f.n) AS ids,
-                            array_agg(f.k ORDER BY f.n) AS kinds,
-                            array_agg(f.p ORDER BY f.n) AS ps
-                     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[])
-                          WITH ORDINALITY AS f(tracker_id, h, k, p, n)
-                     GROUP BY f.tracker_id) g
-               WHERE s.tracker_id = g.tracker_id""",
-            [t for t, _ in flat],
-            [h for _, (h, _, _) in flat],
-            [k.value if k else None for _, (_, k, _) in flat],
-            [p for _, (_, _, p) in flat],
+            f"""INSERT INTO tracker_status ({", ".join(cols + belief_cols)})
+                SELECT {select} FROM unnest({params}) AS u({names})
+                ON CONFLICT (tracker_id) DO UPDATE SET {updates}, update_time = now()""",
+            *values,
+            *beliefs,
         )
 
     async def complete(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+
 import asyncpg
 import numpy as np
 
@@ -87,7 +88,9 @@ def _rows(data: bytes) -> np.ndarray:
         return np.zeros(0, dtype=_ROW)
     if data[:11] != b"PGCOPY\n\xff\r\n\x00" or data[15:19] != b"\x00\x00\x00\x00":
         raise ValueError("unexpected COPY header")
-    rows = np.frombuffer(data, dtype=_ROW, offset=_HEADER, count=(len(data) - _HEADER - 2) // _ROW.itemsize)
+    rows = np.frombuffer(
+        data, dtype=_ROW, offset=_HEADER, count=(len(data) - _HEADER - 2) // _ROW.itemsize
+    )
     if len(data) != _HEADER + 2 + rows.itemsize * len(rows) or (rows["fields"] != _FIELDS).any():
         raise ValueError("unexpected COPY row layout")
     return rows

@@ -21,7 +21,6 @@ from domain.ports.processing import Claim, Evaluation, StatusInput
 from domain.ports.status import HistoryFilter
 from domain.processing import ProcessingBacklog, QuarantinedTracker
 from domain.reports import Report, e7
-from domain.status_batch import ReadingColumns
 from domain.status import (
     Fence,
     Reading,
@@ -31,6 +30,7 @@ from domain.status import (
     StatusRule,
     classify,
 )
+from domain.status_batch import ReadingColumns
 from tests.unit.fakes.common import FakeUnitOfWorkFactory
 
 
