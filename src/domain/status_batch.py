@@ -9,13 +9,15 @@ does exactly as Python does), so its results are bit for bit the pure replay's:
 
 - CONSECUTIVE rules without hysteresis (1 report, no dwell), from a state with nothing
   pending and no evidence-rule leftovers;
-- EVIDENCE rules while the belief is "settled": in transit, or in transit and inside one
-  fence, and each report is near no fence or near that fence only (or, in transit only,
-  near one fence). That is every report of a tracker at rest, travelling or delivered.
+- EVIDENCE rules while the belief is "settled": in transit, or in transit and one other
+  hypothesis (a fence, or ``evidence.ELSEWHERE`` before the first status), and each report
+  is near no fence or near that fence only (or, in transit only, near one fence); a fresh
+  tracker too if its first report is near no fence. That is every report of a tracker at
+  rest, travelling or delivered.
 
-A tracker that leaves these cases at any report (the first reports of a tracker, reports
-near two fences, a hysteresis rule, ...) is replayed by ``domain.status.replay`` from its
-start instead. A property test checks the batch against the pure replay, restarts from a
+A tracker that leaves these cases at any report (a fresh tracker first seen near a fence,
+reports near two fences, moving from one fence to another, a hysteresis rule, ...) is
+replayed by ``domain.status.replay`` from its start instead. A property test checks the batch against the pure replay, restarts from a
 recorded change included.
 """
 
@@ -44,6 +46,7 @@ from domain.status import (
     StatusChange,
     StatusRule,
     TrackerStatus,
+    replay,
 )
 
 I8 = npt.NDArray[np.int8]
@@ -238,8 +241,6 @@ def replay_batch(
     ``domain.status.replay`` of its readings and its last reading, computed in bulk.
     ``stats`` (if given) counts the trackers done in bulk (``bulk``) and one by one
     (``pure``)."""
-    from domain.status import replay
-
     n = len(columns.trackers)
     assert len(starts) == n
     counts = np.diff(columns.start)
@@ -263,15 +264,19 @@ def replay_batch(
         stats["bulk"] = stats.get("bulk", 0) + n - int(fallback.sum())
     pure = np.flatnonzero(fallback)
     lo, hi = columns.start[pure], columns.start[pure + 1]
-    every = columns.rows(
-        np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)]) if len(pure) else []
-    )
+    every = columns.rows(_ranges(lo, hi))
     at = 0
     for i, k in zip(pure.tolist(), (hi - lo).tolist(), strict=True):
         rs, at = every[at : at + k], at + k
         state, changes = replay(starts[i][0], rs, starts[i][1])
         out[i] = (state, changes, rs[-1] if rs else None)
     return [o for o in out if o is not None]
+
+
+def _ranges(lo: I64, hi: I64) -> I64:
+    """The concatenation of ``range(lo[i], hi[i])``."""
+    width = hi - lo
+    return np.repeat(lo - (np.cumsum(width) - width), width) + np.arange(int(width.sum()))
 
 
 def _clean(s: RuleState) -> bool:
