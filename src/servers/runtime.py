@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from adapters.grpc.health import HealthReporter
 from adapters.prometheus import MetricsServer
 from servers import log as logsetup
-from servers.config import ConfigError, Settings, check_secrets, load, login_limits
+from servers.config import PROCESS_PARTS, ConfigError, Settings, check_secrets, load
 from servers.container import Container
 from servers.services import POSTGRES, REDIS, Needs, Service, needs_of
 from usecases.health import CheckDependencies
@@ -64,7 +64,7 @@ async def build_server(
             else [container.undecodable_interceptor()]
         ),
         options=[
-            ("grpc.max_receive_message_length", container.settings().max_message_bytes),
+            ("grpc.max_receive_message_length", container.settings().server.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
     )
@@ -95,7 +95,7 @@ class Process:
         self.servers: list[grpc.aio.Server] = []
         self.ports: dict[str, int] = {}
         self.reporter: HealthReporter | None = None
-        self.metrics = MetricsServer(settings.bind_host, settings.metrics_port)
+        self.metrics = MetricsServer(settings.server.bind_host, settings.server.metrics_port)
         self.needs: Needs = needs_of(
             [s for e in self.endpoints for s in e.services],
             [*(e.needs for e in self.endpoints), *(b.needs for b in self.background)],
@@ -111,12 +111,12 @@ class Process:
             await resources[name].async_()
         check = CheckDependencies(
             [await probes[name].async_() for name in self.needs.probed],
-            timeout_s=self.settings.health_check_timeout_s,
+            timeout_s=self.settings.health.check_timeout.total_seconds(),
         )
         return HealthReporter(
             check,
             services=self.needs.services,
-            interval_s=self.settings.health_check_interval_s,
+            interval_s=self.settings.health.check_interval.total_seconds(),
             overall=self.needs.overall,
         )
 
@@ -130,7 +130,7 @@ class Process:
                     "listening",
                     extra={
                         "server": "metrics",
-                        "host": self.settings.bind_host,
+                        "host": self.settings.server.bind_host,
                         "port": self.metrics.port,
                     },
                 )
@@ -138,14 +138,18 @@ class Process:
             await self.reporter.start()
             for endpoint in self.endpoints:
                 server, port = await build_server(
-                    endpoint, self.container, self.reporter, self.settings.bind_host
+                    endpoint, self.container, self.reporter, self.settings.server.bind_host
                 )
                 await server.start()
                 self.servers.append(server)
                 self.ports[endpoint.name] = port
                 log.info(
                     "listening",
-                    extra={"server": endpoint.name, "host": self.settings.bind_host, "port": port},
+                    extra={
+                        "server": endpoint.name,
+                        "host": self.settings.server.bind_host,
+                        "port": port,
+                    },
                 )
             for task in self.background:
                 await task.start(self.container)
@@ -181,9 +185,10 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
-        log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
+        grace_s = settings.server.shutdown_grace.total_seconds()
+        log.info("shutting down", extra={"grace_s": grace_s})
     finally:
-        await process.stop(settings.shutdown_grace_s)
+        await process.stop(settings.server.shutdown_grace.total_seconds())
         log.info("stopped")
 
 
@@ -192,25 +197,28 @@ def main_for(
     endpoints: Callable[[Settings], Sequence[Endpoint]],
     argv: Sequence[str] | None = None,
     background: Callable[[Settings], Sequence[Background]] = lambda s: (),
+    process: str = "all_in_one",
 ) -> int:
-    """Console-script entry: parse settings, configure logs, serve until a signal."""
+    """Console-script entry: load and check the settings ``process`` uses (its components
+    in ``PROCESS_PARTS``, no others), configure logs, serve until a signal."""
     try:
-        settings = load(argv, description=description)
-        check_secrets(settings)  # missing or known secrets in production stop us here
-        login_limits(settings)
+        settings = load(argv, description=description, process=process)
+        uses_secrets = "security" in PROCESS_PARTS[process]
+        if uses_secrets:
+            check_secrets(settings.security)  # missing or known secrets in production stop us
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logsetup.configure(settings.log_level, settings.log_format)
+    logsetup.configure(settings.logging.level, settings.logging.format)
     log.info(
         "starting", extra={"component": description.split(":")[0], "settings": settings.redacted()}
     )
-    if not (settings.kek_ring or settings.kek_ring_file):
+    if uses_secrets and not settings.security.kek_ring.get_secret_value():
         log.warning(
             "no KEK ring set: private keys are sealed with the public development KEK "
             "(set TRACKER_KEK_RING)"
         )
-    if not (settings.jwt_signing_key or settings.jwt_signing_key_file):
+    if uses_secrets and not settings.security.jwt_signing_key.get_secret_value():
         log.warning(
             "no JWT signing key set: using the public development key; tokens are not "
             "secure (set TRACKER_JWT_SIGNING_KEY)"
