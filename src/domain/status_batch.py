@@ -17,8 +17,8 @@ does exactly as Python does), so its results are bit for bit the pure replay's:
 
 A tracker that leaves these cases at any report (a fresh tracker first seen near a fence,
 reports near two fences, moving from one fence to another, a hysteresis rule, ...) is
-replayed by ``domain.status.replay`` from its start instead. A property test checks the batch against the pure replay, restarts from a
-recorded change included.
+replayed by ``domain.status.replay`` from its start instead. A property test checks the
+batch against the pure replay, restarts from a recorded change included.
 """
 
 from __future__ import annotations
@@ -326,14 +326,14 @@ class _Ids:
 
     def __init__(self, fence_ids: Sequence[uuid.UUID]) -> None:
         self.ids: list[uuid.UUID] = list(fence_ids)
-        self._index = {f: n for n, f in enumerate(self.ids)}
+        self._index = {f.int: n for n, f in enumerate(self.ids)}  # (ints hash in C)
 
     def index(self, i: uuid.UUID | None) -> int:
         if i is None:
             return -1
-        n = self._index.get(i)
+        n = self._index.get(i.int)
         if n is None:
-            n = self._index[i] = len(self.ids)
+            n = self._index[i.int] = len(self.ids)
             self.ids.append(i)
         return n
 
@@ -377,7 +377,7 @@ def _plain(
     cols: list[list[int]] = [[], [], [], []]
     for i in which.tolist():
         s = starts[i][0]
-        cols[0].append(-1 if s.status is None else _CODE[s.status])
+        cols[0].append(-1 if s.status is None else STATUSES.index(s.status))
         cols[1].append(t_.us(s.status_since))
         cols[2].append(ids.index(s.location_id))
         cols[3].append(t_.us(s.evidence_since))
@@ -403,11 +403,12 @@ def _plain(
             )
             t = c.time_us[rr]
             status[jj], since[jj], loc[jj], ev_since[jj] = seen[new], t, obs_loc[new], t
-    per: dict[int, list[StatusChange]] = {}
-    for j, r, prev, where in sorted(changes):
-        per.setdefault(j, []).append(
-            _change(c, r, STATUSES[int(c.status[r])], prev, ids.get(where), None, None)
-        )
+    per = _changes(
+        c,
+        ids,
+        t_,
+        [(j, r, int(c.status[r]), prev, where, None, None) for j, r, prev, where in changes],
+    )
     lasts = c.rows(first + count - 1)
     codes = (None, *STATUSES)
     for j, (i, last, st, si, lo, es) in enumerate(
@@ -424,28 +425,38 @@ def _plain(
     return which
 
 
-def _change(
+def _changes(
     c: ReadingColumns,
-    r: int,
-    status: TrackerStatus,
-    previous: int,
-    where: uuid.UUID | None,
-    probability: float | None,
-    since_us: int | None,
-) -> StatusChange:
-    city = int(c.city[r])
-    t = from_us(int(c.time_us[r]))
-    return StatusChange(
-        key=ReportKey(t, int(c.latitude_e7[r]), int(c.longitude_e7[r])),
-        status=status,
-        previous=STATUSES[previous] if previous >= 0 else None,
-        location_id=where,
-        horizontal_accuracy_m=int(c.accuracy_m[r]),
-        confidence=int(c.confidence[r]),
-        nearest_city_id=city if city >= 0 else None,
-        probability=probability,
-        evidence_since=t if since_us is None else from_us(since_us),
-    )
+    ids: _Ids,
+    t_: _Times,
+    items: list[tuple[int, int, int, int, int, float | None, int | None]],
+) -> dict[int, list[StatusChange]]:
+    """The changes by tracker, from (tracker j, row, status code, previous code, location
+    index, probability, evidence since in us; None: the row's time), gathered by column."""
+    per: dict[int, list[StatusChange]] = {}
+    if not items:
+        return per
+    items.sort()
+    rows = np.array([x[1] for x in items], dtype=np.int64)
+    cols = (c.time_us, c.latitude_e7, c.longitude_e7, c.accuracy_m, c.confidence, c.city)
+    for (j, _, code, prev, where, p, since), t, lat, lon, acc, conf, city in zip(
+        items, *(x[rows].tolist() for x in cols), strict=True
+    ):
+        at = t_.time(t)
+        per.setdefault(j, []).append(
+            StatusChange(
+                key=ReportKey(at, lat, lon),  # type: ignore[arg-type]
+                status=STATUSES[code],
+                previous=STATUSES[prev] if prev >= 0 else None,
+                location_id=ids.get(where),
+                horizontal_accuracy_m=acc,
+                confidence=conf,
+                nearest_city_id=city if city >= 0 else None,
+                probability=p,
+                evidence_since=at if since is None else t_.time(since),
+            )
+        )
+    return per
 
 
 def _map(f: Any, x: F64) -> F64:
@@ -476,7 +487,7 @@ def _evidence(
                 s.belief[0][2] if s.belief else 1.0, p, ids.index(h),
                 (_ELSEWHERE_KIND if h == ELSEWHERE else -1) if kind is None else _KIND_CODE[kind],
                 t_.us(s.belief_time), *map(t_.us, s.onsets),
-                -1 if s.status is None else _CODE[s.status], t_.us(s.status_since),
+                -1 if s.status is None else STATUSES.index(s.status), t_.us(s.status_since),
                 ids.index(s.location_id), math.nan if s.probability is None else s.probability,
                 t_.us(s.evidence_since), rule.min_probability, rule.outlier_share,
             ),
@@ -608,12 +619,12 @@ def _evidence(
             hk[jj] = np.where(fence, tt, -1)
             onsets[:, jj] = NO_TIME
     done = which[ok]
-    per: dict[int, list[StatusChange]] = {}
-    for j, r, prev, top_, where, p_, es_ in sorted(changes):
-        if ok[j]:
-            per.setdefault(j, []).append(
-                _change(c, r, STATUSES[top_], prev, ids.get(where), p_, es_)
-            )
+    per = _changes(
+        c,
+        ids,
+        t_,
+        [(j, r, top_, prev, w, p_, es_) for j, r, prev, top_, w, p_, es_ in changes if ok[j]],
+    )
     sel = np.flatnonzero(ok)
     lasts = c.rows(first[sel] + count[sel] - 1)
     kinds = (None, *KINDS, None)  # codes -1, 0, 1 and _ELSEWHERE_KIND
