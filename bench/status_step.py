@@ -134,7 +134,8 @@ async def status_step(
             since,
         )
         await c.execute("VACUUM ANALYZE processing_queue")
-        await c.execute("VACUUM ANALYZE tracker_status")
+        # (not tracker_status: statistics of the truncated, empty table made the planner
+        # take a plan that ran for minutes once the first batch had filled it)
     queue = PostgresProcessingQueue(pool)
     tally = Tally()
 
@@ -219,6 +220,8 @@ async def one_size(n: int, batch: int, concurrency: int, baseline: bool) -> dict
             await conn.execute("TRUNCATE tracker_status, status_history")
             await conn.execute(f"INSERT INTO tracker_status SELECT * FROM ts_{name}")
             await conn.execute(f"INSERT INTO status_history SELECT * FROM sh_{name}")
+            await conn.execute("ANALYZE tracker_status")
+            await conn.execute("ANALYZE status_history")
             await conn.execute("UPDATE status_rules SET kind = $1", kind.value)
             wall, tally = await status_step(pool, steady_at, batch, concurrency, baseline)
             print(line("steady", name, n, wall, tally))
