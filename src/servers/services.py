@@ -24,6 +24,10 @@ from tracker.v1 import (
     detector_query_service_pb2_grpc,
     detector_service_pb2,
     detector_service_pb2_grpc,
+    device_query_service_pb2,
+    device_query_service_pb2_grpc,
+    device_service_pb2,
+    device_service_pb2_grpc,
     export_query_service_pb2,
     export_query_service_pb2_grpc,
     fetch_query_service_pb2,
@@ -188,6 +192,16 @@ EXPORT_QUERY = Service(
     export_query_service_pb2_grpc.add_ExportQueryServiceServicer_to_server,
     lambda c: c.export_query_servicer,
 )
+DEVICE = Service(
+    _descriptor(device_service_pb2, "DeviceService"),
+    device_service_pb2_grpc.add_DeviceServiceServicer_to_server,
+    lambda c: c.device_servicer,
+)
+DEVICE_QUERY = Service(
+    _descriptor(device_query_service_pb2, "DeviceQueryService"),
+    device_query_service_pb2_grpc.add_DeviceQueryServiceServicer_to_server,
+    lambda c: c.device_query_servicer,
+)
 
 SERVICES: tuple[Service, ...] = (
     SETUP,
@@ -209,6 +223,8 @@ SERVICES: tuple[Service, ...] = (
     JOB_QUERY,
     FLEET_QUERY,
     EXPORT_QUERY,
+    DEVICE,
+    DEVICE_QUERY,
 )
 """Every service of the API (a test checks it against the .proto files)."""
 
@@ -223,6 +239,7 @@ COLLECTOR: tuple[Service, ...] = (
     PROCESSING,
     DETECTOR,
     JOB,
+    DEVICE,
 )
 QUERY: tuple[Service, ...] = (
     SETUP_QUERY,
@@ -235,6 +252,7 @@ QUERY: tuple[Service, ...] = (
     JOB_QUERY,
     FLEET_QUERY,
     EXPORT_QUERY,
+    DEVICE_QUERY,
 )
 
 

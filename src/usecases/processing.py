@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from domain.access import Principal, require_admin
 from domain.errors import DependencyUnavailable, NotFound
@@ -29,7 +30,8 @@ from domain.ports.processing import (
     ProcessingUnitOfWorkFactory,
 )
 from domain.processing import ProcessingBacklog, QuarantinedTracker, RetryPolicy, failure_reason
-from domain.status import ReportKey, replay, resume_point
+from domain.status import ReportKey, resume_point
+from domain.status_batch import replay_batch
 
 log = logging.getLogger("tracker.processing")
 
@@ -65,6 +67,22 @@ class BatchSummary:
 
 
 _NOTHING = BatchSummary(0, 0, 0, 0, 0, None)
+
+
+class WorkerMetrics(Protocol):
+    """What the worker reports about its work (Prometheus in production)."""
+
+    def batch(self, summary: BatchSummary, seconds: float) -> None:
+        """One batch processed (``claimed`` > 0) in ``seconds``."""
+        ...
+
+    def backlog(self, backlog: ProcessingBacklog) -> None:
+        """The processing queue as last read (the lag is measured from now)."""
+        ...
+
+    def error(self, kind: str) -> None:
+        """A failed batch: ``unavailable`` (the database) or ``error`` (a defect)."""
+        ...
 
 
 class ProcessNewReports:
@@ -167,16 +185,15 @@ class ProcessNewReports:
                 for i in inputs
             }
             starts: dict[uuid.UUID, ReportKey | None] = {t: r.after for t, r in resumes.items()}
-            readings = await uow.readings(starts)
-            evaluations = []
-            for i in inputs:
-                rs = readings.get(i.tracker_id, [])
-                state, changes = replay(resumes[i.tracker_id].state, rs, i.rule)
-                evaluations.append(
-                    Evaluation(
-                        i.tracker_id, resumes[i.tracker_id], state, changes, rs[-1] if rs else None
-                    )
-                )
+            columns = await uow.readings(starts)
+            rules = {i.tracker_id: i.rule for i in inputs}
+            outcomes = replay_batch(
+                [(resumes[t].state, rules[t]) for t in columns.trackers], columns
+            )
+            evaluations = [
+                Evaluation(t, resumes[t], state, changes, last)
+                for t, (state, changes, last) in zip(columns.trackers, outcomes, strict=True)
+            ]
             await uow.save_statuses(evaluations)
             await uow.complete(token, done=mine, claimed=claims)
             await uow.commit()
