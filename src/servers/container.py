@@ -210,13 +210,6 @@ class Outaging(Core):
     outage_repository = providers.Singleton(PostgresOutageRepository, Core.db_pool)
 
 
-class Exporting(Core):
-    """History exports (issue 17): streamed by the query server, written by trackerctl."""
-
-    export_source = providers.Singleton(PostgresExportSource, Core.db_pool)
-    history_exports = providers.Singleton(HistoryExports, export_source)
-
-
 class Devicing(Sealing):
     """Devices and firmware (issue 18): changed and checked in on the collector, read on the
     query server."""
@@ -360,9 +353,7 @@ class CollectorContainer(Jobbing, Devicing, Api, Detecting):
     )
 
 
-class QueryContainer(
-    Jobbing, Devicing, Silencing, Outaging, Exporting, Api, FetchQueueing, Detecting
-):
+class QueryContainer(Jobbing, Devicing, Silencing, Outaging, Api, FetchQueueing, Detecting):
     """``tracker-query``: every read."""
 
     # What the query server reads through: a replica when TRACKER_DATABASE_READ_URL is set
@@ -460,7 +451,11 @@ class QueryContainer(
         Api.page_tokens,
         Core.clock,
     )
-    export_query_servicer = providers.Singleton(ExportQueryServicer, Exporting.history_exports)
+    # history exports (issue 17), read through the replica like every read here; also what
+    # trackerctl export and track-svg use
+    export_source = providers.Singleton(PostgresExportSource, read_pool)
+    history_exports = providers.Singleton(HistoryExports, export_source)
+    export_query_servicer = providers.Singleton(ExportQueryServicer, history_exports)
 
 
 class FetcherContainer(Sealing, FetchQueueing):
