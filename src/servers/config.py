@@ -51,6 +51,21 @@ class Settings:
     health_check_interval_s: float = _opt(2.0, "seconds between dependency checks")
     health_check_timeout_s: float = _opt(1.0, "seconds a dependency check may take")
     shutdown_grace_s: float = _opt(10.0, "seconds in-flight RPCs get on shutdown")
+    # --- rollouts (issue 15): drain on SIGTERM, connection age ---
+    shutdown_drain_s: float = _opt(
+        5.0,
+        "seconds a stopping process keeps serving while its health says NOT_SERVING, before "
+        "it refuses new calls: load balancers and Kubernetes endpoints move callers away "
+        "first (a second SIGTERM/SIGINT cuts it short)",
+    )
+    grpc_max_connection_age_s: float = _opt(
+        300.0,
+        "a client's connection is closed (GOAWAY) after this many seconds, so long-lived "
+        "HTTP/2 connections spread over new replicas (0: never)",
+    )
+    grpc_max_connection_age_grace_s: float = _opt(
+        30.0, "seconds calls on a connection closed for its age may still run"
+    )
     environment: str = _opt(
         "development", "development or production (production refuses insecure defaults)"
     )
@@ -431,6 +446,9 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "health_check_interval_s": _positive,
     "health_check_timeout_s": _positive,
     "shutdown_grace_s": _not_negative,
+    "shutdown_drain_s": _not_negative,
+    "grpc_max_connection_age_s": _not_negative,
+    "grpc_max_connection_age_grace_s": _not_negative,
     "environment": _one_of("development", "production"),
     "access_token_ttl_s": _positive,
     "findmy_timeout_s": _positive,

@@ -35,6 +35,8 @@ log = logging.getLogger("tracker.processing")
 
 # How long a hand-back may take before the lease is left to expire instead.
 HAND_BACK_TIMEOUT_S = 5.0
+YIELD_EVERY = 50
+"""Trackers whose statuses are replayed between two yields to the event loop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +171,11 @@ class ProcessNewReports:
             starts: dict[uuid.UUID, ReportKey | None] = {t: r.after for t, r in resumes.items()}
             readings = await uow.readings(starts)
             evaluations = []
-            for i in inputs:
+            for n, i in enumerate(inputs):
+                if n and not n % YIELD_EVERY:
+                    # CPU work between two queries: let the event loop answer health checks
+                    # and other calls (a batch of thousands would block it for 100s of ms).
+                    await asyncio.sleep(0)
                 rs = readings.get(i.tracker_id, [])
                 state, changes = replay(resumes[i.tracker_id].state, rs, i.rule)
                 evaluations.append(

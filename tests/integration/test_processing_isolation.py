@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ import pytest
 from dependency_injector import providers
 
 from adapters import prometheus
+from adapters.postgres.geocoding import PostgresGeocoder
 from domain.errors import DependencyUnavailable
 from domain.geo import NearestCity
 from domain.model import GeoPoint
@@ -424,17 +426,21 @@ async def test_concurrent_ingestion_and_workers_never_deadlock(world: World) -> 
 
 
 class StuckGeocoder:
-    """Holds every batch until released: a batch in flight for as long as a test likes."""
+    """Holds every batch until released: a batch in flight for as long as a test likes. The
+    batches run on the worker's own thread and loop: thread-safe events, polled."""
 
-    def __init__(self, real: Geocoder) -> None:
-        self.real = real
-        self.entered = asyncio.Event()
-        self.go = asyncio.Event()
+    def __init__(self) -> None:
+        self.real: providers.Provider[Geocoder] | None = None
+        self.entered = threading.Event()
+        self.go = threading.Event()
 
     async def nearest(self, points: Sequence[GeoPoint]) -> list[NearestCity | None]:
         self.entered.set()
-        await self.go.wait()
-        return await self.real.nearest(points)
+        while not self.go.is_set():
+            await asyncio.sleep(0.01)
+        assert self.real is not None
+        real: Geocoder = await self.real.async_()
+        return await real.nearest(points)
 
 
 async def test_lag_gauge_tells_the_age_of_the_oldest_unprocessed_report(world: World) -> None:
@@ -442,12 +448,14 @@ async def test_lag_gauge_tells_the_age_of_the_oldest_unprocessed_report(world: W
     how long the oldest report has waited (it read 0 from the idle loop before)."""
     c = world.stack.container
     assert c is not None
-    stuck = StuckGeocoder(await c.geocoder.async_())
+    stuck = StuckGeocoder()
 
     class Loop(WorkerLoop):
-        async def start(self, container):  # type: ignore[no-untyped-def]
-            container.geocoder.override(providers.Object(stuck))
-            await super().start(container)
+        def batch_container(self):  # type: ignore[no-untyped-def]
+            own = super().batch_container()
+            stuck.real = providers.Singleton(PostgresGeocoder, own.db_pool)  # its own pool
+            own.geocoder.override(providers.Object(stuck))
+            return own
 
     settings = stack_settings(
         c.settings().database_url,
@@ -462,7 +470,8 @@ async def test_lag_gauge_tells_the_age_of_the_oldest_unprocessed_report(world: W
     await process.start()
     try:
         async with asyncio.timeout(10):
-            await stuck.entered.wait()
+            while not stuck.entered.is_set():
+                await asyncio.sleep(0.01)
         await asyncio.sleep(1.0)
         lag = prometheus.WORKER_LAG._value.get()
         waited = (datetime.now(UTC) - stored).total_seconds()
