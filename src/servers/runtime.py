@@ -173,6 +173,12 @@ class Process:
             raise
         return self.ports
 
+    @property
+    def takes_calls(self) -> bool:
+        """Whether callers reach this process through a Service (an API, or the standalone
+        health server); the fetcher and the worker serve only their own probes: no drain."""
+        return any(e.services or e.needs for e in self.endpoints)
+
     async def drain(self, drain_s: float, cut_short: asyncio.Event | None = None) -> None:
         """Health NOT_SERVING everywhere while every server keeps serving for ``drain_s``
         (or until ``cut_short`` is set): callers see the status (readiness probes, client
@@ -226,7 +232,7 @@ async def serve(
             "shutting down",
             extra={"drain_s": settings.shutdown_drain_s, "grace_s": settings.shutdown_grace_s},
         )
-        await process.drain(settings.shutdown_drain_s, again)
+        await process.drain(settings.shutdown_drain_s if process.takes_calls else 0, again)
     finally:
         await process.stop(settings.shutdown_grace_s)
         log.info("stopped")

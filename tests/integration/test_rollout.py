@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import pathlib
 import signal
 import socket
@@ -31,6 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from domain.geo import NearestCity
 from domain.model import GeoPoint
+from servers import endpoints
 from servers.runtime import Endpoint, Process, server_options
 from servers.worker import WorkerLoop
 from tests.conftest import REDIS_URL, process_env
@@ -363,3 +365,12 @@ async def test_health_answers_while_a_worker_batch_holds_the_cpu(world: World) -
         hog.release.set()
         await process.stop(0)
     assert answered_while_hogging == [True] * 5
+
+
+def test_only_processes_behind_a_service_drain() -> None:
+    """The fetcher and the worker serve only their own probes: nothing to move away, so a
+    SIGTERM stops them without the drain; API servers and the standalone health drain."""
+    settings = dataclasses.replace(stack_settings("postgresql://x"), health_port=5000)
+    assert not Process(settings, endpoints.health(settings)).takes_calls
+    assert Process(settings, [endpoints.query(settings)]).takes_calls
+    assert Process(settings, endpoints.standalone_health(settings)).takes_calls
