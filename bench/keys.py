@@ -23,7 +23,7 @@ from servers.config import Settings, kek_ring
 
 async def bench(n: int) -> None:
     factory = FindMyKeyPairFactory()
-    ring, active = kek_ring(Settings())
+    ring, active = kek_ring(Settings().security)
     sealer = AesGcmSealer(ring, active)
     t0 = time.perf_counter()
     keys = []

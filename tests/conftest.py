@@ -3,7 +3,6 @@ template made once per session, and the real Redis."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -28,9 +27,9 @@ def process_env(**settings: str) -> dict[str, str]:
     """The environment for a server process a test starts: this shell's, without any
     variable our configuration reads (a developer's exported ``DB_NAME`` or
     ``TRACKER_*`` would otherwise point the process elsewhere), plus ``settings``."""
-    from servers.config import CONFIG_ENV, Settings
+    from servers.config import CONFIG_ENV, env_names
 
-    ours = {Settings.env_name(f.name) for f in dataclasses.fields(Settings)} | {CONFIG_ENV}
+    ours = {*env_names().values(), CONFIG_ENV}
     return {**{k: v for k, v in os.environ.items() if k not in ours}, **settings}
 
 

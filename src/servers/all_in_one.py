@@ -19,11 +19,11 @@ def background(settings: Settings) -> list[Background]:
     """The demo (simulator + the fetcher on it) or the fetcher when accounts are configured,
     and the processing worker, so statuses follow the reports."""
     tasks: list[Background] = [PartitionMaintenance(settings)]
-    if settings.demo:
+    if settings.all_in_one.demo:
         tasks.append(Demo(settings))
-    elif settings.findmy_account_file:
+    elif settings.findmy.account_file:
         tasks.append(Fetcher(settings))
-    if settings.worker_in_process:
+    if settings.all_in_one.worker_in_process:
         tasks.append(WorkerLoop(settings))
     return tasks
 
@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda s: [endpoints.collector(s), endpoints.query(s), *endpoints.health(s)],
         argv,
         background,
+        process="all_in_one",
     )
 
 

@@ -15,6 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda s: [endpoints.collector(s), *endpoints.health(s)],
         argv,
         lambda s: [PartitionMaintenance(s)],
+        process="collector",
     )
 
 

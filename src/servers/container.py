@@ -34,7 +34,7 @@ from adapters.security import Argon2PasswordHasher, JwtTokenCodec
 from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
 from domain.pagination import PageTokens
 from domain.processing import RetryPolicy
-from servers.config import Settings, kek_ring, login_limits, page_token_keys, signing_key
+from servers.config import Settings, kek_ring, page_token_keys, signing_key
 from servers.parts import AccessPart, KeysPart, SetupPart
 from usecases.access import TokenPolicy
 from usecases.fetch_once import FetchRunReports
@@ -46,26 +46,30 @@ from usecases.status import StatusQueries, StatusRuleUpdates
 
 
 def _sealer(settings: Settings) -> AesGcmSealer:
-    ring, active = kek_ring(settings)
+    ring, active = kek_ring(settings.security)
     return AesGcmSealer(ring, active)
 
 
 def _page_tokens(settings: Settings) -> PageTokens:
-    keys, active = page_token_keys(settings)
+    keys, active = page_token_keys(settings.security)
     return PageTokens(keys, active)
 
 
-def _seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)
+def _seconds(value: timedelta) -> float:
+    return value.total_seconds()
 
 
 class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
 
     db_pool = providers.Resource(
-        pool_resource, dsn=settings.provided.database_url, max_size=settings.provided.db_pool_max
+        pool_resource,
+        dsn=settings.provided.database.dsn,
+        max_size=settings.provided.database.pool_max,
     )
-    redis = providers.Resource(redis_resource, url=settings.provided.redis_url)
+    redis = providers.Resource(
+        redis_resource, url=settings.provided.redis.url.get_secret_value.call()
+    )
 
     clock = providers.Singleton(SystemClock)
     uow_factory = providers.Singleton(PostgresUnitOfWorkFactory, pool=db_pool)
@@ -78,25 +82,25 @@ class Container(containers.DeclarativeContainer):
 
     password_hasher = providers.Singleton(
         Argon2PasswordHasher,
-        concurrency=settings.provided.password_hash_concurrency,
-        queue=settings.provided.password_hash_queue,
+        concurrency=settings.provided.security.password_hash_concurrency,
+        queue=settings.provided.security.password_hash_queue,
     )
     # Sign-in attempts counted in Redis across replicas; in this process while Redis is down.
     login_throttle = providers.Singleton(
         FailoverAttemptThrottle,
         primary=providers.Singleton(
-            RedisAttemptThrottle, redis, prefix=settings.provided.login_throttle_prefix
+            RedisAttemptThrottle, redis, prefix=settings.provided.login.throttle_prefix
         ),
         fallback=providers.Singleton(MemoryAttemptThrottle, clock),
         clock=clock,
     )
     token_codec = providers.Singleton(
-        JwtTokenCodec, signing_key=providers.Callable(signing_key, settings)
+        JwtTokenCodec, signing_key=providers.Callable(signing_key, settings.provided.security)
     )
     token_policy = providers.Singleton(
         TokenPolicy,
-        access_ttl=providers.Callable(_seconds, settings.provided.access_token_ttl_s),
-        refresh_ttl=providers.Callable(_seconds, settings.provided.refresh_token_ttl_s),
+        access_ttl=settings.provided.security.access_token_ttl,
+        refresh_ttl=settings.provided.security.refresh_token_ttl,
     )
     access = providers.Container(
         AccessPart,
@@ -105,9 +109,9 @@ class Container(containers.DeclarativeContainer):
         codec=token_codec,
         clock=clock,
         policy=token_policy,
-        auth_cache_ttl=providers.Callable(_seconds, settings.provided.auth_cache_ttl_s),
+        auth_cache_ttl=settings.provided.security.auth_cache_ttl,
         throttle=login_throttle,
-        login_limits=providers.Callable(login_limits, settings),
+        login_limits=settings.provided.login.limits.call(),
     )
     access_usecases = access.usecases
 
@@ -132,8 +136,8 @@ class Container(containers.DeclarativeContainer):
     auth_servicer = providers.Singleton(
         AuthServicer,
         access_usecases,
-        address_header=settings.provided.login_address_header,
-        trusted_proxies=settings.provided.login_trusted_proxies,
+        address_header=settings.provided.login.address_header,
+        trusted_proxies=settings.provided.login.trusted_proxies,
     )
     user_servicer = providers.Singleton(UserServicer, access_usecases)
     user_query_servicer = providers.Singleton(UserQueryServicer, access_usecases, page_tokens)
@@ -142,22 +146,22 @@ class Container(containers.DeclarativeContainer):
     tracker_ref_cache = providers.Singleton(
         TrackerRefCache,
         clock=clock,
-        ttl=providers.Callable(_seconds, settings.provided.ingest_tracker_cache_ttl_s),
+        ttl=settings.provided.collector.tracker_cache_ttl,
     )
     ingest_reports = providers.Singleton(
         IngestReports,
         uow=uow_factory,
         clock=clock,
         cache=tracker_ref_cache,
-        max_clock_skew=providers.Callable(_seconds, settings.provided.report_max_clock_skew_s),
+        max_clock_skew=settings.provided.collector.max_clock_skew,
     )
     report_partitions = providers.Singleton(PostgresReportPartitions, db_pool)
     maintain_report_partitions = providers.Singleton(
         MaintainReportPartitions,
         partitions=report_partitions,
         clock=clock,
-        back_months=settings.provided.report_partitions_back_months,
-        ahead_months=settings.provided.report_partitions_ahead_months,
+        back_months=settings.provided.collector.partitions_back_months,
+        ahead_months=settings.provided.collector.partitions_ahead_months,
     )
     report_servicer = providers.Singleton(ReportServicer, ingest_reports)
 
@@ -165,11 +169,11 @@ class Container(containers.DeclarativeContainer):
     fetch_queue = providers.Singleton(
         RedisFetchQueue,
         redis,
-        prefix=settings.provided.fetch_queue_prefix,
-        worker_ttl=providers.Callable(_seconds, settings.provided.fetch_worker_ttl_s),
+        prefix=settings.provided.fetch_queue.prefix,
+        worker_ttl=settings.provided.fetch_queue.worker_ttl,
     )
     account_gate = providers.Singleton(
-        RedisAccountGate, redis, prefix=settings.provided.fetch_queue_prefix
+        RedisAccountGate, redis, prefix=settings.provided.fetch_queue.prefix
     )
     fetch_metrics = providers.Singleton(PrometheusFetchMetrics)
     # The fetcher's work over its accounts and rules (given by the fetcher root or trackerctl).
@@ -194,20 +198,20 @@ class Container(containers.DeclarativeContainer):
     geocoder = providers.Singleton(
         PostgresGeocoder,
         db_pool,
-        cache_size=settings.provided.geocode_cache_size,
-        cell_deg=settings.provided.geocode_cell_deg,
+        cache_size=settings.provided.geocoding.cache_size,
+        cell_deg=settings.provided.geocoding.cell_deg,
     )
     process_new_reports = providers.Singleton(
         ProcessNewReports,
         queue=processing_queue,
         uow=processing_uow,
         geocoder=geocoder,
-        batch_size=settings.provided.worker_batch_size,
-        lease_s=settings.provided.worker_lease_s,
+        batch_size=settings.provided.worker.batch_size,
+        lease_s=providers.Callable(_seconds, settings.provided.worker.lease),
         retry=providers.Factory(
             RetryPolicy,
-            base_s=settings.provided.worker_retry_base_s,
-            max_s=settings.provided.worker_retry_max_s,
+            base_s=providers.Callable(_seconds, settings.provided.worker.retry_base),
+            max_s=providers.Callable(_seconds, settings.provided.worker.retry_max),
         ),
     )
     processing_queries = providers.Singleton(ProcessingQueries, queue=processing_queue)
@@ -218,7 +222,7 @@ class Container(containers.DeclarativeContainer):
     status_repository = providers.Singleton(
         PostgresStatusRepository,
         db_pool,
-        hourly_days=settings.provided.location_history_hourly_days,
+        hourly_days=settings.provided.status.hourly_days,
     )
     status_queries = providers.Singleton(StatusQueries, repo=status_repository, uow=uow_factory)
     status_query_servicer = providers.Singleton(StatusQueryServicer, status_queries, page_tokens)

@@ -46,7 +46,8 @@ class Demo:
         self._fetcher: Fetcher | None = None
 
     async def start(self, container: Container) -> None:
-        self._runner = await start(self._sim, "127.0.0.1", self._settings.demo_simulator_port)
+        port = self._settings.all_in_one.demo_simulator_port
+        self._runner = await start(self._sim, "127.0.0.1", port)
         run_id, tags = await self._seed(container)
         # Ten minutes of history in storage already, leaving one by one a minute from now.
         began = container.clock().now() - timedelta(minutes=10)
@@ -70,7 +71,7 @@ class Demo:
         self._fetcher = Fetcher(
             self._settings,
             accounts=[Account("demo-simulator", self._source)],
-            interval=timedelta(seconds=self._settings.demo_fetch_interval_s),
+            interval=self._settings.all_in_one.demo_fetch_interval,
             budget_per_hour=0,  # the demo's own simulator, not an Apple account
         )
         await self._fetcher.start(container)

@@ -8,18 +8,18 @@ from servers.services import COLLECTOR, DEPENDENCIES, QUERY
 
 
 def collector(s: Settings) -> Endpoint:
-    return Endpoint("collector", s.collector_port, COLLECTOR)
+    return Endpoint("collector", s.collector.port, COLLECTOR)
 
 
 def query(s: Settings) -> Endpoint:
-    return Endpoint("query", s.query_port, QUERY)
+    return Endpoint("query", s.query.port, QUERY)
 
 
 def health(s: Settings) -> list[Endpoint]:
     """Every process also answers health checks on the health port (if not 0)."""
-    return [Endpoint("health", s.health_port)] if s.health_port else []
+    return [Endpoint("health", s.server.health_port)] if s.server.health_port else []
 
 
 def standalone_health(s: Settings) -> list[Endpoint]:
     """The standalone health server (``tracker-health``): it reports on every dependency."""
-    return [Endpoint("health", s.health_port, needs=DEPENDENCIES)]
+    return [Endpoint("health", s.server.health_port, needs=DEPENDENCIES)]

@@ -36,31 +36,32 @@ def fetcher_config(
 ) -> FetcherConfig:
     """The fetcher's rules from the settings (``trackerctl findmy fetch`` uses the same).
     ``budget_per_hour``: overrides the accounts' budget (the demo's simulator has none)."""
+    f = s.fetcher
     return FetcherConfig(
         worker_id=name or worker_id(),
         policy=FetchPolicy(
-            interval=interval or timedelta(hours=s.request_interval_hours),
-            max_factor=s.max_backoff_factor,
-            max_report_age=timedelta(days=s.max_report_age_days),
-            overlap=timedelta(hours=s.fetch_overlap_h),
-            end_grace=timedelta(hours=s.fetch_end_grace_h),
-            fill_horizon=s.fetch_fill_horizon,
+            interval=interval or f.request_interval,
+            max_factor=f.max_backoff_factor,
+            max_report_age=f.max_report_age,
+            overlap=f.overlap,
+            end_grace=f.end_grace,
+            fill_horizon=f.fill_horizon,
         ),
         account_policy=AccountPolicy(
-            min_interval=timedelta(seconds=s.fetch_interval_s),
-            max_cooldown=timedelta(seconds=s.fetch_account_cooldown_max_s),
+            min_interval=f.account_interval,
+            max_cooldown=f.account_cooldown_max,
             budget_per_hour=(
-                s.fetch_account_budget_per_hour if budget_per_hour is None else budget_per_hour
+                f.account_budget_per_hour if budget_per_hour is None else budget_per_hour
             ),
-            probe_max=timedelta(seconds=s.fetch_probe_max_s),
+            probe_max=f.probe_max,
         ),
-        source_busy=timedelta(seconds=s.findmy_busy_s),
-        keys_per_request=s.max_keys_per_batch,
-        lease=timedelta(seconds=s.fetch_lease_s),
-        heartbeat=timedelta(seconds=s.fetch_heartbeat_s),
-        worker_ttl=timedelta(seconds=s.fetch_worker_ttl_s),
-        queue_check=timedelta(seconds=s.fetch_queue_check_s),
-        request_timeout=timedelta(seconds=s.findmy_timeout_s),
+        source_busy=f.source_busy,
+        keys_per_request=f.keys_per_request,
+        lease=f.lease,
+        heartbeat=f.heartbeat,
+        worker_ttl=s.fetch_queue.worker_ttl,
+        queue_check=f.queue_check,
+        request_timeout=s.findmy.timeout,
     )
 
 
@@ -91,11 +92,11 @@ class Fetcher:
         if accounts is None:
             try:
                 accounts = self._owned = load_accounts(
-                    s.findmy_account_file,
+                    s.findmy.account_file,
                     container.sealer(),
-                    fetch_url=s.findmy_fetch_url,
-                    timeout_s=s.findmy_timeout_s,
-                    anisette_url=s.anisette_server,
+                    fetch_url=s.findmy.fetch_url,
+                    timeout_s=s.findmy.timeout.total_seconds(),
+                    anisette_url=s.findmy.anisette_server,
                 )
             except AccountFileError as exc:
                 raise ConfigError(str(exc)) from None
@@ -118,14 +119,16 @@ class Fetcher:
             self.worker.stop()
         if self._task is not None:
             try:
-                await asyncio.wait_for(self._task, timeout=self._settings.shutdown_grace_s)
+                await asyncio.wait_for(
+                    self._task, timeout=self._settings.server.shutdown_grace.total_seconds()
+                )
             except TimeoutError:
                 log.warning("fetcher did not stop within the grace period")
         await close_accounts(self._owned)
 
 
 def background(settings: Settings) -> list[Background]:
-    if not settings.findmy_account_file:
+    if not settings.findmy.account_file:
         raise ConfigError(
             "the fetcher needs Find My accounts: set TRACKER_FINDMY_ACCOUNT_FILE "
             "(session files from 'trackerctl findmy login', comma-separated, or a directory)"
@@ -139,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         endpoints.health,
         argv,
         background,
+        process="fetcher",
     )
 
 

@@ -13,6 +13,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tracker-health: grpc.health.v1 from live PostgreSQL and Redis checks",
         endpoints.standalone_health,
         argv,
+        process="health",
     )
 
 

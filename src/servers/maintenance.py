@@ -33,7 +33,7 @@ class PartitionMaintenance:
         self._task = asyncio.create_task(self._loop(turn), name="partition-maintenance")
 
     async def _loop(self, turn: MaintainReportPartitions) -> None:
-        interval = self._settings.report_partitions_interval_s
+        interval = self._settings.collector.partitions_interval.total_seconds()
         while True:
             try:
                 made = await turn()

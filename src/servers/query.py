@@ -13,6 +13,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tracker-query: every read of the system",
         lambda s: [endpoints.query(s), *endpoints.health(s)],
         argv,
+        process="query",
     )
 
 

@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from adapters.grpc.health import HealthReporter
 from adapters.prometheus import MetricsServer
 from servers import log as logsetup
-from servers.config import ConfigError, Settings, check_secrets, load, login_limits
+from servers.config import PROCESS_PARTS, ConfigError, Settings, check_secrets, load
 from servers.container import Container
 from servers.services import POSTGRES, REDIS, Needs, Service, needs_of
 from usecases.health import CheckDependencies
@@ -60,16 +60,15 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     """Channel arguments of every gRPC server: message size, no port sharing, and a maximum
     connection age so clients re-resolve and spread over new replicas after a rollout."""
     options = [
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.server.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    if settings.grpc_max_connection_age_s > 0:
+    age_s = settings.server.max_connection_age.total_seconds()
+    if age_s > 0:
+        grace_s = settings.server.max_connection_age_grace.total_seconds()
         options += [
-            ("grpc.max_connection_age_ms", round(settings.grpc_max_connection_age_s * 1000)),
-            (
-                "grpc.max_connection_age_grace_ms",
-                round(settings.grpc_max_connection_age_grace_s * 1000),
-            ),
+            ("grpc.max_connection_age_ms", round(age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(grace_s * 1000)),
         ]
     return options
 
@@ -113,7 +112,7 @@ class Process:
         self.servers: list[grpc.aio.Server] = []
         self.ports: dict[str, int] = {}
         self.reporter: HealthReporter | None = None
-        self.metrics = MetricsServer(settings.bind_host, settings.metrics_port)
+        self.metrics = MetricsServer(settings.server.bind_host, settings.server.metrics_port)
         self.needs: Needs = needs_of(
             [s for e in self.endpoints for s in e.services],
             [*(e.needs for e in self.endpoints), *(b.needs for b in self.background)],
@@ -129,12 +128,12 @@ class Process:
             await resources[name].async_()
         check = CheckDependencies(
             [await probes[name].async_() for name in self.needs.probed],
-            timeout_s=self.settings.health_check_timeout_s,
+            timeout_s=self.settings.health.check_timeout.total_seconds(),
         )
         return HealthReporter(
             check,
             services=self.needs.services,
-            interval_s=self.settings.health_check_interval_s,
+            interval_s=self.settings.health.check_interval.total_seconds(),
             overall=self.needs.overall,
         )
 
@@ -148,7 +147,7 @@ class Process:
                     "listening",
                     extra={
                         "server": "metrics",
-                        "host": self.settings.bind_host,
+                        "host": self.settings.server.bind_host,
                         "port": self.metrics.port,
                     },
                 )
@@ -156,14 +155,18 @@ class Process:
             await self.reporter.start()
             for endpoint in self.endpoints:
                 server, port = await build_server(
-                    endpoint, self.container, self.reporter, self.settings.bind_host
+                    endpoint, self.container, self.reporter, self.settings.server.bind_host
                 )
                 await server.start()
                 self.servers.append(server)
                 self.ports[endpoint.name] = port
                 log.info(
                     "listening",
-                    extra={"server": endpoint.name, "host": self.settings.bind_host, "port": port},
+                    extra={
+                        "server": endpoint.name,
+                        "host": self.settings.server.bind_host,
+                        "port": port,
+                    },
                 )
             for task in self.background:
                 await task.start(self.container)
@@ -228,13 +231,12 @@ async def serve(
         loop.add_signal_handler(sig, signalled)
     try:
         await stop.wait()
-        log.info(
-            "shutting down",
-            extra={"drain_s": settings.shutdown_drain_s, "grace_s": settings.shutdown_grace_s},
-        )
-        await process.drain(settings.shutdown_drain_s if process.takes_calls else 0, again)
+        drain_s = settings.server.shutdown_drain.total_seconds() if process.takes_calls else 0
+        grace_s = settings.server.shutdown_grace.total_seconds()
+        log.info("shutting down", extra={"drain_s": drain_s, "grace_s": grace_s})
+        await process.drain(drain_s, again)
     finally:
-        await process.stop(settings.shutdown_grace_s)
+        await process.stop(settings.server.shutdown_grace.total_seconds())
         log.info("stopped")
 
 
@@ -243,25 +245,28 @@ def main_for(
     endpoints: Callable[[Settings], Sequence[Endpoint]],
     argv: Sequence[str] | None = None,
     background: Callable[[Settings], Sequence[Background]] = lambda s: (),
+    process: str = "all_in_one",
 ) -> int:
-    """Console-script entry: parse settings, configure logs, serve until a signal."""
+    """Console-script entry: load and check the settings ``process`` uses (its components
+    in ``PROCESS_PARTS``, no others), configure logs, serve until a signal."""
     try:
-        settings = load(argv, description=description)
-        check_secrets(settings)  # missing or known secrets in production stop us here
-        login_limits(settings)
+        settings = load(argv, description=description, process=process)
+        uses_secrets = "security" in PROCESS_PARTS[process]
+        if uses_secrets:
+            check_secrets(settings.security)  # missing or known secrets in production stop us
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logsetup.configure(settings.log_level, settings.log_format)
+    logsetup.configure(settings.logging.level, settings.logging.format)
     log.info(
         "starting", extra={"component": description.split(":")[0], "settings": settings.redacted()}
     )
-    if not (settings.kek_ring or settings.kek_ring_file):
+    if uses_secrets and not settings.security.kek_ring.get_secret_value():
         log.warning(
             "no KEK ring set: private keys are sealed with the public development KEK "
             "(set TRACKER_KEK_RING)"
         )
-    if not (settings.jwt_signing_key or settings.jwt_signing_key_file):
+    if uses_secrets and not settings.security.jwt_signing_key.get_secret_value():
         log.warning(
             "no JWT signing key set: using the public development key; tokens are not "
             "secure (set TRACKER_JWT_SIGNING_KEY)"

@@ -31,7 +31,7 @@ from adapters.postgres.pool import open_pool
 from domain.access import Principal, Role
 from domain.errors import DomainError
 from domain.limits import MAX_IMPORT
-from servers.config import ConfigError, Settings, from_sources, parser
+from servers.config import PROCESS_PARTS, ConfigError, Settings, from_sources, parser
 from servers.container import Container
 from servers.fetcher import fetcher_config, worker_id
 from usecases.access import AccessUseCases, NewUser
@@ -43,21 +43,21 @@ ROLES = {"client-admin": Role.CLIENT_ADMIN, "viewer": Role.VIEWER}
 
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    if args.create_database and await ensure_database(settings.database_url):
+    if args.create_database and await ensure_database(settings.database.dsn):
         print("database created")
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(settings.database.dsn)
     try:
         applied = await migrate(conn)
     finally:
         await conn.close()
     print(f"migrations applied: {applied or 'none (up to date)'}")
-    pool = await open_pool(settings.database_url, max_size=1)
+    pool = await open_pool(settings.database.dsn, max_size=1)
     try:
         made = await MaintainReportPartitions(
             PostgresReportPartitions(pool),
             SystemClock(),
-            settings.report_partitions_back_months,
-            settings.report_partitions_ahead_months,
+            settings.collector.partitions_back_months,
+            settings.collector.partitions_ahead_months,
         )()
     finally:
         await pool.close()
@@ -74,7 +74,7 @@ async def _geo(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.geonames import geonames_cities
     from adapters.postgres.geocoding import city_count, load_cities
 
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(settings.database.dsn)
     try:
         if args.if_empty and await city_count(conn):
             print(f"cities already loaded: {await city_count(conn)}")
@@ -237,7 +237,7 @@ async def _token(settings: Settings, args: argparse.Namespace) -> int:
 async def _findmy(settings: Settings, args: argparse.Namespace) -> int:
     if args.findmy_command == "login":
         return await _findmy_login(args)
-    if not settings.findmy_account_file:
+    if not settings.findmy.account_file:
         raise ConfigError(
             "set TRACKER_FINDMY_ACCOUNT_FILE (session files from 'trackerctl findmy login', "
             "comma-separated, or a directory of them), as for the fetcher"
@@ -250,11 +250,11 @@ async def _findmy(settings: Settings, args: argparse.Namespace) -> int:
     try:
         try:
             accounts = load_accounts(
-                settings.findmy_account_file,
+                settings.findmy.account_file,
                 container.sealer(),
-                fetch_url=settings.findmy_fetch_url,
-                timeout_s=settings.findmy_timeout_s,
-                anisette_url=settings.anisette_server,
+                fetch_url=settings.findmy.fetch_url,
+                timeout_s=settings.findmy.timeout.total_seconds(),
+                anisette_url=settings.findmy.anisette_server,
             )
         except AccountFileError as exc:
             raise ConfigError(str(exc)) from None
@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = from_sources(vars(args), os.environ)
+        settings = from_sources(vars(args), os.environ, PROCESS_PARTS["trackerctl"])
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -92,7 +92,7 @@ class WorkerLoop:
             process = await own.process_new_reports.async_()
             tasks = [
                 asyncio.create_task(self._loop(process, own), name=f"worker-{n}")
-                for n in range(max(1, self._settings.worker_concurrency))
+                for n in range(max(1, self._settings.worker.concurrency))
             ]
         except BaseException as exc:
             started.set_exception(exc)
@@ -123,13 +123,13 @@ class WorkerLoop:
                 m.WORKER_LAG.set(max(0.0, lag))
                 m.WORKER_BACKLOG.set(backlog.waiting)
                 m.WORKER_QUARANTINED.set(backlog.quarantined)
-            await asyncio.sleep(self._settings.worker_metrics_interval_s)
+            await asyncio.sleep(self._settings.worker.metrics_interval.total_seconds())
 
     def _retrying(self) -> AsyncRetrying:
         """A failed batch (PostgreSQL unavailable, or a defect) is counted, logged and tried
         again after an exponential pause with jitter (from ``worker_idle_s`` up to
         ``MAX_BACKOFF_S``), so replicas do not come back in step after an outage."""
-        idle = self._settings.worker_idle_s
+        idle = self._settings.worker.idle.total_seconds()
         return AsyncRetrying(
             retry=retry_if_exception_type(Exception),
             wait=wait_exponential_jitter(multiplier=idle, max=MAX_BACKOFF_S, jitter=idle),
@@ -143,7 +143,7 @@ class WorkerLoop:
             started = time.perf_counter()
             batch = await self._retrying()(process)
             if not batch.claimed:
-                await asyncio.sleep(self._settings.worker_idle_s)
+                await asyncio.sleep(self._settings.worker.idle.total_seconds())
                 continue
             elapsed = time.perf_counter() - started
             m.WORKER_BATCHES.inc()
@@ -191,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda s: endpoints.health(s),
         argv,
         background,
+        process="worker",
     )
 
 

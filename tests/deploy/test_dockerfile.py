@@ -84,10 +84,10 @@ def test_the_runtime_stage_has_the_venv_only_and_exposes_every_port() -> None:
 
     defaults = Settings()
     ports = {
-        defaults.collector_port,
-        defaults.query_port,
-        defaults.health_port,
-        defaults.metrics_port,
+        defaults.collector.port,
+        defaults.query.port,
+        defaults.server.health_port,
+        defaults.server.metrics_port,
     }
     assert set(map(int, expose.split()[1:])) == ports
     assert "USER 10001:10001" in lines

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import dataclasses
 import email.utils
 import io
 import itertools
@@ -72,7 +71,7 @@ async def test_a_run_is_fetched_in_batches_and_stored_once(stack: Stack, tmp_pat
         )
         settings = stack.container.settings()
         config = fetcher_config(
-            dataclasses.replace(settings, fetch_interval_s=0.2, max_keys_per_batch=64),
+            settings.replace(fetch_interval_s=0.2, max_keys_per_batch=64),
             budget_per_hour=0,
             name="test-fetch-run",
         )
@@ -93,7 +92,7 @@ async def test_a_run_is_fetched_in_batches_and_stored_once(stack: Stack, tmp_pat
         sim.requests.clear()
         when = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=3), usegmt=True)
         sim.faults.append({"mode": "429", "count": 1, "retry_after": when})
-        conn = await asyncpg.connect(settings.database_url)
+        conn = await asyncpg.connect(settings.database.dsn)
         try:
             some = await conn.fetchval(
                 "SELECT id FROM trackers WHERE production_run_id = $1 LIMIT 1", uuid.UUID(run.id)
@@ -123,8 +122,8 @@ async def test_a_run_is_fetched_in_batches_and_stored_once(stack: Stack, tmp_pat
             run.id,
             env={
                 "PATH": str(Path(sys.executable).parent),
-                "TRACKER_DATABASE_URL": settings.database_url,
-                "TRACKER_REDIS_URL": settings.redis_url,
+                "TRACKER_DATABASE_URL": settings.database.dsn,
+                "TRACKER_REDIS_URL": settings.redis.url.get_secret_value(),
                 "TRACKER_FINDMY_ACCOUNT_FILE": str(accounts),
                 "TRACKER_FINDMY_FETCH_URL": sim.base_url + FETCH_PATH,
                 "ANISETTE_SERVER": sim.base_url + ANISETTE_PATH + "?via=env",

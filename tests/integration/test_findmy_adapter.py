@@ -35,7 +35,7 @@ from simulator.server import FETCH_PATH, Simulator, start
 
 pytestmark = pytest.mark.integration
 
-SEALER = AesGcmSealer(*kek_ring(Settings()))
+SEALER = AesGcmSealer(*kek_ring(Settings().security))
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 

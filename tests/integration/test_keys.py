@@ -105,7 +105,7 @@ async def test_ten_thousand_keys_round_trip_without_leaking_private_keys(
 
     # Each tracker's sealed private key opens to the key pair of its advertisement key.
     assert stack.container is not None
-    ring, active = kek_ring(stack.container.settings())
+    ring, active = kek_ring(stack.container.settings().security)
     sealer = AesGcmSealer(ring, active)
     uow_factory = await stack.container.uow_factory.async_()
     async with uow_factory() as uow:

@@ -699,7 +699,7 @@ async def test_worker_process_carries_on_after_a_database_outage(world: World) -
     """The worker loop (as tracker-worker runs it) backs off while PostgreSQL is cut off and
     processes what arrived meanwhile once it is back."""
     assert world.stack.container is not None
-    real_url = world.stack.container.settings().database_url
+    real_url = world.stack.container.settings().database.dsn
     target = urlsplit(real_url)
     proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
     await proxy.open()

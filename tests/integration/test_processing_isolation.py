@@ -460,7 +460,7 @@ async def test_lag_gauge_tells_the_age_of_the_oldest_unprocessed_report(world: W
             return own
 
     settings = stack_settings(
-        c.settings().database_url,
+        c.settings().database.dsn,
         worker_idle_s=0.02,
         worker_concurrency=2,
         worker_metrics_interval_s=0.05,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import pathlib
 import signal
 import socket
@@ -33,6 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from domain.geo import NearestCity
 from domain.model import GeoPoint
 from servers import endpoints
+from servers.config import Settings
 from servers.runtime import Endpoint, Process, server_options
 from servers.worker import WorkerLoop
 from tests.conftest import REDIS_URL, process_env
@@ -225,7 +225,7 @@ async def test_rollout_drill_one_of_two_servers_drains_and_stops_without_a_faile
     TRACKER_SHUTDOWN_DRAIN_S=0 the same drill failed 585 of 1,771 calls with UNAVAILABLE:
     new connections went to the stopped server until the probe noticed.)"""
     assert stack.container is not None
-    database_url = stack.container.settings().database_url
+    database_url = stack.container.settings().database.dsn
     token = await stack.token_for(ADMIN_EMAIL)
     for name in ("old", "new"):
         query_servers.append(
@@ -275,7 +275,7 @@ async def test_a_long_lived_connection_is_closed_at_its_maximum_age_without_a_fa
     counts them). Without it one connection would carry every call."""
     assert stack.container is not None
     settings = stack_settings(
-        stack.container.settings().database_url,
+        stack.container.settings().database.dsn,
         grpc_max_connection_age_s=0.5,
         grpc_max_connection_age_grace_s=5.0,
     )
@@ -342,7 +342,7 @@ async def test_health_answers_while_a_worker_batch_holds_the_cpu(world: World) -
             own.geocoder.override(providers.Object(hog))
             return own
 
-    settings = stack_settings(world.stack.container.settings().database_url, worker_idle_s=0.05)
+    settings = stack_settings(world.stack.container.settings().database.dsn, worker_idle_s=0.05)
     tracker = await world.tracker()
     await world.store([rep(tracker, T0, HAMBURG_WAREHOUSE)])
     process = Process(settings, [Endpoint("health", 0)], [Loop(settings)])
@@ -370,7 +370,7 @@ async def test_health_answers_while_a_worker_batch_holds_the_cpu(world: World) -
 def test_only_processes_behind_a_service_drain() -> None:
     """The fetcher and the worker serve only their own probes: nothing to move away, so a
     SIGTERM stops them without the drain; API servers and the standalone health drain."""
-    settings = dataclasses.replace(stack_settings("postgresql://x"), health_port=5000)
+    settings = Settings(database_url="postgresql://x", health_port=5000)
     assert not Process(settings, endpoints.health(settings)).takes_calls
     assert Process(settings, [endpoints.query(settings)]).takes_calls
     assert Process(settings, endpoints.standalone_health(settings)).takes_calls

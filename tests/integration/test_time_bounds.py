@@ -304,7 +304,7 @@ async def make_world(stack: Stack) -> World:
 
 async def nothing_out_of_range_is_stored(stack: Stack) -> None:
     assert stack.container is not None
-    conn = await asyncpg.connect(stack.container.settings().database_url)
+    conn = await asyncpg.connect(stack.container.settings().database.dsn)
     try:
         assert not await conn.fetchval(
             "SELECT count(*) FROM production_runs WHERE NOT (start_time >= $1 AND "
@@ -464,7 +464,7 @@ async def test_runs_stored_at_infinity_stay_readable_updatable_and_deletable(
     "must be timezone-aware". Readers now read it clamped (as the migration clamps)."""
     w = await make_world(stack)
     assert stack.container is not None
-    conn = await asyncpg.connect(stack.container.settings().database_url)
+    conn = await asyncpg.connect(stack.container.settings().database.dsn)
     try:
         await conn.execute(
             "ALTER TABLE production_runs DROP CONSTRAINT production_runs_time_bounds"

@@ -34,7 +34,7 @@ def production(**kw: str) -> Settings:
 
 
 def test_distinct_strong_secrets_are_accepted_in_production() -> None:
-    check_secrets(production())
+    check_secrets(production().security)
 
 
 @pytest.mark.parametrize(
@@ -76,19 +76,21 @@ def test_production_refuses_missing_known_short_or_shared_secrets(
     settings: Settings, message: str
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
-        check_secrets(settings)
+        check_secrets(settings.security)
 
 
 def test_development_keeps_its_published_defaults() -> None:
-    check_secrets(Settings())
-    check_secrets(Settings(jwt_signing_key=DEVELOPMENT_SIGNING_KEY, kek_ring=DEVELOPMENT_KEK_RING))
+    check_secrets(Settings().security)
+    check_secrets(
+        Settings(jwt_signing_key=DEVELOPMENT_SIGNING_KEY, kek_ring=DEVELOPMENT_KEK_RING).security
+    )
 
 
 def test_a_key_file_with_the_development_key_is_refused_too(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "jwt"
     path.write_text(DEVELOPMENT_SIGNING_KEY + "\n")
     with pytest.raises(ConfigError, match="published development key"):
-        check_secrets(production(jwt_signing_key_file=str(path)))
+        check_secrets(production(jwt_signing_key_file=str(path)).security)
 
 
 def test_the_server_entry_point_exits_non_zero_with_the_reason(
