@@ -5,6 +5,9 @@ idle, in the same run. Kubernetes probes time out after ``timeoutSeconds`` (1 s 
 of the loaded p99 to the idle p99.
 
     .venv/bin/python -m bench.health_under_load --trackers 20000 --reports 4
+
+``BENCH_WORKER_CMD`` replaces the worker's command line, e.g. to profile it:
+``BENCH_WORKER_CMD="$PWD/.venv/bin/python -m cProfile -o w.prof -m servers.worker"``.
 """
 
 from __future__ import annotations
