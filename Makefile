@@ -25,6 +25,7 @@ run: setup
 	@echo "        localhost:9000 tracker.v1.AuthService/Login   (README: 'Walkthrough with grpcurl')"
 	@echo "Demo: a Find My simulator on :8811 with 5 moving trackers (client 'Demo Apparel'),"
 	@echo "  fetched every 15 s; reports arrive at once ('make run DEMO=false' to leave it out)."
+	@echo "  Also 4 detectors along a Berlin road fed by the traffic simulator (docs/detectors.md)."
 	@exec $(BIN)/tracker-server --log-format text --demo $(DEMO)
 
 lint:
@@ -33,6 +34,7 @@ lint:
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	.tools/node_modules/.bin/buf lint
+	bash scripts/buf_breaking.sh
 
 format:
 	$(BIN)/ruff format src tests bench scripts
@@ -51,6 +53,10 @@ bench: setup
 	$(BIN)/python -m bench.processing
 	$(BIN)/python -m bench.geocoding
 	$(BIN)/python -m bench.health_under_load
+	$(BIN)/python -m bench.idempotency
+	$(BIN)/python -m bench.jobs
+	$(BIN)/python -m bench.fleet
+	$(BIN)/python -m bench.upgrade_planner
 
 clean:
 	rm -rf $(VENV) .state .tools src/tracker .pytest_cache .mypy_cache .ruff_cache

@@ -1,12 +1,23 @@
 """Benchmark of one full fetch cycle: N trackers (250,000 by default) all due at once, fetched
 by ``tracker-fetcher`` processes from our simulator (real Find My encryption, one report per
 tag), decrypted by findmy and stored in PostgreSQL. Prints the wall time, throughput, the
-requests sent, mean keys per request, requests per account and hour, each fetcher's peak
-memory and CPU, and as the same-run baseline the rate of findmy's decryption alone on one
-core (the target: >= 0.8x of it per core the fetchers used).
+requests sent, mean keys per request, requests per account and hour, the fetchers' peak
+memory, and their CPU time during the cycle (read from /proc, counted from when every fetcher
+has registered in the queue: imports and wiring are printed apart; the simulator runs in this
+process and is not counted), per tracker. The same-run baseline is findmy's decryption of the
+same reports on one core, in CPU time (wall time would flatter the ratio on a loaded machine),
+twice: with the key pairs made beforehand ("bare decryption") and with each ``KeyPair`` made
+from its private key, as a fetch must. The target: >= 0.8x of bare decryption per core used.
 
     .venv/bin/python -m bench.fetch_cycle --trackers 250000 --fetchers 2 --accounts 4
     .venv/bin/python -m bench.fetch_cycle --trackers 25000   # a tenth, for a shared machine
+    .venv/bin/python -m bench.fetch_cycle --trackers 25000 --profile /tmp/prof   # py-spy
+    .venv/bin/python -m bench.fetch_cycle --trackers 25000 --cprofile /tmp/prof  # cProfile
+
+``--profile`` needs ``pip install py-spy``: one collapsed-stack file per fetcher, samples of
+the thread holding the GIL (on a loaded machine that includes time descheduled while holding
+it). ``--cprofile``: the fetchers' main thread in CPU time (decryption runs in a thread).
+``BENCH_FETCHER_LOG_DIR`` / ``BENCH_FETCHER_LOG_LEVEL`` keep the fetchers' logs.
 """
 
 from __future__ import annotations
@@ -26,8 +37,10 @@ import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import IO
 
 import asyncpg
+import redis.asyncio as aioredis
 from findmy import KeyPair
 from findmy.reports.reports import LocationReport
 
@@ -111,13 +124,20 @@ async def seed(db: str, n: int) -> list[tuple[bytes, bytes, bytes]]:
     return tags
 
 
-def decrypt_rate(tags: list[tuple[bytes, bytes, bytes]]) -> float:
+def decrypt_rates(tags: list[tuple[bytes, bytes, bytes]]) -> tuple[float, float]:
+    """findmy's decryption alone, on one core, in reports per second of CPU time (the
+    thread's, so a loaded machine does not flatter the ratio): with the key pair made
+    beforehand, and with it made from the stored private key as a fetch must."""
     sample = tags[:3000]
-    pairs = [(KeyPair(p), hashlib.sha256(a).digest(), payload) for p, a, payload in sample]
-    t0 = time.perf_counter()
-    for pair, hashed, payload in pairs:
-        LocationReport(payload, hashed).decrypt(pair)
-    return len(pairs) / (time.perf_counter() - t0)
+    hashed = [hashlib.sha256(a).digest() for _, a, _ in sample]
+    t0 = time.thread_time()
+    pairs = [KeyPair(p) for p, _, _ in sample]
+    derive = time.thread_time() - t0
+    t0 = time.thread_time()
+    for pair, h, (_, _, payload) in zip(pairs, hashed, sample, strict=True):
+        LocationReport(payload, h).decrypt(pair)
+    decrypt = time.thread_time() - t0
+    return len(sample) / decrypt, len(sample) / (derive + decrypt)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -139,7 +159,52 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def bench(n: int, fetchers: int, accounts: int, timeout_s: float) -> None:
+def _fetcher_cmd(f: int, env: dict[str, str], cprofile: str | None) -> list[str]:
+    if not cprofile:
+        return [str(BIN / "tracker-fetcher")]
+    env["BENCH_CPROFILE_OUT"] = str(pathlib.Path(cprofile) / f"fetcher-{f}.prof")
+    code = (
+        "import cProfile, os, time\n"
+        "from servers.fetcher import main\n"
+        "p = cProfile.Profile(time.thread_time)\n"
+        "p.enable()\n"
+        "try:\n    main([])\n"
+        "finally:\n    p.disable(); p.dump_stats(os.environ['BENCH_CPROFILE_OUT'])\n"
+    )
+    return [sys.executable, "-c", code]
+
+
+async def _spy(pid: int, out: pathlib.Path) -> asyncio.subprocess.Process:
+    """py-spy (``pip install py-spy``) on a fetcher: samples of the thread holding the GIL,
+    as collapsed stacks."""
+    return await asyncio.create_subprocess_exec(
+        *(str(BIN / "py-spy"), "record", "--pid", str(pid), "--format", "raw"),
+        *("--rate", "100", "--nonblocking", "--gil", "-o", str(out)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+async def _ready(prefix: str, fetchers: int, procs: list[asyncio.subprocess.Process]) -> None:
+    """Until every fetcher has registered in the queue (imports and wiring done)."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        while await client.zcard(f"{prefix}:workers") < fetchers:
+            if any(p.returncode is not None for p in procs):
+                raise SystemExit("a fetcher exited before it was ready")
+            await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
+
+
+async def bench(
+    n: int,
+    fetchers: int,
+    accounts: int,
+    timeout_s: float,
+    profile: str | None = None,
+    cprofile: str | None = None,
+) -> None:
     async with throwaway_database() as db:
         tags = await seed(db, n)
         sim = Simulator(keep=1, accounts=fetchers * accounts)
@@ -148,10 +213,13 @@ async def bench(n: int, fetchers: int, accounts: int, timeout_s: float) -> None:
                 (time.time() - 600, payload)
             )
         runner = await start(sim)
-        baseline = decrypt_rate(tags)
+        decrypt_only, with_key = decrypt_rates(tags)
         del tags
         tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench-fetch-"))
-        procs = []
+        prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        procs: list[asyncio.subprocess.Process] = []
+        spies: list[asyncio.subprocess.Process] = []
+        log_dir = os.environ.get("BENCH_FETCHER_LOG_DIR")
         try:
             for f in range(fetchers):
                 files = []
@@ -165,52 +233,65 @@ async def bench(n: int, fetchers: int, accounts: int, timeout_s: float) -> None:
                     "TRACKER_REDIS_URL": REDIS_URL,
                     "TRACKER_FINDMY_ACCOUNT_FILE": ",".join(files),
                     "TRACKER_FINDMY_FETCH_URL": sim.base_url + FETCH_PATH,
-                    "TRACKER_FETCH_QUEUE_PREFIX": f"bench-{uuid.uuid4().hex[:8]}"
-                    if f == 0
-                    else procs[0][1]["TRACKER_FETCH_QUEUE_PREFIX"],
+                    "TRACKER_FETCH_QUEUE_PREFIX": prefix,
                     "REQUEST_INTERVAL_HOURS": "1",
                     "FETCH_INTERVAL": "0",
                     # the simulator, not Apple: the cycle measures our side, unpaced
                     "TRACKER_FETCH_ACCOUNT_BUDGET_PER_HOUR": "0",
                     "TRACKER_HEALTH_PORT": "0",
                     "TRACKER_METRICS_PORT": "0",
-                    "TRACKER_LOG_LEVEL": "WARNING",
+                    "TRACKER_LOG_LEVEL": os.environ.get("BENCH_FETCHER_LOG_LEVEL", "WARNING"),
                 }
-                proc = await asyncio.create_subprocess_exec(
-                    str(BIN / "tracker-fetcher"), env=env, stdout=asyncio.subprocess.DEVNULL
+                out: int | IO[bytes] = asyncio.subprocess.DEVNULL
+                if log_dir:
+                    out = (pathlib.Path(log_dir) / f"fetcher-{f}.log").open("wb")
+                cmd = _fetcher_cmd(f, env, cprofile)
+                procs.append(
+                    await asyncio.create_subprocess_exec(*cmd, env=env, stdout=out, stderr=out)
                 )
-                procs.append((proc, env))
+            t_start = time.perf_counter()
+            await _ready(prefix, fetchers, procs)
+            # From here on: the cycle. Startup (imports, wiring) is counted apart.
+            startup_cpu = [cpu_seconds(p.pid) for p in procs]
+            if profile:
+                spies = [
+                    await _spy(p.pid, pathlib.Path(profile) / f"fetcher-{i}.txt")
+                    for i, p in enumerate(procs)
+                ]
             started = datetime.now(UTC)
             t0 = time.perf_counter()
             conn = await asyncpg.connect(db)
             done = 0
             try:
                 while time.perf_counter() - t0 < timeout_s:
-                    await asyncio.sleep(1)
+                    await asyncio.sleep(0.25)
                     done = await conn.fetchval(
                         "SELECT count(*) FROM fetch_state WHERE last_attempt_time >= $1", started
                     )
                     if done >= n:
                         break
                 took = time.perf_counter() - t0
+                cpu_s = sum(cpu_seconds(p.pid) for p in procs) - sum(startup_cpu)
                 stored = await conn.fetchval("SELECT count(*) FROM reports")
                 reported = await conn.fetchval(
                     "SELECT count(*) FROM fetch_state WHERE last_result = 'reported'"
                 )
             finally:
                 await conn.close()
-            rss = [peak_rss_mb(p.pid) for p, _ in procs]
-            cpu_s = sum(cpu_seconds(p.pid) for p, _ in procs)
+            rss = [peak_rss_mb(p.pid) for p in procs]
         finally:
-            for proc, _ in procs:
+            for proc in procs:
                 if proc.returncode is None:
                     proc.send_signal(signal.SIGTERM)
-            for proc, _ in procs:
+            for proc in procs:
                 await proc.wait()
+            for spy in spies:
+                await spy.wait()
             await runner.cleanup()
         requests = len(sim.requests)
         n_accounts = fetchers * accounts
         keys = sum(sim.keys_asked) / max(len(sim.keys_asked), 1)
+        print(f"load before the cycle: {_load()}")
         print(
             f"cycle: {done}/{n} trackers fetched, decrypted and stored in {took:.1f}s = "
             f"{done / took:,.0f} trackers/s ({fetchers} fetcher processes x {accounts} "
@@ -223,15 +304,29 @@ async def bench(n: int, fetchers: int, accounts: int, timeout_s: float) -> None:
             f"hour the same cycle needs {math.ceil(requests / 4)} account-hours)"
         )
         print(f"cycle: {stored} reports stored, {reported} trackers reported")
-        print(f"fetcher peak RSS: {', '.join(f'{r:.0f} MB' for r in rss)}; CPU {cpu_s:.1f}s")
-        cores = cpu_s / took if took else 0.0
+        print(
+            f"fetchers: peak RSS {', '.join(f'{r:.0f} MB' for r in rss)}; startup CPU "
+            f"{sum(startup_cpu):.1f}s ({time.perf_counter() - t_start - took:.1f}s to ready, "
+            f"not counted); cycle CPU {cpu_s:.1f}s = {1e6 * cpu_s / max(done, 1):,.0f} us per "
+            f"tracker, {cpu_s / took:.2f} cores"
+        )
         per_core = done / cpu_s if cpu_s else 0.0
         print(
-            f"baseline: findmy decryption alone, one core: {baseline:,.0f} reports/s; the "
-            f"cycle reaches {done / took / baseline:.2f}x of that in wall time, using "
-            f"{cores:.2f} cores of fetcher CPU: {per_core / baseline:.2f}x of bare decryption "
-            f"per core used"
+            f"baseline (same run, CPU time, one core): findmy decryption alone "
+            f"{decrypt_only:,.0f} reports/s ({1e6 / decrypt_only:.0f} us); with the KeyPair "
+            f"made from the private key {with_key:,.0f} reports/s ({1e6 / with_key:.0f} us)"
         )
+        print(
+            f"per core used: {per_core / decrypt_only:.2f}x of bare decryption "
+            f"(target >= 0.8x); {per_core / with_key:.2f}x of decryption with the key pair made"
+        )
+
+
+def _load() -> str:
+    try:
+        return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3]) + " (1/5/15 min)"
+    except OSError:
+        return "unknown"
 
 
 def main() -> None:
@@ -240,8 +335,18 @@ def main() -> None:
     ap.add_argument("--fetchers", type=int, default=2)
     ap.add_argument("--accounts", type=int, default=4, help="per fetcher")
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument(
+        "--profile", help="directory for py-spy profiles of the fetchers (pip install py-spy)"
+    )
+    ap.add_argument(
+        "--cprofile", help="directory for cProfile profiles (CPU time) of the fetchers' loops"
+    )
     args = ap.parse_args()
-    asyncio.run(bench(args.trackers, args.fetchers, args.accounts, args.timeout))
+    asyncio.run(
+        bench(
+            args.trackers, args.fetchers, args.accounts, args.timeout, args.profile, args.cprofile
+        )
+    )
 
 
 if __name__ == "__main__":

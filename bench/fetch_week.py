@@ -62,6 +62,8 @@ class Result:
     requests: int = 0
     keys: int = 0
     fetched: int = 0
+    decrypted: int = 0
+    """Fetched minus those dated at a time we hold (left out before decryption, after)."""
     stored: int = 0
     wall_s: float = 0.0
 
@@ -126,6 +128,8 @@ def week(
             hi = bisect.bisect_right(tag.seen, t_now)
             first = max(lo, hi - PER_ENTRY)
             res.fetched += hi - first
+            held = max(0, min(hi, tag.fetched_upto) - first) if after else 0
+            res.decrypted += hi - first - held
             if hi > first:
                 answered.add(tag.id)
             fresh = hi - max(first, tag.fetched_upto)
@@ -162,8 +166,10 @@ def report(name: str, tags: list[Tag], res: Result, days: float) -> None:
         f"{name:12}: {res.requests:>9,} requests ({res.requests / days:,.0f}/day), "
         f"{res.keys / max(res.requests, 1):5.1f} keys/request; turns per tracker-day: healthy "
         f"{per_day(healthy):5.1f}, silent {per_day(silent):5.1f}; silent at x1 at the end: "
-        f"{x1}/{len(silent)}; reports fetched {res.fetched:,} for {res.stored:,} stored "
-        f"[{res.wall_s:.1f}s]"
+        f"{x1}/{len(silent)}; reports fetched {res.fetched:,} "
+        f"({res.fetched / max(res.stored, 1):.1f} per stored one), decrypted "
+        f"{res.decrypted:,} ({res.decrypted / max(res.stored, 1):.1f} per stored one) for "
+        f"{res.stored:,} stored [{res.wall_s:.1f}s]"
     )
 
 

@@ -1,4 +1,6 @@
-"""Generate the Python protobuf/gRPC code from proto/ into src/tracker (ignored by git)."""
+"""Generate the Python protobuf/gRPC code from proto/ into src/tracker (ignored by git), and
+``src/tracker/descriptor_set.binpb``: every file's descriptor WITH its source info (the
+comments), which server reflection serves (adapters/grpc/reflection.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ from grpc_tools import protoc
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"
 OUT = ROOT / "src"
+DESCRIPTOR_SET = OUT / "tracker" / "descriptor_set.binpb"
 
 
 def main() -> int:
     shutil.rmtree(OUT / "tracker", ignore_errors=True)
+    DESCRIPTOR_SET.parent.mkdir(parents=True)
     files = sorted(str(p.relative_to(PROTO)) for p in PROTO.rglob("*.proto"))
     include = pathlib.Path(grpc_tools.__file__).parent / "_proto"
     rc = protoc.main(
@@ -26,6 +30,9 @@ def main() -> int:
             f"--python_out={OUT}",
             f"--pyi_out={OUT}",
             f"--grpc_python_out={OUT}",
+            f"--descriptor_set_out={DESCRIPTOR_SET}",
+            "--include_source_info",
+            "--include_imports",
             *files,
         ]
     )

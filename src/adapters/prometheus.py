@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -88,8 +89,15 @@ class PrometheusFetchMetrics:
         FETCH_REQUESTS.labels(account, outcome).inc()
         FETCH_REQUEST_SECONDS.observe(seconds)
 
+    def __init__(self) -> None:
+        self._turns: dict[str, Any] = {}
+
     def finished(self, result: str, factor: int) -> None:
-        FETCH_TURNS.labels(result).inc()
+        # Once per tracker and turn: the labelled child is looked up once per result.
+        turns = self._turns.get(result)
+        if turns is None:
+            turns = self._turns[result] = FETCH_TURNS.labels(result)
+        turns.inc()
         FETCH_BACKOFF.observe(factor)
 
     def reports(self, fetched: int, stored: int, malformed: int) -> None:
@@ -177,3 +185,37 @@ class MetricsServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+# --- bulk jobs (issue 17) ---
+JOB_BATCHES = Counter(
+    "tracker_job_batches_total",
+    "Bulk-job batches a worker took: applied, or given back (paused, cancelled, lease lost)",
+    ["outcome"],
+)
+JOB_ITEMS = Counter("tracker_job_items_total", "Bulk-job items applied by workers", ["outcome"])
+JOB_ERRORS = Counter("tracker_job_errors_total", "Bulk-job batches that failed", ["kind"])
+
+# --- silent trackers (issue 17) ---
+SILENCE_TURNS = Counter(
+    "tracker_silence_turns_total", "Chunks of trackers whose cadence was learned"
+)
+SILENCE_ERRORS = Counter("tracker_silence_errors_total", "Cadence turns that failed", ["kind"])
+SILENCE_PASS_SECONDS = Gauge(
+    "tracker_silence_last_turn_seconds", "Duration of the turn that finished the last pass"
+)
+
+# --- outages (issue 17) ---
+OUTAGE_EVENTS = Counter(
+    "tracker_outage_events_total",
+    "Outages detected (a cohort's silent share jumped)",
+    ["dimension"],
+)
+OUTAGE_OPEN = Gauge(
+    "tracker_outage_open_silent_trackers",
+    "Silent trackers of each open outage, by client, cohort dimension and cohort",
+    ["client_id", "dimension", "cohort"],
+)
+OUTAGE_ERRORS = Counter(
+    "tracker_outage_errors_total", "Outage detection turns that failed", ["kind"]
+)

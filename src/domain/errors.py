@@ -82,9 +82,11 @@ class AlreadyExists(DomainError):
 class FailedPrecondition(DomainError):
     """The system is not in a state that allows the operation (e.g. children exist)."""
 
-    def __init__(self, reason: str, subject: str = "") -> None:
+    def __init__(self, reason: str, subject: str = "", kind: str = "DEPENDENTS_EXIST") -> None:
         self.reason = reason
         self.subject = subject
+        self.kind = kind
+        """What failed, for the PreconditionFailure detail's ``type``."""
         super().__init__(reason)
 
 

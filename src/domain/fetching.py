@@ -25,6 +25,10 @@ class TrackerKey:
     None: the request's."""
     until: datetime | None = None
     """Up to here (the run's end, if it is over); None: the request's."""
+    held: tuple[datetime, ...] = field(default=(), repr=False)
+    """Times of the reports we hold from the newest minus the overlap on, one per report:
+    what the overlap asks for again. A payload dated at one of them is not decrypted (as
+    many as we hold at that time; see ``FetchOutcome.held``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,9 @@ class FetchOutcome:
     """Payloads for a key that was not asked for."""
     outside: int = 0
     """Reports dated outside their tracker's run (or older than Apple keeps): dropped."""
+    held: int = 0
+    """Payloads dated at a time we hold a report for, and no more of them than we hold
+    there: reports we hold, answered again (the overlap, the newest one), not decrypted."""
 
 
 class SourceError(DomainError):

@@ -69,6 +69,7 @@ class LocationPoint:
     horizontal_accuracy_m: int  # best in the bucket
     nearest_city: NearestCity | None
     confidence: int = 0  # raw reports only
+    source: str = ""  # raw reports only: "findmy", "detector" or what a pusher named
 
     @property
     def end_time(self) -> datetime:

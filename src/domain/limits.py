@@ -29,6 +29,12 @@ MAX_IMPORT = 10_000
 """AllocateTags, ImportTrackers (MAC addresses) and ImportExternalTrackers (private keys)."""
 MAX_BATCH_KEYS = 1_000_000
 """CreateKeyBatch: key pairs per batch (generated and stored in chunks of 2,000)."""
+MAX_SIGHTINGS_PER_MESSAGE = 10_000
+"""IngestSightings: sightings of one detector in one stream message (one transaction)."""
+MAX_STREAM_DETECTORS = 16
+"""StreamDetectorEvents: detectors one stream follows."""
+MAX_EVENT_DETECTORS = 100
+"""ListDetectorEvents: detector ids per call."""
 
 
 def check_count(field: str, count: int, limit: int, *, minimum: int = 1, per: str = "") -> None:
@@ -38,3 +44,11 @@ def check_count(field: str, count: int, limit: int, *, minimum: int = 1, per: st
         raise InvalidArgument(field, f"at least {minimum} required")
     if count > limit:
         raise InvalidArgument(field, f"at most {limit}{unit}, got {count}")
+
+
+MAX_JOB_FILE_BYTES = 12 * 1024 * 1024
+"""StartJob: the CSV file of one bulk job (50,000 MACs take about 1 MiB, keys about 3 MiB)."""
+MAX_JOB_ITEMS = 250_000
+"""StartJob: rows of one bulk job's file (and trackers of a run one re-evaluation covers)."""
+MAX_JOB_BATCH_SIZE = 5000
+"""StartJob: items per batch (one transaction each)."""

@@ -319,7 +319,8 @@ class ClaimBatch:
     next_due: datetime | None
     """When the earliest tracker still queued falls due (None: the queue is empty)."""
     lost: bool = False
-    """The queue has no record of a rebuild: Redis lost its data; rebuild it now."""
+    """The queue has no record of a rebuild, and none is under way: Redis lost its data;
+    rebuild it now."""
     reclaimed: int = 0
     """Claims of dead workers or expired leases put back before this claim."""
 

@@ -8,11 +8,14 @@ from collections.abc import Sequence
 
 from servers import endpoints
 from servers.config import Settings
+from servers.container import Container
 from servers.demo import Demo
+from servers.detector_demo import DetectorDemo
 from servers.fetcher import Fetcher
 from servers.maintenance import PartitionMaintenance
 from servers.runtime import Background, main_for
-from servers.worker import WorkerLoop
+from servers.travel_times import TravelTimeLoop
+from servers.worker import JobLoop, OutageLoop, SilenceLoop, WorkerLoop
 
 
 def background(settings: Settings) -> list[Background]:
@@ -20,11 +23,17 @@ def background(settings: Settings) -> list[Background]:
     and the processing worker, so statuses follow the reports."""
     tasks: list[Background] = [PartitionMaintenance(settings)]
     if settings.all_in_one.demo:
-        tasks.append(Demo(settings))
+        tasks.extend([Demo(settings), DetectorDemo(settings)])
     elif settings.findmy.account_file:
         tasks.append(Fetcher(settings))
     if settings.all_in_one.worker_in_process:
-        tasks.append(WorkerLoop(settings))
+        tasks += [
+            WorkerLoop(settings),
+            TravelTimeLoop(settings),
+            JobLoop(settings),
+            SilenceLoop(settings),
+            OutageLoop(settings),
+        ]
     return tasks
 
 
@@ -35,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv,
         background,
         process="all_in_one",
+        container=Container,
     )
 
 

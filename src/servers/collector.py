@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from servers import endpoints
+from servers.container import CollectorContainer
 from servers.maintenance import PartitionMaintenance
 from servers.runtime import main_for
 
@@ -16,6 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv,
         lambda s: [PartitionMaintenance(s)],
         process="collector",
+        container=CollectorContainer,
     )
 
 

@@ -1,4 +1,24 @@
-"""The dependency-injector container shared by every process's composition root."""
+"""The dependency-injector containers of the composition roots, one per process, each
+composed from the parts it serves (declarative containers inherit each other's providers;
+a provider shared by two parts is one provider, so the all-in-one ``Container`` holds each
+singleton once):
+
+    Core ........................ settings, clock, PostgreSQL, Redis, probes (every process)
+      Sealing ................... the KEK ring sealing private keys
+      FetchQueueing ............. the fetch queue and account gate (Redis)
+      ProcessingQueueing ........ the processing queue (PostgreSQL)
+        Api ..................... sign-in, tokens, interceptors, page tokens, the use cases
+                                  both gRPC endpoints share (setup, access, keys, ...)
+    HealthContainer ............. Core                       (tracker-health)
+    CollectorContainer .......... Api + mutations            (tracker-collector)
+    QueryContainer .............. Api + FetchQueueing + reads (tracker-query)
+    FetcherContainer ............ Sealing + FetchQueueing + the fetch worker (tracker-fetcher)
+    WorkerContainer ............. ProcessingQueueing + geocoder + ProcessNewReports
+    Container ................... all of them (tracker-server, trackerctl, tests)
+
+Use cases of one capability are wired in ``servers/parts.py``; a process starts and probes
+only the dependencies of what it serves (``servers/runtime.py``). Tests replace a provider
+with ``container.<name>.override(...)``."""
 
 from __future__ import annotations
 
@@ -9,21 +29,31 @@ from dependency_injector import containers, providers
 from adapters.clock import SystemClock
 from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer, UserServicer
 from adapters.grpc.decoding import UndecodableRequestInterceptor
+from adapters.grpc.detectors import DetectorQueryServicer, DetectorServicer
+from adapters.grpc.devices import DeviceQueryServicer, DeviceServicer
 from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.fetching import FetchQueryServicer
+from adapters.grpc.fleet import FleetQueryServicer
+from adapters.grpc.idempotency import IdempotencyInterceptor
+from adapters.grpc.jobs import JobQueryServicer, JobServicer
 from adapters.grpc.keys import KeyQueryServicer, KeyServicer
 from adapters.grpc.processing import ProcessingQueryServicer, ProcessingServicer
 from adapters.grpc.reports import ReportServicer
 from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.grpc.status import StatusQueryServicer, StatusServicer
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
+from adapters.postgres.detectors import PostgresFeed
+from adapters.postgres.fleet import PostgresFleetStatistics
 from adapters.postgres.geocoding import PostgresGeocoder
+from adapters.postgres.idempotency import PostgresIdempotencyStore
+from adapters.postgres.outages import PostgresOutageRepository
 from adapters.postgres.partitions import PostgresReportPartitions
 from adapters.postgres.pool import PostgresProbe, pool_resource
 from adapters.postgres.processing import (
     PostgresProcessingQueue,
     PostgresProcessingUnitOfWorkFactory,
 )
+from adapters.postgres.silence import PostgresCadenceRepository
 from adapters.postgres.status import PostgresStatusRepository
 from adapters.postgres.uow import PostgresUnitOfWorkFactory
 from adapters.prometheus import PrometheusFetchMetrics
@@ -32,17 +62,25 @@ from adapters.redis.queue import RedisAccountGate, RedisFetchQueue
 from adapters.redis.throttle import RedisAttemptThrottle
 from adapters.security import Argon2PasswordHasher, JwtTokenCodec
 from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
+from domain.detectors import DeviceKeyRing
 from domain.pagination import PageTokens
 from domain.processing import RetryPolicy
-from servers.config import Settings, kek_ring, page_token_keys, signing_key
-from servers.parts import AccessPart, KeysPart, SetupPart
+from domain.travel_times import PassRules
+from servers.config import Settings, device_keys, kek_ring, page_token_keys, signing_key
+from servers.fetcher_runtime import FetcherRuntime
+from servers.parts import AccessPart, DetectorsPart, DevicesPart, JobsPart, KeysPart, SetupPart
 from usecases.access import TokenPolicy
 from usecases.fetch_once import FetchRunReports
 from usecases.fetching import FetchStateQueries, FetchWorker
+from usecases.idempotency import IdempotentCreates
+from usecases.jobs import RunJobBatch
 from usecases.maintenance import MaintainReportPartitions
+from usecases.outages import DetectOutages, OutageQueries
 from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports, TrackerRefCache
+from usecases.silence import FleetStatisticsQuery, LearnCadences, SilenceQueries
 from usecases.status import StatusQueries, StatusRuleUpdates
+from usecases.travel_times import TravelTimeSettings
 
 
 def _sealer(settings: Settings) -> AesGcmSealer:
@@ -55,12 +93,30 @@ def _page_tokens(settings: Settings) -> PageTokens:
     return PageTokens(keys, active)
 
 
+def _device_keys(settings: Settings) -> DeviceKeyRing:
+    keys, active = device_keys(settings.detectors, settings.security)
+    return DeviceKeyRing(keys, active)
+
+
+def _travel_time_settings(settings: Settings) -> TravelTimeSettings:
+    d = settings.detectors
+    return TravelTimeSettings(
+        rules=PassRules(pass_gap_s=d.pass_gap.total_seconds(), bin_s=d.bin_s, k=d.outlier_k),
+        lease_s=d.lease.total_seconds(),
+        interval_s=d.interval.total_seconds(),
+        redo_s=d.redo.total_seconds(),
+    )
+
+
 def _seconds(value: timedelta) -> float:
     return value.total_seconds()
 
 
-class Container(containers.DeclarativeContainer):
+class Core(containers.DeclarativeContainer):
+    """What every process has: its settings, a clock, and the dependencies it may start."""
+
     settings = providers.Dependency(instance_of=Settings)
+    clock = providers.Singleton(SystemClock)
 
     db_pool = providers.Resource(
         pool_resource,
@@ -70,163 +126,349 @@ class Container(containers.DeclarativeContainer):
     redis = providers.Resource(
         redis_resource, url=settings.provided.redis.url.get_secret_value.call()
     )
-
-    clock = providers.Singleton(SystemClock)
-    uow_factory = providers.Singleton(PostgresUnitOfWorkFactory, pool=db_pool)
-    setup = providers.Container(SetupPart, uow=uow_factory, clock=clock)
-    setup_usecases = setup.usecases
-
     # Health probes; each process checks only the dependencies it needs (servers/runtime.py).
     postgres_probe = providers.Singleton(PostgresProbe, db_pool)
     redis_probe = providers.Singleton(RedisProbe, redis)
 
+    uow_factory = providers.Singleton(PostgresUnitOfWorkFactory, pool=db_pool)
+    # bad bytes -> INVALID_ARGUMENT on every endpoint, the health-only ones too
+    undecodable_interceptor = providers.Singleton(UndecodableRequestInterceptor)
+
+
+class Sealing(Core):
+    """The KEK ring sealing (and unsealing) private keys."""
+
+    key_pair_factory = providers.Singleton(FindMyKeyPairFactory)
+    sealer = providers.Singleton(_sealer, Core.settings)
+
+
+class FetchQueueing(Core):
+    """The fetcher's queue and account gate in Redis."""
+
+    fetch_queue = providers.Singleton(
+        RedisFetchQueue,
+        Core.redis,
+        prefix=Core.settings.provided.fetch_queue.prefix,
+        worker_ttl=Core.settings.provided.fetch_queue.worker_ttl,
+    )
+    account_gate = providers.Singleton(
+        RedisAccountGate, Core.redis, prefix=Core.settings.provided.fetch_queue.prefix
+    )
+
+
+class ProcessingQueueing(Core):
+    """The processing queue in PostgreSQL (the worker takes from it, the API reports it)."""
+
+    processing_queue = providers.Singleton(PostgresProcessingQueue, Core.db_pool)
+
+
+class Detecting(Core):
+    """Detectors, sightings and travel times (issue 16): what the collector, the query
+    server and the worker share."""
+
+    detector_feed = providers.Singleton(PostgresFeed, Core.db_pool)
+    detectors = providers.Container(
+        DetectorsPart,
+        uow=Core.uow_factory,
+        clock=Core.clock,
+        keys=providers.Singleton(_device_keys, Core.settings),
+        feed=detector_feed,
+        max_clock_skew=Core.settings.provided.collector.max_clock_skew,
+    )
+
+
+class Jobbing(Sealing):
+    """Bulk jobs (issue 17): started by the collector, read by the query server."""
+
+    jobs = providers.Container(
+        JobsPart,
+        uow=Core.uow_factory,
+        factory=Sealing.key_pair_factory,
+        sealer=Sealing.sealer,
+        clock=Core.clock,
+        defaults=Core.settings.provided.jobs.defaults.call(),
+    )
+    job_usecases = jobs.usecases
+
+
+class Silencing(Core):
+    """Silent trackers (issue 17): cadences learned by the worker, read by the query server."""
+
+    silence_rule = Core.settings.provided.silence.rule.call()
+    cadence_repository = providers.Singleton(PostgresCadenceRepository, Core.db_pool)
+
+
+class Outaging(Core):
+    """Outages (issue 17): detected by the worker, read by the query server."""
+
+    outage_repository = providers.Singleton(PostgresOutageRepository, Core.db_pool)
+
+
+class Devicing(Sealing):
+    """Devices and firmware (issue 18): changed and checked in on the collector, read on the
+    query server."""
+
+    devices = providers.Container(
+        DevicesPart, uow=Core.uow_factory, sealer=Sealing.sealer, clock=Core.clock
+    )
+
+
+class Api(Sealing, ProcessingQueueing):
+    """What both gRPC endpoints share: sign-in and tokens, the interceptors, page tokens and
+    the use cases their services call."""
+
     password_hasher = providers.Singleton(
         Argon2PasswordHasher,
-        concurrency=settings.provided.security.password_hash_concurrency,
-        queue=settings.provided.security.password_hash_queue,
+        concurrency=Core.settings.provided.security.password_hash_concurrency,
+        queue=Core.settings.provided.security.password_hash_queue,
     )
     # Sign-in attempts counted in Redis across replicas; in this process while Redis is down.
     login_throttle = providers.Singleton(
         FailoverAttemptThrottle,
         primary=providers.Singleton(
-            RedisAttemptThrottle, redis, prefix=settings.provided.login.throttle_prefix
+            RedisAttemptThrottle, Core.redis, prefix=Core.settings.provided.login.throttle_prefix
         ),
-        fallback=providers.Singleton(MemoryAttemptThrottle, clock),
-        clock=clock,
+        fallback=providers.Singleton(MemoryAttemptThrottle, Core.clock),
+        clock=Core.clock,
     )
     token_codec = providers.Singleton(
-        JwtTokenCodec, signing_key=providers.Callable(signing_key, settings.provided.security)
+        JwtTokenCodec, signing_key=providers.Callable(signing_key, Core.settings.provided.security)
     )
     token_policy = providers.Singleton(
         TokenPolicy,
-        access_ttl=settings.provided.security.access_token_ttl,
-        refresh_ttl=settings.provided.security.refresh_token_ttl,
+        access_ttl=Core.settings.provided.security.access_token_ttl,
+        refresh_ttl=Core.settings.provided.security.refresh_token_ttl,
     )
     access = providers.Container(
         AccessPart,
-        uow=uow_factory,
+        uow=Core.uow_factory,
         hasher=password_hasher,
         codec=token_codec,
-        clock=clock,
+        clock=Core.clock,
         policy=token_policy,
-        auth_cache_ttl=settings.provided.security.auth_cache_ttl,
+        auth_cache_ttl=Core.settings.provided.security.auth_cache_ttl,
         throttle=login_throttle,
-        login_limits=settings.provided.login.limits.call(),
+        login_limits=Core.settings.provided.login.limits.call(),
     )
     access_usecases = access.usecases
 
-    key_pair_factory = providers.Singleton(FindMyKeyPairFactory)
-    sealer = providers.Singleton(_sealer, settings)
-    keys = providers.Container(
-        KeysPart, uow=uow_factory, factory=key_pair_factory, sealer=sealer, clock=clock
+    # creates with a request_id run once (issue 15): a store in PostgreSQL, keyed by caller
+    idempotency_store = providers.Singleton(PostgresIdempotencyStore, Core.db_pool)
+    idempotent_creates = providers.Singleton(
+        IdempotentCreates, store=idempotency_store, clock=Core.clock
     )
-    key_usecases = keys.usecases
-
-    undecodable_interceptor = providers.Singleton(UndecodableRequestInterceptor)
     interceptors = providers.List(
         providers.Singleton(DomainErrorInterceptor),
         providers.Singleton(AuthInterceptor, authenticate=access_usecases.provided.authenticate),
+        # after authentication: a request_id's scope is the caller
+        providers.Singleton(IdempotencyInterceptor, idempotent_creates),
         # last, so it wraps the servicers themselves: bad bytes -> INVALID_ARGUMENT everywhere
-        undecodable_interceptor,
+        Core.undecodable_interceptor,
+    )
+    page_tokens = providers.Singleton(_page_tokens, Core.settings)
+
+    setup = providers.Container(SetupPart, uow=Core.uow_factory, clock=Core.clock)
+    setup_usecases = setup.usecases
+    keys = providers.Container(
+        KeysPart,
+        uow=Core.uow_factory,
+        factory=Sealing.key_pair_factory,
+        sealer=Sealing.sealer,
+        clock=Core.clock,
+    )
+    key_usecases = keys.usecases
+    processing_queries = providers.Singleton(
+        ProcessingQueries, queue=ProcessingQueueing.processing_queue
+    )
+    status_repository = providers.Singleton(
+        PostgresStatusRepository,
+        Core.db_pool,
+        hourly_days=Core.settings.provided.status.hourly_days,
     )
 
-    page_tokens = providers.Singleton(_page_tokens, settings)
-    setup_servicer = providers.Singleton(SetupServicer, setup_usecases)
-    setup_query_servicer = providers.Singleton(SetupQueryServicer, setup_usecases, page_tokens)
+
+class HealthContainer(Core):
+    """``tracker-health``: probes only."""
+
+
+class CollectorContainer(Jobbing, Devicing, Api, Detecting):
+    """``tracker-collector``: every mutation, and the report partitions made ahead."""
+
+    setup_servicer = providers.Singleton(SetupServicer, Api.setup_usecases)
     auth_servicer = providers.Singleton(
         AuthServicer,
-        access_usecases,
-        address_header=settings.provided.login.address_header,
-        trusted_proxies=settings.provided.login.trusted_proxies,
+        Api.access_usecases,
+        address_header=Core.settings.provided.login.address_header,
+        trusted_proxies=Core.settings.provided.login.trusted_proxies,
     )
-    user_servicer = providers.Singleton(UserServicer, access_usecases)
-    user_query_servicer = providers.Singleton(UserQueryServicer, access_usecases, page_tokens)
-    key_servicer = providers.Singleton(KeyServicer, key_usecases)
-    key_query_servicer = providers.Singleton(KeyQueryServicer, key_usecases)
+    user_servicer = providers.Singleton(UserServicer, Api.access_usecases)
+    key_servicer = providers.Singleton(KeyServicer, Api.key_usecases)
     tracker_ref_cache = providers.Singleton(
-        TrackerRefCache,
-        clock=clock,
-        ttl=settings.provided.collector.tracker_cache_ttl,
+        TrackerRefCache, clock=Core.clock, ttl=Core.settings.provided.collector.tracker_cache_ttl
     )
     ingest_reports = providers.Singleton(
         IngestReports,
-        uow=uow_factory,
-        clock=clock,
+        uow=Core.uow_factory,
+        clock=Core.clock,
         cache=tracker_ref_cache,
-        max_clock_skew=settings.provided.collector.max_clock_skew,
+        max_clock_skew=Core.settings.provided.collector.max_clock_skew,
     )
-    report_partitions = providers.Singleton(PostgresReportPartitions, db_pool)
+    report_servicer = providers.Singleton(ReportServicer, ingest_reports)
+    report_partitions = providers.Singleton(PostgresReportPartitions, Core.db_pool)
     maintain_report_partitions = providers.Singleton(
         MaintainReportPartitions,
         partitions=report_partitions,
-        clock=clock,
-        back_months=settings.provided.collector.partitions_back_months,
-        ahead_months=settings.provided.collector.partitions_ahead_months,
+        clock=Core.clock,
+        back_months=Core.settings.provided.collector.partitions_back_months,
+        ahead_months=Core.settings.provided.collector.partitions_ahead_months,
     )
-    report_servicer = providers.Singleton(ReportServicer, ingest_reports)
-
-    # -- the fetcher's queue (Redis) and its admin view
-    fetch_queue = providers.Singleton(
-        RedisFetchQueue,
-        redis,
-        prefix=settings.provided.fetch_queue.prefix,
-        worker_ttl=settings.provided.fetch_queue.worker_ttl,
-    )
-    account_gate = providers.Singleton(
-        RedisAccountGate, redis, prefix=settings.provided.fetch_queue.prefix
-    )
-    fetch_metrics = providers.Singleton(PrometheusFetchMetrics)
-    # The fetcher's work over its accounts and rules (given by the fetcher root or trackerctl).
-    fetch_worker = providers.Factory(
-        FetchWorker,
-        uow=uow_factory,
-        queue=fetch_queue,
-        gate=account_gate,
-        clock=clock,
-        metrics=fetch_metrics,
-    )
-    fetch_run_reports = providers.Factory(
-        FetchRunReports, uow=uow_factory, queue=fetch_queue, gate=account_gate, clock=clock
-    )
-    fetch_state_queries = providers.Singleton(
-        FetchStateQueries, uow=uow_factory, queue=fetch_queue, clock=clock
-    )
-    fetch_query_servicer = providers.Singleton(FetchQueryServicer, fetch_state_queries)
-    # --- processing: geocoding, roll-ups, status (issue 6) ---
-    processing_queue = providers.Singleton(PostgresProcessingQueue, db_pool)
-    processing_uow = providers.Singleton(PostgresProcessingUnitOfWorkFactory, db_pool)
-    geocoder = providers.Singleton(
-        PostgresGeocoder,
-        db_pool,
-        cache_size=settings.provided.geocoding.cache_size,
-        cell_deg=settings.provided.geocoding.cell_deg,
-    )
-    process_new_reports = providers.Singleton(
-        ProcessNewReports,
-        queue=processing_queue,
-        uow=processing_uow,
-        geocoder=geocoder,
-        batch_size=settings.provided.worker.batch_size,
-        lease_s=providers.Callable(_seconds, settings.provided.worker.lease),
-        retry=providers.Factory(
-            RetryPolicy,
-            base_s=providers.Callable(_seconds, settings.provided.worker.retry_base),
-            max_s=providers.Callable(_seconds, settings.provided.worker.retry_max),
-        ),
-    )
-    processing_queries = providers.Singleton(ProcessingQueries, queue=processing_queue)
-    processing_query_servicer = providers.Singleton(
-        ProcessingQueryServicer, processing_queries, page_tokens
-    )
-    processing_servicer = providers.Singleton(ProcessingServicer, processing_queries)
-    status_repository = providers.Singleton(
-        PostgresStatusRepository,
-        db_pool,
-        hourly_days=settings.provided.status.hourly_days,
-    )
-    status_queries = providers.Singleton(StatusQueries, repo=status_repository, uow=uow_factory)
-    status_query_servicer = providers.Singleton(StatusQueryServicer, status_queries, page_tokens)
+    processing_servicer = providers.Singleton(ProcessingServicer, Api.processing_queries)
     status_rule_updates = providers.Singleton(
-        StatusRuleUpdates, repo=status_repository, uow=uow_factory
+        StatusRuleUpdates, repo=Api.status_repository, uow=Core.uow_factory
     )
     status_servicer = providers.Singleton(StatusServicer, status_rule_updates)
+    detector_servicer = providers.Singleton(
+        DetectorServicer, Detecting.detectors.admin, Detecting.detectors.ingest
+    )
+    job_servicer = providers.Singleton(JobServicer, Jobbing.job_usecases)
+    device_servicer = providers.Singleton(
+        DeviceServicer,
+        Devicing.devices.catalog,
+        Devicing.devices.profiles,
+        Devicing.devices.devices,
+        Devicing.devices.rollouts,
+    )
+
+
+class QueryContainer(Jobbing, Devicing, Silencing, Outaging, Api, FetchQueueing, Detecting):
+    """``tracker-query``: every read."""
+
+    setup_query_servicer = providers.Singleton(
+        SetupQueryServicer, Api.setup_usecases, Api.page_tokens
+    )
+    user_query_servicer = providers.Singleton(
+        UserQueryServicer, Api.access_usecases, Api.page_tokens
+    )
+    key_query_servicer = providers.Singleton(KeyQueryServicer, Api.key_usecases)
+    fetch_state_queries = providers.Singleton(
+        FetchStateQueries, uow=Core.uow_factory, queue=FetchQueueing.fetch_queue, clock=Core.clock
+    )
+    fetch_query_servicer = providers.Singleton(FetchQueryServicer, fetch_state_queries)
+    processing_query_servicer = providers.Singleton(
+        ProcessingQueryServicer, Api.processing_queries, Api.page_tokens
+    )
+    status_queries = providers.Singleton(
+        StatusQueries, repo=Api.status_repository, uow=Core.uow_factory
+    )
+    status_query_servicer = providers.Singleton(
+        StatusQueryServicer, status_queries, Api.page_tokens
+    )
+    detector_query_servicer = providers.Singleton(
+        DetectorQueryServicer,
+        Detecting.detectors.queries,
+        Detecting.detectors.events,
+        Detecting.detectors.travel_times,
+        Api.page_tokens,
+        poll_s=providers.Callable(_seconds, Core.settings.provided.detectors.stream_poll),
+    )
+    job_query_servicer = providers.Singleton(
+        JobQueryServicer,
+        Jobbing.job_usecases,
+        Api.page_tokens,
+        watch_interval_s=providers.Callable(_seconds, Core.settings.provided.jobs.watch_interval),
+    )
+    silence_queries = providers.Singleton(
+        SilenceQueries,
+        repo=Silencing.cadence_repository,
+        clock=Core.clock,
+        rule=Silencing.silence_rule,
+    )
+    outage_queries = providers.Singleton(OutageQueries, repo=Outaging.outage_repository)
+    fleet_statistics = providers.Singleton(
+        FleetStatisticsQuery,
+        stats=providers.Singleton(PostgresFleetStatistics, Core.db_pool),
+        clock=Core.clock,
+    )
+    device_query_servicer = providers.Singleton(
+        DeviceQueryServicer, Devicing.devices.queries, Api.page_tokens
+    )
+    fleet_query_servicer = providers.Singleton(
+        FleetQueryServicer, silence_queries, outage_queries, fleet_statistics, Api.page_tokens
+    )
+
+
+class FetcherContainer(Sealing, FetchQueueing):
+    """``tracker-fetcher``: the fetch worker over the accounts and rules its root gives."""
+
+    fetch_metrics = providers.Singleton(PrometheusFetchMetrics)
+    fetch_worker = providers.Factory(
+        FetchWorker,
+        uow=Core.uow_factory,
+        queue=FetchQueueing.fetch_queue,
+        gate=FetchQueueing.account_gate,
+        clock=Core.clock,
+        metrics=fetch_metrics,
+    )
+    # its loops (per account, heartbeat, queue rebuilds) around a fetch worker
+    fetcher_runtime = providers.Factory(
+        FetcherRuntime,
+        queue=FetchQueueing.fetch_queue,
+        gate=FetchQueueing.account_gate,
+        clock=Core.clock,
+        metrics=fetch_metrics,
+    )
+    # trackerctl findmy fetch: one run's or one tracker's reports now
+    fetch_run_reports = providers.Factory(
+        FetchRunReports,
+        uow=Core.uow_factory,
+        queue=FetchQueueing.fetch_queue,
+        gate=FetchQueueing.account_gate,
+        clock=Core.clock,
+    )
+
+
+class WorkerContainer(Silencing, Outaging, ProcessingQueueing, Detecting):
+    """``tracker-worker``: new reports geocoded, rolled up and turned into statuses. A
+    factory: each call is a worker of its own (keyword arguments override the settings')."""
+
+    processing_uow = providers.Singleton(PostgresProcessingUnitOfWorkFactory, Core.db_pool)
+    geocoder = providers.Singleton(
+        PostgresGeocoder,
+        Core.db_pool,
+        cache_size=Core.settings.provided.geocoding.cache_size,
+        cell_deg=Core.settings.provided.geocoding.cell_deg,
+    )
+    process_new_reports = providers.Factory(
+        ProcessNewReports,
+        queue=ProcessingQueueing.processing_queue,
+        uow=processing_uow,
+        geocoder=geocoder,
+        batch_size=Core.settings.provided.worker.batch_size,
+        lease_s=providers.Callable(_seconds, Core.settings.provided.worker.lease),
+        retry=providers.Factory(
+            RetryPolicy,
+            base_s=providers.Callable(_seconds, Core.settings.provided.worker.retry_base),
+            max_s=providers.Callable(_seconds, Core.settings.provided.worker.retry_max),
+        ),
+    )
+    travel_time_settings = providers.Singleton(_travel_time_settings, Core.settings)
+    run_job_batch = providers.Factory(
+        RunJobBatch, uow=Core.uow_factory, clock=Core.clock, lease=Core.settings.provided.jobs.lease
+    )
+    learn_cadences = providers.Factory(
+        LearnCadences,
+        repo=Silencing.cadence_repository,
+        clock=Core.clock,
+        rule=Silencing.silence_rule,
+        chunk=Core.settings.provided.silence.chunk,
+    )
+    detect_outages = providers.Factory(
+        DetectOutages,
+        repo=Outaging.outage_repository,
+        clock=Core.clock,
+        rule=Core.settings.provided.outages.rule.call(),
+    )
+
+
+class Container(CollectorContainer, QueryContainer, FetcherContainer, WorkerContainer):
+    """``tracker-server`` (all-in-one), ``trackerctl`` and the tests: every part."""

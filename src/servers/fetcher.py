@@ -16,10 +16,11 @@ from adapters.findmy.accounts import AccountFileError, close_accounts, load_acco
 from domain.scheduling import AccountPolicy, FetchPolicy
 from servers import endpoints
 from servers.config import ConfigError, Settings
-from servers.container import Container
+from servers.container import FetcherContainer
+from servers.fetcher_runtime import FetcherRuntime
 from servers.runtime import Background, main_for
 from servers.services import POSTGRES, REDIS
-from usecases.fetching import Account, FetcherConfig, FetchWorker
+from usecases.fetching import Account, FetcherConfig
 
 log = logging.getLogger("tracker.fetcher")
 
@@ -82,11 +83,11 @@ class Fetcher:
         self._accounts = list(accounts) if accounts is not None else None
         self._interval = interval
         self._budget = budget_per_hour
-        self.worker: FetchWorker | None = None
+        self.runtime: FetcherRuntime | None = None
         self._task: asyncio.Task[None] | None = None
         self._owned: list[Account] = []
 
-    async def start(self, container: Container) -> None:
+    async def start(self, container: FetcherContainer) -> None:
         s = self._settings
         accounts = self._accounts
         if accounts is None:
@@ -101,8 +102,9 @@ class Fetcher:
             except AccountFileError as exc:
                 raise ConfigError(str(exc)) from None
         config = fetcher_config(s, self._interval, self._budget)
-        self.worker = await container.fetch_worker.async_(accounts=accounts, config=config)
-        self._task = asyncio.create_task(self.worker.run(), name="fetcher")
+        worker = await container.fetch_worker.async_(accounts=accounts, config=config)
+        self.runtime = await container.fetcher_runtime.async_(worker=worker)
+        self._task = asyncio.create_task(self.runtime.run(), name="fetcher")
         log.info(
             "fetcher running",
             extra={
@@ -115,8 +117,8 @@ class Fetcher:
         )
 
     async def stop(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
+        if self.runtime is not None:
+            self.runtime.stop()
         if self._task is not None:
             try:
                 await asyncio.wait_for(
@@ -143,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv,
         background,
         process="fetcher",
+        container=FetcherContainer,
     )
 
 

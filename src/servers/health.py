@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from servers import endpoints
+from servers.container import HealthContainer
 from servers.runtime import main_for
 
 
@@ -14,6 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         endpoints.standalone_health,
         argv,
         process="health",
+        container=HealthContainer,
     )
 
 

@@ -9,7 +9,7 @@ import logging
 
 from domain.errors import DependencyUnavailable
 from servers.config import Settings
-from servers.container import Container
+from servers.container import CollectorContainer
 from servers.services import POSTGRES
 from usecases.maintenance import MaintainReportPartitions
 
@@ -28,7 +28,7 @@ class PartitionMaintenance:
         self._settings = settings
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, container: Container) -> None:
+    async def start(self, container: CollectorContainer) -> None:
         turn = await container.maintain_report_partitions.async_()
         self._task = asyncio.create_task(self._loop(turn), name="partition-maintenance")
 

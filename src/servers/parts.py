@@ -24,6 +24,24 @@ from usecases.access import (
     SetClientAccess,
     SetPassword,
 )
+from usecases.detector_events import DetectorEvents
+from usecases.detectors import DetectorAdmin, DetectorQueries
+from usecases.devices import (
+    DeviceCatalog,
+    DeviceProfiles,
+    DeviceQueries,
+    Devices,
+    PlannerCache,
+    Rollouts,
+)
+from usecases.jobs import (
+    ControlJob,
+    JobDefaults,
+    JobQueries,
+    JobUseCases,
+    RetryJob,
+    StartJob,
+)
 from usecases.keys import (
     AllocateTags,
     CreateKeyBatch,
@@ -46,6 +64,8 @@ from usecases.setup import (
     UpdateResource,
     UpdateTracker,
 )
+from usecases.sightings import IngestSightings
+from usecases.travel_times import TravelTimeQueries
 
 
 # Which repository of a unit of work each generic setup use case works on.
@@ -166,6 +186,42 @@ class KeysPart(containers.DeclarativeContainer):
     )
 
 
+class DetectorsPart(containers.DeclarativeContainer):
+    """Detectors and links, sightings in, events and travel times out (issue 16)."""
+
+    uow = providers.Dependency()
+    clock = providers.Dependency()
+    keys = providers.Dependency()  # DeviceKeyRing
+    feed = providers.Dependency()
+    max_clock_skew = providers.Object(timedelta(minutes=5))
+
+    admin = providers.Singleton(DetectorAdmin, uow, clock)
+    queries = providers.Singleton(DetectorQueries, uow)
+    ingest = providers.Singleton(IngestSightings, uow, clock, keys, max_clock_skew)
+    events = providers.Singleton(DetectorEvents, uow, feed)
+    travel_times = providers.Singleton(TravelTimeQueries, uow, feed)
+
+
+class JobsPart(containers.DeclarativeContainer):
+    """Bulk jobs: start, control and read them (the worker applies their batches)."""
+
+    uow = providers.Dependency()
+    factory = providers.Dependency()
+    sealer = providers.Dependency()
+    clock = providers.Dependency()
+    defaults = providers.Dependency(instance_of=JobDefaults)
+
+    usecases = providers.Singleton(
+        JobUseCases,
+        start_job=providers.Singleton(StartJob, uow, factory, sealer, clock, defaults),
+        pause_job=providers.Singleton(ControlJob, uow, clock, "pause"),
+        resume_job=providers.Singleton(ControlJob, uow, clock, "resume"),
+        cancel_job=providers.Singleton(ControlJob, uow, clock, "cancel"),
+        retry_job=providers.Singleton(RetryJob, uow, clock),
+        queries=providers.Singleton(JobQueries, uow),
+    )
+
+
 def setup_usecases(uow: Any, clock: Any) -> SetupUseCases:
     """The setup use cases over ``uow`` and ``clock`` (scripts, benchmarks, tests)."""
     usecases: SetupUseCases = SetupPart(uow=uow, clock=clock).usecases()
@@ -187,3 +243,25 @@ def key_usecases(uow: Any, factory: Any, sealer: Any, clock: Any) -> KeyUseCases
         uow=uow, factory=factory, sealer=sealer, clock=clock
     ).usecases()
     return usecases
+
+
+def job_usecases(uow: Any, factory: Any, sealer: Any, clock: Any, defaults: Any) -> JobUseCases:
+    usecases: JobUseCases = JobsPart(
+        uow=uow, factory=factory, sealer=sealer, clock=clock, defaults=defaults
+    ).usecases()
+    return usecases
+
+
+class DevicesPart(containers.DeclarativeContainer):
+    """Device types and firmware, profiles, devices and check-ins, rollouts (issue 18)."""
+
+    uow = providers.Dependency()
+    sealer = providers.Dependency()
+    clock = providers.Dependency()
+
+    planners = providers.Singleton(PlannerCache)
+    catalog = providers.Singleton(DeviceCatalog, uow, clock)
+    profiles = providers.Singleton(DeviceProfiles, uow, clock, sealer)
+    devices = providers.Singleton(Devices, uow, clock, sealer, planners)
+    rollouts = providers.Singleton(Rollouts, uow, clock)
+    queries = providers.Singleton(DeviceQueries, uow, clock, planners)

@@ -1,4 +1,4 @@
-"""Running a process: build the container, start gRPC servers in order, stop them in order.
+"""Running a process: build its container, start gRPC servers in order, stop them in order.
 
 Start: resources -> first health check -> servers listening. Stop (SIGTERM/SIGINT): health
 NOT_SERVING -> the drain (``shutdown_drain_s``: calls are still served while load balancers
@@ -9,23 +9,25 @@ finish within the grace period (``shutdown_grace_s``) -> resources closed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from adapters.grpc.health import HealthReporter
+from adapters.grpc.reflection import SERVICE_NAME as REFLECTION_NAME
+from adapters.grpc.reflection import add_reflection, source_files
 from adapters.prometheus import MetricsServer
 from servers import log as logsetup
 from servers.config import PROCESS_PARTS, ConfigError, Settings, check_secrets, load
-from servers.container import Container
+from servers.container import Container, Core
 from servers.services import POSTGRES, REDIS, Needs, Service, needs_of
 from usecases.health import CheckDependencies
 
@@ -40,7 +42,7 @@ class Background(Protocol):
 
     needs: tuple[str, ...]
 
-    async def start(self, container: Container) -> None: ...
+    async def start(self, container: Any) -> None: ...
 
     async def stop(self) -> None: ...
 
@@ -73,8 +75,13 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     return options
 
 
+@functools.cache
+def _source_files() -> dict[str, bytes]:
+    return source_files()
+
+
 async def build_server(
-    endpoint: Endpoint, container: Container, reporter: HealthReporter, host: str
+    endpoint: Endpoint, container: Core, reporter: HealthReporter, host: str
 ) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(
         # a health-only endpoint needs none of the API's (nor sign-in and Redis behind them)
@@ -87,8 +94,8 @@ async def build_server(
     )
     names = [await service.register(server, container) for service in endpoint.services]
     health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
-    names += [HEALTH_NAME, reflection.SERVICE_NAME]
-    reflection.enable_server_reflection(names, server)
+    names += [HEALTH_NAME, REFLECTION_NAME]
+    add_reflection(server, names, _source_files())
     port = server.add_insecure_port(f"{host}:{endpoint.port}")
     if port == 0:
         raise RuntimeError(f"cannot listen on {host}:{endpoint.port} for {endpoint.name}")
@@ -96,19 +103,21 @@ async def build_server(
 
 
 class Process:
-    """The servers of one process over one container; started and stopped in order."""
+    """The servers of one process over its container (``container``: the process's class
+    from ``servers/container.py``); started and stopped in order."""
 
     def __init__(
         self,
         settings: Settings,
         endpoints: Sequence[Endpoint],
         background: Sequence[Background] = (),
+        container: type[Core] = Container,
     ) -> None:
         self.settings = settings
         self.endpoints = list(endpoints)
         self.background = list(background)
         self._running: list[Background] = []
-        self.container = Container(settings=settings)
+        self.container: Any = container(settings=settings)
         self.servers: list[grpc.aio.Server] = []
         self.ports: dict[str, int] = {}
         self.reporter: HealthReporter | None = None
@@ -214,9 +223,12 @@ class Process:
 
 
 async def serve(
-    settings: Settings, endpoints: Sequence[Endpoint], background: Sequence[Background] = ()
+    settings: Settings,
+    endpoints: Sequence[Endpoint],
+    background: Sequence[Background] = (),
+    container: type[Core] = Container,
 ) -> None:
-    process = Process(settings, endpoints, background)
+    process = Process(settings, endpoints, background, container)
     await process.start()
     # What start-up made (modules, caches, pools) lives as long as the process: kept out of
     # the collector's full passes, which otherwise scan it all and pause the loop for 10s of ms.
@@ -246,6 +258,7 @@ def main_for(
     argv: Sequence[str] | None = None,
     background: Callable[[Settings], Sequence[Background]] = lambda s: (),
     process: str = "all_in_one",
+    container: type[Core] = Container,
 ) -> int:
     """Console-script entry: load and check the settings ``process`` uses (its components
     in ``PROCESS_PARTS``, no others), configure logs, serve until a signal."""
@@ -272,7 +285,7 @@ def main_for(
             "secure (set TRACKER_JWT_SIGNING_KEY)"
         )
     try:
-        asyncio.run(serve(settings, endpoints(settings), background(settings)))
+        asyncio.run(serve(settings, endpoints(settings), background(settings), container))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         log.error("cannot start", extra={"error": str(exc)})

@@ -16,12 +16,26 @@ import grpc
 from dependency_injector import providers
 from google.protobuf.descriptor import ServiceDescriptor
 
-from servers.container import Container
+from servers.container import Core
 from tracker.v1 import (
     auth_service_pb2,
     auth_service_pb2_grpc,
+    detector_query_service_pb2,
+    detector_query_service_pb2_grpc,
+    detector_service_pb2,
+    detector_service_pb2_grpc,
+    device_query_service_pb2,
+    device_query_service_pb2_grpc,
+    device_service_pb2,
+    device_service_pb2_grpc,
     fetch_query_service_pb2,
     fetch_query_service_pb2_grpc,
+    fleet_query_service_pb2,
+    fleet_query_service_pb2_grpc,
+    job_query_service_pb2,
+    job_query_service_pb2_grpc,
+    job_service_pb2,
+    job_service_pb2_grpc,
     key_query_service_pb2,
     key_query_service_pb2_grpc,
     key_service_pb2,
@@ -58,14 +72,15 @@ class Service:
 
     descriptor: ServiceDescriptor
     add: Callable[[Any, grpc.aio.Server], None]
-    servicer: Callable[[Container], providers.Provider[Any]]
+    servicer: Callable[[Any], providers.Provider[Any]]
+    """The provider of its servicer in a process's container (``servers/container.py``)."""
     needs: tuple[str, ...] = (POSTGRES,)
 
     @property
     def name(self) -> str:
         return self.descriptor.full_name
 
-    async def register(self, server: grpc.aio.Server, container: Container) -> str:
+    async def register(self, server: grpc.aio.Server, container: Core) -> str:
         """Add the container's servicer to ``server``; returns the full service name."""
         self.add(await self.servicer(container).async_(), server)
         return self.name
@@ -144,6 +159,42 @@ PROCESSING_QUERY = Service(
     processing_query_service_pb2_grpc.add_ProcessingQueryServiceServicer_to_server,
     lambda c: c.processing_query_servicer,
 )
+DETECTOR = Service(
+    _descriptor(detector_service_pb2, "DetectorService"),
+    detector_service_pb2_grpc.add_DetectorServiceServicer_to_server,
+    lambda c: c.detector_servicer,
+)
+DETECTOR_QUERY = Service(
+    _descriptor(detector_query_service_pb2, "DetectorQueryService"),
+    detector_query_service_pb2_grpc.add_DetectorQueryServiceServicer_to_server,
+    lambda c: c.detector_query_servicer,
+)
+
+JOB = Service(
+    _descriptor(job_service_pb2, "JobService"),
+    job_service_pb2_grpc.add_JobServiceServicer_to_server,
+    lambda c: c.job_servicer,
+)
+JOB_QUERY = Service(
+    _descriptor(job_query_service_pb2, "JobQueryService"),
+    job_query_service_pb2_grpc.add_JobQueryServiceServicer_to_server,
+    lambda c: c.job_query_servicer,
+)
+FLEET_QUERY = Service(
+    _descriptor(fleet_query_service_pb2, "FleetQueryService"),
+    fleet_query_service_pb2_grpc.add_FleetQueryServiceServicer_to_server,
+    lambda c: c.fleet_query_servicer,
+)
+DEVICE = Service(
+    _descriptor(device_service_pb2, "DeviceService"),
+    device_service_pb2_grpc.add_DeviceServiceServicer_to_server,
+    lambda c: c.device_servicer,
+)
+DEVICE_QUERY = Service(
+    _descriptor(device_query_service_pb2, "DeviceQueryService"),
+    device_query_service_pb2_grpc.add_DeviceQueryServiceServicer_to_server,
+    lambda c: c.device_query_servicer,
+)
 
 SERVICES: tuple[Service, ...] = (
     SETUP,
@@ -159,11 +210,29 @@ SERVICES: tuple[Service, ...] = (
     STATUS_QUERY,
     PROCESSING,
     PROCESSING_QUERY,
+    DETECTOR,
+    DETECTOR_QUERY,
+    JOB,
+    JOB_QUERY,
+    FLEET_QUERY,
+    DEVICE,
+    DEVICE_QUERY,
 )
 """Every service of the API (a test checks it against the .proto files)."""
 
 # Which endpoint carries which service: mutations on the collector, reads on the query server.
-COLLECTOR: tuple[Service, ...] = (SETUP, AUTH, USER, KEY, REPORT, STATUS, PROCESSING)
+COLLECTOR: tuple[Service, ...] = (
+    SETUP,
+    AUTH,
+    USER,
+    KEY,
+    REPORT,
+    STATUS,
+    PROCESSING,
+    DETECTOR,
+    JOB,
+    DEVICE,
+)
 QUERY: tuple[Service, ...] = (
     SETUP_QUERY,
     USER_QUERY,
@@ -171,6 +240,10 @@ QUERY: tuple[Service, ...] = (
     FETCH_QUERY,
     STATUS_QUERY,
     PROCESSING_QUERY,
+    DETECTOR_QUERY,
+    JOB_QUERY,
+    FLEET_QUERY,
+    DEVICE_QUERY,
 )
 
 

@@ -1,4 +1,4 @@
-"""trackerctl: the admin command line (migrations, users, service tokens).
+"""trackerctl: the admin command line (migrations, users, service tokens, bulk jobs).
 
 It talks to PostgreSQL directly, as the operator (an administrator), through the same use
 cases as the servers.
@@ -30,12 +30,15 @@ from adapters.postgres.partitions import PostgresReportPartitions
 from adapters.postgres.pool import open_pool
 from domain.access import Principal, Role
 from domain.errors import DomainError
+from domain.jobs import Job, JobKind
 from domain.limits import MAX_IMPORT
+from domain.pagination import PageRequest
 from servers.config import PROCESS_PARTS, ConfigError, Settings, from_sources, parser
 from servers.container import Container
 from servers.fetcher import fetcher_config, worker_id
 from usecases.access import AccessUseCases, NewUser
 from usecases.fetching import Account
+from usecases.jobs import JobUseCases, RunJobBatch, StartJobRequest
 from usecases.keys import ExportFormat, KeyUseCases
 from usecases.maintenance import MaintainReportPartitions
 
@@ -187,6 +190,111 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return await _with(settings, "key_usecases", act)
+
+
+JOB_KINDS = {
+    "import": JobKind.IMPORT_TRACKERS,
+    "import-keys": JobKind.IMPORT_EXTERNAL_TRACKERS,
+    "allocate": JobKind.ALLOCATE_TAGS,
+    "reevaluate": JobKind.REEVALUATE_RUN,
+}
+
+
+def _job_line(job: Job) -> str:
+    return (
+        f"{job.id} {job.kind.value} {job.status.value}/{job.stage.value} "
+        f"succeeded={job.succeeded_items} failed={job.failed_items} "
+        f"cancelled={job.cancelled_items} pending={job.pending_items} total={job.total_items}"
+    )
+
+
+async def _follow(uc: JobUseCases, job: Job, work: RunJobBatch | None, every_s: float) -> Job:
+    """A progress bar until the job has succeeded or is cancelled. With ``work``, this
+    process applies the batches too (as a worker does); interrupted, the job stays where it
+    is, and ``trackerctl job watch --work`` takes it up again."""
+    system = Principal.system()
+    while True:
+        _progress(job.done_items, max(1, job.total_items))
+        if job.status.final:
+            if job.done_items != job.total_items or not job.total_items:
+                sys.stderr.write("\n")
+            return job
+        if work is None or (await work()).job_id is None:
+            await asyncio.sleep(every_s)
+        job = await uc.queries.get(system, job.id)
+
+
+async def _jobs(settings: Settings, args: argparse.Namespace) -> int:
+    system = Principal.system()
+    container = Container(settings=settings)
+    await container.init_resources()  # type: ignore[misc]
+    try:
+        uc: JobUseCases = await container.job_usecases.async_()
+        work: RunJobBatch | None = None
+        if getattr(args, "work", False):
+            work = await container.run_job_batch.async_()
+        cmd = args.job_command
+        if cmd == "start":
+            kind = JOB_KINDS[args.kind]
+            target = args.client if kind is JobKind.ALLOCATE_TAGS else args.run
+            if not target:
+                raise ValueError(
+                    "--client is required" if args.kind == "allocate" else "--run is required"
+                )
+            data = b""
+            if args.file == "-":
+                data = sys.stdin.buffer.read()
+            elif args.file:
+                data = await asyncio.to_thread(pathlib.Path(args.file).read_bytes)
+            job = await uc.start_job(
+                system,
+                StartJobRequest(
+                    kind=kind,
+                    target_id=uuid.UUID(target),
+                    file=data,
+                    items_per_second=args.items_per_second,
+                    batch_size=args.batch_size,
+                ),
+            )
+            print(job.id)
+            if not args.detach:
+                job = await _follow(uc, job, work, settings.jobs.watch_interval.total_seconds())
+            print(_job_line(job), file=sys.stderr)
+        elif cmd == "list":
+            page = await uc.queries.list(
+                system, uuid.UUID(args.client) if args.client else None, PageRequest(size=1000)
+            )
+            for job in page.items:
+                print(_job_line(job))
+        elif cmd == "failures":
+            after: str | None = None
+            while True:
+                fails = await uc.queries.failures(
+                    system, uuid.UUID(args.job), PageRequest(size=1000, after=after)
+                )
+                for f in fails.items:
+                    retry = "retryable" if f.retryable else "final"
+                    print(f"{f.line},{f.label},{retry},{f.reason}")
+                if fails.next_after is None:
+                    break
+                after = fails.next_after
+        else:
+            job_id = uuid.UUID(args.job)
+            actions = {
+                "get": uc.queries.get,
+                "watch": uc.queries.get,
+                "pause": uc.pause_job,
+                "resume": uc.resume_job,
+                "cancel": uc.cancel_job,
+                "retry": uc.retry_job,
+            }
+            job = await actions[cmd](system, job_id)
+            if cmd in ("watch", "resume", "retry") and not args.detach:
+                job = await _follow(uc, job, work, settings.jobs.watch_interval.total_seconds())
+            print(_job_line(job))
+        return 0
+    finally:
+        await container.shutdown_resources()  # type: ignore[misc]
 
 
 async def _user(settings: Settings, args: argparse.Namespace) -> int:
@@ -363,6 +471,42 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--run", required=True, metavar="PRODUCTION_RUN_ID")
     imp.add_argument("--macs-file", required=True, help="one MAC per line, or the export CSV")
 
+    job = sub.add_parser("job", help="bulk jobs: start, follow (progress bar), control")
+    jsub = job.add_subparsers(dest="job_command", required=True)
+
+    def follows(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--detach", action="store_true", help="return at once instead of following")
+        p.add_argument(
+            "--work",
+            action="store_true",
+            help="apply the batches in this process too (no worker needed); interrupted, "
+            "the job stays where it is and 'job watch --work' takes it up again",
+        )
+
+    start = command("start", "start a bulk job (prints its id) and follow it", jsub)
+    start.add_argument("--kind", choices=sorted(JOB_KINDS), required=True)
+    start.add_argument("--run", metavar="PRODUCTION_RUN_ID", help="import, import-keys, reevaluate")
+    start.add_argument("--client", metavar="CLIENT_ID", help="allocate")
+    start.add_argument("--file", help="the CSV file ('-': standard input); not for reevaluate")
+    start.add_argument("--items-per-second", type=float, default=None)
+    start.add_argument("--batch-size", type=int, default=None)
+    follows(start)
+    for name, help in (
+        ("get", "show a job"),
+        ("watch", "follow a job with a progress bar until it ends"),
+        ("pause", "stop taking batches"),
+        ("resume", "take batches again, and follow"),
+        ("cancel", "drop every batch not applied yet"),
+        ("retry", "re-run the retryable failures of a finished job, and follow"),
+        ("failures", "the failed items: line,label,retryable|final,reason"),
+    ):
+        p = command(name, help, jsub)
+        p.add_argument("job", metavar="JOB_ID")
+        if name in ("watch", "resume", "retry"):
+            follows(p)
+    jlist = command("list", "jobs, newest first", jsub)
+    jlist.add_argument("--client", metavar="CLIENT_ID")
+
     findmy = sub.add_parser("findmy", help="the Find My account and one-off fetches")
     fsub = findmy.add_subparsers(dest="findmy_command", required=True)
     login = command("login", "sign in to Apple interactively and save the session", fsub)
@@ -409,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "findmy": _findmy,
         "geo": _geo,
         "process": _process,
+        "job": _jobs,
     }[args.command]
     try:
         return asyncio.run(run(settings, args))

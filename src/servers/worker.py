@@ -1,6 +1,7 @@
 """Composition root of the worker: processes new reports (nearest city, hourly/daily
-roll-ups, status) in batches, forever. No gRPC API: metrics, and health if a port is set.
-Run as many as you like; they share the work through the processing queue."""
+roll-ups, status) in batches, and applies the batches of bulk jobs, forever. No gRPC API:
+metrics, and health if a port is set. Run as many as you like; they share the work through
+the processing queue and the job batches (both claimed with leases in PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,14 @@ from domain.ports.common import Clock
 from domain.ports.processing import ProcessingQueue
 from servers import endpoints
 from servers.config import Settings
-from servers.container import Container
+from servers.container import WorkerContainer
 from servers.runtime import Background, main_for
 from servers.services import POSTGRES
+from servers.travel_times import TravelTimeLoop
+from usecases.jobs import BatchResult, RunJobBatch
+from usecases.outages import DetectOutages
 from usecases.processing import ProcessNewReports
+from usecases.silence import LearnCadences
 
 log = logging.getLogger("tracker.worker")
 
@@ -64,11 +69,11 @@ class WorkerLoop:
         self._batches_loop: asyncio.AbstractEventLoop | None = None
         self._halt: asyncio.Event | None = None
 
-    def batch_container(self) -> Container:
+    def batch_container(self) -> WorkerContainer:
         """The container the batches run on (made and closed on the batch thread)."""
-        return Container(settings=self._settings)
+        return WorkerContainer(settings=self._settings)
 
-    async def start(self, container: Container) -> None:
+    async def start(self, container: WorkerContainer) -> None:
         started: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=lambda: asyncio.run(self._batches(started)),
@@ -91,7 +96,7 @@ class WorkerLoop:
             self._batches_loop = asyncio.get_running_loop()
             process = await own.process_new_reports.async_()
             tasks = [
-                asyncio.create_task(self._loop(process, own), name=f"worker-{n}")
+                asyncio.create_task(self._loop(process), name=f"worker-{n}")
                 for n in range(max(1, self._settings.worker.concurrency))
             ]
         except BaseException as exc:
@@ -138,7 +143,7 @@ class WorkerLoop:
             reraise=True,
         )
 
-    async def _loop(self, process: ProcessNewReports, container: Container) -> None:
+    async def _loop(self, process: ProcessNewReports) -> None:
         while True:
             started = time.perf_counter()
             batch = await self._retrying()(process)
@@ -181,8 +186,163 @@ class WorkerLoop:
             self._thread = None
 
 
+def _job_failed(state: RetryCallState) -> None:
+    """Count and log one failed bulk-job batch before the pause (its lease runs out and it
+    is taken again; nothing of it was committed)."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    kind = "unavailable" if isinstance(exc, DependencyUnavailable) else "error"
+    m.JOB_ERRORS.labels(kind).inc()
+    log.warning("job batch failed", extra={"error": repr(exc)}, exc_info=kind == "error")
+
+
+class JobLoop:
+    """Background task: take a due bulk-job batch and apply it, repeat; sleep when none is
+    due. A failed batch is left to its lease (another turn, or another worker, takes it)."""
+
+    needs: tuple[str, ...] = (POSTGRES,)
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, container: WorkerContainer) -> None:
+        run = await container.run_job_batch.async_()
+        self._task = asyncio.create_task(self._loop(run), name="job-worker")
+
+    async def _loop(self, run: RunJobBatch) -> None:
+        idle = self._settings.jobs.idle.total_seconds()
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential_jitter(multiplier=idle, max=MAX_BACKOFF_S, jitter=idle),
+            before_sleep=_job_failed,
+            sleep=asyncio.sleep,
+            reraise=True,
+        )
+        while True:
+            result: BatchResult = await retrying(run)
+            if result.job_id is None:
+                await asyncio.sleep(idle)
+                continue
+            outcome = "applied" if result.applied else "given_back"
+            m.JOB_BATCHES.labels(outcome).inc()
+            m.JOB_ITEMS.labels("succeeded").inc(result.succeeded)
+            m.JOB_ITEMS.labels("failed").inc(result.failed)
+            log.info(
+                "job batch",
+                extra={
+                    "job_id": str(result.job_id),
+                    "batch": result.seq,
+                    "outcome": outcome,
+                    "succeeded": result.succeeded,
+                    "failed": result.failed,
+                },
+            )
+            for job_id in result.finished:
+                log.info("job finished", extra={"job_id": str(job_id)})
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+class SilenceLoop:
+    """Background task: learn the cadence and last report of the next chunk of trackers,
+    pause, repeat (wrapping around), so silent trackers are found within a pass."""
+
+    needs: tuple[str, ...] = (POSTGRES,)
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, container: WorkerContainer) -> None:
+        learn = await container.learn_cadences.async_()
+        self._task = asyncio.create_task(self._loop(learn), name="silence")
+
+    async def _loop(self, learn: LearnCadences) -> None:
+        pause = self._settings.silence.interval.total_seconds()
+        while True:
+            try:
+                started = time.perf_counter()
+                if await learn():
+                    m.SILENCE_PASS_SECONDS.set(time.perf_counter() - started)
+                m.SILENCE_TURNS.inc()
+            except DependencyUnavailable:
+                m.SILENCE_ERRORS.labels("unavailable").inc()
+            except Exception:
+                m.SILENCE_ERRORS.labels("error").inc()
+                log.exception("silence: learning cadences failed")
+            await asyncio.sleep(pause)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+class OutageLoop:
+    """Background task: every ``outage_interval_s``, each cohort's silent share against its
+    own baseline; outages opened and ended are logged and exported as metrics (one worker
+    replica should run it: two would double the snapshots, not the events)."""
+
+    needs: tuple[str, ...] = (POSTGRES,)
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, container: WorkerContainer) -> None:
+        detect = await container.detect_outages.async_()
+        self._task = asyncio.create_task(self._loop(detect), name="outages")
+
+    async def _loop(self, detect: DetectOutages) -> None:
+        while True:
+            try:
+                turn = await detect()
+            except DependencyUnavailable:
+                m.OUTAGE_ERRORS.labels("unavailable").inc()
+            except Exception:
+                m.OUTAGE_ERRORS.labels("error").inc()
+                log.exception("outages: detection failed")
+            else:
+                for o in turn.opened:
+                    m.OUTAGE_EVENTS.labels(o.cohort.dimension.value).inc()
+                    log.warning(
+                        "outage",
+                        extra={
+                            "client_id": str(o.cohort.client_id),
+                            "dimension": o.cohort.dimension.value,
+                            "cohort": o.cohort.key,
+                            "silent": o.silent,
+                            "trackers": o.trackers,
+                            "share": round(o.share, 3),
+                            "baseline": round(o.baseline, 3),
+                        },
+                    )
+                m.OUTAGE_OPEN.clear()
+                for o in turn.open:
+                    labels = (str(o.cohort.client_id), o.cohort.dimension.value, o.cohort.key)
+                    m.OUTAGE_OPEN.labels(*labels).set(o.silent)
+            await asyncio.sleep(self._settings.outages.interval.total_seconds())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
 def background(settings: Settings) -> list[Background]:
-    return [WorkerLoop(settings)]
+    return [
+        WorkerLoop(settings),
+        TravelTimeLoop(settings),
+        JobLoop(settings),
+        SilenceLoop(settings),
+        OutageLoop(settings),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv,
         background,
         process="worker",
+        container=WorkerContainer,
     )
 
 

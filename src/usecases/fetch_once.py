@@ -85,7 +85,11 @@ class FetchRunReports:
         now, policy = self._clock.now(), self._config.policy
         async with self._uow() as uow:
             found = await uow.fetch_states.keys_for(
-                with_key, now, now - policy.max_report_age - policy.overlap, policy.end_grace
+                with_key,
+                now,
+                now - policy.max_report_age - policy.overlap,
+                policy.end_grace,
+                policy.overlap,
             )
         keys = []
         for t in found:
@@ -157,7 +161,7 @@ class FetchRunReports:
                         break
                     waits += 1
                     continue
-                reports += len(outcome.reports)
+                reports += len(outcome.reports) + outcome.held  # held: fetched, not decrypted
                 malformed += outcome.malformed
                 async with self._uow() as uow:
                     stored += await uow.reports.add_many(outcome.reports)

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -259,46 +259,39 @@ class FetchWorker:
         self._clock, self._config = clock, config
         self._metrics = metrics or NullFetchMetrics()
         self._sleep = sleep
-        self._stopping = asyncio.Event()
-        self._sync_wanted = asyncio.Event()
-        self._sync_reason = "start"
+        self.sync_reason = "start"
+        self._sync_listeners: list[Callable[[], None]] = []
         self._account_failures: dict[str, int] = {}
         self._last_failure: dict[str, tuple[SourceError, datetime | None]] = {}
         self.turns = 0
         self.last_capacity: Capacity | None = None
 
-    # -- life cycle ----------------------------------------------------------------------
-    async def run(self) -> None:
-        """Until ``stop``: rebuild the queue, then fetch with every account."""
-        self.want_sync("start")
-        # Registered before holding any account: a holder must be known alive to keep it.
-        await self._retry("redis", self._beat)
-        tasks = [
-            asyncio.create_task(self._heartbeat_loop(), name="fetch-heartbeat"),
-            asyncio.create_task(self._sync_loop(), name="fetch-sync"),
-            *(
-                asyncio.create_task(self._account_loop(a), name=f"fetch-{a.name}")
-                for a in self._accounts
-            ),
-        ]
-        try:
-            await self._stopping.wait()
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            try:
-                back = await self._queue.leave(self._config.worker_id, self._clock.now())
-                log.info("fetcher left the queue", extra={"returned_claims": back})
-            except DomainError as exc:
-                log.warning("could not return claims on stop", extra={"error": str(exc)})
+    # -- what the runtime (servers/fetcher_runtime.py) drives --------------------------------
+    @property
+    def accounts(self) -> Sequence[Account]:
+        return self._accounts
 
-    def stop(self) -> None:
-        self._stopping.set()
+    @property
+    def config(self) -> FetcherConfig:
+        return self._config
 
     def want_sync(self, reason: str) -> None:
-        self._sync_reason = reason
-        self._sync_wanted.set()
+        """Ask for a rebuild of the queue (the runtime's sync loop runs it)."""
+        self.sync_reason = reason
+        for listener in self._sync_listeners:
+            listener()
+
+    def on_sync_wanted(self, listener: Callable[[], None]) -> None:
+        self._sync_listeners.append(listener)
+
+    async def register(self) -> None:
+        """The first heartbeat, a Redis outage waited out: a holder of an account must be
+        known alive to keep it."""
+        await self._retry("redis", self.heartbeat)
+
+    async def leave(self) -> int:
+        """Hand this worker's claims back to the queue (on stop); how many."""
+        return await self._queue.leave(self._config.worker_id, self._clock.now())
 
     # -- one turn (public for tests and benchmarks) --------------------------------------
     async def turn(self, account: Account) -> Turn:
@@ -362,13 +355,10 @@ class FetchWorker:
         done_at = self._clock.now()
         due = {i: claims[i].due for i in found}
         saved = {i: state for i, (_, state, _) in found.items()}
-        new: set[uuid.UUID] = set()
-        if failure is None and outcome.reports:
-            new = await self._retry("postgres", lambda: self._new(outcome))
         stored, states = await self._retry(
-            "postgres", lambda: self._store(outcome, saved, due, failure, new, done_at)
+            "postgres", lambda: self._store(outcome, saved, due, failure, done_at)
         )
-        self._metrics.reports(len(outcome.reports), stored, outcome.malformed)
+        self._metrics.reports(len(outcome.reports) + outcome.held, stored, outcome.malformed)
         requeue = [(i, s.next_due or done_at) for i, s in states]
         await self._retry("redis", lambda: self._queue.complete(cfg.worker_id, requeue))
         for _, state in states:
@@ -425,6 +415,12 @@ class FetchWorker:
             )
         return result
 
+    async def synced_lately(self) -> bool:
+        """Whether any fetcher rebuilt the queue within (most of) the check period: the
+        periodic check is one for the fleet, not one per process."""
+        last = await self._queue.last_synced()
+        return last is not None and self._clock.now() - last < self._config.queue_check * 0.9
+
     async def _publish_capacity(self, trackers: int, now: datetime) -> None:
         cfg = self._config
         cap = capacity(
@@ -478,22 +474,20 @@ class FetchWorker:
         policy = self._config.policy
         async with self._uow() as uow:
             found = await uow.fetch_states.keys_for(
-                ids, now, now - policy.max_report_age - policy.overlap, policy.end_grace
+                ids,
+                now,
+                now - policy.max_report_age - policy.overlap,
+                policy.end_grace,
+                policy.overlap,
             )
         out = {}
         for t in found:
-            w = policy.window(t.last_report, now, t.run_start, t.run_end)
-            key = replace(t.key, since=w.since, until=w.until)
-            out[t.key.tracker_id] = (key, t.state or FetchState(), (t.run_start, t.run_end))
+            w, k = policy.window(t.last_report, now, t.run_start, t.run_end), t.key
+            key = TrackerKey(
+                k.tracker_id, k.advertisement_key, k.sealed_private_key, w.since, w.until, k.held
+            )
+            out[k.tracker_id] = (key, t.state or FetchState(), (t.run_start, t.run_end))
         return out
-
-    async def _new(self, outcome: FetchOutcome) -> set[uuid.UUID]:
-        """Which trackers the answer brought news of. A transaction of its own, before the
-        one that stores: holding a read lock on ``reports`` while ``add_many`` creates a
-        partition (which locks ``reports`` exclusively) deadlocks concurrent fetchers. A race
-        with another fetcher storing the same report meanwhile costs at most one x1 turn."""
-        async with self._uow() as uow:
-            return await uow.fetch_states.with_new_reports(outcome.reports)
 
     async def _store(
         self,
@@ -501,25 +495,26 @@ class FetchWorker:
         saved: Mapping[uuid.UUID, FetchState],
         due: Mapping[uuid.UUID, datetime],
         failure: SourceError | None,
-        new: Collection[uuid.UUID],
         done_at: datetime,
     ) -> tuple[int, list[tuple[uuid.UUID, FetchState]]]:
-        """Store the reports and the trackers' states in one transaction; ``new``: the
-        trackers with a report we did not hold (a report we held is no news)."""
+        """Store the reports and the trackers' states in one transaction. A tracker is
+        reported when one of its reports was not held (a report we held is no news): the
+        insert itself tells, so a race with another fetcher storing the same report counts
+        it once."""
         policy, keys = self._config.policy, saved
         async with self._uow() as uow:
+            new = await uow.reports.add_new(outcome.reports)
             if failure is not None:
                 result = FetchResult(failure.kind)
                 states = [(i, saved[i].after_failed_request(result, done_at, due[i])) for i in keys]
             else:
-                results = turn_results(keys, new)
+                results = turn_results(keys, set(new))
                 states = [
                     (i, saved[i].after(r, done_at, policy, due=due[i])) for i, r in results.items()
                 ]
-            stored = await uow.reports.add_many(outcome.reports)
             await uow.fetch_states.save_many(states)
             await uow.commit()
-        return stored, states
+        return len(new), states
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """``call`` until it works: a dependency outage is waited out (1 s, 2 s, ... up to
@@ -530,12 +525,12 @@ class FetchWorker:
             try:
                 return await call()
             except DependencyUnavailable as exc:
-                wait = await self._wait_out(exc, wait, what)
+                wait = await self.wait_out(exc, wait, what)
 
-    def _longer(self, wait: float) -> float:
+    def longer(self, wait: float) -> float:
         return min(wait * 2, self._config.max_retry_wait.total_seconds())
 
-    async def _wait_out(self, exc: DependencyUnavailable, wait: float, during: str) -> float:
+    async def wait_out(self, exc: DependencyUnavailable, wait: float, during: str) -> float:
         """Count, log and sit out a dependency outage for ``wait`` seconds; returns the next,
         longer pause. Once Redis is back, the queue is checked against PostgreSQL."""
         self._metrics.error(f"{exc.dependency}_unavailable")
@@ -546,103 +541,12 @@ class FetchWorker:
         if exc.dependency == "redis":
             self.want_sync("redis reconnected")
         await self._sleep(wait)
-        return self._longer(wait)
+        return self.longer(wait)
 
-    async def _beat(self) -> None:
+    async def heartbeat(self) -> None:
+        """Tell the queue this worker is alive (its claims stay its own)."""
         cfg = self._config
         await self._queue.heartbeat(cfg.worker_id, self._clock.now() + cfg.worker_ttl)
-
-    async def _account_loop(self, account: Account) -> None:
-        cfg = self._config
-        wait = 1.0
-        while not self._stopping.is_set():
-            try:
-                pause = await self._gate.acquire(
-                    account.name,
-                    cfg.worker_id,
-                    self._clock.now(),
-                    cfg.gate_hold,
-                    cfg.account_policy.pace,
-                )
-                if pause > 0:
-                    await self._sleep(min(pause, cfg.idle_poll.total_seconds()))
-                    continue
-                turn = None
-                held = HeldAccount(
-                    self._gate, account.name, cfg.worker_id, cfg.gate_hold, self._clock.now()
-                )
-                async with held:
-                    try:
-                        turn = await self.turn(account)
-                    finally:
-                        # A turn that sent no request leaves the account free at once; one
-                        # cut short (a defect, or stopping) may have left a request that the
-                        # source is still answering.
-                        if turn is None:
-                            held.free_at = max(
-                                self.next_allowed(account), self._clock.now() + cfg.source_busy
-                            )
-                        elif turn.requested:
-                            held.free_at = self.next_allowed(account)
-                        else:
-                            held.free_at = self._clock.now()
-                wait = 1.0
-                if not turn.served:
-                    idle = cfg.idle_poll.total_seconds()
-                    if turn.next_due is not None:
-                        ahead = (turn.next_due - self._clock.now()).total_seconds()
-                        idle = min(idle, max(ahead, 0.01))
-                    await self._sleep(idle)
-            except DependencyUnavailable as exc:
-                wait = await self._wait_out(exc, wait, account.name)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self._metrics.error("internal")
-                log.exception("fetch turn failed", extra={"account": account.name})
-                await self._sleep(wait)
-                wait = self._longer(wait)
-
-    async def _heartbeat_loop(self) -> None:
-        cfg = self._config
-        while True:
-            try:
-                await self._beat()
-                self._metrics.queue(await self._queue.stats(self._clock.now()))
-            except DependencyUnavailable:
-                self.want_sync("redis reconnected")
-            except Exception:
-                log.exception("heartbeat failed")
-            await self._sleep(cfg.heartbeat.total_seconds())
-
-    async def _sync_loop(self) -> None:
-        """Rebuilds on request, on a timer, and as soon as Redis answers again after an
-        outage (it is probed every ``redis_probe``, not after a growing pause)."""
-        cfg = self._config
-        wait = 1.0
-        while True:
-            try:
-                await asyncio.wait_for(
-                    self._sync_wanted.wait(), timeout=cfg.queue_check.total_seconds()
-                )
-                reason = self._sync_reason
-            except TimeoutError:
-                reason = "periodic"
-            self._sync_wanted.clear()
-            try:
-                await self.sync(reason)
-                wait = 1.0
-            except DependencyUnavailable as exc:
-                log.warning("queue sync postponed", extra={"dependency": exc.dependency})
-                self.want_sync(reason)
-                if exc.dependency == "redis":
-                    await self._sleep(cfg.redis_probe.total_seconds())
-                else:
-                    await self._sleep(wait)
-                    wait = self._longer(wait)
-            except Exception:
-                log.exception("queue sync failed")
-                await self._sleep(wait)
 
 
 class FetchStateQueries:

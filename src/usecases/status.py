@@ -4,10 +4,12 @@ changing a run's status rule: ``StatusRuleUpdates``, the one use case here that 
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from domain.access import Principal, require_manage, require_read
 from domain.errors import InvalidArgument, NotFound
@@ -116,10 +118,29 @@ class StatusRuleUpdates:
     ) -> StatusRule:
         """Applies to reports processed from now on; with ``reevaluate`` the worker also
         rebuilds the run's trackers' status histories under it (and the current geofences)."""
-        async with self._uow() as uow:
-            run = await uow.production_runs.get(run_id)
-        require_manage(caller, run.client_id, run.KIND, run_id)
+        await self._managed_run(caller, run_id)
         await self._repo.set_status_rule(run_id, rule)
         if reevaluate:
             await self._repo.reevaluate_run(run_id)
         return rule
+
+    async def update_status_rule(
+        self,
+        caller: Principal,
+        run_id: uuid.UUID,
+        changes: Mapping[str, Any],
+        reevaluate: bool = False,
+    ) -> StatusRule:
+        """Changes only the named fields of the run's rule in force (an update mask); the
+        result must be a valid rule as a whole."""
+        await self._managed_run(caller, run_id)
+        rule = dataclasses.replace(await self._repo.status_rule(run_id), **changes)
+        await self._repo.set_status_rule(run_id, rule)
+        if reevaluate:
+            await self._repo.reevaluate_run(run_id)
+        return rule
+
+    async def _managed_run(self, caller: Principal, run_id: uuid.UUID) -> None:
+        async with self._uow() as uow:
+            run = await uow.production_runs.get(run_id)
+        require_manage(caller, run.client_id, run.KIND, run_id)

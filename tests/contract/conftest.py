@@ -45,13 +45,7 @@ POSTGRES_DIFFERS = {
     " aborts the transaction there, the fake does not",
     "membership-kind": "the adapter names the missing parent kind 'client', the fake"
     " 'parent of user'",
-    "raw-unique-token": "a duplicate token hash leaks asyncpg's UniqueViolationError, not"
-    " AlreadyExists",
-    "raw-fk-batch": "keys of a missing batch leak asyncpg's ForeignKeyViolationError, not NotFound",
-    "raw-unique-batch": "a duplicate batch header leaks asyncpg's UniqueViolationError, not"
-    " AlreadyExists",
     "clash-value": "AlreadyExists.value is PostgreSQL's detail text, not the clashing MAC",
-    "raw-fk-client": "allocating keys to a missing client leaks asyncpg's ForeignKeyViolationError",
     "fake-count": "reads stored reports back with the fake's count() (the port has no read);"
     " to rewrite over the adapter",
 }

@@ -111,7 +111,6 @@ async def test_deleting_a_client_removes_it_from_every_membership(uows: Uows) ->
         assert dict((await uow.users.get(user.id)).memberships) == {b.id: Role.CLIENT_ADMIN}
 
 
-@pytest.mark.postgres_differs("raw-unique-token")
 async def test_refresh_tokens_revoke_one_or_all_of_a_user(uows: Uows) -> None:
     factory = uows
     user, other = a_user("a@example.com"), a_user("b@example.com")

@@ -146,6 +146,13 @@ async def test_the_queue_knows_when_it_was_never_rebuilt(queue) -> None:
     assert not (await queue.claim("w1", 1, NOW, LEASE)).lost
 
 
+async def test_a_rebuild_under_way_is_no_lost_queue(queue) -> None:
+    assert await queue.try_lock_sync("w1", LEASE)
+    assert not (await queue.claim("w2", 1, NOW, LEASE)).lost
+    await queue.unlock_sync("w1")
+    assert (await queue.claim("w2", 1, NOW, LEASE)).lost
+
+
 async def test_one_rebuild_at_a_time(queue) -> None:
     assert await queue.try_lock_sync("w1", LEASE)
     assert not await queue.try_lock_sync("w2", LEASE)

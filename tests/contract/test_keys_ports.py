@@ -58,7 +58,6 @@ async def test_missing_key_batch_is_not_found_naming_kind_and_id(uows: Uows) -> 
         assert await uow.tag_keys.batch_keys(missing, -1, 10) == []
 
 
-@pytest.mark.postgres_differs("raw-fk-batch")
 async def test_keys_of_a_missing_batch_are_a_missing_parent(uows: Uows) -> None:
     factory = uows
     async with factory() as uow:
@@ -67,7 +66,6 @@ async def test_keys_of_a_missing_batch_are_a_missing_parent(uows: Uows) -> None:
         assert exc.value.kind == "parent of tag key"
 
 
-@pytest.mark.postgres_differs("raw-unique-batch")
 async def test_batch_header_ids_are_unique(uows: Uows) -> None:
     factory = uows
     batch = a_batch()
@@ -144,7 +142,6 @@ async def test_by_macs_returns_only_the_keys_found(uows: Uows) -> None:
         assert await uow.tag_keys.by_macs([]) == {}
 
 
-@pytest.mark.postgres_differs("raw-fk-client")
 async def test_allocation_sets_and_clears_the_client_and_ignores_unknown_ids(uows: Uows) -> None:
     factory = uows
     batch = a_batch(2)

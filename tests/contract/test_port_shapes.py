@@ -25,6 +25,7 @@ from domain.ports.access import (
 )
 from domain.ports.common import Clock
 from domain.ports.fetching import AccountGate, FetchingUnitOfWork, FetchQueue, FetchStateRepository
+from domain.ports.idempotency import IdempotencyStore
 from domain.ports.keys import KeyPairFactory, KeysUnitOfWork, SecretSealer, TagKeyRepository
 from domain.ports.reports import ReportRepository, ReportsUnitOfWork
 from domain.ports.setup import (
@@ -45,6 +46,7 @@ from tests.unit.fakes.access import (
 from tests.unit.fakes.base import FakeClock, FakeRepository
 from tests.unit.fakes.common import FakeUnitOfWork
 from tests.unit.fakes.fetching import FakeAccountGate, FakeFetchQueue, FakeFetchStateRepository
+from tests.unit.fakes.idempotency import FakeIdempotencyStore
 from tests.unit.fakes.keys import FakeKeyPairFactory, FakeSealer, FakeTagKeyRepository
 from tests.unit.fakes.reports import FakeReportRepository
 from tests.unit.fakes.setup import (
@@ -82,6 +84,7 @@ from tests.unit.fakes.setup import (
         (FetchStateRepository, FakeFetchStateRepository),
         (FetchQueue, FakeFetchQueue),
         (AccountGate, FakeAccountGate),
+        (IdempotencyStore, FakeIdempotencyStore),
     ],
 )
 def test_fake_has_every_method_of_its_port_with_the_same_parameters(port: type, fake: type) -> None:

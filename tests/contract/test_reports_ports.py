@@ -40,6 +40,19 @@ async def test_reports_are_stored_once_and_add_many_counts_the_new_ones(uows: Uo
         assert await repo.count(uuid.uuid4()) == 0
 
 
+async def test_add_new_names_the_tracker_of_each_report_not_stored_before(uows: Uows) -> None:
+    """What the fetcher calls news: the insert itself tells, no read of what is held."""
+    tracker, other = uuid.uuid4(), uuid.uuid4()
+    first = [a_report(tracker, n) for n in range(2)]
+    async with uows() as uow:
+        assert await uow.reports.add_new([]) == []
+        new = await uow.reports.add_new([*first, a_report(other, 0)])
+        assert sorted(new, key=str) == sorted([tracker, tracker, other], key=str)
+        again = [first[0], a_report(tracker, 2), a_report(tracker, 2), a_report(other, 0)]
+        assert await uow.reports.add_new(again) == [tracker]
+        assert await uow.reports.add_new(again) == []
+
+
 @pytest.mark.postgres_differs("fake-count")
 async def test_a_report_is_the_same_by_tracker_time_and_position_and_the_first_wins(
     uows: Uows,

@@ -254,7 +254,13 @@ def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> No
     assert changes[0]["horizontal_accuracy_m"] == 12
     [points] = [d["points"] for d in docs if "points" in d]
     assert [(p["granularity"], p["report_count"]) for p in points] == [("GRANULARITY_HOURLY", 1)]
-    docs = [d for d in docs if not {"status", "changes", "points", "stored_count"} & d.keys()]
+    # Bulk jobs (issue 17): the re-evaluation job was streamed until it succeeded.
+    jobs = [d["job"] for d in docs if "job" in d]
+    assert jobs[-1]["status"] == "JOB_STATUS_SUCCEEDED", jobs
+    assert jobs[-1]["succeeded_count"] == 3
+    docs = [
+        d for d in docs if not {"status", "changes", "points", "stored_count", "job"} & d.keys()
+    ]
     locations, trackers, queue = docs[-3]["locations"], docs[-2], docs[-1]
     # The queue's counts (what is in it depends on what else ran against this Redis).
     assert set(queue) <= {
@@ -276,6 +282,44 @@ def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> No
         "C6:3B:43:94:B0:A6",
         "D6:03:44:2B:E3:64",
     }
+
+
+def test_readme_devices_walkthrough_runs_with_grpcurl(server: Server) -> None:
+    """The README's devices and firmware block, as written (ports changed)."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- walkthrough-devices -->")[1].split("<!-- /walkthrough-devices -->")[0]
+    match = re.search(r"```bash\n(.*?)```", block, re.S)
+    assert match, "README devices walkthrough block missing"
+    script = match.group(1)
+    for default, port in (("9000", server.collector), ("8000", server.query)):
+        script = script.replace(f"localhost:{default}", f"localhost:{port}")
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        env=server.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    docs = json_documents("\n" + done.stdout)
+    [derived] = [d for d in docs if "added_count" in d]
+    assert derived["added_count"] == 4
+    [marked] = [d for d in docs if "changed_count" in d]
+    assert marked["changed_count"] == 4
+    [plan] = [d["steps"] for d in docs if "steps" in d]
+    assert [(s["component"], s["to_version"]) for s in plan] == [
+        ("mcu", "1.4.0"),
+        ("ble", "2.0.0"),
+        ("mcu", "2.0.0"),
+    ]
+    [checkin] = [d for d in docs if "next_step" in d]
+    assert checkin["next_step"]["to_version"] == "1.4.0"
+    assert checkin["profile"]["secrets"] == [{"key": "wifi_password", "value": "hunter2"}]
+    [rollout] = [d["rollout"] for d in docs if "rollout" in d and "next_step" not in d]
+    assert rollout["state"] == "ROLLOUT_STATE_RUNNING"
+    assert rollout["in_progress_count"] == 1
+    server.secrets.append("hunter2")
 
 
 def test_help_lists_every_option_with_its_environment_name() -> None:
@@ -468,6 +512,23 @@ def test_the_demo_shows_reports_arriving_within_a_minute(tmp_path: pathlib.Path)
             ).stdout.split()
             time.sleep(0.25)
         assert set(statuses) & {"IN_STORAGE", "IN_TRANSIT", "DELIVERED"}, log.read_text()[-2000:]
+        # Devices (issue 18): the demo gateways check in and their rollout hands out steps.
+        progress = ""
+        while time.monotonic() < deadline + 30 and not progress:
+            progress = subprocess.run(
+                [
+                    "psql",
+                    url_for(db),
+                    "-Atc",
+                    "SELECT count(*) FROM rollout_devices WHERE state <> 'PENDING'"
+                    " HAVING count(*) > 0",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            time.sleep(0.5)
+        assert progress, log.read_text()[-2000:]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)

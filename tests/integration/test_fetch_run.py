@@ -27,7 +27,6 @@ from tests.integration.conftest import Stack
 from tests.integration.test_keys import export, run_of_new_client, stubs
 from tracker.v1 import key_query_service_pb2 as kq
 from tracker.v1 import key_service_pb2 as k
-from usecases.fetch_once import FetchRunReports
 from usecases.fetching import Account
 
 pytestmark = pytest.mark.integration
@@ -75,13 +74,8 @@ async def test_a_run_is_fetched_in_batches_and_stored_once(stack: Stack, tmp_pat
             budget_per_hour=0,
             name="test-fetch-run",
         )
-        fetch = FetchRunReports(
-            await stack.container.uow_factory.async_(),
-            await stack.container.fetch_queue.async_(),
-            await stack.container.account_gate.async_(),
-            [Account("sim", source)],
-            stack.container.clock(),
-            config,
+        fetch = await stack.container.fetch_run_reports.async_(
+            accounts=[Account("sim", source)], config=config
         )
         first = await fetch(Principal.system(), uuid.UUID(run.id))
         assert (first.trackers, first.requests, first.reports, first.stored) == (70, 2, 210, 210)

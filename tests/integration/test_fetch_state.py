@@ -27,7 +27,7 @@ from tracker.v1 import fetch_query_service_pb2 as fq
 from tracker.v1 import fetch_query_service_pb2_grpc as fq_grpc
 from tracker.v1 import setup_query_service_pb2 as q
 from usecases.access import NewUser
-from usecases.fetching import Account, FetcherConfig, FetchWorker
+from usecases.fetching import Account, FetcherConfig
 
 pytestmark = pytest.mark.integration
 
@@ -102,6 +102,18 @@ async def test_keys_come_with_the_latest_report_and_states_are_saved(
         assert await u.fetch_states.with_new_reports([held]) == set()
         assert await u.fetch_states.with_new_reports([held, fresh]) == {b}
         assert await u.fetch_states.with_new_reports([]) == set()
+        # The times held from the latest minus the overlap on: what the overlap asks again.
+        overlapping = await u.fetch_states.keys_for(
+            [a, b], now, now - timedelta(days=7), overlap=timedelta(hours=2, minutes=30)
+        )
+        held_times = {t.key.tracker_id: t.key.held for t in overlapping}
+        assert held_times[b] == ()
+        assert sorted(held_times[a]) == [now - timedelta(hours=3), now - timedelta(hours=1)]
+        assert {len(t.key.held) for t in targets} == {0, 1}  # no overlap: the latest only
+    async with uow() as u:
+        # The insert tells which trackers got news: the tracker of each new report.
+        assert await u.reports.add_new([held, fresh, fresh]) == [b]
+        assert await u.reports.add_new([held, fresh]) == []
     assert set(found) == {a, b}
     last_a, state_a = found[a]
     assert last_a is not None
@@ -135,13 +147,11 @@ async def test_an_admin_sees_a_trackers_fetch_state_and_the_queue(
     )
     queue = await stack.container.fetch_queue.async_()
     account = Account("sim", source)
-    worker = FetchWorker(
-        await stack.container.uow_factory.async_(),
-        queue,
-        await stack.container.account_gate.async_(),
-        [account],
-        stack.container.clock(),
-        FetcherConfig(worker_id="test", policy=FetchPolicy(interval=timedelta(milliseconds=50))),
+    worker = await stack.container.fetch_worker.async_(
+        accounts=[account],
+        config=FetcherConfig(
+            worker_id="test", policy=FetchPolicy(interval=timedelta(milliseconds=50))
+        ),
     )
     fetch = fq_grpc.FetchQueryServiceStub(stack.query_channel)
     try:

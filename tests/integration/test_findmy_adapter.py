@@ -242,6 +242,32 @@ async def test_the_simulator_filters_by_location_time_and_answers_the_newest_aga
     assert len((await harness.source.fetch([ended], NOW - timedelta(days=1), NOW)).reports) == 2
 
 
+async def test_reports_we_hold_are_not_decrypted_again_but_counted(harness: Harness) -> None:
+    """The overlap asks again for what we hold: those payloads are left out before
+    decryption (their time is in the clear); a new one dated in between is decrypted."""
+    key, pair = harness.tracker()
+    harness.sim.add_reports(pair.adv_key_bytes, [at(60), at(45), at(30)])
+    held = (NOW - timedelta(minutes=60), NOW - timedelta(minutes=30))
+    outcome = await harness.fetch([dataclasses.replace(key, held=held)])
+    assert [r.report_time for r in outcome.reports] == [NOW - timedelta(minutes=45)]
+    assert (outcome.held, outcome.malformed) == (2, 0)
+    everything = await harness.fetch([key])
+    assert (len(everything.reports), everything.held) == (3, 0)
+
+
+async def test_a_second_report_in_a_held_second_is_decrypted(harness: Harness) -> None:
+    """Two finders may report a tag in the same second: more payloads at a held time than
+    reports held there are all decrypted (storage keeps the new one)."""
+    key, pair = harness.tracker()
+    harness.sim.add_reports(pair.adv_key_bytes, [at(30, 52.1), at(30, 52.2)])
+    held = (NOW - timedelta(minutes=30),)
+    outcome = await harness.fetch([dataclasses.replace(key, held=held)])
+    assert sorted(r.position.latitude for r in outcome.reports) == [52.1, 52.2]
+    assert outcome.held == 0
+    both = await harness.fetch([dataclasses.replace(key, held=held * 2)])
+    assert (both.reports, both.held) == ([], 2)
+
+
 async def test_the_simulator_caps_reports_per_entry_keeping_the_newest(harness: Harness) -> None:
     key, pair = harness.tracker()
     harness.sim.per_entry = 5

@@ -53,6 +53,7 @@ from tests.integration.test_isolation_matrix import (
     make_world,
     request_for,
 )
+from tracker.v1 import job_query_service_pb2, job_query_service_pb2_grpc
 from tracker.v1 import setup_query_service_pb2 as q
 from usecases.access import AccessUseCases, NewUser
 
@@ -73,7 +74,14 @@ OTHER_SERVICES = [
     health_pb2.DESCRIPTOR.services_by_name["Health"],
     reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
 ]
-ENDLESS = {"grpc.health.v1.Health/Watch"}  # streams until cancelled: read one answer
+# Streams until cancelled (or, WatchJob, until a job that may be paused finishes): read one
+# answer.
+ENDLESS = {
+    "grpc.health.v1.Health/Watch",
+    "tracker.v1.DetectorQueryService/StreamDetectorEvents",
+    "tracker.v1.DetectorQueryService/StreamTravelTimes",
+    "tracker.v1.JobQueryService/WatchJob",
+}
 FAILING = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
@@ -517,9 +525,9 @@ async def real_page_tokens(admin: Stack) -> list[str]:
 
 
 async def read_to_the_end(
-    admin: Stack, method: descriptor.MethodDescriptor
+    admin: Stack, method: descriptor.MethodDescriptor, **parent: str
 ) -> tuple[grpc.StatusCode, str]:
-    """Pages through a listing without filters, as the ADMIN."""
+    """Pages through a listing without filters (but its ``parent``), as the ADMIN."""
     request_class = message_factory.GetMessageClass(method.input_type)
     response_class = message_factory.GetMessageClass(method.output_type)
     channel = admin.query_channel if "Query" in method.containing_service.name else None
@@ -532,7 +540,9 @@ async def read_to_the_end(
     token = ""
     for _ in range(10_000):
         try:
-            answer = await rpc(request_class(page_size=1000, page_token=token), timeout=DEADLINE_S)
+            answer = await rpc(
+                request_class(page_size=1000, page_token=token, **parent), timeout=DEADLINE_S
+            )
         except grpc.aio.AioRpcError as err:
             return err.code(), err.details() or ""
         token = answer.next_page_token
@@ -545,11 +555,32 @@ async def unreadable_listings(admin: Stack) -> list[str]:
     """Every listing the ADMIN cannot page through to its end (stored data poisoning reads)."""
     out = []
     for method in ordered(SERVICES):
-        if method.name.startswith("List"):
-            code, details = await read_to_the_end(admin, method)
-            if code != grpc.StatusCode.OK:
-                out.append(f"{method.full_name}: {code.name} {details[:200]}")
+        if not method.name.startswith("List"):
+            continue
+        if "job_id" in method.input_type.fields_by_name:  # a listing per job: every job's
+            for job_id in await every_job(admin):
+                code, details = await read_to_the_end(admin, method, job_id=job_id)
+                if code != grpc.StatusCode.OK:
+                    out.append(f"{method.full_name} {job_id}: {code.name} {details[:200]}")
+            continue
+        code, details = await read_to_the_end(admin, method)
+        if code != grpc.StatusCode.OK:
+            out.append(f"{method.full_name}: {code.name} {details[:200]}")
     return out
+
+
+async def every_job(admin: Stack) -> list[str]:
+    assert admin.query_channel is not None
+    stub = job_query_service_pb2_grpc.JobQueryServiceStub(admin.query_channel)
+    ids, token = [], ""
+    while True:
+        page = await stub.ListJobs(
+            job_query_service_pb2.ListJobsRequest(page_size=1000, page_token=token)
+        )
+        ids += [j.id for j in page.jobs]
+        token = page.next_page_token
+        if not token:
+            return ids
 
 
 def cases_for(

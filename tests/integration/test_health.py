@@ -15,7 +15,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from servers import endpoints
 from servers.config import Settings
-from servers.container import Container
+from servers.container import (
+    CollectorContainer,
+    Core,
+    FetcherContainer,
+    QueryContainer,
+    WorkerContainer,
+)
 from servers.runtime import Endpoint, Process
 from servers.services import COLLECTOR, POSTGRES, QUERY, REDIS, SERVICES
 from tests.conftest import REDIS_URL
@@ -140,7 +146,7 @@ class Quiet:
     def __init__(self, *needs: str) -> None:
         self.needs = needs
 
-    async def start(self, container: Container) -> None:
+    async def start(self, container: Core) -> None:
         pass
 
     async def stop(self) -> None:
@@ -192,7 +198,15 @@ async def test_each_process_reports_what_it_serves(
     settings, rd = proxies
     api = {"collector": [endpoints.collector(settings)], "query": [endpoints.query(settings)]}
     parts = {"worker": [Quiet(POSTGRES)], "fetcher": [Quiet(POSTGRES, REDIS)]}
-    process = Process(settings, [*api.get(root, []), Endpoint("health", 0)], parts.get(root, []))
+    roots: dict[str, type[Core]] = {
+        "collector": CollectorContainer,
+        "query": QueryContainer,
+        "worker": WorkerContainer,
+        "fetcher": FetcherContainer,
+    }
+    process = Process(
+        settings, [*api.get(root, []), Endpoint("health", 0)], parts.get(root, []), roots[root]
+    )
     await process.start()
     try:
         await wait_health(process, SERVING)

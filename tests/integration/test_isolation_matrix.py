@@ -20,7 +20,21 @@ from domain.access import Principal, Role
 from tests.integration.conftest import Stack
 from tracker.v1 import (
     auth_service_pb2,
+    detector_pb2,
+    detector_query_service_pb2,
+    detector_query_service_pb2_grpc,
+    detector_service_pb2,
+    detector_service_pb2_grpc,
+    device_query_service_pb2,
+    device_service_pb2,
+    device_service_pb2_grpc,
     fetch_query_service_pb2,
+    fleet_query_service_pb2,
+    job_query_service_pb2,
+    job_query_service_pb2_grpc,
+    job_service_pb2,
+    job_service_pb2_grpc,
+    jobs_pb2,
     key_query_service_pb2,
     key_service_pb2,
     processing_query_service_pb2,
@@ -55,6 +69,13 @@ FILES = [
     status_service_pb2,
     processing_query_service_pb2,
     processing_service_pb2,
+    detector_service_pb2,
+    detector_query_service_pb2,
+    job_service_pb2,
+    job_query_service_pb2,
+    fleet_query_service_pb2,
+    device_service_pb2,
+    device_query_service_pb2,
 ]
 SERVICES = [svc for f in FILES for svc in f.DESCRIPTOR.services_by_name.values()]
 OPEN_SERVICES = {"tracker.v1.AuthService"}
@@ -65,6 +86,9 @@ MUTATING_SERVICES = {
     "tracker.v1.ReportService",
     "tracker.v1.StatusService",
     "tracker.v1.ProcessingService",
+    "tracker.v1.DetectorService",
+    "tracker.v1.JobService",
+    "tracker.v1.DeviceService",
 }
 # Operator services: every RPC needs ADMIN, so even their lists refuse everyone else.
 ADMIN_ONLY_SERVICES = {
@@ -82,6 +106,11 @@ RESOURCE_OF_MESSAGE = {
     "Location": "location",
     "Tracker": "tracker",
     "User": "user",
+    "Detector": "detector",
+    "DeviceType": "device_type",
+    "Device": "device",
+    "DeviceProfile": "profile",
+    "Rollout": "rollout",
 }
 RESOURCE_OF_FIELD = {
     "client_id": "client",
@@ -92,6 +121,27 @@ RESOURCE_OF_FIELD = {
     "mac_addresses": "mac",
     "tracker_id": "tracker",
     "tracker_ids": "tracker",
+    "detector_id": "detector",
+    "detector_ids": "detector",
+    "destination_detector_id": "detector",
+    "source_detector_id": "source_detector",
+    "job_id": "job",
+    "device_type_id": "device_type",
+    "device_id": "device",
+    "device_ids": "device",
+    "rollout_id": "rollout",
+    "production_run_ids": "run",
+    "scope_id": "client",
+    "location_id": "location",
+}
+# Valid values of fields whose syntax is checked before access (devices and firmware).
+VALUE_OF_FIELD = {
+    "version": "1.0.0",
+    "from_version": "1.0.0",
+    "to_version": "1.0.0",
+    "range": ">=1.0.0",
+    "component": "mcu",
+    "components": "mcu",
 }
 _counter = itertools.count()
 
@@ -135,6 +185,10 @@ def fill(msg: Message, world: World, resource: str | None) -> None:
                 value = world.ids[resource]
             elif name in RESOURCE_OF_FIELD:
                 value = world.ids[RESOURCE_OF_FIELD[name]]
+            elif name in VALUE_OF_FIELD:
+                value = VALUE_OF_FIELD[name]
+            elif name == "key":  # profile entries: distinct keys
+                value = f"key{next(_counter)}"
             elif name == "email":
                 value = f"matrix{next(_counter)}@example.com"
             elif name == "password":
@@ -154,10 +208,25 @@ def fill(msg: Message, world: World, resource: str | None) -> None:
             else:
                 setattr(msg, name, raw)
         elif f.type == f.TYPE_ENUM:
-            setattr(msg, name, f.enum_type.values[1].number)
+            if f.is_repeated:
+                getattr(msg, name).append(f.enum_type.values[1].number)
+            else:
+                setattr(msg, name, f.enum_type.values[1].number)
         elif f.type in (f.TYPE_DOUBLE, f.TYPE_FLOAT):
-            # valid values: a status rule's probability and outlier share lie below 1
-            setattr(msg, name, {"min_probability": 0.9, "outlier_share": 0.1}.get(name, 10.0))
+            # valid values: a status rule's probability and outlier share lie below 1, as do
+            # a rollout's shares; a rollout's (last) phase is 100 percent
+            value = {
+                "min_probability": 0.9,
+                "outlier_share": 0.1,
+                "advance_share": 0.9,
+                "pause_failure_rate": 0.1,
+                "abort_failure_rate": 0.2,
+                "phases": 100.0,
+            }.get(name, 10.0)
+            if f.is_repeated:
+                getattr(msg, name).append(value)
+            else:
+                setattr(msg, name, value)
         # ints (page_size) and bools (force, admin) keep their defaults.
 
 
@@ -249,17 +318,118 @@ async def make_world(admin: Stack, tag: str) -> World:
             )
         )
     ).tracker
+    detectors = detector_service_pb2_grpc.DetectorServiceStub(admin.collector_channel)
+    dest, source = [
+        (
+            await detectors.CreateDetector(
+                detector_service_pb2.CreateDetectorRequest(
+                    detector=detector_pb2.Detector(
+                        client_id=client.id,
+                        display_name=f"{tag}-{name}",
+                        position=pb.GeoPoint(latitude=1, longitude=1),
+                        radios=[detector_pb2.RADIO_BLUETOOTH],
+                    )
+                )
+            )
+        ).detector
+        for name in ("detector", "source-detector")
+    ]
+    await detectors.CreateLink(
+        detector_service_pb2.CreateLinkRequest(
+            link=detector_pb2.Link(destination_detector_id=dest.id, source_detector_id=source.id)
+        )
+    )
+    secrets |= {f"{tag}-detector", f"{tag}-source-detector"}
+    dev = device_service_pb2_grpc.DeviceServiceStub(admin.collector_channel)
+    d = device_service_pb2
+    from tracker.v1 import devices_pb2 as dpb
+
+    dtype = (
+        await dev.CreateDeviceType(
+            d.CreateDeviceTypeRequest(
+                device_type=dpb.DeviceType(
+                    client_id=client.id, name=f"{tag}-type", components=["mcu"]
+                )
+            )
+        )
+    ).device_type
+    mcu1 = [dpb.ComponentVersion(component="mcu", version="1.0.0")]
+    await dev.CreateFirmwareRelease(
+        d.CreateFirmwareReleaseRequest(
+            firmware_release=dpb.FirmwareRelease(
+                device_type_id=dtype.id, component="mcu", version="1.0.0"
+            )
+        )
+    )
+    await dev.SetCombinations(
+        d.SetCombinationsRequest(
+            device_type_id=dtype.id,
+            combinations=[dpb.Combination(versions=mcu1)],
+            state=dpb.COMBINATION_STATE_KNOWN_GOOD,
+        )
+    )
+    profile = (
+        await dev.CreateDeviceProfile(
+            d.CreateDeviceProfileRequest(
+                device_profile=dpb.DeviceProfile(
+                    name=f"{tag}-profile",
+                    scope=dpb.PROFILE_SCOPE_CLIENT,
+                    scope_id=client.id,
+                    secrets=[dpb.ProfileEntry(key="wifi", value=f"{tag}-wifi-secret")],
+                )
+            )
+        )
+    ).device_profile
+    device = (
+        await dev.RegisterDevice(
+            d.RegisterDeviceRequest(
+                device=dpb.Device(
+                    client_id=client.id,
+                    device_type_id=dtype.id,
+                    serial=f"{tag}-serial",
+                    group_key=f"{tag}-cell",
+                    versions=mcu1,
+                )
+            )
+        )
+    ).device
+    rollout = (
+        await dev.CreateRollout(
+            d.CreateRolloutRequest(
+                rollout=dpb.Rollout(device_type_id=dtype.id, name=f"{tag}-rollout", target=mcu1)
+            )
+        )
+    ).rollout
+    secrets |= {f"{tag}-type", f"{tag}-profile", f"{tag}-serial", f"{tag}-cell", f"{tag}-wifi"}
+    secrets |= {f"{tag}-rollout", f"{tag}-wifi-secret"}
     ids = {
+        "device_type": dtype.id,
+        "device": device.id,
+        "profile": profile.id,
+        "rollout": rollout.id,
         "client": client.id,
+        "detector": dest.id,
+        "source_detector": source.id,
         "brand": brand.id,
         "run": run.id,
         "location": location.id,
         "tracker": tracker.id,
         "key_batch": str(uuid.uuid4()),
         "mac": tracker.mac_address,
+        "job": await a_job(admin, run.id),
     }
     secrets |= set(ids.values()) | {tracker.mac_address}
     return World(ids, secrets)
+
+
+async def a_job(admin: Stack, run_id: str) -> str:
+    """A bulk job of the run (no worker runs here: it stays RUNNING)."""
+    assert admin.collector_channel is not None
+    jobs = job_service_pb2_grpc.JobServiceStub(admin.collector_channel)
+    request = job_service_pb2.StartJobRequest(
+        kind=jobs_pb2.JOB_KIND_REEVALUATE_RUN, production_run_id=run_id
+    )
+    return str((await jobs.StartJob(request)).job.id)
 
 
 async def add_user(admin: Stack, world: World, tag: str, role: Role) -> str:
@@ -288,6 +458,25 @@ async def snapshot(admin: Stack, world: World) -> list[str]:
         await admin.query.ListTrackers(q.ListTrackersRequest(client_id=client_id)),
         await admin.user_query.GetUser(user_query_service_pb2.GetUserRequest(id=world.ids["user"])),
     ]
+    detectors = detector_query_service_pb2_grpc.DetectorQueryServiceStub(admin.query_channel)
+    parts += [
+        await detectors.ListDetectors(
+            detector_query_service_pb2.ListDetectorsRequest(client_id=client_id)
+        ),
+        await detectors.ListLinks(
+            detector_query_service_pb2.ListLinksRequest(
+                destination_detector_id=world.ids["detector"]
+            )
+        ),
+        await detectors.ListDetectorEvents(
+            detector_query_service_pb2.ListDetectorEventsRequest(
+                detector_ids=[world.ids["detector"], world.ids["source_detector"]]
+            )
+        ),
+        await detectors.ListBatteryReadings(
+            detector_query_service_pb2.ListBatteryReadingsRequest(detector_id=world.ids["detector"])
+        ),
+    ]
     status = status_query_service_pb2_grpc.StatusQueryServiceStub(admin.query_channel)
     parts += [
         await status.GetStatusRule(
@@ -295,6 +484,21 @@ async def snapshot(admin: Stack, world: World) -> list[str]:
         ),
         await status.GetTrackerStatus(
             status_query_service_pb2.GetTrackerStatusRequest(tracker_id=world.ids["tracker"])
+        ),
+        await job_query_service_pb2_grpc.JobQueryServiceStub(admin.query_channel).GetJob(
+            job_query_service_pb2.GetJobRequest(job_id=world.ids["job"])
+        ),
+    ]
+    devq = device_query_service_pb2
+    from tracker.v1 import device_query_service_pb2_grpc
+
+    dq = device_query_service_pb2_grpc.DeviceQueryServiceStub(admin.query_channel)
+    parts += [
+        await dq.GetDevice(devq.GetDeviceRequest(id=world.ids["device"])),
+        await dq.GetRollout(devq.GetRolloutRequest(id=world.ids["rollout"])),
+        await dq.GetDeviceProfile(devq.GetDeviceProfileRequest(id=world.ids["profile"])),
+        await dq.GetFirmwareCatalog(
+            devq.GetFirmwareCatalogRequest(device_type_id=world.ids["device_type"])
         ),
     ]
     assert admin.container is not None
@@ -370,6 +574,8 @@ async def test_lists_show_only_the_callers_clients(stack: Stack) -> None:
                 if not method.name.startswith("List"):
                     continue
                 request = message_factory.GetMessageClass(method.input_type)()
+                if "job_id" in method.input_type.fields_by_name:  # a list under its own job
+                    request.job_id = a.ids["job"]
                 code, error, response = await invoke(channel_for(caller, method), method, request)
                 if service.full_name in ADMIN_ONLY_SERVICES:
                     assert code == grpc.StatusCode.PERMISSION_DENIED, (method.name, error)
@@ -384,7 +590,22 @@ async def test_every_rpc_without_or_with_a_bad_token_is_unauthenticated(stack: S
     world = World(
         {
             k: str(uuid.uuid4())
-            for k in ("client", "brand", "run", "location", "tracker", "user", "key_batch")
+            for k in (
+                "client",
+                "brand",
+                "run",
+                "location",
+                "tracker",
+                "user",
+                "key_batch",
+                "detector",
+                "source_detector",
+                "job",
+                "device_type",
+                "device",
+                "profile",
+                "rollout",
+            )
         },
         set(),
     )

@@ -558,15 +558,7 @@ async def test_several_workers_share_the_queue_without_double_work(world: World)
     )
     assert world.stack.container is not None
     c = world.stack.container
-    workers = [
-        ProcessNewReports(
-            await c.processing_queue.async_(),
-            await c.processing_uow.async_(),
-            await c.geocoder.async_(),
-            batch_size=7,
-        )
-        for _ in range(4)
-    ]
+    workers = [await c.process_new_reports.async_(batch_size=7) for _ in range(4)]
 
     async def drain(p: ProcessNewReports) -> int:
         done = 0

@@ -10,6 +10,7 @@ import random
 import threading
 import uuid
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -72,13 +73,9 @@ async def worker(
 ) -> ProcessNewReports:
     c = w.stack.container
     assert c is not None
-    return ProcessNewReports(
-        await c.processing_queue.async_(),
-        await c.processing_uow.async_(),
-        geocoder or await c.geocoder.async_(),
-        batch_size=batch_size,
-        **kw,  # type: ignore[arg-type]
-    )
+    with c.geocoder.override(providers.Object(geocoder)) if geocoder else nullcontext():
+        made: ProcessNewReports = await c.process_new_reports.async_(batch_size=batch_size, **kw)
+    return made
 
 
 def admin_stubs(

@@ -17,6 +17,7 @@ from servers.config import (
     PROCESS_PARTS,
     ConfigError,
     Settings,
+    device_keys,
     env_names,
     from_sources,
     load,
@@ -92,6 +93,23 @@ SAMPLES: dict[str, Any] = {
     "report_partitions_ahead_months": 6,
     "report_partitions_interval_s": 600.0,
 }
+SAMPLES |= {  # bulk jobs (issue 17)
+    "job_items_per_second": 250.0,
+    "job_batch_size": 100,
+    "job_lease_s": 20.0,
+    "job_idle_s": 0.2,
+    "job_watch_interval_s": 1.5,
+    "silence_factor": 4.0,
+    "silence_default_cadence_s": 7200.0,
+    "silence_min_cadence_s": 600.0,
+    "silence_max_cadence_s": 86400.0,
+    "silence_chunk": 500,
+    "silence_interval_s": 3.0,
+    "outage_jump": 0.5,
+    "outage_min_silent": 3,
+    "outage_baseline_window_s": 7200.0,
+    "outage_interval_s": 30.0,
+}
 SAMPLES["auth_cache_ttl_s"] = 0.0
 SAMPLES["ingest_tracker_cache_ttl_s"] = 0.0
 
@@ -115,6 +133,18 @@ SAMPLES |= {  # the fetcher's account budget, windows and request filling (issue
     "fetch_fill_horizon": 0.5,
     "findmy_busy_s": 90.0,
 }
+SAMPLES |= {  # detectors and travel times (issue 16)
+    "device_keys": "2=" + base64.b64encode(b"d" * 32).decode(),
+    "device_key_active_id": 2,
+    "travel_time_bin_s": 600,
+    "travel_time_pass_gap_s": 45.0,
+    "travel_time_outlier_k": 2.5,
+    "travel_time_lease_s": 90.0,
+    "travel_time_interval_s": 10.0,
+    "travel_time_redo_s": 3600.0,
+    "travel_time_workers": 2,
+    "detector_stream_poll_s": 1.0,
+}
 SEED_NAMES = {
     "max_keys_per_batch": "MAX_KEYS_PER_BATCH",
     "anisette_server": "ANISETTE_SERVER",
@@ -136,6 +166,7 @@ SECRET_FILES = {
     "database_url_file": "postgresql://file@db.file/tracker",
     "redis_url_file": "redis://cache.file:6379/3",
     "db_password_file": "from-a-file",
+    "device_keys_file": "5=" + base64.b64encode(b"f" * 32).decode(),
 }
 _SECRET_DIR = pathlib.Path(tempfile.mkdtemp(prefix="tracker-config-test-"))
 for _name, _content in SECRET_FILES.items():
@@ -148,6 +179,7 @@ SECRETS = {
     "kek_ring",
     "page_token_keys",
     "db_password",
+    "device_keys",
 }
 ENV = env_names()
 FIELDS = list(ENV)
@@ -275,6 +307,10 @@ def test_a_process_validates_exactly_its_components(process: str) -> None:
         "worker": "TRACKER_WORKER_BATCH_SIZE",
         "geocoding": "TRACKER_GEOCODE_CELL_DEG",
         "all_in_one": "TRACKER_DEMO_SIMULATOR_PORT",
+        "detectors": "TRACKER_TRAVEL_TIME_BIN_S",
+        "jobs": "TRACKER_JOB_BATCH_SIZE",
+        "silence": "TRACKER_SILENCE_FACTOR",
+        "outages": "TRACKER_OUTAGE_JUMP",
     }
     assert set(bad) == {c.part for c in COMPONENTS}
     values = {
@@ -541,6 +577,14 @@ def test_help_lists_every_setting_with_its_flag_and_environment_name() -> None:
             assert ENV[name] == "TRACKER_" + name.upper()
 
 
+def test_help_of_a_process_says_which_components_it_ignores() -> None:
+    text = " ".join(parser("tracker-query", PROCESS_PARTS["query"]).format_help().split())
+    assert "query: The query server:" in text
+    assert "fetcher: The fetcher's schedule and its use of Apple's budget (not used by" in text
+    assert flag("fetch_lease_s") in text  # still listed, with its environment name
+    assert "(not used by this process)" not in " ".join(parser("x").format_help().split())
+
+
 def test_help_states_the_precedence() -> None:
     text = " ".join(parser("x").format_help().split())
     assert "defaults < YAML file" in text
@@ -624,3 +668,25 @@ def test_page_token_keys_derive_from_the_signing_key_unless_set() -> None:
 def test_page_token_keys_must_be_ids_and_32_byte_keys(ring: str) -> None:
     with pytest.raises(ConfigError, match="page_token_keys"):
         page_token_keys(Settings(page_token_keys=ring).security)
+
+
+def test_device_keys_parse_rotate_and_default_to_a_derived_key() -> None:
+    def keys_of(s: Settings) -> tuple[dict[int, bytes], int]:
+        return device_keys(s.detectors, s.security)
+
+    keys, active = keys_of(Settings())
+    assert list(keys) == [1]
+    assert active == 1
+    assert len(keys[1]) == 32
+    two = "3=" + base64.b64encode(b"n" * 32).decode() + ",1=" + base64.b64encode(b"o" * 32).decode()
+    keys, active = keys_of(Settings(device_keys=two))
+    assert (sorted(keys), active) == ([1, 3], 3)
+    assert keys_of(Settings(device_keys=two, device_key_active_id=1))[1] == 1
+    for bad in (
+        "x=" + base64.b64encode(b"n" * 32).decode(),
+        "1=" + base64.b64encode(b"short").decode(),
+    ):
+        with pytest.raises(ConfigError, match="device_keys"):
+            keys_of(Settings(device_keys=bad))
+    with pytest.raises(ConfigError, match="device_key_active_id"):
+        keys_of(Settings(device_keys=two, device_key_active_id=7))

@@ -531,3 +531,12 @@ async def test_a_report_dated_after_the_claim_is_kept() -> None:
     await w.drain()
     assert len(w.uow.committed.reports) == 1
     assert w.uow.committed.fetch_states[t.id].last_result is FetchResult.REPORTED
+
+
+async def test_the_periodic_check_is_one_per_period_for_the_fleet() -> None:
+    w = make_world(5)
+    assert not await w.worker.synced_lately()  # never rebuilt
+    await w.worker.sync("start")
+    assert await w.worker.synced_lately()  # another process's timer now finds it fresh
+    w.clock.set(NOW + w.worker._config.queue_check)
+    assert not await w.worker.synced_lately()

@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from domain import instants, limits
+from domain import idempotency, instants, limits
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROTO = ROOT / "proto" / "tracker" / "v1"
@@ -41,7 +41,25 @@ def day(t: object) -> str:
         ("status_query_service.proto", day(instants.TIME_CEILING)),
         ("key_service.proto", f"Number of key pairs, 1..{limits.MAX_BATCH_KEYS}"),
         ("key_service.proto", f"at most {limits.MAX_IMPORT}"),
+        ("job_service.proto", f"at most {limits.MAX_JOB_FILE_BYTES} bytes"),
+        ("job_service.proto", f"at most {limits.MAX_JOB_ITEMS} rows"),
+        ("job_service.proto", f"1..{limits.MAX_JOB_BATCH_SIZE}"),
         ("resources.proto", f"[{day(instants.RUN_TIME_FLOOR)}, {day(instants.RUN_TIME_CEILING)}]"),
+        *(
+            (proto, quoted)
+            for proto in ("setup_service.proto", "key_service.proto", "user_service.proto")
+            for quoted in (
+                f"at most {idempotency.MAX_REQUEST_ID_LENGTH} characters",
+                f"within {idempotency.IDEMPOTENCY_TTL.total_seconds() / 3600:.0f} hours",
+            )
+        ),
+        ("detector_service.proto", f"At most {limits.MAX_SIGHTINGS_PER_MESSAGE} sightings"),
+        ("detector_service.proto", f"Up to {limits.MAX_SIGHTINGS_PER_MESSAGE} sightings"),
+        ("detector.proto", f"not before {day(instants.REPORT_TIME_FLOOR)}"),
+        ("detector_query_service.proto", f"At most {limits.MAX_STREAM_DETECTORS} detectors"),
+        ("detector_query_service.proto", f"1..{limits.MAX_STREAM_DETECTORS} detectors"),
+        ("detector_query_service.proto", f"Up to {limits.MAX_EVENT_DETECTORS} detectors"),
+        ("detector_query_service.proto", day(instants.QUERY_TIME_FLOOR)),
     ],
 )
 def test_the_proto_comments_quote_the_domain(proto: str, quoted: str) -> None:
@@ -56,6 +74,9 @@ def test_the_readme_quotes_the_domain() -> None:
         limits.MAX_BATCH_STATUSES,
         limits.MAX_IMPORT,
         limits.MAX_BATCH_KEYS,
+        limits.MAX_SIGHTINGS_PER_MESSAGE,
+        limits.MAX_JOB_ITEMS,
+        limits.MAX_JOB_BATCH_SIZE,
     ):
         assert f"{number:,}" in readme
     assert f"at most {limits.MAX_REPORT_MONTHS_PER_MESSAGE} distinct months" in readme

@@ -15,6 +15,7 @@ import base64
 import email.utils
 import json
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -77,6 +78,29 @@ def _count(entry: Any) -> int:
     """Reports lost with an unreadable entry (at least one)."""
     infos = entry.get("locationInfo") if isinstance(entry, dict) else None
     return max(1, len(infos)) if isinstance(infos, list) else 1
+
+
+def _not_held(
+    payloads: list[bytes], hashed: bytes, held: Sequence[datetime]
+) -> tuple[list[bytes], int]:
+    """The payloads to decrypt, and how many were left out as reports we hold. A report's
+    time is readable before decryption (findmy reads it from the payload's clear head); the
+    payloads dated at a time we hold reports for are left out when there are no more of them
+    than we hold there (two finders may report a tag in the same second: then all of that
+    second are decrypted, and storage keeps what is new)."""
+    times: list[datetime | None] = []
+    for payload in payloads:
+        try:
+            times.append(LocationReport(payload, hashed).timestamp if len(payload) >= 4 else None)
+        except (ValueError, OverflowError, OSError):
+            times.append(None)
+    answered = Counter(t for t in times if t is not None)
+    have = Counter(held)
+    skip = {t for t, n in answered.items() if n <= have.get(t, 0)}
+    if not skip:
+        return payloads, 0
+    kept = [p for p, t in zip(payloads, times, strict=True) if t not in skip]
+    return kept, len(payloads) - len(kept)
 
 
 class FindMyLocationSource:
@@ -179,7 +203,7 @@ class FindMyLocationSource:
             raise SourceProtocolError("unreadable answer") from None
         by_hash = {k.advertisement_key.hashed: k for k in keys}
         pairs: dict[bytes, KeyPair] = {}
-        reports, malformed, foreign = [], 0, 0
+        reports, malformed, foreign, held = [], 0, 0, 0
         for entry in entries:
             # One bad payload skips that report only; the entry's others are kept.
             try:
@@ -194,21 +218,25 @@ class FindMyLocationSource:
             if key is None:
                 foreign += len(infos)
                 continue
-            if hashed not in pairs:
-                private = self._sealer.unseal(key.sealed_private_key, hashed)
-                pairs[hashed] = KeyPair(private)
+            payloads = []
             for info in infos:
                 try:
-                    payload = base64.b64decode(info, validate=True)
+                    payloads.append(base64.b64decode(info, validate=True))
                 except (TypeError, ValueError):
                     malformed += 1
-                    continue
+            if key.held:
+                payloads, again = _not_held(payloads, hashed, key.held)
+                held += again
+            if payloads and hashed not in pairs:
+                private = self._sealer.unseal(key.sealed_private_key, hashed)
+                pairs[hashed] = KeyPair(private)
+            for payload in payloads:
                 report = self._one(key, pairs[hashed], hashed, payload)
                 if report is None:
                     malformed += 1
                 else:
                     reports.append(report)
-        return FetchOutcome(reports, malformed=malformed, foreign=foreign)
+        return FetchOutcome(reports, malformed=malformed, foreign=foreign, held=held)
 
     @staticmethod
     def _one(key: TrackerKey, pair: KeyPair, hashed: bytes, payload: bytes) -> Report | None:

@@ -82,7 +82,7 @@ def to_status(err: DomainError, progress: Mapping[str, str] | None = None) -> gr
             error_details_pb2.PreconditionFailure(
                 violations=[
                     error_details_pb2.PreconditionFailure.Violation(
-                        type="DEPENDENTS_EXIST", subject=err.subject, description=err.reason
+                        type=err.kind, subject=err.subject, description=err.reason
                     )
                 ]
             )

@@ -3,7 +3,10 @@ server), and per-run status rules (read on the query server, changed on the coll
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
+from google.protobuf import duration_pb2, field_mask_pb2
 
 from adapters.grpc import convert as cv
 from adapters.grpc.auth import caller
@@ -13,6 +16,7 @@ from domain.history import CurrentStatus, Granularity, LocationPoint, TrackerSta
 from domain.model import GeoPoint
 from domain.pagination import PageTokens
 from domain.status import (
+    MAX_DWELL_S,
     RuleKind,
     StatusRule,
     TrackerStatus,
@@ -123,14 +127,26 @@ def point_pb(x: LocationPoint) -> st.LocationPoint:
         horizontal_accuracy_m=x.horizontal_accuracy_m,
         nearest_city=_nearest(x.nearest_city),
         confidence=x.confidence,
+        source=report_source(x),
+    )
+
+
+def report_source(x: LocationPoint) -> st.ReportSource.ValueType:
+    """Where a raw report came from; roll-ups have none."""
+    if x.granularity is not Granularity.RAW:
+        return st.REPORT_SOURCE_UNSPECIFIED
+    return {"findmy": st.REPORT_SOURCE_FIND_MY, "detector": st.REPORT_SOURCE_DETECTOR}.get(
+        x.source, st.REPORT_SOURCE_PUSHED
     )
 
 
 def rule_pb(run_id: str, r: StatusRule) -> st.StatusRule:
+    """Both dwell fields filled: ``min_dwell`` and the deprecated ``min_dwell_s``."""
     return st.StatusRule(
         production_run_id=run_id,
         min_consecutive_reports=r.min_consecutive_reports,
         min_dwell_s=r.min_dwell_s,
+        min_dwell=duration_pb2.Duration(seconds=r.min_dwell_s),
         require_accuracy_within_radius=r.require_accuracy_within_radius,
         min_confidence=r.min_confidence,
         kind=_KIND_TO_PB[r.kind],
@@ -141,24 +157,70 @@ def rule_pb(run_id: str, r: StatusRule) -> st.StatusRule:
 
 _DEFAULT_RULE = StatusRule()
 
+# The request fields an update may name (in update_mask), each with the domain field it sets.
+RULE_FIELDS = {
+    "min_consecutive_reports": "min_consecutive_reports",
+    "min_dwell": "min_dwell_s",
+    "min_dwell_s": "min_dwell_s",
+    "require_accuracy_within_radius": "require_accuracy_within_radius",
+    "min_confidence": "min_confidence",
+    "kind": "kind",
+    "min_probability": "min_probability",
+    "outlier_share": "outlier_share",
+}
 
-def _rule_from_pb(m: st.StatusRule) -> StatusRule:
+
+def _dwell_s(m: st.StatusRule) -> int:
+    """The dwell in seconds: ``min_dwell`` (whole seconds) or the deprecated ``min_dwell_s``;
+    both may be set only to the same value."""
+    if not m.HasField("min_dwell"):
+        return m.min_dwell_s
+    d = m.min_dwell
+    if d.nanos or not 0 <= d.seconds <= MAX_DWELL_S:
+        raise InvalidArgument("min_dwell", f"whole seconds, 0..{MAX_DWELL_S} s")
+    if m.min_dwell_s and m.min_dwell_s != d.seconds:
+        raise InvalidArgument(
+            "min_dwell", f"differs from min_dwell_s ({m.min_dwell_s} s; deprecated): set one"
+        )
+    return int(d.seconds)
+
+
+def _rule_values(m: st.StatusRule) -> dict[str, Any]:
+    """Every field of a StatusRule message as the domain's, unset (zero) fields taking the
+    domain's defaults: StatusRule's own field defaults."""
     if m.kind == st.STATUS_RULE_KIND_UNSPECIFIED:
         kind = RuleKind.CONSECUTIVE  # what a rule meant before there were kinds
     elif m.kind in _KIND_FROM_PB:
         kind = _KIND_FROM_PB[m.kind]  # type: ignore[index]
     else:
         raise InvalidArgument("kind", "unknown status rule kind")
-    return StatusRule(
-        # An unset (zero) field takes the domain's default: StatusRule's own field defaults.
-        min_consecutive_reports=m.min_consecutive_reports or _DEFAULT_RULE.min_consecutive_reports,
-        min_dwell_s=m.min_dwell_s,
-        require_accuracy_within_radius=m.require_accuracy_within_radius,
-        min_confidence=m.min_confidence or _DEFAULT_RULE.min_confidence,
-        kind=kind,
-        min_probability=m.min_probability or _DEFAULT_RULE.min_probability,
-        outlier_share=m.outlier_share or _DEFAULT_RULE.outlier_share,
-    )
+    return {
+        "min_consecutive_reports": m.min_consecutive_reports
+        or _DEFAULT_RULE.min_consecutive_reports,
+        "min_dwell_s": _dwell_s(m),
+        "require_accuracy_within_radius": m.require_accuracy_within_radius,
+        "min_confidence": m.min_confidence or _DEFAULT_RULE.min_confidence,
+        "kind": kind,
+        "min_probability": m.min_probability or _DEFAULT_RULE.min_probability,
+        "outlier_share": m.outlier_share or _DEFAULT_RULE.outlier_share,
+    }
+
+
+def _rule_from_pb(m: st.StatusRule) -> StatusRule:
+    return StatusRule(**_rule_values(m))
+
+
+def rule_changes(m: st.StatusRule, mask: field_mask_pb2.FieldMask) -> dict[str, Any]:
+    """The domain fields an UpdateStatusRule with ``update_mask`` changes (AIP-134)."""
+    unknown = [p for p in mask.paths if p not in RULE_FIELDS]
+    if unknown:  # worded as the setup updates' (adapters/grpc/convert.changes_from)
+        raise InvalidArgument(
+            "update_mask",
+            f"cannot update {', '.join(unknown)}; updatable: {', '.join(sorted(RULE_FIELDS))}",
+        )
+    with field_prefix("status_rule"):
+        values = _rule_values(m)
+    return {RULE_FIELDS[path]: values[RULE_FIELDS[path]] for path in mask.paths}
 
 
 def _history_query(
@@ -248,6 +310,13 @@ class StatusServicer(s_grpc.StatusServiceServicer):
         m = request.status_rule
         with field_prefix("status_rule"):
             run_id = cv.parse_id(m.production_run_id, "production_run_id")
-            rule = _rule_from_pb(m)
-        rule = await self._uc.set_status_rule(caller(), run_id, rule, request.reevaluate_history)
+        reevaluate = request.reevaluate_history
+        if request.update_mask.paths:
+            changes = rule_changes(m, request.update_mask)
+            with field_prefix("status_rule"):
+                rule = await self._uc.update_status_rule(caller(), run_id, changes, reevaluate)
+        else:  # no mask: the whole rule, as before masks existed
+            with field_prefix("status_rule"):
+                rule = _rule_from_pb(m)
+            rule = await self._uc.set_status_rule(caller(), run_id, rule, reevaluate)
         return s.UpdateStatusRuleResponse(status_rule=rule_pb(str(run_id), rule))

@@ -75,26 +75,34 @@ class PostgresFetchStateRepository:
         now: datetime,
         floor: datetime,
         end_grace: timedelta = timedelta(0),
+        overlap: timedelta = timedelta(0),
     ) -> list[FetchTarget]:
         """Keys of those of ``ids`` still active now, with the time of the latest report we
-        hold for each (looked at back to ``floor`` only), the state saved after its last
-        turn and its run's window."""
+        hold for each (looked at back to ``floor`` only) and of those held from it minus
+        ``overlap`` on, the state saved after its last turn and its run's window."""
         rows = await self._conn.fetch(
             f"""
             SELECT t.id, t.advertisement_key, t.private_key_ciphertext, t.private_key_kek_id,
-                   (SELECT max(r.report_time) FROM reports r
-                     WHERE r.tracker_id = t.id AND r.report_time >= $3) AS last_report,
+                   m.last_report, h.held,
                    p.start_time AS run_start, p.end_time AS run_end,
                    s.factor, s.successes, s.failures, s.consecutive_failures,
                    s.last_success_time, s.last_attempt_time, s.last_result, s.next_due_time
             FROM trackers t JOIN production_runs p ON p.id = t.production_run_id
             LEFT JOIN fetch_state s ON s.tracker_id = t.id
+            LEFT JOIN LATERAL (
+                SELECT max(r.report_time) AS last_report FROM reports r
+                WHERE r.tracker_id = t.id AND r.report_time >= $3) m ON true
+            LEFT JOIN LATERAL (
+                SELECT array_agg(r.report_time) AS held FROM reports r
+                WHERE r.tracker_id = t.id AND r.report_time >= m.last_report - $5::interval
+                  AND r.report_time >= $3) h ON true
             WHERE t.id = ANY($2::uuid[]) AND {_active(4)}
             """,
             now,
             list(ids),
             floor,
             end_grace,
+            overlap,
         )
         return [
             FetchTarget(
@@ -102,6 +110,7 @@ class PostgresFetchStateRepository:
                     r["id"],
                     AdvertisementKey(bytes(r["advertisement_key"])),
                     SealedSecret(r["private_key_kek_id"], bytes(r["private_key_ciphertext"])),
+                    held=tuple(r["held"] or ()),
                 ),
                 last_report=r["last_report"],
                 state=_state(r),
@@ -137,24 +146,21 @@ class PostgresFetchStateRepository:
         """Upsert the states; trackers deleted meanwhile are skipped."""
         if not states:
             return
-        cols: list[list[object]] = [[] for _ in range(9)]
-        for tracker_id, s in states:
-            for col, value in zip(
-                cols,
-                (
-                    tracker_id,
-                    s.factor,
-                    s.successes,
-                    s.failures,
-                    s.consecutive_failures,
-                    s.last_success,
-                    s.last_attempt,
-                    s.last_result.value if s.last_result else None,
-                    s.next_due,
-                ),
-                strict=True,
-            ):
-                col.append(value)
+        rows = [
+            (
+                tracker_id,
+                s.factor,
+                s.successes,
+                s.failures,
+                s.consecutive_failures,
+                s.last_success,
+                s.last_attempt,
+                s.last_result.value if s.last_result else None,
+                s.next_due,
+            )
+            for tracker_id, s in states
+        ]
+        cols = [list(col) for col in zip(*rows, strict=True)]
         await self._conn.execute(
             """
             INSERT INTO fetch_state AS f (tracker_id, factor, successes, failures,

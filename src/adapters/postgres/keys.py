@@ -40,15 +40,18 @@ class PostgresTagKeyRepository:
         self._conn = conn
 
     async def add_batch_header(self, batch: KeyBatch, kek_id: str) -> None:
-        await self._conn.execute(
-            "INSERT INTO key_batches (id, label, size, kek_id, create_time) "
-            "VALUES ($1, $2, $3, $4, $5)",
-            batch.id,
-            batch.label,
-            batch.size,
-            kek_id,
-            batch.create_time,
-        )
+        try:
+            await self._conn.execute(
+                "INSERT INTO key_batches (id, label, size, kek_id, create_time) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                batch.id,
+                batch.label,
+                batch.size,
+                kek_id,
+                batch.create_time,
+            )
+        except asyncpg.UniqueViolationError:
+            raise AlreadyExists("key batch", "id", str(batch.id)) from None
 
     async def add_batch(self, batch: KeyBatch, keys: list[GeneratedKey], first_seq: int) -> None:
         records = [
@@ -78,6 +81,8 @@ class PostgresTagKeyRepository:
                 else "seq"
             )
             raise AlreadyExists("tag key", field, exc.detail or "") from None
+        except asyncpg.ForeignKeyViolationError as exc:  # no such batch
+            raise NotFound("parent of tag key", exc.detail or "") from None
 
     async def get_batch(self, batch_id: uuid.UUID) -> KeyBatch:
         row = await self._conn.fetchrow(
@@ -107,9 +112,23 @@ class PostgresTagKeyRepository:
         return {r["mac_address"]: _tag_key(r) for r in rows}
 
     async def allocate(self, key_ids: list[uuid.UUID], client_id: uuid.UUID | None) -> None:
-        await self._conn.execute(
-            "UPDATE tag_keys SET client_id = $2, allocate_time = $3 WHERE id = ANY($1::uuid[])",
-            key_ids,
-            client_id,
-            datetime.now(UTC),
-        )
+        """Allocation to a missing client changes nothing and is NotFound, without a
+        violation aborting the unit of work's transaction."""
+        try:
+            known = await self._conn.fetchval(
+                "WITH target AS (SELECT $2::uuid IS NULL"
+                " OR EXISTS (SELECT 1 FROM clients WHERE id = $2) AS known),"
+                " changed AS (UPDATE tag_keys SET client_id = $2, allocate_time = $3"
+                " WHERE id = ANY($1::uuid[]) AND (SELECT known FROM target) RETURNING 1)"
+                " SELECT known FROM target",
+                key_ids,
+                client_id,
+                datetime.now(UTC),
+            )
+        except asyncpg.ForeignKeyViolationError as exc:  # the client went meanwhile
+            raise NotFound("parent of tag key", exc.detail or "") from None
+        if not known:
+            raise NotFound(
+                "parent of tag key",
+                f'Key (client_id)=({client_id}) is not present in table "clients".',
+            )

@@ -5,6 +5,8 @@ default partition. Writing never creates a partition."""
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 import numpy as np
 
@@ -60,21 +62,34 @@ _INSERT_ROWS = (
 )
 
 
+# One round trip: the per-connection staging table, made once, emptied.
+_STAGING_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS reports_staging (tracker_id uuid, report_time "
+    "timestamptz, latitude_e7 integer, longitude_e7 integer, confidence smallint, "
+    "horizontal_accuracy_m integer, status smallint, published_time timestamptz, "
+    "source text) ON COMMIT DELETE ROWS; DELETE FROM reports_staging"
+)
+_INSERT_STAGED = (
+    f"INSERT INTO reports ({', '.join(_STAGING_COLUMNS)}) "
+    f"SELECT {', '.join(_STAGING_COLUMNS)} FROM reports_staging "
+    "ON CONFLICT DO NOTHING RETURNING tracker_id"
+)
+
+
 class PostgresReportRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
     async def add_many(self, reports: list[Report]) -> int:
         """Store the reports; returns how many were new (the rest were already stored)."""
+        return len(await self.add_new(reports))
+
+    async def add_new(self, reports: list[Report]) -> list[uuid.UUID]:
+        """Store the reports; returns the tracker of each one that was new (one INSERT ...
+        ON CONFLICT DO NOTHING RETURNING: no separate read of what is held)."""
         if not reports:
-            return 0
-        await self._conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS reports_staging (tracker_id uuid, report_time "
-            "timestamptz, latitude_e7 integer, longitude_e7 integer, confidence smallint, "
-            "horizontal_accuracy_m integer, status smallint, published_time timestamptz, "
-            "source text) ON COMMIT DELETE ROWS"
-        )
-        await self._conn.execute("DELETE FROM reports_staging")
+            return []
+        await self._conn.execute(_STAGING_TABLE)
         await self._conn.copy_records_to_table(
             "reports_staging",
             columns=_STAGING_COLUMNS,
@@ -93,12 +108,7 @@ class PostgresReportRepository:
                 for r in reports
             ],
         )
-        cols = ", ".join(_STAGING_COLUMNS)
-        status = await self._conn.execute(
-            f"INSERT INTO reports ({cols}) SELECT {cols} FROM reports_staging "
-            "ON CONFLICT DO NOTHING"
-        )
-        return int(status.rsplit(" ", 1)[1])
+        return [r[0] for r in await self._conn.fetch(_INSERT_STAGED)]
 
     async def add_rows(self, rows: ReportRows) -> int:
         """Store reports given in columns: one binary COPY built from arrays (no Python

@@ -174,7 +174,8 @@ class PostgresStatusRepository:
                 f"""SELECT 'RAW' AS granularity, r.tracker_id, r.report_time AS start_time,
                            1 AS report_count, r.report_time AS first_time,
                            r.report_time AS last_time, r.horizontal_accuracy_m AS accuracy,
-                           r.latitude_e7 AS lat, r.longitude_e7 AS lon, r.confidence, {_CITY}
+                           r.latitude_e7 AS lat, r.longitude_e7 AS lon, r.confidence, r.source,
+                           {_CITY}
                     FROM reports r
                     JOIN trackers t ON t.id = r.tracker_id
                     LEFT JOIN cities ci ON ci.geonameid = r.nearest_city_id
@@ -219,6 +220,7 @@ class PostgresStatusRepository:
                     horizontal_accuracy_m=r["accuracy"],
                     nearest_city=_near(r, position),
                     confidence=r["confidence"],
+                    source=r["source"],
                 )
             )
         nxt = None
@@ -253,6 +255,7 @@ class PostgresStatusRepository:
                           (array_agg(b.rep_latitude_e7 {rep}))[1] AS lat,
                           (array_agg(b.rep_longitude_e7 {rep}))[1] AS lon,
                           0 AS confidence,
+                          '' AS source,
                           (array_agg(b.rep_city_id {rep}))[1] AS city
                    FROM {table} b
                    JOIN trackers t ON t.id = b.tracker_id

@@ -9,7 +9,21 @@ from typing import Self, TypeVar
 
 import asyncpg
 
+from adapters.postgres.detectors import (
+    PostgresDetectorRepository,
+    PostgresLinkRepository,
+    PostgresSightingRepository,
+    PostgresTravelTimeRepository,
+)
+from adapters.postgres.devices import (
+    PostgresDeviceProfileRepository,
+    PostgresDeviceRepository,
+    PostgresDeviceTypeRepository,
+    PostgresFirmwareRepository,
+    PostgresRolloutRepository,
+)
 from adapters.postgres.fetching import PostgresFetchStateRepository
+from adapters.postgres.jobs import PostgresJobRepository
 from adapters.postgres.keys import PostgresTagKeyRepository
 from adapters.postgres.pool import (
     CONNECTION_ERRORS,
@@ -51,6 +65,16 @@ class PostgresUnitOfWork:
         self.tag_keys = PostgresTagKeyRepository(conn)
         self.reports = PostgresReportRepository(conn)
         self.fetch_states = PostgresFetchStateRepository(conn)
+        self.detectors = PostgresDetectorRepository(conn)
+        self.links = PostgresLinkRepository(conn)
+        self.sightings = PostgresSightingRepository(conn)
+        self.travel_times = PostgresTravelTimeRepository(conn)
+        self.jobs = PostgresJobRepository(conn)
+        self.device_types = PostgresDeviceTypeRepository(conn)
+        self.firmware = PostgresFirmwareRepository(conn)
+        self.device_profiles = PostgresDeviceProfileRepository(conn)
+        self.devices = PostgresDeviceRepository(conn)
+        self.rollouts = PostgresRolloutRepository(conn)
         return self
 
     async def _begin(self) -> asyncpg.Connection:

@@ -138,14 +138,36 @@ class PostgresRefreshTokenRepository:
         self._conn = conn
 
     async def add(self, token: RefreshToken) -> None:
-        await self._conn.execute(
-            "INSERT INTO refresh_tokens (id, user_id, token_hash, expires_at) "
-            "VALUES ($1, $2, $3, $4)",
-            token.id,
+        """A clash or a missing user inserts nothing and is told apart afterwards, so the
+        unit of work's transaction goes on (no violation aborts it)."""
+        try:
+            done = await self._conn.execute(
+                "INSERT INTO refresh_tokens (id, user_id, token_hash, expires_at) "
+                "SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2) "
+                "ON CONFLICT DO NOTHING",
+                token.id,
+                token.user_id,
+                token.token_hash,
+                token.expires_at,
+            )
+        except asyncpg.ForeignKeyViolationError:  # the user went meanwhile
+            done = "INSERT 0 0"
+        if done == "INSERT 0 1":
+            return
+        row = await self._conn.fetchrow(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS user_known, "
+            "EXISTS (SELECT 1 FROM refresh_tokens WHERE id = $2) AS id_taken",
             token.user_id,
-            token.token_hash,
-            token.expires_at,
+            token.id,
         )
+        if row is None or not row["user_known"]:
+            raise NotFound(
+                "parent of refresh token",
+                f'Key (user_id)=({token.user_id}) is not present in table "users".',
+            )
+        if row["id_taken"]:
+            raise AlreadyExists("refresh token", "id", str(token.id))
+        raise AlreadyExists("refresh token", "token_hash", token.token_hash.hex())
 
     async def find(self, token_hash: bytes) -> RefreshToken | None:
         row = await self._conn.fetchrow(

@@ -40,10 +40,13 @@ from domain.scheduling import (
 )
 
 _CLAIM = """
-local due, workers, synced, scan = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local due, workers, synced, scan, sync_lock = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local worker, now, lease_until = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local limit, alive_until, lprefix = tonumber(ARGV[4]), ARGV[5], ARGV[6]
-local lost = redis.call('EXISTS', synced) == 0 and 1 or 0
+-- lost: no record of a rebuild, and none under way (a claim during the first rebuild would
+-- otherwise ask for a second, full one right after it)
+local lost = 0
+if redis.call('EXISTS', synced) == 0 and redis.call('EXISTS', sync_lock) == 0 then lost = 1 end
 local reclaimed = 0
 local function back(members)
   for i = 1, #members, 1000 do
@@ -289,7 +292,7 @@ class RedisFetchQueue:
         horizon: timedelta = timedelta(0),
     ) -> ClaimBatch:
         now_ms = to_ms(now)
-        keys = [self.due, self.workers, self.synced, self.lease_scan]
+        keys = [self.due, self.workers, self.synced, self.lease_scan, self.sync_lock]
         args = [
             worker,
             now_ms,
@@ -362,6 +365,11 @@ class RedisFetchQueue:
     async def mark_synced(self, now: datetime) -> None:
         async with _unavailable():
             await self._r.set(self.synced, to_ms(now))
+
+    async def last_synced(self) -> datetime | None:
+        async with _unavailable():
+            raw = await self._r.get(self.synced)
+        return from_ms(float(raw)) if raw is not None else None
 
     async def try_lock_sync(self, worker: str, ttl: timedelta) -> bool:
         ms = int(ttl.total_seconds() * 1000)

@@ -41,9 +41,11 @@ class FetchStateRepository(Protocol):
         now: datetime,
         floor: datetime,
         end_grace: timedelta = timedelta(0),
+        overlap: timedelta = timedelta(0),
     ) -> list[FetchTarget]:
         """Keys of those of ``ids`` still active, each with its latest report time (>= floor),
-        its saved state and its run's window."""
+        its saved state and its run's window; each key with the times of the reports held
+        from its latest minus ``overlap`` on (``TrackerKey.held``)."""
         ...
 
     async def with_new_reports(self, reports: Sequence[Report]) -> set[uuid.UUID]:
@@ -106,6 +108,10 @@ class FetchQueue(Protocol):
 
     async def mark_synced(self, now: datetime) -> None:
         """Record that the queue holds the whole active fleet (``lost`` turns false)."""
+        ...
+
+    async def last_synced(self) -> datetime | None:
+        """When the queue was last rebuilt (by any fetcher); None: never, or Redis lost it."""
         ...
 
     async def try_lock_sync(self, worker: str, ttl: timedelta) -> bool: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Protocol
 
 from domain.ports.common import Transaction
@@ -12,6 +13,11 @@ from domain.reports import Report, ReportRows
 class ReportRepository(Protocol):
     async def add_many(self, reports: list[Report]) -> int:
         """Store reports idempotently; returns how many were not stored before."""
+        ...
+
+    async def add_new(self, reports: list[Report]) -> list[uuid.UUID]:
+        """The same, returning the tracker of each report that was not stored before (what
+        the fetcher calls news)."""
         ...
 
     async def add_rows(self, rows: ReportRows) -> int:

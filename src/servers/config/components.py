@@ -18,8 +18,17 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import SecretStr, model_validator
 
+from domain.errors import InvalidArgument
 from domain.instants import DEFAULT_MAX_CLOCK_SKEW
-from domain.limits import MAX_MESSAGE_BYTES
+from domain.jobs import DEFAULT_BATCH_SIZE, DEFAULT_ITEMS_PER_SECOND, MAX_ITEMS_PER_SECOND
+from domain.limits import MAX_JOB_BATCH_SIZE, MAX_MESSAGE_BYTES
+from domain.outages import (
+    DEFAULT_BASELINE_WINDOW,
+    DEFAULT_JUMP,
+    DEFAULT_MIN_SILENT,
+    OutageRule,
+)
+from domain.silence import DEFAULT_CADENCE, DEFAULT_FACTOR, MAX_CADENCE, MIN_CADENCE, SilenceRule
 from domain.throttling import AttemptLimit, LoginLimits
 from servers.config.base import (
     NOT_NEGATIVE,
@@ -37,6 +46,7 @@ from servers.config.base import (
     one_of,
     option,
 )
+from usecases.jobs import JobDefaults
 
 
 class LoggingSettings(Component):
@@ -594,6 +604,209 @@ class AllInOneSettings(Component):
     )
 
 
+class DetectorSettings(Component):
+    """Detectors: keyed device ids, travel times, streams (issue 16, docs/detectors.md)"""
+
+    part = "detectors"
+    device_keys: SecretStr = option(
+        "",
+        "keys of device ids (HMAC-SHA256 of MACs): 'id=base64(>= 32 bytes),older=...', ids "
+        "1..32767; the active one keys new sightings. Default: derived from the JWT signing key",
+        alias="device_keys",
+    )
+    device_keys_file: str = option(
+        "", "file holding device_keys (a mounted Secret); wins", alias="device_keys_file"
+    )
+    device_key_active_id: int = option(
+        0,
+        "device key id that keys new sightings (0: the first)",
+        alias="device_key_active_id",
+        ge=0,
+        le=32767,
+    )
+    bin_s: int = option(
+        300,
+        "travel-time bin, seconds (by arrival at the destination)",
+        alias="travel_time_bin_s",
+        ge=60,
+        le=3600,
+    )
+    pass_gap: Seconds = option(
+        30.0,
+        "detections of one device at one detector closer than this are one pass",
+        alias="travel_time_pass_gap_s",
+        **POSITIVE,
+    )
+    outlier_k: float = option(
+        3.0,
+        "outlier threshold: robust deviations (1.4826 MAD) from the window median",
+        alias="travel_time_outlier_k",
+        gt=0,
+    )
+    lease: Seconds = option(
+        60.0,
+        "seconds a worker's claim on a destination lasts",
+        alias="travel_time_lease_s",
+        **POSITIVE,
+    )
+    interval: Seconds = option(
+        30.0,
+        "seconds between two travel-time turns of one destination",
+        alias="travel_time_interval_s",
+        **POSITIVE,
+    )
+    redo: Seconds = option(
+        1800.0,
+        "seconds of bins recomputed on every turn (late sightings, open windows)",
+        alias="travel_time_redo_s",
+        **NOT_NEGATIVE,
+    )
+    workers: int = option(
+        1,
+        "travel-time loops per worker process (0: none)",
+        alias="travel_time_workers",
+        ge=0,
+        le=16,
+    )
+    stream_poll: Seconds = option(
+        0.5,
+        "seconds between two polls of a StreamDetectorEvents/StreamTravelTimes stream",
+        alias="detector_stream_poll_s",
+        **POSITIVE,
+    )
+
+
+class JobSettings(Component):
+    """Bulk jobs (issue 17: collector, query server, worker)"""
+
+    part = "jobs"
+    items_per_second: float = option(
+        DEFAULT_ITEMS_PER_SECOND,
+        "bulk jobs: default throttle, items per second over all workers (per job)",
+        alias="job_items_per_second",
+        gt=0,
+        le=MAX_ITEMS_PER_SECOND,
+    )
+    batch_size: int = option(
+        DEFAULT_BATCH_SIZE,
+        "bulk jobs: default items per batch (one transaction each)",
+        alias="job_batch_size",
+        ge=1,
+        le=MAX_JOB_BATCH_SIZE,
+    )
+    lease: Seconds = option(
+        60.0,
+        "bulk jobs: seconds a worker's claim on a batch lasts (then another takes it)",
+        alias="job_lease_s",
+        **POSITIVE,
+    )
+    idle: Seconds = option(
+        0.5,
+        "bulk jobs: seconds a worker waits when no batch is due",
+        alias="job_idle_s",
+        **POSITIVE,
+    )
+    watch_interval: Seconds = option(
+        0.5,
+        "bulk jobs: seconds between WatchJob's readings",
+        alias="job_watch_interval_s",
+        **POSITIVE,
+    )
+
+    def defaults(self) -> JobDefaults:
+        return JobDefaults(items_per_second=self.items_per_second, batch_size=self.batch_size)
+
+
+class SilenceSettings(Component):
+    """Silent trackers (issue 17: query server, worker)"""
+
+    part = "silence"
+    factor: float = option(
+        DEFAULT_FACTOR,
+        "silent trackers: silent after missing its cadence by this factor",
+        alias="silence_factor",
+        ge=1,
+        le=1000,
+    )
+    default_cadence: Seconds = option(
+        DEFAULT_CADENCE.total_seconds(),
+        "silent trackers: cadence until one is learned",
+        alias="silence_default_cadence_s",
+        **POSITIVE,
+    )
+    min_cadence: Seconds = option(
+        MIN_CADENCE.total_seconds(),
+        "silent trackers: shortest learned cadence (and bucket)",
+        alias="silence_min_cadence_s",
+        **POSITIVE,
+    )
+    max_cadence: Seconds = option(
+        MAX_CADENCE.total_seconds(),
+        "silent trackers: longest learned cadence",
+        alias="silence_max_cadence_s",
+        **POSITIVE,
+    )
+    chunk: int = option(
+        2000,
+        "silent trackers: trackers whose cadence one turn learns",
+        alias="silence_chunk",
+        ge=1,
+        le=100_000,
+    )
+    interval: Seconds = option(
+        2.0, "silent trackers: seconds between two turns", alias="silence_interval_s", **POSITIVE
+    )
+
+    @model_validator(mode="after")
+    def _rule_holds(self) -> SilenceSettings:
+        try:
+            self.rule()
+        except InvalidArgument as err:
+            raise FieldError(err.violations[0].field, err.violations[0].reason) from None
+        return self
+
+    def rule(self) -> SilenceRule:
+        return SilenceRule(
+            factor=self.factor,
+            default_cadence=self.default_cadence,
+            min_cadence=self.min_cadence,
+            max_cadence=self.max_cadence,
+        )
+
+
+class OutageSettings(Component):
+    """Outage detection (issue 17: worker)"""
+
+    part = "outages"
+    jump: float = option(
+        DEFAULT_JUMP,
+        "outages: rise of a cohort's silent share over its baseline (0..1)",
+        alias="outage_jump",
+        gt=0,
+        le=1,
+    )
+    min_silent: int = option(
+        DEFAULT_MIN_SILENT,
+        "outages: silent trackers a cohort needs",
+        alias="outage_min_silent",
+        ge=1,
+    )
+    baseline_window: Seconds = option(
+        DEFAULT_BASELINE_WINDOW.total_seconds(),
+        "outages: seconds of snapshots in a cohort's baseline",
+        alias="outage_baseline_window_s",
+        **POSITIVE,
+    )
+    interval: Seconds = option(
+        60.0, "outages: seconds between two detection turns", alias="outage_interval_s", **POSITIVE
+    )
+
+    def rule(self) -> OutageRule:
+        return OutageRule(
+            jump=self.jump, min_silent=self.min_silent, baseline_window=self.baseline_window
+        )
+
+
 COMPONENTS: tuple[type[Component], ...] = (
     LoggingSettings,
     ServerSettings,
@@ -611,4 +824,8 @@ COMPONENTS: tuple[type[Component], ...] = (
     WorkerSettings,
     GeocodingSettings,
     AllInOneSettings,
+    DetectorSettings,
+    JobSettings,
+    SilenceSettings,
+    OutageSettings,
 )

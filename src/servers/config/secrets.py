@@ -8,7 +8,7 @@ import hashlib
 import hmac
 
 from servers.config.base import ConfigError
-from servers.config.components import SecuritySettings
+from servers.config.components import DetectorSettings, SecuritySettings
 
 # Used only in development, never in production: tokens signed with it are worthless.
 DEVELOPMENT_SIGNING_KEY = "tracker-services-development-only-signing-key-0000"
@@ -116,3 +116,31 @@ def check_secrets(s: SecuritySettings) -> None:
             raise ConfigError(
                 f"the JWT signing key equals KEK {kek_id!r}: use two independent secrets; " + advice
             )
+
+
+def device_keys(d: DetectorSettings, s: SecuritySettings) -> tuple[dict[int, bytes], int]:
+    """The keys of device ids and the id of the active one. Unset: one key (id 1) derived
+    from the JWT signing key under a label of its own (set your own in production: changing
+    the JWT key would then change every device's keyed id)."""
+    text = d.device_keys.get_secret_value().strip()
+    if not text:
+        derived = hmac.new(signing_key(s), b"tracker.v1 device ids", hashlib.sha256).digest()
+        return {1: derived}, 1
+    ring: dict[int, bytes] = {}
+    for item in text.split(","):
+        key_id, sep, b64 = item.strip().partition("=")
+        try:
+            key = base64.b64decode(b64, validate=True) if sep else b""
+            number = int(key_id)
+        except ValueError:
+            key, number = b"", 0
+        if not 1 <= number <= 32767 or len(key) < 32:
+            raise ConfigError(
+                f"device_keys: entry {key_id or item!r} must be id=base64(>= 32 bytes), "
+                "id a number 1..32767"
+            )
+        ring[number] = key
+    active = d.device_key_active_id or next(iter(ring))
+    if active not in ring:
+        raise ConfigError(f"device_key_active_id {active} is not among device_keys")
+    return ring, active

@@ -14,17 +14,21 @@ from servers.config.components import (
     AllInOneSettings,
     CollectorSettings,
     DatabaseSettings,
+    DetectorSettings,
     FetcherSettings,
     FetchQueueSettings,
     FindMySettings,
     GeocodingSettings,
     HealthSettings,
+    JobSettings,
     LoggingSettings,
     LoginSettings,
+    OutageSettings,
     QuerySettings,
     RedisSettings,
     SecuritySettings,
     ServerSettings,
+    SilenceSettings,
     StatusSettings,
     WorkerSettings,
 )
@@ -34,17 +38,22 @@ PROCESS_PARTS: dict[str, tuple[str, ...]] = {
     "collector": (
         *EVERY_PROCESS,
         *("database", "redis", "security", "login", "collector", "status"),
+        *("detectors", "jobs"),
     ),
     "query": (
         *EVERY_PROCESS,
         *("database", "redis", "security", "login", "query", "status", "fetch_queue"),
+        *("detectors", "jobs", "silence"),
     ),
     "health": (*EVERY_PROCESS, "database", "redis"),
     "fetcher": (
         *EVERY_PROCESS,
         *("database", "redis", "security", "fetch_queue", "findmy", "fetcher"),
     ),
-    "worker": (*EVERY_PROCESS, "database", "worker", "geocoding"),
+    "worker": (
+        *EVERY_PROCESS,
+        *("database", "worker", "geocoding", "detectors", "jobs", "silence", "outages"),
+    ),
     "all_in_one": tuple(c.part for c in COMPONENTS),
     "trackerctl": tuple(c.part for c in COMPONENTS),
 }
@@ -93,6 +102,10 @@ class Settings(BaseModel):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     geocoding: GeocodingSettings = Field(default_factory=GeocodingSettings)
     all_in_one: AllInOneSettings = Field(default_factory=AllInOneSettings)
+    detectors: DetectorSettings = Field(default_factory=DetectorSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    silence: SilenceSettings = Field(default_factory=SilenceSettings)
+    outages: OutageSettings = Field(default_factory=OutageSettings)
 
     @model_validator(mode="before")
     @classmethod

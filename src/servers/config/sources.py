@@ -48,8 +48,9 @@ def _metavar(annotation: Any) -> str:
     return names.get(annotation, "TEXT")
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    """Every setting as a flag, grouped by component, each with its environment name."""
+def parser(description: str, parts: Sequence[str] = EVERY_PART) -> argparse.ArgumentParser:
+    """Every setting as a flag, grouped by component, each with its environment name; the
+    components not in ``parts`` (the process's) are listed as ignored by this process."""
     p = argparse.ArgumentParser(
         description=description,
         epilog="Precedence: defaults < YAML file (--config or $TRACKER_CONFIG) < environment "
@@ -58,7 +59,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--config", metavar="FILE", help=f"YAML file of settings [env {CONFIG_ENV}]")
     for component in COMPONENTS:
-        group = p.add_argument_group(f"{component.part}: {component.__doc__}")
+        unused = "" if component.part in parts else " (not used by this process)"
+        group = p.add_argument_group(f"{component.part}: {component.__doc__}{unused}")
         defaults = component()
         for alias, name in component.aliases().items():
             field = component.model_fields[name]
@@ -83,8 +85,9 @@ def load(
     process: str = "all_in_one",
 ) -> Settings:
     """The settings of ``process`` from its command line and the environment."""
-    args = parser(description).parse_args(argv)
-    return from_sources(vars(args), os.environ if env is None else env, PROCESS_PARTS[process])
+    parts = PROCESS_PARTS[process]
+    args = parser(description, parts).parse_args(argv)
+    return from_sources(vars(args), os.environ if env is None else env, parts)
 
 
 def _yaml(path: str) -> dict[str, tuple[Any, str]]:

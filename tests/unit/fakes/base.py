@@ -85,6 +85,19 @@ class FakeTables:
     tag_keys: dict[uuid.UUID, StoredTagKey] = field(default_factory=dict)
     reports: dict[ReportIdentity, Report] = field(default_factory=dict)
     fetch_states: dict[uuid.UUID, FetchState] = field(default_factory=dict)
+    # detectors (issue 16); rows are immutable values, so copying the dicts is enough
+    detectors: dict[uuid.UUID, Any] = field(default_factory=dict)
+    links: dict[tuple[uuid.UUID, uuid.UUID], Any] = field(default_factory=dict)
+    sightings: dict[tuple[uuid.UUID, Any, bytes], Any] = field(default_factory=dict)
+    statuses: dict[tuple[uuid.UUID, Any], Any] = field(default_factory=dict)
+    travel_times: dict[tuple[uuid.UUID, uuid.UUID, Any], Any] = field(default_factory=dict)
+    travel_work: dict[uuid.UUID, Any] = field(default_factory=dict)
+    # bulk jobs (tests/unit/fakes/jobs.py): rows as immutable values, by key
+    jobs: dict[uuid.UUID, Any] = field(default_factory=dict)
+    job_batches: dict[tuple[uuid.UUID, int], Any] = field(default_factory=dict)
+    job_items: dict[tuple[uuid.UUID, int, int], Any] = field(default_factory=dict)
+    job_failures: dict[tuple[uuid.UUID, int, int], Any] = field(default_factory=dict)
+    processing_inbox: dict[int, tuple[uuid.UUID, datetime]] = field(default_factory=dict)
 
     def copy(self) -> FakeTables:
         return FakeTables(**{f.name: dict(getattr(self, f.name)) for f in dataclasses.fields(self)})

@@ -13,7 +13,14 @@ from domain.errors import (
     TransientError,
 )
 from domain.ports.access import RefreshTokenRepository, UserRepository
+from domain.ports.detectors import (
+    DetectorRepository,
+    LinkRepository,
+    SightingRepository,
+    TravelTimeRepository,
+)
 from domain.ports.fetching import FetchStateRepository
+from domain.ports.jobs import JobRepository
 from domain.ports.keys import TagKeyRepository
 from domain.ports.reports import ReportRepository
 from domain.ports.setup import (
@@ -31,9 +38,16 @@ from tests.unit.fakes.base import (
     FakeTables,
     T,
 )
+from tests.unit.fakes.detectors import (
+    FakeDetectorRepository,
+    FakeLinkRepository,
+    FakeSightingRepository,
+    FakeTravelTimeRepository,
+)
 from tests.unit.fakes.fetching import (
     FakeFetchStateRepository,
 )
+from tests.unit.fakes.jobs import FakeJobRepository
 from tests.unit.fakes.keys import (
     FakeTagKeyRepository,
 )
@@ -63,6 +77,11 @@ class FakeUnitOfWork:
     tag_keys: TagKeyRepository
     reports: ReportRepository
     fetch_states: FetchStateRepository
+    detectors: DetectorRepository
+    links: LinkRepository
+    sightings: SightingRepository
+    travel_times: TravelTimeRepository
+    jobs: JobRepository
 
     def __init__(self, factory: FakeUnitOfWorkFactory) -> None:
         self._factory = factory
@@ -89,6 +108,11 @@ class FakeUnitOfWork:
         self.tag_keys = FakeTagKeyRepository(self)
         self.reports = FakeReportRepository(self)
         self.fetch_states = FakeFetchStateRepository(self)
+        self.detectors = FakeDetectorRepository(self)
+        self.links = FakeLinkRepository(self)
+        self.sightings = FakeSightingRepository(self)
+        self.travel_times = FakeTravelTimeRepository(self)
+        self.jobs = FakeJobRepository(self)
         return self
 
     async def commit(self) -> None:

@@ -60,6 +60,7 @@ class FakeFetchStateRepository:
         now: datetime,
         floor: datetime,
         end_grace: timedelta = timedelta(0),
+        overlap: timedelta = timedelta(0),
     ) -> list[FetchTarget]:
         wanted = set(ids)
         out = []
@@ -70,12 +71,14 @@ class FakeFetchStateRepository:
                     for r in self._uow.tables.reports.values()
                     if r.tracker_id == tr.id and r.report_time >= floor
                 ]
-                key = TrackerKey(tr.id, tr.advertisement_key, tr.sealed_private_key)
+                latest = max(times) if times else None
+                held = tuple(sorted(t for t in times if latest and t >= latest - overlap))
+                key = TrackerKey(tr.id, tr.advertisement_key, tr.sealed_private_key, held=held)
                 run = self._uow.tables.production_runs[tr.production_run_id]
                 out.append(
                     FetchTarget(
                         key,
-                        max(times) if times else None,
+                        latest,
                         self._uow.tables.fetch_states.get(tr.id),
                         run.start_time,
                         run.end_time,
@@ -145,7 +148,9 @@ class FakeFetchQueue:
             self.owner[m] = worker
             claims.append(Claim(m, d))
         head = min(self.due.values(), default=None)
-        return ClaimBatch(claims, head, lost=self.synced is None, reclaimed=reclaimed)
+        return ClaimBatch(
+            claims, head, lost=self.synced is None and self.sync_lock is None, reclaimed=reclaimed
+        )
 
     async def complete(self, worker: str, done: Sequence[tuple[uuid.UUID, datetime]]) -> int:
         n = 0
@@ -187,6 +192,9 @@ class FakeFetchQueue:
 
     async def mark_synced(self, now: datetime) -> None:
         self.synced = now
+
+    async def last_synced(self) -> datetime | None:
+        return self.synced
 
     async def try_lock_sync(self, worker: str, ttl: timedelta) -> bool:
         if self.sync_lock is not None:

@@ -26,11 +26,14 @@ class FakeReportRepository:
         return self._uow.tables.reports
 
     async def add_many(self, reports: list[Report]) -> int:
-        new = 0
+        return len(await self.add_new(reports))
+
+    async def add_new(self, reports: list[Report]) -> list[uuid.UUID]:
+        new = []
         for report in reports:
             if report.identity not in self._rows:
                 self._rows[report.identity] = report
-                new += 1
+                new.append(report.tracker_id)
         return new
 
     async def add_rows(self, rows: ReportRows) -> int:
