@@ -37,7 +37,6 @@ log = logging.getLogger("tracker.processing")
 
 # How long a hand-back may take before the lease is left to expire instead.
 HAND_BACK_TIMEOUT_S = 5.0
-"""Trackers whose statuses are replayed between two yields to the event loop."""
 
 
 @dataclass(frozen=True, slots=True)
