@@ -116,6 +116,17 @@ def timestamp(t: datetime) -> str:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+_NOT_XML = dict.fromkeys(
+    [c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)] + [0xFFFE, 0xFFFF], "\ufffd"
+)
+
+
+def xml_text(value: str) -> str:
+    """Text escaped for XML 1.0, characters XML cannot carry (control characters other than
+    tab, line feed and carriage return) replaced by U+FFFD: a source or name may hold them."""
+    return escape(value.translate(_NOT_XML))
+
+
 def _coord(value: float) -> str:
     return f"{value:.7f}".rstrip("0").rstrip(".") if value else "0"
 
@@ -345,7 +356,7 @@ class GpxWriter(_Tracks):
         desc = f"tracker {c.tracker_id}: {c.previous_status or 'none'} -> {c.status}"
         return (
             f"<wpt {self._at(c.latitude, c.longitude)}><time>{timestamp(c.report_time)}</time>"
-            f"<name>{escape(c.status)}</name><desc>{escape(desc)}</desc>"
+            f"<name>{xml_text(c.status)}</name><desc>{xml_text(desc)}</desc>"
             "<type>status_change</type></wpt>\n"
         )
 
@@ -356,7 +367,7 @@ class GpxWriter(_Tracks):
         desc = f"accuracy {p.horizontal_accuracy_m} m, confidence {p.confidence}, {p.source}"
         return (
             f"{head}<trkpt {self._at(p.latitude, p.longitude)}>"
-            f"<time>{timestamp(p.report_time)}</time><desc>{escape(desc)}</desc></trkpt>\n"
+            f"<time>{timestamp(p.report_time)}</time><desc>{xml_text(desc)}</desc></trkpt>\n"
         )
 
     def _finish(self, first: ExportPoint, last: ExportPoint, count: int) -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from xml.sax.saxutils import escape
 
 from domain.exports import ExportChange, ExportPoint, Fence, timestamp
+from domain.exports import xml_text as escape
 
 EARTH_RADIUS_M = 6_371_008.8
 WIDTH, HEIGHT, MARGIN, LEGEND_W = 960, 720, 40, 220

@@ -6,7 +6,7 @@ what a track picture needs: one tracker's points, status changes and its run's f
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -61,14 +61,15 @@ class HistoryExports:
         require_read(caller, client, ProductionRun.KIND, q.production_run_id)
         return q.production_run_id
 
-    async def export(self, caller: Principal, query: ExportQuery) -> AsyncIterator[bytes]:
+    async def export(self, caller: Principal, query: ExportQuery) -> AsyncGenerator[bytes, None]:
         """Checks the query and the caller's access now (errors before any data), and returns
-        the export's chunks (UTF-8, about ``chunk_bytes`` each)."""
+        the export's chunks (UTF-8, about ``chunk_bytes`` each). Close it (``aclosing``) when
+        not read to the end: that ends the snapshot and gives its connection back at once."""
         q = query.checked()
         await self._authorize(caller, q)
         return self._chunks(q)
 
-    async def _chunks(self, q: ExportQuery) -> AsyncIterator[bytes]:
+    async def _chunks(self, q: ExportQuery) -> AsyncGenerator[bytes, None]:
         writer = writer_for(q.format)
         parts: list[str] = [writer.begin()]
         size = len(parts[0])

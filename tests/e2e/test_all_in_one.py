@@ -224,7 +224,8 @@ def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> No
         ("8000", server.query),
         ("5000", server.health),
     ):
-        script = script.replace(f"localhost:{default}", f"localhost:{port}")
+        # whole ports only: a free port like 50007 must not be rewritten again as 5000 + "7"
+        script = re.sub(rf"localhost:{default}\b", f"localhost:{port}", script)
     script += '\necho "WALKTHROUGH_TOKEN=$TOKEN"\n'
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
@@ -298,7 +299,8 @@ def test_readme_devices_walkthrough_runs_with_grpcurl(server: Server) -> None:
     assert match, "README devices walkthrough block missing"
     script = match.group(1)
     for default, port in (("9000", server.collector), ("8000", server.query)):
-        script = script.replace(f"localhost:{default}", f"localhost:{port}")
+        # whole ports only: a free port like 50007 must not be rewritten again as 5000 + "7"
+        script = re.sub(rf"localhost:{default}\b", f"localhost:{port}", script)
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         env=server.env,

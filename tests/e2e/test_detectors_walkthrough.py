@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import subprocess
 import time
 
@@ -44,7 +45,8 @@ def test_readme_detectors_walkthrough_runs_with_grpcurl(server: Server) -> None:
         ("8000", server.query),
         ("5000", server.health),
     ):
-        script = script.replace(f"localhost:{default}", f"localhost:{port}")
+        # whole ports only: a free port like 50007 must not be rewritten again as 5000 + "7"
+        script = re.sub(rf"localhost:{default}\b", f"localhost:{port}", script)
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         env=server.env,

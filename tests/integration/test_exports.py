@@ -24,7 +24,7 @@ from domain.access import Principal, Role
 from domain.exports import ExportFormat, ExportQuery
 from tests.conftest import process_env
 from tests.integration.conftest import Stack
-from tests.integration.fleet import BIN
+from tests.integration.fleet import BIN, wait_for
 from tests.integration.test_grpc_setup import violations
 from tests.integration.test_keys import run_of_new_client
 from tests.integration.test_silence import new_trackers
@@ -208,6 +208,37 @@ async def test_another_clients_run_looks_missing_and_bad_requests_name_the_field
                 pass
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
         assert field in violations(err.value), field
+
+
+async def test_a_stream_waiting_on_its_reader_holds_one_cursor_not_the_export(
+    stack: Stack, database_url: str
+) -> None:
+    run_id, _ = await world(stack, database_url, per_tracker=40_000)  # ~13 MiB of GPX
+    conn = await asyncpg.connect(database_url)
+    try:
+
+        async def one_held_cursor() -> bool:
+            rows = await conn.fetch(
+                """SELECT state FROM pg_stat_activity
+                   WHERE datname = current_database() AND pid <> pg_backend_pid()
+                     AND query LIKE '%FROM reports r%'"""
+            )
+            return [r["state"] for r in rows] == ["idle in transaction"]
+
+        call = stub(stack).ExportHistory(
+            ex.ExportHistoryRequest(production_run_id=run_id, format=ex.EXPORT_FORMAT_GPX)
+        )
+        first = await call.read()
+        assert first.content_type == "application/gpx+xml"
+        # the client reads no further: the server waits (flow control) with its cursor open,
+        # having read a few pages, not the export
+        assert await wait_for(one_held_cursor, 10) is True
+        rest = 0
+        async for chunk in call:
+            rest += len(chunk.data)
+        assert len(first.data) + rest > 10_000_000
+    finally:
+        await conn.close()
 
 
 async def test_two_hundred_thousand_reports_stream_in_bounded_memory(

@@ -266,3 +266,12 @@ async def test_a_track_has_the_points_changes_and_fences_of_its_run() -> None:
     assert track.fences[0].name == "Depot"
     with pytest.raises(NotFound):
         await uc.track(member(OTHER), A)
+
+
+def test_characters_xml_cannot_carry_do_not_break_the_gpx() -> None:
+    w = writer_for(ExportFormat.GPX)
+    odd = ExportPoint(A, T0, 1.0, 2.0, 5, 2, "bell\x07<&>\x00nul")
+    root = ET.fromstring((w.begin() + w.point(odd) + w.end()).encode())
+    desc = root.findtext(f"{GPX}trk/{GPX}trkseg/{GPX}trkpt/{GPX}desc")
+    assert desc is not None
+    assert "bell\ufffd<&>\ufffdnul" in desc

@@ -165,3 +165,11 @@ def test_fences_alone_or_one_point_still_draw() -> None:
     one = [ExportPoint(TRACKER, T0, 1.0, 2.0, 5, 2, "findmy")]
     root = parse(render("one point", one, [], []))
     assert root.find(f".//{SVG}circle[@id='first']") is not None
+
+
+def test_a_fence_name_with_control_characters_still_parses() -> None:
+    pts, changes, _ = track()
+    fences = [Fence("Dock\x01 7 <east>", "DELIVERY", 53.55, 9.99, 100.0)]
+    root = parse(render("tracker \x02", pts, changes, fences))
+    labels = [t.text for t in root.findall(f".//{SVG}g[@id='fences']/{SVG}text")]
+    assert labels == ["Dock\ufffd 7 <east>"]

@@ -3,7 +3,10 @@ stream of chunks written as the rows are read."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 
 import grpc
 
@@ -48,6 +51,19 @@ def export_query(request: pb.ExportHistoryRequest) -> ExportQuery:
     )
 
 
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_soon(chunks: AsyncGenerator[bytes, None]) -> None:
+    async def close() -> None:
+        with contextlib.suppress(RuntimeError):  # still running: its own cancellation ends it
+            await chunks.aclose()
+
+    task = asyncio.get_running_loop().create_task(close())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
 class ExportQueryServicer(pb_grpc.ExportQueryServiceServicer):
     def __init__(self, exports: HistoryExports) -> None:
         self._exports = exports
@@ -57,9 +73,14 @@ class ExportQueryServicer(pb_grpc.ExportQueryServiceServicer):
     ) -> AsyncIterator[pb.ExportHistoryResponse]:
         query = export_query(request)
         chunks = await self._exports.export(caller(), query)
+        # A call that ends while its stream waits on flow control leaves this generator
+        # suspended until the garbage collector finds it; close the export when gRPC says
+        # the call is done: that ends its snapshot and gives its connection back.
+        context.add_done_callback(lambda _: _close_soon(chunks))
         first = True
-        async for data in chunks:
-            yield pb.ExportHistoryResponse(
-                data=data, content_type=CONTENT_TYPES[query.format] if first else ""
-            )
-            first = False
+        async with aclosing(chunks):  # a cancelled call gives its cursor back at once
+            async for data in chunks:
+                yield pb.ExportHistoryResponse(
+                    data=data, content_type=CONTENT_TYPES[query.format] if first else ""
+                )
+                first = False

@@ -13,6 +13,10 @@ import asyncpg
 from adapters.postgres.pool import unavailable_on_connection_error
 from domain.exports import ExportChange, ExportPoint, ExportQuery, Fence
 
+IDLE_LIMIT_S = 300
+"""An export whose reader takes no rows for this long is ended by PostgreSQL (the stream
+then fails with UNAVAILABLE)."""
+
 
 # The rows of one tracker ($1) or of every tracker of one run ($1 a run id), in a time
 # range ($2, $3); each an index range scan of the primary key (tracker, time, position).
@@ -122,6 +126,11 @@ class PostgresExportSource:
                 self._pool.acquire() as conn,
                 conn.transaction(isolation="repeatable_read", readonly=True),
             ):
+                # a reader that stops reading (and a call whose end gRPC has not reported)
+                # holds no snapshot forever: PostgreSQL ends the session after this long
+                await conn.execute(
+                    f"SET LOCAL idle_in_transaction_session_timeout = '{IDLE_LIMIT_S}s'"
+                )
                 yield _Reader(conn, query)
 
     async def fences(self, production_run_id: uuid.UUID) -> list[Fence]:
