@@ -31,6 +31,7 @@ from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer,
 from adapters.grpc.decoding import UndecodableRequestInterceptor
 from adapters.grpc.detectors import DetectorQueryServicer, DetectorServicer
 from adapters.grpc.errors import DomainErrorInterceptor
+from adapters.grpc.events import EventQueryServicer, WebhookServicer
 from adapters.grpc.fetching import FetchQueryServicer
 from adapters.grpc.fleet import FleetQueryServicer
 from adapters.grpc.idempotency import IdempotencyInterceptor
@@ -42,6 +43,7 @@ from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.grpc.status import StatusQueryServicer, StatusServicer
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
 from adapters.postgres.detectors import PostgresFeed
+from adapters.postgres.events import PostgresEventFeed, PostgresWebhookRepository
 from adapters.postgres.fleet import PostgresFleetStatistics
 from adapters.postgres.geocoding import PostgresGeocoder
 from adapters.postgres.idempotency import PostgresIdempotencyStore
@@ -61,6 +63,7 @@ from adapters.redis.queue import RedisAccountGate, RedisFetchQueue
 from adapters.redis.throttle import RedisAttemptThrottle
 from adapters.security import Argon2PasswordHasher, JwtTokenCodec
 from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
+from adapters.webhooks import AiohttpWebhookSender
 from domain.detectors import DeviceKeyRing
 from domain.pagination import PageTokens
 from domain.processing import RetryPolicy
@@ -69,6 +72,7 @@ from servers.config import Settings, device_keys, kek_ring, page_token_keys, sig
 from servers.fetcher_runtime import FetcherRuntime
 from servers.parts import AccessPart, DetectorsPart, JobsPart, KeysPart, SetupPart
 from usecases.access import TokenPolicy
+from usecases.events import DeliverWebhooks, EventQueries, WebhookAdmin
 from usecases.fetch_once import FetchRunReports
 from usecases.fetching import FetchStateQueries, FetchWorker
 from usecases.idempotency import IdempotentCreates
@@ -203,6 +207,17 @@ class Outaging(Core):
     outage_repository = providers.Singleton(PostgresOutageRepository, Core.db_pool)
 
 
+class Eventing(Sealing):
+    """Changes pushed (issue 17): events and webhooks (CRUD on the collector, streams and
+    reads on the query server, deliveries by the worker)."""
+
+    event_feed = providers.Singleton(PostgresEventFeed, Core.db_pool)
+    webhook_repository = providers.Singleton(PostgresWebhookRepository, Core.db_pool)
+    webhook_admin = providers.Singleton(
+        WebhookAdmin, repo=webhook_repository, sealer=Sealing.sealer, clock=Core.clock
+    )
+
+
 class Api(Sealing, ProcessingQueueing):
     """What both gRPC endpoints share: sign-in and tokens, the interceptors, page tokens and
     the use cases their services call."""
@@ -281,7 +296,7 @@ class HealthContainer(Core):
     """``tracker-health``: probes only."""
 
 
-class CollectorContainer(Jobbing, Api, Detecting):
+class CollectorContainer(Jobbing, Eventing, Api, Detecting):
     """``tracker-collector``: every mutation, and the report partitions made ahead."""
 
     setup_servicer = providers.Singleton(SetupServicer, Api.setup_usecases)
@@ -321,9 +336,10 @@ class CollectorContainer(Jobbing, Api, Detecting):
         DetectorServicer, Detecting.detectors.admin, Detecting.detectors.ingest
     )
     job_servicer = providers.Singleton(JobServicer, Jobbing.job_usecases)
+    webhook_servicer = providers.Singleton(WebhookServicer, Eventing.webhook_admin)
 
 
-class QueryContainer(Jobbing, Silencing, Outaging, Api, FetchQueueing, Detecting):
+class QueryContainer(Jobbing, Silencing, Outaging, Eventing, Api, FetchQueueing, Detecting):
     """``tracker-query``: every read."""
 
     setup_query_servicer = providers.Singleton(
@@ -375,6 +391,15 @@ class QueryContainer(Jobbing, Silencing, Outaging, Api, FetchQueueing, Detecting
     fleet_query_servicer = providers.Singleton(
         FleetQueryServicer, silence_queries, outage_queries, fleet_statistics, Api.page_tokens
     )
+    event_queries = providers.Singleton(EventQueries, Eventing.event_feed)
+    event_query_servicer = providers.Singleton(
+        EventQueryServicer,
+        event_queries,
+        Eventing.webhook_admin,
+        Api.page_tokens,
+        poll_s=providers.Callable(_seconds, Core.settings.provided.events.stream_poll),
+        heartbeat_s=providers.Callable(_seconds, Core.settings.provided.events.stream_heartbeat),
+    )
 
 
 class FetcherContainer(Sealing, FetchQueueing):
@@ -407,7 +432,7 @@ class FetcherContainer(Sealing, FetchQueueing):
     )
 
 
-class WorkerContainer(Silencing, Outaging, ProcessingQueueing, Detecting):
+class WorkerContainer(Silencing, Outaging, Eventing, ProcessingQueueing, Detecting):
     """``tracker-worker``: new reports geocoded, rolled up and turned into statuses. A
     factory: each call is a worker of its own (keyword arguments override the settings')."""
 
@@ -447,6 +472,20 @@ class WorkerContainer(Silencing, Outaging, ProcessingQueueing, Detecting):
         repo=Outaging.outage_repository,
         clock=Core.clock,
         rule=Core.settings.provided.outages.rule.call(),
+    )
+    webhook_sender = providers.Singleton(
+        AiohttpWebhookSender,
+        timeout_s=providers.Callable(_seconds, Core.settings.provided.events.webhook_timeout),
+    )
+    deliver_webhooks = providers.Factory(
+        DeliverWebhooks,
+        repo=Eventing.webhook_repository,
+        sender=webhook_sender,
+        sealer=Sealing.sealer,
+        clock=Core.clock,
+        policy=Core.settings.provided.events.delivery_policy.call(),
+        batch=Core.settings.provided.events.webhook_batch,
+        lease=Core.settings.provided.events.webhook_lease,
     )
 
 

@@ -24,6 +24,8 @@ from tracker.v1 import (
     detector_query_service_pb2_grpc,
     detector_service_pb2,
     detector_service_pb2_grpc,
+    event_query_service_pb2,
+    event_query_service_pb2_grpc,
     fetch_query_service_pb2,
     fetch_query_service_pb2_grpc,
     fleet_query_service_pb2,
@@ -54,6 +56,8 @@ from tracker.v1 import (
     user_query_service_pb2_grpc,
     user_service_pb2,
     user_service_pb2_grpc,
+    webhook_service_pb2,
+    webhook_service_pb2_grpc,
 )
 
 # Dependency names: the ``name`` of each health probe (PostgresProbe, RedisProbe).
@@ -181,6 +185,16 @@ FLEET_QUERY = Service(
     fleet_query_service_pb2_grpc.add_FleetQueryServiceServicer_to_server,
     lambda c: c.fleet_query_servicer,
 )
+WEBHOOK = Service(
+    _descriptor(webhook_service_pb2, "WebhookService"),
+    webhook_service_pb2_grpc.add_WebhookServiceServicer_to_server,
+    lambda c: c.webhook_servicer,
+)
+EVENT_QUERY = Service(
+    _descriptor(event_query_service_pb2, "EventQueryService"),
+    event_query_service_pb2_grpc.add_EventQueryServiceServicer_to_server,
+    lambda c: c.event_query_servicer,
+)
 
 SERVICES: tuple[Service, ...] = (
     SETUP,
@@ -201,6 +215,8 @@ SERVICES: tuple[Service, ...] = (
     JOB,
     JOB_QUERY,
     FLEET_QUERY,
+    WEBHOOK,
+    EVENT_QUERY,
 )
 """Every service of the API (a test checks it against the .proto files)."""
 
@@ -215,6 +231,7 @@ COLLECTOR: tuple[Service, ...] = (
     PROCESSING,
     DETECTOR,
     JOB,
+    WEBHOOK,
 )
 QUERY: tuple[Service, ...] = (
     SETUP_QUERY,
@@ -226,6 +243,7 @@ QUERY: tuple[Service, ...] = (
     DETECTOR_QUERY,
     JOB_QUERY,
     FLEET_QUERY,
+    EVENT_QUERY,
 )
 
 
