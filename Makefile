@@ -50,6 +50,8 @@ bench: setup
 	$(BIN)/python -m bench.idempotency
 	$(BIN)/python -m bench.jobs
 	$(BIN)/python -m bench.fleet
+	$(BIN)/python -m bench.upgrade_planner
+	$(BIN)/python -m bench.telemetry
 
 clean:
 	rm -rf $(VENV) .state .tools src/tracker .pytest_cache .mypy_cache .ruff_cache

@@ -3,25 +3,43 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from domain.ports.common import Clock
+from domain.processing import ProcessingBacklog
 from domain.scheduling import Capacity, QueueStats, SyncResult
+from usecases.processing import BatchSummary
 
-RPC_REQUESTS = Counter(
-    "tracker_rpc_requests_total",
-    "gRPC calls handled, by method and status code",
-    ["method", "code"],
+# -- every gRPC server: the Prometheus gRPC conventions (go-grpc-prometheus, py-grpc-prometheus)
+RPC_LABELS = ["grpc_type", "grpc_service", "grpc_method"]
+GRPC_STARTED = Counter("grpc_server_started_total", "RPCs started on the server", RPC_LABELS)
+GRPC_HANDLED = Counter(
+    "grpc_server_handled_total",
+    "RPCs completed on the server, whatever their status code",
+    [*RPC_LABELS, "grpc_code"],
 )
-RPC_LATENCY = Histogram(
-    "tracker_rpc_duration_seconds",
-    "gRPC call duration, by method",
-    ["method"],
+GRPC_HANDLING = Histogram(
+    "grpc_server_handling_seconds",
+    "Time from the start of an RPC to its status (whole stream for streaming RPCs)",
+    RPC_LABELS,
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
+
+
+class RpcMetrics:
+    """The gRPC server metrics on the process's Prometheus registry."""
+
+    def started(self, kind: str, service: str, method: str) -> None:
+        GRPC_STARTED.labels(kind, service, method).inc()
+
+    def handled(self, kind: str, service: str, method: str, code: str, seconds: float) -> None:
+        GRPC_HANDLED.labels(kind, service, method, code).inc()
+        GRPC_HANDLING.labels(kind, service, method).observe(seconds)
+
+
 DEPENDENCY_UP = Gauge(
     "tracker_dependency_up", "1 while the dependency answers its health check", ["dependency"]
 )
@@ -80,7 +98,11 @@ FETCH_SYNC_CHANGES = Counter(
 
 
 class PrometheusFetchMetrics:
-    """``FetchMetrics`` on the process's Prometheus registry."""
+    """``FetchMetrics`` on the process's Prometheus registry (lags read on ``clock``)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._turns: dict[str, Any] = {}
 
     def claimed(self, n: int) -> None:
         FETCH_CLAIMS.inc(n)
@@ -88,9 +110,6 @@ class PrometheusFetchMetrics:
     def request(self, account: str, outcome: str, seconds: float) -> None:
         FETCH_REQUESTS.labels(account, outcome).inc()
         FETCH_REQUEST_SECONDS.observe(seconds)
-
-    def __init__(self) -> None:
-        self._turns: dict[str, Any] = {}
 
     def finished(self, result: str, factor: int) -> None:
         # Once per tracker and turn: the labelled child is looked up once per result.
@@ -112,7 +131,7 @@ class PrometheusFetchMetrics:
         FETCH_WORKERS.set(stats.workers)
         lag = 0.0
         if stats.oldest_due is not None:
-            lag = max(0.0, (datetime.now(UTC) - stats.oldest_due).total_seconds())
+            lag = max(0.0, (self._clock.now() - stats.oldest_due).total_seconds())
         FETCH_QUEUE_LAG.set(lag)
 
     def synced(self, reason: str, result: SyncResult) -> None:
@@ -164,6 +183,35 @@ WORKER_BATCH_SECONDS = Histogram(
     "Duration of one worker batch",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+
+class PrometheusWorkerMetrics:
+    """``WorkerMetrics`` on the process's Prometheus registry (the lag read on ``clock``)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    def batch(self, summary: BatchSummary, seconds: float) -> None:
+        WORKER_BATCHES.inc()
+        WORKER_BATCH_SECONDS.observe(seconds)
+        WORKER_TRACKERS.inc(summary.trackers)
+        WORKER_GEOCODED.inc(summary.geocoded)
+        WORKER_BUCKETS.inc(summary.buckets)
+        WORKER_CHANGES.inc(summary.changes)
+        WORKER_QUARANTINE_EVENTS.labels("quarantined").inc(summary.quarantined)
+        WORKER_QUARANTINE_EVENTS.labels("released").inc(summary.released)
+        WORKER_SPLITS.inc(summary.splits)
+
+    def backlog(self, backlog: ProcessingBacklog) -> None:
+        lag = 0.0
+        if backlog.oldest_arrival is not None:
+            lag = (self._clock.now() - backlog.oldest_arrival).total_seconds()
+        WORKER_LAG.set(max(0.0, lag))
+        WORKER_BACKLOG.set(backlog.waiting)
+        WORKER_QUARANTINED.set(backlog.quarantined)
+
+    def error(self, kind: str) -> None:
+        WORKER_ERRORS.labels(kind).inc()
 
 
 class MetricsServer:

@@ -14,8 +14,10 @@ from typing import TypeVar
 import argon2
 import jwt
 
+from adapters.clock import SystemClock
 from domain.access import AccessClaims
 from domain.errors import TooManyAttempts, Unauthenticated
+from domain.ports.common import Clock
 
 ISSUER = "tracker-services"
 AUDIENCE = "tracker.v1"
@@ -84,7 +86,10 @@ class Argon2PasswordHasher:
 class JwtTokenCodec:
     """HS256 only: tokens with another algorithm (``none`` included) are rejected."""
 
-    def __init__(self, signing_key: bytes, verified_cache: int = 10_000) -> None:
+    def __init__(
+        self, signing_key: bytes, verified_cache: int = 10_000, clock: Clock | None = None
+    ) -> None:
+        self._clock: Clock = clock or SystemClock()
         if len(signing_key) < MIN_KEY_BYTES:
             raise ValueError(f"the JWT signing key must have at least {MIN_KEY_BYTES} bytes")
         self._key = signing_key
@@ -113,7 +118,7 @@ class JwtTokenCodec:
     def decode(self, token: str) -> AccessClaims:
         known = self._verified.get(token)
         if known is not None:
-            if known.expires_at <= datetime.now(UTC):
+            if known.expires_at <= self._clock.now():
                 del self._verified[token]
                 raise Unauthenticated("token expired")
             return known

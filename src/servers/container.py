@@ -30,6 +30,7 @@ from adapters.clock import SystemClock
 from adapters.grpc.auth import AuthInterceptor, AuthServicer, UserQueryServicer, UserServicer
 from adapters.grpc.decoding import UndecodableRequestInterceptor
 from adapters.grpc.detectors import DetectorQueryServicer, DetectorServicer
+from adapters.grpc.devices import DeviceQueryServicer, DeviceServicer
 from adapters.grpc.errors import DomainErrorInterceptor
 from adapters.grpc.events import EventQueryServicer, WebhookServicer
 from adapters.grpc.fetching import FetchQueryServicer
@@ -41,6 +42,7 @@ from adapters.grpc.processing import ProcessingQueryServicer, ProcessingServicer
 from adapters.grpc.reports import ReportServicer
 from adapters.grpc.setup import SetupQueryServicer, SetupServicer
 from adapters.grpc.status import StatusQueryServicer, StatusServicer
+from adapters.grpc.telemetry import AccessLogInterceptor, RpcMetricsInterceptor
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
 from adapters.postgres.detectors import PostgresFeed
 from adapters.postgres.events import PostgresEventFeed, PostgresWebhookRepository
@@ -49,7 +51,7 @@ from adapters.postgres.geocoding import PostgresGeocoder
 from adapters.postgres.idempotency import PostgresIdempotencyStore
 from adapters.postgres.outages import PostgresOutageRepository
 from adapters.postgres.partitions import PostgresReportPartitions
-from adapters.postgres.pool import PostgresProbe, pool_resource
+from adapters.postgres.pool import PostgresProbe, pool_resource, read_pool_resource
 from adapters.postgres.processing import (
     PostgresProcessingQueue,
     PostgresProcessingUnitOfWorkFactory,
@@ -57,12 +59,13 @@ from adapters.postgres.processing import (
 from adapters.postgres.silence import PostgresCadenceRepository
 from adapters.postgres.status import PostgresStatusRepository
 from adapters.postgres.uow import PostgresUnitOfWorkFactory
-from adapters.prometheus import PrometheusFetchMetrics
+from adapters.prometheus import PrometheusFetchMetrics, PrometheusWorkerMetrics, RpcMetrics
 from adapters.redis.client import RedisProbe, redis_resource
 from adapters.redis.queue import RedisAccountGate, RedisFetchQueue
 from adapters.redis.throttle import RedisAttemptThrottle
 from adapters.security import Argon2PasswordHasher, JwtTokenCodec
 from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
+from adapters.tracing import OpenTelemetryTracer
 from adapters.webhooks import AiohttpWebhookSender
 from domain.detectors import DeviceKeyRing
 from domain.pagination import PageTokens
@@ -70,7 +73,7 @@ from domain.processing import RetryPolicy
 from domain.travel_times import PassRules
 from servers.config import Settings, device_keys, kek_ring, page_token_keys, signing_key
 from servers.fetcher_runtime import FetcherRuntime
-from servers.parts import AccessPart, DetectorsPart, JobsPart, KeysPart, SetupPart
+from servers.parts import AccessPart, DetectorsPart, DevicesPart, JobsPart, KeysPart, SetupPart
 from usecases.access import TokenPolicy
 from usecases.events import DeliverWebhooks, EventQueries, WebhookAdmin
 from usecases.fetch_once import FetchRunReports
@@ -218,6 +221,15 @@ class Eventing(Sealing):
     )
 
 
+class Devicing(Sealing):
+    """Devices and firmware (issue 18): changed and checked in on the collector, read on the
+    query server."""
+
+    devices = providers.Container(
+        DevicesPart, uow=Core.uow_factory, sealer=Sealing.sealer, clock=Core.clock
+    )
+
+
 class Api(Sealing, ProcessingQueueing):
     """What both gRPC endpoints share: sign-in and tokens, the interceptors, page tokens and
     the use cases their services call."""
@@ -237,7 +249,9 @@ class Api(Sealing, ProcessingQueueing):
         clock=Core.clock,
     )
     token_codec = providers.Singleton(
-        JwtTokenCodec, signing_key=providers.Callable(signing_key, Core.settings.provided.security)
+        JwtTokenCodec,
+        signing_key=providers.Callable(signing_key, Core.settings.provided.security),
+        clock=Core.clock,
     )
     token_policy = providers.Singleton(
         TokenPolicy,
@@ -263,6 +277,11 @@ class Api(Sealing, ProcessingQueueing):
         IdempotentCreates, store=idempotency_store, clock=Core.clock
     )
     interceptors = providers.List(
+        # outermost first: metrics and the access line see the final status of every call
+        providers.Singleton(RpcMetricsInterceptor, providers.Singleton(RpcMetrics)),
+        providers.Singleton(
+            AccessLogInterceptor, sample=Core.settings.provided.telemetry.access_log_sample
+        ),
         providers.Singleton(DomainErrorInterceptor),
         providers.Singleton(AuthInterceptor, authenticate=access_usecases.provided.authenticate),
         # after authentication: a request_id's scope is the caller
@@ -296,7 +315,7 @@ class HealthContainer(Core):
     """``tracker-health``: probes only."""
 
 
-class CollectorContainer(Jobbing, Eventing, Api, Detecting):
+class CollectorContainer(Jobbing, Devicing, Eventing, Api, Detecting):
     """``tracker-collector``: every mutation, and the report partitions made ahead."""
 
     setup_servicer = providers.Singleton(SetupServicer, Api.setup_usecases)
@@ -337,27 +356,74 @@ class CollectorContainer(Jobbing, Eventing, Api, Detecting):
     )
     job_servicer = providers.Singleton(JobServicer, Jobbing.job_usecases)
     webhook_servicer = providers.Singleton(WebhookServicer, Eventing.webhook_admin)
+    device_servicer = providers.Singleton(
+        DeviceServicer,
+        Devicing.devices.catalog,
+        Devicing.devices.profiles,
+        Devicing.devices.devices,
+        Devicing.devices.rollouts,
+    )
 
 
-class QueryContainer(Jobbing, Silencing, Outaging, Eventing, Api, FetchQueueing, Detecting):
+class QueryContainer(
+    Jobbing, Devicing, Silencing, Outaging, Eventing, Api, FetchQueueing, Detecting
+):
     """``tracker-query``: every read."""
 
+    # What the query server reads through: a replica when TRACKER_DATABASE_READ_URL is set
+    # (docs/deploy.md: replica lag), else the primary pool itself. Writes never go through it.
+    read_pool = providers.Resource(
+        read_pool_resource,
+        dsn=Core.settings.provided.database.read_url.get_secret_value.call(),
+        primary=Core.db_pool,
+        max_size=Core.settings.provided.database.pool_max,
+    )
+    read_uow_factory = providers.Singleton(PostgresUnitOfWorkFactory, pool=read_pool)
+    setup_reads = providers.Container(SetupPart, uow=read_uow_factory, clock=Core.clock)
+    # the user reads (authentication itself stays on the primary: a token revoked or a user
+    # deleted there takes effect at once)
+    access_reads = providers.Container(
+        AccessPart,
+        uow=read_uow_factory,
+        hasher=Api.password_hasher,
+        codec=Api.token_codec,
+        clock=Core.clock,
+        policy=Api.token_policy,
+    )
+    keys_reads = providers.Container(
+        KeysPart,
+        uow=read_uow_factory,
+        factory=Sealing.key_pair_factory,
+        sealer=Sealing.sealer,
+        clock=Core.clock,
+    )
+
     setup_query_servicer = providers.Singleton(
-        SetupQueryServicer, Api.setup_usecases, Api.page_tokens
+        SetupQueryServicer, setup_reads.usecases, Api.page_tokens
     )
     user_query_servicer = providers.Singleton(
-        UserQueryServicer, Api.access_usecases, Api.page_tokens
+        UserQueryServicer, access_reads.usecases, Api.page_tokens
     )
-    key_query_servicer = providers.Singleton(KeyQueryServicer, Api.key_usecases)
+    key_query_servicer = providers.Singleton(KeyQueryServicer, keys_reads.usecases)
     fetch_state_queries = providers.Singleton(
-        FetchStateQueries, uow=Core.uow_factory, queue=FetchQueueing.fetch_queue, clock=Core.clock
+        FetchStateQueries, uow=read_uow_factory, queue=FetchQueueing.fetch_queue, clock=Core.clock
     )
     fetch_query_servicer = providers.Singleton(FetchQueryServicer, fetch_state_queries)
     processing_query_servicer = providers.Singleton(
-        ProcessingQueryServicer, Api.processing_queries, Api.page_tokens
+        ProcessingQueryServicer,
+        providers.Singleton(
+            ProcessingQueries, queue=providers.Singleton(PostgresProcessingQueue, read_pool)
+        ),
+        Api.page_tokens,
     )
     status_queries = providers.Singleton(
-        StatusQueries, repo=Api.status_repository, uow=Core.uow_factory
+        StatusQueries,
+        repo=providers.Singleton(
+            PostgresStatusRepository,
+            read_pool,
+            hourly_days=Core.settings.provided.status.hourly_days,
+        ),
+        uow=read_uow_factory,
     )
     status_query_servicer = providers.Singleton(
         StatusQueryServicer, status_queries, Api.page_tokens
@@ -388,8 +454,16 @@ class QueryContainer(Jobbing, Silencing, Outaging, Eventing, Api, FetchQueueing,
         stats=providers.Singleton(PostgresFleetStatistics, Core.db_pool),
         clock=Core.clock,
     )
+    device_query_servicer = providers.Singleton(
+        DeviceQueryServicer, Devicing.devices.queries, Api.page_tokens
+    )
     fleet_query_servicer = providers.Singleton(
-        FleetQueryServicer, silence_queries, outage_queries, fleet_statistics, Api.page_tokens
+        FleetQueryServicer,
+        silence_queries,
+        outage_queries,
+        fleet_statistics,
+        Api.page_tokens,
+        Core.clock,
     )
     event_queries = providers.Singleton(EventQueries, Eventing.event_feed)
     event_query_servicer = providers.Singleton(
@@ -405,7 +479,7 @@ class QueryContainer(Jobbing, Silencing, Outaging, Eventing, Api, FetchQueueing,
 class FetcherContainer(Sealing, FetchQueueing):
     """``tracker-fetcher``: the fetch worker over the accounts and rules its root gives."""
 
-    fetch_metrics = providers.Singleton(PrometheusFetchMetrics)
+    fetch_metrics = providers.Singleton(PrometheusFetchMetrics, Core.clock)
     fetch_worker = providers.Factory(
         FetchWorker,
         uow=Core.uow_factory,
@@ -413,6 +487,7 @@ class FetcherContainer(Sealing, FetchQueueing):
         gate=FetchQueueing.account_gate,
         clock=Core.clock,
         metrics=fetch_metrics,
+        tracer=providers.Singleton(OpenTelemetryTracer, "tracker.fetcher"),
     )
     # its loops (per account, heartbeat, queue rebuilds) around a fetch worker
     fetcher_runtime = providers.Factory(
@@ -437,6 +512,7 @@ class WorkerContainer(Silencing, Outaging, Eventing, ProcessingQueueing, Detecti
     factory: each call is a worker of its own (keyword arguments override the settings')."""
 
     processing_uow = providers.Singleton(PostgresProcessingUnitOfWorkFactory, Core.db_pool)
+    worker_metrics = providers.Singleton(PrometheusWorkerMetrics, Core.clock)
     geocoder = providers.Singleton(
         PostgresGeocoder,
         Core.db_pool,

@@ -20,6 +20,7 @@ from domain.pagination import PageRequest
 from domain.ports.setup import ClientFilter, ProductionRunFilter, TrackerFilter
 from servers.config import Settings
 from servers.container import Container
+from servers.demo_devices import DeviceFleetDemo
 from servers.fetcher import Fetcher
 from servers.services import POSTGRES, REDIS
 from simulator.server import FETCH_PATH, Simulator, start
@@ -44,6 +45,8 @@ class Demo:
         self._runner: web.AppRunner | None = None
         self._source: FindMyLocationSource | None = None
         self._fetcher: Fetcher | None = None
+        self._devices = DeviceFleetDemo()
+        self._client_id: uuid.UUID | None = None
 
     async def start(self, container: Container) -> None:
         port = self._settings.all_in_one.demo_simulator_port
@@ -75,6 +78,8 @@ class Demo:
             budget_per_hour=0,  # the demo's own simulator, not an Apple account
         )
         await self._fetcher.start(container)
+        assert self._client_id is not None
+        await self._devices.start(container, self._client_id)
         log.info(
             "demo running",
             extra={
@@ -123,12 +128,14 @@ class Demo:
                 ]
             await keys.allocate_tags(system, client.id, macs)
             await keys.import_trackers(system, run.id, macs)
+        self._client_id = client.id
         trackers = await setup.list_trackers(
             system, TrackerFilter(production_run_id=run.id), PageRequest(size=1000)
         )
         return run.id, [t.advertisement_key.value for t in trackers.items]
 
     async def stop(self) -> None:
+        await self._devices.stop()
         if self._fetcher is not None:
             await self._fetcher.stop()
         if self._source is not None:

@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from domain.access import Principal
 from domain.detectors import Radio
@@ -48,7 +47,7 @@ class DetectorDemo:
         graph = RoadGraph.corridor(DETECTORS)
         began = container.clock().now() - HISTORY
         day_s = (began - began.replace(hour=0, minute=0, second=0, microsecond=0)).total_seconds()
-        traffic = simulate(graph, HOURS, 240, day_s, seed=int(time.time()))
+        traffic = simulate(graph, HOURS, 240, day_s, seed=int(began.timestamp()))
         self._task = asyncio.create_task(self._feed(container, ids, traffic, began))
         log.info("detector demo running", extra={"detectors": len(ids), "links": len(graph.links)})
 
@@ -93,7 +92,7 @@ class DetectorDemo:
         }
         sent = dict.fromkeys(pending, 0)
         while any(sent[d] < len(pending[d]) for d in pending):
-            now_s = (datetime.now(UTC) - began).total_seconds()
+            now_s = (container.clock().now() - began).total_seconds()
             for det, items in pending.items():
                 k = sent[det]
                 while k < len(items) and items[k][1] <= now_s:

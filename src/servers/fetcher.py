@@ -98,6 +98,7 @@ class Fetcher:
                     fetch_url=s.findmy.fetch_url,
                     timeout_s=s.findmy.timeout.total_seconds(),
                     anisette_url=s.findmy.anisette_server,
+                    clock=container.clock(),
                 )
             except AccountFileError as exc:
                 raise ConfigError(str(exc)) from None

@@ -89,7 +89,9 @@ class FetcherRuntime:
                 )
                 async with held:
                     try:
-                        turn = await self._worker.turn(account)
+                        # one span per turn (issue 15): the reports it stores link to it
+                        with self._worker.tracer.span("fetch turn"):
+                            turn = await self._worker.turn(account)
                     finally:
                         # A turn that sent no request leaves the account free at once; one
                         # cut short (a defect, or stopping) may have left a request that the

@@ -1,4 +1,10 @@
-"""Structured logs to stdout: one JSON object (or key=value line) per event."""
+"""Structured logs to stdout: one JSON object (or key=value line) per event.
+
+Every line written during an RPC or a traced piece of work also carries ``trace_id`` and
+``span_id`` (the active OpenTelemetry span's; with tracing off, the trace id of the
+``traceparent`` the caller sent, else a new one per call, and no span id), the RPC's
+``method`` and the caller (``user_id``, ``client_ids``; ``*`` for an administrator).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,30 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
+
+from adapters.grpc.telemetry import current_call
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+class ContextFilter(logging.Filter):
+    """Adds the trace and the call (method, caller) to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = trace.get_current_span().get_span_context()
+        call = current_call()
+        if ctx.is_valid:
+            record.trace_id = format(ctx.trace_id, "032x")
+            record.span_id = format(ctx.span_id, "016x")
+        elif call is not None:
+            record.trace_id = call.call_id
+        if call is not None:
+            record.method = getattr(record, "method", call.method)
+            if call.user_id is not None:
+                record.user_id = call.user_id
+                record.client_ids = call.client_ids
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -43,6 +72,7 @@ class TextFormatter(logging.Formatter):
 def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -26,6 +26,14 @@ from usecases.access import (
 )
 from usecases.detector_events import DetectorEvents
 from usecases.detectors import DetectorAdmin, DetectorQueries
+from usecases.devices import (
+    DeviceCatalog,
+    DeviceProfiles,
+    DeviceQueries,
+    Devices,
+    PlannerCache,
+    Rollouts,
+)
 from usecases.jobs import (
     ControlJob,
     JobDefaults,
@@ -242,3 +250,18 @@ def job_usecases(uow: Any, factory: Any, sealer: Any, clock: Any, defaults: Any)
         uow=uow, factory=factory, sealer=sealer, clock=clock, defaults=defaults
     ).usecases()
     return usecases
+
+
+class DevicesPart(containers.DeclarativeContainer):
+    """Device types and firmware, profiles, devices and check-ins, rollouts (issue 18)."""
+
+    uow = providers.Dependency()
+    sealer = providers.Dependency()
+    clock = providers.Dependency()
+
+    planners = providers.Singleton(PlannerCache)
+    catalog = providers.Singleton(DeviceCatalog, uow, clock)
+    profiles = providers.Singleton(DeviceProfiles, uow, clock, sealer)
+    devices = providers.Singleton(Devices, uow, clock, sealer, planners)
+    rollouts = providers.Singleton(Rollouts, uow, clock)
+    queries = providers.Singleton(DeviceQueries, uow, clock, planners)

@@ -23,6 +23,7 @@ from adapters.grpc.reflection import SERVICE_NAME as REFLECTION_NAME
 from adapters.grpc.reflection import add_reflection, source_files
 from adapters.prometheus import MetricsServer
 from servers import log as logsetup
+from servers import tracing
 from servers.config import PROCESS_PARTS, ConfigError, Settings, check_secrets, load
 from servers.container import Container, Core
 from servers.services import POSTGRES, REDIS, Needs, Service, needs_of
@@ -223,9 +224,9 @@ def main_for(
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     logsetup.configure(settings.logging.level, settings.logging.format)
-    log.info(
-        "starting", extra={"component": description.split(":")[0], "settings": settings.redacted()}
-    )
+    component = description.split(":")[0]
+    log.info("starting", extra={"component": component, "settings": settings.redacted()})
+    traced = tracing.install(settings, component)
     if uses_secrets and not settings.security.kek_ring.get_secret_value():
         log.warning(
             "no KEK ring set: private keys are sealed with the public development KEK "
@@ -245,4 +246,7 @@ def main_for(
     except RuntimeError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1
+    finally:
+        if traced is not None:
+            traced.shutdown()
     return 0

@@ -24,6 +24,10 @@ from tracker.v1 import (
     detector_query_service_pb2_grpc,
     detector_service_pb2,
     detector_service_pb2_grpc,
+    device_query_service_pb2,
+    device_query_service_pb2_grpc,
+    device_service_pb2,
+    device_service_pb2_grpc,
     event_query_service_pb2,
     event_query_service_pb2_grpc,
     fetch_query_service_pb2,
@@ -185,6 +189,16 @@ FLEET_QUERY = Service(
     fleet_query_service_pb2_grpc.add_FleetQueryServiceServicer_to_server,
     lambda c: c.fleet_query_servicer,
 )
+DEVICE = Service(
+    _descriptor(device_service_pb2, "DeviceService"),
+    device_service_pb2_grpc.add_DeviceServiceServicer_to_server,
+    lambda c: c.device_servicer,
+)
+DEVICE_QUERY = Service(
+    _descriptor(device_query_service_pb2, "DeviceQueryService"),
+    device_query_service_pb2_grpc.add_DeviceQueryServiceServicer_to_server,
+    lambda c: c.device_query_servicer,
+)
 WEBHOOK = Service(
     _descriptor(webhook_service_pb2, "WebhookService"),
     webhook_service_pb2_grpc.add_WebhookServiceServicer_to_server,
@@ -215,6 +229,8 @@ SERVICES: tuple[Service, ...] = (
     JOB,
     JOB_QUERY,
     FLEET_QUERY,
+    DEVICE,
+    DEVICE_QUERY,
     WEBHOOK,
     EVENT_QUERY,
 )
@@ -231,6 +247,7 @@ COLLECTOR: tuple[Service, ...] = (
     PROCESSING,
     DETECTOR,
     JOB,
+    DEVICE,
     WEBHOOK,
 )
 QUERY: tuple[Service, ...] = (
@@ -243,6 +260,7 @@ QUERY: tuple[Service, ...] = (
     DETECTOR_QUERY,
     JOB_QUERY,
     FLEET_QUERY,
+    DEVICE_QUERY,
     EVENT_QUERY,
 )
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from opentelemetry import trace
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -19,7 +20,6 @@ from tenacity import (
 
 from adapters import prometheus as m
 from domain.errors import DependencyUnavailable
-from domain.ports.common import Clock
 from domain.ports.processing import ProcessingQueue
 from servers import endpoints
 from servers.config import Settings
@@ -30,23 +30,29 @@ from servers.travel_times import TravelTimeLoop
 from servers.webhooks import WebhookLoop
 from usecases.jobs import BatchResult, RunJobBatch
 from usecases.outages import DetectOutages
-from usecases.processing import ProcessNewReports
+from usecases.processing import ProcessNewReports, WorkerMetrics
 from usecases.silence import LearnCadences
 
 log = logging.getLogger("tracker.worker")
 
 MAX_BACKOFF_S = 30.0
 
+tracer = trace.get_tracer("tracker.worker")
 
-def _failed(state: RetryCallState) -> None:
+
+def failed(metrics: WorkerMetrics) -> Callable[[RetryCallState], None]:
     """Count and log one failed batch before the pause."""
-    exc = state.outcome.exception() if state.outcome is not None else None
-    if isinstance(exc, DependencyUnavailable):
-        m.WORKER_ERRORS.labels("unavailable").inc()
-        log.warning("worker: database unavailable", extra={"error": str(exc)})
-    else:
-        m.WORKER_ERRORS.labels("error").inc()
-        log.error("worker batch failed", exc_info=exc)
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, DependencyUnavailable):
+            metrics.error("unavailable")
+            log.warning("worker: database unavailable", extra={"error": str(exc)})
+        else:
+            metrics.error("error")
+            log.error("worker batch failed", exc_info=exc)
+
+    return before_sleep
 
 
 class WorkerLoop:
@@ -61,16 +67,15 @@ class WorkerLoop:
 
     async def start(self, container: WorkerContainer) -> None:
         process = await container.process_new_reports.async_()
+        metrics: WorkerMetrics = container.worker_metrics()
         self._tasks = [
-            asyncio.create_task(self._loop(process), name=f"worker-{n}")
+            asyncio.create_task(self._loop(process, metrics), name=f"worker-{n}")
             for n in range(max(1, self._settings.worker.concurrency))
         ]
         queue = await container.processing_queue.async_()
-        self._tasks.append(
-            asyncio.create_task(self._gauges(queue, container.clock()), name="worker-gauges")
-        )
+        self._tasks.append(asyncio.create_task(self._gauges(queue, metrics), name="worker-gauges"))
 
-    async def _gauges(self, queue: ProcessingQueue, clock: Clock) -> None:
+    async def _gauges(self, queue: ProcessingQueue, metrics: WorkerMetrics) -> None:
         """The backlog gauges, from the queue itself, whatever the batch loops are doing."""
         while True:
             try:
@@ -80,15 +85,10 @@ class WorkerLoop:
             except Exception:
                 log.exception("worker: reading the processing backlog failed")
             else:
-                lag = 0.0
-                if backlog.oldest_arrival is not None:
-                    lag = (clock.now() - backlog.oldest_arrival).total_seconds()
-                m.WORKER_LAG.set(max(0.0, lag))
-                m.WORKER_BACKLOG.set(backlog.waiting)
-                m.WORKER_QUARANTINED.set(backlog.quarantined)
+                metrics.backlog(backlog)
             await asyncio.sleep(self._settings.worker.metrics_interval.total_seconds())
 
-    def _retrying(self) -> AsyncRetrying:
+    def _retrying(self, metrics: WorkerMetrics) -> AsyncRetrying:
         """A failed batch (PostgreSQL unavailable, or a defect) is counted, logged and tried
         again after an exponential pause with jitter (from ``worker_idle_s`` up to
         ``MAX_BACKOFF_S``), so replicas do not come back in step after an outage."""
@@ -96,28 +96,25 @@ class WorkerLoop:
         return AsyncRetrying(
             retry=retry_if_exception_type(Exception),
             wait=wait_exponential_jitter(multiplier=idle, max=MAX_BACKOFF_S, jitter=idle),
-            before_sleep=_failed,
+            before_sleep=failed(metrics),
             sleep=asyncio.sleep,
             reraise=True,
         )
 
-    async def _loop(self, process: ProcessNewReports) -> None:
+    async def _loop(self, process: ProcessNewReports, metrics: WorkerMetrics) -> None:
         while True:
             started = time.perf_counter()
-            batch = await self._retrying()(process)
+            # One span per batch; the queue adapter links it to the traces that stored the
+            # claimed trackers' reports (IngestReports, a fetch). Idle polls are spans too.
+            with tracer.start_as_current_span("worker batch") as span:
+                batch = await self._retrying(metrics)(process)
+                span.set_attribute("tracker.claimed", batch.claimed)
+                span.set_attribute("tracker.trackers", batch.trackers)
             if not batch.claimed:
                 await asyncio.sleep(self._settings.worker.idle.total_seconds())
                 continue
             elapsed = time.perf_counter() - started
-            m.WORKER_BATCHES.inc()
-            m.WORKER_BATCH_SECONDS.observe(elapsed)
-            m.WORKER_TRACKERS.inc(batch.trackers)
-            m.WORKER_GEOCODED.inc(batch.geocoded)
-            m.WORKER_BUCKETS.inc(batch.buckets)
-            m.WORKER_CHANGES.inc(batch.changes)
-            m.WORKER_QUARANTINE_EVENTS.labels("quarantined").inc(batch.quarantined)
-            m.WORKER_QUARANTINE_EVENTS.labels("released").inc(batch.released)
-            m.WORKER_SPLITS.inc(batch.splits)
+            metrics.batch(batch, elapsed)
             log.info(
                 "worker batch",
                 extra={

@@ -16,7 +16,7 @@ from typing import TypeVar
 from domain.access import Principal, require_admin
 from domain.errors import DependencyUnavailable, DomainError, FailedPrecondition
 from domain.fetching import FetchOutcome, SourceError, SourceUnavailable, TrackerKey
-from domain.ports.common import Clock, UnitOfWorkFactory
+from domain.ports.common import Clock, NullTracer, Tracer, UnitOfWorkFactory
 from domain.ports.fetching import (
     AccountGate,
     FetchingUnitOfWork,
@@ -251,6 +251,7 @@ class FetchWorker:
         config: FetcherConfig,
         metrics: FetchMetrics | None = None,
         sleep: Sleep = asyncio.sleep,
+        tracer: Tracer | None = None,
     ) -> None:
         if not accounts:
             raise FailedPrecondition("the fetcher needs at least one source account")
@@ -261,6 +262,7 @@ class FetchWorker:
         self._sleep = sleep
         self.sync_reason = "start"
         self._sync_listeners: list[Callable[[], None]] = []
+        self.tracer: Tracer = tracer or NullTracer()
         self._account_failures: dict[str, int] = {}
         self._last_failure: dict[str, tuple[SourceError, datetime | None]] = {}
         self.turns = 0

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from domain.access import Principal, require_admin
 from domain.errors import DependencyUnavailable, NotFound
@@ -65,6 +66,22 @@ class BatchSummary:
 
 
 _NOTHING = BatchSummary(0, 0, 0, 0, 0, None)
+
+
+class WorkerMetrics(Protocol):
+    """What the worker reports about its work (Prometheus in production)."""
+
+    def batch(self, summary: BatchSummary, seconds: float) -> None:
+        """One batch processed (``claimed`` > 0) in ``seconds``."""
+        ...
+
+    def backlog(self, backlog: ProcessingBacklog) -> None:
+        """The processing queue as last read (the lag is measured from now)."""
+        ...
+
+    def error(self, kind: str) -> None:
+        """A failed batch: ``unavailable`` (the database) or ``error`` (a defect)."""
+        ...
 
 
 class ProcessNewReports:

@@ -604,6 +604,7 @@ def test_config_map_holds_the_settings_and_every_pod_reads_config_and_secret(
         "TRACKER_METRICS_PORT": "9464",
         "TRACKER_LOG_LEVEL": "INFO",
         "TRACKER_LOG_FORMAT": "json",
+        "TRACKER_ACCESS_LOG_SAMPLE": "0",
         "TRACKER_DB_POOL_MAX": "10",
         "TRACKER_HEALTH_CHECK_INTERVAL_S": "2",
         "TRACKER_SHUTDOWN_GRACE_S": "10",

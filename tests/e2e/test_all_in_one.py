@@ -103,6 +103,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "TRACKER_HEALTH_PORT": str(health),
         "TRACKER_METRICS_PORT": str(metrics),
         "TRACKER_SHUTDOWN_GRACE_S": "2",
+        # every successful call's access line at INFO (default: DEBUG), for the log checks
+        "TRACKER_ACCESS_LOG_SAMPLE": "1",
     }
     subprocess.run(
         [BIN / "trackerctl", "migrate", "--create-database"],
@@ -283,6 +285,44 @@ def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> No
     }
 
 
+def test_readme_devices_walkthrough_runs_with_grpcurl(server: Server) -> None:
+    """The README's devices and firmware block, as written (ports changed)."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- walkthrough-devices -->")[1].split("<!-- /walkthrough-devices -->")[0]
+    match = re.search(r"```bash\n(.*?)```", block, re.S)
+    assert match, "README devices walkthrough block missing"
+    script = match.group(1)
+    for default, port in (("9000", server.collector), ("8000", server.query)):
+        script = script.replace(f"localhost:{default}", f"localhost:{port}")
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        env=server.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    docs = json_documents("\n" + done.stdout)
+    [derived] = [d for d in docs if "added_count" in d]
+    assert derived["added_count"] == 4
+    [marked] = [d for d in docs if "changed_count" in d]
+    assert marked["changed_count"] == 4
+    [plan] = [d["steps"] for d in docs if "steps" in d]
+    assert [(s["component"], s["to_version"]) for s in plan] == [
+        ("mcu", "1.4.0"),
+        ("ble", "2.0.0"),
+        ("mcu", "2.0.0"),
+    ]
+    [checkin] = [d for d in docs if "next_step" in d]
+    assert checkin["next_step"]["to_version"] == "1.4.0"
+    assert checkin["profile"]["secrets"] == [{"key": "wifi_password", "value": "hunter2"}]
+    [rollout] = [d["rollout"] for d in docs if "rollout" in d and "next_step" not in d]
+    assert rollout["state"] == "ROLLOUT_STATE_RUNNING"
+    assert rollout["in_progress_count"] == 1
+    server.secrets.append("hunter2")
+
+
 def test_help_lists_every_option_with_its_environment_name() -> None:
     for command in ("tracker-server", "tracker-collector", "tracker-query", "tracker-health"):
         out = subprocess.run(
@@ -304,14 +344,17 @@ def test_prometheus_metrics_count_the_calls(server: Server) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     assert 'tracker_dependency_up{dependency="postgres"} 1.0' in text
+    # the Prometheus gRPC conventions (issue 15)
     created = re.search(
-        r'tracker_rpc_requests_total\{code="OK",method="/tracker.v1.SetupService/CreateClient"\}'
-        r" (\d+)",
+        r'grpc_server_handled_total\{grpc_code="OK",grpc_method="CreateClient",'
+        r'grpc_service="tracker.v1.SetupService",grpc_type="unary"\} (\d+)',
         text,
     )
     assert created is not None
     assert float(created.group(1)) >= 1
-    assert "tracker_rpc_duration_seconds_bucket" in text
+    assert "grpc_server_handling_seconds_bucket" in text
+    assert "grpc_server_started_total" in text
+    assert "tracker_rpc_requests_total" not in text
 
 
 def test_trackerctl_keys_generate_export_allocate_import(
@@ -473,6 +516,23 @@ def test_the_demo_shows_reports_arriving_within_a_minute(tmp_path: pathlib.Path)
             ).stdout.split()
             time.sleep(0.25)
         assert set(statuses) & {"IN_STORAGE", "IN_TRANSIT", "DELIVERED"}, log.read_text()[-2000:]
+        # Devices (issue 18): the demo gateways check in and their rollout hands out steps.
+        progress = ""
+        while time.monotonic() < deadline + 30 and not progress:
+            progress = subprocess.run(
+                [
+                    "psql",
+                    url_for(db),
+                    "-Atc",
+                    "SELECT count(*) FROM rollout_devices WHERE state <> 'PENDING'"
+                    " HAVING count(*) > 0",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            time.sleep(0.5)
+        assert progress, log.read_text()[-2000:]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)

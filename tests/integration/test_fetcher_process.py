@@ -136,7 +136,7 @@ async def test_a_killed_fetchers_claims_are_completed_by_another_within_one_leas
     assert await wait_for(hung, 60), f.log(0)
     held = {
         uuid.UUID(m.decode())
-        async for key in redis_client.scan_iter(match=f"{p}:leases:*")
+        async for key in redis_client.scan_iter(match=f"{{{p}}}:leases:*")
         for m in await redis_client.zrange(key, 0, -1)
     }
     assert held, "the victim holds claims"
@@ -231,8 +231,8 @@ async def test_after_flushall_the_queue_is_rebuilt_and_every_tracker_fetched_nex
             lambda: all_fetched_since(database_url, fleet.trackers, flushed), 60
         ), (f.log(0)[-3000:], f.log(1)[-3000:])
         took = time.monotonic() - t0
-        queued = await r.zcard(f"{p}:due") + await r.zcard(f"{p}:leases")
-        assert await r.exists(f"{p}:synced")
+        queued = await r.zcard(f"{{{p}}}:due") + await r.zcard(f"{{{p}}}:leases")
+        assert await r.exists(f"{{{p}}}:synced")
     finally:
         await r.aclose()
     print(f"\nafter FLUSHALL all 300 trackers fetched again within {took:.1f}s (interval 3s)")
@@ -269,7 +269,7 @@ async def test_a_redis_outage_is_waited_out_and_the_queue_comes_back(
     t0 = time.monotonic()
     r = aioredis.Redis.from_url(own_redis_server.url)
     try:
-        assert await wait_for(lambda: r.exists(f"{p}:synced"), 30, every=0.05)
+        assert await wait_for(lambda: r.exists(f"{{{p}}}:synced"), 30, every=0.05)
     finally:
         await r.aclose()
     # The rebuild probes Redis every 0.5 s while it is down: it follows its return at once

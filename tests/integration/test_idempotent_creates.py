@@ -31,6 +31,14 @@ from tests.integration.test_isolation_matrix import (
     invoke,
     make_world,
 )
+from tracker.v1 import detector_pb2 as dpb
+from tracker.v1 import detector_service_pb2 as ds
+from tracker.v1 import detector_service_pb2_grpc as ds_grpc
+from tracker.v1 import device_service_pb2 as dev
+from tracker.v1 import device_service_pb2_grpc as dev_grpc
+from tracker.v1 import devices_pb2 as dvpb
+from tracker.v1 import job_service_pb2 as js
+from tracker.v1 import jobs_pb2 as jpb
 from tracker.v1 import key_query_service_pb2 as kq
 from tracker.v1 import key_query_service_pb2_grpc as kq_grpc
 from tracker.v1 import key_service_pb2 as k
@@ -42,7 +50,7 @@ from tracker.v1 import user_service_pb2 as us
 
 pytestmark = pytest.mark.integration
 
-CREATE_VERBS = ("Create", "BatchCreate", "Allocate", "Import")
+CREATE_VERBS = ("Create", "BatchCreate", "Allocate", "Import", "Register", "Start")
 METHODS = {m.name: m for svc in SERVICES for m in svc.methods}
 IDEMPOTENT = sorted(n for n, m in METHODS.items() if "request_id" in m.input_type.fields_by_name)
 _seq = itertools.count()
@@ -155,7 +163,109 @@ REQUESTS: dict[str, tuple[Build, Build]] = {
         lambda e: us.CreateUserRequest(user=a_user(e), password="idempotent-password-1"),
         lambda e: us.CreateUserRequest(user=a_user(e), password="idempotent-password-1"),
     ),
+    "CreateDetector": (
+        lambda e: ds.CreateDetectorRequest(detector=a_detector(e, "d")),
+        lambda e: ds.CreateDetectorRequest(detector=a_detector(e, "other")),
+    ),
+    "CreateLink": (
+        lambda e: ds.CreateLinkRequest(
+            link=dpb.Link(
+                destination_detector_id=e.ids["free_detector_1"],
+                source_detector_id=e.ids["free_detector_2"],
+            )
+        ),
+        lambda e: ds.CreateLinkRequest(
+            link=dpb.Link(
+                destination_detector_id=e.ids["free_detector_2"],
+                source_detector_id=e.ids["free_detector_1"],
+            )
+        ),
+    ),
+    "StartJob": (
+        lambda e: js.StartJobRequest(
+            kind=jpb.JOB_KIND_REEVALUATE_RUN, production_run_id=e.ids["run"], batch_size=10
+        ),
+        lambda e: js.StartJobRequest(
+            kind=jpb.JOB_KIND_REEVALUATE_RUN, production_run_id=e.ids["run"], batch_size=20
+        ),
+    ),
+    "CreateDeviceType": (
+        lambda e: dev.CreateDeviceTypeRequest(
+            device_type=dvpb.DeviceType(
+                client_id=e.ids["client"], name=f"type-{next(_seq)}", components=["mcu"]
+            )
+        ),
+        lambda e: dev.CreateDeviceTypeRequest(
+            device_type=dvpb.DeviceType(
+                client_id=e.ids["client"], name=f"type-{next(_seq)}", components=["ble"]
+            )
+        ),
+    ),
+    "CreateFirmwareRelease": (
+        lambda e: dev.CreateFirmwareReleaseRequest(
+            firmware_release=dvpb.FirmwareRelease(
+                device_type_id=e.ids["device_type"], component="mcu", version=f"2.{next(_seq)}.0"
+            )
+        ),
+        lambda e: dev.CreateFirmwareReleaseRequest(
+            firmware_release=dvpb.FirmwareRelease(
+                device_type_id=e.ids["device_type"], component="mcu", version=f"3.{next(_seq)}.0"
+            )
+        ),
+    ),
+    "CreateDeviceProfile": (
+        lambda e: dev.CreateDeviceProfileRequest(
+            device_profile=dvpb.DeviceProfile(
+                name="site", scope=dvpb.PROFILE_SCOPE_LOCATION, scope_id=e.ids["location"]
+            )
+        ),
+        lambda e: dev.CreateDeviceProfileRequest(
+            device_profile=dvpb.DeviceProfile(
+                name="run", scope=dvpb.PROFILE_SCOPE_PRODUCTION_RUN, scope_id=e.ids["run"]
+            )
+        ),
+    ),
+    "RegisterDevice": (
+        lambda e: dev.RegisterDeviceRequest(device=a_device(e)),
+        lambda e: dev.RegisterDeviceRequest(device=a_device(e)),
+    ),
+    "CreateRollout": (
+        lambda e: dev.CreateRolloutRequest(
+            rollout=a_rollout(e),
+            selection=dvpb.DeviceSelection(device_ids=[e.ids["free_device_1"]]),
+        ),
+        lambda e: dev.CreateRolloutRequest(
+            rollout=a_rollout(e),
+            selection=dvpb.DeviceSelection(device_ids=[e.ids["free_device_2"]]),
+        ),
+    ),
 }
+
+
+def a_detector(env: Env, name: str) -> dpb.Detector:
+    return dpb.Detector(
+        client_id=env.ids["client"],
+        display_name=name,
+        position=pb.GeoPoint(latitude=52.5, longitude=13.4),
+        radios=[dpb.RADIO_BLUETOOTH],
+    )
+
+
+MCU1 = [dvpb.ComponentVersion(component="mcu", version="1.0.0")]
+
+
+def a_device(env: Env) -> dvpb.Device:
+    return dvpb.Device(
+        client_id=env.ids["client"],
+        device_type_id=env.ids["device_type"],
+        serial=f"idem-{next(_seq)}",
+        group_key="cell",
+        versions=MCU1,
+    )
+
+
+def a_rollout(env: Env) -> dvpb.Rollout:
+    return dvpb.Rollout(device_type_id=env.ids["device_type"], name="idem", target=MCU1)
 
 
 def test_every_create_rpc_has_its_requests_here() -> None:
@@ -181,7 +291,18 @@ async def make_env(stack: Stack) -> Env:
     await keys.AllocateTags(
         k.AllocateTagsRequest(client_id=world.ids["client"], mac_addresses=macs[:4])
     )
-    return Env(stack, world.ids, macs)
+    # free detectors to link, free devices for a rollout (the world's are linked and busy)
+    detectors = ds_grpc.DetectorServiceStub(stack.collector_channel)
+    devices = dev_grpc.DeviceServiceStub(stack.collector_channel)
+    env = Env(stack, world.ids, macs)
+    for i in (1, 2):
+        made = await detectors.CreateDetector(
+            ds.CreateDetectorRequest(detector=a_detector(env, f"free-{i}"))
+        )
+        world.ids[f"free_detector_{i}"] = made.detector.id
+        device = await devices.RegisterDevice(dev.RegisterDeviceRequest(device=a_device(env)))
+        world.ids[f"free_device_{i}"] = device.device.id
+    return env
 
 
 async def call(

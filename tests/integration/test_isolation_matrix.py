@@ -25,6 +25,9 @@ from tracker.v1 import (
     detector_query_service_pb2_grpc,
     detector_service_pb2,
     detector_service_pb2_grpc,
+    device_query_service_pb2,
+    device_service_pb2,
+    device_service_pb2_grpc,
     fetch_query_service_pb2,
     fleet_query_service_pb2,
     job_query_service_pb2,
@@ -71,6 +74,8 @@ FILES = [
     job_service_pb2,
     job_query_service_pb2,
     fleet_query_service_pb2,
+    device_service_pb2,
+    device_query_service_pb2,
 ]
 SERVICES = [svc for f in FILES for svc in f.DESCRIPTOR.services_by_name.values()]
 OPEN_SERVICES = {"tracker.v1.AuthService"}
@@ -83,6 +88,7 @@ MUTATING_SERVICES = {
     "tracker.v1.ProcessingService",
     "tracker.v1.DetectorService",
     "tracker.v1.JobService",
+    "tracker.v1.DeviceService",
 }
 # Operator services: every RPC needs ADMIN, so even their lists refuse everyone else.
 ADMIN_ONLY_SERVICES = {
@@ -101,6 +107,10 @@ RESOURCE_OF_MESSAGE = {
     "Tracker": "tracker",
     "User": "user",
     "Detector": "detector",
+    "DeviceType": "device_type",
+    "Device": "device",
+    "DeviceProfile": "profile",
+    "Rollout": "rollout",
 }
 RESOURCE_OF_FIELD = {
     "client_id": "client",
@@ -116,6 +126,22 @@ RESOURCE_OF_FIELD = {
     "destination_detector_id": "detector",
     "source_detector_id": "source_detector",
     "job_id": "job",
+    "device_type_id": "device_type",
+    "device_id": "device",
+    "device_ids": "device",
+    "rollout_id": "rollout",
+    "production_run_ids": "run",
+    "scope_id": "client",
+    "location_id": "location",
+}
+# Valid values of fields whose syntax is checked before access (devices and firmware).
+VALUE_OF_FIELD = {
+    "version": "1.0.0",
+    "from_version": "1.0.0",
+    "to_version": "1.0.0",
+    "range": ">=1.0.0",
+    "component": "mcu",
+    "components": "mcu",
 }
 _counter = itertools.count()
 
@@ -159,6 +185,10 @@ def fill(msg: Message, world: World, resource: str | None) -> None:
                 value = world.ids[resource]
             elif name in RESOURCE_OF_FIELD:
                 value = world.ids[RESOURCE_OF_FIELD[name]]
+            elif name in VALUE_OF_FIELD:
+                value = VALUE_OF_FIELD[name]
+            elif name == "key":  # profile entries: distinct keys
+                value = f"key{next(_counter)}"
             elif name == "email":
                 value = f"matrix{next(_counter)}@example.com"
             elif name == "password":
@@ -183,8 +213,20 @@ def fill(msg: Message, world: World, resource: str | None) -> None:
             else:
                 setattr(msg, name, f.enum_type.values[1].number)
         elif f.type in (f.TYPE_DOUBLE, f.TYPE_FLOAT):
-            # valid values: a status rule's probability and outlier share lie below 1
-            setattr(msg, name, {"min_probability": 0.9, "outlier_share": 0.1}.get(name, 10.0))
+            # valid values: a status rule's probability and outlier share lie below 1, as do
+            # a rollout's shares; a rollout's (last) phase is 100 percent
+            value = {
+                "min_probability": 0.9,
+                "outlier_share": 0.1,
+                "advance_share": 0.9,
+                "pause_failure_rate": 0.1,
+                "abort_failure_rate": 0.2,
+                "phases": 100.0,
+            }.get(name, 10.0)
+            if f.is_repeated:
+                getattr(msg, name).append(value)
+            else:
+                setattr(msg, name, value)
         # ints (page_size) and bools (force, admin) keep their defaults.
 
 
@@ -298,7 +340,73 @@ async def make_world(admin: Stack, tag: str) -> World:
         )
     )
     secrets |= {f"{tag}-detector", f"{tag}-source-detector"}
+    dev = device_service_pb2_grpc.DeviceServiceStub(admin.collector_channel)
+    d = device_service_pb2
+    from tracker.v1 import devices_pb2 as dpb
+
+    dtype = (
+        await dev.CreateDeviceType(
+            d.CreateDeviceTypeRequest(
+                device_type=dpb.DeviceType(
+                    client_id=client.id, name=f"{tag}-type", components=["mcu"]
+                )
+            )
+        )
+    ).device_type
+    mcu1 = [dpb.ComponentVersion(component="mcu", version="1.0.0")]
+    await dev.CreateFirmwareRelease(
+        d.CreateFirmwareReleaseRequest(
+            firmware_release=dpb.FirmwareRelease(
+                device_type_id=dtype.id, component="mcu", version="1.0.0"
+            )
+        )
+    )
+    await dev.SetCombinations(
+        d.SetCombinationsRequest(
+            device_type_id=dtype.id,
+            combinations=[dpb.Combination(versions=mcu1)],
+            state=dpb.COMBINATION_STATE_KNOWN_GOOD,
+        )
+    )
+    profile = (
+        await dev.CreateDeviceProfile(
+            d.CreateDeviceProfileRequest(
+                device_profile=dpb.DeviceProfile(
+                    name=f"{tag}-profile",
+                    scope=dpb.PROFILE_SCOPE_CLIENT,
+                    scope_id=client.id,
+                    secrets=[dpb.ProfileEntry(key="wifi", value=f"{tag}-wifi-secret")],
+                )
+            )
+        )
+    ).device_profile
+    device = (
+        await dev.RegisterDevice(
+            d.RegisterDeviceRequest(
+                device=dpb.Device(
+                    client_id=client.id,
+                    device_type_id=dtype.id,
+                    serial=f"{tag}-serial",
+                    group_key=f"{tag}-cell",
+                    versions=mcu1,
+                )
+            )
+        )
+    ).device
+    rollout = (
+        await dev.CreateRollout(
+            d.CreateRolloutRequest(
+                rollout=dpb.Rollout(device_type_id=dtype.id, name=f"{tag}-rollout", target=mcu1)
+            )
+        )
+    ).rollout
+    secrets |= {f"{tag}-type", f"{tag}-profile", f"{tag}-serial", f"{tag}-cell", f"{tag}-wifi"}
+    secrets |= {f"{tag}-rollout", f"{tag}-wifi-secret"}
     ids = {
+        "device_type": dtype.id,
+        "device": device.id,
+        "profile": profile.id,
+        "rollout": rollout.id,
         "client": client.id,
         "detector": dest.id,
         "source_detector": source.id,
@@ -379,6 +487,18 @@ async def snapshot(admin: Stack, world: World) -> list[str]:
         ),
         await job_query_service_pb2_grpc.JobQueryServiceStub(admin.query_channel).GetJob(
             job_query_service_pb2.GetJobRequest(job_id=world.ids["job"])
+        ),
+    ]
+    devq = device_query_service_pb2
+    from tracker.v1 import device_query_service_pb2_grpc
+
+    dq = device_query_service_pb2_grpc.DeviceQueryServiceStub(admin.query_channel)
+    parts += [
+        await dq.GetDevice(devq.GetDeviceRequest(id=world.ids["device"])),
+        await dq.GetRollout(devq.GetRolloutRequest(id=world.ids["rollout"])),
+        await dq.GetDeviceProfile(devq.GetDeviceProfileRequest(id=world.ids["profile"])),
+        await dq.GetFirmwareCatalog(
+            devq.GetFirmwareCatalogRequest(device_type_id=world.ids["device_type"])
         ),
     ]
     assert admin.container is not None
@@ -481,6 +601,10 @@ async def test_every_rpc_without_or_with_a_bad_token_is_unauthenticated(stack: S
                 "detector",
                 "source_detector",
                 "job",
+                "device_type",
+                "device",
+                "profile",
+                "rollout",
             )
         },
         set(),

@@ -114,7 +114,7 @@ async def test_keys_of_the_redis_throttle_are_shared_by_replicas(
         assert await replica.attempt([k]) is None
     assert await two.attempt([k]) is not None
     assert await one.attempt([k]) is not None
-    stored = await redis_client.keys(f"{prefix}:*")
+    stored = await redis_client.keys(f"{{{prefix}}}:*")
     assert stored
     assert all([await redis_client.pttl(s) > 0 for s in stored]), "every key expires"
 

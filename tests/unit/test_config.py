@@ -142,6 +142,13 @@ SAMPLES |= {  # detectors and travel times (issue 16)
     "travel_time_workers": 2,
     "detector_stream_poll_s": 1.0,
 }
+SAMPLES |= {  # observability and scale-out (issue 15)
+    "database_read_url": "postgresql://reader:pw@replica:5432/tracker",
+    "otel_exporter_otlp_endpoint": "http://otel-collector:4317",
+    "otel_service_name": "tracker-edge",
+    "otel_traces_sampler_arg": 0.25,
+    "access_log_sample": 0.01,
+}
 SEED_NAMES = {
     "max_keys_per_batch": "MAX_KEYS_PER_BATCH",
     "anisette_server": "ANISETTE_SERVER",
@@ -153,6 +160,10 @@ SEED_NAMES = {
     "db_name": "DB_NAME",
     "db_user": "DB_USER",
     "db_password": "DB_PASSWORD",
+    # OpenTelemetry's standard variables (issue 15)
+    "otel_exporter_otlp_endpoint": "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "otel_service_name": "OTEL_SERVICE_NAME",
+    "otel_traces_sampler_arg": "OTEL_TRACES_SAMPLER_ARG",
 }
 SEED_NAMES["db_password_file"] = "DB_PASSWORD_FILE"
 # Secrets also come from files (a mounted Secret): the file wins over the value.
@@ -164,6 +175,7 @@ SECRET_FILES = {
     "redis_url_file": "redis://cache.file:6379/3",
     "db_password_file": "from-a-file",
     "device_keys_file": "5=" + base64.b64encode(b"f" * 32).decode(),
+    "database_read_url_file": "postgresql://reader@replica.file/tracker",
 }
 _SECRET_DIR = pathlib.Path(tempfile.mkdtemp(prefix="tracker-config-test-"))
 for _name, _content in SECRET_FILES.items():
@@ -177,6 +189,7 @@ SECRETS = {
     "page_token_keys",
     "db_password",
     "device_keys",
+    "database_read_url",
 }
 ENV = env_names()
 FIELDS = list(ENV)
@@ -289,6 +302,7 @@ def test_a_process_validates_exactly_its_components(process: str) -> None:
     """A bad value in each component stops exactly the processes that load it."""
     bad = {  # one out-of-range value per component
         "logging": "TRACKER_LOG_LEVEL",
+        "telemetry": "TRACKER_ACCESS_LOG_SAMPLE",
         "server": "TRACKER_METRICS_PORT",
         "health": "TRACKER_HEALTH_CHECK_INTERVAL_S",
         "database": "TRACKER_DB_POOL_MAX",

@@ -6,10 +6,13 @@ stop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from datetime import timedelta
 
 from servers.fetcher_runtime import FetcherRuntime
 from tests.unit.test_fetch_worker import World, make_world
+from usecases.fetching import FetchWorker
 
 
 def runtime_of(w: World) -> FetcherRuntime:
@@ -59,3 +62,36 @@ async def test_a_sync_the_use_case_asks_for_is_run_by_the_runtime() -> None:
     finally:
         runtime.stop()
         await asyncio.wait_for(task, 5)
+
+
+async def test_each_fetch_turn_is_one_span_of_the_tracer() -> None:
+    """Issue 15: a turn (claim, request, store, requeue) is one span, so the reports it
+    stores link the worker's batch to it (docs/observability.md)."""
+    w = make_world(4, silent=0.0)
+    names: list[str] = []
+    served: list[int] = []
+
+    class RecordingTracer:
+        @contextlib.contextmanager
+        def span(self, name: str) -> Iterator[None]:
+            names.append(name)
+            before = len(w.source.requests)
+            yield None
+            served.append(len(w.source.requests) - before)
+
+    w.worker = replace_tracer(w.worker, RecordingTracer())
+    runtime = runtime_of(w)
+    task = asyncio.create_task(runtime.run())
+    try:
+        await until(lambda: any(served))
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, 5)
+    assert set(names) == {"fetch turn"}
+    first = next(i for i, n in enumerate(served) if n)
+    assert served[first] == 1  # the turn's request was made inside its span
+
+
+def replace_tracer(worker: FetchWorker, tracer: object) -> FetchWorker:
+    worker.tracer = tracer  # type: ignore[assignment]
+    return worker

@@ -20,6 +20,7 @@ FORBIDDEN = frozenset(
         "servers",
         "tracker",
         "dependency_injector",
+        "opentelemetry",
     }
 )
 

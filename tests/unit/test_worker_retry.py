@@ -3,10 +3,27 @@ with jitter), counting each failure, and carries on with the batch once it works
 
 from __future__ import annotations
 
-from adapters import prometheus as m
 from domain.errors import DependencyUnavailable
+from domain.processing import ProcessingBacklog
 from servers.config import Settings
 from servers.worker import WorkerLoop
+from usecases.processing import BatchSummary
+
+
+class RecordingMetrics:
+    """``WorkerMetrics`` that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def batch(self, summary: BatchSummary, seconds: float) -> None:
+        pass
+
+    def backlog(self, backlog: ProcessingBacklog) -> None:
+        pass
+
+    def error(self, kind: str) -> None:
+        self.errors.append(kind)
 
 
 async def test_a_failing_batch_is_retried_and_each_failure_counted() -> None:
@@ -20,16 +37,14 @@ async def test_a_failing_batch_is_retried_and_each_failure_counted() -> None:
             raise failures.pop(0)
         return "done"
 
-    unavailable = m.WORKER_ERRORS.labels("unavailable")._value.get()
-    errors = m.WORKER_ERRORS.labels("error")._value.get()
-    assert await loop._retrying()(batch) == "done"
+    metrics = RecordingMetrics()
+    assert await loop._retrying(metrics)(batch) == "done"
     assert calls == [0, 1, 2]
-    assert m.WORKER_ERRORS.labels("unavailable")._value.get() == unavailable + 1
-    assert m.WORKER_ERRORS.labels("error")._value.get() == errors + 1
+    assert metrics.errors == ["unavailable", "error"]
 
 
 def test_pauses_grow_with_jitter_up_to_the_cap() -> None:
-    retrying = WorkerLoop(Settings(worker_idle_s=1.0))._retrying()
+    retrying = WorkerLoop(Settings(worker_idle_s=1.0))._retrying(RecordingMetrics())
     wait = retrying.wait
 
     class State:

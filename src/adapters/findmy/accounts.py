@@ -14,6 +14,7 @@ from findmy.reports.account import AsyncAppleAccount
 
 from adapters.findmy.redact import protect
 from adapters.findmy.source import FindMyLocationSource
+from domain.ports.common import Clock
 from domain.ports.keys import SecretSealer
 from usecases.fetching import Account
 
@@ -63,6 +64,7 @@ def load_accounts(
     fetch_url: str,
     timeout_s: float,
     anisette_url: str = "",
+    clock: Clock | None = None,
 ) -> list[Account]:
     """One ``Account`` per distinct Apple account among the files; a duplicate is an error
     (two sessions of one account would break its one-request-at-a-time rule)."""
@@ -80,6 +82,7 @@ def load_accounts(
             sealer,
             fetch_url=fetch_url,
             timeout_s=timeout_s,
+            clock=clock,
         )
         accounts.append(Account(name, source))
     if not accounts:

@@ -25,6 +25,7 @@ from findmy import KeyPair
 from findmy.reports.account import AsyncAppleAccount
 from findmy.reports.reports import LocationReport
 
+from adapters.clock import SystemClock
 from domain.errors import InvalidArgument
 from domain.fetching import (
     FetchOutcome,
@@ -35,6 +36,7 @@ from domain.fetching import (
     TrackerKey,
 )
 from domain.model import GeoPoint
+from domain.ports.common import Clock
 from domain.ports.keys import SecretSealer
 from domain.reports import Report
 
@@ -51,7 +53,7 @@ async def findmy_relogin(account: AsyncAppleAccount) -> None:
     await account._login_mobileme()
 
 
-def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+def retry_after_s(value: str | None, now: datetime) -> float | None:
     """``Retry-After`` as delay-seconds or as an HTTP date (RFC 9110 10.2.3); None if absent
     or unreadable."""
     if value is None:
@@ -67,11 +69,11 @@ def retry_after_s(value: str | None, now: datetime | None = None) -> float | Non
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return max(0.0, (when - now).total_seconds())
 
 
-def _retry_after(headers: Any) -> float | None:
-    return retry_after_s(headers.get("Retry-After"))
+def _retry_after(headers: Any, now: datetime) -> float | None:
+    return retry_after_s(headers.get("Retry-After"), now)
 
 
 def _count(entry: Any) -> int:
@@ -112,7 +114,9 @@ class FindMyLocationSource:
         fetch_url: str = APPLE_FETCH_URL,
         timeout_s: float = 30.0,
         relogin: Relogin = findmy_relogin,
+        clock: Clock | None = None,
     ) -> None:
+        self._clock: Clock = clock or SystemClock()
         self._account, self._sealer = account, sealer
         self._fetch_url, self._timeout_s, self._relogin = fetch_url, timeout_s, relogin
         self._http: aiohttp.ClientSession | None = None
@@ -183,9 +187,9 @@ class FindMyLocationSource:
             if status == 401:
                 raise SourceUnauthorized("not authorized to fetch reports")
         if status == 429:
-            raise SourceRateLimited("HTTP 429", _retry_after(headers))
+            raise SourceRateLimited("HTTP 429", _retry_after(headers, self._clock.now()))
         if status >= 500:
-            raise SourceUnavailable(f"HTTP {status}", _retry_after(headers))
+            raise SourceUnavailable(f"HTTP {status}", _retry_after(headers, self._clock.now()))
         if status != 200:
             raise SourceProtocolError(f"HTTP {status}")
         if not raw.strip():

@@ -17,6 +17,7 @@ import grpc
 
 from adapters.grpc import convert as cv
 from adapters.grpc.handlers import wrap_handler
+from adapters.grpc.telemetry import current_call
 from domain.access import Principal, Role, TokenPair, User
 from domain.errors import FieldViolation, InvalidArgument, Unauthenticated, field_prefix
 from domain.pagination import PageTokens
@@ -69,6 +70,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         async def authenticated(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
             principal = await self._authenticate(bearer_token(context))
             reset = _caller.set(principal)
+            info = current_call()
+            if info is not None:  # the caller, on every log line of the call
+                info.user_id = str(principal.user_id)
+                info.client_ids = (
+                    "*" if principal.admin else ",".join(sorted(map(str, principal.memberships)))
+                )
             try:
                 yield
             finally:

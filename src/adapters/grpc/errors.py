@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,7 +15,6 @@ from grpc_status import rpc_status
 
 from adapters.grpc.handlers import wrap_handler
 from adapters.postgres.pool import transient_error as postgres_transient
-from adapters.prometheus import RPC_LATENCY, RPC_REQUESTS
 from adapters.redis.queue import transient_error as redis_transient
 from domain.errors import (
     Aborted,
@@ -187,11 +185,10 @@ def undecodable_status(message_type: str) -> grpc.Status:
 
 
 class _Call:
-    """Bookkeeping of one call: maps errors, logs one access line."""
+    """Error mapping of one call (its metrics and access line: ``adapters/grpc/telemetry``)."""
 
     def __init__(self, method: str) -> None:
         self.method = method
-        self.started = time.perf_counter()
         self.code = "OK"
 
     async def fail(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
@@ -221,19 +218,6 @@ class _Call:
         self.code = status.code.name
         await context.abort_with_status(status)
 
-    def done(self) -> None:
-        elapsed = time.perf_counter() - self.started
-        RPC_REQUESTS.labels(self.method, self.code).inc()
-        RPC_LATENCY.labels(self.method).observe(elapsed)
-        log.info(
-            "rpc",
-            extra={
-                "method": self.method,
-                "code": self.code,
-                "duration_ms": round((time.perf_counter() - self.started) * 1e3, 2),
-            },
-        )
-
 
 def _code_name(context: grpc.aio.ServicerContext) -> str:
     code = context.code()
@@ -242,7 +226,7 @@ def _code_name(context: grpc.aio.ServicerContext) -> str:
 
 class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
     """For the project's own services: DomainError -> status code with details; anything
-    unexpected -> INTERNAL with a logged traceback; one structured access-log line per call."""
+    unexpected -> INTERNAL with a logged traceback."""
 
     def __init__(self, package_prefix: str = "/tracker.") -> None:
         self._prefix = package_prefix
@@ -264,7 +248,5 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
                 yield
             except Exception as exc:
                 await call.fail(context, exc)
-            finally:
-                call.done()
 
         return wrap_handler(handler, guard)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import grpc
 from google.protobuf import duration_pb2
@@ -13,6 +13,7 @@ from domain.errors import InvalidArgument
 from domain.fleet import FleetGroup, GroupBy, total
 from domain.outages import Dimension, Outage
 from domain.pagination import PageTokens
+from domain.ports.common import Clock
 from domain.silence import HealthState, TrackerHealth
 from tracker.v1 import fleet_query_service_pb2 as fq
 from tracker.v1 import fleet_query_service_pb2_grpc as fq_grpc
@@ -110,15 +111,17 @@ class FleetQueryServicer(fq_grpc.FleetQueryServiceServicer):
         outages: OutageQueries,
         statistics: FleetStatisticsQuery,
         tokens: PageTokens,
+        clock: Clock,
     ) -> None:
         self._q, self._outages, self._tokens = queries, outages, tokens
         self._statistics = statistics
+        self._clock = clock
 
     async def GetTrackerHealth(
         self, request: fq.GetTrackerHealthRequest, context: Ctx
     ) -> fq.GetTrackerHealthResponse:
         health = await self._q.health(caller(), cv.parse_id(request.tracker_id, "tracker_id"))
-        return fq.GetTrackerHealthResponse(health=health_pb(health, datetime.now(UTC)))
+        return fq.GetTrackerHealthResponse(health=health_pb(health, self._clock.now()))
 
     async def ListSilentTrackers(
         self, request: fq.ListSilentTrackersRequest, context: Ctx
@@ -134,7 +137,7 @@ class FleetQueryServicer(fq_grpc.FleetQueryServiceServicer):
         page = await self._q.silent(
             caller(), query, self._tokens.request(request.page_size, request.page_token, scope)
         )
-        now = datetime.now(UTC)
+        now = self._clock.now()
         return fq.ListSilentTrackersResponse(
             trackers=[health_pb(h, now) for h in page.items],
             next_page_token=self._tokens.next_token(page, scope),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 import asyncpg
 
@@ -118,12 +117,12 @@ class PostgresTagKeyRepository:
             known = await self._conn.fetchval(
                 "WITH target AS (SELECT $2::uuid IS NULL"
                 " OR EXISTS (SELECT 1 FROM clients WHERE id = $2) AS known),"
-                " changed AS (UPDATE tag_keys SET client_id = $2, allocate_time = $3"
+                # the transaction's time, as PostgreSQL tells it (no clock read in Python)
+                " changed AS (UPDATE tag_keys SET client_id = $2, allocate_time = now()"
                 " WHERE id = ANY($1::uuid[]) AND (SELECT known FROM target) RETURNING 1)"
                 " SELECT known FROM target",
                 key_ids,
                 client_id,
-                datetime.now(UTC),
             )
         except asyncpg.ForeignKeyViolationError as exc:  # the client went meanwhile
             raise NotFound("parent of tag key", exc.detail or "") from None

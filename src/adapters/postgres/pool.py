@@ -103,8 +103,11 @@ async def retrying(
     raise AssertionError("unreachable")
 
 
-async def open_pool(dsn: str, max_size: int, connect_timeout_s: float = 5.0) -> asyncpg.Pool:
-    """A pool that starts empty, so a server can start (NOT_SERVING) while PostgreSQL is down."""
+async def open_pool(
+    dsn: str, max_size: int, connect_timeout_s: float = 5.0, read_only: bool = False
+) -> asyncpg.Pool:
+    """A pool that starts empty, so a server can start (NOT_SERVING) while PostgreSQL is down.
+    ``read_only``: every transaction is READ ONLY (a write through it fails loudly)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=0,
@@ -112,6 +115,7 @@ async def open_pool(dsn: str, max_size: int, connect_timeout_s: float = 5.0) -> 
         timeout=connect_timeout_s,
         command_timeout=60,
         max_inactive_connection_lifetime=300,
+        server_settings={"default_transaction_read_only": "on"} if read_only else None,
     )
     assert pool is not None
     return pool
@@ -120,6 +124,21 @@ async def open_pool(dsn: str, max_size: int, connect_timeout_s: float = 5.0) -> 
 async def pool_resource(dsn: str, max_size: int) -> AsyncIterator[asyncpg.Pool]:
     """dependency-injector Resource: the pool lives while the container does."""
     pool = await open_pool(dsn, max_size)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def read_pool_resource(
+    dsn: str, primary: asyncpg.Pool, max_size: int
+) -> AsyncIterator[asyncpg.Pool]:
+    """dependency-injector Resource: the pool the query side reads through. With ``dsn`` (a
+    read replica) its own read-only pool; without, the primary's pool itself."""
+    if not dsn:
+        yield primary
+        return
+    pool = await open_pool(dsn, max_size, read_only=True)
     try:
         yield pool
     finally:

@@ -13,6 +13,7 @@ import asyncpg
 
 from adapters.postgres.pool import unavailable_on_connection_error
 from adapters.postgres.uow import PostgresUnitOfWork
+from adapters.tracing import link_queued
 from domain import evidence
 from domain.errors import InvalidArgument
 from domain.evidence import Belief, NearFence
@@ -119,20 +120,23 @@ _FOLD_SQL = """
 WITH moved AS (
         DELETE FROM processing_inbox WHERE id IN (
             SELECT id FROM processing_inbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-        RETURNING tracker_id, since, hours, arrive_time),
+        RETURNING tracker_id, since, hours, arrive_time, traceparent),
     per_tracker AS (
         SELECT m.tracker_id, min(m.since) AS since, min(m.arrive_time) AS arrive_time,
                coalesce(array_agg(DISTINCT h ORDER BY h) FILTER (WHERE h IS NOT NULL), '{}')
-                   AS hours
+                   AS hours,
+               coalesce(array_agg(DISTINCT m.traceparent)
+                            FILTER (WHERE m.traceparent IS NOT NULL), '{}') AS traceparents
         FROM moved m LEFT JOIN LATERAL unnest(m.hours) AS h ON true
         GROUP BY m.tracker_id)
-INSERT INTO processing_queue AS q (tracker_id, since, hours, enqueue_time)
-SELECT tracker_id, since, hours, arrive_time FROM per_tracker
+INSERT INTO processing_queue AS q (tracker_id, since, hours, enqueue_time, traceparents)
+SELECT tracker_id, since, hours, arrive_time, traceparents[1:8] FROM per_tracker
 ORDER BY tracker_id
 ON CONFLICT (tracker_id) DO UPDATE SET
     since = least(q.since, excluded.since),
     hours = ARRAY(SELECT DISTINCT h FROM unnest(q.hours || excluded.hours) AS h ORDER BY h),
     version = q.version + 1,
+    traceparents = (excluded.traceparents || q.traceparents)[1:8],
     newer_time = CASE WHEN q.claim_token IS NULL THEN q.newer_time
                       ELSE least(q.newer_time, excluded.enqueue_time) END
 """
@@ -152,7 +156,7 @@ FROM (SELECT tracker_id FROM processing_queue
 WHERE q.tracker_id = c.tracker_id
 RETURNING q.tracker_id, greatest(q.since, '0001-01-01T00:00:00Z') AS since,
           ARRAY(SELECT h FROM unnest(q.hours) AS h WHERE isfinite(h)) AS hours,
-          q.version, q.enqueue_time, q.attempts
+          q.version, q.enqueue_time, q.attempts, q.traceparents
 """
 
 # Unprocessed claims back to the queue (their oldest report is as old as before).
@@ -182,6 +186,8 @@ class PostgresProcessingQueue:
         with unavailable_on_connection_error():
             async with self._pool.acquire() as conn:
                 rows = await conn.fetch(_CLAIM_SQL, token, limit, lease_s)
+        # the batch span (the worker's) links to the traces that stored these reports
+        link_queued(tp for r in rows for tp in r["traceparents"])
         return [
             Claim(
                 r["tracker_id"],

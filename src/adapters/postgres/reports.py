@@ -10,6 +10,7 @@ import uuid
 import asyncpg
 import numpy as np
 
+from adapters.tracing import current_traceparent
 from domain.reports import Report, ReportRows, e7
 
 _STAGING_COLUMNS = [
@@ -76,6 +77,14 @@ _INSERT_STAGED = (
 )
 
 
+async def _note_trace(conn: asyncpg.Connection) -> None:
+    """Tell the queue trigger which trace stores these reports (migration 0022); only while
+    tracing is on, so it costs nothing otherwise."""
+    traceparent = current_traceparent()
+    if traceparent is not None:
+        await conn.execute("SELECT set_config('tracker.traceparent', $1, true)", traceparent)
+
+
 class PostgresReportRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
@@ -108,6 +117,7 @@ class PostgresReportRepository:
                 for r in reports
             ],
         )
+        await _note_trace(self._conn)
         return [r[0] for r in await self._conn.fetch(_INSERT_STAGED)]
 
     async def add_rows(self, rows: ReportRows) -> int:
@@ -145,6 +155,7 @@ class PostgresReportRepository:
             source=memoryview(b"".join((_COPY_HEADER, tuples.tobytes(), _COPY_TRAILER))),
             format="binary",
         )
+        await _note_trace(self._conn)
         status = await self._conn.execute(_INSERT_ROWS, list(sources))
         return int(status.rsplit(" ", 1)[1])
 

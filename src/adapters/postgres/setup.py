@@ -195,6 +195,11 @@ class PostgresClientRepository(_Table[Client, ClientFilter]):
     read_columns = "id, display_name, create_time, update_time"
     write_columns = ("id", "display_name", "create_time", "update_time")
     cascade = (
+        # Devices and firmware (issue 18): rollouts, devices, profiles, then the types.
+        "DELETE FROM rollouts WHERE client_id = $1",
+        "DELETE FROM devices WHERE client_id = $1",
+        "DELETE FROM device_profiles WHERE client_id = $1",
+        "DELETE FROM device_types WHERE client_id = $1",
         "DELETE FROM reports WHERE tracker_id IN (SELECT id FROM trackers WHERE client_id = $1)",
         "DELETE FROM trackers WHERE client_id = $1",
         # Detectors (issue 16): their sightings have no foreign key; the rest cascades.

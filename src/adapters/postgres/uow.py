@@ -15,6 +15,13 @@ from adapters.postgres.detectors import (
     PostgresSightingRepository,
     PostgresTravelTimeRepository,
 )
+from adapters.postgres.devices import (
+    PostgresDeviceProfileRepository,
+    PostgresDeviceRepository,
+    PostgresDeviceTypeRepository,
+    PostgresFirmwareRepository,
+    PostgresRolloutRepository,
+)
 from adapters.postgres.fetching import PostgresFetchStateRepository
 from adapters.postgres.jobs import PostgresJobRepository
 from adapters.postgres.keys import PostgresTagKeyRepository
@@ -63,6 +70,11 @@ class PostgresUnitOfWork:
         self.sightings = PostgresSightingRepository(conn)
         self.travel_times = PostgresTravelTimeRepository(conn)
         self.jobs = PostgresJobRepository(conn)
+        self.device_types = PostgresDeviceTypeRepository(conn)
+        self.firmware = PostgresFirmwareRepository(conn)
+        self.device_profiles = PostgresDeviceProfileRepository(conn)
+        self.devices = PostgresDeviceRepository(conn)
+        self.rollouts = PostgresRolloutRepository(conn)
         return self
 
     async def _begin(self) -> asyncpg.Connection:

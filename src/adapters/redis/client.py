@@ -35,3 +35,13 @@ class RedisProbe:
     async def check(self) -> None:
         if not await self._client.ping():
             raise ConnectionError("PING not answered")
+
+
+def hash_tagged(prefix: str) -> str:
+    """``prefix`` as a Redis Cluster hash tag (``{fetch}``), unless it already holds one:
+    every key under it hashes to one slot, so each Lua script call (and each MULTI) touches
+    one slot, as Redis Cluster requires. The price: one queue lives on one node."""
+    start = prefix.find("{")
+    if start >= 0 and prefix.find("}", start + 1) > start + 1:  # Redis's rule: non-empty tag
+        return prefix
+    return "{" + prefix + "}"

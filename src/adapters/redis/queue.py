@@ -1,6 +1,7 @@
 """The fetch queue and the account gate in Redis, each operation one Lua script (atomic).
 
-Keys (``{p}`` is the prefix, ``fetch`` by default):
+Keys (``{p}`` is the prefix, ``fetch`` by default, as a hash tag: ``{fetch}:due``; every key
+of one queue is in one Redis Cluster slot, so each script call touches one slot):
   {p}:due         ZSET tracker -> due time (ms): trackers waiting for their turn
   {p}:leases:<w>  ZSET tracker -> lease end (ms): trackers claimed by fetcher w
   {p}:workers     ZSET fetcher -> heartbeat deadline (ms)
@@ -28,6 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from adapters.redis.client import hash_tagged
 from domain.errors import DependencyUnavailable
 from domain.scheduling import (
     Capacity,
@@ -271,7 +273,7 @@ class RedisFetchQueue:
         self._r = client
         self.prefix = prefix
         self._worker_ttl_ms = int(worker_ttl.total_seconds() * 1000)
-        k = prefix + ":"
+        k = hash_tagged(prefix) + ":"
         self.due, self.workers, self.synced = k + "due", k + "workers", k + "synced"
         self.leases_prefix, self.sync_lock = k + "leases:", k + "sync-lock"
         self.lease_scan = k + "lease-scan"
@@ -440,8 +442,8 @@ class RedisAccountGate:
     whose heartbeat stopped loses the account to the next one asking."""
 
     def __init__(self, client: aioredis.Redis, prefix: str = "fetch") -> None:
-        self._prefix = prefix + ":account:"
-        self._workers = prefix + ":workers"
+        self._prefix = hash_tagged(prefix) + ":account:"
+        self._workers = hash_tagged(prefix) + ":workers"
         self._acquire = client.register_script(_GATE_ACQUIRE)
         self._renew = client.register_script(_GATE_RENEW)
         self._release = client.register_script(_GATE_RELEASE)

@@ -10,6 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from adapters.redis.client import hash_tagged
 from domain.errors import DependencyUnavailable
 from domain.throttling import STRIKE_MEMORY, ThrottleKey
 
@@ -65,7 +66,8 @@ def _ms(delta: timedelta) -> int:
 
 class RedisAttemptThrottle:
     def __init__(self, client: aioredis.Redis, prefix: str = "login") -> None:
-        self._client, self._prefix = client, prefix
+        # one hash tag: a call's keys (account and address) are in one Cluster slot
+        self._client, self._prefix = client, hash_tagged(prefix)
         self._attempt = client.register_script(_ATTEMPT)
         self._succeeded = client.register_script(_SUCCEEDED)
 

@@ -1,10 +1,11 @@
-"""Ports every capability shares: the clock, and the shape of a unit of work (one
+"""Ports every capability shares: the clock, tracing, and the shape of a unit of work (one
 transaction) and of its factory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self, TypeVar
@@ -17,6 +18,18 @@ class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, timezone-aware UTC."""
         ...
+
+
+class Tracer(Protocol):
+    """Marks a unit of work (a fetch turn) as one span of a trace, so what it does (requests,
+    queries, the reports it stores) is seen together (OpenTelemetry in production)."""
+
+    def span(self, name: str) -> AbstractContextManager[object]: ...
+
+
+class NullTracer:
+    def span(self, name: str) -> AbstractContextManager[object]:
+        return nullcontext()
 
 
 class Transaction(Protocol):

@@ -62,6 +62,41 @@ class LoggingSettings(Component):
     )
 
 
+class TelemetrySettings(Component):
+    """Tracing and the access log (every process; docs/observability.md)"""
+
+    part = "telemetry"
+    otlp_endpoint: str = option(
+        "",
+        "OTLP/gRPC endpoint traces are exported to (e.g. http://otel-collector:4317); "
+        "empty: no tracing at all",
+        alias="otel_exporter_otlp_endpoint",
+        env="OTEL_EXPORTER_OTLP_ENDPOINT",
+    )
+    service_name: str = option(
+        "",
+        "service.name of the traces (empty: tracker-<process>)",
+        alias="otel_service_name",
+        env="OTEL_SERVICE_NAME",
+    )
+    sampler_arg: float = option(
+        1.0,
+        "fraction of new traces recorded (a caller's sampled flag wins), 0..1",
+        alias="otel_traces_sampler_arg",
+        env="OTEL_TRACES_SAMPLER_ARG",
+        ge=0,
+        le=1,
+    )
+    access_log_sample: float = option(
+        0.0,
+        "fraction of successful RPCs logged at INFO (all of them at DEBUG; failed ones "
+        "always), 0..1",
+        alias="access_log_sample",
+        ge=0,
+        le=1,
+    )
+
+
 class ServerSettings(Component):
     """Listening, metrics and shutdown (every process)"""
 
@@ -124,6 +159,18 @@ class DatabaseSettings(Component):
         "file holding the database password (a mounted Secret); wins",
         alias="db_password_file",
         env="DB_PASSWORD_FILE",
+    )
+    # issue 15: the query server's reads go to a replica (docs/deploy.md: replica lag)
+    read_url: SecretStr = option(
+        "",
+        "PostgreSQL read replica the query server reads from (empty: database_url); "
+        "DB_HOST & co. do not apply to it",
+        alias="database_read_url",
+    )
+    read_url_file: str = option(
+        "",
+        "file holding the read replica's URL (a mounted Secret); wins",
+        alias="database_read_url_file",
     )
 
     @property
@@ -860,6 +907,7 @@ class EventSettings(Component):
 
 COMPONENTS: tuple[type[Component], ...] = (
     LoggingSettings,
+    TelemetrySettings,
     ServerSettings,
     HealthSettings,
     DatabaseSettings,

@@ -31,10 +31,11 @@ from servers.config.components import (
     ServerSettings,
     SilenceSettings,
     StatusSettings,
+    TelemetrySettings,
     WorkerSettings,
 )
 
-EVERY_PROCESS = ("logging", "server", "health")
+EVERY_PROCESS = ("logging", "telemetry", "server", "health")
 PROCESS_PARTS: dict[str, tuple[str, ...]] = {
     "collector": (
         *EVERY_PROCESS,
@@ -90,6 +91,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)

@@ -1,0 +1,185 @@
+"""Issue 15: the query server reads from a read replica when ``database_read_url`` is set,
+and writes never go there.
+
+A real streaming replica: a private primary (initdb), a standby made from it with
+``pg_basebackup -R``, both on free loopback ports. Pausing the standby's WAL replay shows
+both that the query server reads from it and what replica lag means to a caller: a write
+acknowledged by the collector is not yet visible to the query server (no read-your-writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pathlib
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import grpc
+import pytest
+
+from adapters.postgres.migrator import migrate
+from servers.config import Settings
+from tests.integration.conftest import Stack, stack_settings
+from tests.integration.test_fetcher_process import PrivatePostgres
+from tests.integration.test_reports import tracker_in_new_run
+from tracker.v1 import resources_pb2 as pb
+from tracker.v1 import setup_query_service_pb2 as sq
+from tracker.v1 import setup_service_pb2 as s
+from tracker.v1 import status_query_service_pb2 as stq
+from tracker.v1 import status_query_service_pb2_grpc as stq_grpc
+from tracker.v1 import user_query_service_pb2 as uq
+
+pytestmark = pytest.mark.integration
+
+
+class Standby(PrivatePostgres):
+    """A streaming replica of ``primary``, made with ``pg_basebackup -R``."""
+
+    def __init__(self, root: pathlib.Path, primary: PrivatePostgres) -> None:
+        super().__init__(root)
+        self.primary = primary
+
+    def init(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+        self._run(
+            str(self.BIN / "pg_basebackup"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.primary.port),
+            "-U",
+            "postgres",
+            "-D",
+            str(self.data),
+            "-R",  # standby.signal + primary_conninfo: a streaming standby
+            "-X",
+            "stream",
+            "--checkpoint=fast",  # not waiting for the next scheduled checkpoint
+            "--no-sync",
+        )
+
+
+@pytest.fixture
+async def replicated() -> AsyncIterator[tuple[PrivatePostgres, Standby]]:
+    root = pathlib.Path(f"/tmp/tracker-repl-{uuid.uuid4().hex[:8]}")
+    primary = PrivatePostgres(root / "primary")
+    standby = Standby(root / "standby", primary)
+    started: list[PrivatePostgres] = []
+    try:
+        await asyncio.to_thread(primary.init)
+        await asyncio.to_thread(primary.start)
+        started.append(primary)
+        conn = await asyncpg.connect(primary.url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        await asyncio.to_thread(standby.init)
+        await asyncio.to_thread(standby.start)
+        started.append(standby)
+        yield primary, standby
+    finally:
+        for pg in reversed(started):
+            with contextlib.suppress(subprocess.CalledProcessError):
+                await asyncio.to_thread(pg.stop)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def replay(standby: Standby, on: bool) -> None:
+    conn = await asyncpg.connect(standby.url)
+    try:
+        assert await conn.fetchval("SELECT pg_is_in_recovery()")
+        await conn.execute(
+            "SELECT pg_wal_replay_resume()" if on else "SELECT pg_wal_replay_pause()"
+        )
+    finally:
+        await conn.close()
+
+
+async def visible(stack: Stack, client_id: str) -> bool:
+    try:
+        await stack.query.GetClient(sq.GetClientRequest(id=client_id))
+    except grpc.aio.AioRpcError as err:
+        if err.code() == grpc.StatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def test_the_query_server_reads_from_the_replica_and_its_lag_shows(
+    replicated: tuple[PrivatePostgres, Standby],
+    stack_for: Callable[[Settings], Awaitable[Stack]],
+) -> None:
+    primary, standby = replicated
+    stack = await stack_for(stack_settings(primary.url, database_read_url=standby.url))
+
+    first = (
+        await stack.setup.CreateClient(s.CreateClientRequest(client=pb.Client(display_name="A")))
+    ).client
+    async with asyncio.timeout(20):  # streaming replication catches up
+        while not await visible(stack, first.id):
+            await asyncio.sleep(0.05)
+
+    await replay(standby, on=False)
+    try:
+        second = (
+            await stack.setup.CreateClient(
+                s.CreateClientRequest(client=pb.Client(display_name="B"))
+            )
+        ).client
+        # acknowledged by the collector (primary), not yet on the replica the query reads
+        await asyncio.sleep(0.5)
+        assert not await visible(stack, second.id)
+        listed = await stack.query.ListClients(sq.ListClientsRequest(page_size=100))
+        assert [c.id for c in listed.clients] == [first.id]
+        # the collector's own reads stay on the primary
+        updated = await stack.setup.UpdateClient(
+            s.UpdateClientRequest(client=pb.Client(id=second.id, display_name="B2"))
+        )
+        assert updated.client.display_name == "B2"
+    finally:
+        await replay(standby, on=True)
+    async with asyncio.timeout(20):
+        while not await visible(stack, second.id):
+            await asyncio.sleep(0.05)
+
+
+async def test_reads_of_every_query_service_work_through_a_read_only_pool(
+    database_url: str, stack_for: Callable[[Settings], Awaitable[Stack]]
+) -> None:
+    """``database_read_url`` sessions are READ ONLY: a query-side use case that wrote would
+    fail here (as it would on a replica)."""
+    stack = await stack_for(stack_settings(database_url, database_read_url=database_url))
+    tracker = await tracker_in_new_run(stack)
+    assert stack.query_channel is not None
+    got = await stack.query.GetTracker(sq.GetTrackerRequest(id=tracker.id))
+    assert got.tracker.id == tracker.id
+    trackers = await stack.query.ListTrackers(sq.ListTrackersRequest(page_size=10))
+    assert [t.id for t in trackers.trackers] == [tracker.id]
+    users = await stack.user_query.ListUsers(uq.ListUsersRequest(page_size=10))
+    assert users.users
+    status = stq_grpc.StatusQueryServiceStub(stack.query_channel)
+    history = await status.ListLocationHistory(
+        stq.ListLocationHistoryRequest(tracker_id=tracker.id)
+    )
+    assert list(history.points) == []
+
+    # and the read pool really refuses writes
+    assert stack.container is not None
+    pool = await stack.container.read_pool.async_()
+    assert pool is not await stack.container.db_pool.async_()
+    async with pool.acquire() as conn:
+        with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+            await conn.execute("DELETE FROM clients")
+
+
+async def test_without_a_read_url_reads_share_the_primary_pool(stack: Stack) -> None:
+    assert stack.container is not None
+    assert await stack.container.read_pool.async_() is await stack.container.db_pool.async_()
