@@ -154,6 +154,9 @@ class PostgresEventFeed:
         out = [(e, encode_cursor(settled, bound, e.id)) for e in events]
         if len(rows) > limit:
             return out, out[-1][1]
+        if upto and len(out) < limit:  # the rest of (S, N] is read: go on past N
+            more, cursor = await self.after(encode_cursor(upto), filter, limit - len(out))
+            return out + more, cursor
         return out, encode_cursor(bound)
 
     async def page(self, filter: EventFilter, page: PageRequest) -> Page[Event]:
