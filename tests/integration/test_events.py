@@ -113,7 +113,8 @@ async def test_events_are_written_with_their_change_and_only_if_it_commits(
     assert status.data["status"] == "DELIVERED"
     assert status.data["previous_status"] == "IN_TRANSIT"
     assert status.occur_time == T0
-    assert got[2][0].outage_id == outage and got[2][0].data["end_time"] is not None
+    assert got[2][0].outage_id == outage
+    assert got[2][0].data["end_time"] is not None
 
     # silence: the cadence pass that finds a tracker silent writes TRACKER_SILENT; the pass
     # after it reported again, TRACKER_REPORTING_AGAIN; passes that change nothing, nothing
@@ -234,7 +235,8 @@ async def test_stream_events_resumes_after_a_disconnect_with_nothing_missed(
     try:
         call = events.StreamEvents(eq.StreamEventsRequest())
         first = await call.read()
-        assert not first.HasField("event") and first.cursor
+        assert not first.HasField("event")
+        assert first.cursor
         for n in range(3):
             await open_outage(conn, client.id, f"a{n}")
             await open_outage(conn, other.id, f"a{n}")  # never shown to this viewer
@@ -249,7 +251,7 @@ async def test_stream_events_resumes_after_a_disconnect_with_nothing_missed(
         resumed = events.StreamEvents(eq.StreamEventsRequest(after_cursor=got[1].cursor))
         assert (await resumed.read()).cursor == got[1].cursor  # the heartbeat: where it starts
         again = [await resumed.read() for _ in range(4)]
-        assert [g.event.id for g in again][0] == ids[2]
+        assert next(g.event.id for g in again) == ids[2]
         assert len({g.event.id for g in again} | set(ids)) == 6
         resumed.cancel()
         kinds = events.StreamEvents(
@@ -280,7 +282,8 @@ async def test_stream_events_resumes_after_a_disconnect_with_nothing_missed(
         token = page.next_page_token
         if not token:
             break
-    assert len(listed) == 6 and listed == sorted(listed, reverse=True)
+    assert len(listed) == 6
+    assert listed == sorted(listed, reverse=True)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await events.ListEvents(eq.ListEventsRequest(page_size=4, page_token="forged"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
