@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from domain.errors import InvalidArgument
+from domain.limits import MAX_WEBHOOK_URL_LENGTH
 
 
 class EventKind(enum.Enum):
@@ -56,7 +57,7 @@ class Event:
         }
 
 
-MAX_URL_LENGTH = 2048
+MAX_URL_LENGTH = MAX_WEBHOOK_URL_LENGTH
 MIN_SECRET_LENGTH = 16
 MAX_SECRET_LENGTH = 256
 MAX_DISPLAY_NAME = 200

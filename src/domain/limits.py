@@ -52,3 +52,8 @@ MAX_JOB_ITEMS = 250_000
 """StartJob: rows of one bulk job's file (and trackers of a run one re-evaluation covers)."""
 MAX_JOB_BATCH_SIZE = 5000
 """StartJob: items per batch (one transaction each)."""
+
+MAX_WEBHOOK_URL_LENGTH = 2048
+"""CreateWebhook: characters of the URL."""
+MAX_REDELIVER_EVENTS = 1000
+"""RedeliverWebhookEvents: event ids per call."""

@@ -24,6 +24,7 @@ from domain.events import (
     Webhook,
     signature,
 )
+from domain.limits import MAX_REDELIVER_EVENTS
 from domain.model import SealedSecret
 from domain.pagination import Page, PageRequest
 from domain.ports.common import Clock
@@ -36,8 +37,7 @@ from domain.ports.events import (
 )
 from domain.ports.keys import SecretSealer
 
-MAX_REDELIVER = 1000
-"""RedeliverWebhookEvents: event ids per call."""
+MAX_REDELIVER = MAX_REDELIVER_EVENTS
 
 
 def _context(webhook_id: uuid.UUID) -> bytes:
