@@ -1,35 +1,49 @@
 # Tracker Services image: one image, every process. The default command is the all-in-one
-# server; Kubernetes runs tracker-collector, tracker-query, tracker-health and
-# `trackerctl migrate` from the same image (deploy/helm/tracker).
+# server; Kubernetes runs tracker-collector, tracker-query, tracker-health, tracker-fetcher,
+# tracker-worker and `trackerctl migrate` / `trackerctl geo load` from the same image
+# (deploy/helm/tracker).
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- build: generate the protobuf code and install the package into a venv --------------
+# --- build: dependencies (a cached layer), generated protobuf code, the package ------------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
+# The runtime venv gets only what runs; the code generator lives in a venv of its own.
+RUN python -m venv /opt/venv && python -m venv /opt/tools
 WORKDIR /src
-COPY . .
-# Generated code (src/tracker) is not in git: make it here, as `make proto` does.
-RUN pip install --no-cache-dir grpcio-tools \
- && python scripts/gen_proto.py \
- && pip install --no-cache-dir .
+# Run-time dependencies, pinned (scripts/lock.py): this layer is rebuilt only when the lock
+# changes, not on every change of the code.
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --no-cache-dir -r requirements.lock
+# protoc for the generated code, pinned to the grpcio of the lock (stubs refuse an older one).
+RUN /opt/tools/bin/pip install --no-cache-dir \
+      "grpcio-tools==$(sed -n 's/^grpcio==//p' requirements.lock)"
+COPY pyproject.toml README.md ./
+COPY proto ./proto
+COPY scripts/gen_proto.py ./scripts/
+COPY src ./src
+# Generated code (src/tracker) is not in git: make it here, as `make proto` does; then the
+# package itself, without resolving dependencies again (the lock has them all).
+RUN /opt/tools/bin/python scripts/gen_proto.py \
+ && /opt/venv/bin/pip install --no-cache-dir --no-deps . \
+ && /opt/venv/bin/pip uninstall -y -q pip setuptools wheel || true
 
-# --- runtime: the venv only, as a non-root user --------------------------------------------
+# --- runtime: the venv only, no build tools, as a non-root user --------------------------
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     TRACKER_BIND_HOST=0.0.0.0
-RUN groupadd --system --gid 10001 tracker \
+# The base image's own pip/setuptools/wheel are build tools too.
+RUN python -m pip uninstall -y -q pip setuptools wheel || true \
+ && groupadd --system --gid 10001 tracker \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin tracker
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 USER 10001:10001
-# collector, query, health
-EXPOSE 9000 8000 5000
+# collector, query, health (grpc.health.v1), Prometheus /metrics
+EXPOSE 9000 8000 5000 9464
 CMD ["tracker-server"]

@@ -5,13 +5,18 @@ BIN   := $(VENV)/bin
 PYTEST_ARGS ?=
 DEMO ?= true
 
-.PHONY: setup run test lint format proto bench clean
+.PHONY: setup run test lint format proto bench clean lock
 
 setup:
 	@bash scripts/bootstrap.sh
 
 proto:
 	@$(BIN)/python scripts/gen_proto.py
+
+# requirements.lock: the run-time dependencies, pinned (the image's cached layer; bootstrap's
+# constraints). Run after changing the dependencies in pyproject.toml.
+lock:
+	@$(BIN)/python scripts/lock.py
 
 run: setup
 	@echo "collector :9000, query :8000, health :5000 -- Ctrl-C stops."
@@ -47,6 +52,7 @@ bench: setup
 	$(BIN)/python -m bench.fetch_cycle
 	$(BIN)/python -m bench.processing
 	$(BIN)/python -m bench.geocoding
+	$(BIN)/python -m bench.health_under_load
 	$(BIN)/python -m bench.idempotency
 	$(BIN)/python -m bench.jobs
 	$(BIN)/python -m bench.fleet

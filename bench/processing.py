@@ -37,7 +37,8 @@ from bench.throwaway import throwaway_database
 from domain.model import GeoPoint
 from domain.ports.processing import Claim, Evaluation
 from domain.reports import Report
-from domain.status import replay, resume_point
+from domain.status import resume_point
+from domain.status_batch import replay_batch
 from servers.config import Settings
 from servers.container import Container
 from tracker.v1 import setup_query_service_pb2 as sq
@@ -102,6 +103,9 @@ def new_reports(trackers: list[uuid.UUID], rng: random.Random) -> list[Report]:
     return out
 
 
+STATS: dict[str, int] = {}  # trackers replayed in bulk / one by one
+
+
 async def evaluate(uow: PostgresProcessingUnitOfWork, claims: list[Claim]) -> int:
     """The status step of ProcessNewReports for a batch of claims."""
     since = {c.tracker_id: c.since for c in claims}
@@ -110,14 +114,16 @@ async def evaluate(uow: PostgresProcessingUnitOfWork, claims: list[Claim]) -> in
         i.tracker_id: resume_point(since[i.tracker_id], i.checkpoint, i.last_change_before_since)
         for i in inputs
     }
-    readings = await uow.readings({t: r.after for t, r in resumes.items()})
-    evaluations = []
-    changes = 0
-    for i in inputs:
-        rs = readings.get(i.tracker_id, [])
-        state, ch = replay(resumes[i.tracker_id].state, rs, i.rule)
-        changes += len(ch)
-        evaluations.append(Evaluation(i.tracker_id, resumes[i.tracker_id], state, ch, rs[-1]))
+    columns = await uow.readings({t: r.after for t, r in resumes.items()})
+    rules = {i.tracker_id: i.rule for i in inputs}
+    outcomes = replay_batch(
+        [(resumes[t].state, rules[t]) for t in columns.trackers], columns, STATS
+    )
+    evaluations = [
+        Evaluation(t, resumes[t], state, ch, last)
+        for t, (state, ch, last) in zip(columns.trackers, outcomes, strict=True)
+    ]
+    changes = sum(len(e.changes) for e in evaluations)
     await uow.save_statuses(evaluations)
     return changes
 

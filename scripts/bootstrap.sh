@@ -68,11 +68,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-deps_hash=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
+deps_hash=$(cat pyproject.toml requirements.lock scripts/bootstrap.sh | sha256sum | cut -c1-16)
 if [ ! -f "$STATE/deps-$deps_hash" ]; then
   say "installing Python packages"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -e '.[dev]'
+  # The run-time packages at the versions the image ships (requirements.lock, `make lock`).
+  "$VENV/bin/pip" install -q -c requirements.lock -e '.[dev]'
   # helm-sdkpy declares Python >= 3.12 but works on 3.11: real Helm for `helm lint` in tests.
   "$VENV/bin/pip" install -q --ignore-requires-python 'helm-sdkpy==0.1.32'
   rm -f "$STATE"/deps-*

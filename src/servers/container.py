@@ -74,6 +74,7 @@ from domain.travel_times import PassRules
 from servers.config import Settings, device_keys, kek_ring, page_token_keys, signing_key
 from servers.fetcher_runtime import FetcherRuntime
 from servers.parts import AccessPart, DetectorsPart, DevicesPart, JobsPart, KeysPart, SetupPart
+from servers.retrying import jittered_pause
 from usecases.access import TokenPolicy
 from usecases.events import DeliverWebhooks, EventQueries, WebhookAdmin
 from usecases.fetch_once import FetchRunReports
@@ -488,6 +489,8 @@ class FetcherContainer(Sealing, FetchQueueing):
         clock=Core.clock,
         metrics=fetch_metrics,
         tracer=providers.Singleton(OpenTelemetryTracer, "tracker.fetcher"),
+        # outages waited out on tenacity's jittered exponential schedule (servers/retrying.py)
+        pause=providers.Callable(jittered_pause, max_s=30.0),
     )
     # its loops (per account, heartbeat, queue rebuilds) around a fetch worker
     fetcher_runtime = providers.Factory(

@@ -70,7 +70,7 @@ class FetcherRuntime:
 
     async def _account_loop(self, account: Account) -> None:
         cfg = self._worker.config
-        wait = 1.0
+        failures = 0  # in a row; the pause after each comes from the worker's schedule
         while not self._stopping.is_set():
             try:
                 pause = await self._gate.acquire(
@@ -105,7 +105,7 @@ class FetcherRuntime:
                             held.free_at = self._worker.next_allowed(account)
                         else:
                             held.free_at = self._clock.now()
-                wait = 1.0
+                failures = 0
                 if not turn.served:
                     idle = cfg.idle_poll.total_seconds()
                     if turn.next_due is not None:
@@ -113,14 +113,15 @@ class FetcherRuntime:
                         idle = min(idle, max(ahead, 0.01))
                     await self._sleep(idle)
             except DependencyUnavailable as exc:
-                wait = await self._worker.wait_out(exc, wait, account.name)
+                failures += 1
+                await self._worker.wait_out(exc, self._worker.pause(failures), account.name)
             except asyncio.CancelledError:
                 raise
             except Exception:
+                failures += 1
                 self._metrics.error("internal")
                 log.exception("fetch turn failed", extra={"account": account.name})
-                await self._sleep(wait)
-                wait = self._worker.longer(wait)
+                await self._sleep(self._worker.pause(failures))
 
     async def _heartbeat_loop(self) -> None:
         cfg = self._worker.config
@@ -138,7 +139,7 @@ class FetcherRuntime:
         """Rebuilds on request, on a timer, and as soon as Redis answers again after an
         outage (it is probed every ``redis_probe``, not after a growing pause)."""
         cfg = self._worker.config
-        wait = 1.0
+        failures = 0
         while True:
             try:
                 await asyncio.wait_for(
@@ -153,15 +154,16 @@ class FetcherRuntime:
                 # another fetcher checked lately.
                 if reason != "periodic" or not await self._worker.synced_lately():
                     await self._worker.sync(reason)
-                wait = 1.0
+                failures = 0
             except DependencyUnavailable as exc:
                 log.warning("queue sync postponed", extra={"dependency": exc.dependency})
                 self._worker.want_sync(reason)
                 if exc.dependency == "redis":
                     await self._sleep(cfg.redis_probe.total_seconds())
                 else:
-                    await self._sleep(wait)
-                    wait = self._worker.longer(wait)
+                    failures += 1
+                    await self._sleep(self._worker.pause(failures))
             except Exception:
+                failures += 1
                 log.exception("queue sync failed")
-                await self._sleep(wait)
+                await self._sleep(self._worker.pause(failures))

@@ -1,13 +1,16 @@
 """Running a process: build its container, start gRPC servers in order, stop them in order.
 
 Start: resources -> first health check -> servers listening. Stop (SIGTERM/SIGINT): health
-NOT_SERVING -> servers drain for the grace period -> resources closed.
+NOT_SERVING -> the drain (``shutdown_drain_s``: calls are still served while load balancers
+and Kubernetes endpoints move callers away) -> servers refuse new calls and in-flight ones
+finish within the grace period (``shutdown_grace_s``) -> resources closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import signal
 import sys
@@ -56,6 +59,23 @@ class Endpoint:
     """Dependencies this endpoint reports on beyond its services' (the standalone health)."""
 
 
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """Channel arguments of every gRPC server: message size, no port sharing, and a maximum
+    connection age so clients re-resolve and spread over new replicas after a rollout."""
+    options = [
+        ("grpc.max_receive_message_length", settings.server.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    age_s = settings.server.max_connection_age.total_seconds()
+    if age_s > 0:
+        grace_s = settings.server.max_connection_age_grace.total_seconds()
+        options += [
+            ("grpc.max_connection_age_ms", round(age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(grace_s * 1000)),
+        ]
+    return options
+
+
 @functools.cache
 def _source_files() -> dict[str, bytes]:
     return source_files()
@@ -71,10 +91,7 @@ async def build_server(
             if endpoint.services
             else [container.undecodable_interceptor()]
         ),
-        options=[
-            ("grpc.max_receive_message_length", container.settings().server.max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=server_options(container.settings()),
     )
     names = [await service.register(server, container) for service in endpoint.services]
     health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
@@ -169,6 +186,28 @@ class Process:
             raise
         return self.ports
 
+    @property
+    def takes_calls(self) -> bool:
+        """Whether callers reach this process through a Service (an API, or the standalone
+        health server); the fetcher and the worker serve only their own probes: no drain."""
+        return any(e.services or e.needs for e in self.endpoints)
+
+    async def drain(self, drain_s: float, cut_short: asyncio.Event | None = None) -> None:
+        """Health NOT_SERVING everywhere while every server keeps serving for ``drain_s``
+        (or until ``cut_short`` is set): callers see the status (readiness probes, client
+        health checks) and move to other replicas before this one refuses calls."""
+        if self.reporter is not None:
+            await self.reporter.stop()
+        if drain_s <= 0:
+            return
+        log.info("draining", extra={"drain_s": drain_s})
+        waiting = asyncio.Event() if cut_short is None else cut_short
+        try:
+            await asyncio.wait_for(waiting.wait(), drain_s)
+            log.info("drain cut short")
+        except TimeoutError:
+            pass
+
     async def stop(self, grace_s: float) -> None:
         """Health NOT_SERVING, in-flight calls drain for ``grace_s``, resources closed."""
         if self.reporter is not None:
@@ -192,14 +231,23 @@ async def serve(
 ) -> None:
     process = Process(settings, endpoints, background, container)
     await process.start()
-    stop = asyncio.Event()
+    # What start-up made (modules, caches, pools) lives as long as the process: kept out of
+    # the collector's full passes, which otherwise scan it all and pause the loop for 10s of ms.
+    gc.freeze()
+    stop, again = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def signalled() -> None:
+        (again if stop.is_set() else stop).set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, signalled)
     try:
         await stop.wait()
+        drain_s = settings.server.shutdown_drain.total_seconds() if process.takes_calls else 0
         grace_s = settings.server.shutdown_grace.total_seconds()
-        log.info("shutting down", extra={"grace_s": grace_s})
+        log.info("shutting down", extra={"drain_s": drain_s, "grace_s": grace_s})
+        await process.drain(drain_s, again)
     finally:
         await process.stop(settings.server.shutdown_grace.total_seconds())
         log.info("stopped")

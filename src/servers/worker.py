@@ -6,7 +6,10 @@ the processing queue and the job batches (both claimed with leases in PostgreSQL
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -57,23 +60,66 @@ def failed(metrics: WorkerMetrics) -> Callable[[RetryCallState], None]:
 
 class WorkerLoop:
     """Background task: claim a batch, process it, repeat; sleep when idle; back off (and
-    carry on) while PostgreSQL is unavailable."""
+    carry on) while PostgreSQL is unavailable.
+
+    The batches run on an event loop of their own, in a thread, over a container of their
+    own (its own PostgreSQL pool): however long a batch computes (thousands of trackers'
+    statuses, decoding large result sets), the process's main loop goes on answering health
+    checks and serving metrics. The backlog gauges run on the main loop."""
 
     needs = (POSTGRES,)
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._tasks: list[asyncio.Task[None]] = []
+        self._thread: threading.Thread | None = None
+        self._batches_loop: asyncio.AbstractEventLoop | None = None
+        self._halt: asyncio.Event | None = None
+
+    def batch_container(self) -> WorkerContainer:
+        """The container the batches run on (made and closed on the batch thread)."""
+        return WorkerContainer(settings=self._settings)
 
     async def start(self, container: WorkerContainer) -> None:
-        process = await container.process_new_reports.async_()
         metrics: WorkerMetrics = container.worker_metrics()
-        self._tasks = [
-            asyncio.create_task(self._loop(process, metrics), name=f"worker-{n}")
-            for n in range(max(1, self._settings.worker.concurrency))
-        ]
+        started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._batches(started, metrics)),
+            name="worker-batches",
+            daemon=True,
+        )
+        self._thread.start()
+        await asyncio.wrap_future(started)  # its start-up errors are ours
         queue = await container.processing_queue.async_()
         self._tasks.append(asyncio.create_task(self._gauges(queue, metrics), name="worker-gauges"))
+
+    async def _batches(
+        self, started: concurrent.futures.Future[None], metrics: WorkerMetrics
+    ) -> None:
+        """The batch thread's loop: ``worker_concurrency`` batch loops until ``stop`` (the
+        Prometheus metrics are thread-safe: both loops report through one ``metrics``)."""
+        own = self.batch_container()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            self._halt = asyncio.Event()
+            self._batches_loop = asyncio.get_running_loop()
+            process = await own.process_new_reports.async_()
+            tasks = [
+                asyncio.create_task(self._loop(process, metrics), name=f"worker-{n}")
+                for n in range(max(1, self._settings.worker.concurrency))
+            ]
+        except BaseException as exc:
+            started.set_exception(exc)
+        else:
+            started.set_result(None)
+            await self._halt.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            closing = own.shutdown_resources()
+            if closing is not None:
+                await closing
 
     async def _gauges(self, queue: ProcessingQueue, metrics: WorkerMetrics) -> None:
         """The backlog gauges, from the queue itself, whatever the batch loops are doing."""
@@ -133,6 +179,12 @@ class WorkerLoop:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._batches_loop is not None and self._halt is not None:
+            with contextlib.suppress(RuntimeError):  # its loop has ended already
+                self._batches_loop.call_soon_threadsafe(self._halt.set)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
 
 
 def _job_failed(state: RetryCallState) -> None:

@@ -252,6 +252,7 @@ class FetchWorker:
         metrics: FetchMetrics | None = None,
         sleep: Sleep = asyncio.sleep,
         tracer: Tracer | None = None,
+        pause: Callable[[int], float] | None = None,
     ) -> None:
         if not accounts:
             raise FailedPrecondition("the fetcher needs at least one source account")
@@ -260,6 +261,10 @@ class FetchWorker:
         self._clock, self._config = clock, config
         self._metrics = metrics or NullFetchMetrics()
         self._sleep = sleep
+        # Seconds to sit out the n-th consecutive outage (n >= 1). The process injects a
+        # jittered exponential schedule from tenacity (servers/retrying.py); alone, the use
+        # case doubles from 1 s up to ``max_retry_wait``.
+        self._pause = pause or self._doubling
         self.sync_reason = "start"
         self._sync_listeners: list[Callable[[], None]] = []
         self.tracer: Tracer = tracer or NullTracer()
@@ -522,19 +527,24 @@ class FetchWorker:
         """``call`` until it works: a dependency outage is waited out (1 s, 2 s, ... up to
         ``max_retry_wait``), so nothing fetched is dropped. After a Redis outage the queue is
         checked against PostgreSQL."""
-        wait = 1.0
+        failures = 0
         while True:
             try:
                 return await call()
             except DependencyUnavailable as exc:
-                wait = await self.wait_out(exc, wait, what)
+                failures += 1
+                await self.wait_out(exc, self.pause(failures), what)
 
-    def longer(self, wait: float) -> float:
-        return min(wait * 2, self._config.max_retry_wait.total_seconds())
+    def _doubling(self, failures: int) -> float:
+        return float(min(2 ** min(failures - 1, 30), self._config.max_retry_wait.total_seconds()))
 
-    async def wait_out(self, exc: DependencyUnavailable, wait: float, during: str) -> float:
-        """Count, log and sit out a dependency outage for ``wait`` seconds; returns the next,
-        longer pause. Once Redis is back, the queue is checked against PostgreSQL."""
+    def pause(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th failure in a row."""
+        return self._pause(failures)
+
+    async def wait_out(self, exc: DependencyUnavailable, wait: float, during: str) -> None:
+        """Count, log and sit out a dependency outage for ``wait`` seconds. Once Redis is
+        back, the queue is checked against PostgreSQL."""
         self._metrics.error(f"{exc.dependency}_unavailable")
         log.warning(
             "dependency unavailable",
@@ -543,7 +553,6 @@ class FetchWorker:
         if exc.dependency == "redis":
             self.want_sync("redis reconnected")
         await self._sleep(wait)
-        return self.longer(wait)
 
     async def heartbeat(self) -> None:
         """Tell the queue this worker is alive (its claims stay its own)."""

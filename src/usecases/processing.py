@@ -30,7 +30,8 @@ from domain.ports.processing import (
     ProcessingUnitOfWorkFactory,
 )
 from domain.processing import ProcessingBacklog, QuarantinedTracker, RetryPolicy, failure_reason
-from domain.status import ReportKey, replay, resume_point
+from domain.status import ReportKey, resume_point
+from domain.status_batch import replay_batch
 
 log = logging.getLogger("tracker.processing")
 
@@ -184,16 +185,15 @@ class ProcessNewReports:
                 for i in inputs
             }
             starts: dict[uuid.UUID, ReportKey | None] = {t: r.after for t, r in resumes.items()}
-            readings = await uow.readings(starts)
-            evaluations = []
-            for i in inputs:
-                rs = readings.get(i.tracker_id, [])
-                state, changes = replay(resumes[i.tracker_id].state, rs, i.rule)
-                evaluations.append(
-                    Evaluation(
-                        i.tracker_id, resumes[i.tracker_id], state, changes, rs[-1] if rs else None
-                    )
-                )
+            columns = await uow.readings(starts)
+            rules = {i.tracker_id: i.rule for i in inputs}
+            outcomes = replay_batch(
+                [(resumes[t].state, rules[t]) for t in columns.trackers], columns
+            )
+            evaluations = [
+                Evaluation(t, resumes[t], state, changes, last)
+                for t, (state, changes, last) in zip(columns.trackers, outcomes, strict=True)
+            ]
             await uow.save_statuses(evaluations)
             await uow.complete(token, done=mine, claimed=claims)
             await uow.commit()

@@ -52,7 +52,7 @@ RELEASE = "tr"
 NAMESPACE = "tracker"
 KUBERNETES_VERSION = "1.30.0"
 SERVERS = ("collector", "query", "health")
-BACKGROUND = ("fetcher", "worker")  # Deployments without a Service
+BACKGROUND = ("worker",)  # Deployments without a Service (the fetcher is opt-in)
 HEALTH_PORT = 5000
 # Severities of Helm's lint messages: 1 info, 2 warning, 3 error.
 LINT_WARNING = 2
@@ -63,7 +63,7 @@ OVERRIDE_VALUES: dict[str, Any] = {
     "collector": {"replicas": 3},
     "query": {"replicas": 3},
     "health": {"enabled": False},
-    "fetcher": {"replicas": 3, "accountsSecret": "apple-accounts"},
+    "fetcher": {"enabled": True, "replicas": 3, "existingSecret": "apple-accounts"},
     "worker": {"replicas": 3},
     "config": {"TRACKER_LOG_LEVEL": "DEBUG"},
 }
@@ -76,6 +76,36 @@ SECRET_VALUES: dict[str, Any] = {
     },
     "migrations": {"enabled": False},
 }
+SESSION = '{"account": "a@example.com", "anisette": "http://anisette:6969"}'
+# What an operator running it for real turns on: autoscaling, monitoring, a fetcher whose
+# accounts the chart keeps, network rules.
+PRODUCTION_VALUES: dict[str, Any] = {
+    "existingSecret": "tracker-prod-secrets",
+    "collector": {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 8}},
+    "worker": {
+        "autoscaling": {
+            "enabled": True,
+            "minReplicas": 1,
+            "maxReplicas": 6,
+            "queueLag": {"enabled": True},
+        }
+    },
+    "fetcher": {
+        "enabled": True,
+        "accounts": {"account-1.json": SESSION, "account-2.json": SESSION},
+        "autoscaling": {"enabled": True, "queueLag": {"enabled": True}},
+    },
+    "networkPolicy": {
+        "grpcFrom": [{"namespaceSelector": {"matchLabels": {"name": "apps"}}}],
+        "monitoringFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+        "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}],
+    },
+    "metrics": {
+        "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}},
+        "prometheusRule": {"enabled": True},
+    },
+}
+PROMETHEUS_OPERATOR_KINDS = ("ServiceMonitor", "PrometheusRule")  # CRDs: no Kubernetes schema
 
 
 # --- A Kubernetes API just big enough for `helm install` ---------------------------------
@@ -94,6 +124,12 @@ API_RESOURCES: dict[tuple[str, str], list[tuple[str, str, bool]]] = {
     ("batch", "v1"): [("jobs", "Job", True)],
     ("policy", "v1"): [("poddisruptionbudgets", "PodDisruptionBudget", True)],
     ("autoscaling", "v2"): [("horizontalpodautoscalers", "HorizontalPodAutoscaler", True)],
+    ("networking.k8s.io", "v1"): [("networkpolicies", "NetworkPolicy", True)],
+    # The Prometheus Operator's CRDs, as a cluster with it installed serves them.
+    ("monitoring.coreos.com", "v1"): [
+        ("servicemonitors", "ServiceMonitor", True),
+        ("prometheusrules", "PrometheusRule", True),
+    ],
 }
 OBJECT_PATH = re.compile(
     r"/(?:api/v1|apis/[^/]+/[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?"
@@ -429,6 +465,11 @@ def secret_release() -> Release:
     return install(SECRET_VALUES)
 
 
+@pytest.fixture(scope="module")
+def production_release() -> Release:
+    return install(PRODUCTION_VALUES)
+
+
 def name_of(component: str) -> str:
     return f"{RELEASE}-tracker-{component}"
 
@@ -506,10 +547,10 @@ def test_servers_run_their_console_script_on_their_ports(default_release: Releas
 
 
 def test_the_fetcher_reads_its_apple_accounts_from_a_mounted_secret(
-    default_release: Release, override_release: Release
+    default_release: Release, override_release: Release, production_release: Release
 ) -> None:
     for release, secret in (
-        (default_release, f"{RELEASE}-tracker-findmy-accounts"),
+        (production_release, f"{RELEASE}-tracker-findmy-accounts"),
         (override_release, "apple-accounts"),
     ):
         deployment = release.get("Deployment", name_of("fetcher"))
@@ -529,8 +570,14 @@ def test_the_fetcher_reads_its_apple_accounts_from_a_mounted_secret(
         } in container["volumeMounts"]
         [volume] = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "findmy-accounts"]
         assert volume["secret"] == {"secretName": secret, "defaultMode": 0o400}
-    assert default_release.get("Deployment", name_of("fetcher"))["spec"]["replicas"] == 2
     assert override_release.get("Deployment", name_of("fetcher"))["spec"]["replicas"] == 3
+    # existingSecret: the chart makes none; accounts in values: the chart makes it
+    assert not [o for o in override_release.everything if "findmy" in o["metadata"]["name"]]
+    made = production_release.get("Secret", f"{RELEASE}-tracker-findmy-accounts")
+    assert {k: base64.b64decode(v).decode() for k, v in made["data"].items()} == {
+        "account-1.json": SESSION,
+        "account-2.json": SESSION,
+    }
     config = default_release.get("ConfigMap", f"{RELEASE}-tracker-config")["data"]
     assert config["REQUEST_INTERVAL_HOURS"] == "0.25"
     assert config["MAX_KEYS_PER_BATCH"] == "64"
@@ -555,8 +602,10 @@ def test_the_worker_runs_its_console_script_with_health_and_metrics_only(
 def test_probes_are_native_grpc_probes_on_the_health_port(default_release: Release) -> None:
     for deployment in default_release.of_kind("Deployment"):
         container = only_container(deployment)
+        # startup: the process is up (a database outage must not restart pods in a loop);
+        # readiness: what the process needs answers.
         for probe, service in (
-            ("startupProbe", ""),
+            ("startupProbe", "liveness"),
             ("readinessProbe", ""),
             ("livenessProbe", "liveness"),
         ):
@@ -569,27 +618,31 @@ def test_probes_are_native_grpc_probes_on_the_health_port(default_release: Relea
 
 def test_pods_run_non_root_on_a_read_only_root_filesystem(default_release: Release) -> None:
     config = default_release.get("ConfigMap", f"{RELEASE}-tracker-config")["data"]
-    workloads = [*default_release.of_kind("Deployment"), default_release.hook("Job")]
+    job = default_release.hook("Job")
+    workloads = [*default_release.of_kind("Deployment"), job]
     for workload in workloads:
         spec = pod_spec(workload)
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["runAsUser"] == 10001
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert spec["automountServiceAccountToken"] is False
-        container = only_container(workload)
-        context = container["securityContext"]
-        assert context["readOnlyRootFilesystem"] is True
-        assert context["allowPrivilegeEscalation"] is False
-        assert context["capabilities"]["drop"] == ["ALL"]
-        assert context["runAsNonRoot"] is True
-        assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in [*spec.get("initContainers", []), *spec["containers"]]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert context["runAsNonRoot"] is True
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
         [tmp] = [v for v in spec["volumes"] if v["name"] == "tmp"]
         assert "emptyDir" in tmp
-        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     for deployment in default_release.of_kind("Deployment"):
         grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
         assert grace == 30
-        assert grace > int(config["TRACKER_SHUTDOWN_GRACE_S"])
+        # SIGTERM: drain, then in-flight calls get the grace, and the process exits in time
+        assert grace > int(config["TRACKER_SHUTDOWN_DRAIN_S"]) + int(
+            config["TRACKER_SHUTDOWN_GRACE_S"]
+        )
 
 
 def test_config_map_holds_the_settings_and_every_pod_reads_config_and_secret(
@@ -607,7 +660,10 @@ def test_config_map_holds_the_settings_and_every_pod_reads_config_and_secret(
         "TRACKER_ACCESS_LOG_SAMPLE": "0",
         "TRACKER_DB_POOL_MAX": "10",
         "TRACKER_HEALTH_CHECK_INTERVAL_S": "2",
+        "TRACKER_SHUTDOWN_DRAIN_S": "5",
         "TRACKER_SHUTDOWN_GRACE_S": "10",
+        "TRACKER_GRPC_MAX_CONNECTION_AGE_S": "300",
+        "TRACKER_GRPC_MAX_CONNECTION_AGE_GRACE_S": "30",
         "TRACKER_ENVIRONMENT": "production",
         "TRACKER_ACCESS_TOKEN_TTL_S": "900",
         "TRACKER_REFRESH_TOKEN_TTL_S": "2592000",
@@ -707,8 +763,20 @@ def test_migrations_run_as_a_hook_before_the_servers_exist(default_release: Rele
     annotations = job["metadata"]["annotations"]
     assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
     assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+    # migrations first (an init container), then the cities, once: `nearest_city` is filled
+    # in a cluster as after bootstrap.sh
+    [migrate] = pod_spec(job)["initContainers"]
+    assert migrate["command"] == ["trackerctl", "migrate"]
     container = only_container(job)
-    assert container["command"] == ["trackerctl", "migrate"]
+    assert container["command"] == [
+        "trackerctl",
+        "geo",
+        "load",
+        "--if-empty",
+        "--min-population",
+        "1000",
+    ]
+    assert migrate["envFrom"] == container["envFrom"]
     assert pod_spec(job)["restartPolicy"] == "Never"
     assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "migrate"
 
@@ -748,7 +816,8 @@ def test_every_object_carries_the_shared_labels(default_release: Release) -> Non
 
 
 @pytest.mark.parametrize(
-    "release_fixture", ["default_release", "override_release", "secret_release"]
+    "release_fixture",
+    ["default_release", "override_release", "secret_release", "production_release"],
 )
 def test_every_rendered_object_is_valid_kubernetes(
     release_fixture: str, request: pytest.FixtureRequest
@@ -758,6 +827,8 @@ def test_every_rendered_object_is_valid_kubernetes(
     assert release.everything
     invalid = []
     for obj in release.everything:
+        if obj["kind"] in PROMETHEUS_OPERATOR_KINDS:
+            continue  # CRDs: test_monitoring_objects_use_the_metrics_the_code_exports
         try:
             validate.validate(obj, KUBERNETES_VERSION, strict=True)
         except validate.ValidationError as error:
@@ -769,10 +840,24 @@ def test_every_rendered_object_is_valid_kubernetes(
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"terminationGracePeriodSeconds": 10}, "must exceed config.TRACKER_SHUTDOWN_GRACE_S"),
+        (
+            {"terminationGracePeriodSeconds": 15},
+            "must exceed config.TRACKER_SHUTDOWN_DRAIN_S + TRACKER_SHUTDOWN_GRACE_S (15)",
+        ),
+        ({"config": {"TRACKER_SHUTDOWN_DRAIN_S": "25"}}, "must exceed config.TRACKER_SHUTDOWN"),
         ({"config": {"TRACKER_DATABASE_URL": "postgresql://x"}}, "is a secret"),
         ({"config": {"DB_PASSWORD": "x"}}, "is a secret"),
-        ({"fetcher": {"terminationGracePeriodSeconds": 5}}, "fetcher: terminationGrace"),
+        (
+            {
+                "fetcher": {
+                    "enabled": True,
+                    "existingSecret": "a",
+                    "terminationGracePeriodSeconds": 5,
+                }
+            },
+            "fetcher: terminationGrace",
+        ),
+        ({"fetcher": {"enabled": True}}, "fetcher.enabled needs Apple accounts"),
     ],
 )
 def test_chart_refuses_values_that_break_the_deployment(
@@ -781,3 +866,175 @@ def test_chart_refuses_values_that_break_the_deployment(
     helm = require_helm_sdkpy()
     with pytest.raises(helm.HelmError, match=re.escape(message)):
         install(values)
+
+
+# --- Issue 15: production parts ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"collector": {"replicas": "two"}}, "/collector/replicas"),
+        ({"migrations": {"citiesMinPopulation": 1234}}, "/migrations/citiesMinPopulation"),
+        ({"replicas": 3}, "additional properties 'replicas'"),  # a typo at the top level
+        ({"query": {"service": {"port": 70000}}}, "/query/service/port"),
+        ({"fetcher": {"accounts": {"account-1.txt": "{}"}}}, "'account-1.txt' does not match"),
+        ({"metrics": {"prometheusRule": {"errorRatio": 2}}}, "/metrics/prometheusRule/errorRatio"),
+        ({"config": {"TRACKER_QUERY_PORT": "eighty"}}, "/config/TRACKER_QUERY_PORT"),
+        ({"topologySpread": {"whenUnsatisfiable": "Maybe"}}, "/topologySpread/whenUnsatisfiable"),
+        ({"worker": {"autoscaling": {"minReplicas": 0}}}, "/worker/autoscaling/minReplicas"),
+        ({"health": {"pdb": {"enabled": "yes"}}}, "/health/pdb/enabled"),
+    ],
+)
+def test_values_schema_rejects_bad_values(values: dict[str, Any], where: str) -> None:
+    helm = require_helm_sdkpy()
+    with pytest.raises(helm.HelmError, match="schema") as raised:
+        install(values)
+    assert where in str(raised.value)
+
+
+def test_default_install_runs_without_a_fetcher_and_says_how_to_enable_it(
+    default_release: Release,
+) -> None:
+    """A default install must not wait on a Secret it does not make (pods stuck in
+    ContainerCreating): the fetcher is opt-in, and the notes say how."""
+    assert name_of("fetcher") not in {d["metadata"]["name"] for d in default_release.everything}
+    assert "The fetcher is NOT enabled" in default_release.notes
+    assert "fetcher.existingSecret" in default_release.notes
+    assert "fetcher.accounts" in default_release.notes
+    for deployment in default_release.of_kind("Deployment"):
+        for volume in pod_spec(deployment)["volumes"]:
+            assert "secret" not in volume, deployment["metadata"]["name"]
+
+
+def test_every_component_has_a_disruption_budget_and_spreads_over_zones_and_nodes(
+    override_release: Release,
+) -> None:
+    deployments = override_release.of_kind("Deployment")
+    budgets = {p["metadata"]["name"]: p for p in override_release.of_kind("PodDisruptionBudget")}
+    assert set(budgets) == {d["metadata"]["name"] for d in deployments}
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert budgets[name]["spec"]["selector"]["matchLabels"] == selector
+        assert budgets[name]["spec"]["maxUnavailable"] == 1
+        spread = pod_spec(deployment)["topologySpreadConstraints"]
+        assert [c["topologyKey"] for c in spread] == [
+            "topology.kubernetes.io/zone",
+            "kubernetes.io/hostname",
+        ]
+        for constraint in spread:
+            assert constraint["labelSelector"]["matchLabels"] == selector
+            assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+
+
+def test_autoscalers_scale_on_cpu_and_the_queue_lag_and_own_the_replica_count(
+    default_release: Release, production_release: Release
+) -> None:
+    assert default_release.of_kind("HorizontalPodAutoscaler") == []
+    scalers = {
+        h["spec"]["scaleTargetRef"]["name"]: h
+        for h in production_release.of_kind("HorizontalPodAutoscaler")
+    }
+    assert set(scalers) == {name_of(c) for c in ("collector", "worker", "fetcher")}
+    for name, scaler in scalers.items():
+        assert scaler["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+        cpu = scaler["spec"]["metrics"][0]
+        assert cpu["resource"]["name"] == "cpu"
+        assert cpu["resource"]["target"]["averageUtilization"] == 70
+        # the autoscaler owns the count: a replicas field would fight it on every upgrade
+        assert "replicas" not in production_release.get("Deployment", name)["spec"]
+    assert scalers[name_of("collector")]["spec"]["minReplicas"] == 2
+    assert len(scalers[name_of("collector")]["spec"]["metrics"]) == 1
+    for component, metric in (
+        ("worker", "tracker_worker_lag_seconds"),
+        ("fetcher", "tracker_fetch_queue_lag_seconds"),
+    ):
+        [lag] = scalers[name_of(component)]["spec"]["metrics"][1:]
+        assert lag["type"] == "Pods"
+        assert lag["pods"]["metric"]["name"] == metric
+        assert metric in exported_metrics()
+    assert production_release.get("Deployment", name_of("query"))["spec"]["replicas"] == 2
+
+
+def test_network_policies_let_in_only_the_ports_each_component_serves(
+    default_release: Release, production_release: Release
+) -> None:
+    expected = {
+        "collector": {9000, HEALTH_PORT, 9464},
+        "query": {8000, HEALTH_PORT, 9464},
+        "health": {HEALTH_PORT, 9464},
+        "worker": {HEALTH_PORT, 9464},
+    }
+    for release, components in (
+        (default_release, expected),
+        (production_release, {**expected, "fetcher": {HEALTH_PORT, 9464}}),
+    ):
+        policies = {p["metadata"]["name"]: p for p in release.of_kind("NetworkPolicy")}
+        assert set(policies) == {name_of(c) for c in components}
+        for component, ports in components.items():
+            spec = policies[name_of(component)]["spec"]
+            deployment = release.get("Deployment", name_of(component))
+            assert (
+                spec["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+            )
+            assert {p["port"] for rule in spec["ingress"] for p in rule["ports"]} == ports
+    default = default_release.get("NetworkPolicy", name_of("query"))["spec"]
+    assert default["policyTypes"] == ["Ingress"]  # egress open unless rules are given
+    assert all("from" not in rule for rule in default["ingress"])
+    prod = production_release.get("NetworkPolicy", name_of("query"))["spec"]
+    assert prod["policyTypes"] == ["Ingress", "Egress"]
+    [grpc_rule, monitoring_rule] = prod["ingress"]
+    assert grpc_rule["from"] == PRODUCTION_VALUES["networkPolicy"]["grpcFrom"]
+    assert monitoring_rule["from"] == PRODUCTION_VALUES["networkPolicy"]["monitoringFrom"]
+    assert {"port": 53, "protocol": "UDP"} in prod["egress"][0]["ports"]
+    assert prod["egress"][1:] == PRODUCTION_VALUES["networkPolicy"]["egress"]
+
+
+def exported_metrics() -> set[str]:
+    """Every series name src/adapters/prometheus.py defines (counters with _total)."""
+    text = (Path(__file__).resolve().parents[2] / "src" / "adapters" / "prometheus.py").read_text()
+    return set(re.findall(r'"(tracker_[a-z_]+)"', text))
+
+
+def test_monitoring_objects_use_the_metrics_the_code_exports(
+    default_release: Release, production_release: Release
+) -> None:
+    assert not [o for o in default_release.everything if o["kind"] in PROMETHEUS_OPERATOR_KINDS]
+    service = production_release.get("Service", f"{RELEASE}-tracker-metrics")
+    assert service["spec"]["clusterIP"] == "None"
+    # every pod of the release, the fetcher and the worker included (they have no Service)
+    assert service["spec"]["selector"] == {
+        "app.kubernetes.io/name": "tracker",
+        "app.kubernetes.io/instance": RELEASE,
+    }
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    [monitor] = production_release.of_kind("ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+    [rule] = production_release.of_kind("PrometheusRule")
+    rules = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    alerts = {r["alert"] for r in rules}
+    assert {
+        "TrackerFetchQueueBehind",
+        "TrackerFetchAccountBudgetExhausted",
+        "TrackerWorkerBehind",
+        "TrackerDependencyDown",
+        "TrackerGrpcErrorRate",
+    } <= alerts
+    known = exported_metrics() | {"grpc_server_handled_total"}
+    for r in rules:
+        assert r["labels"]["severity"] in {"critical", "warning", "info"}
+        assert r["annotations"]["summary"]
+        used = {m for m in re.findall(r"\b([a-z_]+)\{", r["expr"])}
+        assert used, r["expr"]
+        assert used <= known, (r["alert"], used - known)
+        assert f'namespace="{NAMESPACE}"' in r["expr"]  # this release's series only
+        assert r["expr"].count("(") == r["expr"].count(")")
+        assert "{{" not in r["expr"]  # Helm rendered it; only annotations keep $labels

@@ -105,6 +105,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "TRACKER_SHUTDOWN_GRACE_S": "2",
         # every successful call's access line at INFO (default: DEBUG), for the log checks
         "TRACKER_ACCESS_LOG_SAMPLE": "1",
+        "TRACKER_SHUTDOWN_DRAIN_S": "1",
     }
     subprocess.run(
         [BIN / "trackerctl", "migrate", "--create-database"],
@@ -441,7 +442,7 @@ def test_sigterm_drains_and_exits_cleanly(server: Server) -> None:
     assert server.proc.wait(timeout=15) == 0
     lines = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
     events = [line["event"] for line in lines]
-    assert events.index("shutting down") < events.index("stopped")
+    assert events.index("shutting down") < events.index("draining") < events.index("stopped")
     assert all(line["level"] != "error" for line in lines), lines
     text = server.log_text()
     assert len(server.secrets) >= 4

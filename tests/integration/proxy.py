@@ -12,6 +12,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
+        self.connections = 0  # accepted so far
 
     async def open(self) -> None:
         """Listen (again, on the same port once one was chosen)."""
@@ -29,6 +30,7 @@ class TcpProxy:
         self._server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._target)
         except OSError:

@@ -231,7 +231,11 @@ async def test_after_flushall_the_queue_is_rebuilt_and_every_tracker_fetched_nex
             lambda: all_fetched_since(database_url, fleet.trackers, flushed), 60
         ), (f.log(0)[-3000:], f.log(1)[-3000:])
         took = time.monotonic() - t0
-        queued = await r.zcard(f"{{{p}}}:due") + await r.zcard(f"{{{p}}}:leases")
+        # one snapshot (MULTI): read one after the other, a turn finishing in between moves
+        # its trackers from the leases to due and they are counted in neither (seen: 236)
+        async with r.pipeline(transaction=True) as snapshot:
+            due, leased = await snapshot.zcard(f"{{{p}}}:due").zcard(f"{{{p}}}:leases").execute()
+        queued = due + leased
         assert await r.exists(f"{{{p}}}:synced")
     finally:
         await r.aclose()
@@ -372,8 +376,10 @@ async def test_a_postgres_restart_mid_cycle_is_waited_out_and_no_fetched_report_
         await f.start(1)
 
         async def all_stored() -> bool:
+            # every report served and stored: under load a request may still be on its way
+            # when the counts first agree (seen: 78 stored of 78 served, then 80 served)
             try:
-                return await count_reports(db) == sim.served and sim.served > 0
+                return sim.served == 80 and await count_reports(db) == sim.served
             except (OSError, asyncpg.PostgresError):
                 return False
 

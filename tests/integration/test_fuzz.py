@@ -444,6 +444,7 @@ async def server(database_url: str, tmp_path: pathlib.Path) -> AsyncIterator[Ser
         "TRACKER_DEMO": "false",
         "TRACKER_LOG_LEVEL": "WARNING",
         "TRACKER_SHUTDOWN_GRACE_S": "1",
+        "TRACKER_SHUTDOWN_DRAIN_S": "0.5",
         "TRACKER_HEALTH_CHECK_INTERVAL_S": "0.5",
     }
     log = tmp_path / "server.log"

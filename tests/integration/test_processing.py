@@ -265,7 +265,7 @@ async def test_database_classification_agrees_with_the_domain_rule(
     await world.store(reports)
     uow_factory = await world.stack.container.processing_uow.async_()
     async with uow_factory() as uow:
-        readings = (await uow.readings({a: None}))[a]
+        readings = (await uow.readings({a: None})).readings(0)
     by_key = {
         ReportKey(r.report_time, *map(e7, (r.position.latitude, r.position.longitude))): r
         for r in reports

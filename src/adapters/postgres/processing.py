@@ -12,21 +12,16 @@ from typing import Self
 import asyncpg
 
 from adapters.postgres.pool import unavailable_on_connection_error
+from adapters.postgres.status_columns import reading_columns
 from adapters.postgres.uow import PostgresUnitOfWork
 from adapters.tracing import link_queued
-from domain import evidence
 from domain.errors import InvalidArgument
-from domain.evidence import Belief, NearFence
+from domain.evidence import Belief
 from domain.model import GeoPoint, LocationKind
 from domain.pagination import Page, PageRequest
 from domain.ports.processing import Claim, Evaluation, StatusInput
 from domain.processing import ProcessingBacklog, QuarantinedTracker
-from domain.reports import MAX_ACCURACY_M
 from domain.status import (
-    DEFAULT_MIN_CONFIDENCE,
-    DEFAULT_RULE_KIND,
-    Observation,
-    Reading,
     ReportKey,
     RuleKind,
     RuleState,
@@ -34,6 +29,7 @@ from domain.status import (
     StatusRule,
     TrackerStatus,
 )
+from domain.status_batch import ReadingColumns
 
 _NEG_INF = datetime.min.replace(tzinfo=UTC)
 _MIN_E7 = -(2**31)
@@ -65,50 +61,17 @@ def _belief(ids: list[uuid.UUID | None] | None, kinds: list[str | None], ps: lis
     )
 
 
-# Reports after each tracker's start key that count under its run's rule, classified
-# against its run's geofences ($5: the constant reach for the index; for EVIDENCE rules
-# ($6: the default kind) also every fence within its radius + $7). $8: the default
-# min_confidence (``domain.status.DEFAULT_MIN_CONFIDENCE``) of runs without a rule row.
-_READINGS_SQL = """
-WITH b AS (
-        SELECT s.*, tr.production_run_id AS run_id,
-               coalesce(sr.min_confidence, $8) AS min_confidence,
-               coalesce(sr.kind, $6) = 'EVIDENCE' AS evidence,
-               coalesce(sr.require_accuracy_within_radius, false) AS accuracy_rule
-        FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::int[])
-             AS s(tracker_id, t, lat, lon)
-        JOIN trackers tr ON tr.id = s.tracker_id
-        LEFT JOIN status_rules sr ON sr.production_run_id = tr.production_run_id)
-    SELECT r.tracker_id, r.report_time, r.latitude_e7, r.longitude_e7,
-           r.horizontal_accuracy_m, r.confidence, r.nearest_city_id,
-           f.delivery, f.storage, f.near, f.near_ids, f.near_kinds, f.near_radii, f.near_d
-    FROM b
-    JOIN reports r ON r.tracker_id = b.tracker_id AND r.report_time >= b.t
-         AND (r.report_time, r.latitude_e7, r.longitude_e7) > (b.t, b.lat, b.lon)
-         AND r.confidence >= b.min_confidence
-         AND isfinite(r.report_time)  -- stored before times were validated: no place in time
-    LEFT JOIN LATERAL (
-        SELECT (array_agg(l.id ORDER BY l.d, l.id) FILTER (
-                    WHERE l.kind = 'DELIVERY' AND l.d + l.slack <= l.radius_m))[1]
-                   AS delivery,
-               (array_agg(l.id ORDER BY l.d, l.id) FILTER (
-                    WHERE l.kind = 'STORAGE' AND l.d + l.slack <= l.radius_m))[1]
-                   AS storage,
-               coalesce(bool_or(l.d - l.slack <= l.radius_m), false) AS near,
-               array_agg(l.id ORDER BY l.id) FILTER (WHERE l.reach) AS near_ids,
-               array_agg(l.kind ORDER BY l.id) FILTER (WHERE l.reach) AS near_kinds,
-               array_agg(l.radius_m ORDER BY l.id) FILTER (WHERE l.reach) AS near_radii,
-               array_agg(l.d ORDER BY l.id) FILTER (WHERE l.reach) AS near_d
-        FROM (SELECT l.*, b.evidence AND l.d <= l.radius_m + $7 AS reach FROM (
-              SELECT l.id, l.kind, l.radius_m,
-                     ST_Distance(r.position, l.center, false) AS d,
-                     CASE WHEN b.accuracy_rule THEN r.horizontal_accuracy_m
-                          ELSE 0 END AS slack
-              FROM locations l
-              WHERE l.production_run_id = b.run_id
-                AND ST_DWithin(r.position, l.center, $5, false)) l) l) f ON true
-    ORDER BY r.tracker_id, r.report_time, r.latitude_e7, r.longitude_e7
-"""
+def _belief_texts(belief: Belief) -> tuple[str, str, str]:
+    ids = ",".join("NULL" if h is None else str(h) for h, _, _ in belief)
+    kinds = ",".join("NULL" if k is None else k.value for _, k, _ in belief)
+    ps = ",".join(repr(p) for _, _, p in belief)
+    return "{" + ids + "}", "{" + kinds + "}", "{" + ps + "}"
+
+
+_RULE_FIELDS = (
+    "min_consecutive_reports", "min_dwell_s", "require_accuracy_within_radius",
+    "min_confidence", "kind", "min_probability", "outlier_share",
+)  # fmt: skip
 
 
 # Inbox rows moved into the queue per fold (one statement; the rest waits for the next claim).
@@ -442,26 +405,25 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
                LEFT JOIN LATERAL (
                    SELECT * FROM status_history h
                    WHERE h.tracker_id = c.tracker_id AND h.report_time < c.since
+                     -- needed only when the new reports are not all after the checkpoint
+                     -- (domain.status.resume_point)
+                     AND (s.last_report_time IS NULL OR s.last_report_time >= c.since)
                    ORDER BY h.report_time DESC, h.latitude_e7 DESC, h.longitude_e7 DESC
                    LIMIT 1) h ON true""",
             [c.tracker_id for c in claims],
             [c.since for c in claims],
         )
         out = []
+        rules: dict[tuple[object, ...], StatusRule] = {}  # one object per distinct rule
         for r in rows:
-            rule = (
-                StatusRule(
-                    r["min_consecutive_reports"],
-                    r["min_dwell_s"],
-                    r["require_accuracy_within_radius"],
-                    r["min_confidence"],
-                    RuleKind(r["kind"]),
-                    r["min_probability"],
-                    r["outlier_share"],
+            fields = tuple(r[k] for k in _RULE_FIELDS)
+            rule = rules.get(fields)
+            if rule is None:
+                rule = rules[fields] = (
+                    StatusRule(*fields[:4], RuleKind(fields[4]), *fields[5:])  # type: ignore[arg-type]
+                    if fields[0] is not None
+                    else StatusRule.default()
                 )
-                if r["min_consecutive_reports"] is not None
-                else StatusRule.default()
-            )
             checkpoint = None
             if r["last_report_time"] is not None:
                 checkpoint = (
@@ -499,77 +461,8 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
             out.append(StatusInput(r["tracker_id"], rule, checkpoint, anchor))
         return out
 
-    async def readings(
-        self, starts: Mapping[uuid.UUID, ReportKey | None]
-    ) -> dict[uuid.UUID, list[Reading]]:
-        if not starts:
-            return {}
-        ids = list(starts)
-        times, lats, lons = _key_arrays([starts[t] for t in ids])
-        reach = await self._c.fetchrow(
-            """SELECT coalesce(max(l.radius_m), 0) AS radius,
-                      coalesce(bool_or(sr.require_accuracy_within_radius), false) AS accuracy,
-                      coalesce(bool_or(coalesce(sr.kind, $2) = 'EVIDENCE'), false) AS evidence
-               FROM (SELECT DISTINCT production_run_id FROM trackers
-                     WHERE id = ANY($1::uuid[])) t
-               JOIN locations l ON l.production_run_id = t.production_run_id
-               LEFT JOIN status_rules sr ON sr.production_run_id = t.production_run_id""",
-            ids,
-            DEFAULT_RULE_KIND.value,
-        )
-        assert reach is not None
-        # One constant distance (the largest radius, plus the largest accuracy if a rule
-        # needs it) lets PostGIS use its index; each fence's own radius is checked after.
-        # Distances are great-circle metres on the mean sphere, as domain.geo computes them
-        # (within 0.5 % of the ellipsoid's, and the same for the database and the domain).
-        reach_m = float(reach["radius"]) + max(
-            MAX_ACCURACY_M if reach["accuracy"] else 0,
-            evidence.REACH_M if reach["evidence"] else 0,
-        )
-        rows = await self._c.fetch(
-            _READINGS_SQL,
-            ids,
-            times,
-            lats,
-            lons,
-            reach_m,
-            DEFAULT_RULE_KIND.value,
-            evidence.REACH_M,
-            DEFAULT_MIN_CONFIDENCE,
-        )
-        out: dict[uuid.UUID, list[Reading]] = {}
-        seen_as: dict[tuple[object, object, bool], Observation] = {}
-        for r in rows:
-            what = (r["delivery"], r["storage"], r["near"])
-            seen = seen_as.get(what)
-            if seen is None:
-                if r["delivery"] is not None:
-                    seen = Observation(TrackerStatus.DELIVERED, r["delivery"])
-                elif r["storage"] is not None:
-                    seen = Observation(TrackerStatus.IN_STORAGE, r["storage"])
-                elif r["near"]:
-                    seen = Observation(None)
-                else:
-                    seen = Observation(TrackerStatus.IN_TRANSIT)
-                seen_as[what] = seen
-            if r["near_ids"] is not None:  # EVIDENCE: the fences within reach, by id
-                near = tuple(
-                    NearFence(i, LocationKind(k), float(radius), float(d))
-                    for i, k, radius, d in zip(
-                        r["near_ids"], r["near_kinds"], r["near_radii"], r["near_d"], strict=True
-                    )
-                )
-                seen = Observation(seen.status, seen.location_id, near)
-            out.setdefault(r["tracker_id"], []).append(
-                Reading(
-                    ReportKey(r["report_time"], r["latitude_e7"], r["longitude_e7"]),
-                    seen,
-                    r["horizontal_accuracy_m"],
-                    r["confidence"],
-                    r["nearest_city_id"],
-                )
-            )
-        return out
+    async def readings(self, starts: Mapping[uuid.UUID, ReportKey | None]) -> ReadingColumns:
+        return await reading_columns(self._c, starts)
 
     async def save_statuses(self, evaluations: Sequence[Evaluation]) -> None:
         if not evaluations:
@@ -639,33 +532,29 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
             )  # fmt: skip
             for column, value in zip(values, row, strict=True):
                 column.append(value)
-        params = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
-        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
-        await self._c.execute(
-            f"""INSERT INTO tracker_status ({", ".join(cols)})
-                SELECT * FROM unnest({params})
-                ON CONFLICT (tracker_id) DO UPDATE SET {updates}, update_time = now(),
-                    belief_ids = NULL, belief_kinds = NULL, belief_probabilities = NULL""",
-            *values,
+        # The evidence rule's belief, three arrays per tracker, each sent as the text of an
+        # array (floats as repr: PostgreSQL reads them back to the same bits), so that one
+        # statement writes the whole row.
+        beliefs: list[list[str | None]] = [[], [], []]
+        for e in done:
+            b = e.state.belief
+            for column, text in zip(beliefs, _belief_texts(b) if b else (None,) * 3, strict=True):
+                column.append(text)
+        params = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types + ["text"] * 3))
+        names = ", ".join(f"u{i}" for i in range(len(types) + 3))
+        n = len(types)
+        select = ", ".join(
+            [f"u{i}" for i in range(n)]
+            + [f"u{n}::uuid[]", f"u{n + 1}::text[]", f"u{n + 2}::float8[]"]
         )
-        # The evidence rule's belief, one array per tracker: sent flat, gathered by tracker.
-        flat = [(e.tracker_id, h) for e in done for h in e.state.belief]
-        if not flat:
-            return
+        belief_cols = ["belief_ids", "belief_kinds", "belief_probabilities"]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:] + belief_cols)
         await self._c.execute(
-            """UPDATE tracker_status s
-               SET belief_ids = g.ids, belief_kinds = g.kinds, belief_probabilities = g.ps
-               FROM (SELECT f.tracker_id, array_agg(f.h ORDER BY f.n) AS ids,
-                            array_agg(f.k ORDER BY f.n) AS kinds,
-                            array_agg(f.p ORDER BY f.n) AS ps
-                     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[])
-                          WITH ORDINALITY AS f(tracker_id, h, k, p, n)
-                     GROUP BY f.tracker_id) g
-               WHERE s.tracker_id = g.tracker_id""",
-            [t for t, _ in flat],
-            [h for _, (h, _, _) in flat],
-            [k.value if k else None for _, (_, k, _) in flat],
-            [p for _, (_, _, p) in flat],
+            f"""INSERT INTO tracker_status ({", ".join(cols + belief_cols)})
+                SELECT {select} FROM unnest({params}) AS u({names})
+                ON CONFLICT (tracker_id) DO UPDATE SET {updates}, update_time = now()""",
+            *values,
+            *beliefs,
         )
 
     async def complete(

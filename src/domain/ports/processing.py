@@ -25,6 +25,7 @@ from domain.status import (
     StatusChange,
     StatusRule,
 )
+from domain.status_batch import ReadingColumns
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +125,10 @@ class ProcessingUnitOfWork(Transaction, Protocol):
 
     async def status_inputs(self, claims: Sequence[Claim]) -> list[StatusInput]: ...
 
-    async def readings(
-        self, starts: Mapping[uuid.UUID, ReportKey | None]
-    ) -> dict[uuid.UUID, list[Reading]]:
+    async def readings(self, starts: Mapping[uuid.UUID, ReportKey | None]) -> ReadingColumns:
         """Each tracker's reports after its start key that count under its run's rule,
-        classified against its run's geofences, in key order."""
+        classified against its run's geofences, in key order: as columns, the trackers in
+        the order of ``starts``."""
         ...
 
     async def save_statuses(self, evaluations: Sequence[Evaluation]) -> None: ...

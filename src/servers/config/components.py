@@ -120,6 +120,28 @@ class ServerSettings(Component):
         ge=64 * 1024,
         le=64 * 1024 * 1024,
     )
+    # --- rollouts (issue 15): drain on SIGTERM, connection age ---
+    shutdown_drain: Seconds = option(
+        5.0,
+        "seconds a stopping process behind a Service keeps serving while its health says "
+        "NOT_SERVING, before it refuses new calls: load balancers and Kubernetes endpoints "
+        "move callers away first (a second SIGTERM/SIGINT cuts it short)",
+        alias="shutdown_drain_s",
+        **NOT_NEGATIVE,
+    )
+    max_connection_age: Seconds = option(
+        300.0,
+        "a client's connection is closed (GOAWAY) after this many seconds, so long-lived "
+        "HTTP/2 connections spread over new replicas (0: never)",
+        alias="grpc_max_connection_age_s",
+        **NOT_NEGATIVE,
+    )
+    max_connection_age_grace: Seconds = option(
+        30.0,
+        "seconds calls on a connection closed for its age may still run",
+        alias="grpc_max_connection_age_grace_s",
+        **NOT_NEGATIVE,
+    )
 
 
 class HealthSettings(Component):

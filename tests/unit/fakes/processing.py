@@ -30,6 +30,7 @@ from domain.status import (
     StatusRule,
     classify,
 )
+from domain.status_batch import ReadingColumns
 from tests.unit.fakes.common import FakeUnitOfWorkFactory
 
 
@@ -216,9 +217,7 @@ class FakeProcessingUnitOfWork:
             )
         return out
 
-    async def readings(
-        self, starts: Mapping[uuid.UUID, ReportKey | None]
-    ) -> dict[uuid.UUID, list[Reading]]:
+    async def readings(self, starts: Mapping[uuid.UUID, ReportKey | None]) -> ReadingColumns:
         out: dict[uuid.UUID, list[Reading]] = {}
         for tracker, start in starts.items():
             rule = self._s.rules.get(tracker, StatusRule.default())
@@ -237,7 +236,7 @@ class FakeProcessingUnitOfWork:
                         self._s.cities.get((tracker, key)),
                     )
                 )
-        return out
+        return ReadingColumns.from_readings(list(starts), out)
 
     async def save_statuses(self, evaluations: Sequence[Evaluation]) -> None:
         for e in evaluations:

@@ -113,12 +113,20 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Fails the render on values that would give a broken deployment. */}}
 {{- define "tracker.validate" -}}
-{{- $grace := int (.Values.config.TRACKER_SHUTDOWN_GRACE_S | default 10) }}
+{{- $grace := add (int (.Values.config.TRACKER_SHUTDOWN_GRACE_S | default 10)) (int (.Values.config.TRACKER_SHUTDOWN_DRAIN_S | default 0)) }}
 {{- range $component := list "collector" "query" "health" "fetcher" "worker" }}
 {{- $values := index $.Values $component | default dict }}
 {{- $termination := int ($values.terminationGracePeriodSeconds | default $.Values.terminationGracePeriodSeconds) }}
 {{- if and $values.enabled (le $termination $grace) }}
-{{- fail (printf "%s: terminationGracePeriodSeconds (%d) must exceed config.TRACKER_SHUTDOWN_GRACE_S (%d)" $component $termination $grace) }}
+{{- fail (printf "%s: terminationGracePeriodSeconds (%d) must exceed config.TRACKER_SHUTDOWN_DRAIN_S + TRACKER_SHUTDOWN_GRACE_S (%d)" $component $termination $grace) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.fetcher.enabled (not (or .Values.fetcher.existingSecret .Values.fetcher.accounts)) }}
+{{- fail "fetcher.enabled needs Apple accounts: set fetcher.existingSecret (a Secret of findmy session files, keys ending in .json) or fetcher.accounts (the files themselves); see docs/deploy.md" }}
+{{- end }}
+{{- range $name, $_ := .Values.fetcher.accounts }}
+{{- if not (hasSuffix ".json" $name) }}
+{{- fail (printf "fetcher.accounts: key %q must end in .json (one findmy session file per Apple account)" $name) }}
 {{- end }}
 {{- end }}
 {{- range $key := list "TRACKER_DATABASE_URL" "TRACKER_REDIS_URL" "TRACKER_JWT_SIGNING_KEY" "TRACKER_KEK_RING" "TRACKER_PAGE_TOKEN_KEYS" "DB_PASSWORD" }}
@@ -143,7 +151,7 @@ app.kubernetes.io/component: {{ .component }}
 startupProbe:
   grpc:
     port: {{ $port }}
-    service: ""
+    service: liveness
   {{- toYaml $probes.startup | nindent 2 }}
 readinessProbe:
   grpc:
@@ -172,7 +180,9 @@ metadata:
   labels:
     {{- include "tracker.componentLabels" . | nindent 4 }}
 spec:
+  {{- if not ($values.autoscaling | default dict).enabled }}
   replicas: {{ $values.replicas }}
+  {{- end }}
   revisionHistoryLimit: 5
   selector:
     matchLabels:
@@ -262,6 +272,32 @@ spec:
       tolerations:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+      {{- include "tracker.topologySpread" . | nindent 6 }}
+{{- end }}
+
+{{/* topologySpreadConstraints of a component's pods: dict root component values. */}}
+{{- define "tracker.topologySpread" -}}
+{{- if .values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml .values.topologySpreadConstraints | nindent 2 }}
+{{- else if .root.Values.topologySpread.enabled }}
+{{- $spread := .root.Values.topologySpread }}
+{{- $ctx := . }}
+topologySpreadConstraints:
+  {{- range $spread.topologyKeys }}
+  - maxSkew: {{ $spread.maxSkew }}
+    topologyKey: {{ . }}
+    whenUnsatisfiable: {{ $spread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "tracker.componentSelectorLabels" $ctx | nindent 8 }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the Secret holding the fetcher's Apple account sessions. */}}
+{{- define "tracker.findmySecretName" -}}
+{{- .Values.fetcher.existingSecret | default (printf "%s-findmy-accounts" (include "tracker.fullname" .)) }}
 {{- end }}
 
 {{/*

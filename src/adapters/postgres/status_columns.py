@@ -1,0 +1,226 @@
+"""The readings of a batch of trackers as columns (``domain.status_batch.ReadingColumns``):
+one ``COPY ... TO STDOUT (FORMAT binary)`` of the batch's reports, read straight into numpy
+(fixed-width rows, no Python object per report), and the geofence classification in numpy
+over the fences of the batch's runs (one small query).
+
+The rule is the one ``domain.status.classify`` states and the SQL of the earlier per-report
+``LATERAL`` join computed: distances are great-circle metres on the mean sphere, by the
+operations of PostGIS's ``sphere_distance`` (``domain.geo``), on the stored positions;
+inside a fence when ``d + slack <= radius``, near it when ``d - slack <= radius`` (slack: the
+accuracy under ``require_accuracy_within_radius``, else 0); DELIVERED before IN_STORAGE, the
+nearest fence (ties: the smallest id); for EVIDENCE rules every fence with
+``d <= radius + evidence.REACH_M``, by id. A report is paired only with the fences of its
+run within a band of latitude (sorted, ``searchsorted``), so runs with many fences cost
+what the fences near their reports cost.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+
+import asyncpg
+import numpy as np
+
+from domain import evidence
+from domain.geo import EARTH_RADIUS_M
+from domain.model import LocationKind
+from domain.reports import MAX_ACCURACY_M
+from domain.status import DEFAULT_MIN_CONFIDENCE, DEFAULT_RULE_KIND, ReportKey
+from domain.status_batch import KINDS, ReadingColumns
+
+_NEG_INF = "0001-01-01 00:00:00+00"
+_MIN_E7 = -(2**31)
+
+# One row per report after its tracker's start key that counts under its run's rule, with
+# the tracker's place in the batch, its run and rule flags; fixed width (no NULLs).
+_COPY_SQL = """
+SELECT s.n::int4, tr.production_run_id,
+       coalesce(sr.kind, '{kind}') = 'EVIDENCE',
+       coalesce(sr.require_accuracy_within_radius, false),
+       r.report_time, r.latitude_e7, r.longitude_e7, r.horizontal_accuracy_m,
+       r.confidence::int4, coalesce(r.nearest_city_id, -1),
+       ST_Y(r.position::geometry), ST_X(r.position::geometry)
+FROM unnest('{ids}'::uuid[], '{times}'::timestamptz[], '{lats}'::int[], '{lons}'::int[])
+     WITH ORDINALITY AS s(tracker_id, t, lat, lon, n)
+JOIN trackers tr ON tr.id = s.tracker_id
+LEFT JOIN status_rules sr ON sr.production_run_id = tr.production_run_id
+JOIN reports r ON r.tracker_id = s.tracker_id AND r.report_time >= s.t
+     AND (r.report_time, r.latitude_e7, r.longitude_e7) > (s.t, s.lat, s.lon)
+     AND r.confidence >= coalesce(sr.min_confidence, {min_confidence})
+     AND isfinite(r.report_time)  -- stored before times were validated: no place in time
+ORDER BY s.n, r.report_time, r.latitude_e7, r.longitude_e7
+"""
+
+
+def _field(name: str, fmt: str) -> list[tuple[str, str]]:
+    return [(f"{name}_len", ">i4"), (name, fmt)]
+
+
+_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        *_field("n", ">i4"),
+        *_field("run", "V16"),
+        *_field("evidence", "u1"),
+        *_field("accuracy_rule", "u1"),
+        *_field("t", ">i8"),
+        *_field("lat_e7", ">i4"),
+        *_field("lon_e7", ">i4"),
+        *_field("accuracy", ">i4"),
+        *_field("confidence", ">i4"),
+        *_field("city", ">i4"),
+        *_field("lat", ">f8"),
+        *_field("lon", ">f8"),
+    ]
+)
+_HEADER = 19  # PGCOPY signature (11), flags (4), header extension length (4, zero)
+_FIELDS = 12
+
+
+def _literal(values: Sequence[str]) -> str:
+    # uuids, integers and ISO times only: nothing to escape
+    return "{" + ",".join(values) + "}"
+
+
+def _rows(data: bytes) -> np.ndarray:
+    if len(data) <= _HEADER + 2:
+        return np.zeros(0, dtype=_ROW)
+    if data[:11] != b"PGCOPY\n\xff\r\n\x00" or data[15:19] != b"\x00\x00\x00\x00":
+        raise ValueError("unexpected COPY header")
+    rows = np.frombuffer(
+        data, dtype=_ROW, offset=_HEADER, count=(len(data) - _HEADER - 2) // _ROW.itemsize
+    )
+    if len(data) != _HEADER + 2 + rows.itemsize * len(rows) or (rows["fields"] != _FIELDS).any():
+        raise ValueError("unexpected COPY row layout")
+    return rows
+
+
+def _radians(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    la = np.pi * lat / 180.0
+    lo = np.pi * lon / 180.0
+    return la, np.where(lo == -np.pi, np.pi, lo)
+
+
+def _distance_m(
+    lat_s: np.ndarray, lon_s: np.ndarray, lat_e: np.ndarray, lon_e: np.ndarray
+) -> np.ndarray:
+    """``domain.geo.distance_m`` element by element (its operations, in numpy)."""
+    d_lon = lon_e - lon_s
+    cos_d_lon = np.cos(d_lon)
+    cos_lat_e, sin_lat_e = np.cos(lat_e), np.sin(lat_e)
+    cos_lat_s, sin_lat_s = np.cos(lat_s), np.sin(lat_s)
+    a1 = cos_lat_e * np.sin(d_lon)
+    a2 = cos_lat_s * sin_lat_e - sin_lat_s * cos_lat_e * cos_d_lon
+    a = np.sqrt(a1 * a1 + a2 * a2)
+    b = sin_lat_s * sin_lat_e + cos_lat_s * cos_lat_e * cos_d_lon
+    return EARTH_RADIUS_M * np.arctan2(a, b)
+
+
+async def reading_columns(
+    conn: asyncpg.Connection, starts: Mapping[uuid.UUID, ReportKey | None]
+) -> ReadingColumns:
+    trackers = list(starts)
+    keys = [starts[t] for t in trackers]
+    sql = _COPY_SQL.format(
+        kind=DEFAULT_RULE_KIND.value,
+        min_confidence=int(DEFAULT_MIN_CONFIDENCE),
+        ids=_literal([str(t) for t in trackers]),
+        times=_literal([f'"{k.report_time.isoformat()}"' if k else f'"{_NEG_INF}"' for k in keys]),
+        lats=_literal([str(k.latitude_e7 if k else _MIN_E7) for k in keys]),
+        lons=_literal([str(k.longitude_e7 if k else _MIN_E7) for k in keys]),
+    )
+    chunks: list[bytes] = []
+
+    async def keep(b: bytes) -> None:
+        chunks.append(bytes(b))
+
+    if trackers:
+        await conn.copy_from_query(sql, output=keep, format="binary")
+    rows = _rows(b"".join(chunks))
+    n = len(rows)
+    tracker = rows["n"].astype(np.int64) - 1
+    start = np.searchsorted(tracker, np.arange(len(trackers) + 1)).astype(np.int64)
+    evid = rows["evidence"].astype(np.bool_)
+    slack = np.where(rows["accuracy_rule"] != 0, rows["accuracy"], 0).astype(np.int64)
+    accuracy = rows["accuracy"].astype(np.int64)
+
+    # the fences of the batch's runs, sorted by id (their index order is their id order)
+    runs_raw, run_of = np.unique(rows["run"], return_inverse=True)
+    run_ids = [uuid.UUID(bytes=bytes(r)) for r in runs_raw]
+    fence_rows = []
+    if run_ids:
+        fence_rows = await conn.fetch(
+            """SELECT production_run_id, id, kind, ST_Y(center::geometry) AS lat,
+                      ST_X(center::geometry) AS lon, radius_m
+               FROM locations WHERE production_run_id = ANY($1::uuid[])""",
+            run_ids,
+        )
+    fence_rows = sorted(fence_rows, key=lambda r: r["id"].int)
+    run_index = {r: i for i, r in enumerate(run_ids)}
+    f_run = np.array([run_index[r["production_run_id"]] for r in fence_rows], dtype=np.int64)
+    f_kind = np.array([KINDS.index(LocationKind(r["kind"])) for r in fence_rows], dtype=np.int8)
+    f_lat = np.array([r["lat"] for r in fence_rows], dtype=np.float64)
+    f_lon = np.array([r["lon"] for r in fence_rows], dtype=np.float64)
+    f_rad = np.array([float(r["radius_m"]) for r in fence_rows], dtype=np.float64)
+
+    # candidate pairs: the fences of the report's run within a latitude band
+    reach = float(f_rad.max()) + max(evidence.REACH_M, MAX_ACCURACY_M) if len(f_rad) else 0.0
+    band = reach / 111_000.0 + 1e-6  # >= the great-circle metres per degree of latitude
+    order = np.lexsort((f_lat, f_run))  # by run, then latitude
+    f_key = f_run[order] * 1000.0 + f_lat[order]
+    r_key = run_of.astype(np.float64) * 1000.0 + rows["lat"].astype(np.float64)
+    lo = np.searchsorted(f_key, r_key - band, side="left")
+    hi = np.searchsorted(f_key, r_key + band, side="right")
+    width = hi - lo
+    pair_r = np.repeat(np.arange(n, dtype=np.int64), width)
+    offsets = np.repeat(np.cumsum(width) - width, width)
+    pair_f = order[np.repeat(lo, width) + np.arange(len(pair_r)) - offsets]
+    r_lat, r_lon = _radians(rows["lat"].astype(np.float64), rows["lon"].astype(np.float64))
+    c_lat, c_lon = _radians(f_lat, f_lon)
+    d = _distance_m(r_lat[pair_r], r_lon[pair_r], c_lat[pair_f], c_lon[pair_f])
+    radius = f_rad[pair_f]
+    s = slack[pair_r]
+    inside = d + s <= radius
+    near_edge = d - s <= radius
+    reach_ok = evid[pair_r] & (d <= radius + evidence.REACH_M)
+
+    status = np.full(n, 2, dtype=np.int8)  # IN_TRANSIT
+    location = np.full(n, -1, dtype=np.int32)
+    status[pair_r[near_edge]] = -1  # near an edge: tells nothing, unless inside one below
+    for code in (1, 0):  # storage first, so delivery wins
+        m = inside & (f_kind[pair_f] == code)
+        if m.any():
+            pr, pf, pd = pair_r[m], pair_f[m], d[m]
+            o = np.lexsort((pf, pd, pr))  # by report, distance, fence id
+            pr, pf = pr[o], pf[o]
+            first = np.ones(len(pr), dtype=np.bool_)
+            first[1:] = pr[1:] != pr[:-1]
+            status[pr[first]] = code
+            location[pr[first]] = pf[first]
+    # fences within reach (EVIDENCE), by report and then id
+    kr, kf, kd = pair_r[reach_ok], pair_f[reach_ok], d[reach_ok]
+    o = np.lexsort((kf, kr))
+    kr, kf, kd = kr[o], kf[o], kd[o]
+    near_start = np.searchsorted(kr, np.arange(n + 1)).astype(np.int64)
+    return ReadingColumns(
+        trackers=tuple(trackers),
+        start=start,
+        time_us=rows["t"].astype(np.int64),
+        latitude_e7=rows["lat_e7"].astype(np.int64),
+        longitude_e7=rows["lon_e7"].astype(np.int64),
+        accuracy_m=accuracy,
+        confidence=rows["confidence"].astype(np.int64),
+        city=rows["city"].astype(np.int64),
+        status=status,
+        location=location,
+        near_start=near_start,
+        near_fence=kf.astype(np.int32),
+        near_d=kd.astype(np.float64),
+        fence_ids=tuple(r["id"] for r in fence_rows),
+        fence_kind=f_kind,
+        fence_radius=f_rad,
+    )
+
+
+__all__ = ["reading_columns"]
