@@ -443,20 +443,26 @@ class QueryContainer(
         Api.page_tokens,
         watch_interval_s=providers.Callable(_seconds, Core.settings.provided.jobs.watch_interval),
     )
+    # silence, outages, fleet statistics and devices are read through the read pool too
     silence_queries = providers.Singleton(
         SilenceQueries,
-        repo=Silencing.cadence_repository,
+        repo=providers.Singleton(PostgresCadenceRepository, read_pool),
         clock=Core.clock,
         rule=Silencing.silence_rule,
     )
-    outage_queries = providers.Singleton(OutageQueries, repo=Outaging.outage_repository)
+    outage_queries = providers.Singleton(
+        OutageQueries, repo=providers.Singleton(PostgresOutageRepository, read_pool)
+    )
     fleet_statistics = providers.Singleton(
         FleetStatisticsQuery,
-        stats=providers.Singleton(PostgresFleetStatistics, Core.db_pool),
+        stats=providers.Singleton(PostgresFleetStatistics, read_pool),
         clock=Core.clock,
     )
+    devices_reads = providers.Container(
+        DevicesPart, uow=read_uow_factory, sealer=Sealing.sealer, clock=Core.clock
+    )
     device_query_servicer = providers.Singleton(
-        DeviceQueryServicer, Devicing.devices.queries, Api.page_tokens
+        DeviceQueryServicer, devices_reads.queries, Api.page_tokens
     )
     fleet_query_servicer = providers.Singleton(
         FleetQueryServicer,
