@@ -12,14 +12,19 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import grpc
 import pytest
 from aiohttp import web
 
+from adapters.clock import SystemClock
+from adapters.postgres.events import PostgresWebhookRepository
+from adapters.postgres.pool import open_pool
+from adapters.webhooks import AiohttpWebhookSender
 from domain.access import Principal, Role
-from domain.events import SIGNATURE_HEADER, verify_signature
+from domain.events import SIGNATURE_HEADER, DeliveryPolicy, verify_signature
 from servers.webhooks import WebhookLoop
 from tests.integration.conftest import Stack, stack_settings
 from tests.integration.test_events import open_outage
@@ -30,6 +35,7 @@ from tracker.v1 import events_pb2 as pb
 from tracker.v1 import webhook_service_pb2 as ws
 from tracker.v1 import webhook_service_pb2_grpc as ws_grpc
 from usecases.access import NewUser
+from usecases.events import DeliverWebhooks
 
 pytestmark = pytest.mark.integration
 
@@ -292,3 +298,43 @@ async def test_webhook_requests_are_checked(stack: Stack) -> None:
             ws.RedeliverWebhookEventsRequest(webhook_id=ok.webhook.id, event_ids=[-1])
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_delivery_claimed_by_a_worker_that_died_is_sent_after_its_lease(
+    stack: Stack, database_url: str, receiver_url: tuple[dict[str, Receiver], str]
+) -> None:
+    """At least once across a crash: a worker claims a delivery and dies before recording
+    anything; no other worker takes it while the lease runs, and one does after it."""
+    receivers, base = receiver_url
+    receivers["late"] = Receiver()
+    client, _ = await run_of_new_client(stack, "crashy")
+    assert stack.collector_channel is not None
+    hook = (
+        await ws_grpc.WebhookServiceStub(stack.collector_channel).CreateWebhook(
+            ws.CreateWebhookRequest(
+                webhook=pb.Webhook(client_id=client.id, url=f"{base}/late"), secret=SECRET
+            )
+        )
+    ).webhook
+    conn = await asyncpg.connect(database_url)
+    try:
+        await open_outage(conn, client.id, "crash")
+    finally:
+        await conn.close()
+    pool = await open_pool(database_url, 2)
+    repo = PostgresWebhookRepository(pool)
+    assert stack.container is not None
+    sealer = stack.container.sealer()
+    sender = AiohttpWebhookSender(timeout_s=1.0)
+    deliver = DeliverWebhooks(repo, sender, sealer, SystemClock(), DeliveryPolicy())
+    try:
+        dead_worker = await repo.claim(10, timedelta(seconds=1), datetime.now(UTC))
+        assert [d.webhook_id for d, _, _ in dead_worker] == [uuid.UUID(hook.id)]
+        assert (await deliver()).claimed == 0  # leased to the dead worker
+        await asyncio.sleep(1.2)
+        turn = await deliver()
+        assert (turn.claimed, turn.delivered) == (1, 1)
+    finally:
+        await sender.close()
+        await pool.close()
+    assert len(receivers["late"].received) == 1
