@@ -267,3 +267,17 @@ OUTAGE_OPEN = Gauge(
 OUTAGE_ERRORS = Counter(
     "tracker_outage_errors_total", "Outage detection turns that failed", ["kind"]
 )
+
+# -- changes pushed (issue 17) ------------------------------------------------------------
+WEBHOOK_DELIVERIES = Counter(
+    "tracker_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome: delivered, failed (to be retried), dead (given up "
+    "after the last attempt; the dead-letter list), unopenable (its secret's KEK is gone)",
+    ["outcome"],
+)
+WEBHOOK_ERRORS = Counter(
+    "tracker_webhook_errors_total", "Webhook delivery turns that failed", ["kind"]
+)
+WEBHOOK_TURN_SECONDS = Histogram(
+    "tracker_webhook_turn_seconds", "Seconds of one webhook delivery turn (concurrent POSTs)"
+)

@@ -53,5 +53,9 @@ MAX_JOB_ITEMS = 250_000
 MAX_JOB_BATCH_SIZE = 5000
 """StartJob: items per batch (one transaction each)."""
 
+MAX_WEBHOOK_URL_LENGTH = 2048
+"""CreateWebhook: characters of the URL."""
+MAX_REDELIVER_EVENTS = 1000
+"""RedeliverWebhookEvents: event ids per call."""
 MAX_TRACK_POINTS = 100_000
 """trackerctl track-svg: reports of one tracker drawn in one picture (narrow the time range)."""

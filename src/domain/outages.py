@@ -31,6 +31,9 @@ class Dimension(enum.StrEnum):
     CITY = "CITY"
     FIRST_REPORT_AGE = "FIRST_REPORT_AGE"
     """Days since the tracker's first report, in bins of ``age_bin_days`` ("50-59")."""
+    APPLE_ACCOUNT = "APPLE_ACCOUNT"
+    """The Find My account that last fetched the tracker (a banned or logged-out account
+    silences exactly its trackers)."""
 
 
 @dataclass(frozen=True, slots=True)

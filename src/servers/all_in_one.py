@@ -15,6 +15,7 @@ from servers.fetcher import Fetcher
 from servers.maintenance import PartitionMaintenance
 from servers.runtime import Background, main_for
 from servers.travel_times import TravelTimeLoop
+from servers.webhooks import WebhookLoop
 from servers.worker import JobLoop, OutageLoop, SilenceLoop, WorkerLoop
 
 
@@ -33,6 +34,7 @@ def background(settings: Settings) -> list[Background]:
             JobLoop(settings),
             SilenceLoop(settings),
             OutageLoop(settings),
+            WebhookLoop(settings),
         ]
     return tasks
 

@@ -32,6 +32,7 @@ from adapters.grpc.decoding import UndecodableRequestInterceptor
 from adapters.grpc.detectors import DetectorQueryServicer, DetectorServicer
 from adapters.grpc.devices import DeviceQueryServicer, DeviceServicer
 from adapters.grpc.errors import DomainErrorInterceptor
+from adapters.grpc.events import EventQueryServicer, WebhookServicer
 from adapters.grpc.exports import ExportQueryServicer
 from adapters.grpc.fetching import FetchQueryServicer
 from adapters.grpc.fleet import FleetQueryServicer
@@ -45,6 +46,7 @@ from adapters.grpc.status import StatusQueryServicer, StatusServicer
 from adapters.grpc.telemetry import AccessLogInterceptor, RpcMetricsInterceptor
 from adapters.keys import AesGcmSealer, FindMyKeyPairFactory
 from adapters.postgres.detectors import PostgresFeed
+from adapters.postgres.events import PostgresEventFeed, PostgresWebhookRepository
 from adapters.postgres.exports import PostgresExportSource
 from adapters.postgres.fleet import PostgresFleetStatistics
 from adapters.postgres.geocoding import PostgresGeocoder
@@ -66,6 +68,7 @@ from adapters.redis.throttle import RedisAttemptThrottle
 from adapters.security import Argon2PasswordHasher, JwtTokenCodec
 from adapters.throttle import FailoverAttemptThrottle, MemoryAttemptThrottle
 from adapters.tracing import OpenTelemetryTracer
+from adapters.webhooks import AiohttpWebhookSender
 from domain.detectors import DeviceKeyRing
 from domain.pagination import PageTokens
 from domain.processing import RetryPolicy
@@ -75,6 +78,7 @@ from servers.fetcher_runtime import FetcherRuntime
 from servers.parts import AccessPart, DetectorsPart, DevicesPart, JobsPart, KeysPart, SetupPart
 from servers.retrying import jittered_pause
 from usecases.access import TokenPolicy
+from usecases.events import DeliverWebhooks, EventQueries, WebhookAdmin
 from usecases.exports import HistoryExports
 from usecases.fetch_once import FetchRunReports
 from usecases.fetching import FetchStateQueries, FetchWorker
@@ -210,6 +214,17 @@ class Outaging(Core):
     outage_repository = providers.Singleton(PostgresOutageRepository, Core.db_pool)
 
 
+class Eventing(Sealing):
+    """Changes pushed (issue 17): events and webhooks (CRUD on the collector, streams and
+    reads on the query server, deliveries by the worker)."""
+
+    event_feed = providers.Singleton(PostgresEventFeed, Core.db_pool)
+    webhook_repository = providers.Singleton(PostgresWebhookRepository, Core.db_pool)
+    webhook_admin = providers.Singleton(
+        WebhookAdmin, repo=webhook_repository, sealer=Sealing.sealer, clock=Core.clock
+    )
+
+
 class Devicing(Sealing):
     """Devices and firmware (issue 18): changed and checked in on the collector, read on the
     query server."""
@@ -304,7 +319,7 @@ class HealthContainer(Core):
     """``tracker-health``: probes only."""
 
 
-class CollectorContainer(Jobbing, Devicing, Api, Detecting):
+class CollectorContainer(Jobbing, Devicing, Eventing, Api, Detecting):
     """``tracker-collector``: every mutation, and the report partitions made ahead."""
 
     setup_servicer = providers.Singleton(SetupServicer, Api.setup_usecases)
@@ -344,6 +359,7 @@ class CollectorContainer(Jobbing, Devicing, Api, Detecting):
         DetectorServicer, Detecting.detectors.admin, Detecting.detectors.ingest
     )
     job_servicer = providers.Singleton(JobServicer, Jobbing.job_usecases)
+    webhook_servicer = providers.Singleton(WebhookServicer, Eventing.webhook_admin)
     device_servicer = providers.Singleton(
         DeviceServicer,
         Devicing.devices.catalog,
@@ -353,7 +369,9 @@ class CollectorContainer(Jobbing, Devicing, Api, Detecting):
     )
 
 
-class QueryContainer(Jobbing, Devicing, Silencing, Outaging, Api, FetchQueueing, Detecting):
+class QueryContainer(
+    Jobbing, Devicing, Silencing, Outaging, Eventing, Api, FetchQueueing, Detecting
+):
     """``tracker-query``: every read."""
 
     # What the query server reads through: a replica when TRACKER_DATABASE_READ_URL is set
@@ -428,20 +446,26 @@ class QueryContainer(Jobbing, Devicing, Silencing, Outaging, Api, FetchQueueing,
         Api.page_tokens,
         watch_interval_s=providers.Callable(_seconds, Core.settings.provided.jobs.watch_interval),
     )
+    # silence, outages, fleet statistics and devices are read through the read pool too
     silence_queries = providers.Singleton(
         SilenceQueries,
-        repo=Silencing.cadence_repository,
+        repo=providers.Singleton(PostgresCadenceRepository, read_pool),
         clock=Core.clock,
         rule=Silencing.silence_rule,
     )
-    outage_queries = providers.Singleton(OutageQueries, repo=Outaging.outage_repository)
+    outage_queries = providers.Singleton(
+        OutageQueries, repo=providers.Singleton(PostgresOutageRepository, read_pool)
+    )
     fleet_statistics = providers.Singleton(
         FleetStatisticsQuery,
-        stats=providers.Singleton(PostgresFleetStatistics, Core.db_pool),
+        stats=providers.Singleton(PostgresFleetStatistics, read_pool),
         clock=Core.clock,
     )
+    devices_reads = providers.Container(
+        DevicesPart, uow=read_uow_factory, sealer=Sealing.sealer, clock=Core.clock
+    )
     device_query_servicer = providers.Singleton(
-        DeviceQueryServicer, Devicing.devices.queries, Api.page_tokens
+        DeviceQueryServicer, devices_reads.queries, Api.page_tokens
     )
     fleet_query_servicer = providers.Singleton(
         FleetQueryServicer,
@@ -450,6 +474,15 @@ class QueryContainer(Jobbing, Devicing, Silencing, Outaging, Api, FetchQueueing,
         fleet_statistics,
         Api.page_tokens,
         Core.clock,
+    )
+    event_queries = providers.Singleton(EventQueries, Eventing.event_feed)
+    event_query_servicer = providers.Singleton(
+        EventQueryServicer,
+        event_queries,
+        Eventing.webhook_admin,
+        Api.page_tokens,
+        poll_s=providers.Callable(_seconds, Core.settings.provided.events.stream_poll),
+        heartbeat_s=providers.Callable(_seconds, Core.settings.provided.events.stream_heartbeat),
     )
     # history exports (issue 17), read through the replica like every read here; also what
     # trackerctl export and track-svg use
@@ -491,7 +524,7 @@ class FetcherContainer(Sealing, FetchQueueing):
     )
 
 
-class WorkerContainer(Silencing, Outaging, ProcessingQueueing, Detecting):
+class WorkerContainer(Silencing, Outaging, Eventing, ProcessingQueueing, Detecting):
     """``tracker-worker``: new reports geocoded, rolled up and turned into statuses. A
     factory: each call is a worker of its own (keyword arguments override the settings')."""
 
@@ -532,6 +565,20 @@ class WorkerContainer(Silencing, Outaging, ProcessingQueueing, Detecting):
         repo=Outaging.outage_repository,
         clock=Core.clock,
         rule=Core.settings.provided.outages.rule.call(),
+    )
+    webhook_sender = providers.Singleton(
+        AiohttpWebhookSender,
+        timeout_s=providers.Callable(_seconds, Core.settings.provided.events.webhook_timeout),
+    )
+    deliver_webhooks = providers.Factory(
+        DeliverWebhooks,
+        repo=Eventing.webhook_repository,
+        sender=webhook_sender,
+        sealer=Sealing.sealer,
+        clock=Core.clock,
+        policy=Core.settings.provided.events.delivery_policy.call(),
+        batch=Core.settings.provided.events.webhook_batch,
+        lease=Core.settings.provided.events.webhook_lease,
     )
 
 

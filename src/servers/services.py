@@ -28,6 +28,8 @@ from tracker.v1 import (
     device_query_service_pb2_grpc,
     device_service_pb2,
     device_service_pb2_grpc,
+    event_query_service_pb2,
+    event_query_service_pb2_grpc,
     export_query_service_pb2,
     export_query_service_pb2_grpc,
     fetch_query_service_pb2,
@@ -60,6 +62,8 @@ from tracker.v1 import (
     user_query_service_pb2_grpc,
     user_service_pb2,
     user_service_pb2_grpc,
+    webhook_service_pb2,
+    webhook_service_pb2_grpc,
 )
 
 # Dependency names: the ``name`` of each health probe (PostgresProbe, RedisProbe).
@@ -202,6 +206,16 @@ DEVICE_QUERY = Service(
     device_query_service_pb2_grpc.add_DeviceQueryServiceServicer_to_server,
     lambda c: c.device_query_servicer,
 )
+WEBHOOK = Service(
+    _descriptor(webhook_service_pb2, "WebhookService"),
+    webhook_service_pb2_grpc.add_WebhookServiceServicer_to_server,
+    lambda c: c.webhook_servicer,
+)
+EVENT_QUERY = Service(
+    _descriptor(event_query_service_pb2, "EventQueryService"),
+    event_query_service_pb2_grpc.add_EventQueryServiceServicer_to_server,
+    lambda c: c.event_query_servicer,
+)
 
 SERVICES: tuple[Service, ...] = (
     SETUP,
@@ -225,6 +239,8 @@ SERVICES: tuple[Service, ...] = (
     EXPORT_QUERY,
     DEVICE,
     DEVICE_QUERY,
+    WEBHOOK,
+    EVENT_QUERY,
 )
 """Every service of the API (a test checks it against the .proto files)."""
 
@@ -240,6 +256,7 @@ COLLECTOR: tuple[Service, ...] = (
     DETECTOR,
     JOB,
     DEVICE,
+    WEBHOOK,
 )
 QUERY: tuple[Service, ...] = (
     SETUP_QUERY,
@@ -253,6 +270,7 @@ QUERY: tuple[Service, ...] = (
     FLEET_QUERY,
     EXPORT_QUERY,
     DEVICE_QUERY,
+    EVENT_QUERY,
 )
 
 

@@ -30,6 +30,7 @@ from servers.container import WorkerContainer
 from servers.runtime import Background, main_for
 from servers.services import POSTGRES
 from servers.travel_times import TravelTimeLoop
+from servers.webhooks import WebhookLoop
 from usecases.jobs import BatchResult, RunJobBatch
 from usecases.outages import DetectOutages
 from usecases.processing import ProcessNewReports, WorkerMetrics
@@ -342,6 +343,7 @@ def background(settings: Settings) -> list[Background]:
         JobLoop(settings),
         SilenceLoop(settings),
         OutageLoop(settings),
+        WebhookLoop(settings),
     ]
 
 

@@ -363,7 +363,7 @@ class FetchWorker:
         due = {i: claims[i].due for i in found}
         saved = {i: state for i, (_, state, _) in found.items()}
         stored, states = await self._retry(
-            "postgres", lambda: self._store(outcome, saved, due, failure, done_at)
+            "postgres", lambda: self._store(outcome, saved, due, failure, done_at, account.name)
         )
         self._metrics.reports(len(outcome.reports) + outcome.held, stored, outcome.malformed)
         requeue = [(i, s.next_due or done_at) for i, s in states]
@@ -503,6 +503,7 @@ class FetchWorker:
         due: Mapping[uuid.UUID, datetime],
         failure: SourceError | None,
         done_at: datetime,
+        account: str | None = None,
     ) -> tuple[int, list[tuple[uuid.UUID, FetchState]]]:
         """Store the reports and the trackers' states in one transaction. A tracker is
         reported when one of its reports was not held (a report we held is no news): the
@@ -519,7 +520,7 @@ class FetchWorker:
                 states = [
                     (i, saved[i].after(r, done_at, policy, due=due[i])) for i, r in results.items()
                 ]
-            await uow.fetch_states.save_many(states)
+            await uow.fetch_states.save_many(states, account)
             await uow.commit()
         return len(new), states
 

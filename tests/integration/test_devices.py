@@ -291,3 +291,28 @@ async def test_failures_pause_and_abort_frees_the_devices(stack: Stack) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as gone:
         await dev.ResumeRollout(s.ResumeRolloutRequest(rollout_id=r.id))
     assert gone.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_nul_characters_are_refused_by_field_not_stored(stack: Stack) -> None:
+    """PostgreSQL text and jsonb cannot hold NUL: the fuzz suite found one reaching storage
+    as INTERNAL; every request is checked first, the offending field named."""
+    dev, _, client_id, _ = await _catalogue(stack)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await dev.CreateDeviceProfile(
+            s.CreateDeviceProfileRequest(
+                device_profile=pb.DeviceProfile(
+                    name="p",
+                    scope=pb.PROFILE_SCOPE_CLIENT,
+                    scope_id=client_id,
+                    values=[
+                        pb.ProfileEntry(key="ok", value="a"),
+                        pb.ProfileEntry(key="k", value="a\x00b"),
+                    ],
+                )
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "device_profile.values[1].value" in str(err.value.trailing_metadata())
+    with pytest.raises(grpc.aio.AioRpcError) as err2:
+        await dev.PauseRollout(s.PauseRolloutRequest(rollout_id=client_id, reason="x\x00"))
+    assert err2.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -81,6 +81,7 @@ ENDLESS = {
     "tracker.v1.DetectorQueryService/StreamDetectorEvents",
     "tracker.v1.DetectorQueryService/StreamTravelTimes",
     "tracker.v1.JobQueryService/WatchJob",
+    "tracker.v1.EventQueryService/StreamEvents",
 }
 FAILING = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED}
 

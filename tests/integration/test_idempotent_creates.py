@@ -37,6 +37,7 @@ from tracker.v1 import detector_service_pb2_grpc as ds_grpc
 from tracker.v1 import device_service_pb2 as dev
 from tracker.v1 import device_service_pb2_grpc as dev_grpc
 from tracker.v1 import devices_pb2 as dvpb
+from tracker.v1 import events_pb2 as epb
 from tracker.v1 import job_service_pb2 as js
 from tracker.v1 import jobs_pb2 as jpb
 from tracker.v1 import key_query_service_pb2 as kq
@@ -47,6 +48,7 @@ from tracker.v1 import resources_pb2 as pb
 from tracker.v1 import setup_query_service_pb2 as q
 from tracker.v1 import setup_service_pb2 as s
 from tracker.v1 import user_service_pb2 as us
+from tracker.v1 import webhook_service_pb2 as wh
 
 pytestmark = pytest.mark.integration
 
@@ -179,6 +181,16 @@ REQUESTS: dict[str, tuple[Build, Build]] = {
                 destination_detector_id=e.ids["free_detector_2"],
                 source_detector_id=e.ids["free_detector_1"],
             )
+        ),
+    ),
+    "CreateWebhook": (
+        lambda e: wh.CreateWebhookRequest(
+            webhook=epb.Webhook(client_id=e.ids["client"], url="https://example.com/a"),
+            secret="idempotent-secret-1",
+        ),
+        lambda e: wh.CreateWebhookRequest(
+            webhook=epb.Webhook(client_id=e.ids["client"], url="https://example.com/b"),
+            secret="idempotent-secret-1",
         ),
     ),
     "StartJob": (

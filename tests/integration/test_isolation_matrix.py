@@ -28,6 +28,9 @@ from tracker.v1 import (
     device_query_service_pb2,
     device_service_pb2,
     device_service_pb2_grpc,
+    event_query_service_pb2,
+    event_query_service_pb2_grpc,
+    events_pb2,
     export_query_service_pb2,
     fetch_query_service_pb2,
     fleet_query_service_pb2,
@@ -48,6 +51,8 @@ from tracker.v1 import (
     status_service_pb2,
     user_query_service_pb2,
     user_service_pb2,
+    webhook_service_pb2,
+    webhook_service_pb2_grpc,
 )
 from tracker.v1 import resources_pb2 as pb
 from tracker.v1 import setup_query_service_pb2 as q
@@ -78,6 +83,8 @@ FILES = [
     export_query_service_pb2,
     device_service_pb2,
     device_query_service_pb2,
+    webhook_service_pb2,
+    event_query_service_pb2,
 ]
 SERVICES = [svc for f in FILES for svc in f.DESCRIPTOR.services_by_name.values()]
 OPEN_SERVICES = {"tracker.v1.AuthService"}
@@ -91,6 +98,7 @@ MUTATING_SERVICES = {
     "tracker.v1.DetectorService",
     "tracker.v1.JobService",
     "tracker.v1.DeviceService",
+    "tracker.v1.WebhookService",
 }
 # Operator services: every RPC needs ADMIN, so even their lists refuse everyone else.
 ADMIN_ONLY_SERVICES = {
@@ -113,6 +121,7 @@ RESOURCE_OF_MESSAGE = {
     "Device": "device",
     "DeviceProfile": "profile",
     "Rollout": "rollout",
+    "Webhook": "webhook",
 }
 RESOURCE_OF_FIELD = {
     "client_id": "client",
@@ -135,6 +144,7 @@ RESOURCE_OF_FIELD = {
     "production_run_ids": "run",
     "scope_id": "client",
     "location_id": "location",
+    "webhook_id": "webhook",
 }
 # Valid values of fields whose syntax is checked before access (devices and firmware).
 VALUE_OF_FIELD = {
@@ -419,7 +429,9 @@ async def make_world(admin: Stack, tag: str) -> World:
         "key_batch": str(uuid.uuid4()),
         "mac": tracker.mac_address,
         "job": await a_job(admin, run.id),
+        "webhook": await a_webhook(admin, client.id, tag),
     }
+    secrets |= {f"{tag}-webhook"}
     secrets |= set(ids.values()) | {tracker.mac_address}
     return World(ids, secrets)
 
@@ -432,6 +444,23 @@ async def a_job(admin: Stack, run_id: str) -> str:
         kind=jobs_pb2.JOB_KIND_REEVALUATE_RUN, production_run_id=run_id
     )
     return str((await jobs.StartJob(request)).job.id)
+
+
+async def a_webhook(admin: Stack, client_id: str, tag: str) -> str:
+    """A webhook of the client (no worker runs here: nothing is delivered)."""
+    assert admin.collector_channel is not None
+    hooks = webhook_service_pb2_grpc.WebhookServiceStub(admin.collector_channel)
+    made = await hooks.CreateWebhook(
+        webhook_service_pb2.CreateWebhookRequest(
+            webhook=events_pb2.Webhook(
+                client_id=client_id,
+                url=f"http://127.0.0.1:9/{tag}-webhook",
+                display_name=f"{tag}-webhook",
+            ),
+            secret=f"{tag}-webhook-secret-0123456789",
+        )
+    )
+    return str(made.webhook.id)
 
 
 async def add_user(admin: Stack, world: World, tag: str, role: Role) -> str:
@@ -489,6 +518,15 @@ async def snapshot(admin: Stack, world: World) -> list[str]:
         ),
         await job_query_service_pb2_grpc.JobQueryServiceStub(admin.query_channel).GetJob(
             job_query_service_pb2.GetJobRequest(job_id=world.ids["job"])
+        ),
+    ]
+    eqs = event_query_service_pb2_grpc.EventQueryServiceStub(admin.query_channel)
+    parts += [
+        await eqs.GetWebhook(
+            event_query_service_pb2.GetWebhookRequest(webhook_id=world.ids["webhook"])
+        ),
+        await eqs.ListWebhookDeliveries(
+            event_query_service_pb2.ListWebhookDeliveriesRequest(webhook_id=world.ids["webhook"])
         ),
     ]
     devq = device_query_service_pb2
@@ -603,6 +641,7 @@ async def test_every_rpc_without_or_with_a_bad_token_is_unauthenticated(stack: S
                 "detector",
                 "source_detector",
                 "job",
+                "webhook",
                 "device_type",
                 "device",
                 "profile",

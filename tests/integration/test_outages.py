@@ -14,8 +14,10 @@ import pytest
 from adapters.postgres.outages import PostgresOutageRepository
 from adapters.postgres.pool import open_pool
 from adapters.postgres.silence import PostgresCadenceRepository
+from adapters.postgres.uow import PostgresUnitOfWorkFactory
 from domain.access import Principal, Role
 from domain.outages import Dimension, OutageRule, age_bin
+from domain.scheduling import FetchState
 from domain.silence import SilenceRule
 from tests.integration.conftest import Stack
 from tests.integration.test_keys import run_of_new_client
@@ -156,3 +158,72 @@ async def test_a_cohort_that_goes_dark_fifty_days_after_its_first_report_is_name
     assert not (
         await theirs.ListOutageEvents(fq.ListOutageEventsRequest(client_id=client.id))
     ).events
+
+
+async def test_the_trackers_of_one_apple_account_going_dark_are_named_by_that_account(
+    stack: Stack, database_url: str
+) -> None:
+    """An account banned or logged out silences exactly the trackers it fetched: the fetcher
+    keeps which account last fetched each tracker (fetch_state.last_account, written with
+    the fetch states), and the outage names the APPLE_ACCOUNT cohort, not a run or an age."""
+    _, run = await run_of_new_client(stack, "accounts")
+    trackers = await new_trackers(stack, run.id, 48)
+    banned = trackers[::6]  # one in six, spread over every age bin
+    t1 = T0 + timedelta(hours=12)
+    t2 = T0 + timedelta(days=3)
+    rows = []
+    for i, t in enumerate(trackers):  # first reports spread over 48 days: no age bin stands out
+        until = T0 if t in banned else t2
+        rows += reports_of(t, T0 - timedelta(days=1 + i), until)
+    pool = await open_pool(database_url, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            await conn.copy_records_to_table(
+                "reports",
+                records=rows,
+                columns=[
+                    "tracker_id",
+                    "report_time",
+                    "latitude_e7",
+                    "longitude_e7",
+                    "confidence",
+                    "horizontal_accuracy_m",
+                    "source",
+                ],
+            )
+        # as the fetcher stores its turns' states: by the account that made the request
+        factory = PostgresUnitOfWorkFactory(pool)
+        others = [t for t in trackers if t not in banned]
+        for name, group in (("acct-b", banned), ("acct-a", others)):
+            async with factory() as uow:
+                await uow.fetch_states.save_many(
+                    [(uuid.UUID(t), FetchState()) for t in group], account=name
+                )
+                await uow.commit()
+        clock = FakeClock(T0 - timedelta(hours=2))
+        learn = LearnCadences(PostgresCadenceRepository(pool), clock, SilenceRule(), 1000)
+        detect = DetectOutages(PostgresOutageRepository(pool), clock, OutageRule())
+
+        async def turn_at(when: datetime):  # type: ignore[no-untyped-def]
+            clock.set(when)
+            while not await learn():
+                pass
+            return await detect()
+
+        assert (await turn_at(T0 - timedelta(hours=2))).opened == []
+        dark = await turn_at(t1)
+        [outage] = dark.opened
+        assert outage.cohort.dimension is Dimension.APPLE_ACCOUNT
+        assert outage.cohort.key == "acct-b"
+        assert (outage.silent, outage.trackers) == (8, 8)
+        # a state saved without an account (e.g. trackerctl) keeps the one it had
+        async with factory() as uow:
+            await uow.fetch_states.save_many([(uuid.UUID(banned[0]), FetchState())])
+            await uow.commit()
+        async with pool.acquire() as conn:
+            kept = await conn.fetchval(
+                "SELECT last_account FROM fetch_state WHERE tracker_id = $1", uuid.UUID(banned[0])
+            )
+        assert kept == "acct-b"
+    finally:
+        await pool.close()

@@ -110,6 +110,16 @@ SAMPLES |= {  # bulk jobs (issue 17)
     "outage_baseline_window_s": 7200.0,
     "outage_interval_s": 30.0,
 }
+SAMPLES |= {  # changes pushed (issue 17)
+    "events_stream_poll_s": 0.25,
+    "events_stream_heartbeat_s": 5.0,
+    "webhook_timeout_s": 3.0,
+    "webhook_max_attempts": 5,
+    "webhook_backoff_base_s": 2.0,
+    "webhook_backoff_max_s": 600.0,
+    "webhook_batch": 20,
+    "webhook_idle_s": 0.25,
+}
 SAMPLES["auth_cache_ttl_s"] = 0.0
 SAMPLES["ingest_tracker_cache_ttl_s"] = 0.0
 
@@ -325,6 +335,7 @@ def test_a_process_validates_exactly_its_components(process: str) -> None:
         "jobs": "TRACKER_JOB_BATCH_SIZE",
         "silence": "TRACKER_SILENCE_FACTOR",
         "outages": "TRACKER_OUTAGE_JUMP",
+        "events": "TRACKER_WEBHOOK_MAX_ATTEMPTS",
     }
     assert set(bad) == {c.part for c in COMPONENTS}
     values = {

@@ -195,6 +195,9 @@ async def test_a_turn_fetches_due_trackers_in_one_request_and_requeues_them() ->
     assert w.queue.leases == {}
     assert w.queue.due[healthy[0].id] == NOW + 2 * INTERVAL
     assert w.queue.due[silent[0].id] == NOW + 3 * INTERVAL
+    # which account fetched them (the Apple-account cohort of outage detection)
+    assert set(w.uow.committed.fetch_accounts.values()) == {w.account.name}
+    assert set(w.uow.committed.fetch_accounts) == {t.id for t in w.trackers}
 
 
 async def test_the_window_starts_at_the_run_start_then_at_the_latest_report_minus_overlap() -> None:

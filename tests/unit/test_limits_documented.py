@@ -60,6 +60,12 @@ def day(t: object) -> str:
         ("detector_query_service.proto", f"1..{limits.MAX_STREAM_DETECTORS} detectors"),
         ("detector_query_service.proto", f"Up to {limits.MAX_EVENT_DETECTORS} detectors"),
         ("detector_query_service.proto", day(instants.QUERY_TIME_FLOOR)),
+        ("events.proto", f"at most {limits.MAX_WEBHOOK_URL_LENGTH} characters"),
+        ("webhook_service.proto", f"at most {limits.MAX_REDELIVER_EVENTS})"),
+        (
+            "webhook_service.proto",
+            f"at most {idempotency.MAX_REQUEST_ID_LENGTH} characters",
+        ),
     ],
 )
 def test_the_proto_comments_quote_the_domain(proto: str, quoted: str) -> None:

@@ -90,6 +90,20 @@ MAX_ENTRIES = 200
 """Repeated entries of one request field (versions, profile entries, selection ids)."""
 
 
+def _no_nul(msg: Message, prefix: str = "") -> None:
+    """PostgreSQL text and jsonb cannot hold NUL: a string with one is refused, named by its
+    path (e.g. ``device_profile.values[2].value``), before it reaches storage."""
+    for f, value in msg.ListFields():
+        path = f"{prefix}{f.name}"
+        items = list(value) if f.is_repeated else [value]
+        for i, item in enumerate(items):
+            where = f"{path}[{i}]" if f.is_repeated else path
+            if isinstance(item, str) and "\x00" in item:
+                raise InvalidArgument(where, "must not contain NUL characters")
+            if isinstance(item, Message):
+                _no_nul(item, where + ".")
+
+
 def _enum(value: int, table: Mapping[int, Any], field: str, required: bool = True) -> Any:
     if value == 0 and not required:
         return None
@@ -362,6 +376,7 @@ class DeviceServicer(s_grpc.DeviceServiceServicer):
     async def CreateDeviceType(
         self, request: s.CreateDeviceTypeRequest, context: Ctx
     ) -> s.CreateDeviceTypeResponse:
+        _no_nul(request)
         t = request.device_type
         created = await self._catalog.create_type(
             caller(),
@@ -374,6 +389,7 @@ class DeviceServicer(s_grpc.DeviceServiceServicer):
     async def CreateFirmwareRelease(
         self, request: s.CreateFirmwareReleaseRequest, context: Ctx
     ) -> s.CreateFirmwareReleaseResponse:
+        _no_nul(request)
         r = request.firmware_release
         type_id = cv.parse_id(r.device_type_id, "firmware_release.device_type_id")
         check_component(r.component, "firmware_release.component")
@@ -398,6 +414,7 @@ class DeviceServicer(s_grpc.DeviceServiceServicer):
     async def SetCombinations(
         self, request: s.SetCombinationsRequest, context: Ctx
     ) -> s.SetCombinationsResponse:
+        _no_nul(request)
         type_id = cv.parse_id(request.device_type_id, "device_type_id")
         state = _enum(request.state, _COMBO_STATE, "state")
         if len(request.combinations) > 10_000:
@@ -412,6 +429,7 @@ class DeviceServicer(s_grpc.DeviceServiceServicer):
     async def DeriveCombinations(
         self, request: s.DeriveCombinationsRequest, context: Ctx
     ) -> s.DeriveCombinationsResponse:
+        _no_nul(request)
         n = await self._catalog.derive_combinations(
             caller(), cv.parse_id(request.device_type_id, "device_type_id")
         )
@@ -420,6 +438,7 @@ class DeviceServicer(s_grpc.DeviceServiceServicer):
     async def CreateDeviceProfile(
         self, request: s.CreateDeviceProfileRequest, context: Ctx
     ) -> s.CreateDeviceProfileResponse:
+        _no_nul(request)
         p = request.device_profile
         created = await self._profiles.create(
             caller(),
@@ -438,6 +457,7 @@ class DeviceServicer(s_grpc.DeviceServiceServicer):
     async def UpdateDeviceProfile(
         self, request: s.UpdateDeviceProfileRequest, context: Ctx
     ) -> s.UpdateDeviceProfileResponse:
+        _no_nul(request)
         p = request.device_profile
         pid = cv.parse_id(p.id, "device_profile.id")
         masked = request.HasField("update_mask")
@@ -461,6 +481,7 @@ class DeviceServicer(s_grpc.DeviceServiceServicer):
     async def RegisterDevice(
         self, request: s.RegisterDeviceRequest, context: Ctx
     ) -> s.RegisterDeviceResponse:
+        _no_nul(request)
         d = request.device
         device = await self._devices.register(
             caller(),
@@ -478,6 +499,7 @@ class DeviceServicer(s_grpc.DeviceServiceServicer):
         return s.RegisterDeviceResponse(device=device_pb(device))
 
     async def CheckIn(self, request: s.CheckInRequest, context: Ctx) -> s.CheckInResponse:
+        _no_nul(request)
         versions = _combo(request.versions, "versions")
         assert versions is not None
         if len(request.profile_digest) > 64:
@@ -504,6 +526,7 @@ class DeviceServicer(s_grpc.DeviceServiceServicer):
     async def CreateRollout(
         self, request: s.CreateRolloutRequest, context: Ctx
     ) -> s.CreateRolloutResponse:
+        _no_nul(request)
         r, sel = request.rollout, request.selection
         target = _combo(r.target, "rollout.target")
         assert target is not None
@@ -524,6 +547,7 @@ class DeviceServicer(s_grpc.DeviceServiceServicer):
     async def PauseRollout(
         self, request: s.PauseRolloutRequest, context: Ctx
     ) -> s.PauseRolloutResponse:
+        _no_nul(request)
         r = await self._rollouts.pause(
             caller(), cv.parse_id(request.rollout_id, "rollout_id"), request.reason[:500]
         )
@@ -532,12 +556,14 @@ class DeviceServicer(s_grpc.DeviceServiceServicer):
     async def ResumeRollout(
         self, request: s.ResumeRolloutRequest, context: Ctx
     ) -> s.ResumeRolloutResponse:
+        _no_nul(request)
         r = await self._rollouts.resume(caller(), cv.parse_id(request.rollout_id, "rollout_id"))
         return s.ResumeRolloutResponse(rollout=rollout_pb(r))
 
     async def AbortRollout(
         self, request: s.AbortRolloutRequest, context: Ctx
     ) -> s.AbortRolloutResponse:
+        _no_nul(request)
         r = await self._rollouts.abort(
             caller(), cv.parse_id(request.rollout_id, "rollout_id"), request.reason[:500]
         )
@@ -571,6 +597,7 @@ class DeviceQueryServicer(q_grpc.DeviceQueryServiceServicer):
     async def GetDeviceType(
         self, request: q.GetDeviceTypeRequest, context: Ctx
     ) -> q.GetDeviceTypeResponse:
+        _no_nul(request)
         return q.GetDeviceTypeResponse(
             device_type=type_pb(await self._uc.get_type(caller(), cv.parse_id(request.id)))
         )
@@ -578,6 +605,7 @@ class DeviceQueryServicer(q_grpc.DeviceQueryServiceServicer):
     async def ListDeviceTypes(
         self, request: q.ListDeviceTypesRequest, context: Ctx
     ) -> q.ListDeviceTypesResponse:
+        _no_nul(request)
         client = cv.optional_id(request.client_id, "client_id")
         key = page_scope("ListDeviceTypes", client or "")
         page = await self._uc.list_types(caller(), client, self._page(request, key))
@@ -589,6 +617,7 @@ class DeviceQueryServicer(q_grpc.DeviceQueryServiceServicer):
     async def GetFirmwareCatalog(
         self, request: q.GetFirmwareCatalogRequest, context: Ctx
     ) -> q.GetFirmwareCatalogResponse:
+        _no_nul(request)
         type_id = cv.parse_id(request.device_type_id, "device_type_id")
         state = _enum(request.state, _COMBO_STATE, "state", required=False)
         releases = await self._uc.releases(caller(), type_id)
@@ -608,6 +637,7 @@ class DeviceQueryServicer(q_grpc.DeviceQueryServiceServicer):
     async def PlanUpgrade(
         self, request: q.PlanUpgradeRequest, context: Ctx
     ) -> q.PlanUpgradeResponse:
+        _no_nul(request)
         target = _combo(request.target, "target")
         assert target is not None
         device_id = cv.optional_id(request.device_id, "device_id")
@@ -623,6 +653,7 @@ class DeviceQueryServicer(q_grpc.DeviceQueryServiceServicer):
         return q.PlanUpgradeResponse(steps=[step_pb(x) for x in steps])
 
     async def GetDevice(self, request: q.GetDeviceRequest, context: Ctx) -> q.GetDeviceResponse:
+        _no_nul(request)
         return q.GetDeviceResponse(
             device=device_pb(await self._uc.get_device(caller(), cv.parse_id(request.id)))
         )
@@ -630,6 +661,7 @@ class DeviceQueryServicer(q_grpc.DeviceQueryServiceServicer):
     async def ListDevices(
         self, request: q.ListDevicesRequest, context: Ctx
     ) -> q.ListDevicesResponse:
+        _no_nul(request)
         client = cv.optional_id(request.client_id, "client_id")
         type_id = cv.optional_id(request.device_type_id, "device_type_id")
         key = page_scope("ListDevices", f"{client or ''}|{type_id or ''}")
@@ -642,12 +674,14 @@ class DeviceQueryServicer(q_grpc.DeviceQueryServiceServicer):
     async def GetDeviceProfile(
         self, request: q.GetDeviceProfileRequest, context: Ctx
     ) -> q.GetDeviceProfileResponse:
+        _no_nul(request)
         p = await self._uc.get_profile(caller(), cv.parse_id(request.id))
         return q.GetDeviceProfileResponse(device_profile=profile_pb(p))
 
     async def ListDeviceProfiles(
         self, request: q.ListDeviceProfilesRequest, context: Ctx
     ) -> q.ListDeviceProfilesResponse:
+        _no_nul(request)
         client = cv.optional_id(request.client_id, "client_id")
         key = page_scope("ListDeviceProfiles", client or "")
         page = await self._uc.list_profiles(caller(), client, self._page(request, key))
@@ -659,10 +693,12 @@ class DeviceQueryServicer(q_grpc.DeviceQueryServiceServicer):
     async def GetResolvedProfile(
         self, request: q.GetResolvedProfileRequest, context: Ctx
     ) -> q.GetResolvedProfileResponse:
+        _no_nul(request)
         r = await self._uc.resolved_profile(caller(), cv.parse_id(request.device_id, "device_id"))
         return q.GetResolvedProfileResponse(profile=resolved_pb(r))
 
     async def GetRollout(self, request: q.GetRolloutRequest, context: Ctx) -> q.GetRolloutResponse:
+        _no_nul(request)
         return q.GetRolloutResponse(
             rollout=progress_pb(await self._uc.rollout(caller(), cv.parse_id(request.id)))
         )
@@ -670,6 +706,7 @@ class DeviceQueryServicer(q_grpc.DeviceQueryServiceServicer):
     async def ListRollouts(
         self, request: q.ListRolloutsRequest, context: Ctx
     ) -> q.ListRolloutsResponse:
+        _no_nul(request)
         client = cv.optional_id(request.client_id, "client_id")
         state = _enum(request.state, _ROLLOUT_STATE, "state", required=False)
         key = page_scope("ListRollouts", f"{client or ''}|{request.state}")
@@ -682,6 +719,7 @@ class DeviceQueryServicer(q_grpc.DeviceQueryServiceServicer):
     async def ListRolloutDevices(
         self, request: q.ListRolloutDevicesRequest, context: Ctx
     ) -> q.ListRolloutDevicesResponse:
+        _no_nul(request)
         rid = cv.optional_id(request.rollout_id, "rollout_id")
         state = _enum(request.state, _RD_STATE, "state", required=False)
         key = page_scope("ListRolloutDevices", f"{rid or ''}|{request.state}")
@@ -694,6 +732,7 @@ class DeviceQueryServicer(q_grpc.DeviceQueryServiceServicer):
     async def WatchRollout(
         self, request: q.WatchRolloutRequest, context: Ctx
     ) -> AsyncIterator[q.WatchRolloutResponse]:
+        _no_nul(request)
         rid = cv.parse_id(request.rollout_id, "rollout_id")
         async for p in self._uc.watch_rollout(caller(), rid, self._poll):
             yield q.WatchRolloutResponse(rollout=progress_pb(p))

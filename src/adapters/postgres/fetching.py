@@ -142,8 +142,11 @@ class PostgresFetchStateRepository:
         )
         return {r["tracker_id"] for r in rows}
 
-    async def save_many(self, states: Sequence[tuple[uuid.UUID, FetchState]]) -> None:
-        """Upsert the states; trackers deleted meanwhile are skipped."""
+    async def save_many(
+        self, states: Sequence[tuple[uuid.UUID, FetchState]], account: str | None = None
+    ) -> None:
+        """Upsert the states; trackers deleted meanwhile are skipped. ``account`` (the source
+        account that fetched them) is kept per tracker; None leaves it as it was."""
         if not states:
             return
         rows = [
@@ -165,10 +168,10 @@ class PostgresFetchStateRepository:
             """
             INSERT INTO fetch_state AS f (tracker_id, factor, successes, failures,
                 consecutive_failures, last_success_time, last_attempt_time, last_result,
-                next_due_time)
-            SELECT u.* FROM unnest($1::uuid[], $2::smallint[], $3::bigint[], $4::bigint[],
-                $5::integer[], $6::timestamptz[], $7::timestamptz[], $8::text[],
-                $9::timestamptz[]) AS u(tracker_id, factor, successes, failures,
+                next_due_time, last_account)
+            SELECT u.*, $10::text FROM unnest($1::uuid[], $2::smallint[], $3::bigint[],
+                $4::bigint[], $5::integer[], $6::timestamptz[], $7::timestamptz[],
+                $8::text[], $9::timestamptz[]) AS u(tracker_id, factor, successes, failures,
                 consecutive_failures, last_success_time, last_attempt_time, last_result,
                 next_due_time)
             JOIN trackers t ON t.id = u.tracker_id
@@ -178,9 +181,11 @@ class PostgresFetchStateRepository:
                 last_success_time = excluded.last_success_time,
                 last_attempt_time = excluded.last_attempt_time,
                 last_result = excluded.last_result, next_due_time = excluded.next_due_time,
+                last_account = coalesce(excluded.last_account, f.last_account),
                 update_time = now()
             """,
             *cols,
+            account,
         )
 
     async def get(self, tracker_id: uuid.UUID) -> FetchState | None:

@@ -17,7 +17,7 @@ from domain.ports.outages import OutageFilter
 _SHARES = """
 WITH base AS (
     SELECT t.client_id, p.brand_id, t.production_run_id,
-           c.silent_time <= $1 AS silent,
+           c.silent_time <= $1 AS silent, f.last_account,
            ci.name || ', ' || ci.country_code AS city,
            (greatest(floor(extract(epoch FROM $1 - c.first_report_time) / 86400), 0)::int
                / $2 * $2) AS age_low
@@ -25,6 +25,7 @@ WITH base AS (
     JOIN trackers t ON t.id = c.tracker_id
     JOIN production_runs p ON p.id = t.production_run_id
     LEFT JOIN tracker_status s ON s.tracker_id = c.tracker_id
+    LEFT JOIN fetch_state f ON f.tracker_id = c.tracker_id
     LEFT JOIN cities ci ON ci.geonameid = s.last_city_id
     WHERE c.last_report_time IS NOT NULL AND p.start_time <= $1 AND $1 < p.end_time)
 SELECT client_id, d.dimension, d.key, count(*) AS trackers,
@@ -34,7 +35,8 @@ FROM base, LATERAL (VALUES
     ('BRAND', brand_id::text),
     ('PRODUCTION_RUN', production_run_id::text),
     ('CITY', city),
-    ('FIRST_REPORT_AGE', age_low || '-' || (age_low + $2 - 1))) AS d(dimension, key)
+    ('FIRST_REPORT_AGE', age_low || '-' || (age_low + $2 - 1)),
+    ('APPLE_ACCOUNT', last_account)) AS d(dimension, key)
 WHERE d.key IS NOT NULL
 GROUP BY client_id, d.dimension, d.key
 """

@@ -53,7 +53,12 @@ class FetchStateRepository(Protocol):
         storing them, in the same transaction)."""
         ...
 
-    async def save_many(self, states: Sequence[tuple[uuid.UUID, FetchState]]) -> None: ...
+    async def save_many(
+        self, states: Sequence[tuple[uuid.UUID, FetchState]], account: str | None = None
+    ) -> None:
+        """Upsert the states; ``account``: the source account that fetched them (kept per
+        tracker, for the Apple-account cohort of outage detection)."""
+        ...
 
     async def get(self, tracker_id: uuid.UUID) -> FetchState | None: ...
 

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import SecretStr, model_validator
 
 from domain.errors import InvalidArgument
+from domain.events import DeliveryPolicy
 from domain.instants import DEFAULT_MAX_CLOCK_SKEW
 from domain.jobs import DEFAULT_BATCH_SIZE, DEFAULT_ITEMS_PER_SECOND, MAX_ITEMS_PER_SECOND
 from domain.limits import MAX_JOB_BATCH_SIZE, MAX_MESSAGE_BYTES
@@ -854,6 +855,78 @@ class OutageSettings(Component):
         )
 
 
+class EventSettings(Component):
+    """Changes pushed: event streams and webhooks (issue 17: query server, worker)"""
+
+    part = "events"
+    stream_poll: Seconds = option(
+        0.5,
+        "events: seconds between a StreamEvents' reads of new events",
+        alias="events_stream_poll_s",
+        **POSITIVE,
+    )
+    stream_heartbeat: Seconds = option(
+        15.0,
+        "events: seconds of quiet after which a StreamEvents sends its cursor",
+        alias="events_stream_heartbeat_s",
+        **POSITIVE,
+    )
+    webhook_timeout: Seconds = option(
+        10.0,
+        "webhooks: seconds one POST may take (then it counts as failed)",
+        alias="webhook_timeout_s",
+        **POSITIVE,
+    )
+    webhook_max_attempts: int = option(
+        8,
+        "webhooks: attempts before a delivery is dead (the dead-letter list)",
+        alias="webhook_max_attempts",
+        ge=1,
+        le=100,
+    )
+    webhook_backoff_base: Seconds = option(
+        5.0,
+        "webhooks: pause after the first failed attempt (doubled each time, with jitter)",
+        alias="webhook_backoff_base_s",
+        **POSITIVE,
+    )
+    webhook_backoff_max: Seconds = option(
+        3600.0,
+        "webhooks: longest pause between two attempts",
+        alias="webhook_backoff_max_s",
+        **POSITIVE,
+    )
+    webhook_batch: int = option(
+        50,
+        "webhooks: deliveries one worker turn claims (sent concurrently)",
+        alias="webhook_batch",
+        ge=1,
+        le=1000,
+    )
+    webhook_idle: Seconds = option(
+        0.5, "webhooks: seconds a worker waits when none is due", alias="webhook_idle_s", **POSITIVE
+    )
+
+    @model_validator(mode="after")
+    def _lease_covers_timeout(self) -> EventSettings:
+        if self.webhook_backoff_max < self.webhook_backoff_base:
+            raise FieldError("webhook_backoff_max_s", "must not be below webhook_backoff_base_s")
+        return self
+
+    @property
+    def webhook_lease(self) -> timedelta:
+        """A claimed delivery is tried again after this if its worker died: past the POST's
+        timeout, so a live attempt is not doubled."""
+        return self.webhook_timeout * 2 + timedelta(seconds=5)
+
+    def delivery_policy(self) -> DeliveryPolicy:
+        return DeliveryPolicy(
+            max_attempts=self.webhook_max_attempts,
+            base=self.webhook_backoff_base,
+            max_backoff=self.webhook_backoff_max,
+        )
+
+
 COMPONENTS: tuple[type[Component], ...] = (
     LoggingSettings,
     TelemetrySettings,
@@ -876,4 +949,5 @@ COMPONENTS: tuple[type[Component], ...] = (
     JobSettings,
     SilenceSettings,
     OutageSettings,
+    EventSettings,
 )

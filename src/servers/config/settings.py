@@ -15,6 +15,7 @@ from servers.config.components import (
     CollectorSettings,
     DatabaseSettings,
     DetectorSettings,
+    EventSettings,
     FetcherSettings,
     FetchQueueSettings,
     FindMySettings,
@@ -45,6 +46,7 @@ PROCESS_PARTS: dict[str, tuple[str, ...]] = {
         *EVERY_PROCESS,
         *("database", "redis", "security", "login", "query", "status", "fetch_queue"),
         *("detectors", "jobs", "silence"),
+        "events",
     ),
     "health": (*EVERY_PROCESS, "database", "redis"),
     "fetcher": (
@@ -54,6 +56,7 @@ PROCESS_PARTS: dict[str, tuple[str, ...]] = {
     "worker": (
         *EVERY_PROCESS,
         *("database", "worker", "geocoding", "detectors", "jobs", "silence", "outages"),
+        *("security", "events"),
     ),
     "all_in_one": tuple(c.part for c in COMPONENTS),
     "trackerctl": tuple(c.part for c in COMPONENTS),
@@ -108,6 +111,7 @@ class Settings(BaseModel):
     jobs: JobSettings = Field(default_factory=JobSettings)
     silence: SilenceSettings = Field(default_factory=SilenceSettings)
     outages: OutageSettings = Field(default_factory=OutageSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -85,6 +85,7 @@ class FakeTables:
     tag_keys: dict[uuid.UUID, StoredTagKey] = field(default_factory=dict)
     reports: dict[ReportIdentity, Report] = field(default_factory=dict)
     fetch_states: dict[uuid.UUID, FetchState] = field(default_factory=dict)
+    fetch_accounts: dict[uuid.UUID, str] = field(default_factory=dict)
     # detectors (issue 16); rows are immutable values, so copying the dicts is enough
     detectors: dict[uuid.UUID, Any] = field(default_factory=dict)
     links: dict[tuple[uuid.UUID, uuid.UUID], Any] = field(default_factory=dict)

@@ -89,10 +89,14 @@ class FakeFetchStateRepository:
     async def with_new_reports(self, reports: Sequence[Report]) -> set[uuid.UUID]:
         return {r.tracker_id for r in reports if r.identity not in self._uow.tables.reports}
 
-    async def save_many(self, states: Sequence[tuple[uuid.UUID, FetchState]]) -> None:
+    async def save_many(
+        self, states: Sequence[tuple[uuid.UUID, FetchState]], account: str | None = None
+    ) -> None:
         for tracker_id, state in states:
             if tracker_id in self._uow.tables.trackers:
                 self._uow.tables.fetch_states[tracker_id] = state
+                if account is not None:
+                    self._uow.tables.fetch_accounts[tracker_id] = account
 
     async def get(self, tracker_id: uuid.UUID) -> FetchState | None:
         return self._uow.tables.fetch_states.get(tracker_id)
