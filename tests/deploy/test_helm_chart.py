@@ -1027,6 +1027,8 @@ def test_monitoring_objects_use_the_metrics_the_code_exports(
         "TrackerWorkerBehind",
         "TrackerDependencyDown",
         "TrackerGrpcErrorRate",
+        "TrackerFleetOutage",
+        "TrackerWebhookDeadLetters",
     } <= alerts
     known = exported_metrics() | {"grpc_server_handled_total"}
     for r in rules:
