@@ -213,3 +213,59 @@ async def test_fleet_statistics_count_status_silence_fetches_and_reports_per_gro
         fq.GetFleetStatisticsRequest(group_by=fq.FLEET_GROUPING_BRAND)
     )
     assert sorted(g.key for g in per_brand.groups) == sorted([run.brand_id, other_run.brand_id])
+
+
+async def test_a_device_check_in_is_a_sign_of_life_of_the_tracker_it_carries(
+    stack: Stack, database_url: str
+) -> None:
+    """Issue 18: a connected device that carries a tracker checks in; that counts as the
+    tracker being alive for the silent-tracker rule (and so for outages), reports or not."""
+    from tracker.v1 import device_service_pb2 as ds
+    from tracker.v1 import device_service_pb2_grpc as ds_grpc
+    from tracker.v1 import devices_pb2 as dpb
+
+    client, run = await run_of_new_client(stack, "gateways")
+    carried, alone = await new_trackers(stack, run.id, 2)
+    now = datetime.now(UTC)
+    half_hour = timedelta(minutes=30)
+    for t in (carried, alone):  # both went dark 10 h ago
+        await add_reports(
+            database_url, [(t, now - timedelta(hours=10) - half_hour * k) for k in range(48)]
+        )
+    assert stack.collector_channel is not None
+    devices = ds_grpc.DeviceServiceStub(stack.collector_channel)
+    dtype = (
+        await devices.CreateDeviceType(
+            ds.CreateDeviceTypeRequest(
+                device_type=dpb.DeviceType(client_id=client.id, name="LTE tag", components=["mcu"])
+            )
+        )
+    ).device_type
+    mcu = [dpb.ComponentVersion(component="mcu", version="1.0.0")]
+    device = (
+        await devices.RegisterDevice(
+            ds.RegisterDeviceRequest(
+                device=dpb.Device(
+                    client_id=client.id,
+                    device_type_id=dtype.id,
+                    serial="LTE-1",
+                    group_key="cell-9",
+                    tracker_id=carried,
+                    versions=mcu,
+                )
+            )
+        )
+    ).device
+    await devices.CheckIn(ds.CheckInRequest(device_id=device.id, versions=mcu))
+    assert stack.query_channel is not None
+    fleet = fq_grpc.FleetQueryServiceStub(stack.query_channel)
+
+    async def state(t: str) -> int:
+        return (await fleet.GetTrackerHealth(fq.GetTrackerHealthRequest(tracker_id=t))).health.state
+
+    assert await state(carried) == fq.HEALTH_STATE_REPORTING  # live, before any pass
+    await learn(stack)
+    assert await state(carried) == fq.HEALTH_STATE_REPORTING
+    assert await state(alone) == fq.HEALTH_STATE_SILENT
+    silent = await fleet.ListSilentTrackers(fq.ListSilentTrackersRequest(production_run_id=run.id))
+    assert [h.tracker_id for h in silent.trackers] == [alone]

@@ -1,6 +1,7 @@
 """Cadences and silent trackers in PostgreSQL: the rule of ``domain/silence.py`` computed in
 SQL over each tracker's reports (``percentile_disc`` of the gaps between buckets), a chunk of
-trackers per turn; health read live from the last stored report."""
+trackers per turn; health read live from the last sign of life: the last stored report, or
+the last check-in of a device that carries the tracker (issue 18)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,12 @@ c AS (
     FROM g GROUP BY tracker_id),
 l AS (
     SELECT t.id,
-           (SELECT max(report_time) FROM reports
-            WHERE tracker_id = t.id AND report_time <= $3) AS last_time,
+           -- the last sign of life: a report, or a check-in of a device carrying the
+           -- tracker (issue 18); greatest() skips a NULL
+           greatest((SELECT max(report_time) FROM reports
+                     WHERE tracker_id = t.id AND report_time <= $3),
+                    (SELECT max(last_check_in) FROM devices
+                     WHERE tracker_id = t.id AND last_check_in <= $3)) AS last_time,
            (SELECT min(report_time) FROM reports WHERE tracker_id = t.id) AS first_time
     FROM t),
 x AS (
@@ -56,7 +61,8 @@ _HEALTH = """
 SELECT t.id, t.client_id, t.production_run_id, p.brand_id, p.start_time, p.end_time,
        c.cadence_s, coalesce(c.gaps, 0) AS gaps,
        (SELECT min(report_time) FROM reports WHERE tracker_id = t.id) AS first_time,
-       (SELECT max(report_time) FROM reports WHERE tracker_id = t.id) AS last_time
+       greatest((SELECT max(report_time) FROM reports WHERE tracker_id = t.id),
+                (SELECT max(last_check_in) FROM devices WHERE tracker_id = t.id)) AS last_time
 FROM trackers t JOIN production_runs p ON p.id = t.production_run_id
 LEFT JOIN tracker_cadence c ON c.tracker_id = t.id
 WHERE t.id = $1
@@ -134,6 +140,9 @@ class PostgresCadenceRepository:
             "$1 < p.end_time",
             "NOT EXISTS (SELECT 1 FROM reports r WHERE r.tracker_id = c.tracker_id"
             " AND r.report_time > c.last_report_time)",
+            # a device carrying the tracker checked in since (issue 18): alive
+            "NOT EXISTS (SELECT 1 FROM devices d WHERE d.tracker_id = c.tracker_id"
+            " AND d.last_check_in > c.last_report_time)",
         ]
         args: list[object] = [now]
 
