@@ -33,6 +33,15 @@ pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 8, 1, tzinfo=UTC)  # inside the runs' window (2026)
 STEP = timedelta(hours=2)
+REPORT_COLUMNS = [
+    "tracker_id",
+    "report_time",
+    "latitude_e7",
+    "longitude_e7",
+    "confidence",
+    "horizontal_accuracy_m",
+    "source",
+]
 
 
 def reports_of(tracker: str, first: datetime, until: datetime) -> list[tuple[object, ...]]:
@@ -67,15 +76,7 @@ async def test_a_cohort_that_goes_dark_fifty_days_after_its_first_report_is_name
         await conn.copy_records_to_table(
             "reports",
             records=rows,
-            columns=[
-                "tracker_id",
-                "report_time",
-                "latitude_e7",
-                "longitude_e7",
-                "confidence",
-                "horizontal_accuracy_m",
-                "source",
-            ],
+            columns=REPORT_COLUMNS,
         )
     finally:
         await conn.close()
@@ -112,15 +113,7 @@ async def test_a_cohort_that_goes_dark_fifty_days_after_its_first_report_is_name
             await conn.copy_records_to_table(
                 "reports",
                 records=[r for t in doomed for r in reports_of(t, t2 - timedelta(days=1), t2)],
-                columns=[
-                    "tracker_id",
-                    "report_time",
-                    "latitude_e7",
-                    "longitude_e7",
-                    "confidence",
-                    "horizontal_accuracy_m",
-                    "source",
-                ],
+                columns=REPORT_COLUMNS,
             )
         finally:
             await conn.close()
@@ -181,15 +174,7 @@ async def test_the_trackers_of_one_apple_account_going_dark_are_named_by_that_ac
             await conn.copy_records_to_table(
                 "reports",
                 records=rows,
-                columns=[
-                    "tracker_id",
-                    "report_time",
-                    "latitude_e7",
-                    "longitude_e7",
-                    "confidence",
-                    "horizontal_accuracy_m",
-                    "source",
-                ],
+                columns=REPORT_COLUMNS,
             )
         # as the fetcher stores its turns' states: by the account that made the request
         factory = PostgresUnitOfWorkFactory(pool)
