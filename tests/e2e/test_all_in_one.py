@@ -76,7 +76,13 @@ class Server:
         return self.log.read_text()
 
 
-def wait_serving(port: int, timeout: float = 30.0) -> None:
+# Bounds that only stop a broken process from hanging the suite; never a speed claim (a
+# loaded 2-core machine can take a minute to import and wire a server).
+STARTUP_BOUND_S = 180.0
+STAGE_BOUND_S = 120.0
+
+
+def wait_serving(port: int, timeout: float = STARTUP_BOUND_S) -> None:
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = health_pb2_grpc.HealthStub(ch)
@@ -457,8 +463,12 @@ def test_sigterm_drains_and_exits_cleanly(server: Server) -> None:
     assert '"method": "/tracker.v1.AuthService/Login"' in text  # the log did see the calls
 
 
-def test_the_demo_shows_reports_arriving_within_a_minute(tmp_path: pathlib.Path) -> None:
-    """What `make run` starts: simulator, demo trackers, periodic fetches into the database."""
+def test_the_demo_shows_reports_arriving_soon_after_start(tmp_path: pathlib.Path) -> None:
+    """What `make run` starts: simulator, demo trackers, periodic fetches into the database.
+
+    Behaviour, not speed: the bounds below only keep a broken demo from hanging the suite
+    (generous, for a loaded 2-core CI machine); the demo fetches every second, so on a quiet
+    machine reports arrive within seconds of SERVING."""
     db = f"tracker_demo_{uuid.uuid4().hex[:10]}"
     collector, query, health, metrics, sim = free_ports(5)
     env = {
@@ -486,7 +496,8 @@ def test_the_demo_shows_reports_arriving_within_a_minute(tmp_path: pathlib.Path)
             [BIN / "tracker-server"], env=env, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + 60
+        wait_serving(health, timeout=STARTUP_BOUND_S)
+        deadline = time.monotonic() + STAGE_BOUND_S
         stored = 0
         while time.monotonic() < deadline and not stored:
             time.sleep(0.5)
@@ -514,7 +525,7 @@ def test_the_demo_shows_reports_arriving_within_a_minute(tmp_path: pathlib.Path)
         assert '"fetcher running"' in log.read_text()
         # Processing (issue 6): the in-process worker gives the demo trackers a status.
         statuses = ""
-        while time.monotonic() < deadline + 15 and not statuses:
+        while time.monotonic() < deadline + STAGE_BOUND_S and not statuses:
             statuses = subprocess.run(
                 ["psql", url_for(db), "-Atc", "SELECT DISTINCT status FROM tracker_status"],
                 capture_output=True,
@@ -525,7 +536,7 @@ def test_the_demo_shows_reports_arriving_within_a_minute(tmp_path: pathlib.Path)
         assert set(statuses) & {"IN_STORAGE", "IN_TRANSIT", "DELIVERED"}, log.read_text()[-2000:]
         # Devices (issue 18): the demo gateways check in and their rollout hands out steps.
         progress = ""
-        while time.monotonic() < deadline + 30 and not progress:
+        while time.monotonic() < deadline + 2 * STAGE_BOUND_S and not progress:
             progress = subprocess.run(
                 [
                     "psql",
