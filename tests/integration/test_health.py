@@ -140,6 +140,22 @@ async def test_unknown_service_is_not_found(proxied: tuple[Stack, TcpProxy, TcpP
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_list_names_every_service_with_its_status(
+    proxied: tuple[Stack, TcpProxy, TcpProxy],
+) -> None:
+    """grpc.health.v1 List (grpcio's servicer leaves it unimplemented: INTERNAL)."""
+    stack, _, rd = proxied
+    await eventually(stack, SERVING, FETCH_QUERY)
+    listed = (await stack.health.List(health_pb2.HealthListRequest())).statuses
+    assert {"", "liveness", FETCH_QUERY} <= set(listed)
+    assert all(listed[name].status == SERVING for name in ("", "liveness", FETCH_QUERY))
+    await rd.cut()
+    await eventually(stack, NOT_SERVING, FETCH_QUERY)
+    listed = (await stack.health.List(health_pb2.HealthListRequest())).statuses
+    assert listed[FETCH_QUERY].status == NOT_SERVING
+    assert listed["liveness"].status == SERVING
+
+
 class Quiet:
     """A background part of a process that needs what it is told and does nothing."""
 

@@ -24,6 +24,21 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+class HealthServicer(health.aio.HealthServicer):
+    """grpcio's servicer plus ``List`` (added to grpc.health.v1 in 2024; grpcio's
+    implementation answers it with an exception, i.e. INTERNAL): every service's status."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: object
+    ) -> health_pb2.HealthListResponse:
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in self._server_status.items()
+            }
+        )
+
+
 class HealthReporter:
     def __init__(
         self,
@@ -35,7 +50,7 @@ class HealthReporter:
         """``services`` maps each gRPC service name to the dependency names it needs;
         ``overall``: the dependencies ``""`` needs (None: every checked dependency)."""
         self._overall = None if overall is None else frozenset(overall)
-        self.servicer = health.aio.HealthServicer()
+        self.servicer = HealthServicer()
         self._check = check
         self._services = dict(services)
         self._interval_s = interval_s
