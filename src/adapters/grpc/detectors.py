@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 from adapters.grpc import convert as cv
 from adapters.grpc.auth import caller
 from adapters.grpc.errors import StreamInterrupted
+from adapters.grpc.streams import ReadAhead
 from domain.detectors import Detector, DetectorEvent, DetectorStatusReading, Link, Radio
 from domain.errors import InvalidArgument, field_prefix
 from domain.pagination import PageRequest, PageTokens
@@ -42,7 +43,6 @@ Ctx = grpc.aio.ServicerContext
 
 _RADIO_FROM_PB = {pb.RADIO_BLUETOOTH: Radio.BLUETOOTH, pb.RADIO_WIFI: Radio.WIFI}
 _RADIO_TO_PB = {v: k for k, v in _RADIO_FROM_PB.items()}
-_READ_AHEAD = 4
 _STREAM_CHUNK = 1000  # events per stream message
 _BAD_US = -(2**62)  # nanos outside 0..999,999,999: refused as out of range
 
@@ -268,35 +268,16 @@ class DetectorServicer(s_grpc.DetectorServiceServicer):
     ) -> s.IngestSightingsResponse:
         who = caller()
         done = _Progress()
-        queue: asyncio.Queue[IncomingSightings | None] = asyncio.Queue(maxsize=_READ_AHEAD)
-        reader = asyncio.create_task(self._read(request_iterator, queue))
         offset = 0
-        try:
-            while (batch := await queue.get()) is not None:
-                done.add(await self._ingest(who, batch, offset))
-                offset += len(batch)
-            await reader
-        except asyncio.CancelledError:
-            reader.cancel()
-            raise
-        except Exception as exc:
-            reader.cancel()
-            raise StreamInterrupted(exc, done.metadata()) from exc
+        async with ReadAhead(request_iterator, incoming) as ahead:
+            try:
+                while (batch := await ahead.next()) is not None:
+                    done.add(await self._ingest(who, batch, offset))
+                    offset += len(batch)
+                await ahead.finish()
+            except Exception as exc:
+                raise StreamInterrupted(exc, done.metadata()) from exc
         return done.out
-
-    @staticmethod
-    async def _read(
-        request_iterator: AsyncIterator[s.IngestSightingsRequest],
-        queue: asyncio.Queue[IncomingSightings | None],
-    ) -> None:
-        """Reads and converts messages while the previous ones are stored; None ends."""
-        try:
-            async for message in request_iterator:
-                await queue.put(incoming(message))
-        finally:
-            task = asyncio.current_task()
-            if task is None or not task.cancelling():
-                await queue.put(None)
 
 
 def page_scope(rpc: str, *filters: object) -> str:

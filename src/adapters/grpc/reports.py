@@ -8,13 +8,13 @@ if the stream fails, its status says how long that prefix is (``committed_messag
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
 
 from adapters.grpc.auth import caller
 from adapters.grpc.errors import StreamInterrupted
+from adapters.grpc.streams import ReadAhead
 from domain.reports import MAX_TIME_US, IngestResult
 from tracker.v1 import report_service_pb2 as r
 from tracker.v1 import report_service_pb2_grpc as r_grpc
@@ -23,7 +23,6 @@ from usecases.reports import MAX_VIOLATIONS, IncomingReports, IngestReports, che
 Ctx = grpc.aio.ServicerContext
 
 MAX_REPORTS_PER_TRANSACTION = 20_000
-_READ_AHEAD = 4  # messages read and converted ahead of the one being stored
 _BAD_TIME = MAX_TIME_US + 1  # nanos outside 0..999,999,999: "timestamp out of range"
 
 
@@ -59,6 +58,12 @@ def incoming(message: r.IngestReportsRequest) -> IncomingReports:
     return out
 
 
+def _checked_incoming(message: r.IngestReportsRequest) -> IncomingReports:
+    batch = incoming(message)
+    check_message(batch)
+    return batch
+
+
 class _Progress:
     """What the stream has durably done so far, and its running summary."""
 
@@ -92,46 +97,27 @@ class ReportServicer(r_grpc.ReportServiceServicer):
     ) -> r.IngestReportsResponse:
         who = caller()
         done = _Progress()
-        queue: asyncio.Queue[IncomingReports | None] = asyncio.Queue(maxsize=_READ_AHEAD)
-        reader = asyncio.create_task(self._read(request_iterator, queue))
         offset = 0
-        try:
-            ended = False
-            while not ended:
-                first = await queue.get()
-                if first is None:
-                    break
-                group, count = first, 1
-                while len(group) < MAX_REPORTS_PER_TRANSACTION and not queue.empty():
-                    more = queue.get_nowait()
-                    if more is None:
-                        ended = True
+        async with ReadAhead(request_iterator, _checked_incoming) as ahead:
+            try:
+                ended = False
+                while not ended:
+                    first = await ahead.next()
+                    if first is None:
                         break
-                    group.extend(more)
-                    count += 1
-                done.add(await self._ingest(who, group, offset), count)
-                offset += len(group)
-            await reader  # raises what ended the reading early, if anything
-        except asyncio.CancelledError:
-            reader.cancel()
-            raise
-        except Exception as exc:
-            reader.cancel()
-            raise StreamInterrupted(exc, done.metadata()) from exc
+                    group, count = first, 1
+                    while len(group) < MAX_REPORTS_PER_TRANSACTION:
+                        got, more = ahead.ready()
+                        if not got:
+                            break
+                        if more is None:
+                            ended = True
+                            break
+                        group.extend(more)
+                        count += 1
+                    done.add(await self._ingest(who, group, offset), count)
+                    offset += len(group)
+                await ahead.finish()  # raises what ended the reading early, if anything
+            except Exception as exc:
+                raise StreamInterrupted(exc, done.metadata()) from exc
         return done.out
-
-    @staticmethod
-    async def _read(
-        request_iterator: AsyncIterator[r.IngestReportsRequest],
-        queue: asyncio.Queue[IncomingReports | None],
-    ) -> None:
-        """Reads and converts messages while the previous ones are stored; None ends."""
-        try:
-            async for message in request_iterator:
-                batch = incoming(message)
-                check_message(batch)
-                await queue.put(batch)
-        finally:
-            task = asyncio.current_task()
-            if task is None or not task.cancelling():  # after an error, too: the end
-                await queue.put(None)
