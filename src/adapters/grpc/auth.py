@@ -16,7 +16,7 @@ from urllib.parse import unquote
 import grpc
 
 from adapters.grpc import convert as cv
-from adapters.grpc.handlers import wrap_handler
+from adapters.grpc.handlers import reset_var, wrap_handler
 from adapters.grpc.telemetry import current_call
 from domain.access import Principal, Role, TokenPair, User
 from domain.errors import FieldViolation, InvalidArgument, Unauthenticated, field_prefix
@@ -79,7 +79,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             try:
                 yield
             finally:
-                _caller.reset(reset)
+                reset_var(_caller, reset)
 
         return wrap_handler(handler, authenticated)
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, suppress
+from contextvars import ContextVar, Token
+from typing import Any, TypeVar
 
 import grpc
+
+T = TypeVar("T")
 
 Around = Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]
 """Entered around every call of the wrapped handler; may raise or abort."""
@@ -47,3 +50,12 @@ def wrap_handler(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMeth
                 wrap(behavior, around), handler.request_deserializer, handler.response_serializer
             )
     return handler
+
+
+def reset_var(var: ContextVar[T], token: Token[T]) -> None:
+    """Undoes ``var.set`` at the end of a call. A server stream cancelled while waiting to
+    send is finalised from another context, where the token does not apply (``ValueError``:
+    "created in a different Context"); the call's own context ends with it, so there is
+    nothing left to undo there."""
+    with suppress(ValueError):
+        var.reset(token)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from adapters.grpc.handlers import wrap_handler
+from adapters.grpc.handlers import reset_var, wrap_handler
 from adapters.prometheus import RpcMetrics
 
 log = logging.getLogger("tracker.access")
@@ -174,6 +174,6 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
                             "duration_ms": round((time.perf_counter() - started) * 1e3, 2),
                         },
                     )
-                _call.reset(reset)
+                reset_var(_call, reset)
 
         return wrap_handler(handler, logged)
