@@ -43,6 +43,11 @@ class RpcMetrics:
 DEPENDENCY_UP = Gauge(
     "tracker_dependency_up", "1 while the dependency answers its health check", ["dependency"]
 )
+RETENTION_DELETED = Counter(
+    "tracker_retention_deleted_total",
+    "Rows deleted past their retention by the collector's maintenance, by kind",
+    ["kind"],
+)
 
 # -- the fetcher -------------------------------------------------------------------------------
 FETCH_QUEUE = Gauge(

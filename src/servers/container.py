@@ -58,6 +58,7 @@ from adapters.postgres.processing import (
     PostgresProcessingQueue,
     PostgresProcessingUnitOfWorkFactory,
 )
+from adapters.postgres.retention import PostgresRetention
 from adapters.postgres.silence import PostgresCadenceRepository
 from adapters.postgres.status import PostgresStatusRepository
 from adapters.postgres.uow import PostgresUnitOfWorkFactory
@@ -84,7 +85,7 @@ from usecases.fetch_once import FetchRunReports
 from usecases.fetching import FetchStateQueries, FetchWorker
 from usecases.idempotency import IdempotentCreates
 from usecases.jobs import RunJobBatch
-from usecases.maintenance import MaintainReportPartitions
+from usecases.maintenance import MaintainReportPartitions, PruneExpired
 from usecases.outages import DetectOutages, OutageQueries
 from usecases.processing import ProcessingQueries, ProcessNewReports
 from usecases.reports import IngestReports, TrackerRefCache
@@ -349,6 +350,14 @@ class CollectorContainer(Jobbing, Devicing, Eventing, Api, Detecting):
         clock=Core.clock,
         back_months=Core.settings.provided.collector.partitions_back_months,
         ahead_months=Core.settings.provided.collector.partitions_ahead_months,
+    )
+    retention_store = providers.Singleton(PostgresRetention, Core.db_pool)
+    prune_expired = providers.Singleton(
+        PruneExpired,
+        store=retention_store,
+        clock=Core.clock,
+        policy=Core.settings.provided.collector.retention_policy.call(),
+        chunk=Core.settings.provided.collector.retention_chunk,
     )
     processing_servicer = providers.Singleton(ProcessingServicer, Api.processing_queries)
     status_rule_updates = providers.Singleton(

@@ -1,17 +1,19 @@
-"""Maintenance beside the servers: the monthly partitions of ``reports`` are made ahead
-(at start, then every ``report_partitions_interval_s``), so no request ever makes one.
-Run by the collector and the all-in-one process; replicas race harmlessly."""
+"""Maintenance beside the servers, at start and then every ``report_partitions_interval_s``:
+the monthly partitions of ``reports`` are made ahead, so no request ever makes one; rows past
+their retention (``retention_*_days``) are deleted in chunks. Run by the collector and the
+all-in-one process; replicas race harmlessly (partitions IF NOT EXISTS, deletes SKIP LOCKED)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from adapters.prometheus import RETENTION_DELETED
 from domain.errors import DependencyUnavailable
 from servers.config import Settings
 from servers.container import CollectorContainer
 from servers.services import POSTGRES
-from usecases.maintenance import MaintainReportPartitions
+from usecases.maintenance import MaintainReportPartitions, PruneExpired
 
 log = logging.getLogger("tracker.maintenance")
 
@@ -30,15 +32,24 @@ class PartitionMaintenance:
 
     async def start(self, container: CollectorContainer) -> None:
         turn = await container.maintain_report_partitions.async_()
-        self._task = asyncio.create_task(self._loop(turn), name="partition-maintenance")
+        prune = await container.prune_expired.async_()
+        self._task = asyncio.create_task(self._loop(turn, prune), name="partition-maintenance")
 
-    async def _loop(self, turn: MaintainReportPartitions) -> None:
+    async def _loop(self, turn: MaintainReportPartitions, prune: PruneExpired) -> None:
         interval = self._settings.collector.partitions_interval.total_seconds()
         while True:
             try:
                 made = await turn()
                 if made:
                     log.info("report partitions made", extra={"partitions": made})
+                deleted = await prune()
+                for kind, n in deleted.items():
+                    RETENTION_DELETED.labels(kind.value).inc(n)
+                if any(deleted.values()):
+                    log.info(
+                        "rows past their retention deleted",
+                        extra={"deleted": {k.value: n for k, n in deleted.items()}},
+                    )
                 wait = interval
             except DependencyUnavailable as exc:
                 log.warning(

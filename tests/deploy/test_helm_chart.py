@@ -686,6 +686,10 @@ def test_config_map_holds_the_settings_and_every_pod_reads_config_and_secret(
         "TRACKER_REPORT_MAX_CLOCK_SKEW_S": "300",
         "TRACKER_REPORT_PARTITIONS_BACK_MONTHS": "1",
         "TRACKER_REPORT_PARTITIONS_AHEAD_MONTHS": "3",
+        "TRACKER_RETENTION_SIGHTINGS_DAYS": "90",
+        "TRACKER_RETENTION_DETECTOR_STATUSES_DAYS": "365",
+        "TRACKER_RETENTION_EVENTS_DAYS": "30",
+        "TRACKER_RETENTION_DELIVERED_WEBHOOK_DAYS": "7",
     }
     secret = default_release.get("Secret", f"{RELEASE}-tracker-secrets")
     assert not secret.get("data"), "empty secrets must not be rendered as empty keys"

@@ -120,6 +120,13 @@ SAMPLES |= {  # changes pushed (issue 17)
     "webhook_batch": 20,
     "webhook_idle_s": 0.25,
 }
+SAMPLES |= {  # retention (collector maintenance)
+    "retention_sightings_days": 30.0,
+    "retention_detector_statuses_days": 0.0,
+    "retention_events_days": 14.0,
+    "retention_delivered_webhook_days": 2.0,
+    "retention_chunk": 1000,
+}
 SAMPLES["auth_cache_ttl_s"] = 0.0
 SAMPLES["ingest_tracker_cache_ttl_s"] = 0.0
 

@@ -29,6 +29,7 @@ from domain.outages import (
     DEFAULT_MIN_SILENT,
     OutageRule,
 )
+from domain.retention import Prunable, RetentionPolicy
 from domain.silence import DEFAULT_CADENCE, DEFAULT_FACTOR, MAX_CADENCE, MIN_CADENCE, SilenceRule
 from domain.throttling import AttemptLimit, LoginLimits
 from servers.config.base import (
@@ -404,10 +405,74 @@ class CollectorSettings(Component):
     )
     partitions_interval: Seconds = option(
         3600.0,
-        "seconds between two partition maintenance turns of the collector",
+        "seconds between two maintenance turns of the collector (report partitions made "
+        "ahead, rows past their retention deleted)",
         alias="report_partitions_interval_s",
         **POSITIVE,
     )
+    retention_sightings: Days = option(
+        90.0,
+        "days raw detector sightings are kept (travel-time bins stay; 0: forever)",
+        alias="retention_sightings_days",
+        **NOT_NEGATIVE,
+    )
+    retention_detector_statuses: Days = option(
+        365.0,
+        "days detector battery/counter readings are kept (0: forever)",
+        alias="retention_detector_statuses_days",
+        **NOT_NEGATIVE,
+    )
+    retention_events: Days = option(
+        30.0,
+        "days change events (and their webhook deliveries) are kept, >= 1; a stream cursor "
+        "older than that is refused (CURSOR_EXPIRED) (0: forever)",
+        alias="retention_events_days",
+        **NOT_NEGATIVE,
+    )
+    retention_delivered: Days = option(
+        7.0,
+        "days delivered webhook deliveries are kept (pending and dead ones live as long as "
+        "their event; 0: forever)",
+        alias="retention_delivered_webhook_days",
+        **NOT_NEGATIVE,
+    )
+    retention_chunk: int = option(
+        5000,
+        "rows deleted per transaction by retention (at most 200 chunks per kind and turn)",
+        alias="retention_chunk",
+        ge=100,
+        le=100_000,
+    )
+
+    def retention_policy(self) -> RetentionPolicy:
+        def keep(value: timedelta) -> timedelta | None:
+            return value if value > timedelta(0) else None
+
+        return RetentionPolicy(
+            {
+                Prunable.SIGHTINGS: keep(self.retention_sightings),
+                Prunable.DETECTOR_STATUSES: keep(self.retention_detector_statuses),
+                Prunable.EVENTS: keep(self.retention_events),
+                Prunable.DELIVERED_WEBHOOK_DELIVERIES: keep(self.retention_delivered),
+            }
+        )
+
+    @model_validator(mode="after")
+    def _policy_is_valid(self) -> CollectorSettings:
+        try:
+            self.retention_policy()
+        except InvalidArgument as err:
+            kind = err.violations[0].field.removeprefix("retention_")
+            raise FieldError(_RETENTION_ALIASES[kind], err.violations[0].reason) from None
+        return self
+
+
+_RETENTION_ALIASES = {
+    Prunable.SIGHTINGS.value: "retention_sightings_days",
+    Prunable.DETECTOR_STATUSES.value: "retention_detector_statuses_days",
+    Prunable.EVENTS.value: "retention_events_days",
+    Prunable.DELIVERED_WEBHOOK_DELIVERIES.value: "retention_delivered_webhook_days",
+}
 
 
 class QuerySettings(Component):
