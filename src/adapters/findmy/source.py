@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import functools
 import json
 import logging
 from collections import Counter
@@ -26,6 +27,7 @@ from findmy.reports.account import AsyncAppleAccount
 from findmy.reports.reports import LocationReport
 
 from adapters.clock import SystemClock
+from adapters.findmy.keypairs import KeyPairCache
 from domain.errors import InvalidArgument
 from domain.fetching import (
     FetchOutcome,
@@ -115,8 +117,11 @@ class FindMyLocationSource:
         timeout_s: float = 30.0,
         relogin: Relogin = findmy_relogin,
         clock: Clock | None = None,
+        key_pairs: KeyPairCache | None = None,
     ) -> None:
         self._clock: Clock = clock or SystemClock()
+        # None: a pair per fetch (no cache); the fetcher passes one shared by its accounts
+        self._key_pairs = key_pairs if key_pairs is not None else KeyPairCache(0)
         self._account, self._sealer = account, sealer
         self._fetch_url, self._timeout_s, self._relogin = fetch_url, timeout_s, relogin
         self._http: aiohttp.ClientSession | None = None
@@ -232,8 +237,10 @@ class FindMyLocationSource:
                 payloads, again = _not_held(payloads, hashed, key.held)
                 held += again
             if payloads and hashed not in pairs:
-                private = self._sealer.unseal(key.sealed_private_key, hashed)
-                pairs[hashed] = KeyPair(private)
+                # Only for an answer with payloads to decrypt: the request itself needs
+                # the hashed key only, read from PostgreSQL.
+                unseal = functools.partial(self._sealer.unseal, key.sealed_private_key, hashed)
+                pairs[hashed] = self._key_pairs.get(hashed, unseal)
             for payload in payloads:
                 report = self._one(key, pairs[hashed], hashed, payload)
                 if report is None:
