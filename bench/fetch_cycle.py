@@ -171,10 +171,11 @@ def decrypt_rates(tags: list[Tag]) -> tuple[float, float]:
     return len(sample) / decrypt, len(sample) / (derive + decrypt)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process so far."""
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU time of a live process (or of one of its threads) so far."""
+    stat = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
     try:
-        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = pathlib.Path(stat).read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
@@ -216,8 +217,15 @@ async def _spy(pid: int, out: pathlib.Path) -> asyncio.subprocess.Process:
     )
 
 
+Registered = dict[int, tuple[float, float, float]]
+"""Per fetcher pid: its CPU time when it registered, when, and its main thread's CPU time."""
+
+
 def _watch_registrations(
-    prefix: str, pids: list[int], found: dict[int, tuple[float, float]], stop: threading.Event
+    prefix: str,
+    pids: list[int],
+    found: Registered,
+    stop: threading.Event,
 ) -> None:
     """In a thread (the event loop is busy serving the simulator): as soon as a fetcher has
     registered in the queue (its worker id names its pid), its CPU time so far (imports,
@@ -229,15 +237,13 @@ def _watch_registrations(
                 parts = member.decode().rsplit("-", 2)
                 pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else -1
                 if pid in pids and pid not in found:
-                    found[pid] = (cpu_seconds(pid), time.time())
+                    found[pid] = (cpu_seconds(pid), time.time(), cpu_seconds(pid, pid))
             time.sleep(0.002)
     finally:
         client.close()
 
 
-async def _ready(
-    procs: list[asyncio.subprocess.Process], found: dict[int, tuple[float, float]]
-) -> None:
+async def _ready(procs: list[asyncio.subprocess.Process], found: Registered) -> None:
     """Until every fetcher has registered in the queue (imports and wiring done)."""
     while len(found) < len(procs):
         if any(p.returncode is not None for p in procs):
@@ -252,6 +258,9 @@ class Cycle:
     cpu_s: float
     requests: int
     keys: float
+    main_s: float = 0.0
+    """Of ``cpu_s``, the fetchers' main threads (the event loop); the rest is mostly the
+    decryption threads."""
 
 
 async def _cycle(
@@ -262,6 +271,7 @@ async def _cycle(
     since: datetime,
     t_from: float,
     cpu_from: float,
+    main_from: float,
     timeout_s: float,
 ) -> Cycle:
     """Until every tracker has had a turn since ``since``: how many did, the wall time from
@@ -276,10 +286,11 @@ async def _cycle(
         if done >= n:
             break
     cpu_s = sum(cpu_seconds(p.pid) for p in procs) - cpu_from
+    main_s = sum(cpu_seconds(p.pid, p.pid) for p in procs) - main_from
     last = await conn.fetchval("SELECT max(last_attempt_time) FROM fetch_state")
     took = max((last.timestamp() if last else time.time()) - t_from, 1e-3)
     keys = sim.keys_asked[asked:]
-    return Cycle(done, took, cpu_s, len(sim.requests) - sent, sum(keys) / max(len(keys), 1))
+    return Cycle(done, took, cpu_s, len(sim.requests) - sent, sum(keys) / max(len(keys), 1), main_s)
 
 
 async def _all_due(prefix: str) -> None:
@@ -317,6 +328,12 @@ def _print_cycle(
         f"of bare decryption (target >= 0.8x), {per_core / with_key:.2f}x of decryption with "
         f"the key pair made"
     )
+    per = 1e6 / max(c.done, 1)
+    print(
+        f"{name}: of which the event loop (main threads) {c.main_s * per:,.0f} us per tracker, "
+        f"other threads (decryption: findmy, key pairs, JSON, reports) "
+        f"{(c.cpu_s - c.main_s) * per:,.0f} us"
+    )
 
 
 async def bench(
@@ -350,7 +367,7 @@ async def bench(
         # they have registered, before this process sees them registered (a quiet machine
         # fetches much of the cycle meanwhile). Startup CPU is read at registration.
         started, t_spawn = datetime.now(UTC), time.time()
-        registered: dict[int, tuple[float, float]] = {}
+        registered: Registered = {}
         stop_watch = threading.Event()
         watcher: threading.Thread | None = None
         pids: list[int] = []
@@ -396,7 +413,7 @@ async def bench(
             # From here on: the cycle. Startup (imports, wiring) is counted apart, read by
             # the watcher as each fetcher registered.
             startup_cpu = [registered[p.pid][0] for p in procs]
-            t_ready = min(at for _, at in registered.values())
+            t_ready = min(at for _, at, _ in registered.values())
             if profile:
                 spies = [
                     await _spy(p.pid, pathlib.Path(profile) / f"fetcher-{i}.txt")
@@ -405,7 +422,17 @@ async def bench(
             conn = await asyncpg.connect(db)
             try:
                 results.append(
-                    await _cycle(conn, procs, sim, n, started, t_ready, sum(startup_cpu), timeout_s)
+                    await _cycle(
+                        conn,
+                        procs,
+                        sim,
+                        n,
+                        started,
+                        t_ready,
+                        sum(startup_cpu),
+                        sum(registered[p.pid][2] for p in procs),
+                        timeout_s,
+                    )
                 )
                 stored = [await conn.fetchval("SELECT count(*) FROM reports")]
                 if cycles > 1 and results[0].done >= n:
@@ -419,8 +446,11 @@ async def bench(
                     await asyncio.sleep(1.5)  # the first cycle's last turns and rebuilds
                     since, t1 = datetime.now(UTC), time.time()
                     cpu1 = sum(cpu_seconds(p.pid) for p in procs)
+                    main1 = sum(cpu_seconds(p.pid, p.pid) for p in procs)
                     await _all_due(prefix)
-                    results.append(await _cycle(conn, procs, sim, n, since, t1, cpu1, timeout_s))
+                    results.append(
+                        await _cycle(conn, procs, sim, n, since, t1, cpu1, main1, timeout_s)
+                    )
                     stored.append(await conn.fetchval("SELECT count(*) FROM reports"))
                 reported = await conn.fetchval(
                     "SELECT count(*) FROM fetch_state WHERE last_result = 'reported'"
@@ -451,10 +481,22 @@ async def bench(
         for i, c in enumerate(results):
             name = "cycle 1 (key pairs made)" if i == 0 else f"cycle {i + 1} (key pairs kept)"
             _print_cycle(name, c, n, fetchers, accounts, decrypt_only, with_key)
+        _drop_keys(prefix)
         print(
             f"reports stored after each cycle: {', '.join(map(str, stored))}; "
             f"{reported} trackers reported in their last turn"
         )
+
+
+def _drop_keys(prefix: str) -> None:
+    """The cycle's queue keys, gone from the bench's Redis database."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=hash_tagged(prefix) + ":*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 def _load() -> str:

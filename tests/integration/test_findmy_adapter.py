@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from findmy import KeyPair
 from findmy.reports.account import AsyncAppleAccount
+from findmy.reports.reports import LocationReport
 
 from adapters.findmy.accounts import close_accounts, load_accounts
 from adapters.findmy.keypairs import KeyPairCache
-from adapters.findmy.source import FindMyLocationSource, retry_after_s
+from adapters.findmy.source import FindMyLocationSource, report_time, retry_after_s
 from adapters.keys import AesGcmSealer
 from domain.fetching import (
     SourceProtocolError,
@@ -429,3 +430,9 @@ def test_a_cache_of_size_zero_keeps_nothing() -> None:
     assert made[0].adv_key_bytes == pair.adv_key_bytes
     with pytest.raises(ValueError):
         KeyPairCache(-1)
+
+
+def test_report_time_reads_what_findmy_reads() -> None:
+    for seconds in (0, 1, 789_000_000, 2**32 - 1):
+        payload = seconds.to_bytes(4, "big") + bytes(84)
+        assert report_time(payload) == LocationReport(payload, b"h" * 32).timestamp

@@ -84,6 +84,17 @@ def _count(entry: Any) -> int:
     return max(1, len(infos)) if isinstance(infos, list) else 1
 
 
+APPLE_EPOCH_S = 60 * 60 * 24 * 11323
+"""2001-01-01 in Unix seconds: Find My's times count from there."""
+
+
+def report_time(payload: bytes) -> datetime:
+    """A report's time, in UTC, from the payload's clear head: what findmy's
+    ``LocationReport.timestamp`` reads (4 bytes, seconds since 2001), without its detour
+    through the local time zone."""
+    return datetime.fromtimestamp(int.from_bytes(payload[:4], "big") + APPLE_EPOCH_S, UTC)
+
+
 def _not_held(
     payloads: list[bytes], hashed: bytes, held: Sequence[datetime]
 ) -> tuple[list[bytes], int]:
@@ -95,7 +106,7 @@ def _not_held(
     times: list[datetime | None] = []
     for payload in payloads:
         try:
-            times.append(LocationReport(payload, hashed).timestamp if len(payload) >= 4 else None)
+            times.append(report_time(payload) if len(payload) >= 4 else None)
         except (ValueError, OverflowError, OSError):
             times.append(None)
     answered = Counter(t for t in times if t is not None)
@@ -258,7 +269,7 @@ class FindMyLocationSource:
             found.decrypt(pair)
             return Report(
                 tracker_id=key.tracker_id,
-                report_time=found.timestamp.astimezone(UTC),
+                report_time=report_time(payload),
                 position=GeoPoint(found.latitude, found.longitude),
                 confidence=found.confidence,
                 horizontal_accuracy_m=found.horizontal_accuracy,
