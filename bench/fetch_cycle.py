@@ -273,10 +273,11 @@ async def _cycle(
     cpu_from: float,
     main_from: float,
     timeout_s: float,
+    marks: tuple[int, int] = (0, 0),
 ) -> Cycle:
     """Until every tracker has had a turn since ``since``: how many did, the wall time from
     ``t_from`` to the last turn, the fetchers' CPU from ``cpu_from`` on, the requests sent."""
-    asked, sent = len(sim.keys_asked), len(sim.requests)
+    asked, sent = marks  # the simulator's counts when the cycle began
     done = 0
     while time.time() - t_from < timeout_s:
         await asyncio.sleep(0.25)
@@ -447,9 +448,10 @@ async def bench(
                     since, t1 = datetime.now(UTC), time.time()
                     cpu1 = sum(cpu_seconds(p.pid) for p in procs)
                     main1 = sum(cpu_seconds(p.pid, p.pid) for p in procs)
-                    await _all_due(prefix)
+                    marks = (len(sim.keys_asked), len(sim.requests))
+                    await _all_due(prefix)  # (the simulator answers meanwhile)
                     results.append(
-                        await _cycle(conn, procs, sim, n, since, t1, cpu1, main1, timeout_s)
+                        await _cycle(conn, procs, sim, n, since, t1, cpu1, main1, timeout_s, marks)
                     )
                     stored.append(await conn.fetchval("SELECT count(*) FROM reports"))
                 reported = await conn.fetchval(
