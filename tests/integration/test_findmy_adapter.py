@@ -426,9 +426,10 @@ def test_a_cache_of_size_zero_keeps_nothing() -> None:
     cache = KeyPairCache(0)
     pair = KeyPair.new()
     made = [cache.get(b"h", lambda: pair.private_key_bytes) for _ in range(2)]
-    assert made[0] is not made[1] and len(cache) == 0
+    assert made[0] is not made[1]
+    assert len(cache) == 0
     assert made[0].adv_key_bytes == pair.adv_key_bytes
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_entries"):
         KeyPairCache(-1)
 
 
