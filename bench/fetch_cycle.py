@@ -1,19 +1,25 @@
-"""Benchmark of one full fetch cycle: N trackers (250,000 by default) all due at once, fetched
-by ``tracker-fetcher`` processes from our simulator (real Find My encryption, one report per
-tag), decrypted by findmy and stored in PostgreSQL. Prints the wall time, throughput, the
-requests sent, mean keys per request, requests per account and hour, the fetchers' peak
-memory, and their CPU time during the cycle (read from /proc, counted from when every fetcher
-has registered in the queue, read by a thread as each one registers: imports and wiring are
-printed apart; trackers count from before the fetchers are spawned; the simulator runs in this
-process and is not counted), per tracker. The same-run baseline is findmy's decryption of the
-same reports on one core, in CPU time (wall time would flatter the ratio on a loaded machine),
-twice: with the key pairs made beforehand ("bare decryption") and with each ``KeyPair`` made
-from its private key, as a fetch must. The target: >= 0.8x of bare decryption per core used.
+"""Benchmark of full fetch cycles: N trackers (250,000 by default) all due at once, fetched
+by ``tracker-fetcher`` processes from our simulator (real Find My encryption, one new report
+per tag and cycle), decrypted by findmy and stored in PostgreSQL. Per cycle it prints the
+wall time (from the first fetcher's registration to the last turn), throughput, the requests
+sent, mean keys per request, requests per account and hour, and the fetchers' CPU time per
+tracker (read from /proc), split into their main threads (the event loop) and the rest (the
+decryption threads); then the fetchers' peak memory. Trackers count from before the fetchers
+are spawned; each fetcher's startup CPU (imports, wiring) is read by a thread the moment it
+registers in the queue and printed apart; the simulator runs in this process and is not
+counted. Cycle 1 makes every key pair; cycle 2 (``--cycles 2``, the default) answers each key
+with the first cycle's report again (held: not decrypted) and a new one, with the key pairs
+the fetchers kept (``TRACKER_FETCH_KEY_CACHE``; with several fetchers each kept only those
+it served in cycle 1). The same-run baseline is findmy's decryption of the same reports on
+one core, in CPU time (wall time would flatter the ratio on a loaded machine), twice: with
+the key pairs made beforehand ("bare decryption") and with each ``KeyPair`` made from its
+private key. The target: >= 0.8x of bare decryption per core used.
 
     .venv/bin/python -m bench.fetch_cycle --trackers 250000 --fetchers 2 --accounts 4
     .venv/bin/python -m bench.fetch_cycle --trackers 25000   # a tenth, for a shared machine
     .venv/bin/python -m bench.fetch_cycle --trackers 25000 --profile /tmp/prof   # py-spy
     .venv/bin/python -m bench.fetch_cycle --trackers 25000 --cprofile /tmp/prof  # cProfile
+    .venv/bin/python -m bench.fetch_cycle --keep-tags /tmp/tags.pkl   # reuse the tags made
 
 ``--profile`` needs ``pip install py-spy``: one collapsed-stack file per fetcher, samples of
 the thread holding the GIL (on a loaded machine that includes time descheduled while holding
