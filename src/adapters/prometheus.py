@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -102,6 +103,28 @@ FETCH_SYNC_CHANGES = Counter(
 )
 
 
+def observe_many(histogram: Histogram, value: float, n: int) -> None:
+    """``histogram.observe(value)`` ``n`` times, in one step where prometheus_client's
+    histogram has its usual insides (a sum and one counter per bucket), else one by one."""
+    if n <= 0:
+        return
+    try:
+        bounds, buckets, total = (
+            histogram._upper_bounds,
+            histogram._buckets,
+            histogram._sum,
+        )
+    except AttributeError:
+        for _ in range(n):
+            histogram.observe(value)
+        return
+    total.inc(value * n)
+    for bound, bucket in zip(bounds, buckets, strict=True):
+        if value <= bound:
+            bucket.inc(n)
+            break
+
+
 class PrometheusFetchMetrics:
     """``FetchMetrics`` on the process's Prometheus registry (lags read on ``clock``)."""
 
@@ -116,13 +139,15 @@ class PrometheusFetchMetrics:
         FETCH_REQUESTS.labels(account, outcome).inc()
         FETCH_REQUEST_SECONDS.observe(seconds)
 
-    def finished(self, result: str, factor: int) -> None:
-        # Once per tracker and turn: the labelled child is looked up once per result.
-        turns = self._turns.get(result)
-        if turns is None:
-            turns = self._turns[result] = FETCH_TURNS.labels(result)
-        turns.inc()
-        FETCH_BACKOFF.observe(factor)
+    def finished(self, turns: Mapping[tuple[str, int], int]) -> None:
+        # Once per batch: the labelled child is looked up once per result, and the factors
+        # (a handful of values) are observed n at a time.
+        for (result, factor), n in turns.items():
+            counter = self._turns.get(result)
+            if counter is None:
+                counter = self._turns[result] = FETCH_TURNS.labels(result)
+            counter.inc(n)
+            observe_many(FETCH_BACKOFF, factor, n)
 
     def reports(self, fetched: int, stored: int, malformed: int) -> None:
         FETCH_REPORTS.labels("fetched").inc(fetched)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from adapters.findmy.accounts import AccountFileError, close_accounts, load_accounts
+from adapters.findmy.keypairs import KeyPairCache
 from domain.scheduling import AccountPolicy, FetchPolicy
 from servers import endpoints
 from servers.config import ConfigError, Settings
@@ -99,6 +100,7 @@ class Fetcher:
                     timeout_s=s.findmy.timeout.total_seconds(),
                     anisette_url=s.findmy.anisette_server,
                     clock=container.clock(),
+                    key_pairs=KeyPairCache(s.fetcher.key_cache),
                 )
             except AccountFileError as exc:
                 raise ConfigError(str(exc)) from None

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -102,7 +103,7 @@ class NullFetchMetrics:
 
     def request(self, account: str, outcome: str, seconds: float) -> None: ...
 
-    def finished(self, result: str, factor: int) -> None: ...
+    def finished(self, turns: Mapping[tuple[str, int], int]) -> None: ...
 
     def reports(self, fetched: int, stored: int, malformed: int) -> None: ...
 
@@ -368,10 +369,9 @@ class FetchWorker:
         self._metrics.reports(len(outcome.reports) + outcome.held, stored, outcome.malformed)
         requeue = [(i, s.next_due or done_at) for i, s in states]
         await self._retry("redis", lambda: self._queue.complete(cfg.worker_id, requeue))
-        for _, state in states:
-            self._metrics.finished(
-                state.last_result.value if state.last_result else "", state.factor
-            )
+        self._metrics.finished(
+            Counter((s.last_result.value if s.last_result else "", s.factor) for _, s in states)
+        )
         return bool(found), failure, started
 
     def next_allowed(self, account: Account) -> datetime:

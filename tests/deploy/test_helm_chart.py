@@ -680,6 +680,7 @@ def test_config_map_holds_the_settings_and_every_pod_reads_config_and_secret(
         "TRACKER_FETCH_ACCOUNT_BUDGET_PER_HOUR": "4",
         "TRACKER_FETCH_OVERLAP_H": "6",
         "TRACKER_FETCH_END_GRACE_H": "24",
+        "TRACKER_FETCH_KEY_CACHE": "250000",
         "TRACKER_FINDMY_FETCH_URL": "https://gateway.icloud.com/findmyservice/v2/fetch",
         "ANISETTE_SERVER": "",
         "TRACKER_MAX_MESSAGE_BYTES": "16777216",

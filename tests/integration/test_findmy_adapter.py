@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 from findmy import KeyPair
 from findmy.reports.account import AsyncAppleAccount
+from findmy.reports.reports import LocationReport
 
 from adapters.findmy.accounts import close_accounts, load_accounts
-from adapters.findmy.source import FindMyLocationSource, retry_after_s
+from adapters.findmy.keypairs import KeyPairCache
+from adapters.findmy.source import FindMyLocationSource, report_time, retry_after_s
 from adapters.keys import AesGcmSealer
 from domain.fetching import (
     SourceProtocolError,
@@ -344,3 +346,94 @@ async def test_the_apple_id_and_tokens_appear_in_no_log_line_of_findmy(
     assert "Attempting authentication for user [redacted]" in text
     for secret in (user, token, session["account"]["password"], sim.dsid(0)):
         assert secret not in text
+
+
+class CountingSealer:
+    """The real sealer, counting unseals: one per key pair made."""
+
+    def __init__(self) -> None:
+        self.unsealed = 0
+
+    def seal(self, plaintext: bytes, context: bytes) -> Any:
+        return SEALER.seal(plaintext, context)
+
+    def unseal(self, sealed: Any, context: bytes) -> bytes:
+        self.unsealed += 1
+        return SEALER.unseal(sealed, context)
+
+
+async def test_kept_key_pairs_are_reused_least_recently_used_first_out(
+    harness: Harness,
+) -> None:
+    """With a cache, a tracker's key pair is made (its private key unsealed) at its first
+    fetch only, up to the cache's size; the least recently used goes first."""
+    sealer = CountingSealer()
+    cache = KeyPairCache(2)
+    source = FindMyLocationSource(
+        AsyncAppleAccount.from_json(harness.sim.account_json()),
+        sealer,
+        fetch_url=harness.sim.base_url + FETCH_PATH,
+        timeout_s=1.0,
+        key_pairs=cache,
+    )
+    try:
+        trackers = [harness.tracker() for _ in range(3)]
+        for _, pair in trackers:
+            harness.sim.add_reports(pair.adv_key_bytes, [at(30)])
+        a, b, c = (key for key, _ in trackers)
+
+        async def fetch(*keys: TrackerKey) -> int:
+            outcome = await source.fetch(list(keys), NOW - timedelta(days=7), NOW)
+            assert len(outcome.reports) == len(keys)  # decrypted, kept pair or not
+            return sealer.unsealed
+
+        assert await fetch(a, b) == 2
+        assert await fetch(a, b) == 2  # both kept
+        assert await fetch(c) == 3  # evicts a (b was used after it)
+        assert len(cache) == 2
+        assert await fetch(b, c) == 3
+        assert await fetch(a) == 4
+        assert (cache.hits, cache.misses) == (4, 4)
+        assert repr(cache) == "KeyPairCache(2/2)"  # never key material
+    finally:
+        await source.close()
+
+
+async def test_no_key_pair_is_made_for_an_answer_without_news(harness: Harness) -> None:
+    """The request needs only the hashed key (from PostgreSQL): a tracker whose answer holds
+    nothing new, or nothing at all, never has its private key unsealed."""
+    sealer = CountingSealer()
+    source = FindMyLocationSource(
+        AsyncAppleAccount.from_json(harness.sim.account_json()),
+        sealer,
+        fetch_url=harness.sim.base_url + FETCH_PATH,
+        timeout_s=1.0,
+        key_pairs=KeyPairCache(10),
+    )
+    try:
+        held_key, held_pair = harness.tracker()
+        harness.sim.add_reports(held_pair.adv_key_bytes, [at(30)])
+        silent, _ = harness.tracker()
+        held = dataclasses.replace(held_key, held=(NOW - timedelta(minutes=30),))
+        outcome = await source.fetch([held, silent], NOW - timedelta(days=7), NOW)
+        assert (outcome.reports, outcome.held) == ([], 1)
+        assert sealer.unsealed == 0
+    finally:
+        await source.close()
+
+
+def test_a_cache_of_size_zero_keeps_nothing() -> None:
+    cache = KeyPairCache(0)
+    pair = KeyPair.new()
+    made = [cache.get(b"h", lambda: pair.private_key_bytes) for _ in range(2)]
+    assert made[0] is not made[1]
+    assert len(cache) == 0
+    assert made[0].adv_key_bytes == pair.adv_key_bytes
+    with pytest.raises(ValueError, match="max_entries"):
+        KeyPairCache(-1)
+
+
+def test_report_time_reads_what_findmy_reads() -> None:
+    for seconds in (0, 1, 789_000_000, 2**32 - 1):
+        payload = seconds.to_bytes(4, "big") + bytes(84)
+        assert report_time(payload) == LocationReport(payload, b"h" * 32).timestamp

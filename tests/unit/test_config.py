@@ -149,6 +149,7 @@ SAMPLES |= {  # the fetcher's account budget, windows and request filling (issue
     "fetch_end_grace_h": 12.0,
     "fetch_fill_horizon": 0.5,
     "findmy_busy_s": 90.0,
+    "fetch_key_cache": 1000,
 }
 SAMPLES |= {  # detectors and travel times (issue 16)
     "device_keys": "2=" + base64.b64encode(b"d" * 32).decode(),

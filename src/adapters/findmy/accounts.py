@@ -12,6 +12,7 @@ from typing import Any
 
 from findmy.reports.account import AsyncAppleAccount
 
+from adapters.findmy.keypairs import KeyPairCache
 from adapters.findmy.redact import protect
 from adapters.findmy.source import FindMyLocationSource
 from domain.ports.common import Clock
@@ -65,9 +66,11 @@ def load_accounts(
     timeout_s: float,
     anisette_url: str = "",
     clock: Clock | None = None,
+    key_pairs: KeyPairCache | None = None,
 ) -> list[Account]:
     """One ``Account`` per distinct Apple account among the files; a duplicate is an error
-    (two sessions of one account would break its one-request-at-a-time rule)."""
+    (two sessions of one account would break its one-request-at-a-time rule). ``key_pairs``:
+    one cache of key pairs shared by the accounts (None: none kept)."""
     accounts: list[Account] = []
     seen: dict[str, pathlib.Path] = {}
     for path in account_paths(spec):
@@ -83,6 +86,7 @@ def load_accounts(
             fetch_url=fetch_url,
             timeout_s=timeout_s,
             clock=clock,
+            key_pairs=key_pairs,
         )
         accounts.append(Account(name, source))
     if not accounts:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import functools
 import json
 import logging
 from collections import Counter
@@ -26,6 +27,7 @@ from findmy.reports.account import AsyncAppleAccount
 from findmy.reports.reports import LocationReport
 
 from adapters.clock import SystemClock
+from adapters.findmy.keypairs import KeyPairCache
 from domain.errors import InvalidArgument
 from domain.fetching import (
     FetchOutcome,
@@ -82,6 +84,17 @@ def _count(entry: Any) -> int:
     return max(1, len(infos)) if isinstance(infos, list) else 1
 
 
+APPLE_EPOCH_S = 60 * 60 * 24 * 11323
+"""2001-01-01 in Unix seconds: Find My's times count from there."""
+
+
+def report_time(payload: bytes) -> datetime:
+    """A report's time, in UTC, from the payload's clear head: what findmy's
+    ``LocationReport.timestamp`` reads (4 bytes, seconds since 2001), without its detour
+    through the local time zone."""
+    return datetime.fromtimestamp(int.from_bytes(payload[:4], "big") + APPLE_EPOCH_S, UTC)
+
+
 def _not_held(
     payloads: list[bytes], hashed: bytes, held: Sequence[datetime]
 ) -> tuple[list[bytes], int]:
@@ -93,7 +106,7 @@ def _not_held(
     times: list[datetime | None] = []
     for payload in payloads:
         try:
-            times.append(LocationReport(payload, hashed).timestamp if len(payload) >= 4 else None)
+            times.append(report_time(payload) if len(payload) >= 4 else None)
         except (ValueError, OverflowError, OSError):
             times.append(None)
     answered = Counter(t for t in times if t is not None)
@@ -115,8 +128,11 @@ class FindMyLocationSource:
         timeout_s: float = 30.0,
         relogin: Relogin = findmy_relogin,
         clock: Clock | None = None,
+        key_pairs: KeyPairCache | None = None,
     ) -> None:
         self._clock: Clock = clock or SystemClock()
+        # None: a pair per fetch (no cache); the fetcher passes one shared by its accounts
+        self._key_pairs = key_pairs if key_pairs is not None else KeyPairCache(0)
         self._account, self._sealer = account, sealer
         self._fetch_url, self._timeout_s, self._relogin = fetch_url, timeout_s, relogin
         self._http: aiohttp.ClientSession | None = None
@@ -232,8 +248,10 @@ class FindMyLocationSource:
                 payloads, again = _not_held(payloads, hashed, key.held)
                 held += again
             if payloads and hashed not in pairs:
-                private = self._sealer.unseal(key.sealed_private_key, hashed)
-                pairs[hashed] = KeyPair(private)
+                # Only for an answer with payloads to decrypt: the request itself needs
+                # the hashed key only, read from PostgreSQL.
+                unseal = functools.partial(self._sealer.unseal, key.sealed_private_key, hashed)
+                pairs[hashed] = self._key_pairs.get(hashed, unseal)
             for payload in payloads:
                 report = self._one(key, pairs[hashed], hashed, payload)
                 if report is None:
@@ -251,7 +269,7 @@ class FindMyLocationSource:
             found.decrypt(pair)
             return Report(
                 tracker_id=key.tracker_id,
-                report_time=found.timestamp.astimezone(UTC),
+                report_time=report_time(payload),
                 position=GeoPoint(found.latitude, found.longitude),
                 confidence=found.confidence,
                 horizontal_accuracy_m=found.horizontal_accuracy,

@@ -104,15 +104,21 @@ return {lost, reclaimed, head[2] or '', items}
 """
 
 _COMPLETE = """
+-- ARGV[1]: "tracker due_ms tracker due_ms ...", one argument for the batch (cheaper to send
+-- than two per tracker)
 local due, leases = KEYS[1], KEYS[2]
-local members = {}
-for i = 1, #ARGV, 2 do members[#members + 1] = ARGV[i] end
+local members, dues = {}, {}
+for m, d in string.gmatch(ARGV[1], '(%S+) (%S+)') do
+  members[#members + 1] = m
+  dues[#dues + 1] = d
+end
+if #members == 0 then return 0 end
 local held = redis.call('ZMSCORE', leases, unpack(members))
 local due_args, mine = {}, {}
 for i = 1, #members do
   if held[i] then
     mine[#mine + 1] = members[i]
-    due_args[#due_args + 1] = ARGV[2 * i]
+    due_args[#due_args + 1] = dues[i]
     due_args[#due_args + 1] = members[i]
   end
 end
@@ -317,11 +323,11 @@ class RedisFetchQueue:
         n = 0
         keys = [self.due, self.leases_prefix + worker]
         for start in range(0, len(done), _CHUNK):
-            args: list[Any] = []
-            for tracker_id, due in done[start : start + _CHUNK]:
-                args += [str(tracker_id), to_ms(due)]
+            packed = " ".join(
+                f"{tracker_id} {to_ms(due)}" for tracker_id, due in done[start : start + _CHUNK]
+            )
             async with _unavailable():
-                n += int(await self._complete(keys=keys, args=args))
+                n += int(await self._complete(keys=keys, args=[packed]))
         return n
 
     async def heartbeat(self, worker: str, alive_until: datetime) -> None:

@@ -5,7 +5,7 @@ My), the shared queue, the per-account gate and the fetcher's metrics.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -164,7 +164,10 @@ class FetchMetrics(Protocol):
 
     def request(self, account: str, outcome: str, seconds: float) -> None: ...
 
-    def finished(self, result: str, factor: int) -> None: ...
+    def finished(self, turns: Mapping[tuple[str, int], int]) -> None:
+        """Trackers requeued after a turn, counted by (result, backoff factor): once per
+        batch, not per tracker."""
+        ...
 
     def reports(self, fetched: int, stored: int, malformed: int) -> None: ...
 

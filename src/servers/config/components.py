@@ -631,6 +631,14 @@ class FetcherSettings(Component):
         alias="findmy_busy_s",
         **NOT_NEGATIVE,
     )
+    key_cache: int = option(
+        250_000,
+        "key pairs a fetcher keeps in memory between fetches of a tracker (about 2.8 KB each; "
+        "making one costs about a decryption): trackers are shared by every fetcher, so cover "
+        "the fleet for a full hit rate; 0 makes one per fetch (docs/fetching.md)",
+        alias="fetch_key_cache",
+        ge=0,
+    )
 
 
 class WorkerSettings(Component):
