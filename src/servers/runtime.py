@@ -145,6 +145,7 @@ class Process:
             services=self.needs.services,
             interval_s=self.settings.health.check_interval.total_seconds(),
             overall=self.needs.overall,
+            max_age_s=self.settings.health.max_age.total_seconds(),
         )
 
     async def start(self) -> dict[str, int]:

@@ -154,6 +154,12 @@ class HealthSettings(Component):
     check_timeout: Seconds = option(
         1.0, "seconds a dependency check may take", alias="health_check_timeout_s", **POSITIVE
     )
+    max_age: Seconds = option(
+        10.0,
+        "seconds a health answer trusts the last completed check (older: NOT_SERVING)",
+        alias="health_max_age_s",
+        **POSITIVE,
+    )
 
 
 class DatabaseSettings(Component):
