@@ -24,12 +24,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from adapters.grpc.health import HealthReporter
 from adapters.grpc.reflection import SERVICE_NAME as REFLECTION_NAME
 from adapters.grpc.reflection import add_reflection, source_files
+from adapters.postgres.pool import ReplicaRouting
 from adapters.prometheus import MetricsServer
 from servers import log as logsetup
 from servers import tracing
 from servers.config import PROCESS_PARTS, ConfigError, Settings, check_secrets, load
 from servers.container import Container, Core
-from servers.services import POSTGRES, REDIS, Needs, Service, needs_of
+from servers.services import POSTGRES, REDIS, Needs, Service, needs_of, with_replica
 from usecases.health import CheckDependencies
 
 log = logging.getLogger("tracker")
@@ -136,17 +137,35 @@ class Process:
         probes = {POSTGRES: c.postgres_probe, REDIS: c.redis_probe}
         for name in self.needs.probed:
             await resources[name].async_()
+        checked = [await probes[name].async_() for name in self.needs.probed]
+        needs = self.needs
+        replica = await self._replica()
+        if replica is not None:
+            checked.append(replica)
+            needs = with_replica(
+                needs,
+                [s.name for e in self.endpoints if e.name == "query" for s in e.services],
+                self.settings.database.read_fallback == "not_serving",
+            )
         check = CheckDependencies(
-            [await probes[name].async_() for name in self.needs.probed],
-            timeout_s=self.settings.health.check_timeout.total_seconds(),
+            checked, timeout_s=self.settings.health.check_timeout.total_seconds()
         )
         return HealthReporter(
             check,
-            services=self.needs.services,
+            services=needs.services,
             interval_s=self.settings.health.check_interval.total_seconds(),
-            overall=self.needs.overall,
+            overall=needs.overall,
             max_age_s=self.settings.health.max_age.total_seconds(),
         )
+
+    async def _replica(self) -> ReplicaRouting | None:
+        """The read replica's routing, for a process that serves the query endpoint with
+        ``database_read_url`` set (its probe: reachable and within the lag bound)."""
+        serves_queries = any(e.name == "query" and e.services for e in self.endpoints)
+        if not serves_queries or not self.settings.database.read_url.get_secret_value():
+            return None
+        pool = await self.container.read_pool.async_()
+        return pool if isinstance(pool, ReplicaRouting) else None
 
     async def start(self) -> dict[str, int]:
         """Resources, first health check, then every server listening. Returns bound ports."""

@@ -158,6 +158,8 @@ SAMPLES |= {  # detectors and travel times (issue 16)
 }
 SAMPLES |= {  # observability and scale-out (issue 15)
     "database_read_url": "postgresql://reader:pw@replica:5432/tracker",
+    "database_read_max_lag_s": 12.0,
+    "database_read_fallback": "not_serving",
     "otel_exporter_otlp_endpoint": "http://otel-collector:4317",
     "otel_service_name": "tracker-edge",
     "otel_traces_sampler_arg": 0.25,

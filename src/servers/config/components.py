@@ -200,6 +200,18 @@ class DatabaseSettings(Component):
         "file holding the read replica's URL (a mounted Secret); wins",
         alias="database_read_url_file",
     )
+    read_max_lag: Seconds = option(
+        30.0,
+        "replay lag past which the replica counts as down (its health check fails)",
+        alias="database_read_max_lag_s",
+        **POSITIVE,
+    )
+    read_fallback: Annotated[str, one_of("primary", "not_serving")] = option(
+        "primary",
+        "with the replica down or lagging: primary (reads go to the primary until it is "
+        "back) or not_serving (the query server's readiness fails)",
+        alias="database_read_fallback",
+    )
 
     @property
     def dsn(self) -> str:
