@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adapters.grpc.health import HealthReporter
+from adapters.grpc.health import LIVENESS, HealthReporter
 from adapters.grpc.reflection import SERVICE_NAME as REFLECTION_NAME
 from adapters.grpc.reflection import add_reflection, source_files
 from adapters.postgres.pool import ReplicaRouting
@@ -30,6 +30,7 @@ from servers import log as logsetup
 from servers import tracing
 from servers.config import PROCESS_PARTS, ConfigError, Settings, check_secrets, load
 from servers.container import Container, Core
+from servers.health_process import HealthProcess
 from servers.services import POSTGRES, REDIS, Needs, Service, needs_of, with_replica
 from usecases.health import CheckDependencies
 
@@ -123,6 +124,7 @@ class Process:
         self.servers: list[grpc.aio.Server] = []
         self.ports: dict[str, int] = {}
         self.reporter: HealthReporter | None = None
+        self._children: list[HealthProcess] = []
         self.metrics = MetricsServer(settings.server.bind_host, settings.server.metrics_port)
         self.needs: Needs = needs_of(
             [s for e in self.endpoints for s in e.services],
@@ -184,11 +186,14 @@ class Process:
             self.reporter = await self._reporter()
             await self.reporter.start()
             for endpoint in self.endpoints:
-                server, port = await build_server(
-                    endpoint, self.container, self.reporter, self.settings.server.bind_host
-                )
-                await server.start()
-                self.servers.append(server)
+                if not endpoint.services and self.settings.health.own_process:
+                    port = await self._health_process(endpoint)
+                else:
+                    server, port = await build_server(
+                        endpoint, self.container, self.reporter, self.settings.server.bind_host
+                    )
+                    await server.start()
+                    self.servers.append(server)
                 self.ports[endpoint.name] = port
                 log.info(
                     "listening",
@@ -205,6 +210,18 @@ class Process:
             await self.stop(0)
             raise
         return self.ports
+
+    async def _health_process(self, endpoint: Endpoint) -> int:
+        """A health-only endpoint served by a child process (servers/health_process.py),
+        fed every snapshot the reporter publishes."""
+        assert self.reporter is not None
+        servicer = self.reporter.servicer
+        names = ["", LIVENESS, *self.needs.services]
+        child = HealthProcess(names, self.settings.health.max_age.total_seconds())
+        child.shared.write(servicer.snapshot)
+        servicer.listeners.append(child.shared.write)
+        self._children.append(child)
+        return await child.start(self.settings.server.bind_host, endpoint.port)
 
     @property
     def takes_calls(self) -> bool:
@@ -237,6 +254,9 @@ class Process:
         self._running.clear()
         await asyncio.gather(*(s.stop(grace_s) for s in self.servers))
         self.servers.clear()
+        for child in self._children:
+            await child.stop()
+        self._children.clear()
         self.metrics.stop()
         closing = self.container.shutdown_resources()  # only those this process started
         if closing is not None:

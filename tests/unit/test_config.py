@@ -41,6 +41,7 @@ SAMPLES: dict[str, Any] = {
     "health_check_interval_s": 5.5,
     "health_check_timeout_s": 0.25,
     "health_max_age_s": 12.5,
+    "health_process": True,
     "shutdown_grace_s": 30.0,
     "shutdown_drain_s": 7.5,
     "grpc_max_connection_age_s": 120.0,

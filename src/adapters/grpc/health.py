@@ -49,17 +49,32 @@ class SnapshotHealthServicer(health_pb2_grpc.HealthServicer):
     """grpc.health.v1 answered from a published ``Snapshot``. It keeps no state bound to
     an event loop, so servers on any loop (or thread) can share it."""
 
-    def __init__(self, max_age_s: float, monotonic: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        max_age_s: float,
+        monotonic: Callable[[], float] = time.monotonic,
+        source: Callable[[], Snapshot] | None = None,
+    ) -> None:
+        """``source``: where the snapshot is read (default: what ``publish`` was given; a
+        health process reads shared memory)."""
         self._max_age_s = max_age_s
         self._monotonic = monotonic
         self._snapshot = Snapshot()
+        self._source = source or (lambda: self._snapshot)
+        self.listeners: list[Callable[[Snapshot], None]] = []
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
 
     def publish(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot  # one reference swap: readers see the old or the new
+        for listener in self.listeners:
+            listener(snapshot)
 
     def status(self, service: str) -> int | None:
         """The status to answer for ``service`` now; None for a service never reported."""
-        snap = self._snapshot
+        snap = self._source()
         status = snap.statuses.get(service)
         if status is None or service == LIVENESS:
             return status

@@ -160,6 +160,12 @@ class HealthSettings(Component):
         alias="health_max_age_s",
         **POSITIVE,
     )
+    own_process: bool = option(
+        False,
+        "serve the health port from a child process of its own (answers never wait for "
+        "this process's GIL; the chart turns it on)",
+        alias="health_process",
+    )
 
 
 class DatabaseSettings(Component):
