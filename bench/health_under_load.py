@@ -140,7 +140,9 @@ def figures(name: str, poller: Poller) -> float:
     return p99
 
 
-async def run(trackers: int, per_tracker: int, batch: int, idle_s: float, hogs: int) -> None:
+async def run(
+    trackers: int, per_tracker: int, batch: int, idle_s: float, hogs: int, own_process: bool
+) -> None:
     async with throwaway_database() as url:
         conn = await asyncpg.connect(url)
         pool = await open_pool(url, max_size=1)
@@ -156,6 +158,7 @@ async def run(trackers: int, per_tracker: int, batch: int, idle_s: float, hogs: 
                 "TRACKER_LOG_LEVEL": "WARNING",
                 "TRACKER_WORKER_BATCH_SIZE": str(batch),
                 "TRACKER_WORKER_IDLE_S": "0.2",
+                "TRACKER_HEALTH_PROCESS": "true" if own_process else "false",
             }
             worker = await asyncio.create_subprocess_exec(
                 *(os.environ.get("BENCH_WORKER_CMD", "").split() or [BIN / "tracker-worker"]),
@@ -210,7 +213,8 @@ async def run(trackers: int, per_tracker: int, batch: int, idle_s: float, hogs: 
     print(
         f"{trackers} trackers, {count} reports ingested in {ingested:.1f} s, "
         f"processed in batches of {batch} by one worker in {took:.1f} s "
-        f"({os.cpu_count()} CPUs)"
+        f"({os.cpu_count()} CPUs); health served "
+        + ("by a child process (TRACKER_HEALTH_PROCESS)" if own_process else "in the worker")
     )
     p99s = [figures(name, poller) for name, poller in results]
     failed = [f for _, poller in results for f in poller.failures]
@@ -224,8 +228,20 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2000, help="TRACKER_WORKER_BATCH_SIZE")
     ap.add_argument("--idle-s", type=float, default=3.0)
     ap.add_argument("--hogs", type=int, default=0, help="busy processes beside (phases 3-4)")
+    ap.add_argument(
+        "--health-process", action="store_true", help="the worker with TRACKER_HEALTH_PROCESS"
+    )
     args = ap.parse_args()
-    asyncio.run(run(args.trackers, args.reports, args.batch, args.idle_s, args.hogs))
+    asyncio.run(
+        run(
+            args.trackers,
+            args.reports,
+            args.batch,
+            args.idle_s,
+            args.hogs,
+            args.health_process,
+        )
+    )
 
 
 if __name__ == "__main__":

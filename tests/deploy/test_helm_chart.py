@@ -663,6 +663,7 @@ def test_config_map_holds_the_settings_and_every_pod_reads_config_and_secret(
         "TRACKER_DB_POOL_MAX": "10",
         "TRACKER_HEALTH_CHECK_INTERVAL_S": "2",
         "TRACKER_HEALTH_MAX_AGE_S": "10",
+        "TRACKER_HEALTH_PROCESS": "true",
         "TRACKER_DATABASE_READ_MAX_LAG_S": "30",
         "TRACKER_DATABASE_READ_FALLBACK": "primary",
         "TRACKER_SHUTDOWN_DRAIN_S": "5",
