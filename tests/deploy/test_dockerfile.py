@@ -255,6 +255,7 @@ def test_the_image_migrates_a_database_and_serves_queries_and_health(
         "TRACKER_HEALTH_PORT": str(health_port),
         "TRACKER_METRICS_PORT": "0",
         "TRACKER_SHUTDOWN_DRAIN_S": "0",
+        "TRACKER_HEALTH_PROCESS": "true",  # as the chart runs it
     }
     tool = image[0]
     name = f"tracker-test-{uuid.uuid4().hex[:8]}"
