@@ -17,18 +17,21 @@ WORKDIR /src
 # changes, not on every change of the code.
 COPY requirements.lock ./
 RUN /opt/venv/bin/pip install --no-cache-dir -r requirements.lock
-# protoc for the generated code, pinned to the grpcio of the lock (stubs refuse an older one).
-RUN /opt/tools/bin/pip install --no-cache-dir \
-      "grpcio-tools==$(sed -n 's/^grpcio==//p' requirements.lock)"
+# protoc for the generated code: the grpcio-tools `make proto` uses (requirements-build.lock),
+# with grpcio and protobuf of the lock (generated stubs refuse an older runtime).
+COPY requirements-build.lock ./
+RUN /opt/tools/bin/pip install --no-cache-dir -c requirements.lock -r requirements-build.lock
 COPY pyproject.toml README.md ./
 COPY proto ./proto
 COPY scripts/gen_proto.py ./scripts/
 COPY src ./src
 # Generated code (src/tracker) is not in git: make it here, as `make proto` does; then the
 # package itself, without resolving dependencies again (the lock has them all).
+# (Only the uninstall may fail: the venv has no wheel; a failed generation or install fails
+# the build.)
 RUN /opt/tools/bin/python scripts/gen_proto.py \
  && /opt/venv/bin/pip install --no-cache-dir --no-deps . \
- && /opt/venv/bin/pip uninstall -y -q pip setuptools wheel || true
+ && { /opt/venv/bin/pip uninstall -y -q pip setuptools wheel || true; }
 
 # --- runtime: the venv only, no build tools, as a non-root user --------------------------
 FROM ${PYTHON_IMAGE}
@@ -37,7 +40,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     TRACKER_BIND_HOST=0.0.0.0
 # The base image's own pip/setuptools/wheel are build tools too.
-RUN python -m pip uninstall -y -q pip setuptools wheel || true \
+RUN { python -m pip uninstall -y -q pip setuptools wheel || true; } \
  && groupadd --system --gid 10001 tracker \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin tracker

@@ -1,10 +1,14 @@
 """Benchmark: how fast a worker process answers grpc.health.v1 checks while it works
 through a large backlog (beside ingestion into the same database), against the same process
-idle, in the same run. Kubernetes probes time out after ``timeoutSeconds`` (1 s by default,
-2 s in the chart): the target is under 100 ms at any load. Prints p50/p99/max and the ratio
-of the loaded p99 to the idle p99.
+idle, in the same run; each also beside ``--hogs`` busy processes (external CPU load, as
+other pods on the node). Kubernetes probes time out after ``timeoutSeconds`` (1 s by
+default, 2 s in the chart): the target is under 100 ms at any load. Prints p50/p99/max and
+the load average of each phase, and the ratio of the loaded p99 to the idle p99.
 
-    .venv/bin/python -m bench.health_under_load --trackers 20000 --reports 4
+The checks come from a process of their own (a client thread beside the bench's own
+ingestion would wait for the bench's GIL and count that as the server's latency).
+
+    .venv/bin/python -m bench.health_under_load --trackers 20000 --reports 4 --hogs 4
 
 ``BENCH_WORKER_CMD`` replaces the worker's command line, e.g. to profile it:
 ``BENCH_WORKER_CMD="$PWD/.venv/bin/python -m cProfile -o w.prof -m servers.worker"``.
@@ -15,14 +19,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import multiprocessing
 import os
 import random
 import statistics
 import sys
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -37,37 +42,77 @@ from bench.throwaway import throwaway_database
 BIN = Path(sys.executable).parent
 
 
+def _poll(port: int, every_s: float, ready: Any, stop: Any, out: Any) -> None:
+    """Health checks one after another (every ``every_s``) until ``stop`` is set; sends the
+    latencies and failures back through ``out``. ``ready``: set once connected."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = health_pb2_grpc.HealthStub(channel)
+    stub.Check(health_pb2.HealthCheckRequest(), timeout=30)  # connected, not counted
+    ready.set()
+    latencies: list[float] = []
+    failures: list[str] = []
+    while not stop.is_set():
+        started = time.perf_counter()
+        try:
+            stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        except grpc.RpcError as err:
+            failures.append(str(err.code()))
+        else:
+            latencies.append(time.perf_counter() - started)
+        stop.wait(every_s)
+    channel.close()
+    out.send((latencies, failures))
+
+
 class Poller:
-    """Health checks one after another (every ``every_s``) from a thread of their own, so
-    what the bench's event loop does never delays them; records each latency."""
+    """Health checks from a process of their own (``_poll``), for the ``with`` block."""
 
     def __init__(self, port: int, every_s: float = 0.02) -> None:
-        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        self._stub = health_pb2_grpc.HealthStub(self._channel)
-        self._every_s = every_s
-        self._stop = threading.Event()
+        ctx = multiprocessing.get_context("spawn")
+        self._stop, self._ready = ctx.Event(), ctx.Event()
+        self._inbox, out = ctx.Pipe(duplex=False)
+        self._process = ctx.Process(
+            target=_poll, args=(port, every_s, self._ready, self._stop, out)
+        )
         self.latencies: list[float] = []
         self.failures: list[str] = []
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.perf_counter()
-            try:
-                self._stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
-            except grpc.RpcError as err:
-                self.failures.append(str(err.code()))
-            else:
-                self.latencies.append(time.perf_counter() - started)
-            self._stop.wait(self._every_s)
+        self.load = ""
 
     def __enter__(self) -> Poller:
-        self._thread.start()
+        self._process.start()
+        if not self._ready.wait(60):
+            raise RuntimeError("the health poller did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.load = f"{os.getloadavg()[0]:.1f}"
+        self._stop.set()
+        self.latencies, self.failures = self._inbox.recv()
+        self._process.join()
+
+
+def _spin(stop: Any) -> None:
+    while not stop.is_set():
+        sum(range(10_000))
+
+
+class Hogs:
+    """``n`` busy processes for the ``with`` block (external CPU load)."""
+
+    def __init__(self, n: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._stop = ctx.Event()
+        self._procs = [ctx.Process(target=_spin, args=(self._stop,)) for _ in range(n)]
+
+    def __enter__(self) -> Hogs:
+        for proc in self._procs:
+            proc.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        for proc in self._procs:
+            proc.join()
 
 
 def wait_serving(port: int, timeout_s: float = 60) -> None:
@@ -85,17 +130,19 @@ def wait_serving(port: int, timeout_s: float = 60) -> None:
     raise RuntimeError("the worker never became SERVING")
 
 
-def figures(name: str, lat: list[float]) -> float:
-    ms = sorted(x * 1000 for x in lat)
+def figures(name: str, poller: Poller) -> float:
+    ms = sorted(x * 1000 for x in poller.latencies)
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
     print(
-        f"{name:34s} {len(ms):6d} checks  p50 {statistics.median(ms):7.1f} ms  "
-        f"p99 {p99:7.1f} ms  max {ms[-1]:7.1f} ms"
+        f"{name:44s} load {poller.load:>5s}  {len(ms):5d} checks  "
+        f"p50 {statistics.median(ms):6.1f} ms  p99 {p99:6.1f} ms  max {ms[-1]:6.1f} ms"
     )
     return p99
 
 
-async def run(trackers: int, per_tracker: int, batch: int, idle_s: float) -> None:
+async def run(
+    trackers: int, per_tracker: int, batch: int, idle_s: float, hogs: int, own_process: bool
+) -> None:
     async with throwaway_database() as url:
         conn = await asyncpg.connect(url)
         pool = await open_pool(url, max_size=1)
@@ -111,23 +158,25 @@ async def run(trackers: int, per_tracker: int, batch: int, idle_s: float) -> Non
                 "TRACKER_LOG_LEVEL": "WARNING",
                 "TRACKER_WORKER_BATCH_SIZE": str(batch),
                 "TRACKER_WORKER_IDLE_S": "0.2",
+                "TRACKER_HEALTH_PROCESS": "true" if own_process else "false",
             }
             worker = await asyncio.create_subprocess_exec(
                 *(os.environ.get("BENCH_WORKER_CMD", "").split() or [BIN / "tracker-worker"]),
                 env=env,
             )
-            try:
-                await asyncio.to_thread(wait_serving, health_port)
-                with Poller(health_port) as idle:
-                    await asyncio.sleep(idle_s)
-                rng = random.Random(7)
+            queue = PostgresProcessingQueue(pool)
+            repo = PostgresReportRepository(conn)
+            rng = random.Random(7)
+
+            async def backlog(shift: int) -> tuple[Poller, int, float, float]:
+                """New reports of every tracker, ingested while the worker processes them."""
                 reports = [
-                    dataclasses.replace(r, report_time=r.report_time - timedelta(minutes=k))
+                    dataclasses.replace(
+                        r, report_time=r.report_time - timedelta(minutes=k, seconds=shift)
+                    )
                     for k in range(0, per_tracker, 2)
                     for r in new_reports(ids, rng)
                 ]
-                queue = PostgresProcessingQueue(pool)
-                repo = PostgresReportRepository(conn)
                 started = time.perf_counter()
                 with Poller(health_port) as loaded:
                     for i in range(0, len(reports), 20_000):  # ingestion beside the worker
@@ -135,11 +184,26 @@ async def run(trackers: int, per_tracker: int, batch: int, idle_s: float) -> Non
                             await repo.add_many(reports[i : i + 20_000])
                     ingested = time.perf_counter() - started
                     while True:
-                        backlog = await queue.backlog()
-                        if not backlog.waiting and backlog.oldest_arrival is None:
+                        waiting = await queue.backlog()
+                        if not waiting.waiting and waiting.oldest_arrival is None:
                             break
                         await asyncio.sleep(0.25)
-                took = time.perf_counter() - started
+                return loaded, len(reports), ingested, time.perf_counter() - started
+
+            try:
+                await asyncio.to_thread(wait_serving, health_port)
+                with Poller(health_port) as idle:
+                    await asyncio.sleep(idle_s)
+                loaded, count, ingested, took = await backlog(0)
+                results = [("health, worker idle (baseline)", idle)]
+                results.append(("health, worker processing backlog", loaded))
+                if hogs:
+                    with Hogs(hogs), Poller(health_port) as idle_hogs:
+                        await asyncio.sleep(idle_s)
+                    with Hogs(hogs):
+                        loaded_hogs, *_ = await backlog(1)
+                    results.append((f"health, worker idle, {hogs} CPU hogs", idle_hogs))
+                    results.append((f"health, backlog, {hogs} CPU hogs", loaded_hogs))
             finally:
                 worker.terminate()
                 await worker.wait()
@@ -147,14 +211,14 @@ async def run(trackers: int, per_tracker: int, batch: int, idle_s: float) -> Non
             await pool.close()
             await conn.close()
     print(
-        f"{trackers} trackers, {len(reports)} reports ingested in {ingested:.1f} s, "
-        f"processed in batches of {batch} by one worker in {took:.1f} s"
+        f"{trackers} trackers, {count} reports ingested in {ingested:.1f} s, "
+        f"processed in batches of {batch} by one worker in {took:.1f} s "
+        f"({os.cpu_count()} CPUs); health served "
+        + ("by a child process (TRACKER_HEALTH_PROCESS)" if own_process else "in the worker")
     )
-    base = figures("health, worker idle (baseline)", idle.latencies)
-    busy = figures("health, worker processing backlog", loaded.latencies)
-    print(
-        f"p99 loaded / idle: {busy / base:.1f}x; failed checks: {idle.failures + loaded.failures}"
-    )
+    p99s = [figures(name, poller) for name, poller in results]
+    failed = [f for _, poller in results for f in poller.failures]
+    print(f"p99 loaded / idle: {p99s[1] / p99s[0]:.1f}x; failed checks: {failed}")
 
 
 def main() -> None:
@@ -163,8 +227,21 @@ def main() -> None:
     ap.add_argument("--reports", type=int, default=4, help="new reports per tracker (even)")
     ap.add_argument("--batch", type=int, default=2000, help="TRACKER_WORKER_BATCH_SIZE")
     ap.add_argument("--idle-s", type=float, default=3.0)
+    ap.add_argument("--hogs", type=int, default=0, help="busy processes beside (phases 3-4)")
+    ap.add_argument(
+        "--health-process", action="store_true", help="the worker with TRACKER_HEALTH_PROCESS"
+    )
     args = ap.parse_args()
-    asyncio.run(run(args.trackers, args.reports, args.batch, args.idle_s))
+    asyncio.run(
+        run(
+            args.trackers,
+            args.reports,
+            args.batch,
+            args.idle_s,
+            args.hogs,
+            args.health_process,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -184,6 +184,7 @@ class Detecting(Core):
         clock=Core.clock,
         keys=providers.Singleton(_device_keys, Core.settings),
         feed=detector_feed,
+        live_uow=Core.uow_factory,
         max_clock_skew=Core.settings.provided.collector.max_clock_skew,
     )
 
@@ -390,6 +391,10 @@ class QueryContainer(
         dsn=Core.settings.provided.database.read_url.get_secret_value.call(),
         primary=Core.db_pool,
         max_size=Core.settings.provided.database.pool_max,
+        max_lag_s=providers.Callable(_seconds, Core.settings.provided.database.read_max_lag),
+        fallback=providers.Callable(
+            lambda mode: mode == "primary", Core.settings.provided.database.read_fallback
+        ),
     )
     read_uow_factory = providers.Singleton(PostgresUnitOfWorkFactory, pool=read_pool)
     setup_reads = providers.Container(SetupPart, uow=read_uow_factory, clock=Core.clock)
@@ -441,17 +446,38 @@ class QueryContainer(
     status_query_servicer = providers.Singleton(
         StatusQueryServicer, status_queries, Api.page_tokens
     )
+    # detectors, links, events by time range and travel times through the read pool; the
+    # streams' positions come from the primary's feed (Detecting.detector_feed), and a
+    # travel-time stream's starting picture with them (live_uow)
+    detector_reads = providers.Container(
+        DetectorsPart,
+        uow=read_uow_factory,
+        clock=Core.clock,
+        keys=providers.Singleton(_device_keys, Core.settings),
+        feed=Detecting.detector_feed,
+        live_uow=Core.uow_factory,
+    )
     detector_query_servicer = providers.Singleton(
         DetectorQueryServicer,
-        Detecting.detectors.queries,
-        Detecting.detectors.events,
-        Detecting.detectors.travel_times,
+        detector_reads.queries,
+        detector_reads.events,
+        detector_reads.travel_times,
         Api.page_tokens,
         poll_s=providers.Callable(_seconds, Core.settings.provided.detectors.stream_poll),
     )
+    # jobs, their failures and WatchJob's polls through the read pool (a replica replays in
+    # commit order: the progress a watch sees only moves forward)
+    job_reads = providers.Container(
+        JobsPart,
+        uow=read_uow_factory,
+        factory=Sealing.key_pair_factory,
+        sealer=Sealing.sealer,
+        clock=Core.clock,
+        defaults=Core.settings.provided.jobs.defaults.call(),
+    )
     job_query_servicer = providers.Singleton(
         JobQueryServicer,
-        Jobbing.job_usecases,
+        job_reads.usecases,
         Api.page_tokens,
         watch_interval_s=providers.Callable(_seconds, Core.settings.provided.jobs.watch_interval),
     )

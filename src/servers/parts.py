@@ -193,13 +193,16 @@ class DetectorsPart(containers.DeclarativeContainer):
     clock = providers.Dependency()
     keys = providers.Dependency()  # DeviceKeyRing
     feed = providers.Dependency()
+    # where the feed's positions come from (the primary): a stream's starting picture is
+    # read there too, so nothing falls between it and the first poll
+    live_uow = providers.Dependency()
     max_clock_skew = providers.Object(timedelta(minutes=5))
 
     admin = providers.Singleton(DetectorAdmin, uow, clock)
     queries = providers.Singleton(DetectorQueries, uow)
     ingest = providers.Singleton(IngestSightings, uow, clock, keys, max_clock_skew)
     events = providers.Singleton(DetectorEvents, uow, feed)
-    travel_times = providers.Singleton(TravelTimeQueries, uow, feed)
+    travel_times = providers.Singleton(TravelTimeQueries, uow, feed, live_uow)
 
 
 class JobsPart(containers.DeclarativeContainer):

@@ -21,15 +21,17 @@ from typing import Any, Protocol
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adapters.grpc.health import HealthReporter
+from adapters.grpc.health import LIVENESS, HealthReporter
 from adapters.grpc.reflection import SERVICE_NAME as REFLECTION_NAME
 from adapters.grpc.reflection import add_reflection, source_files
+from adapters.postgres.pool import ReplicaRouting
 from adapters.prometheus import MetricsServer
 from servers import log as logsetup
 from servers import tracing
 from servers.config import PROCESS_PARTS, ConfigError, Settings, check_secrets, load
 from servers.container import Container, Core
-from servers.services import POSTGRES, REDIS, Needs, Service, needs_of
+from servers.health_process import HealthProcess
+from servers.services import POSTGRES, REDIS, Needs, Service, needs_of, with_replica
 from usecases.health import CheckDependencies
 
 log = logging.getLogger("tracker")
@@ -122,6 +124,7 @@ class Process:
         self.servers: list[grpc.aio.Server] = []
         self.ports: dict[str, int] = {}
         self.reporter: HealthReporter | None = None
+        self._children: list[HealthProcess] = []
         self.metrics = MetricsServer(settings.server.bind_host, settings.server.metrics_port)
         self.needs: Needs = needs_of(
             [s for e in self.endpoints for s in e.services],
@@ -136,16 +139,35 @@ class Process:
         probes = {POSTGRES: c.postgres_probe, REDIS: c.redis_probe}
         for name in self.needs.probed:
             await resources[name].async_()
+        checked = [await probes[name].async_() for name in self.needs.probed]
+        needs = self.needs
+        replica = await self._replica()
+        if replica is not None:
+            checked.append(replica)
+            needs = with_replica(
+                needs,
+                [s.name for e in self.endpoints if e.name == "query" for s in e.services],
+                self.settings.database.read_fallback == "not_serving",
+            )
         check = CheckDependencies(
-            [await probes[name].async_() for name in self.needs.probed],
-            timeout_s=self.settings.health.check_timeout.total_seconds(),
+            checked, timeout_s=self.settings.health.check_timeout.total_seconds()
         )
         return HealthReporter(
             check,
-            services=self.needs.services,
+            services=needs.services,
             interval_s=self.settings.health.check_interval.total_seconds(),
-            overall=self.needs.overall,
+            overall=needs.overall,
+            max_age_s=self.settings.health.max_age.total_seconds(),
         )
+
+    async def _replica(self) -> ReplicaRouting | None:
+        """The read replica's routing, for a process that serves the query endpoint with
+        ``database_read_url`` set (its probe: reachable and within the lag bound)."""
+        serves_queries = any(e.name == "query" and e.services for e in self.endpoints)
+        if not serves_queries or not self.settings.database.read_url.get_secret_value():
+            return None
+        pool = await self.container.read_pool.async_()
+        return pool if isinstance(pool, ReplicaRouting) else None
 
     async def start(self) -> dict[str, int]:
         """Resources, first health check, then every server listening. Returns bound ports."""
@@ -164,11 +186,14 @@ class Process:
             self.reporter = await self._reporter()
             await self.reporter.start()
             for endpoint in self.endpoints:
-                server, port = await build_server(
-                    endpoint, self.container, self.reporter, self.settings.server.bind_host
-                )
-                await server.start()
-                self.servers.append(server)
+                if not endpoint.services and self.settings.health.own_process:
+                    port = await self._health_process(endpoint)
+                else:
+                    server, port = await build_server(
+                        endpoint, self.container, self.reporter, self.settings.server.bind_host
+                    )
+                    await server.start()
+                    self.servers.append(server)
                 self.ports[endpoint.name] = port
                 log.info(
                     "listening",
@@ -185,6 +210,18 @@ class Process:
             await self.stop(0)
             raise
         return self.ports
+
+    async def _health_process(self, endpoint: Endpoint) -> int:
+        """A health-only endpoint served by a child process (servers/health_process.py),
+        fed every snapshot the reporter publishes."""
+        assert self.reporter is not None
+        servicer = self.reporter.servicer
+        names = ["", LIVENESS, *self.needs.services]
+        child = HealthProcess(names, self.settings.health.max_age.total_seconds())
+        child.shared.write(servicer.snapshot)
+        servicer.listeners.append(child.shared.write)
+        self._children.append(child)
+        return await child.start(self.settings.server.bind_host, endpoint.port)
 
     @property
     def takes_calls(self) -> bool:
@@ -217,6 +254,9 @@ class Process:
         self._running.clear()
         await asyncio.gather(*(s.stop(grace_s) for s in self.servers))
         self.servers.clear()
+        for child in self._children:
+            await child.stop()
+        self._children.clear()
         self.metrics.stop()
         closing = self.container.shutdown_resources()  # only those this process started
         if closing is not None:

@@ -70,6 +70,8 @@ from tracker.v1 import (
 POSTGRES = "postgres"
 REDIS = "redis"
 DEPENDENCIES = (POSTGRES, REDIS)
+# the query server's read replica (ReplicaRouting), probed only where one is configured
+POSTGRES_REPLICA = "postgres_replica"
 
 
 @dataclass(frozen=True)
@@ -301,4 +303,19 @@ def needs_of(services: Sequence[Service], parts: Iterable[Sequence[str]] = ()) -
         probed=tuple(sorted(probed, key=order.__getitem__)),
         overall=tuple(sorted(overall, key=order.__getitem__)),
         services={s.name: s.needs for s in services},
+    )
+
+
+def with_replica(needs: Needs, readers: Sequence[str], required: bool) -> Needs:
+    """``needs`` with the read replica probed too; ``required`` (``database_read_fallback
+    = not_serving``): ``""`` and the services in ``readers`` need it, else its outage only
+    moves the reads to the primary and readiness stays."""
+    extra = (POSTGRES_REPLICA,)
+    return Needs(
+        probed=needs.probed + extra,
+        overall=needs.overall + extra if required else needs.overall,
+        services={
+            name: deps + extra if required and name in readers else deps
+            for name, deps in needs.services.items()
+        },
     )

@@ -153,8 +153,17 @@ class ComputeTravelTimes:
 
 
 class TravelTimeQueries:
-    def __init__(self, uow: UnitOfWorkFactory[DetectorsUnitOfWork], feed: Feed) -> None:
+    """``live_uow``: the database the feed's positions come from (``uow`` may be a replica
+    behind it); ``follow`` reads its starting picture there."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory[DetectorsUnitOfWork],
+        feed: Feed,
+        live_uow: UnitOfWorkFactory[DetectorsUnitOfWork] | None = None,
+    ) -> None:
         self._uow, self._feed = uow, feed
+        self._live_uow = uow if live_uow is None else live_uow
 
     async def list(
         self,
@@ -178,18 +187,22 @@ class TravelTimeQueries:
             return await uow.travel_times.list(filter, page)
 
     async def latest(
-        self, caller: Principal, destination_id: uuid.UUID
+        self,
+        caller: Principal,
+        destination_id: uuid.UUID,
+        uow_factory: UnitOfWorkFactory[DetectorsUnitOfWork] | None = None,
     ) -> builtins.list[TravelTimeBin]:
-        async with self._uow() as uow:
+        async with (uow_factory or self._uow)() as uow:
             await readable_detector(caller, uow.detectors, destination_id)
             return await uow.travel_times.latest(destination_id)
 
     async def follow(
         self, caller: Principal, destination_id: uuid.UUID
     ) -> tuple[builtins.list[TravelTimeBin], str]:
-        """The latest of each link and the feed position to poll from."""
+        """The latest of each link and the feed position to poll from, both from the feed's
+        database (a replica's latest may predate the position: bins between would be lost)."""
         position = await self._feed.start()
-        return await self.latest(caller, destination_id), position
+        return await self.latest(caller, destination_id, self._live_uow), position
 
     async def poll(
         self, destination_id: uuid.UUID, position: str

@@ -21,12 +21,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
+from prometheus_client import REGISTRY
 
 from adapters.postgres.migrator import migrate
+from adapters.postgres.pool import ReplicaRouting
 from servers.config import Settings
 from tests.integration.conftest import Stack, stack_settings
+from tests.integration.test_detectors import detector
+from tests.integration.test_detectors import stubs as detector_stubs
 from tests.integration.test_fetcher_process import PrivatePostgres
+from tests.integration.test_jobs import csv_of, job_stubs, run_of_new_client
 from tests.integration.test_reports import tracker_in_new_run
+from tracker.v1 import detector_query_service_pb2 as dq
+from tracker.v1 import job_query_service_pb2 as jq
+from tracker.v1 import job_service_pb2 as js
+from tracker.v1 import jobs_pb2 as jpb
 from tracker.v1 import resources_pb2 as pb
 from tracker.v1 import setup_query_service_pb2 as sq
 from tracker.v1 import setup_service_pb2 as s
@@ -183,3 +193,162 @@ async def test_reads_of_every_query_service_work_through_a_read_only_pool(
 async def test_without_a_read_url_reads_share_the_primary_pool(stack: Stack) -> None:
     assert stack.container is not None
     assert await stack.container.read_pool.async_() is await stack.container.db_pool.async_()
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def health(stack: Stack, service: str = "") -> int:
+    reply = await stack.health.Check(health_pb2.HealthCheckRequest(service=service))
+    return int(reply.status)
+
+
+async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 30) -> None:
+    """Wait for ``condition`` (a bound for a loaded machine, not a speed)."""
+    async with asyncio.timeout(timeout_s):
+        while not await condition():
+            await asyncio.sleep(0.05)
+
+
+def replica_up() -> float | None:
+    return REGISTRY.get_sample_value("tracker_dependency_up", {"dependency": "postgres_replica"})
+
+
+async def test_detector_and_job_reads_come_from_the_replica(
+    replicated: tuple[PrivatePostgres, Standby],
+    stack_for: Callable[[Settings], Awaitable[Stack]],
+) -> None:
+    primary, standby = replicated
+    stack = await stack_for(stack_settings(primary.url, database_read_url=standby.url))
+    writes, reads = detector_stubs(stack)
+    jobs, job_reads = job_stubs(stack)
+    client, run = await run_of_new_client(stack, "replicated")
+    first = await detector(writes, client.id, "first", 52.5)
+    await until(lambda: found(reads.GetDetector(dq.GetDetectorRequest(id=first.id))))
+
+    await replay(standby, on=False)
+    try:
+        second = await detector(writes, client.id, "second", 52.6)
+        job = (
+            await jobs.StartJob(
+                js.StartJobRequest(
+                    kind=jpb.JOB_KIND_IMPORT_TRACKERS,
+                    production_run_id=run.id,
+                    file=csv_of(["02:00:00:00:00:01", "not-a-mac"]),
+                    items_per_second=1e6,
+                )
+            )
+        ).job
+        await asyncio.sleep(0.5)
+        # acknowledged by the collector, not yet on the replica the query server reads
+        assert not await found(reads.GetDetector(dq.GetDetectorRequest(id=second.id)))
+        listed = await reads.ListDetectors(dq.ListDetectorsRequest(client_id=client.id))
+        assert [x.id for x in listed.detectors] == [first.id]
+        assert not await found(job_reads.GetJob(jq.GetJobRequest(job_id=job.id)))
+        assert list((await job_reads.ListJobs(jq.ListJobsRequest())).jobs) == []
+    finally:
+        await replay(standby, on=True)
+    await until(lambda: found(reads.GetDetector(dq.GetDetectorRequest(id=second.id))))
+    await until(lambda: found(job_reads.GetJob(jq.GetJobRequest(job_id=job.id))))
+
+
+async def found(call: Awaitable[object]) -> bool:
+    try:
+        await call
+    except grpc.aio.AioRpcError as err:
+        if err.code() == grpc.StatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def test_reads_move_to_the_primary_while_the_replica_lags_or_is_down(
+    replicated: tuple[PrivatePostgres, Standby],
+    stack_for: Callable[[Settings], Awaitable[Stack]],
+) -> None:
+    """``database_read_fallback=primary`` (the default): the replica's probe fails once it
+    is ``database_read_max_lag_s`` behind or unreachable, reads go to the primary meanwhile,
+    readiness stays SERVING; once it has caught up, reads go back to it."""
+    primary, standby = replicated
+    stack = await stack_for(
+        stack_settings(primary.url, database_read_url=standby.url, database_read_max_lag_s=1)
+    )
+    assert stack.container is not None
+    routing = await stack.container.read_pool.async_()
+    assert isinstance(routing, ReplicaRouting)
+    assert routing.on_replica
+    assert replica_up() == 1
+
+    await replay(standby, on=False)
+    try:
+        client = (
+            await stack.setup.CreateClient(
+                s.CreateClientRequest(client=pb.Client(display_name="lagged"))
+            )
+        ).client
+        # more than a second behind: the probe fails and reads come from the primary
+        await until(lambda: visible(stack, client.id))
+        assert not routing.on_replica
+        assert replica_up() == 0
+        assert await health(stack) == SERVING
+        assert await health(stack, "tracker.v1.SetupQueryService") == SERVING
+    finally:
+        await replay(standby, on=True)
+
+    async def back() -> bool:
+        return routing.on_replica
+
+    await until(back)
+    assert replica_up() == 1
+    assert await visible(stack, client.id)  # from the replica again, which has caught up
+
+    await asyncio.to_thread(standby.stop)
+
+    async def moved() -> bool:
+        return not routing.on_replica
+
+    await until(moved)
+    assert await visible(stack, client.id)
+    assert await health(stack) == SERVING
+
+
+async def test_with_fallback_not_serving_a_lagging_replica_fails_readiness(
+    replicated: tuple[PrivatePostgres, Standby],
+    stack_for: Callable[[Settings], Awaitable[Stack]],
+) -> None:
+    """``database_read_fallback=not_serving``: reads stay on the replica, and ``""`` and the
+    query services go NOT_SERVING while it lags (the collector's services do not read it)."""
+    primary, standby = replicated
+    stack = await stack_for(
+        stack_settings(
+            primary.url,
+            database_read_url=standby.url,
+            database_read_max_lag_s=1,
+            database_read_fallback="not_serving",
+        )
+    )
+    assert await health(stack) == SERVING
+    await replay(standby, on=False)
+    try:
+        client = (
+            await stack.setup.CreateClient(
+                s.CreateClientRequest(client=pb.Client(display_name="held back"))
+            )
+        ).client
+
+        async def out() -> bool:
+            return await health(stack) == NOT_SERVING
+
+        await until(out)
+        assert await health(stack, "tracker.v1.SetupQueryService") == NOT_SERVING
+        assert await health(stack, "tracker.v1.SetupService") == SERVING
+        assert not await visible(stack, client.id)  # still read from the replica
+    finally:
+        await replay(standby, on=True)
+
+    async def serving() -> bool:
+        return await health(stack) == SERVING
+
+    await until(serving)
+    assert await visible(stack, client.id)

@@ -40,6 +40,8 @@ SAMPLES: dict[str, Any] = {
     "db_pool_max": 3,
     "health_check_interval_s": 5.5,
     "health_check_timeout_s": 0.25,
+    "health_max_age_s": 12.5,
+    "health_process": True,
     "shutdown_grace_s": 30.0,
     "shutdown_drain_s": 7.5,
     "grpc_max_connection_age_s": 120.0,
@@ -165,6 +167,8 @@ SAMPLES |= {  # detectors and travel times (issue 16)
 }
 SAMPLES |= {  # observability and scale-out (issue 15)
     "database_read_url": "postgresql://reader:pw@replica:5432/tracker",
+    "database_read_max_lag_s": 12.0,
+    "database_read_fallback": "not_serving",
     "otel_exporter_otlp_endpoint": "http://otel-collector:4317",
     "otel_service_name": "tracker-edge",
     "otel_traces_sampler_arg": 0.25,

@@ -39,7 +39,7 @@ class NoFeed:
 @pytest.fixture
 def world():  # type: ignore[no-untyped-def]
     uows, clock = FakeUnitOfWorkFactory(), FakeClock()
-    part = DetectorsPart(uow=uows, clock=clock, keys=KEYS, feed=NoFeed())
+    part = DetectorsPart(uow=uows, clock=clock, keys=KEYS, feed=NoFeed(), live_uow=uows)
     return uows, clock, part
 
 

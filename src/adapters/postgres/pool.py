@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -131,18 +131,121 @@ async def pool_resource(dsn: str, max_size: int) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def read_pool_resource(
-    dsn: str, primary: asyncpg.Pool, max_size: int
-) -> AsyncIterator[asyncpg.Pool]:
+    dsn: str,
+    primary: asyncpg.Pool,
+    max_size: int,
+    max_lag_s: float = 30.0,
+    fallback: bool = True,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[asyncpg.Pool | ReplicaRouting]:
     """dependency-injector Resource: the pool the query side reads through. With ``dsn`` (a
-    read replica) its own read-only pool; without, the primary's pool itself."""
+    read replica) a ``ReplicaRouting`` over its own read-only pool; without, the primary's
+    pool itself."""
     if not dsn:
         yield primary
         return
     pool = await open_pool(dsn, max_size, read_only=True)
     try:
-        yield pool
+        yield ReplicaRouting(pool, primary, max_lag_s, fallback, monotonic)
     finally:
         await pool.close()
+
+
+class ReplicaLagging(Exception):
+    pass
+
+
+class ReplicaRouting:
+    """The read pool with a replica: reads go to the replica while its last check found it
+    answering and at most ``max_lag_s`` behind the primary; otherwise, with ``fallback``, to
+    the primary until a check finds the replica back (without, they stay on the replica and
+    fail or read stale rows: the process's readiness is what reports it then).
+
+    Also the replica's health probe (``check``), run by the health reporter off the request
+    path. Lag is measured against the primary, not the replica's own clock: every check
+    samples the primary's WAL position; the replica is as old as the newest sample it has
+    replayed past (an idle primary means no lag; a standby cut off from its primary, whose
+    own ``pg_last_xact_replay_timestamp`` would look fine, ages)."""
+
+    name = "postgres_replica"
+
+    def __init__(
+        self,
+        replica: asyncpg.Pool,
+        primary: asyncpg.Pool,
+        max_lag_s: float,
+        fallback: bool = True,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.replica, self.primary = replica, primary
+        self._max_lag_s, self._fallback, self._monotonic = max_lag_s, fallback, monotonic
+        self._samples: list[tuple[float, int]] = []  # (monotonic s, primary WAL position)
+        self.on_replica = True  # trusted until a check says otherwise
+        self.lag_s: float | None = None
+
+    @property
+    def current(self) -> asyncpg.Pool:
+        return self.replica if self.on_replica or not self._fallback else self.primary
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return self.current.acquire(timeout=timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        """Every other pool method (fetch, fetchval, execute, ...) of the current pool."""
+        return getattr(self.current, name)
+
+    async def check(self) -> None:
+        """Raise if the replica does not answer or lags more than ``max_lag_s``; route the
+        reads accordingly."""
+        try:
+            self.lag_s = await self._lag()
+        except Exception:
+            self._route(False, "replica unreachable")
+            raise
+        if self.lag_s > self._max_lag_s:
+            self._route(False, "replica lagging")
+            raise ReplicaLagging(f"{self.lag_s:.1f} s behind the primary")
+        self._route(True, "replica back")
+
+    async def _lag(self) -> float:
+        now = self._monotonic()
+        try:
+            async with self.primary.acquire() as conn:
+                head = await conn.fetchval(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
+                )
+        except Exception:
+            head = None  # the primary's own probe reports it; judge the replica alone
+        else:
+            self._samples.append((now, head))
+        async with self.replica.acquire() as conn:
+            replayed = await conn.fetchval(
+                "SELECT CASE WHEN pg_is_in_recovery() "
+                "THEN pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint END"
+            )
+        if replayed is None:  # not a standby (the primary itself, or promoted)
+            self._samples.clear()
+            return 0.0
+        if head is not None and replayed >= head:
+            self._samples = [(now, head)]
+            return 0.0
+        caught_up = [t for t, lsn in self._samples if lsn <= replayed]
+        # the replica holds everything the primary had at the newest sample it has replayed
+        # past (or at least since the oldest sample, if none); older samples are not needed,
+        # nor any older than twice the bound (the lag is past the bound then anyway)
+        since = max(caught_up) if caught_up else self._samples[0][0] if self._samples else now
+        floor = max(since, now - 2 * self._max_lag_s)
+        self._samples = [(t, lsn) for t, lsn in self._samples if t >= floor]
+        return now - since
+
+    def _route(self, on_replica: bool, why: str) -> None:
+        if on_replica != self.on_replica and self._fallback:
+            log.log(
+                logging.INFO if on_replica else logging.WARNING,
+                "reads moved",
+                extra={"to": "replica" if on_replica else "primary", "reason": why},
+            )
+        self.on_replica = on_replica
 
 
 class PostgresProbe:

@@ -155,6 +155,18 @@ class HealthSettings(Component):
     check_timeout: Seconds = option(
         1.0, "seconds a dependency check may take", alias="health_check_timeout_s", **POSITIVE
     )
+    max_age: Seconds = option(
+        10.0,
+        "seconds a health answer trusts the last completed check (older: NOT_SERVING)",
+        alias="health_max_age_s",
+        **POSITIVE,
+    )
+    own_process: bool = option(
+        False,
+        "serve the health port from a child process of its own (answers never wait for "
+        "this process's GIL; the chart turns it on)",
+        alias="health_process",
+    )
 
 
 class DatabaseSettings(Component):
@@ -194,6 +206,18 @@ class DatabaseSettings(Component):
         "",
         "file holding the read replica's URL (a mounted Secret); wins",
         alias="database_read_url_file",
+    )
+    read_max_lag: Seconds = option(
+        30.0,
+        "replay lag past which the replica counts as down (its health check fails)",
+        alias="database_read_max_lag_s",
+        **POSITIVE,
+    )
+    read_fallback: Annotated[str, one_of("primary", "not_serving")] = option(
+        "primary",
+        "with the replica down or lagging: primary (reads go to the primary until it is "
+        "back) or not_serving (the query server's readiness fails)",
+        alias="database_read_fallback",
     )
 
     @property
