@@ -78,8 +78,17 @@ async def test_the_child_follows_a_postgres_outage(worker: tuple[Process, TcpPro
     await pg.cut()
     await until(port, NOT_SERVING)
     assert await asyncio.to_thread(check, port, "liveness") == SERVING
+    listed = await asyncio.to_thread(listing, port)  # List: the same, for every service
+    assert listed[""] == NOT_SERVING
+    assert listed["liveness"] == SERVING
     await pg.open()
     await until(port, SERVING)
+
+
+def listing(port: int) -> dict[str, int]:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest(), timeout=10)
+    return {name: int(r.status) for name, r in reply.statuses.items()}
 
 
 async def test_the_child_answers_while_the_parent_is_blocked(

@@ -84,8 +84,11 @@ class SnapshotHealthServicer(health_pb2_grpc.HealthServicer):
 
     def statuses(self) -> dict[str, int]:
         """Every reported service's status now (``List``), under the same freshness rule."""
-        snap = self._source()
-        return {name: self.status(name) or SERVICE_UNKNOWN for name in snap.statuses}
+        out = {}
+        for name in self._source().statuses:
+            status = self.status(name)
+            out[name] = SERVICE_UNKNOWN if status is None else status
+        return out
 
     def list_response(self) -> health_pb2.HealthListResponse:
         return health_pb2.HealthListResponse(
