@@ -452,6 +452,10 @@ class StateColumns:
         self.after_lon[i] = np.iinfo(np.int32).min if after is None else after.longitude_e7
         self.replaces[i] = replaces
 
+    def unresolved(self) -> list[int]:
+        """The trackers flagged ``general`` whose start is not given yet."""
+        return [i for i in np.flatnonzero(self.general).tolist() if i not in self.objects]
+
     def after(self, i: int) -> ReportKey | None:
         t = int(self.after_us[i])
         if t == NO_TIME:
@@ -491,6 +495,10 @@ class ResultColumns:
     change_location: I64
     change_probability: F64
     change_evidence_since: I64
+
+    @property
+    def change_count(self) -> int:
+        return len(self.change_tracker)
 
     def outcomes(self, c: ReadingColumns) -> list[Outcome]:
         """As the pure replay's objects (tests and fakes)."""
@@ -573,7 +581,8 @@ def replay_columns(
     the pure replay. ``stats`` (if given) counts the trackers done in bulk (``bulk``) and one
     by one (``pure``)."""
     n = len(c.trackers)
-    assert len(state) == n
+    assert len(state) == n and state.trackers == c.trackers
+    assert not state.unresolved(), "general starts must be given as objects"
     ids = _Ids(c.fence_ids)
     # the states' locations into the batch's index (the readings' fences first)
     to = np.array([ids.index(u) for u in state.ids] + [-1], dtype=np.int64)

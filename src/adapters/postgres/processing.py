@@ -12,7 +12,8 @@ from typing import Self
 import asyncpg
 
 from adapters.postgres.pool import unavailable_on_connection_error
-from adapters.postgres.status_columns import reading_columns
+from adapters.postgres.status_columns import reading_columns, reading_columns_after
+from adapters.postgres.status_state import save_columns, state_columns
 from adapters.postgres.uow import PostgresUnitOfWork
 from adapters.tracing import link_queued
 from domain.errors import InvalidArgument
@@ -29,7 +30,7 @@ from domain.status import (
     StatusRule,
     TrackerStatus,
 )
-from domain.status_batch import ReadingColumns
+from domain.status_batch import ReadingColumns, ResultColumns, StateColumns
 
 _NEG_INF = datetime.min.replace(tzinfo=UTC)
 _MIN_E7 = -(2**31)
@@ -463,6 +464,19 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
 
     async def readings(self, starts: Mapping[uuid.UUID, ReportKey | None]) -> ReadingColumns:
         return await reading_columns(self._c, starts)
+
+    async def status_state(self, claims: Sequence[Claim]) -> StateColumns:
+        return await state_columns(self._c, claims)
+
+    async def readings_after(self, state: StateColumns) -> ReadingColumns:
+        return await reading_columns_after(
+            self._c, state.trackers, state.after_us, state.after_lat, state.after_lon
+        )
+
+    async def save_results(
+        self, state: StateColumns, readings: ReadingColumns, result: ResultColumns
+    ) -> None:
+        await save_columns(self._c, state, readings, result)
 
     async def save_statuses(self, evaluations: Sequence[Evaluation]) -> None:
         if not evaluations:
