@@ -281,9 +281,11 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         # another worker (and a delete of the tracker) but not report ingestion, which never
         # locks trackers.
         locked = await self._c.fetch(
-            """SELECT t.id FROM trackers t
-               JOIN processing_queue q ON q.tracker_id = t.id AND q.claim_token = $2
-               WHERE t.id = ANY($1::uuid[])
+            # (a join to the ids, not "= ANY": the planner may scan trackers and compare
+            # each row with the whole array)
+            """SELECT t.id FROM unnest($1::uuid[]) AS c(id)
+               JOIN processing_queue q ON q.tracker_id = c.id AND q.claim_token = $2
+               JOIN trackers t ON t.id = c.id
                ORDER BY t.id FOR NO KEY UPDATE OF t SKIP LOCKED""",
             ids,
             token,
@@ -578,11 +580,11 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         # below waits: dequeue what is done (unless newer reports came) and the claims of
         # deleted trackers, release the rest.
         rows = await self._c.fetch(
-            """SELECT tracker_id, version,
+            """SELECT q.tracker_id, q.version,
                       EXISTS (SELECT 1 FROM trackers t WHERE t.id = q.tracker_id) AS tracked
-               FROM processing_queue q
-               WHERE tracker_id = ANY($1::uuid[]) AND claim_token = $2
-               ORDER BY tracker_id FOR UPDATE""",
+               FROM unnest($1::uuid[]) AS c(id)
+               JOIN processing_queue q ON q.tracker_id = c.id AND q.claim_token = $2
+               ORDER BY q.tracker_id FOR UPDATE OF q""",
             [c.tracker_id for c in claimed],
             token,
         )
@@ -594,7 +596,9 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         ]
         if gone:
             await self._c.execute(
-                "DELETE FROM processing_queue WHERE tracker_id = ANY($1::uuid[])", gone
+                """DELETE FROM processing_queue q USING unnest($1::uuid[]) AS g(id)
+                   WHERE q.tracker_id = g.id""",
+                gone,
             )
         dropped = set(gone)
         kept = [r["tracker_id"] for r in rows if r["tracker_id"] not in dropped]
@@ -602,22 +606,22 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         healed = {c.tracker_id for c in done if c.attempts} & set(kept)
         if healed:
             await self._c.execute(
-                """UPDATE processing_queue SET attempts = 0, last_error = NULL,
+                """UPDATE processing_queue q SET attempts = 0, last_error = NULL,
                        first_failure_time = NULL, last_failure_time = NULL, retry_time = NULL
-                   WHERE tracker_id = ANY($1::uuid[])""",
+                   FROM unnest($1::uuid[]) AS h(id) WHERE q.tracker_id = h.id""",
                 list(healed),
             )
         if kept:  # rows locked above: no wait, whatever the order
             # Done with newer reports: the row's age is now theirs. Not done: as old as it was.
             await self._c.execute(
-                """UPDATE processing_queue
+                """UPDATE processing_queue q
                    SET claim_token = NULL, claimed_until = NULL, newer_time = NULL,
-                       enqueue_time = CASE WHEN tracker_id = ANY($2::uuid[])
-                                           THEN coalesce(newer_time, enqueue_time)
-                                           ELSE enqueue_time END
-                   WHERE tracker_id = ANY($1::uuid[])""",
+                       enqueue_time = CASE WHEN k.done THEN coalesce(q.newer_time, q.enqueue_time)
+                                           ELSE q.enqueue_time END
+                   FROM unnest($1::uuid[], $2::bool[]) AS k(id, done)
+                   WHERE q.tracker_id = k.id""",
                 kept,
-                [t for t in kept if t in version],
+                [t in version for t in kept],
             )
 
 

@@ -388,7 +388,6 @@ async def save_columns(
         ),
         format="binary",
     )
-    await conn.execute("ANALYZE status_stage")
     await conn.execute(_UPDATE_SQL)
     await conn.execute(_INSERT_SQL)
     wide = [i for i in done.tolist() if i in result.wide]
