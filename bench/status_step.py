@@ -142,9 +142,7 @@ async def evaluate(
         t = time.perf_counter()
         replay_columns(state, columns)
         t5 = time.perf_counter()
-        starts = [
-            (state.states.get(i, state.ids), state.rule(i)) for i in range(len(state))
-        ]
+        starts = [(state.states.get(i, state.ids), state.rule(i)) for i in range(len(state))]
         t6 = time.perf_counter()
         for i, (start, rule) in enumerate(starts):
             replay(start, columns.readings(i), rule)

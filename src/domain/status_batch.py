@@ -1,24 +1,30 @@
-"""The status step of many trackers at once (issue 12, speed): the readings of a batch as
-columns (numpy arrays, no object per report), and ``replay_batch``, which gives for every
-tracker exactly what ``domain.status.replay`` gives for its readings.
+"""The status step of many trackers at once (issue 12, speed), column-wise end to end: the
+readings of a batch (``ReadingColumns``), the trackers' starts (``StateColumns``: rule,
+resume key and state, the evidence rule's belief in fixed slots) and the results
+(``ResultColumns``: new states and the changes) are numpy columns, no object per tracker or
+report. ``replay_columns`` gives for every tracker exactly what ``domain.status.replay``
+gives for its readings (``replay_batch`` is the same over objects).
 
-The pure replay stays the reference. ``replay_batch`` runs the common cases report by report
-across all trackers at once, with the same float operations in the same order as the pure
-code (``math.erfc``/``math.expm1`` element by element, the rest IEEE arithmetic that numpy
-does exactly as Python does), so its results are bit for bit the pure replay's:
+The pure replay stays the reference. ``replay_columns`` runs the common cases report by
+report across all trackers at once, with the same float operations in the same order as the
+pure code (``math.erfc``/``math.expm1`` and Python's ``sum`` of three terms element by
+element, the rest IEEE arithmetic that numpy does exactly as Python does), so its results
+are bit for bit the pure replay's:
 
 - CONSECUTIVE rules without hysteresis (1 report, no dwell), from a state with nothing
   pending and no evidence-rule leftovers;
-- EVIDENCE rules while the belief is "settled": in transit, or in transit and one other
-  hypothesis (a fence, or ``evidence.ELSEWHERE`` before the first status), and each report
-  is near no fence or near that fence only (or, in transit only, near one fence); a fresh
-  tracker too if its first report is near no fence. That is every report of a tracker at
-  rest, travelling or delivered.
+- EVIDENCE rules while the belief is "settled": in transit, possibly ``evidence.ELSEWHERE``
+  (before the first status) and at most one fence, and each report near no fence or near
+  that fence only (near any one fence if the belief holds none); a fresh tracker whose
+  first report is near at most one fence (its first belief: transit, ELSEWHERE and that
+  fence). That is every report of a tracker at rest, travelling or delivered, and the
+  first status of one first seen near a fence.
 
-A tracker that leaves these cases at any report (a fresh tracker first seen near a fence,
-reports near two fences, moving from one fence to another, a hysteresis rule, ...) is
-replayed by ``domain.status.replay`` from its start instead. A property test checks the
-batch against the pure replay, restarts from a recorded change included.
+A tracker that leaves these cases at any report (reports near two fences, moving from one
+fence to another, a hysteresis rule, a start given as objects, ...) is replayed by
+``domain.status.replay`` from its start instead, and its outcome put back into the columns.
+Property tests check the batch against the pure replay, restarts from a recorded change
+included.
 """
 
 from __future__ import annotations
@@ -581,7 +587,8 @@ def replay_columns(
     the pure replay. ``stats`` (if given) counts the trackers done in bulk (``bulk``) and one
     by one (``pure``)."""
     n = len(c.trackers)
-    assert len(state) == n and state.trackers == c.trackers
+    assert len(state) == n
+    assert state.trackers == c.trackers
     assert not state.unresolved(), "general starts must be given as objects"
     ids = _Ids(c.fence_ids)
     # the states' locations into the batch's index (the readings' fences first)
@@ -589,19 +596,19 @@ def replay_columns(
     s = state.states.copy()
     for name in ("location", "pending_location", "fence"):
         setattr(s, name, to[getattr(s, name)])
+    none = np.zeros(0, dtype=np.int64)
     res = ResultColumns(
         ids=ids.ids,
         states=s.copy(),
         wide={},
         last=np.where(np.diff(c.start) > 0, c.start[1:] - 1, -1),
-        **dict.fromkeys(
-            (
-                "change_tracker", "change_row", "change_status", "change_previous",
-                "change_location", "change_evidence_since",
-            ),
-            np.zeros(0, dtype=np.int64),
-        ),  # fmt: skip
+        change_tracker=none,
+        change_row=none,
+        change_status=none,
+        change_previous=none,
+        change_location=none,
         change_probability=np.zeros(0),
+        change_evidence_since=none,
     )
     counts = np.diff(c.start)
     pending_free = (
@@ -611,12 +618,7 @@ def replay_columns(
         & (s.pending_location < 0)
     )
     no_belief = np.isnan(s.transit) & (s.belief_time == NO_TIME)
-    clean = (
-        pending_free
-        & np.isnan(s.probability)
-        & no_belief
-        & (s.onsets == NO_TIME).all(axis=0)
-    )
+    clean = pending_free & np.isnan(s.probability) & no_belief & (s.onsets == NO_TIME).all(axis=0)
     fresh = clean & (s.status < 0) & (s.since == NO_TIME) & (s.location < 0)
     fresh &= s.evidence_since == NO_TIME
     settled = pending_free & ~np.isnan(s.transit) & (s.belief_time != NO_TIME)
@@ -660,10 +662,11 @@ def replay_columns(
     if ch.parts:
         cols = [np.concatenate(x) for x in zip(*ch.parts, strict=True)]
         o = np.lexsort((cols[1], cols[0]))
-        (
-            res.change_tracker, res.change_row, res.change_status, res.change_previous,
-            res.change_location, res.change_probability, res.change_evidence_since,
-        ) = (x[o].astype(np.float64 if x.dtype.kind == "f" else np.int64) for x in cols)  # fmt: skip
+        i64 = [x[o].astype(np.int64) for x in cols]
+        res.change_tracker, res.change_row, res.change_status = i64[0], i64[1], i64[2]
+        res.change_previous, res.change_location = i64[3], i64[4]
+        res.change_probability = cols[5][o].astype(np.float64)
+        res.change_evidence_since = i64[6]
     return res
 
 
@@ -762,7 +765,7 @@ def _evidence(
     first = c.start[which]
     count = c.start[which + 1] - first
     ok = np.ones(m, dtype=np.bool_)
-    found: list[tuple[I64, ...]] = []
+    found: list[tuple[Any, ...]] = []
     factor = np.array([4.0, 4.0, 2.0, 1.0])  # CONFIDENCE_OUTLIER_FACTOR, 4.0 otherwise
     assert evidence.CONFIDENCE_OUTLIER_FACTOR == {1: 4.0, 2: 2.0, 3: 1.0}
     for k in range(int(count.max())):

@@ -27,13 +27,11 @@ from domain.ports.processing import Claim
 from domain.status import StatusRule
 from domain.status_batch import (
     KINDS,
-    NO_TIME,
     STATUSES,
     ReadingColumns,
     ResultColumns,
     StateColumns,
     States,
-    to_us,
 )
 
 _ZERO = "00000000-0000-0000-0000-000000000000"
@@ -192,7 +190,8 @@ def _copy_bytes(columns: list[tuple[str, np.ndarray]]) -> io.BytesIO:
     n = len(columns[0][1])
     fields: list[tuple[str, str]] = [("fields", ">i2")]
     for name, a in columns:
-        fields += [(f"{name}_len", ">i4"), (name, a.dtype.str if a.dtype.kind == "V" else a.dtype.newbyteorder(">").str)]
+        fmt = a.dtype.str if a.dtype.kind == "V" else a.dtype.newbyteorder(">").str
+        fields += [(f"{name}_len", ">i4"), (name, fmt)]
     rows = np.zeros(n, dtype=np.dtype(fields))
     rows["fields"] = len(columns)
     for name, a in columns:
@@ -310,7 +309,8 @@ async def save_columns(
     if len(replaced):
         await conn.execute(
             """DELETE FROM status_history h
-               USING unnest($1::uuid[], $2::int8[], $3::int[], $4::int[]) AS s(tracker_id, t, lat, lon)
+               USING unnest($1::uuid[], $2::int8[], $3::int[], $4::int[])
+                     AS s(tracker_id, t, lat, lon)
                CROSS JOIN LATERAL (SELECT CASE WHEN s.t = -9223372036854775808
                                                THEN '-infinity'::timestamptz
                                                ELSE timestamptz '2000-01-01 00:00:00+00'
@@ -405,4 +405,4 @@ async def save_columns(
         )
 
 
-__all__ = ["save_columns", "state_columns", "to_us", "NO_TIME"]
+__all__ = ["save_columns", "state_columns"]
