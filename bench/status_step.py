@@ -128,7 +128,8 @@ async def evaluate(
         marks.append(time.perf_counter())
         names.append(name)
 
-    tally.changes += await evaluate_statuses(uow, claims, mark, tally.stats)
+    changes = await evaluate_statuses(uow, claims, mark, tally.stats)
+    tally.changes += changes  # (not += await: batches at once would lose counts)
     for name, a, b in zip(names, marks[:-1], marks[1:], strict=True):
         tally.phases[name] += b - a
     tally.trackers += len(claims)

@@ -662,7 +662,7 @@ def replay_columns(
     if ch.parts:
         cols = [np.concatenate(x) for x in zip(*ch.parts, strict=True)]
         o = np.lexsort((cols[1], cols[0]))
-        i64 = [x[o].astype(np.int64) for x in cols]
+        i64 = [x[o].astype(np.int64) if n != 5 else x for n, x in enumerate(cols)]
         res.change_tracker, res.change_row, res.change_status = i64[0], i64[1], i64[2]
         res.change_previous, res.change_location = i64[3], i64[4]
         res.change_probability = cols[5][o].astype(np.float64)
