@@ -1,23 +1,26 @@
 """Benchmark of the worker's status step (issue 12, speed): the plain and the evidence rule
 side by side in one run, at several fleet sizes, for trackers with 2 new reports each.
 
-The status step is what ``ProcessNewReports`` does for a batch once its claims are locked:
-``status_inputs`` (rule, checkpoint, last change before the new reports), ``readings`` (one
-binary COPY of the batch's reports, fence classification in numpy), ``replay_batch``
-(the bulk replay, bit for bit ``domain.status.replay``) and ``save_statuses``. Two cases:
+The status step is what ``ProcessNewReports`` does for a batch once its claims are locked
+(``usecases.processing.evaluate_statuses``), column-wise: ``inputs`` (``status_state``: rule
+and checkpoint of every tracker by one binary COPY; late ones through ``status_inputs``),
+``readings`` (one binary COPY of the batch's reports, fence classification in numpy),
+``replay`` (``replay_columns``, bit for bit ``domain.status.replay``) and ``save``
+(``save_results``: binary COPYs into temporary tables, one statement per table). Two cases:
 
 - **steady**: every tracker already has a checkpoint (its earlier reports were processed) and
-  2 new reports arrive: the worker's everyday step;
-- **first**: the same trackers evaluated from nothing (their first 2 reports); the evidence
-  rule's first status needs the general step, so these go through the pure replay.
+  2 new reports arrive: the worker's everyday case;
+- **first**: the same trackers evaluated from nothing (their first 2 reports).
 
 Per size and rule it prints the seconds of processing of the status step (the sum of its
 phases over the batches, one batch at a time; with ``--concurrency`` > 1 batches at once,
-whose phases overlap, the wall clock), trackers/s, the phases, the wall clock with the
-queue's claim/lock/complete, how many trackers the bulk replay took, and the evidence/plain
-ratio. As a baseline in the same run, the replay
-phase is also timed the way the worker did it before (one pure ``replay`` per tracker over
-``Reading`` objects built from the same columns). Target (printed, not asserted): 250,000
+whose phases overlap, the wall clock), trackers/s, the phases and the queue's claim, lock
+and complete, the wall clock with them, how many trackers the bulk replay took, and the
+evidence/plain ratio. Baselines in the same run (unless ``--no-baseline``): the whole step
+done the object way, as the worker did it before (``status_inputs``, ``readings``,
+``replay_batch``, ``save_statuses``: objects per tracker in and out), on the same batch in a
+savepoint that is rolled back; and the replay alone, one pure ``replay`` per tracker over
+``Reading`` objects against ``replay_columns``. Target (printed, not asserted): 250,000
 trackers in <= 5 s.
 
     .venv/bin/python -m bench.status_step --sizes 10000,50000,250000
@@ -303,7 +306,7 @@ def main() -> None:
     ap.add_argument(
         "--concurrency", type=int, default=1, help="batches at once (>1: wall clock figures)"
     )
-    ap.add_argument("--no-baseline", action="store_true", help="skip the one-by-one replay")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the same-run baselines")
     a = ap.parse_args()
     sizes = [int(x) for x in a.sizes.split(",")]
     asyncio.run(main_async(sizes, a.batch, a.concurrency, not a.no_baseline))
