@@ -58,17 +58,21 @@ SELECT c.n::int4,
        coalesce(sr.min_confidence, {confidence})::int4,
        coalesce(sr.min_probability, {probability})::float8,
        coalesce(sr.outlier_share, {outliers})::float8,
-       CASE WHEN s.tracker_id IS NULL
-            THEN EXISTS (SELECT 1 FROM status_history h
-                         WHERE h.tracker_id = c.tracker_id AND h.report_time < c.since)
-            ELSE s.last_report_time >= c.since
-                 OR NOT (coalesce(cardinality(s.belief_ids), 0) = 0
-                         OR (s.belief_ids[1] IS NULL AND s.belief_kinds[1] IS NULL
-                             AND cardinality(s.belief_ids) <= b.f
-                             AND (cardinality(s.belief_ids) < b.f
-                                  OR (s.belief_ids[b.f] <> '{zero}'
-                                      AND s.belief_kinds[b.f] IS NOT NULL))))
-       END,
+       coalesce(
+           CASE WHEN s.tracker_id IS NULL
+                THEN EXISTS (SELECT 1 FROM status_history h
+                             WHERE h.tracker_id = c.tracker_id AND h.report_time < c.since)
+                ELSE s.last_report_time >= c.since
+                     OR NOT (coalesce(cardinality(s.belief_ids), 0) = 0
+                             OR (s.belief_ids[1] IS NULL AND s.belief_kinds[1] IS NULL
+                                 AND s.belief_probabilities[1] IS NOT NULL
+                                 AND (b.f = 2 OR s.belief_probabilities[2] IS NOT NULL)
+                                 AND cardinality(s.belief_ids) <= b.f
+                                 AND (cardinality(s.belief_ids) < b.f
+                                      OR (s.belief_ids[b.f] <> '{zero}'
+                                          AND s.belief_kinds[b.f] IS NOT NULL
+                                          AND s.belief_probabilities[b.f] IS NOT NULL))))
+           END, true),
        coalesce(s.last_report_time, '-infinity'),
        coalesce(s.last_latitude_e7, {min_e7}), coalesce(s.last_longitude_e7, {min_e7}),
        {status}, coalesce(s.status_since, '-infinity'), coalesce(s.location_id, '{zero}'),
@@ -76,8 +80,8 @@ SELECT c.n::int4,
        coalesce(s.pending_location_id, '{zero}'),
        coalesce(s.probability, 'NaN'), coalesce(s.evidence_since, '-infinity'),
        CASE WHEN coalesce(cardinality(s.belief_ids), 0) = 0 THEN 'NaN'
-            ELSE s.belief_probabilities[1] END,
-       CASE WHEN b.f = 3 THEN s.belief_probabilities[2] ELSE 'NaN' END,
+            ELSE coalesce(s.belief_probabilities[1], 'NaN') END,
+       CASE WHEN b.f = 3 THEN coalesce(s.belief_probabilities[2], 'NaN') ELSE 'NaN' END,
        coalesce(s.belief_ids[b.f], '{zero}'),
        {fence_kind},
        coalesce(s.belief_probabilities[b.f], 'NaN'),
