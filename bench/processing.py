@@ -35,17 +35,15 @@ from adapters.postgres.processing import (
 from adapters.postgres.reports import PostgresReportRepository
 from bench.throwaway import throwaway_database
 from domain.model import GeoPoint
-from domain.ports.processing import Claim, Evaluation
+from domain.ports.processing import Claim
 from domain.reports import Report
-from domain.status import resume_point
-from domain.status_batch import replay_batch
 from servers.config import Settings
 from servers.container import Container
 from tracker.v1 import setup_query_service_pb2 as sq
 from tracker.v1 import setup_query_service_pb2_grpc as sq_grpc
 from tracker.v1 import status_query_service_pb2 as q
 from tracker.v1 import status_query_service_pb2_grpc as q_grpc
-from usecases.processing import ProcessNewReports
+from usecases.processing import ProcessNewReports, evaluate_statuses
 
 BIN = Path(sys.executable).parent
 RUNS = 50
@@ -108,24 +106,7 @@ STATS: dict[str, int] = {}  # trackers replayed in bulk / one by one
 
 async def evaluate(uow: PostgresProcessingUnitOfWork, claims: list[Claim]) -> int:
     """The status step of ProcessNewReports for a batch of claims."""
-    since = {c.tracker_id: c.since for c in claims}
-    inputs = await uow.status_inputs(claims)
-    resumes = {
-        i.tracker_id: resume_point(since[i.tracker_id], i.checkpoint, i.last_change_before_since)
-        for i in inputs
-    }
-    columns = await uow.readings({t: r.after for t, r in resumes.items()})
-    rules = {i.tracker_id: i.rule for i in inputs}
-    outcomes = replay_batch(
-        [(resumes[t].state, rules[t]) for t in columns.trackers], columns, STATS
-    )
-    evaluations = [
-        Evaluation(t, resumes[t], state, ch, last)
-        for t, (state, ch, last) in zip(columns.trackers, outcomes, strict=True)
-    ]
-    changes = sum(len(e.changes) for e in evaluations)
-    await uow.save_statuses(evaluations)
-    return changes
+    return await evaluate_statuses(uow, claims, stats=STATS)
 
 
 def free_port() -> int:

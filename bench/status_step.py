@@ -1,23 +1,26 @@
 """Benchmark of the worker's status step (issue 12, speed): the plain and the evidence rule
 side by side in one run, at several fleet sizes, for trackers with 2 new reports each.
 
-The status step is what ``ProcessNewReports`` does for a batch once its claims are locked:
-``status_inputs`` (rule, checkpoint, last change before the new reports), ``readings`` (one
-binary COPY of the batch's reports, fence classification in numpy), ``replay_batch``
-(the bulk replay, bit for bit ``domain.status.replay``) and ``save_statuses``. Two cases:
+The status step is what ``ProcessNewReports`` does for a batch once its claims are locked
+(``usecases.processing.evaluate_statuses``), column-wise: ``inputs`` (``status_state``: rule
+and checkpoint of every tracker by one binary COPY; late ones through ``status_inputs``),
+``readings`` (one binary COPY of the batch's reports, fence classification in numpy),
+``replay`` (``replay_columns``, bit for bit ``domain.status.replay``) and ``save``
+(``save_results``: binary COPYs into temporary tables, one statement per table). Two cases:
 
 - **steady**: every tracker already has a checkpoint (its earlier reports were processed) and
-  2 new reports arrive: the worker's everyday step;
-- **first**: the same trackers evaluated from nothing (their first 2 reports); the evidence
-  rule's first status needs the general step, so these go through the pure replay.
+  2 new reports arrive: the worker's everyday case;
+- **first**: the same trackers evaluated from nothing (their first 2 reports).
 
 Per size and rule it prints the seconds of processing of the status step (the sum of its
 phases over the batches, one batch at a time; with ``--concurrency`` > 1 batches at once,
-whose phases overlap, the wall clock), trackers/s, the phases, the wall clock with the
-queue's claim/lock/complete, how many trackers the bulk replay took, and the evidence/plain
-ratio. As a baseline in the same run, the replay
-phase is also timed the way the worker did it before (one pure ``replay`` per tracker over
-``Reading`` objects built from the same columns). Target (printed, not asserted): 250,000
+whose phases overlap, the wall clock), trackers/s, the phases and the queue's claim, lock
+and complete, the wall clock with them, how many trackers the bulk replay took, and the
+evidence/plain ratio. Baselines in the same run (unless ``--no-baseline``): the whole step
+done the object way, as the worker did it before (``status_inputs``, ``readings``,
+``replay_batch``, ``save_statuses``: objects per tracker in and out), on the same batch in a
+savepoint that is rolled back; and the replay alone, one pure ``replay`` per tracker over
+``Reading`` objects against ``replay_columns``. Target (printed, not asserted): 250,000
 trackers in <= 5 s.
 
     .venv/bin/python -m bench.status_step --sizes 10000,50000,250000
@@ -43,7 +46,8 @@ from domain.model import GeoPoint
 from domain.ports.processing import Claim, Evaluation
 from domain.reports import Report
 from domain.status import RuleKind, replay, resume_point
-from domain.status_batch import replay_batch
+from domain.status_batch import replay_batch, replay_columns
+from usecases.processing import evaluate_statuses
 
 PHASES = ("inputs", "readings", "replay", "save")
 KINDS = (("plain", RuleKind.CONSECUTIVE), ("evidence", RuleKind.EVIDENCE))
@@ -75,50 +79,79 @@ class Tally:
         self.phases = dict.fromkeys(PHASES, 0.0)
         self.pure_replay = 0.0
         self.bulk_again = 0.0
+        self.object_step = 0.0
+        self.queue = dict.fromkeys(("claim", "lock", "complete"), 0.0)
         self.stats: dict[str, int] = {}
         self.changes = 0
         self.trackers = 0
 
 
-async def evaluate(
-    uow: PostgresProcessingUnitOfWork, claims: list[Claim], tally: Tally, baseline: bool
-) -> None:
-    """The status step of ProcessNewReports for a batch of claims, timed by phase."""
-    t0 = time.perf_counter()
+class _Undo(Exception):
+    pass
+
+
+async def object_step(uow: PostgresProcessingUnitOfWork, claims: list[Claim]) -> None:
     since = {c.tracker_id: c.since for c in claims}
     inputs = await uow.status_inputs(claims)
     resumes = {
         i.tracker_id: resume_point(since[i.tracker_id], i.checkpoint, i.last_change_before_since)
         for i in inputs
     }
-    t1 = time.perf_counter()
     columns = await uow.readings({t: r.after for t, r in resumes.items()})
-    t2 = time.perf_counter()
     rules = {i.tracker_id: i.rule for i in inputs}
-    starts = [(resumes[t].state, rules[t]) for t in columns.trackers]
-    outcomes = replay_batch(starts, columns, tally.stats)
-    evaluations = [
-        Evaluation(t, resumes[t], state, ch, last)
-        for t, (state, ch, last) in zip(columns.trackers, outcomes, strict=True)
-    ]
-    t3 = time.perf_counter()
-    await uow.save_statuses(evaluations)
-    t4 = time.perf_counter()
-    for name, a, b in zip(PHASES, (t0, t1, t2, t3), (t1, t2, t3, t4), strict=True):
-        tally.phases[name] += b - a
-    tally.changes += sum(len(e.changes) for e in evaluations)
-    tally.trackers += len(evaluations)
+    outcomes = replay_batch([(resumes[t].state, rules[t]) for t in columns.trackers], columns)
+    await uow.save_statuses(
+        [
+            Evaluation(t, resumes[t], state, ch, last)
+            for t, (state, ch, last) in zip(columns.trackers, outcomes, strict=True)
+        ]
+    )
+
+
+async def evaluate(
+    uow: PostgresProcessingUnitOfWork, claims: list[Claim], tally: Tally, baseline: bool
+) -> None:
+    """The status step of ProcessNewReports for a batch of claims, timed by phase."""
     if baseline:
-        # The replay phase as it was (one pure replay per tracker, over Reading objects)
-        # against the bulk replay again, back to back on the same batch (the phase timers
-        # above also count the other concurrent batches' turns on the event loop).
+        # The step the object way, as the worker did it before (a StatusInput, RuleState,
+        # Evaluation per tracker in and out, the save by arrays of values), on the same
+        # batch in a savepoint that is rolled back.
         t = time.perf_counter()
-        replay_batch(starts, columns)
+        try:
+            async with uow._c.transaction():
+                await object_step(uow, claims)
+                raise _Undo
+        except _Undo:
+            pass
+        tally.object_step += time.perf_counter() - t
+    marks = [time.perf_counter()]
+    names: list[str] = []
+
+    def mark(name: str) -> None:
+        marks.append(time.perf_counter())
+        names.append(name)
+
+    changes = await evaluate_statuses(uow, claims, mark, tally.stats)
+    tally.changes += changes  # (not += await: batches at once would lose counts)
+    for name, a, b in zip(names, marks[:-1], marks[1:], strict=True):
+        tally.phases[name] += b - a
+    tally.trackers += len(claims)
+    if baseline:
+        # The replay phase as it was (objects in and out: one pure replay per tracker over
+        # Reading objects) against the columnar replay, back to back on the same batch.
+        state = await uow.status_state(claims)
+        columns = await uow.readings_after(state)
+        if state.unresolved():
+            return  # (only checkpoints and fresh trackers here)
+        t = time.perf_counter()
+        replay_columns(state, columns)
         t5 = time.perf_counter()
-        for i, (state, rule) in enumerate(starts):
-            replay(state, columns.readings(i), rule)
+        starts = [(state.states.get(i, state.ids), state.rule(i)) for i in range(len(state))]
+        t6 = time.perf_counter()
+        for i, (start, rule) in enumerate(starts):
+            replay(start, columns.readings(i), rule)
         tally.bulk_again += t5 - t
-        tally.pure_replay += time.perf_counter() - t5
+        tally.pure_replay += time.perf_counter() - t6
 
 
 async def status_step(
@@ -140,26 +173,36 @@ async def status_step(
     tally = Tally()
 
     async def drain() -> None:
+        q = tally.queue
         while True:
             token = uuid.uuid4()
+            t0 = time.perf_counter()
             claims = await queue.claim(token, batch, 600)
+            q["claim"] += time.perf_counter() - t0
             if not claims:
                 return
             async with PostgresProcessingUnitOfWork(pool) as uow:
+                t1 = time.perf_counter()
                 mine = await uow.lock(token, claims)
+                q["lock"] += time.perf_counter() - t1
                 await evaluate(uow, mine, tally, baseline)
+                t2 = time.perf_counter()
                 await uow.complete(token, mine, claims)
                 await uow.commit()
+                q["complete"] += time.perf_counter() - t2
 
     t = time.perf_counter()
     await asyncio.gather(*(drain() for _ in range(concurrency)))
     # (the baseline runs inside the batches: take it out of the wall clock)
-    return time.perf_counter() - t - tally.pure_replay - tally.bulk_again, tally
+    return (
+        time.perf_counter() - t - tally.pure_replay - tally.bulk_again - tally.object_step,
+        tally,
+    )
 
 
 def line(case: str, name: str, n: int, wall: float, tally: Tally) -> str:
     step = sum(tally.phases.values())
-    phases = ", ".join(f"{k} {v:.2f}" for k, v in tally.phases.items())
+    phases = ", ".join(f"{k} {v:.2f}" for k, v in (tally.phases | tally.queue).items())
     bulk = tally.stats.get("bulk", 0)
     base = (
         f"; replay back to back: one by one (before) {tally.pure_replay:.2f} s, in bulk "
@@ -167,6 +210,11 @@ def line(case: str, name: str, n: int, wall: float, tally: Tally) -> str:
         if tally.pure_replay
         else ""
     )
+    if tally.object_step:
+        base += (
+            f"; the step the object way (before) {tally.object_step:.2f} s, "
+            f"{tally.object_step / step:.2f}x this"
+        )
     return (
         f"  {case:6} {name:8} step {step:7.2f} s  {n / step:7.0f} trackers/s  "
         f"{1e6 * step / n:6.1f} us/tracker  (phases s: {phases}; with claim/lock/complete "
@@ -209,7 +257,7 @@ async def one_size(n: int, batch: int, concurrency: int, baseline: bool) -> dict
                 kind.value,
             )
             wall, tally = await status_step(
-                pool, datetime(1, 1, 1, tzinfo=UTC), batch, concurrency, False
+                pool, datetime(1, 1, 1, tzinfo=UTC), batch, concurrency, baseline
             )
             print(line("first", name, n, wall, tally))
             took[f"first {name}"] = _figure(wall, tally, concurrency)
@@ -258,7 +306,7 @@ def main() -> None:
     ap.add_argument(
         "--concurrency", type=int, default=1, help="batches at once (>1: wall clock figures)"
     )
-    ap.add_argument("--no-baseline", action="store_true", help="skip the one-by-one replay")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the same-run baselines")
     a = ap.parse_args()
     sizes = [int(x) for x in a.sizes.split(",")]
     asyncio.run(main_async(sizes, a.batch, a.concurrency, not a.no_baseline))

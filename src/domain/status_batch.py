@@ -1,24 +1,30 @@
-"""The status step of many trackers at once (issue 12, speed): the readings of a batch as
-columns (numpy arrays, no object per report), and ``replay_batch``, which gives for every
-tracker exactly what ``domain.status.replay`` gives for its readings.
+"""The status step of many trackers at once (issue 12, speed), column-wise end to end: the
+readings of a batch (``ReadingColumns``), the trackers' starts (``StateColumns``: rule,
+resume key and state, the evidence rule's belief in fixed slots) and the results
+(``ResultColumns``: new states and the changes) are numpy columns, no object per tracker or
+report. ``replay_columns`` gives for every tracker exactly what ``domain.status.replay``
+gives for its readings (``replay_batch`` is the same over objects).
 
-The pure replay stays the reference. ``replay_batch`` runs the common cases report by report
-across all trackers at once, with the same float operations in the same order as the pure
-code (``math.erfc``/``math.expm1`` element by element, the rest IEEE arithmetic that numpy
-does exactly as Python does), so its results are bit for bit the pure replay's:
+The pure replay stays the reference. ``replay_columns`` runs the common cases report by
+report across all trackers at once, with the same float operations in the same order as the
+pure code (``math.erfc``/``math.expm1`` and Python's ``sum`` of three terms element by
+element, the rest IEEE arithmetic that numpy does exactly as Python does), so its results
+are bit for bit the pure replay's:
 
 - CONSECUTIVE rules without hysteresis (1 report, no dwell), from a state with nothing
   pending and no evidence-rule leftovers;
-- EVIDENCE rules while the belief is "settled": in transit, or in transit and one other
-  hypothesis (a fence, or ``evidence.ELSEWHERE`` before the first status), and each report
-  is near no fence or near that fence only (or, in transit only, near one fence); a fresh
-  tracker too if its first report is near no fence. That is every report of a tracker at
-  rest, travelling or delivered.
+- EVIDENCE rules while the belief is "settled": in transit, possibly ``evidence.ELSEWHERE``
+  (before the first status) and at most one fence, and each report near no fence or near
+  that fence only (near any one fence if the belief holds none); a fresh tracker whose
+  first report is near at most one fence (its first belief: transit, ELSEWHERE and that
+  fence). That is every report of a tracker at rest, travelling or delivered, and the
+  first status of one first seen near a fence.
 
-A tracker that leaves these cases at any report (a fresh tracker first seen near a fence,
-reports near two fences, moving from one fence to another, a hysteresis rule, ...) is
-replayed by ``domain.status.replay`` from its start instead. A property test checks the
-batch against the pure replay, restarts from a recorded change included.
+A tracker that leaves these cases at any report (reports near two fences, moving from one
+fence to another, a hysteresis rule, a start given as objects, ...) is replayed by
+``domain.status.replay`` from its start instead, and its outcome put back into the columns.
+Property tests check the batch against the pure replay, restarts from a recorded change
+included.
 """
 
 from __future__ import annotations
@@ -231,6 +237,325 @@ class ReadingColumns:
 
 Outcome = tuple[RuleState, list[StatusChange], Reading | None]
 
+_KIND_OF = (*KINDS, None)  # fence kind code -> kind (-1: None)
+_STATUS_OF = (*STATUSES, None)  # status code -> status (-1: None)
+
+
+def _time(us: int) -> datetime | None:
+    return None if us == NO_TIME else from_us(us)
+
+
+def _us(t: datetime | None) -> int:
+    return NO_TIME if t is None else to_us(t)
+
+
+@dataclass(eq=False)
+class States:
+    """Rule states of a batch of trackers as columns (``RuleState`` field by field): status
+    codes of ``STATUSES`` (-1: None), times in microseconds (``NO_TIME``: None), locations
+    as indices into a list of ids kept beside (-1: None), probabilities NaN for None. The
+    evidence rule's belief in fixed slots: ``transit`` (NaN: no belief at all), then
+    ``elsewhere`` (``evidence.ELSEWHERE``; NaN: not in the belief) and one ``fence`` (-1:
+    none) with its kind code and probability; a belief of another shape does not fit."""
+
+    status: I64
+    since: I64
+    location: I64
+    pending: I64
+    pending_count: I64
+    pending_since: I64
+    pending_location: I64
+    probability: F64
+    evidence_since: I64
+    transit: F64
+    elsewhere: F64
+    fence: I64
+    fence_kind: I64
+    fence_p: F64
+    belief_time: I64
+    onsets: I64  # (3, n): DELIVERED, IN_STORAGE, IN_TRANSIT
+
+    @classmethod
+    def empty(cls, n: int) -> States:
+        """``n`` fresh states (``RuleState()``)."""
+
+        def i(v: int) -> I64:
+            return np.full(n, v, dtype=np.int64)
+
+        def f() -> F64:
+            return np.full(n, np.nan)
+
+        return cls(
+            i(-1), i(NO_TIME), i(-1), i(-1), i(0), i(NO_TIME), i(-1), f(), i(NO_TIME), f(),
+            f(), i(-1), i(-1), f(), i(NO_TIME), np.full((3, n), NO_TIME, dtype=np.int64),
+        )  # fmt: skip
+
+    def copy(self) -> States:
+        return States(*(getattr(self, k).copy() for k in self.__dataclass_fields__))
+
+    def get(self, i: int, ids: Sequence[uuid.UUID]) -> RuleState:
+        """State ``i`` as a ``RuleState`` (its belief from the slots)."""
+
+        def loc(n: int) -> uuid.UUID | None:
+            return None if n < 0 else ids[n]
+
+        belief: evidence.Belief = ()
+        transit = float(self.transit[i])
+        if transit == transit:
+            belief = ((None, None, transit),)
+            e = float(self.elsewhere[i])
+            if e == e:
+                belief += ((ELSEWHERE, None, e),)
+            f = int(self.fence[i])
+            if f >= 0:
+                belief += ((ids[f], _KIND_OF[int(self.fence_kind[i])], float(self.fence_p[i])),)
+        p = float(self.probability[i])
+        return RuleState(
+            status=_STATUS_OF[int(self.status[i])],
+            status_since=_time(int(self.since[i])),
+            location_id=loc(int(self.location[i])),
+            pending=_STATUS_OF[int(self.pending[i])],
+            pending_count=int(self.pending_count[i]),
+            pending_since=_time(int(self.pending_since[i])),
+            pending_location_id=loc(int(self.pending_location[i])),
+            probability=None if p != p else p,
+            evidence_since=_time(int(self.evidence_since[i])),
+            belief=belief,
+            belief_time=_time(int(self.belief_time[i])),
+            onsets=tuple(_time(int(self.onsets[x, i])) for x in range(3)),
+        )
+
+    def put(self, i: int, s: RuleState, ids: _Ids) -> bool:
+        """Set state ``i`` to ``s``; False if its belief does not fit the slots (the belief
+        columns then say nothing)."""
+        self.status[i] = -1 if s.status is None else _CODE[s.status]
+        self.since[i] = _us(s.status_since)
+        self.location[i] = ids.index(s.location_id)
+        self.pending[i] = -1 if s.pending is None else _CODE[s.pending]
+        self.pending_count[i] = s.pending_count
+        self.pending_since[i] = _us(s.pending_since)
+        self.pending_location[i] = ids.index(s.pending_location_id)
+        self.probability[i] = math.nan if s.probability is None else s.probability
+        self.evidence_since[i] = _us(s.evidence_since)
+        self.belief_time[i] = _us(s.belief_time)
+        for x in range(3):
+            self.onsets[x, i] = _us(s.onsets[x])
+        self.transit[i] = self.elsewhere[i] = self.fence_p[i] = math.nan
+        self.fence[i] = self.fence_kind[i] = -1
+        b = s.belief
+        if not b:
+            return True
+        if b[0][0] is not None or b[0][1] is not None:
+            return False
+        self.transit[i] = b[0][2]
+        rest = list(b[1:])
+        if rest and rest[0][0] == ELSEWHERE and rest[0][1] is None:
+            self.elsewhere[i] = rest.pop(0)[2]
+        if rest:
+            h, kind, p = rest.pop(0)
+            if h is None or h == ELSEWHERE or kind is None:
+                return False
+            self.fence[i], self.fence_kind[i], self.fence_p[i] = ids.index(h), _KIND_CODE[kind], p
+        return not rest
+
+
+@dataclass(eq=False)
+class StateColumns:
+    """Where each tracker of a batch resumes (its state after the key ``after_*``; history
+    after it is replaced if ``replaces``) under which rule, as columns. A tracker whose start
+    does not fit the columns (``general``) has it as objects in ``objects`` instead (the
+    adapter leaves those for ``domain.status.resume_point`` over the full inputs)."""
+
+    trackers: tuple[uuid.UUID, ...]
+    ids: list[uuid.UUID]  # the locations the states index
+    states: States
+    evidence: B
+    min_count: I64
+    dwell_s: I64
+    accuracy_rule: B
+    min_confidence: I64
+    min_probability: F64
+    outlier_share: F64
+    after_us: I64  # NO_TIME: from the first report
+    after_lat: I64
+    after_lon: I64
+    replaces: B
+    general: B
+    objects: dict[int, tuple[RuleState, StatusRule]]
+
+    def __len__(self) -> int:
+        return len(self.trackers)
+
+    @classmethod
+    def of(
+        cls,
+        trackers: Sequence[uuid.UUID],
+        starts: Sequence[tuple[RuleState, StatusRule]],
+        after: Sequence[ReportKey | None] | None = None,
+        replaces: Sequence[bool] | None = None,
+    ) -> StateColumns:
+        """The columns of starts given as objects (those whose belief does not fit stay
+        objects)."""
+        n = len(trackers)
+        out = cls.fresh(trackers)
+        ids = _Ids(())
+        for i, (state, rule) in enumerate(starts):
+            out.set_rule(i, rule)
+            if not out.states.put(i, state, ids):
+                out.general[i] = True
+                out.objects[i] = (state, rule)
+        out.ids = ids.ids
+        for i, k in enumerate(after or [None] * n):
+            if k is not None:
+                out.after_us[i] = to_us(k.report_time)
+                out.after_lat[i], out.after_lon[i] = k.latitude_e7, k.longitude_e7
+        if replaces is not None:
+            out.replaces[:] = replaces
+        return out
+
+    @classmethod
+    def fresh(cls, trackers: Sequence[uuid.UUID]) -> StateColumns:
+        """Fresh states under the default rule (to be filled in)."""
+        n = len(trackers)
+        d = StatusRule.default()
+        return cls(
+            trackers=tuple(trackers),
+            ids=[],
+            states=States.empty(n),
+            evidence=np.full(n, d.kind is RuleKind.EVIDENCE),
+            min_count=np.full(n, d.min_consecutive_reports, dtype=np.int64),
+            dwell_s=np.full(n, d.min_dwell_s, dtype=np.int64),
+            accuracy_rule=np.full(n, d.require_accuracy_within_radius),
+            min_confidence=np.full(n, d.min_confidence, dtype=np.int64),
+            min_probability=np.full(n, d.min_probability),
+            outlier_share=np.full(n, d.outlier_share),
+            after_us=np.full(n, NO_TIME, dtype=np.int64),
+            after_lat=np.full(n, np.iinfo(np.int32).min, dtype=np.int64),
+            after_lon=np.full(n, np.iinfo(np.int32).min, dtype=np.int64),
+            replaces=np.zeros(n, dtype=np.bool_),
+            general=np.zeros(n, dtype=np.bool_),
+            objects={},
+        )
+
+    def set_rule(self, i: int, rule: StatusRule) -> None:
+        self.evidence[i] = rule.kind is RuleKind.EVIDENCE
+        self.min_count[i] = rule.min_consecutive_reports
+        self.dwell_s[i] = rule.min_dwell_s
+        self.accuracy_rule[i] = rule.require_accuracy_within_radius
+        self.min_confidence[i] = rule.min_confidence
+        self.min_probability[i] = rule.min_probability
+        self.outlier_share[i] = rule.outlier_share
+
+    def set_general(
+        self, i: int, after: ReportKey | None, replaces: bool, state: RuleState, rule: StatusRule
+    ) -> None:
+        """Tracker ``i`` resumes from objects (``domain.status.resume_point``)."""
+        self.general[i] = True
+        self.objects[i] = (state, rule)
+        self.set_rule(i, rule)
+        self.after_us[i] = NO_TIME if after is None else to_us(after.report_time)
+        self.after_lat[i] = np.iinfo(np.int32).min if after is None else after.latitude_e7
+        self.after_lon[i] = np.iinfo(np.int32).min if after is None else after.longitude_e7
+        self.replaces[i] = replaces
+
+    def unresolved(self) -> list[int]:
+        """The trackers flagged ``general`` whose start is not given yet."""
+        return [i for i in np.flatnonzero(self.general).tolist() if i not in self.objects]
+
+    def after(self, i: int) -> ReportKey | None:
+        t = int(self.after_us[i])
+        if t == NO_TIME:
+            return None
+        return ReportKey(from_us(t), int(self.after_lat[i]), int(self.after_lon[i]))
+
+    def rule(self, i: int) -> StatusRule:
+        if i in self.objects:
+            return self.objects[i][1]
+        return StatusRule(
+            int(self.min_count[i]),
+            int(self.dwell_s[i]),
+            bool(self.accuracy_rule[i]),
+            int(self.min_confidence[i]),
+            RuleKind.EVIDENCE if self.evidence[i] else RuleKind.CONSECUTIVE,
+            float(self.min_probability[i]),
+            float(self.outlier_share[i]),
+        )
+
+
+@dataclass(eq=False)
+class ResultColumns:
+    """What the status step gives for a batch, as columns, tracker by tracker as in its
+    ``ReadingColumns``: the new state (``states``, locations indexing ``ids``; a belief that
+    does not fit the slots in ``wide``), the row of its last reading (-1: none, nothing to
+    save) and its changes (``change_*``, by tracker and row; each at a reading row, its key,
+    accuracy, confidence and city that row's)."""
+
+    ids: list[uuid.UUID]
+    states: States
+    wide: dict[int, evidence.Belief]
+    last: I64
+    change_tracker: I64
+    change_row: I64
+    change_status: I64
+    change_previous: I64
+    change_location: I64
+    change_probability: F64
+    change_evidence_since: I64
+
+    @property
+    def change_count(self) -> int:
+        return len(self.change_tracker)
+
+    def outcomes(self, c: ReadingColumns) -> list[Outcome]:
+        """As the pure replay's objects (tests and fakes)."""
+        out: list[Outcome] = []
+        per: dict[int, list[StatusChange]] = {}
+        for j, r, st, pr, lo, p, es in zip(
+            *(
+                x.tolist()
+                for x in (
+                    self.change_tracker, self.change_row, self.change_status,
+                    self.change_previous, self.change_location, self.change_probability,
+                    self.change_evidence_since,
+                )
+            ),
+            strict=True,
+        ):  # fmt: skip
+            at = from_us(int(c.time_us[r]))
+            per.setdefault(j, []).append(
+                StatusChange(
+                    key=ReportKey(at, int(c.latitude_e7[r]), int(c.longitude_e7[r])),
+                    status=STATUSES[st],
+                    previous=_STATUS_OF[pr],
+                    location_id=None if lo < 0 else self.ids[lo],
+                    horizontal_accuracy_m=int(c.accuracy_m[r]),
+                    confidence=int(c.confidence[r]),
+                    nearest_city_id=None if c.city[r] < 0 else int(c.city[r]),
+                    probability=None if p != p else p,
+                    evidence_since=from_us(es),
+                )
+            )
+        for i in range(len(self.last)):
+            state = self.states.get(i, self.ids)
+            if i in self.wide:
+                state = RuleState(
+                    state.status,
+                    state.status_since,
+                    state.location_id,
+                    state.pending,
+                    state.pending_count,
+                    state.pending_since,
+                    state.pending_location_id,
+                    state.probability,
+                    state.evidence_since,
+                    self.wide[i],
+                    state.belief_time,
+                    state.onsets,
+                )
+            last = int(self.last[i])
+            out.append((state, per.get(i, []), c.reading(last) if last >= 0 else None))
+        return out
+
 
 def replay_batch(
     starts: Sequence[tuple[RuleState, StatusRule]],
@@ -238,87 +563,117 @@ def replay_batch(
     stats: dict[str, int] | None = None,
 ) -> list[Outcome]:
     """For tracker ``i`` of ``columns``, from ``starts[i]`` (its resume state and rule):
-    ``domain.status.replay`` of its readings and its last reading, computed in bulk.
-    ``stats`` (if given) counts the trackers done in bulk (``bulk``) and one by one
-    (``pure``)."""
-    n = len(columns.trackers)
-    assert len(starts) == n
-    counts = np.diff(columns.start)
-    out: list[Outcome | None] = [None] * n
-    plain = np.zeros(n, dtype=np.bool_)
-    settled = np.zeros(n, dtype=np.bool_)
-    for i, (state, rule) in enumerate(starts):
-        if not counts[i]:
-            continue
-        if rule.kind is RuleKind.EVIDENCE:
-            settled[i] = _settled(state)
-        else:
-            plain[i] = rule.min_consecutive_reports == 1 and rule.min_dwell_s == 0 and _clean(state)
+    ``domain.status.replay`` of its readings and its last reading (``replay_columns`` over
+    objects)."""
+    state = StateColumns.of(columns.trackers, starts)
+    return replay_columns(state, columns, stats).outcomes(columns)
+
+
+class _Changes:
+    def __init__(self) -> None:
+        self.parts: list[tuple[Any, ...]] = []
+
+    def add(self, j: I64, r: I64, st: I64, pr: I64, lo: I64, p: F64, es: I64) -> None:
+        self.parts.append((j, r, st, pr, lo, p, es))
+
+
+def replay_columns(
+    state: StateColumns, c: ReadingColumns, stats: dict[str, int] | None = None
+) -> ResultColumns:
+    """The status step of a batch: for tracker ``i``, ``domain.status.replay`` from its start
+    in ``state`` over its readings in ``c`` (the same trackers in the same order), bit for
+    bit. The plain rule and the evidence rule's settled beliefs (see the module's docstring)
+    go report by report across all trackers at once; the rest tracker by tracker through
+    the pure replay. ``stats`` (if given) counts the trackers done in bulk (``bulk``) and one
+    by one (``pure``)."""
+    n = len(c.trackers)
+    assert len(state) == n
+    assert state.trackers == c.trackers
+    assert not state.unresolved(), "general starts must be given as objects"
+    ids = _Ids(c.fence_ids)
+    # the states' locations into the batch's index (the readings' fences first)
+    to = np.array([ids.index(u) for u in state.ids] + [-1], dtype=np.int64)
+    s = state.states.copy()
+    for name in ("location", "pending_location", "fence"):
+        setattr(s, name, to[getattr(s, name)])
+    none = np.zeros(0, dtype=np.int64)
+    res = ResultColumns(
+        ids=ids.ids,
+        states=s.copy(),
+        wide={},
+        last=np.where(np.diff(c.start) > 0, c.start[1:] - 1, -1),
+        change_tracker=none,
+        change_row=none,
+        change_status=none,
+        change_previous=none,
+        change_location=none,
+        change_probability=np.zeros(0),
+        change_evidence_since=none,
+    )
+    counts = np.diff(c.start)
+    pending_free = (
+        (s.pending < 0)
+        & (s.pending_count == 0)
+        & (s.pending_since == NO_TIME)
+        & (s.pending_location < 0)
+    )
+    no_belief = np.isnan(s.transit) & (s.belief_time == NO_TIME)
+    clean = pending_free & np.isnan(s.probability) & no_belief & (s.onsets == NO_TIME).all(axis=0)
+    fresh = clean & (s.status < 0) & (s.since == NO_TIME) & (s.location < 0)
+    fresh &= s.evidence_since == NO_TIME
+    settled = pending_free & ~np.isnan(s.transit) & (s.belief_time != NO_TIME)
+    usable = ~state.general & (counts > 0)
+    plain = usable & ~state.evidence & (state.min_count == 1) & (state.dwell_s == 0) & clean
+    evid = usable & state.evidence & (fresh | settled)
+    ch = _Changes()
     fallback = np.ones(n, dtype=np.bool_)
     if plain.any():
-        fallback[_plain(np.flatnonzero(plain), starts, columns, out)] = False
-    if settled.any():
-        fallback[_evidence(np.flatnonzero(settled), starts, columns, out)] = False
+        fallback[_plain(np.flatnonzero(plain), s, c, res, ch)] = False
+    if evid.any():
+        fallback[_evidence(np.flatnonzero(evid), s, state, c, res, ch)] = False
     if stats is not None:
         stats["pure"] = stats.get("pure", 0) + int(fallback.sum())
         stats["bulk"] = stats.get("bulk", 0) + n - int(fallback.sum())
     pure = np.flatnonzero(fallback)
-    lo, hi = columns.start[pure], columns.start[pure + 1]
-    every = columns.rows(_ranges(lo, hi))
+    lo, hi = c.start[pure], c.start[pure + 1]
+    every = c.rows(_ranges(lo, hi))
     at = 0
-    for i, k in zip(pure.tolist(), (hi - lo).tolist(), strict=True):
+    for i, k, first in zip(pure.tolist(), (hi - lo).tolist(), lo.tolist(), strict=True):
         rs, at = every[at : at + k], at + k
-        state, changes = replay(starts[i][0], rs, starts[i][1])
-        out[i] = (state, changes, rs[-1] if rs else None)
-    return [o for o in out if o is not None]
+        if i in state.objects:
+            start, rule = state.objects[i]
+        else:
+            start, rule = s.get(i, ids.ids), state.rule(i)
+        new, changes = replay(start, rs, rule)
+        if not res.states.put(i, new, ids):
+            res.wide[i] = new.belief
+        if changes:
+            row = {r.key: first + x for x, r in enumerate(rs)}
+            ch.add(
+                np.full(len(changes), i, dtype=np.int64),
+                np.array([row[x.key] for x in changes], dtype=np.int64),
+                np.array([_CODE[x.status] for x in changes], dtype=np.int64),
+                np.array([-1 if x.previous is None else _CODE[x.previous] for x in changes]),
+                np.array([ids.index(x.location_id) for x in changes], dtype=np.int64),
+                np.array([math.nan if x.probability is None else x.probability for x in changes]),
+                np.array([_us(x.evidence_since) for x in changes], dtype=np.int64),
+            )
+    res.ids = ids.ids
+    if ch.parts:
+        cols = [np.concatenate(x) for x in zip(*ch.parts, strict=True)]
+        o = np.lexsort((cols[1], cols[0]))
+        i64 = [x[o].astype(np.int64) if n != 5 else x for n, x in enumerate(cols)]
+        res.change_tracker, res.change_row, res.change_status = i64[0], i64[1], i64[2]
+        res.change_previous, res.change_location = i64[3], i64[4]
+        res.change_probability = cols[5][o].astype(np.float64)
+        res.change_evidence_since = i64[6]
+    return res
 
 
 def _ranges(lo: I64, hi: I64) -> I64:
     """The concatenation of ``range(lo[i], hi[i])``."""
     width = hi - lo
     return np.repeat(lo - (np.cumsum(width) - width), width) + np.arange(int(width.sum()))
-
-
-def _clean(s: RuleState) -> bool:
-    """A CONSECUTIVE state the plain rule keeps as it is: nothing pending, nothing of the
-    evidence rule."""
-    return (
-        s.pending is None
-        and s.pending_count == 0
-        and s.pending_since is None
-        and s.pending_location_id is None
-        and s.probability is None
-        and not s.belief
-        and s.belief_time is None
-        and s.onsets == (None, None, None)
-    )
-
-
-_FRESH = RuleState()
-_ELSEWHERE_KIND = 2  # the kind code of evidence.ELSEWHERE in the bulk path
-
-
-def _settled(s: RuleState) -> bool:
-    """An EVIDENCE state whose belief is in transit, or in transit and one other hypothesis
-    (a fence, or evidence.ELSEWHERE); or a fresh state (whose first reading must then be
-    near no fence, for a belief of transit and ELSEWHERE)."""
-    b = s.belief
-    if s == _FRESH:
-        return True
-    if (
-        s.pending is not None
-        or s.pending_count
-        or s.pending_since is not None
-        or s.pending_location_id is not None
-        or s.belief_time is None
-        or not 1 <= len(b) <= 2
-        or b[0][0] is not None
-    ):
-        return False
-    if len(b) == 1:
-        return True
-    h, kind, _ = b[1]
-    return (h == ELSEWHERE and kind is None) or (h not in (None, ELSEWHERE) and kind is not None)
 
 
 class _Ids:
@@ -337,54 +692,15 @@ class _Ids:
             self.ids.append(i)
         return n
 
-    def get(self, n: int) -> uuid.UUID | None:
-        return None if n < 0 else self.ids[n]
 
-
-class _Times:
-    """Times to microseconds and back, each distinct one converted once."""
-
-    def __init__(self) -> None:
-        self._us: dict[datetime, int] = {}
-        self._t: dict[int, datetime | None] = {NO_TIME: None}
-
-    def us(self, t: datetime | None) -> int:
-        if t is None:
-            return NO_TIME
-        v = self._us.get(t)
-        if v is None:
-            v = self._us[t] = to_us(t)
-        return v
-
-    def time(self, us: int) -> datetime | None:
-        try:
-            return self._t[us]
-        except KeyError:
-            v = self._t[us] = from_us(us)
-            return v
-
-
-def _plain(
-    which: I64,
-    starts: Sequence[tuple[RuleState, StatusRule]],
-    c: ReadingColumns,
-    out: list[Outcome | None],
-) -> I64:
-    """CONSECUTIVE, 1 report, no dwell: every reading that tells a status other than the
-    current one changes it at once; one of the same status fills in a missing location."""
-    ids = _Ids(c.fence_ids)
-    t_ = _Times()
-    cols: list[list[int]] = [[], [], [], []]
-    for i in which.tolist():
-        s = starts[i][0]
-        cols[0].append(-1 if s.status is None else STATUSES.index(s.status))
-        cols[1].append(t_.us(s.status_since))
-        cols[2].append(ids.index(s.location_id))
-        cols[3].append(t_.us(s.evidence_since))
-    status, since, loc, ev_since = (np.array(x, dtype=np.int64) for x in cols)
+def _plain(which: I64, s: States, c: ReadingColumns, res: ResultColumns, ch: _Changes) -> I64:
+    """CONSECUTIVE, 1 report, no dwell, from a clean state: every reading that tells a
+    status other than the current one changes it at once; one of the same status fills in
+    a missing location."""
+    status, since = s.status[which].copy(), s.since[which].copy()
+    loc, ev_since = s.location[which].copy(), s.evidence_since[which].copy()
     first = c.start[which]
     count = c.start[which + 1] - first
-    changes: list[tuple[int, int, int, int]] = []  # (tracker j, row, previous, location)
     for k in range(int(count.max())):
         live = np.flatnonzero(count > k)
         rows = first[live] + k
@@ -398,65 +714,14 @@ def _plain(
         new = tells & ~same
         if new.any():
             jj, rr = live[new], rows[new]
-            changes += zip(
-                jj.tolist(), rr.tolist(), cur[new].tolist(), obs_loc[new].tolist(), strict=True
-            )
             t = c.time_us[rr]
+            ch.add(which[jj], rr, seen[new], cur[new], obs_loc[new], np.full(len(jj), np.nan), t)
             status[jj], since[jj], loc[jj], ev_since[jj] = seen[new], t, obs_loc[new], t
-    per = _changes(
-        c,
-        ids,
-        t_,
-        [(j, r, int(c.status[r]), prev, where, None, None) for j, r, prev, where in changes],
-    )
-    lasts = c.rows(first + count - 1)
-    codes = (None, *STATUSES)
-    for j, (i, last, st, si, lo, es) in enumerate(
-        zip(
-            which.tolist(),
-            lasts,
-            *(x.tolist() for x in (status, since, loc, ev_since)),
-            strict=True,
-        )
-    ):
-        # (equal to the pure replay's: a clean state has no other fields)
-        state = RuleState(codes[st + 1], t_.time(si), ids.get(lo), evidence_since=t_.time(es))
-        out[i] = (state, per.get(j, []), last)
+    # (a clean state has no other fields, before and after)
+    r = res.states
+    r.status[which], r.since[which], r.location[which] = status, since, loc
+    r.evidence_since[which] = ev_since
     return which
-
-
-def _changes(
-    c: ReadingColumns,
-    ids: _Ids,
-    t_: _Times,
-    items: list[tuple[int, int, int, int, int, float | None, int | None]],
-) -> dict[int, list[StatusChange]]:
-    """The changes by tracker, from (tracker j, row, status code, previous code, location
-    index, probability, evidence since in us; None: the row's time), gathered by column."""
-    per: dict[int, list[StatusChange]] = {}
-    if not items:
-        return per
-    items.sort()
-    rows = np.array([x[1] for x in items], dtype=np.int64)
-    cols = (c.time_us, c.latitude_e7, c.longitude_e7, c.accuracy_m, c.confidence, c.city)
-    for (j, _, code, prev, where, p, since), t, lat, lon, acc, conf, city in zip(
-        items, *(x[rows].tolist() for x in cols), strict=True
-    ):
-        at = t_.time(t)
-        per.setdefault(j, []).append(
-            StatusChange(
-                key=ReportKey(at, lat, lon),  # type: ignore[arg-type]
-                status=STATUSES[code],
-                previous=STATUSES[prev] if prev >= 0 else None,
-                location_id=ids.get(where),
-                horizontal_accuracy_m=acc,
-                confidence=conf,
-                nearest_city_id=city if city >= 0 else None,
-                probability=p,
-                evidence_since=at if since is None else t_.time(since),
-            )
-        )
-    return per
 
 
 def _map(f: Any, x: F64) -> F64:
@@ -464,52 +729,43 @@ def _map(f: Any, x: F64) -> F64:
     return np.fromiter(map(f, x.tolist()), dtype=np.float64, count=len(x))
 
 
+def _sum3(a: F64, b: F64, c: F64) -> F64:
+    """Python's ``sum`` of three floats, element by element (its own rounding, whichever
+    way the running Python sums)."""
+    return np.fromiter(
+        map(sum, zip(a.tolist(), b.tolist(), c.tolist(), strict=True)),
+        dtype=np.float64,
+        count=len(a),
+    )
+
+
 def _evidence(
     which: I64,
-    starts: Sequence[tuple[RuleState, StatusRule]],
+    s: States,
+    state: StateColumns,
     c: ReadingColumns,
-    out: list[Outcome | None],
+    res: ResultColumns,
+    ch: _Changes,
 ) -> I64:
-    """The evidence rule while beliefs are settled (see the module's docstring); returns the
-    trackers done (the others left for the pure replay)."""
-    ids = _Ids(c.fence_ids)
+    """The evidence rule while beliefs are settled: in transit, possibly ``ELSEWHERE``
+    (before the first status) and at most one fence, each report near no fence or near that
+    fence only (near one fence if the belief has none; a fresh tracker's first report near
+    at most one fence). Returns the trackers done (the others left for the pure replay)."""
     m = len(which)
-    t_ = _Times()
-    cols: list[list[Any]] = [[] for _ in range(15)]
-    fresh: list[bool] = []
-    for i in which.tolist():
-        s, rule = starts[i]
-        h, kind, p = s.belief[1] if len(s.belief) == 2 else (None, None, 0.0)
-        fresh.append(not s.belief)
-        for col, v in zip(
-            cols,
-            (
-                s.belief[0][2] if s.belief else 1.0, p, ids.index(h),
-                (_ELSEWHERE_KIND if h == ELSEWHERE else -1) if kind is None else _KIND_CODE[kind],
-                t_.us(s.belief_time), *map(t_.us, s.onsets),
-                -1 if s.status is None else STATUSES.index(s.status), t_.us(s.status_since),
-                ids.index(s.location_id), math.nan if s.probability is None else s.probability,
-                t_.us(s.evidence_since), rule.min_probability, rule.outlier_share,
-            ),
-            strict=True,
-        ):  # fmt: skip
-            col.append(v)
-    pa, pb = np.array(cols[0], dtype=np.float64), np.array(cols[1], dtype=np.float64)
-    hb, hk = np.array(cols[2], dtype=np.int64), np.array(cols[3], dtype=np.int64)
-    btime = np.array(cols[4], dtype=np.int64)
-    onsets = np.array(cols[5:8], dtype=np.int64).reshape(3, m)
-    status, since = np.array(cols[8], dtype=np.int64), np.array(cols[9], dtype=np.int64)
-    loc, prob = np.array(cols[10], dtype=np.int64), np.array(cols[11], dtype=np.float64)
-    ev_since = np.array(cols[12], dtype=np.int64)
-    min_p, share_o = np.array(cols[13], dtype=np.float64), np.array(cols[14], dtype=np.float64)
-    new_ = np.array(fresh, dtype=np.bool_)
-    # the batch's fence indices are the first in ids, so fence tables index by them too
+    pa, pe = s.transit[which].copy(), s.elsewhere[which].copy()
+    pb, hb, hk = s.fence_p[which].copy(), s.fence[which].copy(), s.fence_kind[which].copy()
+    btime, onsets = s.belief_time[which].copy(), s.onsets[:, which].copy()
+    status, since, loc = s.status[which].copy(), s.since[which].copy(), s.location[which].copy()
+    prob, ev_since = s.probability[which].copy(), s.evidence_since[which].copy()
+    min_p, share_o = state.min_probability[which], state.outlier_share[which]
+    fresh = np.isnan(pa)
+    # the batch's fence indices are the first in the index, so fence tables index by them
     fkind = c.fence_kind.astype(np.int64)
     frad = c.fence_radius
     first = c.start[which]
     count = c.start[which + 1] - first
     ok = np.ones(m, dtype=np.bool_)
-    changes: list[tuple[int, int, int, int, int, float, int]] = []
+    found: list[tuple[Any, ...]] = []
     factor = np.array([4.0, 4.0, 2.0, 1.0])  # CONFIDENCE_OUTLIER_FACTOR, 4.0 otherwise
     assert evidence.CONFIDENCE_OUTLIER_FACTOR == {1: 4.0, 2: 2.0, 3: 1.0}
     for k in range(int(count.max())):
@@ -522,42 +778,59 @@ def _evidence(
         nf = np.full(len(rows), -1, dtype=np.int64)
         nf[one] = c.near_fence[c.near_start[rows[one]]]
         t = c.time_us[rows]
-        if k == 0 and new_.any():
-            # evidence.initial_belief(()) for a first reading near no fence: in transit or
-            # inside some fence elsewhere, alike; the first step has dt = 0
-            f0 = new_[live]
-            ok[live[f0 & (nn > 0)]] = False
-            s0 = live[f0 & (nn == 0)]
-            pa[s0], pb[s0], hb[s0], hk[s0] = 0.5, 0.5, ids.index(ELSEWHERE), _ELSEWHERE_KIND
-            btime[s0] = t[f0 & (nn == 0)]
-            keep_ = ~f0 | (nn == 0)
+        if k == 0 and fresh.any():
+            # evidence.initial_belief(near): transit, ELSEWHERE and the fence near the first
+            # reading (if one), all alike; the first step has dt = 0
+            f0 = fresh[live]
+            ok[live[f0 & (nn > 1)]] = False
+            s0 = f0 & (nn <= 1)
+            j0, near0 = live[s0], nf[s0]
+            p0 = np.where(near0 >= 0, 1.0 / 3, 1.0 / 2)
+            pa[j0], pe[j0] = p0, p0
+            pb[j0] = np.where(near0 >= 0, p0, np.nan)
+            hb[j0] = near0
+            hk[j0] = np.where(near0 >= 0, fkind[near0], -1) if len(fkind) else -1
+            btime[j0] = t[s0]
+            keep_ = ~f0 | (nn <= 1)
             live, rows, nn, nf, t = live[keep_], rows[keep_], nn[keep_], nf[keep_], t[keep_]
         h = hb[live]
-        fits = ((h < 0) & (nn <= 1)) | ((h >= 0) & ((nn == 0) | ((nn == 1) & (nf == h))))
+        fits = (nn == 0) | ((nn == 1) & ((h < 0) | (nf == h)))
         ok[live[~fits]] = False
         live, rows, nn, nf, h, t = live[fits], rows[fits], nn[fits], nf[fits], h[fits], t[fits]
+        has_e_all = ~np.isnan(pe[live])
         # the step (not for a belief in transit only, far from every fence)
-        stepping = (h >= 0) | (nn == 1)
+        stepping = has_e_all | (h >= 0) | (nn == 1)
         sj, sr = live[stepping], rows[stepping]
         if len(sj):
             near = nn[stepping] == 1
             held = h[stepping] >= 0
+            has_e = has_e_all[stepping]
+            has_f = held | near
             f = np.where(held, h[stepping], nf[stepping])
-            kind = hk[sj].copy()
-            kind[~held] = fkind[f[~held]]
-            transit, p = pa[sj], pb[sj]
+            joined = fkind[np.where(near, f, 0)] if len(fkind) else np.full(len(sj), -1)
+            kind = np.where(held, hk[sj], np.where(near, joined, -1))
+            transit = pa[sj]
+            p = np.where(held, pb[sj], 0.0)  # a fence that joins starts at 0
+            e = np.where(has_e, pe[sj], 0.0)
             dt = (t[stepping] - btime[sj]) / 1e6
             moving = dt > 0
+            # motion: ELSEWHERE (a storage-like stay) first, then the fence, into transit;
+            # then transit near the fence enters it
             dwell = np.where(kind == 0, evidence.DELIVERED_DWELL_S, evidence.STORAGE_DWELL_S)
-            e_dwell = -_map(math.expm1, -dt / dwell)
+            out_f = p * -_map(math.expm1, -dt / dwell)
+            out_e = np.zeros(len(sj))
+            if has_e.any():
+                out_e[has_e] = e[has_e] * -_map(math.expm1, -dt[has_e] / evidence.STORAGE_DWELL_S)
             e_enter = -_map(math.expm1, -dt / evidence.ENTER_S)
-            out_ = p * e_dwell
-            p = np.where(moving, p - out_, p)
-            transit = np.where(moving, transit + out_, transit)
+            p = np.where(moving, p - out_f, p)
+            e = np.where(moving, e - out_e, e)
+            left = np.where(has_e, out_e + out_f, out_f)
+            transit = np.where(moving, transit + left, transit)
             moved = transit * e_enter
             enter = moving & near
             p = np.where(enter, p + moved, p)
             transit = np.where(enter, transit - moved, transit)
+            # the report's likelihood under each hypothesis
             acc = c.accuracy_m[sr].astype(np.float64)
             sigma = np.maximum(acc / evidence.ACCURACY_SIGMAS, evidence.MIN_SIGMA_M)
             conf = c.confidence[sr]
@@ -576,29 +849,34 @@ def _evidence(
             a = transit * (keep * evidence._TRANSIT_DENSITY * (1.0 - share) + base)
             inside = share / (math.pi * (radius * radius + sigma * sigma))
             b = p * (keep * inside + base)
-            total = a + b
-            nb = b / total
-            gone = nb < evidence.PRUNE_P
+            x = e * base
+            total = np.where(has_f, a + b, a + x)
+            three = has_e & has_f
+            if three.any():
+                total[three] = _sum3(a[three], x[three], b[three])
+            nb, nx = b / total, x / total
+            keep_f = has_f & (nb >= evidence.PRUNE_P)
             pa[sj] = a / total
-            pb[sj] = np.where(gone, 0.0, nb)
-            hb[sj] = np.where(gone, -1, f)
-            hk[sj] = np.where(gone, -1, kind)
+            pb[sj] = np.where(keep_f, nb, np.nan)
+            hb[sj] = np.where(keep_f, f, -1)
+            hk[sj] = np.where(keep_f, kind, -1)
+            pe[sj] = np.where(has_e & (nx >= evidence.PRUNE_P), nx, np.nan)
         btime[live] = t
         # tally: mass of DELIVERED, IN_STORAGE, IN_TRANSIT
         hl, kl, pl = hb[live], hk[live], pb[live]
         mass = np.zeros((3, len(live)))
         mass[2] = pa[live]
-        for x in (0, 1):
-            mass[x] = np.where((hl >= 0) & (kl == x), 0.0 + pl, 0.0)
+        for y in (0, 1):
+            mass[y] = np.where((hl >= 0) & (kl == y), 0.0 + pl, 0.0)
         m0, m1, m2 = mass
         top = np.where((m0 >= m1) & (m0 >= m2), 0, np.where(m1 >= m2, 1, 2))
         cur = status[live]
-        for x in (0, 1, 2):
-            o = onsets[x, live]
+        for y in (0, 1, 2):
+            o = onsets[y, live]
             o = np.where(
-                (mass[x] < evidence.ONSET_P) | (cur == x), NO_TIME, np.where(o == NO_TIME, t, o)
+                (mass[y] < evidence.ONSET_P) | (cur == y), NO_TIME, np.where(o == NO_TIME, t, o)
             )
-            onsets[x, live] = o
+            onsets[y, live] = o
         mtop = mass[top, np.arange(len(live))]
         new = (top != cur) & (mtop >= min_p[live])
         if new.any():
@@ -606,47 +884,25 @@ def _evidence(
             best = np.where((tt < 2) & (hl[new] >= 0) & (kl[new] == tt), hl[new], -1)
             es = onsets[tt, jj]
             es = np.where(es == NO_TIME, t[new], es)
-            changes += zip(
-                jj.tolist(), rr.tolist(), cur[new].tolist(), tt.tolist(), best.tolist(),
-                mt.tolist(), es.tolist(), strict=True,
-            )  # fmt: skip
+            found.append((jj, rr, tt, cur[new], best, mt, es))
             status[jj], since[jj], loc[jj], prob[jj], ev_since[jj] = tt, t[new], best, mt, es
             # evidence.reset: the decided fence at its probability, the rest in transit
             fence = best >= 0
             pa[jj] = np.where(fence, 1.0 - mt, 1.0)
-            pb[jj] = np.where(fence, mt, 0.0)
+            pb[jj] = np.where(fence, mt, np.nan)
             hb[jj] = best
             hk[jj] = np.where(fence, tt, -1)
+            pe[jj] = np.nan
             onsets[:, jj] = NO_TIME
-    done = which[ok]
-    per = _changes(
-        c,
-        ids,
-        t_,
-        [(j, r, top_, prev, w, p_, es_) for j, r, prev, top_, w, p_, es_ in changes if ok[j]],
-    )
+    for jj, rr, tt, prev, best, mt, es in found:
+        mine = ok[jj]
+        ch.add(which[jj[mine]], rr[mine], tt[mine], prev[mine], best[mine], mt[mine], es[mine])
     sel = np.flatnonzero(ok)
-    lasts = c.rows(first[sel] + count[sel] - 1)
-    kinds = (None, *KINDS, None)  # codes -1, 0, 1 and _ELSEWHERE_KIND
-    codes = (None, *STATUSES)
-    for j, i, last, a, h, k, b, st, si, lo, pr, es, bt, o0, o1, o2 in zip(
-        sel.tolist(), which[sel].tolist(), lasts,
-        *(x[sel].tolist() for x in (pa, hb, hk, pb, status, since, loc, prob, ev_since, btime)),
-        *(onsets[x, sel].tolist() for x in range(3)),
-        strict=True,
-    ):  # fmt: skip
-        belief: evidence.Belief = ((None, None, a),)
-        if h >= 0:
-            belief += ((ids.get(h), kinds[k + 1], b),)
-        state = RuleState(
-            codes[st + 1],
-            t_.time(si),
-            ids.get(lo),
-            probability=None if pr != pr else pr,  # NaN: None
-            evidence_since=t_.time(es),
-            belief=belief,
-            belief_time=t_.time(bt),
-            onsets=(t_.time(o0), t_.time(o1), t_.time(o2)),
-        )
-        out[i] = (state, per.get(j, []), last)
+    done = which[sel]
+    r = res.states
+    r.status[done], r.since[done], r.location[done] = status[sel], since[sel], loc[sel]
+    r.probability[done], r.evidence_since[done] = prob[sel], ev_since[sel]
+    r.transit[done], r.elsewhere[done] = pa[sel], pe[sel]
+    r.fence[done], r.fence_kind[done], r.fence_p[done] = hb[sel], hk[sel], pb[sel]
+    r.belief_time[done], r.onsets[:, done] = btime[sel], onsets[:, sel]
     return done

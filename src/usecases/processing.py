@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -24,14 +24,14 @@ from domain.errors import DependencyUnavailable, NotFound
 from domain.pagination import Page, PageRequest
 from domain.ports.processing import (
     Claim,
-    Evaluation,
     Geocoder,
     ProcessingQueue,
+    ProcessingUnitOfWork,
     ProcessingUnitOfWorkFactory,
 )
 from domain.processing import ProcessingBacklog, QuarantinedTracker, RetryPolicy, failure_reason
-from domain.status import ReportKey, resume_point
-from domain.status_batch import replay_batch
+from domain.status import resume_point
+from domain.status_batch import replay_columns
 
 log = logging.getLogger("tracker.processing")
 
@@ -176,25 +176,7 @@ class ProcessNewReports:
                 [(t, k, n.city.geonameid) for (t, k, _), n in zip(todo, found, strict=True) if n]
             )
             buckets = await uow.reroll(mine)
-            since = {c.tracker_id: c.since for c in mine}
-            inputs = await uow.status_inputs(mine)
-            resumes = {
-                i.tracker_id: resume_point(
-                    since[i.tracker_id], i.checkpoint, i.last_change_before_since
-                )
-                for i in inputs
-            }
-            starts: dict[uuid.UUID, ReportKey | None] = {t: r.after for t, r in resumes.items()}
-            columns = await uow.readings(starts)
-            rules = {i.tracker_id: i.rule for i in inputs}
-            outcomes = replay_batch(
-                [(resumes[t].state, rules[t]) for t in columns.trackers], columns
-            )
-            evaluations = [
-                Evaluation(t, resumes[t], state, changes, last)
-                for t, (state, changes, last) in zip(columns.trackers, outcomes, strict=True)
-            ]
-            await uow.save_statuses(evaluations)
+            changes = await evaluate_statuses(uow, mine)
             await uow.complete(token, done=mine, claimed=claims)
             await uow.commit()
         return BatchSummary(
@@ -202,10 +184,39 @@ class ProcessNewReports:
             trackers=len(mine),
             geocoded=sum(1 for n in found if n),
             buckets=buckets,
-            changes=sum(len(e.changes) for e in evaluations),
+            changes=changes,
             oldest_enqueue_time=None,
             released=sum(1 for c in mine if c.attempts),
         )
+
+
+async def evaluate_statuses(
+    uow: ProcessingUnitOfWork,
+    claims: Sequence[Claim],
+    mark: Callable[[str], None] | None = None,
+    stats: dict[str, int] | None = None,
+) -> int:
+    """The status step of a batch of locked claims, column-wise end to end: the starts as
+    columns (the few that need ``domain.status.resume_point`` as objects), the readings,
+    the bulk replay and the save; returns the number of status changes. ``mark`` (if
+    given) is called after each phase with its name (benchmarks time them)."""
+    done = mark or (lambda _: None)
+    state = await uow.status_state(claims)
+    general = state.unresolved()
+    if general:
+        by_id = {c.tracker_id: c for c in claims}
+        place = {state.trackers[i]: i for i in general}
+        for i in await uow.status_inputs([by_id[state.trackers[i]] for i in general]):
+            r = resume_point(by_id[i.tracker_id].since, i.checkpoint, i.last_change_before_since)
+            state.set_general(place[i.tracker_id], r.after, r.replaces_history, r.state, i.rule)
+    done("inputs")
+    columns = await uow.readings_after(state)
+    done("readings")
+    result = replay_columns(state, columns, stats)
+    done("replay")
+    await uow.save_results(state, columns, result)
+    done("save")
+    return result.change_count
 
 
 class ProcessingQueries:

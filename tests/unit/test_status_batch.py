@@ -19,7 +19,7 @@ from domain.status import (
     StatusRule,
     replay,
 )
-from domain.status_batch import ReadingColumns, replay_batch
+from domain.status_batch import ReadingColumns, StateColumns, replay_batch
 from tests.fleet import FleetConfig, make_fleet, readings_of
 
 PLAIN = StatusRule()
@@ -162,3 +162,44 @@ def test_fresh_trackers_first_seen_far_from_every_fence_go_in_bulk() -> None:
     assert stats["bulk"] >= 1, stats
     for t, (state, rule), (b_state, b_changes, _) in zip(ids, starts, got, strict=True):
         assert (b_state, b_changes) == replay(state, tails[t], rule)
+
+
+def test_fresh_trackers_first_seen_near_a_fence_go_in_bulk() -> None:
+    """A fresh tracker's first report near one fence starts a belief of transit, ELSEWHERE
+    and that fence (three hypotheses); the bulk path carries it, exactly."""
+    fleet = _fleet(7, 80)
+    starts, tails, ids = [], {}, []
+    for rule, readings in fleet:
+        if rule.kind is not RuleKind.EVIDENCE:
+            continue
+        at = [i for i, r in enumerate(readings) if len(r.observation.near) == 1]
+        if not at:
+            continue
+        t = uuid.uuid4()
+        ids.append(t)
+        starts.append((RuleState(), rule))
+        tails[t] = readings[at[0] : at[0] + 2]
+    assert len(ids) >= 5
+    stats: dict[str, int] = {}
+    got = replay_batch(starts, ReadingColumns.from_readings(ids, tails), stats)
+    assert stats["bulk"] >= 0.8 * len(ids), stats
+    for t, (state, rule), (b_state, b_changes, _) in zip(ids, starts, got, strict=True):
+        assert (b_state, b_changes) == replay(state, tails[t], rule)
+
+
+@settings(max_examples=10, deadline=None)
+@given(hs.integers(0, 10_000))
+def test_states_as_columns_and_back(seed: int) -> None:
+    """Every state of the noisy fleet's replays goes into the columns and back unchanged
+    (a belief that does not fit the slots stays an object)."""
+    rng = random.Random(seed)
+    fleet = _fleet(seed, 20)
+    starts, _, ids = _starts(fleet, rng)
+    cols = StateColumns.of(ids, starts)
+    for i, (state, rule) in enumerate(starts):
+        if cols.general[i]:
+            assert cols.objects[i] == (state, rule)
+            assert len(state.belief) > 1
+        else:
+            assert cols.states.get(i, cols.ids) == state
+            assert cols.rule(i) == rule

@@ -12,7 +12,8 @@ from typing import Self
 import asyncpg
 
 from adapters.postgres.pool import unavailable_on_connection_error
-from adapters.postgres.status_columns import reading_columns
+from adapters.postgres.status_columns import reading_columns, reading_columns_after
+from adapters.postgres.status_state import save_columns, state_columns
 from adapters.postgres.uow import PostgresUnitOfWork
 from adapters.tracing import link_queued
 from domain.errors import InvalidArgument
@@ -29,7 +30,7 @@ from domain.status import (
     StatusRule,
     TrackerStatus,
 )
-from domain.status_batch import ReadingColumns
+from domain.status_batch import ReadingColumns, ResultColumns, StateColumns
 
 _NEG_INF = datetime.min.replace(tzinfo=UTC)
 _MIN_E7 = -(2**31)
@@ -280,9 +281,11 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         # another worker (and a delete of the tracker) but not report ingestion, which never
         # locks trackers.
         locked = await self._c.fetch(
-            """SELECT t.id FROM trackers t
-               JOIN processing_queue q ON q.tracker_id = t.id AND q.claim_token = $2
-               WHERE t.id = ANY($1::uuid[])
+            # (a join to the ids, not "= ANY": the planner may scan trackers and compare
+            # each row with the whole array)
+            """SELECT t.id FROM unnest($1::uuid[]) AS c(id)
+               JOIN processing_queue q ON q.tracker_id = c.id AND q.claim_token = $2
+               JOIN trackers t ON t.id = c.id
                ORDER BY t.id FOR NO KEY UPDATE OF t SKIP LOCKED""",
             ids,
             token,
@@ -464,6 +467,19 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
     async def readings(self, starts: Mapping[uuid.UUID, ReportKey | None]) -> ReadingColumns:
         return await reading_columns(self._c, starts)
 
+    async def status_state(self, claims: Sequence[Claim]) -> StateColumns:
+        return await state_columns(self._c, claims)
+
+    async def readings_after(self, state: StateColumns) -> ReadingColumns:
+        return await reading_columns_after(
+            self._c, state.trackers, state.after_us, state.after_lat, state.after_lon
+        )
+
+    async def save_results(
+        self, state: StateColumns, readings: ReadingColumns, result: ResultColumns
+    ) -> None:
+        await save_columns(self._c, state, readings, result)
+
     async def save_statuses(self, evaluations: Sequence[Evaluation]) -> None:
         if not evaluations:
             return
@@ -564,11 +580,11 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         # below waits: dequeue what is done (unless newer reports came) and the claims of
         # deleted trackers, release the rest.
         rows = await self._c.fetch(
-            """SELECT tracker_id, version,
+            """SELECT q.tracker_id, q.version,
                       EXISTS (SELECT 1 FROM trackers t WHERE t.id = q.tracker_id) AS tracked
-               FROM processing_queue q
-               WHERE tracker_id = ANY($1::uuid[]) AND claim_token = $2
-               ORDER BY tracker_id FOR UPDATE""",
+               FROM unnest($1::uuid[]) AS c(id)
+               JOIN processing_queue q ON q.tracker_id = c.id AND q.claim_token = $2
+               ORDER BY q.tracker_id FOR UPDATE OF q""",
             [c.tracker_id for c in claimed],
             token,
         )
@@ -580,7 +596,9 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         ]
         if gone:
             await self._c.execute(
-                "DELETE FROM processing_queue WHERE tracker_id = ANY($1::uuid[])", gone
+                """DELETE FROM processing_queue q USING unnest($1::uuid[]) AS g(id)
+                   WHERE q.tracker_id = g.id""",
+                gone,
             )
         dropped = set(gone)
         kept = [r["tracker_id"] for r in rows if r["tracker_id"] not in dropped]
@@ -588,22 +606,22 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         healed = {c.tracker_id for c in done if c.attempts} & set(kept)
         if healed:
             await self._c.execute(
-                """UPDATE processing_queue SET attempts = 0, last_error = NULL,
+                """UPDATE processing_queue q SET attempts = 0, last_error = NULL,
                        first_failure_time = NULL, last_failure_time = NULL, retry_time = NULL
-                   WHERE tracker_id = ANY($1::uuid[])""",
+                   FROM unnest($1::uuid[]) AS h(id) WHERE q.tracker_id = h.id""",
                 list(healed),
             )
         if kept:  # rows locked above: no wait, whatever the order
             # Done with newer reports: the row's age is now theirs. Not done: as old as it was.
             await self._c.execute(
-                """UPDATE processing_queue
+                """UPDATE processing_queue q
                    SET claim_token = NULL, claimed_until = NULL, newer_time = NULL,
-                       enqueue_time = CASE WHEN tracker_id = ANY($2::uuid[])
-                                           THEN coalesce(newer_time, enqueue_time)
-                                           ELSE enqueue_time END
-                   WHERE tracker_id = ANY($1::uuid[])""",
+                       enqueue_time = CASE WHEN k.done THEN coalesce(q.newer_time, q.enqueue_time)
+                                           ELSE q.enqueue_time END
+                   FROM unnest($1::uuid[], $2::bool[]) AS k(id, done)
+                   WHERE q.tracker_id = k.id""",
                 kept,
-                [t for t in kept if t in version],
+                [t in version for t in kept],
             )
 
 

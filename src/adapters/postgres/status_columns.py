@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 import numpy as np
@@ -27,9 +28,10 @@ from domain.geo import EARTH_RADIUS_M
 from domain.model import LocationKind
 from domain.reports import MAX_ACCURACY_M
 from domain.status import DEFAULT_MIN_CONFIDENCE, DEFAULT_RULE_KIND, ReportKey
-from domain.status_batch import KINDS, ReadingColumns
+from domain.status_batch import KINDS, NO_TIME, ReadingColumns, to_us
 
-_NEG_INF = "0001-01-01 00:00:00+00"
+# "from the first report": 0001-01-01 00:00:00+00, as the claim clamps "since"
+_NEG_US = to_us(datetime(1, 1, 1, tzinfo=UTC))
 _MIN_E7 = -(2**31)
 
 # One row per report after its tracker's start key that counts under its run's rule, with
@@ -41,12 +43,17 @@ SELECT s.n::int4, tr.production_run_id,
        r.report_time, r.latitude_e7, r.longitude_e7, r.horizontal_accuracy_m,
        r.confidence::int4, coalesce(r.nearest_city_id, -1),
        ST_Y(r.position::geometry), ST_X(r.position::geometry)
-FROM unnest('{ids}'::uuid[], '{times}'::timestamptz[], '{lats}'::int[], '{lons}'::int[])
-     WITH ORDINALITY AS s(tracker_id, t, lat, lon, n)
+FROM unnest('{ids}'::uuid[], '{times}'::int8[], '{lats}'::int[], '{lons}'::int[])
+     WITH ORDINALITY AS s(tracker_id, us, lat, lon, n)
+CROSS JOIN LATERAL (
+    -- (exact: a float8 factor below 2^53 microseconds, some 285 years from 2000)
+    SELECT CASE WHEN s.us = {neg_us} THEN timestamptz '0001-01-01 00:00:00+00'
+                ELSE timestamptz '2000-01-01 00:00:00+00' + s.us * interval '1 microsecond'
+           END AS t) k
 JOIN trackers tr ON tr.id = s.tracker_id
 LEFT JOIN status_rules sr ON sr.production_run_id = tr.production_run_id
-JOIN reports r ON r.tracker_id = s.tracker_id AND r.report_time >= s.t
-     AND (r.report_time, r.latitude_e7, r.longitude_e7) > (s.t, s.lat, s.lon)
+JOIN reports r ON r.tracker_id = s.tracker_id AND r.report_time >= k.t
+     AND (r.report_time, r.latitude_e7, r.longitude_e7) > (k.t, s.lat, s.lon)
      AND r.confidence >= coalesce(sr.min_confidence, {min_confidence})
      AND isfinite(r.report_time)  -- stored before times were validated: no place in time
 ORDER BY s.n, r.report_time, r.latitude_e7, r.longitude_e7
@@ -84,14 +91,25 @@ def _literal(values: Sequence[str]) -> str:
 
 
 def _rows(data: bytes) -> np.ndarray:
+    return _parse(data, _ROW, _FIELDS)
+
+
+def copy_rows(data: bytes, fields: Sequence[tuple[str, str]]) -> np.ndarray:
+    """The rows of a binary COPY whose fields are all fixed-width and not NULL, as a numpy
+    structured array with the given (name, dtype) fields."""
+    dtype = np.dtype([("fields", ">i2"), *(x for name, fmt in fields for x in _field(name, fmt))])
+    return _parse(data, dtype, len(fields))
+
+
+def _parse(data: bytes, dtype: np.dtype, count: int) -> np.ndarray:
     if len(data) <= _HEADER + 2:
-        return np.zeros(0, dtype=_ROW)
+        return np.zeros(0, dtype=dtype)
     if data[:11] != b"PGCOPY\n\xff\r\n\x00" or data[15:19] != b"\x00\x00\x00\x00":
         raise ValueError("unexpected COPY header")
     rows = np.frombuffer(
-        data, dtype=_ROW, offset=_HEADER, count=(len(data) - _HEADER - 2) // _ROW.itemsize
+        data, dtype=dtype, offset=_HEADER, count=(len(data) - _HEADER - 2) // dtype.itemsize
     )
-    if len(data) != _HEADER + 2 + rows.itemsize * len(rows) or (rows["fields"] != _FIELDS).any():
+    if len(data) != _HEADER + 2 + rows.itemsize * len(rows) or (rows["fields"] != count).any():
         raise ValueError("unexpected COPY row layout")
     return rows
 
@@ -122,13 +140,33 @@ async def reading_columns(
 ) -> ReadingColumns:
     trackers = list(starts)
     keys = [starts[t] for t in trackers]
+    return await reading_columns_after(
+        conn,
+        trackers,
+        np.array([to_us(k.report_time) if k else NO_TIME for k in keys], dtype=np.int64),
+        np.array([k.latitude_e7 if k else _MIN_E7 for k in keys], dtype=np.int64),
+        np.array([k.longitude_e7 if k else _MIN_E7 for k in keys], dtype=np.int64),
+    )
+
+
+async def reading_columns_after(
+    conn: asyncpg.Connection,
+    trackers: Sequence[uuid.UUID],
+    after_us: np.ndarray,
+    after_lat: np.ndarray,
+    after_lon: np.ndarray,
+) -> ReadingColumns:
+    """``reading_columns`` with the start keys as columns (time: microseconds since 2000,
+    ``NO_TIME``: from the first report)."""
+    trackers = list(trackers)
     sql = _COPY_SQL.format(
         kind=DEFAULT_RULE_KIND.value,
         min_confidence=int(DEFAULT_MIN_CONFIDENCE),
+        neg_us=_NEG_US,
         ids=_literal([str(t) for t in trackers]),
-        times=_literal([f'"{k.report_time.isoformat()}"' if k else f'"{_NEG_INF}"' for k in keys]),
-        lats=_literal([str(k.latitude_e7 if k else _MIN_E7) for k in keys]),
-        lons=_literal([str(k.longitude_e7 if k else _MIN_E7) for k in keys]),
+        times=_literal(np.where(after_us == NO_TIME, _NEG_US, after_us).astype(str).tolist()),
+        lats=_literal(after_lat.astype(str).tolist()),
+        lons=_literal(after_lon.astype(str).tolist()),
     )
     chunks: list[bytes] = []
 
@@ -223,4 +261,4 @@ async def reading_columns(
     )
 
 
-__all__ = ["reading_columns"]
+__all__ = ["copy_rows", "reading_columns", "reading_columns_after"]

@@ -25,7 +25,7 @@ from domain.status import (
     StatusChange,
     StatusRule,
 )
-from domain.status_batch import ReadingColumns
+from domain.status_batch import ReadingColumns, ResultColumns, StateColumns
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +132,26 @@ class ProcessingUnitOfWork(Transaction, Protocol):
         ...
 
     async def save_statuses(self, evaluations: Sequence[Evaluation]) -> None: ...
+
+    async def status_state(self, claims: Sequence[Claim]) -> StateColumns:
+        """The claims' starts as columns, in claim order (trackers that no longer exist
+        left out): each tracker's rule and its checkpoint when the new reports all come
+        after it (or nothing, for a tracker never evaluated). The others (late reports,
+        beliefs wider than the columns) are flagged ``general`` without objects: the
+        caller resumes them from ``status_inputs``."""
+        ...
+
+    async def readings_after(self, state: StateColumns) -> ReadingColumns:
+        """``readings`` from the start keys of ``state``, its trackers in its order."""
+        ...
+
+    async def save_results(
+        self, state: StateColumns, readings: ReadingColumns, result: ResultColumns
+    ) -> None:
+        """``save_statuses`` of a batch's results as columns: the history after each
+        replacing start replaced by the changes, the checkpoints of trackers with
+        readings."""
+        ...
 
     async def complete(
         self, token: uuid.UUID, done: Sequence[Claim], claimed: Sequence[Claim]

@@ -25,12 +25,14 @@ from domain.status import (
     Fence,
     Reading,
     ReportKey,
+    ResumePoint,
     RuleState,
     StatusChange,
     StatusRule,
     classify,
+    resume_point,
 )
-from domain.status_batch import ReadingColumns
+from domain.status_batch import ReadingColumns, ResultColumns, StateColumns
 from tests.unit.fakes.common import FakeUnitOfWorkFactory
 
 
@@ -248,6 +250,49 @@ class FakeProcessingUnitOfWork:
                 history[c.key] = c
             if e.last is not None:
                 self._s.checkpoints[e.tracker_id] = (e.last.key, e.state)
+
+    async def status_state(self, claims: Sequence[Claim]) -> StateColumns:
+        since = {c.tracker_id: c.since for c in claims}
+        inputs = await self.status_inputs(claims)
+        resumes = [
+            resume_point(since[i.tracker_id], i.checkpoint, i.last_change_before_since)
+            for i in inputs
+        ]
+        state = StateColumns.of(
+            [i.tracker_id for i in inputs],
+            [(r.state, i.rule) for r, i in zip(resumes, inputs, strict=True)],
+            [r.after for r in resumes],
+            [r.replaces_history for r in resumes],
+        )
+        # as the adapter: late reports are left for the caller (from status_inputs)
+        for n, i in enumerate(inputs):
+            cp = i.checkpoint
+            if (cp is not None and cp[0].report_time >= since[i.tracker_id]) or (
+                cp is None and i.last_change_before_since is not None
+            ):
+                state.general[n] = True
+                state.objects.pop(n, None)
+        return state
+
+    async def readings_after(self, state: StateColumns) -> ReadingColumns:
+        return await self.readings({t: state.after(i) for i, t in enumerate(state.trackers)})
+
+    async def save_results(
+        self, state: StateColumns, readings: ReadingColumns, result: ResultColumns
+    ) -> None:
+        await self.save_statuses(
+            [
+                Evaluation(t, ResumePoint(state.after(i), s0, bool(state.replaces[i])), *o)
+                for i, (t, s0, o) in enumerate(
+                    zip(
+                        state.trackers,
+                        [state.states.get(i, state.ids) for i in range(len(state))],
+                        result.outcomes(readings),
+                        strict=True,
+                    )
+                )
+            ]
+        )
 
     async def complete(
         self, token: uuid.UUID, done: Sequence[Claim], claimed: Sequence[Claim]

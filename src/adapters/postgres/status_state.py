@@ -1,0 +1,412 @@
+"""The status step's state in and out of PostgreSQL as columns (issue 12, speed).
+
+In: one ``COPY (...) TO STDOUT (FORMAT binary)`` of every claimed tracker's rule and
+checkpoint with fixed-width rows (NULLs as sentinels, the belief in the slots of
+``domain.status_batch.States``), read straight into numpy. A tracker that cannot resume from
+its checkpoint (late reports: ``domain.status.resume_point`` restarts it at an earlier
+change) or whose belief does not fit the slots is flagged ``general``; the worker reads those
+few through ``status_inputs`` as objects.
+
+Out: the new checkpoints and the status changes as binary COPYs into temporary tables
+(fixed-width rows built in numpy), applied with one ``UPDATE ... FROM`` and one
+``INSERT ... SELECT`` per table; no statement per tracker.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+import numpy as np
+
+from adapters.postgres.status_columns import copy_rows
+from domain.evidence import ELSEWHERE
+from domain.ports.processing import Claim
+from domain.status import StatusRule
+from domain.status_batch import (
+    KINDS,
+    STATUSES,
+    ReadingColumns,
+    ResultColumns,
+    StateColumns,
+    States,
+)
+
+_ZERO = "00000000-0000-0000-0000-000000000000"
+assert str(ELSEWHERE) == _ZERO
+_MIN_E7 = -(2**31)
+
+
+def _code(column: str, names: Sequence[str]) -> str:
+    whens = " ".join(f"WHEN '{n}' THEN {i}" for i, n in enumerate(names))
+    return f"coalesce(CASE {column} {whens} END, -1)::int4"
+
+
+_STATUS_NAMES = [s.value for s in STATUSES]
+_KIND_NAMES = [k.value for k in KINDS]
+
+# Per claim (its place n in the batch), fixed width. The belief: transit first, then
+# ELSEWHERE (if there), then at most one fence (slot f).
+_STATE_SQL = """
+SELECT c.n::int4,
+       coalesce(sr.kind, '{kind}') = 'EVIDENCE',
+       coalesce(sr.min_consecutive_reports, {count})::int4,
+       coalesce(sr.min_dwell_s, {dwell})::int4,
+       coalesce(sr.require_accuracy_within_radius, {accuracy}),
+       coalesce(sr.min_confidence, {confidence})::int4,
+       coalesce(sr.min_probability, {probability})::float8,
+       coalesce(sr.outlier_share, {outliers})::float8,
+       coalesce(
+           CASE WHEN s.tracker_id IS NULL
+                THEN EXISTS (SELECT 1 FROM status_history h
+                             WHERE h.tracker_id = c.tracker_id AND h.report_time < c.since)
+                ELSE s.last_report_time >= c.since
+                     OR NOT (coalesce(cardinality(s.belief_ids), 0) = 0
+                             OR (s.belief_ids[1] IS NULL AND s.belief_kinds[1] IS NULL
+                                 AND s.belief_probabilities[1] IS NOT NULL
+                                 AND (b.f = 2 OR s.belief_probabilities[2] IS NOT NULL)
+                                 AND cardinality(s.belief_ids) <= b.f
+                                 AND (cardinality(s.belief_ids) < b.f
+                                      OR (s.belief_ids[b.f] <> '{zero}'
+                                          AND s.belief_kinds[b.f] IS NOT NULL
+                                          AND s.belief_probabilities[b.f] IS NOT NULL))))
+           END, true),
+       coalesce(s.last_report_time, '-infinity'),
+       coalesce(s.last_latitude_e7, {min_e7}), coalesce(s.last_longitude_e7, {min_e7}),
+       {status}, coalesce(s.status_since, '-infinity'), coalesce(s.location_id, '{zero}'),
+       {pending}, coalesce(s.pending_count, 0), coalesce(s.pending_since, '-infinity'),
+       coalesce(s.pending_location_id, '{zero}'),
+       coalesce(s.probability, 'NaN'), coalesce(s.evidence_since, '-infinity'),
+       CASE WHEN coalesce(cardinality(s.belief_ids), 0) = 0 THEN 'NaN'
+            ELSE coalesce(s.belief_probabilities[1], 'NaN') END,
+       CASE WHEN b.f = 3 THEN coalesce(s.belief_probabilities[2], 'NaN') ELSE 'NaN' END,
+       coalesce(s.belief_ids[b.f], '{zero}'),
+       {fence_kind},
+       coalesce(s.belief_probabilities[b.f], 'NaN'),
+       coalesce(s.belief_time, '-infinity'),
+       coalesce(s.onset_delivered, '-infinity'), coalesce(s.onset_storage, '-infinity'),
+       coalesce(s.onset_transit, '-infinity')
+FROM unnest('{ids}'::uuid[], '{since}'::timestamptz[]) WITH ORDINALITY AS c(tracker_id, since, n)
+JOIN trackers t ON t.id = c.tracker_id
+LEFT JOIN status_rules sr ON sr.production_run_id = t.production_run_id
+LEFT JOIN tracker_status s ON s.tracker_id = c.tracker_id
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN s.belief_ids[2] = '{zero}' AND s.belief_kinds[2] IS NULL THEN 3 ELSE 2 END
+               AS f) b
+ORDER BY c.n
+"""
+
+_STATE_ROW = [
+    ("n", ">i4"), ("evidence", "u1"), ("count", ">i4"), ("dwell", ">i4"), ("accuracy", "u1"),
+    ("confidence", ">i4"), ("min_p", ">f8"), ("outliers", ">f8"), ("general", "u1"),
+    ("after", ">i8"), ("after_lat", ">i4"), ("after_lon", ">i4"),
+    ("status", ">i4"), ("since", ">i8"), ("location", "V16"),
+    ("pending", ">i4"), ("pending_count", ">i4"), ("pending_since", ">i8"),
+    ("pending_location", "V16"), ("probability", ">f8"), ("evidence_since", ">i8"),
+    ("transit", ">f8"), ("elsewhere", ">f8"), ("fence", "V16"), ("fence_kind", ">i4"),
+    ("fence_p", ">f8"), ("belief_time", ">i8"),
+    ("onset_d", ">i8"), ("onset_s", ">i8"), ("onset_t", ">i8"),
+]  # fmt: skip
+
+
+def _literal(values: Sequence[str]) -> str:
+    return "{" + ",".join(values) + "}"
+
+
+async def state_columns(conn: asyncpg.Connection, claims: Sequence[Claim]) -> StateColumns:
+    """The claims' starts as columns, in claim order (claims of trackers that no longer
+    exist left out); ``general`` flags the trackers to read as objects."""
+    d = StatusRule.default()
+    sql = _STATE_SQL.format(
+        kind=d.kind.value,
+        count=d.min_consecutive_reports,
+        dwell=d.min_dwell_s,
+        accuracy=str(d.require_accuracy_within_radius).lower(),
+        confidence=d.min_confidence,
+        probability=repr(d.min_probability),
+        outliers=repr(d.outlier_share),
+        zero=_ZERO,
+        min_e7=_MIN_E7,
+        status=_code("s.status", _STATUS_NAMES),
+        pending=_code("s.pending_status", _STATUS_NAMES),
+        fence_kind=_code("s.belief_kinds[b.f]", _KIND_NAMES),
+        ids=_literal([str(c.tracker_id) for c in claims]),
+        since=_literal([f'"{c.since.isoformat()}"' for c in claims]),
+    )
+    chunks: list[bytes] = []
+
+    async def keep(b: bytes) -> None:
+        chunks.append(bytes(b))
+
+    if claims:
+        await conn.copy_from_query(sql, output=keep, format="binary")
+    rows = copy_rows(b"".join(chunks), _STATE_ROW)
+    n = len(rows)
+    place = rows["n"].astype(np.int64) - 1
+    out = StateColumns.fresh([claims[i].tracker_id for i in place.tolist()])
+    out.evidence[:] = rows["evidence"] != 0
+    out.min_count[:] = rows["count"]
+    out.dwell_s[:] = rows["dwell"]
+    out.accuracy_rule[:] = rows["accuracy"] != 0
+    out.min_confidence[:] = rows["confidence"]
+    out.min_probability[:] = rows["min_p"]
+    out.outlier_share[:] = rows["outliers"]
+    out.general[:] = rows["general"] != 0
+    out.after_us[:] = rows["after"]
+    out.after_lat[:] = rows["after_lat"]
+    out.after_lon[:] = rows["after_lon"]
+    # locations: every id of the three uuid columns, once; the zero uuid is None
+    raw = np.concatenate([rows["location"], rows["pending_location"], rows["fence"]])
+    uniq, inv = np.unique(raw, return_inverse=True)
+    ids = [uuid.UUID(bytes=bytes(u)) for u in uniq]
+    index = np.arange(len(uniq), dtype=np.int64)
+    zero = [i for i, u in enumerate(ids) if u.int == 0]
+    if zero:
+        index[zero[0]] = -1
+        index[zero[0] + 1 :] -= 1
+        del ids[zero[0]]
+    loc = index[inv]
+    s = out.states
+    s.status[:] = rows["status"]
+    s.since[:] = rows["since"]
+    s.location[:] = loc[:n]
+    s.pending[:] = rows["pending"]
+    s.pending_count[:] = rows["pending_count"]
+    s.pending_since[:] = rows["pending_since"]
+    s.pending_location[:] = loc[n : 2 * n]
+    s.probability[:] = rows["probability"]
+    s.evidence_since[:] = rows["evidence_since"]
+    s.transit[:] = rows["transit"]
+    s.elsewhere[:] = rows["elsewhere"]
+    s.fence[:] = loc[2 * n :]
+    s.fence_kind[:] = rows["fence_kind"]
+    s.fence_p[:] = rows["fence_p"]
+    s.belief_time[:] = rows["belief_time"]
+    s.onsets[:] = np.stack([rows["onset_d"], rows["onset_s"], rows["onset_t"]])
+    out.ids = ids
+    return out
+
+
+def _copy_bytes(columns: list[tuple[str, np.ndarray]]) -> io.BytesIO:
+    """A binary COPY of fixed-width rows, one field per column (numpy dtype as sent)."""
+    n = len(columns[0][1])
+    fields: list[tuple[str, str]] = [("fields", ">i2")]
+    for name, a in columns:
+        fmt = a.dtype.str if a.dtype.kind == "V" else a.dtype.newbyteorder(">").str
+        fields += [(f"{name}_len", ">i4"), (name, fmt)]
+    rows = np.zeros(n, dtype=np.dtype(fields))
+    rows["fields"] = len(columns)
+    for name, a in columns:
+        rows[f"{name}_len"] = a.dtype.itemsize
+        rows[name] = a
+    return io.BytesIO(b"PGCOPY\n\xff\r\n\x00" + bytes(8) + rows.tobytes() + b"\xff\xff")
+
+
+def _uuids(ids: Sequence[uuid.UUID]) -> np.ndarray:
+    """uuids as 16-byte values, plus the zero uuid last (index -1: None)."""
+    return np.frombuffer(b"".join(u.bytes for u in ids) + bytes(16), dtype="V16")
+
+
+_STATUS_SQL = "(ARRAY['DELIVERED', 'IN_STORAGE', 'IN_TRANSIT'])[{} + 1]"
+_KIND_SQL = "(ARRAY['DELIVERY', 'STORAGE'])[{} + 1]"
+_ZERO_ID = f"'{_ZERO}'::uuid"
+
+# tracker_status column <- expression over the staged row st
+_STATE_SET = [
+    ("status", _STATUS_SQL.format("st.status")),
+    ("status_since", "nullif(st.status_since, '-infinity')"),
+    ("location_id", f"nullif(st.location_id, {_ZERO_ID})"),
+    ("last_report_time", "st.last_report_time"),
+    ("last_latitude_e7", "st.last_latitude_e7"),
+    ("last_longitude_e7", "st.last_longitude_e7"),
+    ("last_accuracy_m", "st.last_accuracy_m"),
+    ("last_city_id", "nullif(st.last_city_id, -1)"),
+    ("pending_status", _STATUS_SQL.format("st.pending")),
+    ("pending_count", "st.pending_count"),
+    ("pending_since", "nullif(st.pending_since, '-infinity')"),
+    ("pending_location_id", f"nullif(st.pending_location_id, {_ZERO_ID})"),
+    ("probability", "nullif(st.probability, 'NaN')"),
+    ("evidence_since", "nullif(st.evidence_since, '-infinity')"),
+    (
+        "belief_ids",
+        f"""CASE WHEN st.transit = 'NaN' THEN NULL ELSE ARRAY[NULL::uuid]
+            || CASE WHEN st.elsewhere = 'NaN' THEN '{{}}'::uuid[] ELSE ARRAY[{_ZERO_ID}] END
+            || CASE WHEN st.fence = {_ZERO_ID} THEN '{{}}'::uuid[] ELSE ARRAY[st.fence] END END""",
+    ),
+    (
+        "belief_kinds",
+        f"""CASE WHEN st.transit = 'NaN' THEN NULL ELSE ARRAY[NULL::text]
+            || CASE WHEN st.elsewhere = 'NaN' THEN '{{}}'::text[] ELSE ARRAY[NULL::text] END
+            || CASE WHEN st.fence = {_ZERO_ID} THEN '{{}}'::text[]
+                    ELSE ARRAY[{_KIND_SQL.format("st.fence_kind")}] END END""",
+    ),
+    (
+        "belief_probabilities",
+        f"""CASE WHEN st.transit = 'NaN' THEN NULL ELSE ARRAY[st.transit]
+            || CASE WHEN st.elsewhere = 'NaN' THEN '{{}}'::float8[] ELSE ARRAY[st.elsewhere] END
+            || CASE WHEN st.fence = {_ZERO_ID} THEN '{{}}'::float8[]
+                    ELSE ARRAY[st.fence_p] END END""",
+    ),
+    ("belief_time", "nullif(st.belief_time, '-infinity')"),
+    ("onset_delivered", "nullif(st.onset_delivered, '-infinity')"),
+    ("onset_storage", "nullif(st.onset_storage, '-infinity')"),
+    ("onset_transit", "nullif(st.onset_transit, '-infinity')"),
+]
+
+_STAGE_SQL = """
+DROP TABLE IF EXISTS pg_temp.status_stage, pg_temp.change_stage;
+CREATE TEMP TABLE status_stage (
+    tracker_id uuid, status int4, status_since timestamptz, location_id uuid,
+    last_report_time timestamptz, last_latitude_e7 int4, last_longitude_e7 int4,
+    last_accuracy_m int4, last_city_id int4, pending int4, pending_count int4,
+    pending_since timestamptz, pending_location_id uuid, probability float8,
+    evidence_since timestamptz, transit float8, elsewhere float8, fence uuid, fence_kind int4,
+    fence_p float8, belief_time timestamptz, onset_delivered timestamptz,
+    onset_storage timestamptz, onset_transit timestamptz) ON COMMIT DROP;
+CREATE TEMP TABLE change_stage (
+    tracker_id uuid, report_time timestamptz, latitude_e7 int4, longitude_e7 int4,
+    status int4, previous int4, location_id uuid, horizontal_accuracy_m int4, confidence int4,
+    nearest_city_id int4, probability float8, evidence_since timestamptz) ON COMMIT DROP;
+"""
+
+_UPDATE_SQL = f"""
+UPDATE tracker_status s SET {", ".join(f"{c} = {e}" for c, e in _STATE_SET)},
+    update_time = now()
+FROM status_stage st WHERE s.tracker_id = st.tracker_id
+"""
+
+_INSERT_SQL = f"""
+INSERT INTO tracker_status (tracker_id, {", ".join(c for c, _ in _STATE_SET)})
+SELECT st.tracker_id, {", ".join(e for _, e in _STATE_SET)}
+FROM status_stage st
+WHERE NOT EXISTS (SELECT 1 FROM tracker_status s WHERE s.tracker_id = st.tracker_id)
+ORDER BY st.tracker_id
+"""
+
+_HISTORY_SQL = f"""
+INSERT INTO status_history (tracker_id, report_time, latitude_e7, longitude_e7, status,
+    previous_status, location_id, horizontal_accuracy_m, confidence, nearest_city_id,
+    probability, evidence_since)
+SELECT tracker_id, report_time, latitude_e7, longitude_e7, {_STATUS_SQL.format("status")},
+       {_STATUS_SQL.format("previous")}, nullif(location_id, {_ZERO_ID}),
+       horizontal_accuracy_m, confidence::int2, nullif(nearest_city_id, -1),
+       nullif(probability, 'NaN'), evidence_since
+FROM change_stage
+"""
+
+
+def _belief_texts(belief: Sequence[tuple[uuid.UUID | None, object, float]]) -> list[str]:
+    ids = ",".join("NULL" if h is None else str(h) for h, _, _ in belief)
+    kinds = ",".join("NULL" if k is None else k.value for _, k, _ in belief)  # type: ignore[attr-defined]
+    ps = ",".join(repr(p) for _, _, p in belief)
+    return ["{" + ids + "}", "{" + kinds + "}", "{" + ps + "}"]
+
+
+async def save_columns(
+    conn: asyncpg.Connection, state: StateColumns, c: ReadingColumns, result: ResultColumns
+) -> None:
+    """History after each replacing tracker's start replaced by its changes; the checkpoint
+    (state after its last reading) of every tracker with readings."""
+    replaced = np.flatnonzero(state.replaces)
+    if len(replaced):
+        await conn.execute(
+            """DELETE FROM status_history h
+               USING unnest($1::uuid[], $2::int8[], $3::int[], $4::int[])
+                     AS s(tracker_id, t, lat, lon)
+               CROSS JOIN LATERAL (SELECT CASE WHEN s.t = -9223372036854775808
+                                               THEN '-infinity'::timestamptz
+                                               ELSE timestamptz '2000-01-01 00:00:00+00'
+                                                    + s.t * interval '1 microsecond' END AS at) a
+               WHERE h.tracker_id = s.tracker_id AND h.report_time >= a.at
+                 AND (h.report_time, h.latitude_e7, h.longitude_e7) > (a.at, s.lat, s.lon)""",
+            [state.trackers[i] for i in replaced.tolist()],
+            state.after_us[replaced].tolist(),
+            state.after_lat[replaced].tolist(),
+            state.after_lon[replaced].tolist(),
+        )
+    done = np.flatnonzero(result.last >= 0)
+    nch = len(result.change_tracker)
+    if not len(done) and not nch:
+        return
+    await conn.execute(_STAGE_SQL)
+    trackers = _uuids(c.trackers)
+    locations = _uuids(result.ids)
+    if nch:
+        r = result.change_row
+        await conn.copy_to_table(
+            "change_stage",
+            source=_copy_bytes(
+                [
+                    ("tracker_id", trackers[result.change_tracker]),
+                    ("report_time", c.time_us[r]),
+                    ("latitude_e7", c.latitude_e7[r].astype(np.int32)),
+                    ("longitude_e7", c.longitude_e7[r].astype(np.int32)),
+                    ("status", result.change_status.astype(np.int32)),
+                    ("previous", result.change_previous.astype(np.int32)),
+                    ("location_id", locations[result.change_location]),
+                    ("horizontal_accuracy_m", c.accuracy_m[r].astype(np.int32)),
+                    ("confidence", c.confidence[r].astype(np.int32)),
+                    ("nearest_city_id", c.city[r].astype(np.int32)),
+                    ("probability", result.change_probability),
+                    ("evidence_since", result.change_evidence_since),
+                ]
+            ),
+            format="binary",
+        )
+        await conn.execute(_HISTORY_SQL)
+    if not len(done):
+        return
+    s: States = result.states
+    last = result.last[done]
+    await conn.copy_to_table(
+        "status_stage",
+        source=_copy_bytes(
+            [
+                ("tracker_id", trackers[done]),
+                ("status", s.status[done].astype(np.int32)),
+                ("status_since", s.since[done]),
+                ("location_id", locations[s.location[done]]),
+                ("last_report_time", c.time_us[last]),
+                ("last_latitude_e7", c.latitude_e7[last].astype(np.int32)),
+                ("last_longitude_e7", c.longitude_e7[last].astype(np.int32)),
+                ("last_accuracy_m", c.accuracy_m[last].astype(np.int32)),
+                ("last_city_id", c.city[last].astype(np.int32)),
+                ("pending", s.pending[done].astype(np.int32)),
+                ("pending_count", s.pending_count[done].astype(np.int32)),
+                ("pending_since", s.pending_since[done]),
+                ("pending_location_id", locations[s.pending_location[done]]),
+                ("probability", s.probability[done]),
+                ("evidence_since", s.evidence_since[done]),
+                ("transit", s.transit[done]),
+                ("elsewhere", s.elsewhere[done]),
+                ("fence", locations[s.fence[done]]),
+                ("fence_kind", s.fence_kind[done].astype(np.int32)),
+                ("fence_p", s.fence_p[done]),
+                ("belief_time", s.belief_time[done]),
+                ("onset_delivered", s.onsets[0, done]),
+                ("onset_storage", s.onsets[1, done]),
+                ("onset_transit", s.onsets[2, done]),
+            ]
+        ),
+        format="binary",
+    )
+    await conn.execute(_UPDATE_SQL)
+    await conn.execute(_INSERT_SQL)
+    wide = [i for i in done.tolist() if i in result.wide]
+    if wide:  # beliefs wider than the slots (from the pure replay): as array texts
+        texts = [_belief_texts(result.wide[i]) for i in wide]
+        await conn.execute(
+            """UPDATE tracker_status s SET belief_ids = w.ids::uuid[],
+                   belief_kinds = w.kinds::text[], belief_probabilities = w.ps::float8[]
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS w(t, ids, kinds, ps)
+               WHERE s.tracker_id = w.t""",
+            [c.trackers[i] for i in wide],
+            [t[0] for t in texts],
+            [t[1] for t in texts],
+            [t[2] for t in texts],
+        )
+
+
+__all__ = ["save_columns", "state_columns"]
