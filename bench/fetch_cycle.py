@@ -267,6 +267,9 @@ class Cycle:
     main_s: float = 0.0
     """Of ``cpu_s``, the fetchers' main threads (the event loop); the rest is mostly the
     decryption threads."""
+    repeated: int = 0
+    """Trackers whose key was asked for more than once in the cycle (a second turn before
+    the fleet was served: a wasted request slot, and against the fairness rule)."""
 
 
 async def _cycle(
@@ -297,7 +300,12 @@ async def _cycle(
     last = await conn.fetchval("SELECT max(last_attempt_time) FROM fetch_state")
     took = max((last.timestamp() if last else time.time()) - t_from, 1e-3)
     keys = sim.keys_asked[asked:]
-    return Cycle(done, took, cpu_s, len(sim.requests) - sent, sum(keys) / max(len(keys), 1), main_s)
+    repeated = sum(
+        1 for times in sim.asked.values() if sum(t >= since.timestamp() for t in times) > 1
+    )
+    return Cycle(
+        done, took, cpu_s, len(sim.requests) - sent, sum(keys) / max(len(keys), 1), main_s, repeated
+    )
 
 
 async def _all_due(prefix: str) -> None:
@@ -328,6 +336,7 @@ def _print_cycle(
         f"ran (unpaced: the simulator is no Apple account; at the default budget of 4 an "
         f"hour the same cycle needs {math.ceil(c.requests / 4)} account-hours)"
     )
+    print(f"{name}: {c.repeated} trackers asked for more than once in the cycle (target 0)")
     per_core = c.done / c.cpu_s if c.cpu_s else 0.0
     print(
         f"{name}: fetchers' CPU {c.cpu_s:.1f}s = {1e6 * c.cpu_s / max(c.done, 1):,.0f} us per "
@@ -356,7 +365,7 @@ async def bench(
     tags = await make_tags(n, cycles > 1, keep_tags)
     async with throwaway_database() as db:
         await seed(db, tags)
-        sim = Simulator(keep=1, accounts=fetchers * accounts)
+        sim = Simulator(keep=1, accounts=fetchers * accounts, record=True)
         for _, adv, payload, _ in tags:
             sim.payloads[base64.b64encode(hashlib.sha256(adv).digest()).decode()].append(
                 (time.time() - 600, payload)

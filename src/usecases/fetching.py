@@ -339,6 +339,9 @@ class FetchWorker:
         gone = [i for i in claims if i not in found]
         if gone:  # deleted, run ended, or no private key: not ours to fetch any more
             await self._retry("redis", lambda: self._queue.remove(gone))
+        # Still ours? A fetcher that stalled past its TTL (a loaded machine) has lost its
+        # claims to another, which serves them: no request of ours for them (issue 11).
+        found = await self._still_held(found, "before the request")
         outcome = FetchOutcome([])
         failure: SourceError | None = None
         started: datetime | None = None
@@ -361,6 +364,13 @@ class FetchWorker:
                 self._account_failures[account.name] = 0
                 outcome = inside_runs(outcome, found, started - cfg.policy.max_report_age)
         done_at = self._clock.now()
+        # ... and again before storing: a turn that lost them while its request was out
+        # leaves their reports and state to the new holder (storing its copy of the reports
+        # first would make the holder's turn find them held: "no news", backed off x2).
+        kept = await self._still_held(found, "after the request")
+        if len(kept) < len(found):
+            outcome = replace(outcome, reports=[r for r in outcome.reports if r.tracker_id in kept])
+            found = kept
         due = {i: claims[i].due for i in found}
         saved = {i: state for i, (_, state, _) in found.items()}
         stored, states = await self._retry(
@@ -373,6 +383,25 @@ class FetchWorker:
             Counter((s.last_result.value if s.last_result else "", s.factor) for _, s in states)
         )
         return bool(found), failure, started
+
+    async def _still_held(self, found: dict[uuid.UUID, T], when: str) -> dict[uuid.UUID, T]:
+        """Those of ``found`` this worker still holds (their leases renewed)."""
+        if not found:
+            return found
+        cfg = self._config
+        held = await self._retry(
+            "redis",
+            lambda: self._queue.hold(cfg.worker_id, list(found), self._clock.now(), cfg.lease),
+        )
+        if len(held) == len(found):
+            return found
+        lost = len(found) - len(held)
+        self._metrics.error("claims_taken_over")
+        log.warning(
+            "claims taken over by another fetcher (this one stalled past its TTL)",
+            extra={"count": lost, "when": when},
+        )
+        return {i: v for i, v in found.items() if i in held}
 
     def next_allowed(self, account: Account) -> datetime:
         """When ``account`` may send again after its last request ended now."""

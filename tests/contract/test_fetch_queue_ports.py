@@ -109,6 +109,29 @@ async def test_a_live_worker_keeps_its_claims_until_the_lease_runs_out(queue) ->
     assert [c.tracker_id for c in batch.claims] == [t]
 
 
+async def test_a_holder_learns_which_claims_it_still_holds_and_renews_them(queue) -> None:
+    """Issue 11: a fetcher that stalled longer than its TTL (a loaded machine) has lost its
+    claims to another; before it asks the source, and again before it stores, it checks."""
+    trackers = ids(4)
+    await fill(queue, trackers, step=timedelta(0))
+    await queue.claim("slow", 2, NOW, LEASE)
+    await queue.claim("other", 2, NOW, LEASE)
+    # only its own claims, their leases renewed from the check on
+    assert await queue.hold("slow", trackers, NOW + 90 * S, LEASE) == set(trackers[:2])
+    await queue.heartbeat("slow", NOW + LEASE + TTL)
+    await queue.heartbeat("other", NOW + 10 * LEASE)
+    batch = await queue.claim("other", 10, NOW + LEASE + S, LEASE)
+    assert sorted(c.tracker_id for c in batch.claims) == trackers[2:]  # other's own, expired
+    assert await queue.hold("slow", [], NOW + LEASE + S, LEASE) == set()
+    # "slow" stalls past its TTL and its renewed lease: "other" takes its claims over
+    batch = await queue.claim("other", 10, NOW + 90 * S + LEASE + S, LEASE)
+    assert sorted(c.tracker_id for c in batch.claims) == trackers[:2]
+    assert await queue.hold("slow", trackers, NOW + 90 * S + LEASE + 2 * S, LEASE) == set()
+    entry = await queue.entry(trackers[0])
+    assert entry is not None
+    assert entry.claimed_by == "other"
+
+
 async def test_leaving_returns_claims_due_now(queue) -> None:
     trackers = ids(3)
     await fill(queue, trackers, step=timedelta(0))

@@ -470,6 +470,66 @@ async def test_a_worker_that_stops_heartbeating_loses_its_claims_to_another() ->
     assert await w.queue.complete("dead", [(c.tracker_id, NOW) for c in first.claims]) == 0
 
 
+def second_worker(w: World, worker_id: str = "w2") -> tuple[FetchWorker, Account]:
+    """Another fetcher on the same queue and database, with its own account (answering as
+    the first one's does)."""
+    account = Account("a2", FakeSource(w.source.healthy, w.clock))
+    config = dataclasses.replace(w.worker.config, worker_id=worker_id)
+    return FetchWorker(w.uow, w.queue, w.gate, [account], w.clock, config), account
+
+
+async def test_a_stalled_turn_whose_claims_were_taken_over_leaves_them_to_the_new_holder() -> None:
+    """Issue 11 (bench at 250,000: 320 trackers ended no_reports): a fetcher stalls past its
+    TTL while its request is out; another takes its claims over and serves them. The stalled
+    turn must then neither store them nor overwrite the state the other turn saved: one turn
+    per tracker in the cycle, and it counts as reported."""
+    w = make_world(6, silent=0, per_request=8)
+    await w.worker.sync("start")
+    w.clock.set(NOW + INTERVAL)
+    other, other_account = second_worker(w)
+    answer = w.source.fetch
+
+    async def stalled(keys: Sequence[TrackerKey], since: datetime, until: datetime) -> FetchOutcome:
+        w.clock.advance(timedelta(seconds=16))  # past the TTL: w1 looks dead
+        assert (await other.turn(other_account)).served == 6
+        return await answer(keys, since, until)  # the same reports the other turn stored
+
+    w.source.fetch = stalled  # type: ignore[method-assign]
+    turn = await w.worker.turn(w.account)
+    assert turn.served == 6
+    states = w.uow.committed.fetch_states
+    assert {states[t.id].last_result for t in w.trackers} == {FetchResult.REPORTED}
+    assert {(states[t.id].factor, states[t.id].successes) for t in w.trackers} == {(1, 1)}
+    assert len(w.uow.committed.reports) == 6
+    assert w.queue.leases == {}
+    # requeued once, by the other turn (reclaimed claims are due when taken over)
+    assert {w.queue.due[t.id] for t in w.trackers} == {NOW + 2 * INTERVAL + timedelta(seconds=16)}
+
+
+async def test_a_turn_that_lost_its_claims_before_asking_sends_no_request() -> None:
+    """The stall came before the request: the claims are another fetcher's now, so this
+    one spends no request of its account on them."""
+    w = make_world(6, silent=0, per_request=8)
+    await w.worker.sync("start")
+    w.clock.set(NOW + INTERVAL)
+    other, other_account = second_worker(w)
+
+    async def stall_then_targets(ids: list[uuid.UUID], now: datetime) -> object:
+        w.clock.advance(timedelta(seconds=16))
+        assert (await other.turn(other_account)).served == 6
+        return await targets(ids, now)
+
+    targets = w.worker._targets
+    w.worker._targets = stall_then_targets  # type: ignore[method-assign]
+    turn = await w.worker.turn(w.account)
+    assert (turn.served, turn.requested) == (6, False)
+    assert w.source.requests == []  # only the other fetcher asked
+    states = w.uow.committed.fetch_states
+    assert {(states[t.id].last_result, states[t.id].successes) for t in w.trackers} == {
+        (FetchResult.REPORTED, 1)
+    }
+
+
 async def test_a_defect_during_a_turn_hands_the_claims_back_due_as_before() -> None:
     w = make_world(4, silent=0)
     await w.worker.sync("start")

@@ -129,6 +129,29 @@ end
 return #mine
 """
 
+_HOLD = """
+-- ARGV[4]: "tracker tracker ...": which of them the worker still holds; those leases renewed
+local leases, workers = KEYS[1], KEYS[2]
+local worker, lease_until, alive_until = ARGV[1], ARGV[2], ARGV[3]
+local members = {}
+for m in string.gmatch(ARGV[4], '%S+') do members[#members + 1] = m end
+if #members == 0 then return {} end
+local held = redis.call('ZMSCORE', leases, unpack(members))
+local mine, args = {}, {}
+for i = 1, #members do
+  if held[i] then
+    mine[#mine + 1] = members[i]
+    args[#args + 1] = lease_until
+    args[#args + 1] = members[i]
+  end
+end
+if #mine > 0 then
+  redis.call('ZADD', leases, 'XX', unpack(args))
+  redis.call('ZADD', workers, alive_until, worker)
+end
+return mine
+"""
+
 _LEAVE = """
 local due, leases, workers = KEYS[1], KEYS[2], KEYS[3]
 local worker, now = ARGV[1], ARGV[2]
@@ -287,6 +310,7 @@ class RedisFetchQueue:
         self._claim = client.register_script(_CLAIM)
         self._complete = client.register_script(_COMPLETE)
         self._leave = client.register_script(_LEAVE)
+        self._hold = client.register_script(_HOLD)
         self._add = client.register_script(_ADD_MISSING)
         self._remove = client.register_script(_REMOVE)
         self._unlock = client.register_script(_UNLOCK)
@@ -329,6 +353,21 @@ class RedisFetchQueue:
             async with _unavailable():
                 n += int(await self._complete(keys=keys, args=[packed]))
         return n
+
+    async def hold(
+        self, worker: str, ids: Sequence[uuid.UUID], now: datetime, lease: timedelta
+    ) -> set[uuid.UUID]:
+        now_ms = to_ms(now)
+        keys = [self.leases_prefix + worker, self.workers]
+        until = now_ms + int(lease.total_seconds() * 1000)
+        held: set[uuid.UUID] = set()
+        for start in range(0, len(ids), _CHUNK):
+            packed = " ".join(map(str, ids[start : start + _CHUNK]))
+            args = [worker, until, now_ms + self._worker_ttl_ms, packed]
+            async with _unavailable():
+                mine = await self._hold(keys=keys, args=args)
+            held.update(uuid.UUID(_text(m)) for m in mine)
+        return held
 
     async def heartbeat(self, worker: str, alive_until: datetime) -> None:
         async with _unavailable():

@@ -95,6 +95,14 @@ class FetchQueue(Protocol):
         (reclaimed, or removed from the queue) are left alone. Returns how many."""
         ...
 
+    async def hold(
+        self, worker: str, ids: Sequence[uuid.UUID], now: datetime, lease: timedelta
+    ) -> set[uuid.UUID]:
+        """Of ``ids``, those ``worker`` still holds, their leases renewed to ``now + lease``
+        (and the worker known alive); the others were taken over (it looked dead, or its
+        lease ran out) and are another fetcher's to serve now."""
+        ...
+
     async def heartbeat(self, worker: str, alive_until: datetime) -> None: ...
 
     async def leave(self, worker: str, now: datetime) -> int:

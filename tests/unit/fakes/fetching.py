@@ -166,6 +166,16 @@ class FakeFetchQueue:
                 n += 1
         return n
 
+    async def hold(
+        self, worker: str, ids: Sequence[uuid.UUID], now: datetime, lease: timedelta
+    ) -> set[uuid.UUID]:
+        mine = {m for m in ids if self.owner.get(m) == worker}
+        for m in mine:
+            self.leases[m] = now + lease
+        if mine:
+            self.workers[worker] = now + self.worker_ttl
+        return mine
+
     async def heartbeat(self, worker: str, alive_until: datetime) -> None:
         self.workers[worker] = alive_until
 
