@@ -20,6 +20,12 @@ private key. The target: >= 0.8x of bare decryption per core used.
     .venv/bin/python -m bench.fetch_cycle --trackers 25000 --profile /tmp/prof   # py-spy
     .venv/bin/python -m bench.fetch_cycle --trackers 25000 --cprofile /tmp/prof  # cProfile
     .venv/bin/python -m bench.fetch_cycle --keep-tags /tmp/tags.pkl   # reuse the tags made
+    .venv/bin/python -m bench.fetch_cycle --trackers 25000 --stall 17  # one fetcher stalls
+
+Per cycle it also counts the trackers asked for more than once (the simulator records every
+key asked): a second turn before the fleet was served, against the fairness rule (issue 11).
+``--stall S`` stops the first fetcher for S seconds early in cycle 2, as a starved event loop
+looks from Redis: past its TTL its claims go to the other fetcher.
 
 ``--profile`` needs ``pip install py-spy``: one collapsed-stack file per fetcher, samples of
 the thread holding the GIL (on a loaded machine that includes time descheduled while holding
@@ -322,6 +328,16 @@ async def _all_due(prefix: str) -> None:
         await client.aclose()
 
 
+async def _stall(pid: int, seconds: float) -> None:
+    """The fetcher ``pid`` stopped for ``seconds`` (a starved event loop, seen from Redis)."""
+    await asyncio.sleep(2)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def _print_cycle(
     name: str, c: Cycle, n: int, fetchers: int, accounts: int, decrypt_only: float, with_key: float
 ) -> None:
@@ -361,6 +377,7 @@ async def bench(
     cprofile: str | None = None,
     cycles: int = 2,
     keep_tags: str | None = None,
+    stall_s: float = 0,
 ) -> None:
     tags = await make_tags(n, cycles > 1, keep_tags)
     async with throwaway_database() as db:
@@ -388,6 +405,7 @@ async def bench(
         watcher: threading.Thread | None = None
         pids: list[int] = []
         results: list[Cycle] = []
+        pauser: asyncio.Task[None] | None = None
         try:
             for f in range(fetchers):
                 files = []
@@ -465,10 +483,14 @@ async def bench(
                     main1 = sum(cpu_seconds(p.pid, p.pid) for p in procs)
                     marks = (len(sim.keys_asked), len(sim.requests))
                     await _all_due(prefix)  # (the simulator answers meanwhile)
+                    if stall_s > 0:
+                        pauser = asyncio.create_task(_stall(procs[0].pid, stall_s))
                     results.append(
                         await _cycle(conn, procs, sim, n, since, t1, cpu1, main1, timeout_s, marks)
                     )
                     stored.append(await conn.fetchval("SELECT count(*) FROM reports"))
+                    if pauser is not None:
+                        await pauser
                 reported = await conn.fetchval(
                     "SELECT count(*) FROM fetch_state WHERE last_result = 'reported'"
                 )
@@ -541,6 +563,13 @@ def main() -> None:
         help="a file for the generated tags, reused by the next run (250,000 take minutes)",
     )
     ap.add_argument(
+        "--stall",
+        type=float,
+        default=0,
+        help="seconds to pause the first fetcher (SIGSTOP) 2 s into cycle 2, as a loaded "
+        "machine starves one; past its TTL (15 s) another takes its claims over",
+    )
+    ap.add_argument(
         "--profile", help="directory for py-spy profiles of the fetchers (pip install py-spy)"
     )
     ap.add_argument(
@@ -557,6 +586,7 @@ def main() -> None:
             args.cprofile,
             args.cycles,
             args.keep_tags,
+            args.stall,
         )
     )
 
