@@ -24,6 +24,12 @@ savepoint that is rolled back; and the replay alone, one pure ``replay`` per tra
 trackers in <= 5 s.
 
     .venv/bin/python -m bench.status_step --sizes 10000,50000,250000
+
+The database server is the one ``TRACKER_BENCH_ADMIN_URL`` names (default
+``postgresql://postgres@127.0.0.1:5432/postgres``; see ``bench/throwaway.py``): point it at
+another cluster, e.g. one sized for the data, to compare servers side by side, e.g.
+``TRACKER_BENCH_ADMIN_URL=postgresql://postgres@127.0.0.1:5433/postgres``. The run prints the
+server's port and the settings that matter for it (``SERVER_SETTINGS``).
 """
 
 from __future__ import annotations
@@ -52,6 +58,28 @@ from usecases.processing import evaluate_statuses
 PHASES = ("inputs", "readings", "replay", "save")
 KINDS = (("plain", RuleKind.CONSECUTIVE), ("evidence", RuleKind.EVIDENCE))
 TARGET_TRACKERS, TARGET_S = 250_000, 5.0
+SERVER_SETTINGS = (
+    "port",
+    "shared_buffers",
+    "effective_cache_size",
+    "work_mem",
+    "maintenance_work_mem",
+    "wal_buffers",
+    "max_wal_size",
+    "checkpoint_timeout",
+    "random_page_cost",
+    "fsync",
+    "synchronous_commit",
+)
+
+
+async def server_settings(conn: asyncpg.Connection) -> str:
+    """The server's settings that matter for the status step, as one printable line."""
+    rows = await conn.fetch(
+        "SELECT name, current_setting(name) AS value FROM unnest($1::text[]) AS name",
+        list(SERVER_SETTINGS),
+    )
+    return ", ".join(f"{r['name']}={r['value']}" for r in rows)
 
 
 def reports_at(trackers: list[uuid.UUID], t0: datetime, rng: random.Random) -> list[Report]:
@@ -234,6 +262,7 @@ async def one_size(n: int, batch: int, concurrency: int, baseline: bool) -> dict
     took: dict[str, float] = {}
     async with throwaway_database() as url:
         conn = await asyncpg.connect(url)
+        print(f"  server: {await server_settings(conn)}")
         trackers = await make_world(conn, n)
         now = datetime.now(UTC).replace(microsecond=0)
         first_at, steady_at = now - timedelta(hours=2), now - timedelta(minutes=30)
