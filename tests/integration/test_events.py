@@ -193,7 +193,9 @@ async def test_concurrent_writers_committing_out_of_order_nothing_missed_nor_rep
     first = asyncio.create_task(writer(0))
     await first_has_id.wait()
     await asyncio.gather(*(writer(n) for n in range(1, 40)))
-    await asyncio.sleep(0.1)  # the reader has read past the others by now
+    async with asyncio.timeout(60):  # a bound for a loaded machine, not a speed
+        while len(seen) < len(committed):  # the reader has read past the others
+            await asyncio.sleep(0.01)
     others_done.set()
     await first
     stop.set()
