@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property, partial
 from typing import Any
@@ -382,6 +382,10 @@ class StateColumns:
     replaces: B
     general: B
     objects: dict[int, tuple[RuleState, StatusRule]]
+    # each tracker's production run (an index into run_ids; -1: not known here), whose rule
+    # and fences apply: the readings need not look them up again
+    run: I64 | None = None
+    run_ids: list[uuid.UUID] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.trackers)

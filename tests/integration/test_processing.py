@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from adapters import prometheus
+from adapters.postgres.partitions import PostgresReportPartitions
 from domain import evidence
 from domain.access import Principal
 from domain.model import GeoPoint, LocationKind
@@ -285,6 +286,44 @@ async def test_database_classification_agrees_with_the_domain_rule(
     assert {TrackerStatus.DELIVERED, TrackerStatus.IN_STORAGE, TrackerStatus.IN_TRANSIT} <= seen
     assert (None in seen) is accuracy_rule
     assert any(x.observation.near for x in readings) is (kind is EVIDENCE)
+
+
+async def test_readings_span_partitions_in_key_order_from_the_start_key(world: World) -> None:
+    """A tracker's reports in several monthly partitions and the default one come in key
+    order (the scan gives them partition by partition, the default last), and only those
+    after the start key are read."""
+    assert world.stack.container is not None
+    pool = await world.stack.container.db_pool.async_()
+    await PostgresReportPartitions(pool).ensure(
+        [datetime(2026, m, 1, tzinfo=UTC) for m in (10, 11, 12)]
+    )
+    a, b = await world.tracker(), await world.tracker()
+    times = [
+        datetime(2026, 12, 2, tzinfo=UTC),
+        datetime(2026, 10, 5, tzinfo=UTC),
+        datetime(2024, 1, 1, tzinfo=UTC),  # default partition
+        datetime(2026, 11, 30, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 11, 30, 23, 59, 59, 999_999, tzinfo=UTC),  # same time, east of it
+        datetime(2027, 6, 1, tzinfo=UTC),  # default partition
+    ]
+    reports = [
+        rep(t, when, east_of(*BERLIN_STORE, 10.0 * n))
+        for t in (a, b)
+        for n, when in enumerate(times)
+    ]
+    await world.store(reports)
+    expected = sorted(
+        ReportKey(r.report_time, *map(e7, (r.position.latitude, r.position.longitude)))
+        for r in reports
+        if r.tracker_id == a
+    )
+    start = expected[2]  # 2026-10-05: readings after it only
+    uow_factory = await world.stack.container.processing_uow.async_()
+    async with uow_factory() as uow:
+        columns = await uow.readings({b: None, a: start})
+    assert columns.trackers == (b, a)
+    assert [r.key for r in columns.readings(1)] == expected[3:]
+    assert [r.key for r in columns.readings(0)] == expected  # (b's keys are a's)
 
 
 async def test_history_records_only_changes_with_report_time_position_and_cause(

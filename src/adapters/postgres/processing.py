@@ -12,7 +12,11 @@ from typing import Self
 import asyncpg
 
 from adapters.postgres.pool import unavailable_on_connection_error
-from adapters.postgres.status_columns import reading_columns, reading_columns_after
+from adapters.postgres.status_columns import (
+    TrackerRules,
+    reading_columns,
+    reading_columns_after,
+)
 from adapters.postgres.status_state import save_columns, state_columns
 from adapters.postgres.uow import PostgresUnitOfWork
 from adapters.tracing import link_queued
@@ -264,6 +268,7 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
 
     async def __aenter__(self) -> Self:
         await super().__aenter__()
+        self._runs: dict[uuid.UUID, uuid.UUID] = {}  # locked tracker -> its production run
         # Batch statements are planned as big, so PostgreSQL would JIT-compile them: that
         # costs more than it saves here (~0.9 s of a 1 s query). Sorts stay in memory.
         with unavailable_on_connection_error():
@@ -283,15 +288,17 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         locked = await self._c.fetch(
             # (a join to the ids, not "= ANY": the planner may scan trackers and compare
             # each row with the whole array)
-            """SELECT t.id FROM unnest($1::uuid[]) AS c(id)
+            """SELECT t.id, t.production_run_id FROM unnest($1::uuid[]) AS c(id)
                JOIN processing_queue q ON q.tracker_id = c.id AND q.claim_token = $2
                JOIN trackers t ON t.id = c.id
                ORDER BY t.id FOR NO KEY UPDATE OF t SKIP LOCKED""",
             ids,
             token,
         )
-        mine = {r["id"] for r in locked}
-        return [c for c in claims if c.tracker_id in mine]
+        # the locked trackers' runs cannot change until the end of the transaction: the
+        # status step takes them from here instead of reading every tracker again
+        self._runs.update((r["id"], r["production_run_id"]) for r in locked)
+        return [c for c in claims if c.tracker_id in self._runs]
 
     async def ungeocoded(
         self, claims: Sequence[Claim]
@@ -468,11 +475,17 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         return await reading_columns(self._c, starts)
 
     async def status_state(self, claims: Sequence[Claim]) -> StateColumns:
-        return await state_columns(self._c, claims)
+        locked = all(c.tracker_id in self._runs for c in claims)
+        return await state_columns(self._c, claims, self._runs if locked else None)
 
     async def readings_after(self, state: StateColumns) -> ReadingColumns:
+        rules = None
+        if state.run is not None and (state.run >= 0).all():
+            rules = TrackerRules(
+                state.run, state.run_ids, state.evidence, state.accuracy_rule, state.min_confidence
+            )
         return await reading_columns_after(
-            self._c, state.trackers, state.after_us, state.after_lat, state.after_lon
+            self._c, state.trackers, state.after_us, state.after_lat, state.after_lon, rules
         )
 
     async def save_results(

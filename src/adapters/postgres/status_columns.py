@@ -16,8 +16,10 @@ what the fences near their reports cost.
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -27,37 +29,91 @@ from domain import evidence
 from domain.geo import EARTH_RADIUS_M
 from domain.model import LocationKind
 from domain.reports import MAX_ACCURACY_M
-from domain.status import DEFAULT_MIN_CONFIDENCE, DEFAULT_RULE_KIND, ReportKey
+from domain.status import ReportKey, StatusRule
 from domain.status_batch import KINDS, NO_TIME, ReadingColumns, to_us
 
 # "from the first report": 0001-01-01 00:00:00+00, as the claim clamps "since"
 _NEG_US = to_us(datetime(1, 1, 1, tzinfo=UTC))
 _MIN_E7 = -(2**31)
 
-# One row per report after its tracker's start key that counts under its run's rule, with
-# the tracker's place in the batch, its run and rule flags; fixed width (no NULLs).
+# One row per report after its tracker's start key that counts under its run's rule (its
+# minimum confidence), with the tracker's place in the batch; fixed width (no NULLs). The start
+# key is a condition of the index scan (and prunes the older partitions at run time): only
+# the reports after it are read, however long the tracker's history. Rows come in the
+# batch's order and, per tracker, in key order (the primary key's order); checked on arrival.
 _COPY_SQL = """
-SELECT s.n::int4, tr.production_run_id,
-       coalesce(sr.kind, '{kind}') = 'EVIDENCE',
-       coalesce(sr.require_accuracy_within_radius, false),
-       r.report_time, r.latitude_e7, r.longitude_e7, r.horizontal_accuracy_m,
-       r.confidence::int4, coalesce(r.nearest_city_id, -1),
-       ST_Y(r.position::geometry), ST_X(r.position::geometry)
-FROM unnest('{ids}'::uuid[], '{times}'::int8[], '{lats}'::int[], '{lons}'::int[])
-     WITH ORDINALITY AS s(tracker_id, us, lat, lon, n)
+SELECT s.n, r.report_time, r.latitude_e7, r.longitude_e7, r.horizontal_accuracy_m,
+       r.confidence::int4, coalesce(r.nearest_city_id, -1), r.lat, r.lon
+FROM reading_keys s
 CROSS JOIN LATERAL (
-    -- (exact: a float8 factor below 2^53 microseconds, some 285 years from 2000)
-    SELECT CASE WHEN s.us = {neg_us} THEN timestamptz '0001-01-01 00:00:00+00'
-                ELSE timestamptz '2000-01-01 00:00:00+00' + s.us * interval '1 microsecond'
-           END AS t) k
-JOIN trackers tr ON tr.id = s.tracker_id
-LEFT JOIN status_rules sr ON sr.production_run_id = tr.production_run_id
-JOIN reports r ON r.tracker_id = s.tracker_id AND r.report_time >= k.t
-     AND (r.report_time, r.latitude_e7, r.longitude_e7) > (k.t, s.lat, s.lon)
-     AND r.confidence >= coalesce(sr.min_confidence, {min_confidence})
-     AND isfinite(r.report_time)  -- stored before times were validated: no place in time
-ORDER BY s.n, r.report_time, r.latitude_e7, r.longitude_e7
+    SELECT r.report_time, r.latitude_e7, r.longitude_e7, r.horizontal_accuracy_m,
+           r.confidence, r.nearest_city_id,
+           ST_Y(r.position::geometry) AS lat, ST_X(r.position::geometry) AS lon
+    FROM reports r
+    WHERE r.tracker_id = s.tracker_id AND r.report_time >= s.t
+      AND (r.report_time, r.latitude_e7, r.longitude_e7) > (s.t, s.lat, s.lon)
+      AND r.confidence >= s.min_confidence
+      AND isfinite(r.report_time)  -- stored before times were validated: no place in time
+    -- (a fence: never flattened into a join the planner could run as a hash of the whole
+    -- table, which its estimates favour while the table is small)
+    OFFSET 0) r
 """
+
+# The run and the rule flags the readings need, per tracker (trackers that no longer exist
+# are left out), for callers that do not have them from the status state.
+_RULES_SQL = """
+SELECT c.n::int4 AS n, t.production_run_id AS run,
+       coalesce(sr.kind, $2) = 'EVIDENCE' AS evidence,
+       coalesce(sr.require_accuracy_within_radius, $3) AS accuracy_rule,
+       coalesce(sr.min_confidence, $4)::int4 AS min_confidence
+FROM unnest($1::uuid[]) WITH ORDINALITY AS c(tracker_id, n)
+JOIN trackers t ON t.id = c.tracker_id
+LEFT JOIN status_rules sr ON sr.production_run_id = t.production_run_id
+"""
+
+# no report has this confidence: a tracker with it reads nothing
+_NOTHING = 4
+
+
+@dataclass(frozen=True)
+class TrackerRules:
+    """Per tracker of a batch: its run (an index into ``run_ids``; -1: the tracker no longer
+    exists) and the flags of its run's rule the readings need."""
+
+    run: np.ndarray
+    run_ids: list[uuid.UUID]
+    evidence: np.ndarray
+    accuracy_rule: np.ndarray
+    min_confidence: np.ndarray
+
+
+async def tracker_rules(conn: asyncpg.Connection, trackers: Sequence[uuid.UUID]) -> TrackerRules:
+    """The trackers' runs and rule flags, read from ``trackers`` and ``status_rules``."""
+    d = StatusRule.default()
+    rows = await conn.fetch(
+        _RULES_SQL,
+        list(trackers),
+        d.kind.value,
+        d.require_accuracy_within_radius,
+        d.min_confidence,
+    )
+    n = len(trackers)
+    out = TrackerRules(
+        run=np.full(n, -1, dtype=np.int64),
+        run_ids=[],
+        evidence=np.zeros(n, dtype=np.bool_),
+        accuracy_rule=np.zeros(n, dtype=np.bool_),
+        min_confidence=np.full(n, _NOTHING, dtype=np.int64),
+    )
+    index: dict[uuid.UUID, int] = {}
+    for r in rows:
+        i = r["n"] - 1
+        out.run[i] = index.setdefault(r["run"], len(index))
+        out.evidence[i] = r["evidence"]
+        out.accuracy_rule[i] = r["accuracy_rule"]
+        out.min_confidence[i] = r["min_confidence"]
+    out.run_ids.extend(index)
+    return out
 
 
 def _field(name: str, fmt: str) -> list[tuple[str, str]]:
@@ -68,9 +124,6 @@ _ROW = np.dtype(
     [
         ("fields", ">i2"),
         *_field("n", ">i4"),
-        *_field("run", "V16"),
-        *_field("evidence", "u1"),
-        *_field("accuracy_rule", "u1"),
         *_field("t", ">i8"),
         *_field("lat_e7", ">i4"),
         *_field("lon_e7", ">i4"),
@@ -82,12 +135,52 @@ _ROW = np.dtype(
     ]
 )
 _HEADER = 19  # PGCOPY signature (11), flags (4), header extension length (4, zero)
-_FIELDS = 12
+_FIELDS = 9
 
 
-def _literal(values: Sequence[str]) -> str:
-    # uuids, integers and ISO times only: nothing to escape
-    return "{" + ",".join(values) + "}"
+def binary_copy(columns: Sequence[tuple[str, np.ndarray]]) -> io.BytesIO:
+    """A binary COPY of fixed-width rows, one field per column (numpy dtype as sent: the
+    values in PostgreSQL's binary layout, e.g. timestamptz as int64 microseconds since 2000,
+    ``NO_TIME`` being -infinity)."""
+    n = len(columns[0][1])
+    fields: list[tuple[str, str]] = [("fields", ">i2")]
+    for name, a in columns:
+        fmt = a.dtype.str if a.dtype.kind == "V" else a.dtype.newbyteorder(">").str
+        fields += [(f"{name}_len", ">i4"), (name, fmt)]
+    rows = np.zeros(n, dtype=np.dtype(fields))
+    rows["fields"] = len(columns)
+    for name, a in columns:
+        rows[f"{name}_len"] = a.dtype.itemsize
+        rows[name] = a
+    return io.BytesIO(b"PGCOPY\n\xff\r\n\x00" + bytes(8) + rows.tobytes() + b"\xff\xff")
+
+
+def uuid_values(ids: Sequence[uuid.UUID]) -> np.ndarray:
+    """uuids as 16-byte values, plus the zero uuid last (index -1: None)."""
+    return np.frombuffer(b"".join(u.bytes for u in ids) + bytes(16), dtype="V16")
+
+
+async def stage(
+    conn: asyncpg.Connection, table: str, ddl: str, columns: Sequence[tuple[str, np.ndarray]]
+) -> None:
+    """A temporary table (dropped at commit) holding ``columns`` by one binary COPY: how a
+    batch's keys reach a query, without a text literal to build and parse."""
+    await conn.execute(
+        f"DROP TABLE IF EXISTS pg_temp.{table}; CREATE TEMP TABLE {table} ({ddl}) ON COMMIT DROP"
+    )
+    await conn.copy_to_table(table, source=binary_copy(columns), format="binary")
+
+
+def _ascending(*columns: np.ndarray) -> bool:
+    """Whether the rows are in strictly ascending order of the columns (lexicographic)."""
+    if len(columns[0]) < 2:
+        return True
+    later = np.zeros(len(columns[0]) - 1, dtype=np.bool_)
+    same = np.ones(len(columns[0]) - 1, dtype=np.bool_)
+    for c in columns:
+        later |= same & (c[1:] > c[:-1])
+        same &= c[1:] == c[:-1]
+    return bool(later.all())
 
 
 def _rows(data: bytes) -> np.ndarray:
@@ -155,44 +248,58 @@ async def reading_columns_after(
     after_us: np.ndarray,
     after_lat: np.ndarray,
     after_lon: np.ndarray,
+    rules: TrackerRules | None = None,
 ) -> ReadingColumns:
     """``reading_columns`` with the start keys as columns (time: microseconds since 2000,
-    ``NO_TIME``: from the first report)."""
+    ``NO_TIME``: from the first report) and, if the caller has them, the trackers' runs
+    and rule flags (else they are read here)."""
     trackers = list(trackers)
-    sql = _COPY_SQL.format(
-        kind=DEFAULT_RULE_KIND.value,
-        min_confidence=int(DEFAULT_MIN_CONFIDENCE),
-        neg_us=_NEG_US,
-        ids=_literal([str(t) for t in trackers]),
-        times=_literal(np.where(after_us == NO_TIME, _NEG_US, after_us).astype(str).tolist()),
-        lats=_literal(after_lat.astype(str).tolist()),
-        lons=_literal(after_lon.astype(str).tolist()),
-    )
+    if rules is None:
+        rules = await tracker_rules(conn, trackers)
     chunks: list[bytes] = []
 
     async def keep(b: bytes) -> None:
         chunks.append(bytes(b))
 
     if trackers:
-        await conn.copy_from_query(sql, output=keep, format="binary")
+        await stage(
+            conn,
+            "reading_keys",
+            "n int4, tracker_id uuid, t timestamptz, lat int4, lon int4, min_confidence int4",
+            [
+                ("n", np.arange(1, len(trackers) + 1, dtype=np.int32)),
+                ("tracker_id", uuid_values(trackers)[:-1]),
+                # NO_TIME: from the first report (as the claim clamps "since")
+                ("t", np.where(after_us == NO_TIME, _NEG_US, after_us).astype(np.int64)),
+                ("lat", after_lat.astype(np.int32)),
+                ("lon", after_lon.astype(np.int32)),
+                ("min_confidence", rules.min_confidence.astype(np.int32)),
+            ],
+        )
+        await conn.copy_from_query(_COPY_SQL, output=keep, format="binary")
     rows = _rows(b"".join(chunks))
-    n = len(rows)
     tracker = rows["n"].astype(np.int64) - 1
+    t_us = rows["t"].astype(np.int64)
+    lat_e7, lon_e7 = rows["lat_e7"].astype(np.int64), rows["lon_e7"].astype(np.int64)
+    if not _ascending(tracker, t_us, lat_e7, lon_e7):  # (as they come, unless a plan says not)
+        o = np.lexsort((lon_e7, lat_e7, t_us, tracker))
+        rows, tracker, t_us, lat_e7, lon_e7 = rows[o], tracker[o], t_us[o], lat_e7[o], lon_e7[o]
+    n = len(rows)
     start = np.searchsorted(tracker, np.arange(len(trackers) + 1)).astype(np.int64)
-    evid = rows["evidence"].astype(np.bool_)
-    slack = np.where(rows["accuracy_rule"] != 0, rows["accuracy"], 0).astype(np.int64)
+    evid = rules.evidence[tracker]
     accuracy = rows["accuracy"].astype(np.int64)
+    slack = np.where(rules.accuracy_rule[tracker], accuracy, 0).astype(np.int64)
+    run_of = rules.run[tracker]
+    run_ids = rules.run_ids
 
     # the fences of the batch's runs, sorted by id (their index order is their id order)
-    runs_raw, run_of = np.unique(rows["run"], return_inverse=True)
-    run_ids = [uuid.UUID(bytes=bytes(r)) for r in runs_raw]
     fence_rows = []
-    if run_ids:
+    if n:
         fence_rows = await conn.fetch(
             """SELECT production_run_id, id, kind, ST_Y(center::geometry) AS lat,
                       ST_X(center::geometry) AS lon, radius_m
                FROM locations WHERE production_run_id = ANY($1::uuid[])""",
-            run_ids,
+            [run_ids[i] for i in np.unique(run_of).tolist() if i >= 0],
         )
     fence_rows = sorted(fence_rows, key=lambda r: r["id"].int)
     run_index = {r: i for i, r in enumerate(run_ids)}
@@ -244,9 +351,9 @@ async def reading_columns_after(
     return ReadingColumns(
         trackers=tuple(trackers),
         start=start,
-        time_us=rows["t"].astype(np.int64),
-        latitude_e7=rows["lat_e7"].astype(np.int64),
-        longitude_e7=rows["lon_e7"].astype(np.int64),
+        time_us=t_us,
+        latitude_e7=lat_e7,
+        longitude_e7=lon_e7,
         accuracy_m=accuracy,
         confidence=rows["confidence"].astype(np.int64),
         city=rows["city"].astype(np.int64),
@@ -261,4 +368,13 @@ async def reading_columns_after(
     )
 
 
-__all__ = ["copy_rows", "reading_columns", "reading_columns_after"]
+__all__ = [
+    "TrackerRules",
+    "binary_copy",
+    "copy_rows",
+    "reading_columns",
+    "reading_columns_after",
+    "stage",
+    "tracker_rules",
+    "uuid_values",
+]

@@ -14,17 +14,16 @@ Out: the new checkpoints and the status changes as binary COPYs into temporary t
 
 from __future__ import annotations
 
-import io
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 import numpy as np
 
-from adapters.postgres.status_columns import copy_rows
+from adapters.postgres.status_columns import binary_copy, copy_rows, stage, uuid_values
 from domain.evidence import ELSEWHERE
 from domain.ports.processing import Claim
-from domain.status import StatusRule
+from domain.status import RuleKind, StatusRule
 from domain.status_batch import (
     KINDS,
     STATUSES,
@@ -32,6 +31,7 @@ from domain.status_batch import (
     ResultColumns,
     StateColumns,
     States,
+    to_us,
 )
 
 _ZERO = "00000000-0000-0000-0000-000000000000"
@@ -48,16 +48,10 @@ _STATUS_NAMES = [s.value for s in STATUSES]
 _KIND_NAMES = [k.value for k in KINDS]
 
 # Per claim (its place n in the batch), fixed width. The belief: transit first, then
-# ELSEWHERE (if there), then at most one fence (slot f).
+# ELSEWHERE (if there), then at most one fence (slot f). The rule is its run's (read once per
+# run, below), not read per tracker.
 _STATE_SQL = """
-SELECT c.n::int4,
-       coalesce(sr.kind, '{kind}') = 'EVIDENCE',
-       coalesce(sr.min_consecutive_reports, {count})::int4,
-       coalesce(sr.min_dwell_s, {dwell})::int4,
-       coalesce(sr.require_accuracy_within_radius, {accuracy}),
-       coalesce(sr.min_confidence, {confidence})::int4,
-       coalesce(sr.min_probability, {probability})::float8,
-       coalesce(sr.outlier_share, {outliers})::float8,
+SELECT c.n,
        coalesce(
            CASE WHEN s.tracker_id IS NULL
                 THEN EXISTS (SELECT 1 FROM status_history h
@@ -88,19 +82,24 @@ SELECT c.n::int4,
        coalesce(s.belief_time, '-infinity'),
        coalesce(s.onset_delivered, '-infinity'), coalesce(s.onset_storage, '-infinity'),
        coalesce(s.onset_transit, '-infinity')
-FROM unnest('{ids}'::uuid[], '{since}'::timestamptz[]) WITH ORDINALITY AS c(tracker_id, since, n)
-JOIN trackers t ON t.id = c.tracker_id
-LEFT JOIN status_rules sr ON sr.production_run_id = t.production_run_id
-LEFT JOIN tracker_status s ON s.tracker_id = c.tracker_id
+FROM state_keys c
+-- (a fence: one index probe per claim, never a hash of the whole table, which the planner
+-- would pick for a batch that is a tenth of the fleet)
+LEFT JOIN LATERAL (SELECT * FROM tracker_status s WHERE s.tracker_id = c.tracker_id OFFSET 0) s
+    ON true
 CROSS JOIN LATERAL (
     SELECT CASE WHEN s.belief_ids[2] = '{zero}' AND s.belief_kinds[2] IS NULL THEN 3 ELSE 2 END
                AS f) b
-ORDER BY c.n
+"""
+
+_RULES_SQL = """
+SELECT production_run_id, kind, min_consecutive_reports, min_dwell_s,
+       require_accuracy_within_radius, min_confidence, min_probability, outlier_share
+FROM status_rules WHERE production_run_id = ANY($1::uuid[])
 """
 
 _STATE_ROW = [
-    ("n", ">i4"), ("evidence", "u1"), ("count", ">i4"), ("dwell", ">i4"), ("accuracy", "u1"),
-    ("confidence", ">i4"), ("min_p", ">f8"), ("outliers", ">f8"), ("general", "u1"),
+    ("n", ">i4"), ("general", "u1"),
     ("after", ">i8"), ("after_lat", ">i4"), ("after_lon", ">i4"),
     ("status", ">i4"), ("since", ">i8"), ("location", "V16"),
     ("pending", ">i4"), ("pending_count", ">i4"), ("pending_since", ">i8"),
@@ -111,29 +110,43 @@ _STATE_ROW = [
 ]  # fmt: skip
 
 
-def _literal(values: Sequence[str]) -> str:
-    return "{" + ",".join(values) + "}"
+async def tracker_runs(
+    conn: asyncpg.Connection, trackers: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """The production run of each tracker that still exists."""
+    rows = await conn.fetch(
+        """SELECT t.id, t.production_run_id FROM unnest($1::uuid[]) AS c(id)
+           JOIN trackers t ON t.id = c.id""",
+        list(trackers),
+    )
+    return {r["id"]: r["production_run_id"] for r in rows}
 
 
-async def state_columns(conn: asyncpg.Connection, claims: Sequence[Claim]) -> StateColumns:
+async def state_columns(
+    conn: asyncpg.Connection,
+    claims: Sequence[Claim],
+    runs: Mapping[uuid.UUID, uuid.UUID] | None = None,
+) -> StateColumns:
     """The claims' starts as columns, in claim order (claims of trackers that no longer
-    exist left out); ``general`` flags the trackers to read as objects."""
+    exist left out); ``general`` flags the trackers to read as objects. ``runs``: each
+    tracker's production run, where the caller has them (the worker's lock reads them);
+    trackers missing from it no longer exist. Without it they are read here."""
+    if runs is None:
+        runs = await tracker_runs(conn, [c.tracker_id for c in claims])
+    claims = [c for c in claims if c.tracker_id in runs]
+    run_index: dict[uuid.UUID, int] = {}
+    run_of = np.array(
+        [run_index.setdefault(runs[c.tracker_id], len(run_index)) for c in claims],
+        dtype=np.int64,
+    )
+    run_ids = list(run_index)
     d = StatusRule.default()
     sql = _STATE_SQL.format(
-        kind=d.kind.value,
-        count=d.min_consecutive_reports,
-        dwell=d.min_dwell_s,
-        accuracy=str(d.require_accuracy_within_radius).lower(),
-        confidence=d.min_confidence,
-        probability=repr(d.min_probability),
-        outliers=repr(d.outlier_share),
         zero=_ZERO,
         min_e7=_MIN_E7,
         status=_code("s.status", _STATUS_NAMES),
         pending=_code("s.pending_status", _STATUS_NAMES),
         fence_kind=_code("s.belief_kinds[b.f]", _KIND_NAMES),
-        ids=_literal([str(c.tracker_id) for c in claims]),
-        since=_literal([f'"{c.since.isoformat()}"' for c in claims]),
     )
     chunks: list[bytes] = []
 
@@ -141,18 +154,43 @@ async def state_columns(conn: asyncpg.Connection, claims: Sequence[Claim]) -> St
         chunks.append(bytes(b))
 
     if claims:
+        await stage(
+            conn,
+            "state_keys",
+            "n int4, tracker_id uuid, since timestamptz",
+            [
+                ("n", np.arange(1, len(claims) + 1, dtype=np.int32)),
+                ("tracker_id", uuid_values([c.tracker_id for c in claims])[:-1]),
+                ("since", np.array([to_us(c.since) for c in claims], dtype=np.int64)),
+            ],
+        )
         await conn.copy_from_query(sql, output=keep, format="binary")
     rows = copy_rows(b"".join(chunks), _STATE_ROW)
+    if len(rows) > 1 and not (np.diff(rows["n"].astype(np.int64)) > 0).all():
+        rows = rows[np.argsort(rows["n"].astype(np.int64), kind="stable")]  # claim order
     n = len(rows)
     place = rows["n"].astype(np.int64) - 1
     out = StateColumns.fresh([claims[i].tracker_id for i in place.tolist()])
-    out.evidence[:] = rows["evidence"] != 0
-    out.min_count[:] = rows["count"]
-    out.dwell_s[:] = rows["dwell"]
-    out.accuracy_rule[:] = rows["accuracy"] != 0
-    out.min_confidence[:] = rows["confidence"]
-    out.min_probability[:] = rows["min_p"]
-    out.outlier_share[:] = rows["outliers"]
+    # the rules: one per run (the default where a run never had one set)
+    by_run = {r["production_run_id"]: r for r in await conn.fetch(_RULES_SQL, run_ids)}
+    rules = [by_run.get(r) for r in run_ids]
+
+    def per_run(name: str, default: object, dtype: type) -> np.ndarray:
+        values = [default if r is None else r[name] for r in rules]
+        return np.array(values, dtype=dtype)[out.run]
+
+    out.run, out.run_ids = run_of[place], run_ids
+    if n:
+        kinds = np.array([d.kind.value if r is None else r["kind"] for r in rules])
+        out.evidence[:] = (kinds == RuleKind.EVIDENCE.value)[out.run]
+        out.min_count[:] = per_run("min_consecutive_reports", d.min_consecutive_reports, np.int64)
+        out.dwell_s[:] = per_run("min_dwell_s", d.min_dwell_s, np.int64)
+        out.accuracy_rule[:] = per_run(
+            "require_accuracy_within_radius", d.require_accuracy_within_radius, np.bool_
+        )
+        out.min_confidence[:] = per_run("min_confidence", d.min_confidence, np.int64)
+        out.min_probability[:] = per_run("min_probability", d.min_probability, np.float64)
+        out.outlier_share[:] = per_run("outlier_share", d.outlier_share, np.float64)
     out.general[:] = rows["general"] != 0
     out.after_us[:] = rows["after"]
     out.after_lat[:] = rows["after_lat"]
@@ -187,26 +225,6 @@ async def state_columns(conn: asyncpg.Connection, claims: Sequence[Claim]) -> St
     s.onsets[:] = np.stack([rows["onset_d"], rows["onset_s"], rows["onset_t"]])
     out.ids = ids
     return out
-
-
-def _copy_bytes(columns: list[tuple[str, np.ndarray]]) -> io.BytesIO:
-    """A binary COPY of fixed-width rows, one field per column (numpy dtype as sent)."""
-    n = len(columns[0][1])
-    fields: list[tuple[str, str]] = [("fields", ">i2")]
-    for name, a in columns:
-        fmt = a.dtype.str if a.dtype.kind == "V" else a.dtype.newbyteorder(">").str
-        fields += [(f"{name}_len", ">i4"), (name, fmt)]
-    rows = np.zeros(n, dtype=np.dtype(fields))
-    rows["fields"] = len(columns)
-    for name, a in columns:
-        rows[f"{name}_len"] = a.dtype.itemsize
-        rows[name] = a
-    return io.BytesIO(b"PGCOPY\n\xff\r\n\x00" + bytes(8) + rows.tobytes() + b"\xff\xff")
-
-
-def _uuids(ids: Sequence[uuid.UUID]) -> np.ndarray:
-    """uuids as 16-byte values, plus the zero uuid last (index -1: None)."""
-    return np.frombuffer(b"".join(u.bytes for u in ids) + bytes(16), dtype="V16")
 
 
 _STATUS_SQL = "(ARRAY['DELIVERED', 'IN_STORAGE', 'IN_TRANSIT'])[{} + 1]"
@@ -271,18 +289,16 @@ CREATE TEMP TABLE change_stage (
     nearest_city_id int4, probability float8, evidence_since timestamptz) ON COMMIT DROP;
 """
 
-_UPDATE_SQL = f"""
-UPDATE tracker_status s SET {", ".join(f"{c} = {e}" for c, e in _STATE_SET)},
-    update_time = now()
-FROM status_stage st WHERE s.tracker_id = st.tracker_id
-"""
-
-_INSERT_SQL = f"""
+# One upsert: each staged row finds its tracker's row by the primary key (an index probe
+# per tracker, whatever the size of the table; an UPDATE ... FROM was planned as a hash of
+# the whole table at a tenth of the fleet), in tracker order.
+_UPSERT_SQL = f"""
 INSERT INTO tracker_status (tracker_id, {", ".join(c for c, _ in _STATE_SET)})
 SELECT st.tracker_id, {", ".join(e for _, e in _STATE_SET)}
 FROM status_stage st
-WHERE NOT EXISTS (SELECT 1 FROM tracker_status s WHERE s.tracker_id = st.tracker_id)
 ORDER BY st.tracker_id
+ON CONFLICT (tracker_id) DO UPDATE SET
+    {", ".join(f"{c} = excluded.{c}" for c, _ in _STATE_SET)}, update_time = now()
 """
 
 _HISTORY_SQL = f"""
@@ -331,13 +347,13 @@ async def save_columns(
     if not len(done) and not nch:
         return
     await conn.execute(_STAGE_SQL)
-    trackers = _uuids(c.trackers)
-    locations = _uuids(result.ids)
+    trackers = uuid_values(c.trackers)
+    locations = uuid_values(result.ids)
     if nch:
         r = result.change_row
         await conn.copy_to_table(
             "change_stage",
-            source=_copy_bytes(
+            source=binary_copy(
                 [
                     ("tracker_id", trackers[result.change_tracker]),
                     ("report_time", c.time_us[r]),
@@ -362,7 +378,7 @@ async def save_columns(
     last = result.last[done]
     await conn.copy_to_table(
         "status_stage",
-        source=_copy_bytes(
+        source=binary_copy(
             [
                 ("tracker_id", trackers[done]),
                 ("status", s.status[done].astype(np.int32)),
@@ -392,8 +408,7 @@ async def save_columns(
         ),
         format="binary",
     )
-    await conn.execute(_UPDATE_SQL)
-    await conn.execute(_INSERT_SQL)
+    await conn.execute(_UPSERT_SQL)
     wide = [i for i in done.tolist() if i in result.wide]
     if wide:  # beliefs wider than the slots (from the pure replay): as array texts
         texts = [_belief_texts(result.wide[i]) for i in wide]
@@ -409,4 +424,4 @@ async def save_columns(
         )
 
 
-__all__ = ["save_columns", "state_columns"]
+__all__ = ["save_columns", "state_columns", "tracker_runs"]
