@@ -19,6 +19,7 @@ from adapters.postgres.partitions import PostgresReportPartitions
 from domain import evidence
 from domain.access import Principal
 from domain.model import GeoPoint, LocationKind
+from domain.ports.processing import Claim
 from domain.reports import Report, e7
 from domain.status import Fence, ReportKey, RuleKind, StatusRule, TrackerStatus, classify
 from servers.runtime import Process
@@ -324,6 +325,42 @@ async def test_readings_span_partitions_in_key_order_from_the_start_key(world: W
     assert columns.trackers == (b, a)
     assert [r.key for r in columns.readings(1)] == expected[3:]
     assert [r.key for r in columns.readings(0)] == expected  # (b's keys are a's)
+
+
+async def test_status_state_without_the_lock_reads_runs_and_rules_itself(world: World) -> None:
+    """The worker's lock hands the status step each tracker's run; without it (a caller that
+    did not lock) the step reads them itself: each tracker under its own run's rule, and a
+    tracker that no longer exists left out."""
+    assert world.stack.container is not None
+    repo = await world.stack.container.status_repository.async_()
+    await repo.set_status_rule(world.other_run_id, StatusRule(kind=EVIDENCE, min_confidence=3))
+    setup = await world.stack.container.setup_usecases.async_()
+    a, b, gone = (
+        await world.tracker(),
+        await world.tracker(world.other_run_id),
+        await world.tracker(),
+    )
+    await world.store(
+        [
+            rep(t, T0 + timedelta(minutes=m), BERLIN_STORE, 10, c)
+            for t in (a, b, gone)
+            for m, c in ((0, 2), (10, 3))
+        ]
+    )
+    await setup.delete_tracker(SYSTEM, gone, force=True)
+    since = T0 - timedelta(days=1)
+    claims = [Claim(t, since, (), 1, T0, 0) for t in (gone, b, a)]
+    uow_factory = await world.stack.container.processing_uow.async_()
+    async with uow_factory() as uow:
+        state = await uow.status_state(claims)
+        assert state.trackers == (b, a)
+        assert state.evidence.tolist() == [True, False]  # run 1 weighs evidence, run 0 plain
+        assert state.min_confidence.tolist() == [3, 2]
+        assert state.run is not None
+        assert [state.run_ids[i] for i in state.run.tolist()] == [world.other_run_id, world.run_id]
+        readings = await uow.readings_after(state)
+        assert [r.confidence for r in readings.readings(0)] == [3]
+        assert [r.confidence for r in readings.readings(1)] == [2, 3]
 
 
 async def test_history_records_only_changes_with_report_time_position_and_cause(
