@@ -286,12 +286,18 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         # another worker (and a delete of the tracker) but not report ingestion, which never
         # locks trackers.
         locked = await self._c.fetch(
-            # (a join to the ids, not "= ANY": the planner may scan trackers and compare
-            # each row with the whole array)
+            # (each claim's queue row and tracker by its key: not "= ANY", which the planner
+            # may run as a scan comparing each row with the whole array, and LATERAL
+            # subqueries, not joins, which were planned as scans of the whole queue or of
+            # all trackers, costs growing with the fleet rather than the batch. SKIP
+            # LOCKED never waits, so the order the rows are locked in does not matter.)
             """SELECT t.id, t.production_run_id FROM unnest($1::uuid[]) AS c(id)
-               JOIN processing_queue q ON q.tracker_id = c.id AND q.claim_token = $2
-               JOIN trackers t ON t.id = c.id
-               ORDER BY t.id FOR NO KEY UPDATE OF t SKIP LOCKED""",
+               CROSS JOIN LATERAL (
+                   SELECT 1 FROM processing_queue q
+                   WHERE q.tracker_id = c.id AND q.claim_token = $2 OFFSET 0) q
+               CROSS JOIN LATERAL (
+                   SELECT t.id, t.production_run_id FROM trackers t WHERE t.id = c.id
+                   FOR NO KEY UPDATE SKIP LOCKED) t""",
             ids,
             token,
         )
