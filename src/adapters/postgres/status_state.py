@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import asyncpg
 import numpy as np
 
-from adapters.postgres.status_columns import binary_copy, copy_rows, stage, uuid_values
+from adapters.postgres.status_columns import copy_rows, stage, uuid_values
 from domain.evidence import ELSEWHERE
 from domain.ports.processing import Claim
 from domain.status import RuleKind, StatusRule
@@ -273,21 +273,18 @@ _STATE_SET = [
     ("onset_transit", "nullif(st.onset_transit, '-infinity')"),
 ]
 
-_STAGE_SQL = """
-DROP TABLE IF EXISTS pg_temp.status_stage, pg_temp.change_stage;
-CREATE TEMP TABLE status_stage (
+_STATUS_STAGE = """
     tracker_id uuid, status int4, status_since timestamptz, location_id uuid,
     last_report_time timestamptz, last_latitude_e7 int4, last_longitude_e7 int4,
     last_accuracy_m int4, last_city_id int4, pending int4, pending_count int4,
     pending_since timestamptz, pending_location_id uuid, probability float8,
     evidence_since timestamptz, transit float8, elsewhere float8, fence uuid, fence_kind int4,
     fence_p float8, belief_time timestamptz, onset_delivered timestamptz,
-    onset_storage timestamptz, onset_transit timestamptz) ON COMMIT DROP;
-CREATE TEMP TABLE change_stage (
+    onset_storage timestamptz, onset_transit timestamptz"""
+_CHANGE_STAGE = """
     tracker_id uuid, report_time timestamptz, latitude_e7 int4, longitude_e7 int4,
     status int4, previous int4, location_id uuid, horizontal_accuracy_m int4, confidence int4,
-    nearest_city_id int4, probability float8, evidence_since timestamptz) ON COMMIT DROP;
-"""
+    nearest_city_id int4, probability float8, evidence_since timestamptz"""
 
 # One upsert: each staged row finds its tracker's row by the primary key (an index probe
 # per tracker, whatever the size of the table; an UPDATE ... FROM was planned as a hash of
@@ -346,67 +343,64 @@ async def save_columns(
     nch = len(result.change_tracker)
     if not len(done) and not nch:
         return
-    await conn.execute(_STAGE_SQL)
     trackers = uuid_values(c.trackers)
     locations = uuid_values(result.ids)
     if nch:
         r = result.change_row
-        await conn.copy_to_table(
+        await stage(
+            conn,
             "change_stage",
-            source=binary_copy(
-                [
-                    ("tracker_id", trackers[result.change_tracker]),
-                    ("report_time", c.time_us[r]),
-                    ("latitude_e7", c.latitude_e7[r].astype(np.int32)),
-                    ("longitude_e7", c.longitude_e7[r].astype(np.int32)),
-                    ("status", result.change_status.astype(np.int32)),
-                    ("previous", result.change_previous.astype(np.int32)),
-                    ("location_id", locations[result.change_location]),
-                    ("horizontal_accuracy_m", c.accuracy_m[r].astype(np.int32)),
-                    ("confidence", c.confidence[r].astype(np.int32)),
-                    ("nearest_city_id", c.city[r].astype(np.int32)),
-                    ("probability", result.change_probability),
-                    ("evidence_since", result.change_evidence_since),
-                ]
-            ),
-            format="binary",
+            _CHANGE_STAGE,
+            [
+                ("tracker_id", trackers[result.change_tracker]),
+                ("report_time", c.time_us[r]),
+                ("latitude_e7", c.latitude_e7[r].astype(np.int32)),
+                ("longitude_e7", c.longitude_e7[r].astype(np.int32)),
+                ("status", result.change_status.astype(np.int32)),
+                ("previous", result.change_previous.astype(np.int32)),
+                ("location_id", locations[result.change_location]),
+                ("horizontal_accuracy_m", c.accuracy_m[r].astype(np.int32)),
+                ("confidence", c.confidence[r].astype(np.int32)),
+                ("nearest_city_id", c.city[r].astype(np.int32)),
+                ("probability", result.change_probability),
+                ("evidence_since", result.change_evidence_since),
+            ],
         )
         await conn.execute(_HISTORY_SQL)
     if not len(done):
         return
     s: States = result.states
     last = result.last[done]
-    await conn.copy_to_table(
+    await stage(
+        conn,
         "status_stage",
-        source=binary_copy(
-            [
-                ("tracker_id", trackers[done]),
-                ("status", s.status[done].astype(np.int32)),
-                ("status_since", s.since[done]),
-                ("location_id", locations[s.location[done]]),
-                ("last_report_time", c.time_us[last]),
-                ("last_latitude_e7", c.latitude_e7[last].astype(np.int32)),
-                ("last_longitude_e7", c.longitude_e7[last].astype(np.int32)),
-                ("last_accuracy_m", c.accuracy_m[last].astype(np.int32)),
-                ("last_city_id", c.city[last].astype(np.int32)),
-                ("pending", s.pending[done].astype(np.int32)),
-                ("pending_count", s.pending_count[done].astype(np.int32)),
-                ("pending_since", s.pending_since[done]),
-                ("pending_location_id", locations[s.pending_location[done]]),
-                ("probability", s.probability[done]),
-                ("evidence_since", s.evidence_since[done]),
-                ("transit", s.transit[done]),
-                ("elsewhere", s.elsewhere[done]),
-                ("fence", locations[s.fence[done]]),
-                ("fence_kind", s.fence_kind[done].astype(np.int32)),
-                ("fence_p", s.fence_p[done]),
-                ("belief_time", s.belief_time[done]),
-                ("onset_delivered", s.onsets[0, done]),
-                ("onset_storage", s.onsets[1, done]),
-                ("onset_transit", s.onsets[2, done]),
-            ]
-        ),
-        format="binary",
+        _STATUS_STAGE,
+        [
+            ("tracker_id", trackers[done]),
+            ("status", s.status[done].astype(np.int32)),
+            ("status_since", s.since[done]),
+            ("location_id", locations[s.location[done]]),
+            ("last_report_time", c.time_us[last]),
+            ("last_latitude_e7", c.latitude_e7[last].astype(np.int32)),
+            ("last_longitude_e7", c.longitude_e7[last].astype(np.int32)),
+            ("last_accuracy_m", c.accuracy_m[last].astype(np.int32)),
+            ("last_city_id", c.city[last].astype(np.int32)),
+            ("pending", s.pending[done].astype(np.int32)),
+            ("pending_count", s.pending_count[done].astype(np.int32)),
+            ("pending_since", s.pending_since[done]),
+            ("pending_location_id", locations[s.pending_location[done]]),
+            ("probability", s.probability[done]),
+            ("evidence_since", s.evidence_since[done]),
+            ("transit", s.transit[done]),
+            ("elsewhere", s.elsewhere[done]),
+            ("fence", locations[s.fence[done]]),
+            ("fence_kind", s.fence_kind[done].astype(np.int32)),
+            ("fence_p", s.fence_p[done]),
+            ("belief_time", s.belief_time[done]),
+            ("onset_delivered", s.onsets[0, done]),
+            ("onset_storage", s.onsets[1, done]),
+            ("onset_transit", s.onsets[2, done]),
+        ],
     )
     await conn.execute(_UPSERT_SQL)
     wide = [i for i in done.tolist() if i in result.wide]
