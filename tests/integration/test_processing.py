@@ -497,6 +497,64 @@ async def test_any_arrival_order_gives_the_same_history_and_rollups(
     assert {t: await changes_of(world, t) for t in before} == before
 
 
+async def test_a_belief_stored_as_arrays_before_0035_resumes_as_the_columns_do(
+    world: World,
+) -> None:
+    """Checkpoints written before migration 0035 hold the belief in the arrays only; the
+    status step reads them as it reads the fixed columns: the history and status go on as
+    those of a twin tracker whose checkpoint is in the new form."""
+    assert world.stack.container is not None
+    repo = await world.stack.container.status_repository.async_()
+    await repo.set_status_rule(world.run_id, StatusRule(kind=EVIDENCE))
+    old, new = await world.tracker(), await world.tracker()
+    road = (53.0, 11.5)
+    plan = [road, road, HAMBURG_WAREHOUSE, HAMBURG_WAREHOUSE, east_of(*BERLIN_STORE, 300)]
+    plan += [BERLIN_STORE] * 3
+    converted = 0
+    for n, where in enumerate(plan):
+        await world.store([rep(t, T0 + timedelta(minutes=40 * n), where, 30) for t in (old, new)])
+        await world.process()
+        uow_factory = await world.stack.container.uow_factory.async_()
+        async with uow_factory() as uow:
+            conn = uow._conn
+            assert conn is not None
+            moved = await conn.execute(
+                """UPDATE tracker_status SET
+                       belief_ids = CASE WHEN belief_transit IS NULL THEN NULL
+                           ELSE ARRAY[NULL::uuid]
+                                || CASE WHEN belief_elsewhere IS NULL THEN '{}'::uuid[]
+                                        ELSE ARRAY['00000000-0000-0000-0000-000000000000'::uuid] END
+                                || CASE WHEN belief_fence_id IS NULL THEN '{}'::uuid[]
+                                        ELSE ARRAY[belief_fence_id] END END,
+                       belief_kinds = CASE WHEN belief_transit IS NULL THEN NULL
+                           ELSE ARRAY[NULL::text]
+                                || CASE WHEN belief_elsewhere IS NULL THEN '{}'::text[]
+                                        ELSE ARRAY[NULL::text] END
+                                || CASE WHEN belief_fence_id IS NULL THEN '{}'::text[]
+                                        ELSE ARRAY[belief_fence_kind] END END,
+                       belief_probabilities = CASE WHEN belief_transit IS NULL THEN NULL
+                           ELSE ARRAY[belief_transit]
+                                || CASE WHEN belief_elsewhere IS NULL THEN '{}'::float8[]
+                                        ELSE ARRAY[belief_elsewhere] END
+                                || CASE WHEN belief_fence_id IS NULL THEN '{}'::float8[]
+                                        ELSE ARRAY[belief_fence_p] END END,
+                       belief_transit = NULL, belief_elsewhere = NULL, belief_fence_id = NULL,
+                       belief_fence_kind = NULL, belief_fence_p = NULL
+                   WHERE tracker_id = $1 AND belief_ids IS NULL""",
+                old,
+            )
+            await uow.commit()
+        converted += moved == "UPDATE 1"  # (a wide belief is in the arrays already)
+    assert converted >= 4
+    assert await changes_of(world, old) == await changes_of(world, new)
+    assert len(await changes_of(world, new)) >= 2
+    before, after = await status_of(world, old), await status_of(world, new)
+    for s in (before, after):
+        s.tracker_id = ""
+        s.ClearField("update_time")
+    assert before == after
+
+
 async def test_dwell_rule_ignores_one_noisy_report(world: World) -> None:
     assert world.stack.collector_channel is not None
     rules = s_grpc.StatusServiceStub(world.stack.collector_channel)

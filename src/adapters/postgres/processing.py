@@ -21,7 +21,7 @@ from adapters.postgres.status_state import save_columns, state_columns
 from adapters.postgres.uow import PostgresUnitOfWork
 from adapters.tracing import link_queued
 from domain.errors import InvalidArgument
-from domain.evidence import Belief
+from domain.evidence import ELSEWHERE, Belief
 from domain.model import GeoPoint, LocationKind
 from domain.pagination import Page, PageRequest
 from domain.ports.processing import Claim, Evaluation, StatusInput
@@ -64,6 +64,48 @@ def _belief(ids: list[uuid.UUID | None] | None, kinds: list[str | None], ps: lis
     return tuple(
         (h, LocationKind(k) if k else None, p) for h, k, p in zip(ids, kinds, ps, strict=True)
     )
+
+
+def _belief_of(r: asyncpg.Record) -> Belief:
+    """A checkpoint's belief: the arrays where it is there (wide, or written before
+    migration 0035), else the fixed columns."""
+    if r["belief_ids"] is not None:
+        return _belief(r["belief_ids"], r["belief_kinds"], r["belief_probabilities"])
+    if r["belief_transit"] is None:
+        return ()
+    out: list[tuple[uuid.UUID | None, LocationKind | None, float]] = [
+        (None, None, r["belief_transit"])
+    ]
+    if r["belief_elsewhere"] is not None:
+        out.append((ELSEWHERE, None, r["belief_elsewhere"]))
+    if r["belief_fence_id"] is not None:
+        out.append(
+            (r["belief_fence_id"], LocationKind(r["belief_fence_kind"]), r["belief_fence_p"])
+        )
+    return tuple(out)
+
+
+_NO_SLOTS = (None, None, None, None, None)
+
+
+def _belief_slots(belief: Belief) -> tuple[object, ...] | None:
+    """The belief as the fixed columns (transit, ELSEWHERE, one fence: what
+    ``domain.status_batch.States`` holds too); None if it is wider (then: the arrays)."""
+    if not belief:
+        return _NO_SLOTS
+    (h, kind, transit), rest = belief[0], list(belief[1:])
+    if h is not None or kind is not None:
+        return None
+    elsewhere = None
+    if rest and rest[0][0] == ELSEWHERE and rest[0][1] is None:
+        elsewhere = rest.pop(0)[2]
+    fence: tuple[object, object, object] = (None, None, None)
+    if rest:
+        h, kind, p = rest.pop(0)
+        if h is None or h == ELSEWHERE or kind is None:
+            return None
+        fence = (h, kind.value, p)
+    return None if rest else (transit, elsewhere, *fence)
 
 
 def _belief_texts(belief: Belief) -> tuple[str, str, str]:
@@ -407,7 +449,9 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
                       s.last_latitude_e7, s.last_longitude_e7, s.pending_status,
                       s.pending_count, s.pending_since, s.pending_location_id,
                       s.probability, s.evidence_since, s.belief_ids, s.belief_kinds,
-                      s.belief_probabilities, s.belief_time, s.onset_delivered,
+                      s.belief_probabilities, s.belief_transit, s.belief_elsewhere,
+                      s.belief_fence_id, s.belief_fence_kind, s.belief_fence_p,
+                      s.belief_time, s.onset_delivered,
                       s.onset_storage, s.onset_transit,
                       h.report_time AS h_time, h.latitude_e7 AS h_lat, h.longitude_e7 AS h_lon,
                       h.status AS h_status, h.previous_status AS h_previous,
@@ -454,9 +498,7 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
                         pending_location_id=r["pending_location_id"],
                         probability=r["probability"],
                         evidence_since=r["evidence_since"],
-                        belief=_belief(
-                            r["belief_ids"], r["belief_kinds"], r["belief_probabilities"]
-                        ),
+                        belief=_belief_of(r),
                         belief_time=r["belief_time"],
                         onsets=(r["onset_delivered"], r["onset_storage"], r["onset_transit"]),
                     ),
@@ -567,28 +609,41 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
             )  # fmt: skip
             for column, value in zip(values, row, strict=True):
                 column.append(value)
-        # The evidence rule's belief, three arrays per tracker, each sent as the text of an
-        # array (floats as repr: PostgreSQL reads them back to the same bits), so that one
+        # The evidence rule's belief: in the fixed columns where it fits (transit,
+        # ELSEWHERE, one fence), else three arrays, each sent as the text of an array
+        # (floats as repr: PostgreSQL reads them back to the same bits); so that one
         # statement writes the whole row.
+        slots: list[list[object]] = [[] for _ in _NO_SLOTS]
         beliefs: list[list[str | None]] = [[], [], []]
         for e in done:
             b = e.state.belief
-            for column, text in zip(beliefs, _belief_texts(b) if b else (None,) * 3, strict=True):
+            fixed = _belief_slots(b)
+            for column, value in zip(slots, fixed or _NO_SLOTS, strict=True):
+                column.append(value)
+            texts = (None,) * 3 if fixed is not None else _belief_texts(b)
+            for column, text in zip(beliefs, texts, strict=True):
                 column.append(text)
-        params = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types + ["text"] * 3))
-        names = ", ".join(f"u{i}" for i in range(len(types) + 3))
-        n = len(types)
+        slot_cols = [
+            "belief_transit", "belief_elsewhere", "belief_fence_id", "belief_fence_kind",
+            "belief_fence_p",
+        ]  # fmt: skip
+        slot_types = ["float8", "float8", "uuid", "text", "float8"]
+        all_types = types + slot_types + ["text"] * 3
+        params = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(all_types))
+        names = ", ".join(f"u{i}" for i in range(len(all_types)))
+        n = len(types) + len(slot_types)
         select = ", ".join(
             [f"u{i}" for i in range(n)]
             + [f"u{n}::uuid[]", f"u{n + 1}::text[]", f"u{n + 2}::float8[]"]
         )
-        belief_cols = ["belief_ids", "belief_kinds", "belief_probabilities"]
+        belief_cols = [*slot_cols, "belief_ids", "belief_kinds", "belief_probabilities"]
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:] + belief_cols)
         await self._c.execute(
             f"""INSERT INTO tracker_status ({", ".join(cols + belief_cols)})
                 SELECT {select} FROM unnest({params}) AS u({names})
                 ON CONFLICT (tracker_id) DO UPDATE SET {updates}, update_time = now()""",
             *values,
+            *slots,
             *beliefs,
         )
 

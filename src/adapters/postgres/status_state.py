@@ -57,7 +57,8 @@ SELECT c.n,
                 THEN EXISTS (SELECT 1 FROM status_history h
                              WHERE h.tracker_id = c.tracker_id AND h.report_time < c.since)
                 ELSE s.last_report_time >= c.since
-                     OR NOT (coalesce(cardinality(s.belief_ids), 0) = 0
+                     OR NOT (s.belief_ids IS NULL
+                             OR cardinality(s.belief_ids) = 0
                              OR (s.belief_ids[1] IS NULL AND s.belief_kinds[1] IS NULL
                                  AND s.belief_probabilities[1] IS NOT NULL
                                  AND (b.f = 2 OR s.belief_probabilities[2] IS NOT NULL)
@@ -73,12 +74,16 @@ SELECT c.n,
        {pending}, coalesce(s.pending_count, 0), coalesce(s.pending_since, '-infinity'),
        coalesce(s.pending_location_id, '{zero}'),
        coalesce(s.probability, 'NaN'), coalesce(s.evidence_since, '-infinity'),
-       CASE WHEN coalesce(cardinality(s.belief_ids), 0) = 0 THEN 'NaN'
-            ELSE coalesce(s.belief_probabilities[1], 'NaN') END,
-       CASE WHEN b.f = 3 THEN coalesce(s.belief_probabilities[2], 'NaN') ELSE 'NaN' END,
-       coalesce(s.belief_ids[b.f], '{zero}'),
+       coalesce(CASE WHEN s.belief_ids IS NULL THEN s.belief_transit
+                     WHEN cardinality(s.belief_ids) > 0 THEN s.belief_probabilities[1] END,
+                'NaN'),
+       coalesce(CASE WHEN s.belief_ids IS NULL THEN s.belief_elsewhere
+                     WHEN b.f = 3 THEN s.belief_probabilities[2] END, 'NaN'),
+       coalesce(CASE WHEN s.belief_ids IS NULL THEN s.belief_fence_id
+                     ELSE s.belief_ids[b.f] END, '{zero}'),
        {fence_kind},
-       coalesce(s.belief_probabilities[b.f], 'NaN'),
+       coalesce(CASE WHEN s.belief_ids IS NULL THEN s.belief_fence_p
+                     ELSE s.belief_probabilities[b.f] END, 'NaN'),
        coalesce(s.belief_time, '-infinity'),
        coalesce(s.onset_delivered, '-infinity'), coalesce(s.onset_storage, '-infinity'),
        coalesce(s.onset_transit, '-infinity')
@@ -87,9 +92,12 @@ FROM state_keys c
 -- would pick for a batch that is a tenth of the fleet)
 LEFT JOIN LATERAL (SELECT * FROM tracker_status s WHERE s.tracker_id = c.tracker_id OFFSET 0) s
     ON true
+-- the belief's slot of its fence, for a belief still in the arrays (written before 0035,
+-- or wider than the columns)
 CROSS JOIN LATERAL (
-    SELECT CASE WHEN s.belief_ids[2] = '{zero}' AND s.belief_kinds[2] IS NULL THEN 3 ELSE 2 END
-               AS f) b
+    SELECT CASE WHEN s.belief_ids IS NULL THEN 0
+                WHEN s.belief_ids[2] = '{zero}' AND s.belief_kinds[2] IS NULL THEN 3
+                ELSE 2 END AS f) b
 """
 
 _RULES_SQL = """
@@ -146,7 +154,10 @@ async def state_columns(
         min_e7=_MIN_E7,
         status=_code("s.status", _STATUS_NAMES),
         pending=_code("s.pending_status", _STATUS_NAMES),
-        fence_kind=_code("s.belief_kinds[b.f]", _KIND_NAMES),
+        fence_kind=_code(
+            "CASE WHEN s.belief_ids IS NULL THEN s.belief_fence_kind ELSE s.belief_kinds[b.f] END",
+            _KIND_NAMES,
+        ),
     )
     chunks: list[bytes] = []
 
@@ -247,26 +258,15 @@ _STATE_SET = [
     ("pending_location_id", f"nullif(st.pending_location_id, {_ZERO_ID})"),
     ("probability", "nullif(st.probability, 'NaN')"),
     ("evidence_since", "nullif(st.evidence_since, '-infinity')"),
-    (
-        "belief_ids",
-        f"""CASE WHEN st.transit = 'NaN' THEN NULL ELSE ARRAY[NULL::uuid]
-            || CASE WHEN st.elsewhere = 'NaN' THEN '{{}}'::uuid[] ELSE ARRAY[{_ZERO_ID}] END
-            || CASE WHEN st.fence = {_ZERO_ID} THEN '{{}}'::uuid[] ELSE ARRAY[st.fence] END END""",
-    ),
-    (
-        "belief_kinds",
-        f"""CASE WHEN st.transit = 'NaN' THEN NULL ELSE ARRAY[NULL::text]
-            || CASE WHEN st.elsewhere = 'NaN' THEN '{{}}'::text[] ELSE ARRAY[NULL::text] END
-            || CASE WHEN st.fence = {_ZERO_ID} THEN '{{}}'::text[]
-                    ELSE ARRAY[{_KIND_SQL.format("st.fence_kind")}] END END""",
-    ),
-    (
-        "belief_probabilities",
-        f"""CASE WHEN st.transit = 'NaN' THEN NULL ELSE ARRAY[st.transit]
-            || CASE WHEN st.elsewhere = 'NaN' THEN '{{}}'::float8[] ELSE ARRAY[st.elsewhere] END
-            || CASE WHEN st.fence = {_ZERO_ID} THEN '{{}}'::float8[]
-                    ELSE ARRAY[st.fence_p] END END""",
-    ),
+    ("belief_transit", "nullif(st.transit, 'NaN')"),
+    ("belief_elsewhere", "nullif(st.elsewhere, 'NaN')"),
+    ("belief_fence_id", f"nullif(st.fence, {_ZERO_ID})"),
+    ("belief_fence_kind", _KIND_SQL.format("st.fence_kind")),
+    ("belief_fence_p", f"CASE WHEN st.fence = {_ZERO_ID} THEN NULL ELSE st.fence_p END"),
+    # (a belief wider than the columns is written to the arrays afterwards)
+    ("belief_ids", "NULL::uuid[]"),
+    ("belief_kinds", "NULL::text[]"),
+    ("belief_probabilities", "NULL::float8[]"),
     ("belief_time", "nullif(st.belief_time, '-infinity')"),
     ("onset_delivered", "nullif(st.onset_delivered, '-infinity')"),
     ("onset_storage", "nullif(st.onset_storage, '-infinity')"),
@@ -408,7 +408,9 @@ async def save_columns(
         texts = [_belief_texts(result.wide[i]) for i in wide]
         await conn.execute(
             """UPDATE tracker_status s SET belief_ids = w.ids::uuid[],
-                   belief_kinds = w.kinds::text[], belief_probabilities = w.ps::float8[]
+                   belief_kinds = w.kinds::text[], belief_probabilities = w.ps::float8[],
+                   belief_transit = NULL, belief_elsewhere = NULL, belief_fence_id = NULL,
+                   belief_fence_kind = NULL, belief_fence_p = NULL
                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS w(t, ids, kinds, ps)
                WHERE s.tracker_id = w.t""",
             [c.trackers[i] for i in wide],
