@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters.postgres.detectors import decode_position, encode_position
 from adapters.postgres.events import decode_cursor, encode_cursor
 from domain.errors import InvalidArgument
 from domain.events import DeliveryPolicy, check_secret, check_url, signature, verify_signature
@@ -96,6 +97,7 @@ def test_cursors_round_trip_and_anything_else_is_refused() -> None:
         "!!",
         encode_cursor("105:100:"),  # xmin above xmax
         encode_cursor("100:105:99"),  # an in-progress xid below xmin
+        encode_cursor("100:105:102,101"),  # in-progress xids out of order (PostgreSQL refuses)
         encode_cursor("100:105:", "", 3),  # an id without its upper snapshot
         encode_cursor("0:0:"),
         encode_cursor("1:99999999999999999999:"),
@@ -104,4 +106,21 @@ def test_cursors_round_trip_and_anything_else_is_refused() -> None:
     for cursor in bad:
         with pytest.raises(InvalidArgument) as err:
             decode_cursor(cursor)
+        assert err.value.violations[0].field == "after_cursor"
+
+
+def test_detector_stream_positions_round_trip_and_anything_else_is_refused() -> None:
+    snapshot = "100:105:100,102"
+    assert decode_position(encode_position(snapshot)) == snapshot
+    for bad in (
+        "",
+        "!!",
+        "matrix",
+        encode_cursor(snapshot),  # an event stream's cursor
+        encode_position("100:105:102,101"),
+        encode_position("105:100:"),
+        "x" * 9000,
+    ):
+        with pytest.raises(InvalidArgument) as err:
+            decode_position(bad)
         assert err.value.violations[0].field == "after_cursor"

@@ -348,15 +348,22 @@ class DetectorQueryServicer(q_grpc.DetectorQueryServiceServicer):
         self, request: q.StreamDetectorEventsRequest, context: Ctx
     ) -> AsyncIterator[q.StreamDetectorEventsResponse]:
         ids = [cv.parse_id(x, f"detector_ids[{n}]") for n, x in enumerate(request.detector_ids)]
-        position = await self._events.follow(caller(), ids)
-        yield q.StreamDetectorEventsResponse()
+        start = await self._events.follow(caller(), ids, request.after_cursor or None)
+        # the first poll checks the cursor (INVALID_ARGUMENT, CURSOR_EXPIRED) before anything
+        # is sent
+        events, position = await self._events.poll(ids, start)
+        yield q.StreamDetectorEventsResponse(cursor=start)
         while True:
-            events, position = await self._events.poll(ids, position)
             for i in range(0, len(events), _STREAM_CHUNK):
                 chunk = events[i : i + _STREAM_CHUNK]
-                yield q.StreamDetectorEventsResponse(events=[event_pb(e) for e in chunk])
+                last = i + _STREAM_CHUNK >= len(events)
+                yield q.StreamDetectorEventsResponse(
+                    events=[event_pb(e) for e in chunk], cursor=position if last else start
+                )
             if not events:
                 await asyncio.sleep(self._poll_s)
+            start = position
+            events, position = await self._events.poll(ids, start)
 
     async def ListBatteryReadings(
         self, request: q.ListBatteryReadingsRequest, context: Ctx

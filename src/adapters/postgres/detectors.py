@@ -9,6 +9,9 @@ exactly the rows committed in between, each once, whatever order transactions co
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -17,9 +20,10 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from adapters.postgres.events import MAX_CURSOR_LENGTH, valid_snapshot
 from adapters.postgres.pool import unavailable_on_connection_error
 from domain.detectors import Detector, DetectorEvent, DetectorStatusReading, Link, Radio
-from domain.errors import AlreadyExists, InvalidArgument
+from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from domain.model import GeoPoint
 from domain.pagination import (
     Page,
@@ -551,11 +555,42 @@ class PostgresTravelTimeRepository:
         return [_bin(r) for r in rows]
 
 
+FEED_CURSOR_FIELD = "after_cursor"
+# The newest sighting deleted by retention (0030) committed after the position: resuming
+# would skip it (and whatever else was deleted).
+_SIGHTINGS_EXPIRED = """
+    SELECT NOT pg_visible_in_snapshot(pruned_xid, $1::text::pg_snapshot)
+    FROM retention_marks WHERE kind = 'sightings'
+"""
+
+
+def encode_position(snapshot: str) -> str:
+    return base64.urlsafe_b64encode(snapshot.encode()).decode().rstrip("=")
+
+
+def decode_position(cursor: str) -> str:
+    """The snapshot of a position handed out by ``PostgresFeed`` (INVALID_ARGUMENT on
+    ``after_cursor`` for anything else)."""
+    bad = InvalidArgument(
+        FEED_CURSOR_FIELD, "not a cursor of this stream (take one from a stream's message)"
+    )
+    if len(cursor) > MAX_CURSOR_LENGTH or not re.fullmatch(r"[A-Za-z0-9_-]+", cursor):
+        raise bad
+    try:
+        snapshot = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise bad from None
+    if not valid_snapshot(snapshot):
+        raise bad
+    return snapshot
+
+
 class PostgresFeed:
-    """New rows as they are committed. A position is a PostgreSQL snapshot (text): the rows
-    visible in the next snapshot and not in this one were committed in between. Each poll
-    is one read-only REPEATABLE READ transaction, so the snapshot it records is the one
-    its query saw."""
+    """New rows as they are committed. A position is a PostgreSQL snapshot (opaque to the
+    caller: base64): the rows visible in the next snapshot and not in this one were committed
+    in between. Each poll is one read-only REPEATABLE READ transaction, so the snapshot it
+    records is the one its query saw (and, for sightings, the retention mark it checks is
+    the one of the rows it reads)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -564,17 +599,28 @@ class PostgresFeed:
         with unavailable_on_connection_error():
             async with self._pool.acquire() as conn:
                 value: str = await conn.fetchval("SELECT pg_current_snapshot()::text")
-        return value
+        return encode_position(value)
 
-    async def _after(self, sql: str, position: str, *args: Any) -> tuple[list[Any], str]:
+    async def _after(
+        self, sql: str, position: str, *args: Any, expired: str | None = None
+    ) -> tuple[list[Any], str]:
+        snapshot = decode_position(position)
         with unavailable_on_connection_error():
             async with (
                 self._pool.acquire() as conn,
                 conn.transaction(isolation="repeatable_read", readonly=True),
             ):
                 now: str = await conn.fetchval("SELECT pg_current_snapshot()::text")
-                rows = await conn.fetch(sql, position, *args)
-        return rows, now
+                if expired is not None and await conn.fetchval(expired, snapshot):
+                    raise FailedPrecondition(
+                        f"the cursor ({FEED_CURSOR_FIELD}) is older than the sightings kept "
+                        "(retention_sightings_days): sightings committed after it were "
+                        "deleted; start again without a cursor",
+                        FEED_CURSOR_FIELD,
+                        kind="CURSOR_EXPIRED",
+                    )
+                rows = await conn.fetch(sql, snapshot, *args)
+        return rows, encode_position(now)
 
     async def events_after(
         self, position: str, detector_ids: Sequence[uuid.UUID]
@@ -587,6 +633,7 @@ class PostgresFeed:
                 ORDER BY xid, detector_id, seen_time, device_key""",
             position,
             list(detector_ids),
+            expired=_SIGHTINGS_EXPIRED,
         )
         return [_event(r) for r in rows], now
 
