@@ -75,9 +75,9 @@ class DetectorEvents:
         return after if after else await self._feed.start()
 
     async def poll(
-        self, ids: Sequence[uuid.UUID], position: str
+        self, ids: Sequence[uuid.UUID], position: str, limit: int
     ) -> tuple[list[DetectorEvent], str]:
         """Events committed since ``position`` (of detectors ``follow`` let through), and
         the position after them; a position older than the sightings kept is refused
         (``CURSOR_EXPIRED``) rather than resumed with a gap."""
-        return await self._feed.events_after(position, ids)
+        return await self._feed.events_after(position, ids, limit)

@@ -216,23 +216,26 @@ async def test_a_detector_stream_cursor_older_than_the_kept_sightings_is_refused
         before = await feed.start()  # a consumer that stopped reading
         async with pool.acquire() as conn:
             await add_sightings(conn, a, [100 * DAY] * 2, key=1)  # a late upload, too old
-        seen_old, caught_up = await feed.events_after(before, [a])
-        assert len(seen_old) == 2  # a consumer that read them
-        async with pool.acquire() as conn:
             await add_sightings(conn, a, [DAY], key=2)
+            await add_sightings(conn, a, [DAY], key=3)
+        one, inside = await feed.events_after(before, [a], 1)  # read into the old upload
+        three, past = await feed.events_after(before, [a], 3)  # read past it, not to the end
+        four, caught_up = await feed.events_after(before, [a], 100)
+        assert (len(one), len(three), len(four)) == (1, 3, 4)
         assert await PruneExpired(PostgresRetention(pool), Fixed(), only)() == {
             Prunable.SIGHTINGS: 2
         }
 
-        with pytest.raises(FailedPrecondition) as err:
-            await feed.events_after(before, [a])
-        assert err.value.kind == "CURSOR_EXPIRED"
-        assert err.value.subject == "after_cursor"
-        assert "retention_sightings_days" in err.value.reason
+        for expired in (before, inside):
+            with pytest.raises(FailedPrecondition) as err:
+                await feed.events_after(expired, [a], 100)
+            assert err.value.kind == "CURSOR_EXPIRED"
+            assert err.value.subject == "after_cursor"
+            assert "retention_sightings_days" in err.value.reason
 
-        resumed, _ = await feed.events_after(caught_up, [a])  # had seen what was deleted
-        assert [e.seen_time for e in resumed] == [NOW - DAY]
-        fresh, _ = await feed.events_after(await feed.start(), [a])
-        assert fresh == []
+        resumed, _ = await feed.events_after(past, [a], 100)  # had seen what was deleted
+        assert [e.device_key for e in resumed] == [bytes([3, 0]) * 8]
+        assert (await feed.events_after(caught_up, [a], 100))[0] == []
+        assert (await feed.events_after(await feed.start(), [a], 100))[0] == []
     finally:
         await pool.close()

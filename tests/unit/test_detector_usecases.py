@@ -29,7 +29,7 @@ class NoFeed:
     async def start(self) -> str:
         return "now"
 
-    async def events_after(self, position, ids):  # type: ignore[no-untyped-def]
+    async def events_after(self, position, ids, limit):  # type: ignore[no-untyped-def]
         return [], position
 
     async def travel_times_after(self, position, destination):  # type: ignore[no-untyped-def]

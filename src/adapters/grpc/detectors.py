@@ -351,19 +351,16 @@ class DetectorQueryServicer(q_grpc.DetectorQueryServiceServicer):
         start = await self._events.follow(caller(), ids, request.after_cursor or None)
         # the first poll checks the cursor (INVALID_ARGUMENT, CURSOR_EXPIRED) before anything
         # is sent
-        events, position = await self._events.poll(ids, start)
+        events, position = await self._events.poll(ids, start, _STREAM_CHUNK)
         yield q.StreamDetectorEventsResponse(cursor=start)
         while True:
-            for i in range(0, len(events), _STREAM_CHUNK):
-                chunk = events[i : i + _STREAM_CHUNK]
-                last = i + _STREAM_CHUNK >= len(events)
+            if events:
                 yield q.StreamDetectorEventsResponse(
-                    events=[event_pb(e) for e in chunk], cursor=position if last else start
+                    events=[event_pb(e) for e in events], cursor=position
                 )
-            if not events:
+            if len(events) < _STREAM_CHUNK:
                 await asyncio.sleep(self._poll_s)
-            start = position
-            events, position = await self._events.poll(ids, start)
+            events, position = await self._events.poll(ids, position, _STREAM_CHUNK)
 
     async def ListBatteryReadings(
         self, request: q.ListBatteryReadingsRequest, context: Ctx

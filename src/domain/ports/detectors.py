@@ -191,11 +191,12 @@ class Feed(Protocol):
     async def start(self) -> str: ...
 
     async def events_after(
-        self, position: str, detector_ids: Sequence[uuid.UUID]
+        self, position: str, detector_ids: Sequence[uuid.UUID], limit: int
     ) -> tuple[builtins.list[DetectorEvent], str]:
-        """Raises ``InvalidArgument`` (``after_cursor``) for a position this feed never
-        handed out, ``FailedPrecondition`` kind ``CURSOR_EXPIRED`` when sightings committed
-        after it were deleted by retention (resuming would skip them)."""
+        """At most ``limit`` events and the position after them (fewer: caught up). Raises
+        ``InvalidArgument`` (``after_cursor``) for a position this feed never handed out,
+        ``FailedPrecondition`` kind ``CURSOR_EXPIRED`` when sightings committed after it
+        were deleted by retention (resuming would skip them)."""
         ...
 
     async def travel_times_after(
