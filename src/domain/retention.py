@@ -2,7 +2,9 @@
 dropped by an operator). One turn of the maintenance deletes, per kind, the rows older than
 its cutoff, in chunks; a kind with no keep is kept forever.
 
-- sightings: raw Bluetooth sightings (travel-time bins, once computed, stay);
+- sightings: raw Bluetooth sightings (travel-time bins, once computed, stay). As for events,
+  a ``StreamDetectorEvents`` cursor that had not read the newest deleted sighting is refused
+  (``CURSOR_EXPIRED``);
 - detector statuses: battery and counters history;
 - events: the change outbox (and the webhook deliveries of each event). A stream cursor older
   than the oldest kept event can no longer be resumed without a gap: the stream says so

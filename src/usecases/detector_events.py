@@ -62,17 +62,22 @@ class DetectorEvents:
             filter = await self._filter(caller, uow, ids, start, end)
             return await uow.sightings.statuses(filter, page)
 
-    async def follow(self, caller: Principal, ids: Sequence[uuid.UUID]) -> str:
-        """Check access and return the feed position to poll from (events committed after
-        this call)."""
+    async def follow(
+        self, caller: Principal, ids: Sequence[uuid.UUID], after: str | None = None
+    ) -> str:
+        """Check access and return the feed position to poll from: ``after`` (a position
+        an earlier stream handed out, checked by the first poll), or events committed after
+        this call."""
         check_count("detector_ids", len(ids), MAX_STREAM_DETECTORS)
         async with self._uow() as uow:
             for i in ids:
                 await readable_detector(caller, uow.detectors, i)
-        return await self._feed.start()
+        return after if after else await self._feed.start()
 
     async def poll(
-        self, ids: Sequence[uuid.UUID], position: str
+        self, ids: Sequence[uuid.UUID], position: str, limit: int
     ) -> tuple[list[DetectorEvent], str]:
-        """Events committed since ``position`` (of detectors ``follow`` let through)."""
-        return await self._feed.events_after(position, ids)
+        """Events committed since ``position`` (of detectors ``follow`` let through), and
+        the position after them; a position older than the sightings kept is refused
+        (``CURSOR_EXPIRED``) rather than resumed with a gap."""
+        return await self._feed.events_after(position, ids, limit)

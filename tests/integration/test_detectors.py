@@ -11,7 +11,12 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
+from adapters.clock import SystemClock
+from adapters.postgres.retention import PostgresRetention
+from domain.retention import Prunable, RetentionPolicy
 from tests.integration.conftest import Stack
 from tests.integration.test_reports import tracker_in_new_run
 from tracker.v1 import detector_pb2 as d
@@ -24,6 +29,7 @@ from tracker.v1 import setup_service_pb2 as s
 from tracker.v1 import status_pb2 as sp
 from tracker.v1 import status_query_service_pb2 as st
 from tracker.v1 import status_query_service_pb2_grpc as st_grpc
+from usecases.maintenance import PruneExpired
 from usecases.travel_times import ComputeTravelTimes, TravelTimeSettings
 
 pytestmark = pytest.mark.integration
@@ -246,6 +252,91 @@ async def test_stream_of_events_hands_out_new_ones_once(stack: Stack) -> None:
             received += (await stream.read()).events
     stream.cancel()
     assert len({(e.device_key, e.seen_time.ToSeconds()) for e in received}) == 15
+
+
+async def read_events(stream: object, n: int) -> tuple[list[d.DetectorEvent], str]:
+    """Read until ``n`` events came; return them and the last message's cursor."""
+    got: list[d.DetectorEvent] = []
+    cursor = ""
+    async with asyncio.timeout(20):
+        while len(got) < n:
+            message = await stream.read()  # type: ignore[attr-defined]
+            got += message.events
+            cursor = message.cursor
+    return got, cursor
+
+
+def precondition(err: grpc.aio.AioRpcError) -> error_details_pb2.PreconditionFailure.Violation:
+    status = rpc_status.from_call(err)
+    assert status is not None
+    (detail,) = status.details
+    failure = error_details_pb2.PreconditionFailure()
+    assert detail.Unpack(failure)
+    (violation,) = failure.violations
+    return violation
+
+
+async def test_stream_of_events_resumes_from_a_cursor_unless_retention_deleted_past_it(
+    stack: Stack,
+) -> None:
+    c, q = stubs(stack)
+    a = await detector(c, await new_client(stack), "A", 52.5)
+    now = datetime.now(UTC).replace(microsecond=0)
+    stream = q.StreamDetectorEvents(dq.StreamDetectorEventsRequest(detector_ids=[a.id]))
+    listening = (await stream.read()).cursor  # a consumer that then stopped reading
+    assert listening
+    # a late upload: one sighting past the retention (90 days), one recent
+    old, recent = sighting(now - timedelta(days=100), mac(1)), sighting(now, mac(2))
+    await ingest(c, [ds.IngestSightingsRequest(detector_id=a.id, sightings=[old, recent])])
+    got, read_both = await read_events(stream, 2)  # a consumer that read them
+    stream.cancel()
+    assert len(got) == 2
+
+    # resumed, each cursor hands out what came after it
+    again = q.StreamDetectorEvents(
+        dq.StreamDetectorEventsRequest(detector_ids=[a.id], after_cursor=listening)
+    )
+    assert (await again.read()).cursor == listening
+    assert len((await read_events(again, 2))[0]) == 2
+    again.cancel()
+
+    assert stack.container is not None
+    pool = await stack.container.db_pool.async_()
+    policy = RetentionPolicy({Prunable.SIGHTINGS: timedelta(days=90)})
+    assert await PruneExpired(PostgresRetention(pool), SystemClock(), policy)() == {
+        Prunable.SIGHTINGS: 1
+    }
+
+    # the cursor from before the deleted sighting: refused before any message
+    expired = q.StreamDetectorEvents(
+        dq.StreamDetectorEventsRequest(detector_ids=[a.id], after_cursor=listening)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await expired.read()
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "after_cursor" in (err.value.details() or "")
+    violation = precondition(err.value)
+    assert (violation.type, violation.subject) == ("CURSOR_EXPIRED", "after_cursor")
+
+    # the cursor that had read it resumes as before
+    resumed = q.StreamDetectorEvents(
+        dq.StreamDetectorEventsRequest(detector_ids=[a.id], after_cursor=read_both)
+    )
+    assert list((await resumed.read()).events) == []
+    later = sighting(now + timedelta(seconds=1), mac(3))
+    await ingest(c, [ds.IngestSightingsRequest(detector_id=a.id, sightings=[later])])
+    (event,), _ = await read_events(resumed, 1)
+    resumed.cancel()
+    assert event.seen_time.ToDatetime(tzinfo=UTC) == now + timedelta(seconds=1)
+
+    # not a cursor of this stream: INVALID_ARGUMENT on the field
+    for bad in ("matrix", "bm90LWEtc25hcHNob3Q"):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await q.StreamDetectorEvents(
+                dq.StreamDetectorEventsRequest(detector_ids=[a.id], after_cursor=bad)
+            ).read()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "after_cursor" in str(rpc_status.from_call(err.value))
 
 
 async def test_travel_times_follow_matched_passes_and_skip_stops(stack: Stack) -> None:

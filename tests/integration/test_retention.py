@@ -1,7 +1,8 @@
 """Retention (migration 0030): rows past their keep are deleted in chunks by the real
-PostgreSQL adapter; what is younger, pending or dead stays; an event stream cursor that had
-not seen the newest deleted event is refused (CURSOR_EXPIRED) instead of resuming with a
-gap, while a cursor that had seen it resumes as before."""
+PostgreSQL adapter; what is younger, pending or dead stays; an event (or detector event)
+stream cursor that had not seen the newest deleted event (sighting) is refused
+(CURSOR_EXPIRED) instead of resuming with a gap, while a cursor that had seen it resumes as
+before."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from adapters.postgres.detectors import PostgresFeed
 from adapters.postgres.events import PostgresEventFeed
 from adapters.postgres.pool import open_pool
 from adapters.postgres.retention import PostgresRetention
@@ -180,5 +182,60 @@ async def test_a_cursor_older_than_the_kept_events_is_refused(database_url: str)
         assert [e.occur_time for e, _ in resumed] == [NOW - DAY]
         fresh, _ = await feed.after(await feed.start(), everyone, 100)
         assert fresh == []
+    finally:
+        await pool.close()
+
+
+async def add_sightings(
+    conn: asyncpg.Connection, detector: uuid.UUID, ages: list[timedelta], key: int
+) -> None:
+    """Sightings of the given ages in one transaction (one xid), as a late upload."""
+    await conn.copy_records_to_table(
+        "sightings",
+        records=[
+            (detector, NOW - age, bytes([key, i]) * 8, 1, -60, 1) for i, age in enumerate(ages)
+        ],
+        columns=["detector_id", "seen_time", "device_key", "key_id", "rssi_dbm", "radio"],
+    )
+
+
+async def test_a_detector_stream_cursor_older_than_the_kept_sightings_is_refused(
+    database_url: str,
+) -> None:
+    pool = await open_pool(database_url, max_size=2)
+    feed = PostgresFeed(pool)
+    only = RetentionPolicy({Prunable.SIGHTINGS: 90 * DAY})
+    try:
+        async with pool.acquire() as conn:
+            world = await seed(conn)
+        a = world["detectors"][0]  # type: ignore[index]
+        # the seed's old sightings go: committed before any cursor below, they cost none
+        assert await PruneExpired(PostgresRetention(pool), Fixed(), only)() == {
+            Prunable.SIGHTINGS: 21
+        }
+        before = await feed.start()  # a consumer that stopped reading
+        async with pool.acquire() as conn:
+            await add_sightings(conn, a, [100 * DAY] * 2, key=1)  # a late upload, too old
+            await add_sightings(conn, a, [DAY], key=2)
+            await add_sightings(conn, a, [DAY], key=3)
+        one, inside = await feed.events_after(before, [a], 1)  # read into the old upload
+        three, past = await feed.events_after(before, [a], 3)  # read past it, not to the end
+        four, caught_up = await feed.events_after(before, [a], 100)
+        assert (len(one), len(three), len(four)) == (1, 3, 4)
+        assert await PruneExpired(PostgresRetention(pool), Fixed(), only)() == {
+            Prunable.SIGHTINGS: 2
+        }
+
+        for expired in (before, inside):
+            with pytest.raises(FailedPrecondition) as err:
+                await feed.events_after(expired, [a], 100)
+            assert err.value.kind == "CURSOR_EXPIRED"
+            assert err.value.subject == "after_cursor"
+            assert "retention_sightings_days" in err.value.reason
+
+        resumed, _ = await feed.events_after(past, [a], 100)  # had seen what was deleted
+        assert [e.device_key for e in resumed] == [bytes([3, 0]) * 8]
+        assert (await feed.events_after(caught_up, [a], 100))[0] == []
+        assert (await feed.events_after(await feed.start(), [a], 100))[0] == []
     finally:
         await pool.close()

@@ -27,9 +27,9 @@ KEYS = DeviceKeyRing({1: b"k" * 32}, 1)
 
 class NoFeed:
     async def start(self) -> str:
-        return ""
+        return "now"
 
-    async def events_after(self, position, ids):  # type: ignore[no-untyped-def]
+    async def events_after(self, position, ids, limit):  # type: ignore[no-untyped-def]
         return [], position
 
     async def travel_times_after(self, position, destination):  # type: ignore[no-untyped-def]
@@ -85,6 +85,19 @@ async def test_only_client_admins_of_its_client_manage_a_detector(world) -> None
         await part.admin().update_link(admin, created.id, other.id, 0)
     with pytest.raises(InvalidArgument, match="source_detector_id"):
         await part.admin().create_link(admin, created.id, created.id)
+
+
+async def test_a_stream_resumes_from_its_cursor_once_access_is_checked(world) -> None:  # type: ignore[no-untyped-def]
+    uows, _, part = world
+    client = await with_client(uows)
+    admin = Principal(uuid.uuid4(), memberships={client.id: Role.CLIENT_ADMIN})
+    stranger = Principal(uuid.uuid4(), memberships={uuid.uuid4(): Role.CLIENT_ADMIN})
+    created = await part.admin().create(admin, new(client.id))
+    events = part.events()
+    assert await events.follow(admin, [created.id]) == "now"
+    assert await events.follow(admin, [created.id], "kept") == "kept"
+    with pytest.raises(NotFound):  # another client's detector: hidden whatever the cursor
+        await events.follow(stranger, [created.id], "kept")
 
 
 async def test_sightings_are_keyed_and_raw_macs_reach_no_repository(world) -> None:  # type: ignore[no-untyped-def]

@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
+import uuid
 from datetime import timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters.postgres.detectors import FeedPosition, decode_position, encode_position
 from adapters.postgres.events import decode_cursor, encode_cursor
 from domain.errors import InvalidArgument
 from domain.events import DeliveryPolicy, check_secret, check_url, signature, verify_signature
@@ -96,6 +98,7 @@ def test_cursors_round_trip_and_anything_else_is_refused() -> None:
         "!!",
         encode_cursor("105:100:"),  # xmin above xmax
         encode_cursor("100:105:99"),  # an in-progress xid below xmin
+        encode_cursor("100:105:102,101"),  # in-progress xids out of order (PostgreSQL refuses)
         encode_cursor("100:105:", "", 3),  # an id without its upper snapshot
         encode_cursor("0:0:"),
         encode_cursor("1:99999999999999999999:"),
@@ -104,4 +107,25 @@ def test_cursors_round_trip_and_anything_else_is_refused() -> None:
     for cursor in bad:
         with pytest.raises(InvalidArgument) as err:
             decode_cursor(cursor)
+        assert err.value.violations[0].field == "after_cursor"
+
+
+def test_detector_stream_positions_round_trip_and_anything_else_is_refused() -> None:
+    settled = FeedPosition("100:105:100,102")
+    inside = FeedPosition("100:105:100,102", "100:110:", (103, uuid.UUID(int=7), -5, b"k" * 16))
+    for position in (settled, inside):
+        assert decode_position(encode_position(position)) == position
+    raw = encode_position(inside)
+    for bad in (
+        "",
+        "!!",
+        "matrix",
+        encode_cursor(settled.settled),  # an event stream's cursor
+        encode_position(FeedPosition("100:105:102,101")),  # xip out of order
+        encode_position(FeedPosition("105:100:")),
+        raw[:-4],  # cut short
+        "x" * 9000,
+    ):
+        with pytest.raises(InvalidArgument) as err:
+            decode_position(bad)
         assert err.value.violations[0].field == "after_cursor"

@@ -348,15 +348,19 @@ class DetectorQueryServicer(q_grpc.DetectorQueryServiceServicer):
         self, request: q.StreamDetectorEventsRequest, context: Ctx
     ) -> AsyncIterator[q.StreamDetectorEventsResponse]:
         ids = [cv.parse_id(x, f"detector_ids[{n}]") for n, x in enumerate(request.detector_ids)]
-        position = await self._events.follow(caller(), ids)
-        yield q.StreamDetectorEventsResponse()
+        start = await self._events.follow(caller(), ids, request.after_cursor or None)
+        # the first poll checks the cursor (INVALID_ARGUMENT, CURSOR_EXPIRED) before anything
+        # is sent
+        events, position = await self._events.poll(ids, start, _STREAM_CHUNK)
+        yield q.StreamDetectorEventsResponse(cursor=start)
         while True:
-            events, position = await self._events.poll(ids, position)
-            for i in range(0, len(events), _STREAM_CHUNK):
-                chunk = events[i : i + _STREAM_CHUNK]
-                yield q.StreamDetectorEventsResponse(events=[event_pb(e) for e in chunk])
-            if not events:
+            if events:
+                yield q.StreamDetectorEventsResponse(
+                    events=[event_pb(e) for e in events], cursor=position
+                )
+            if len(events) < _STREAM_CHUNK:
                 await asyncio.sleep(self._poll_s)
+            events, position = await self._events.poll(ids, position, _STREAM_CHUNK)
 
     async def ListBatteryReadings(
         self, request: q.ListBatteryReadingsRequest, context: Ctx

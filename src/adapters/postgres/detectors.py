@@ -9,17 +9,22 @@ exactly the rows committed in between, each once, whatever order transactions co
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import numpy as np
 
+from adapters.postgres.events import MAX_CURSOR_LENGTH, valid_snapshot
 from adapters.postgres.pool import unavailable_on_connection_error
 from domain.detectors import Detector, DetectorEvent, DetectorStatusReading, Link, Radio
-from domain.errors import AlreadyExists, InvalidArgument
+from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from domain.model import GeoPoint
 from domain.pagination import (
     Page,
@@ -37,6 +42,7 @@ from domain.ports.detectors import (
     TravelTimeFilter,
     WorkItem,
 )
+from domain.reports import from_us, to_us
 
 _MIN_UUID = uuid.UUID(int=0)
 _NEG_INF = datetime(1, 1, 1, tzinfo=UTC)
@@ -551,11 +557,79 @@ class PostgresTravelTimeRepository:
         return [_bin(r) for r in rows]
 
 
+FEED_CURSOR_FIELD = "after_cursor"
+_XID = r"\d{1,19}"
+_INT64_MAX = 2**63 - 1
+# The newest sighting deleted by retention (0030) not yet read through the position (neither
+# visible in its settled snapshot nor, in its upper one, in a transaction before the last
+# one read): resuming would skip it. A position inside the last read transaction is
+# refused too (the mark has no finer key).
+_SIGHTINGS_EXPIRED = """
+    SELECT NOT pg_visible_in_snapshot(pruned_xid, $1::text::pg_snapshot)
+       AND ($2 = '' OR NOT (pg_visible_in_snapshot(pruned_xid, nullif($2, '')::pg_snapshot)
+                            AND pruned_xid < $3::text::xid8))
+    FROM retention_marks WHERE kind = 'sightings'
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPosition:
+    """``settled``: every row visible in this snapshot was read. With ``upto``: of the rows
+    visible in that snapshot and not in ``settled``, those up to ``last`` (xid, detector,
+    seen time in microseconds, device key: the feed's order) were read too."""
+
+    settled: str
+    upto: str = ""
+    last: tuple[int, uuid.UUID, int, bytes] | None = None
+
+
+def encode_position(position: FeedPosition) -> str:
+    parts = [position.settled]
+    if position.upto and position.last is not None:
+        xid, detector, us, key = position.last
+        parts += [position.upto, str(xid), detector.hex, str(us), key.hex()]
+    raw = "/".join(parts).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_position(cursor: str) -> FeedPosition:
+    """A position handed out by ``PostgresFeed`` (INVALID_ARGUMENT on ``after_cursor`` for
+    anything else)."""
+    bad = InvalidArgument(
+        FEED_CURSOR_FIELD, "not a cursor of this stream (take one from a stream's message)"
+    )
+    if len(cursor) > MAX_CURSOR_LENGTH or not re.fullmatch(r"[A-Za-z0-9_-]+", cursor):
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise bad from None
+    parts = raw.split("/")
+    if not all(valid_snapshot(p) for p in parts[:2]):
+        raise bad
+    if len(parts) == 1:
+        return FeedPosition(parts[0])
+    if len(parts) != 6:
+        raise bad
+    settled, upto, xid, detector, us, key = parts
+    if not (
+        re.fullmatch(_XID, xid)
+        and re.fullmatch(r"[0-9a-f]{32}", detector)
+        and re.fullmatch(r"-?\d{1,18}", us)
+        and re.fullmatch(r"[0-9a-f]{32}", key)
+        and int(xid) <= _INT64_MAX
+    ):
+        raise bad
+    return FeedPosition(settled, upto, (int(xid), uuid.UUID(detector), int(us), bytes.fromhex(key)))
+
+
 class PostgresFeed:
-    """New rows as they are committed. A position is a PostgreSQL snapshot (text): the rows
-    visible in the next snapshot and not in this one were committed in between. Each poll
-    is one read-only REPEATABLE READ transaction, so the snapshot it records is the one
-    its query saw."""
+    """New rows as they are committed. A position (opaque to the caller: base64) is a
+    PostgreSQL snapshot: the rows visible in the next snapshot and not in this one were
+    committed in between; a poll that stops at its limit also records the upper snapshot and
+    the last row read (``FeedPosition``). Each poll is one read-only REPEATABLE READ
+    transaction, so the snapshot it records is the one its query saw (and, for sightings,
+    the retention mark it checks is the one of the rows it reads)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -564,42 +638,82 @@ class PostgresFeed:
         with unavailable_on_connection_error():
             async with self._pool.acquire() as conn:
                 value: str = await conn.fetchval("SELECT pg_current_snapshot()::text")
-        return value
+        return encode_position(FeedPosition(value))
 
-    async def _after(self, sql: str, position: str, *args: Any) -> tuple[list[Any], str]:
+    async def _after(
+        self, sql: str, position: FeedPosition, *args: Any, expired: str | None = None
+    ) -> tuple[list[Any], str]:
+        """Rows of ``sql`` ($1: the settled snapshot) and the transaction's own snapshot."""
+        last_xid = str(position.last[0]) if position.last else "0"
         with unavailable_on_connection_error():
             async with (
                 self._pool.acquire() as conn,
                 conn.transaction(isolation="repeatable_read", readonly=True),
             ):
                 now: str = await conn.fetchval("SELECT pg_current_snapshot()::text")
-                rows = await conn.fetch(sql, position, *args)
+                if expired is not None and await conn.fetchval(
+                    expired, position.settled, position.upto, last_xid
+                ):
+                    raise FailedPrecondition(
+                        f"the cursor ({FEED_CURSOR_FIELD}) is older than the sightings kept "
+                        "(retention_sightings_days): sightings committed after it were "
+                        "deleted; start again without a cursor",
+                        FEED_CURSOR_FIELD,
+                        kind="CURSOR_EXPIRED",
+                    )
+                rows = await conn.fetch(sql, position.settled, *args)
         return rows, now
 
     async def events_after(
-        self, position: str, detector_ids: Sequence[uuid.UUID]
+        self, position: str, detector_ids: Sequence[uuid.UUID], limit: int
     ) -> tuple[list[DetectorEvent], str]:
+        at = decode_position(position)
+        args: list[Any] = [list(detector_ids)]
+        where = [
+            "detector_id = ANY($2::uuid[])",
+            "xid >= pg_snapshot_xmin($1::text::pg_snapshot)",
+            "NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot)",
+        ]
+        if at.upto and at.last is not None:
+            xid, detector, us, key = at.last
+            args += [at.upto, str(xid), detector, from_us(us), key]
+            where += [
+                "pg_visible_in_snapshot(xid, $3::text::pg_snapshot)",
+                "xid >= $4::text::xid8",
+                "(xid, detector_id, seen_time, device_key) > ($4::text::xid8, $5, $6, $7)",
+            ]
         rows, now = await self._after(
-            f"""SELECT {_EVENT_COLUMNS} FROM sightings
-                WHERE detector_id = ANY($2::uuid[])
-                  AND xid >= pg_snapshot_xmin($1::text::pg_snapshot)
-                  AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot)
-                ORDER BY xid, detector_id, seen_time, device_key""",
-            position,
-            list(detector_ids),
+            f"""SELECT {_EVENT_COLUMNS}, xid::text AS xid_text FROM sightings
+                WHERE {" AND ".join(where)}
+                ORDER BY xid, detector_id, seen_time, device_key LIMIT {int(limit) + 1}""",
+            at,
+            *args,
+            expired=_SIGHTINGS_EXPIRED,
         )
-        return [_event(r) for r in rows], now
+        events = [_event(r) for r in rows[:limit]]
+        upto = at.upto or now
+        if len(rows) <= limit:  # everything up to ``upto`` is read
+            done = encode_position(FeedPosition(upto))
+            if at.upto and len(events) < limit:  # go on past it (a short poll: caught up)
+                more, done = await self.events_after(done, detector_ids, limit - len(events))
+                return events + more, done
+            return events, done
+        r = rows[limit - 1]
+        e = events[-1]
+        last = (int(r["xid_text"]), e.detector_id, to_us(e.seen_time), e.device_key)
+        return events, encode_position(FeedPosition(at.settled, upto, last))
 
     async def travel_times_after(
         self, position: str, destination_id: uuid.UUID
     ) -> tuple[list[TravelTimeBin], str]:
+        """Every bin (re)computed since (positions from ``start`` and this: no upper part)."""
         rows, now = await self._after(
             f"""SELECT {_BIN_COLUMNS} FROM travel_times
                 WHERE destination_id = $2
                   AND xid >= pg_snapshot_xmin($1::text::pg_snapshot)
                   AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot)
                 ORDER BY xid, source_id, bin_start""",
-            position,
+            FeedPosition(decode_position(position).settled),
             destination_id,
         )
-        return [_bin(r) for r in rows], now
+        return [_bin(r) for r in rows], encode_position(FeedPosition(now))

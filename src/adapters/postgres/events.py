@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import re
 import uuid
@@ -62,13 +63,19 @@ def _bad_cursor() -> InvalidArgument:
     return InvalidArgument(CURSOR_FIELD, "not a cursor of this API (take one from an event)")
 
 
-def _snapshot(text: str) -> str:
+def valid_snapshot(text: str) -> bool:
+    """Whether ``text`` is a ``pg_snapshot`` PostgreSQL would accept (xmin:xmax:xip,...)."""
     m = _SNAPSHOT.match(text)
     if m is None:
-        raise _bad_cursor()
+        return False
     xmin, xmax = int(m.group(1)), int(m.group(2))
     xip = [int(x) for x in m.group(3).split(",")] if m.group(3) else []
-    if not 1 <= xmin <= xmax <= _INT64_MAX or any(not xmin <= x < xmax for x in xip):
+    in_order = all(x <= y for x, y in itertools.pairwise(xip))  # as PostgreSQL requires
+    return 1 <= xmin <= xmax <= _INT64_MAX and in_order and all(xmin <= x < xmax for x in xip)
+
+
+def _snapshot(text: str) -> str:
+    if not valid_snapshot(text):
         raise _bad_cursor()
     return text
 

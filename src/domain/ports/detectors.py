@@ -185,13 +185,19 @@ class TravelTimeRepository(Protocol):
 
 class Feed(Protocol):
     """New rows of a table as they are committed, each once: ``start`` returns a position,
-    ``after`` what was committed since the position, and the next position."""
+    ``after`` what was committed since the position, and the next position. A position is
+    opaque: a caller may keep one and resume from it later."""
 
     async def start(self) -> str: ...
 
     async def events_after(
-        self, position: str, detector_ids: Sequence[uuid.UUID]
-    ) -> tuple[builtins.list[DetectorEvent], str]: ...
+        self, position: str, detector_ids: Sequence[uuid.UUID], limit: int
+    ) -> tuple[builtins.list[DetectorEvent], str]:
+        """At most ``limit`` events and the position after them (fewer: caught up). Raises
+        ``InvalidArgument`` (``after_cursor``) for a position this feed never handed out,
+        ``FailedPrecondition`` kind ``CURSOR_EXPIRED`` when sightings committed after it
+        were deleted by retention (resuming would skip them)."""
+        ...
 
     async def travel_times_after(
         self, position: str, destination_id: uuid.UUID

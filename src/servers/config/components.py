@@ -436,7 +436,8 @@ class CollectorSettings(Component):
     )
     retention_sightings: Days = option(
         90.0,
-        "days raw detector sightings are kept (travel-time bins stay; 0: forever)",
+        "days raw detector sightings are kept (travel-time bins stay); a StreamDetectorEvents "
+        "cursor older than that is refused (CURSOR_EXPIRED) (0: forever)",
         alias="retention_sightings_days",
         **NOT_NEGATIVE,
     )
