@@ -8,7 +8,8 @@ the row leaves the queue). Also: the fold when the inbox is empty (every claim d
     .venv/bin/python -m bench.processing_queue --trackers 250000 --batches 25000,2000
 
 Prints seconds per batch (median over the batches of a drain, then the median over the
-rounds) and the before/after ratios.
+rounds), wall clock and this process's CPU (decoding and building the claims), and the
+before/after ratios.
 """
 
 from __future__ import annotations
@@ -172,25 +173,28 @@ async def refill(pool: asyncpg.Pool) -> None:
         await c.execute("VACUUM ANALYZE processing_queue")
 
 
-async def drain(pool: asyncpg.Pool, name: str, batch: int) -> tuple[list[float], list[float]]:
-    """Claim and complete everything; seconds per batch of claim and of complete."""
+async def drain(pool: asyncpg.Pool, name: str, batch: int) -> dict[str, list[float]]:
+    """Claim and complete everything; per batch, seconds of claim and of complete (wall
+    clock) and of this process's CPU in each (decoding and building, in Python)."""
     claim, complete = IMPLS[name]
-    claims_s, completes_s = [], []
+    got: dict[str, list[float]] = {
+        k: [] for k in ("claim", "complete", "claim cpu", "complete cpu")
+    }
     while True:
         token = uuid.uuid4()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         claims = await claim(pool, token, batch, 600)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         if not claims:
-            return claims_s, completes_s
+            return got
         async with PostgresProcessingUnitOfWork(pool) as uow:
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.process_time()
             await complete(uow, token, claims, claims)
             await uow.commit()
-        t3 = time.perf_counter()
+        t3, c3 = time.perf_counter(), time.process_time()
         if len(claims) == batch:  # (the last, partial batch is not counted)
-            claims_s.append(t1 - t0)
-            completes_s.append(t3 - t2)
+            for k, v in zip(got, (t1 - t0, t3 - t2, c1 - c0, c3 - c2), strict=True):
+                got[k].append(v)
 
 
 async def empty_fold(pool: asyncpg.Pool, times: int) -> float:
@@ -209,22 +213,22 @@ async def main_async(trackers: int, batches: list[int], rounds: int) -> None:
         pool = await open_pool(url, max_size=2)
         print(f"{trackers} trackers queued; claim (with its fold) and complete per batch, s")
         for batch in batches:
-            got: dict[str, dict[str, list[float]]] = {
-                n: {"claim": [], "complete": []} for n in IMPLS
-            }
+            got: dict[str, dict[str, list[float]]] = {n: {} for n in IMPLS}
             for r in range(rounds):
                 order = list(IMPLS) if r % 2 == 0 else list(reversed(IMPLS))
                 for name in order:
                     await refill(pool)
-                    cl, co = await drain(pool, name, batch)
-                    got[name]["claim"].append(statistics.median(cl))
-                    got[name]["complete"].append(statistics.median(co))
+                    per = {
+                        k: statistics.median(v) for k, v in (await drain(pool, name, batch)).items()
+                    }
+                    for k, v in per.items():
+                        got[name].setdefault(k, []).append(v)
                     print(
-                        f"  batch {batch:6d} round {r} {name:6}: claim {statistics.median(cl):.4f}"
-                        f" complete {statistics.median(co):.4f} ({len(cl)} batches)"
+                        f"  batch {batch:6d} round {r} {name:6}: "
+                        + ", ".join(f"{k} {v:.4f}" for k, v in per.items())
                     )
             med = {n: {k: statistics.median(v) for k, v in d.items()} for n, d in got.items()}
-            for phase in ("claim", "complete"):
+            for phase in med["before"]:
                 b, a = med["before"][phase], med["after"][phase]
                 print(
                     f"batch {batch}: {phase:8} before {b:.4f} s, after {a:.4f} s "

@@ -106,21 +106,24 @@ ON CONFLICT (tracker_id) DO UPDATE SET
 """
 
 # The claim, one statement: the rows to lease first (the InitPlan takes all their row locks,
-# SKIP LOCKED, oldest first), then their lease (found through the primary key: joining the
-# subquery instead made the planner hash it against a scan of the whole queue at batches of
-# 25,000). The batch comes back as one row of arrays (each aggregate of a subquery takes its
-# rows in the same order), which asyncpg decodes at a fraction of the cost of one record per
-# claim; the hours as (tracker, hour) pairs, in each tracker's order. A report outside
-# PostgreSQL's finite range (stored before times were validated) must not poison its
-# tracker's claim: hours that are not finite are no bucket, and "since" from before the year
-# 1 means from the beginning.
+# SKIP LOCKED, oldest first), then their lease, found by the row versions locked (a TID scan:
+# finding them again through the primary key cost a third of the statement at batches of
+# 25,000, and joining the subquery made the planner hash it against a scan of the whole
+# queue). A row that changed after the statement began is locked as its newest version,
+# which this statement cannot see: it is then not leased, as if it had been locked by
+# another (it stays queued for the next claim). The batch comes back as one row of arrays
+# (each aggregate of a subquery takes its rows in the same order), which asyncpg decodes at
+# a fraction of the cost of one record per claim; the hours as (tracker, hour) pairs, in
+# each tracker's order. A report outside PostgreSQL's finite range (stored before times
+# were validated) must not poison its tracker's claim: hours that are not finite are no
+# bucket, and "since" from before the year 1 means from the beginning.
 _CLAIM_SQL = """
 WITH c AS (
     UPDATE processing_queue q
     SET claim_token = $1, claimed_until = clock_timestamp() + make_interval(secs => $3),
         newer_time = NULL
-    WHERE q.tracker_id = ANY (ARRAY(
-        SELECT tracker_id FROM processing_queue
+    WHERE q.ctid = ANY (ARRAY(
+        SELECT ctid FROM processing_queue
         WHERE (claimed_until IS NULL OR claimed_until < clock_timestamp())
           AND (retry_time IS NULL OR retry_time <= clock_timestamp())
         ORDER BY enqueue_time LIMIT $2
