@@ -23,9 +23,9 @@ ADMIN_URL = os.environ.get(
 
 
 @asynccontextmanager
-async def throwaway_database() -> AsyncIterator[str]:
+async def throwaway_database(prefix: str = "tracker_bench") -> AsyncIterator[str]:
     """Create and migrate a database, yield its URL, drop it afterwards."""
-    name = f"tracker_bench_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN_URL)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
