@@ -7,7 +7,6 @@ import json
 import pathlib
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from findmy import KeyPair
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import REDIS_URL, process_env, url_for
+from tests.ports import free_ports
 from tracker.v1 import key_service_pb2 as k
 from tracker.v1 import key_service_pb2_grpc as k_grpc
 from tracker.v1 import resources_pb2 as pb
@@ -45,16 +45,6 @@ class BearerMetadata(grpc.UnaryUnaryClientInterceptor):
     def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
         metadata = [*(details.metadata or ()), ("authorization", f"Bearer {self._token}")]
         return continuation(details._replace(metadata=metadata), request)
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
 
 
 ADMIN_EMAIL = "e2e-admin@example.com"

@@ -35,16 +35,11 @@ from tests.integration.fleet import (
     wait_for,
     write_accounts,
 )
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
 LEASE_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
