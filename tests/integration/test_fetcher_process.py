@@ -296,10 +296,14 @@ class PrivatePostgres:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=60)
 
-    def init(self) -> None:
+    def own_root(self) -> None:
+        """The cluster's folder, the ``postgres`` user's when we are root."""
         self.root.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
+
+    def init(self) -> None:
+        self.own_root()
         self._run(
             str(self.BIN / "initdb"),
             "-D",
@@ -327,6 +331,15 @@ class PrivatePostgres:
 
     def stop(self) -> None:
         self._run(str(self.BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def running(self) -> bool:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        status = subprocess.run(
+            [*prefix, str(self.BIN / "pg_ctl"), "-D", str(self.data), "status"],
+            capture_output=True,
+            timeout=60,
+        )
+        return status.returncode == 0
 
 
 @pytest.fixture
