@@ -213,8 +213,9 @@ def json_documents(output: str) -> list[dict]:
     return docs
 
 
-def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> None:
-    script = readme_walkthrough()
+def run_walkthrough(server: Server, script: str, timeout: float) -> str:
+    """A README block run by bash against ``server`` (its ports for the documented ones);
+    its standard output, once it has succeeded."""
     for default, port in (
         ("9000", server.collector),
         ("8000", server.query),
@@ -222,17 +223,21 @@ def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> No
     ):
         # whole ports only: a free port like 50007 must not be rewritten again as 5000 + "7"
         script = re.sub(rf"localhost:{default}\b", f"localhost:{port}", script)
-    script += '\necho "WALKTHROUGH_TOKEN=$TOKEN"\n'
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         env=server.env,
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stderr + done.stdout
-    out = done.stdout
+    return done.stdout
+
+
+def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> None:
+    script = readme_walkthrough() + '\necho "WALKTHROUGH_TOKEN=$TOKEN"\n'
+    out = run_walkthrough(server, script, timeout=120)
     token = out.rsplit("WALKTHROUGH_TOKEN=", 1)[1].strip()
     assert token.count(".") == 2, "the walkthrough logged in"
     server.secrets += [token, "correct horse battery staple"]
@@ -293,20 +298,7 @@ def test_readme_devices_walkthrough_runs_with_grpcurl(server: Server) -> None:
     block = text.split("<!-- walkthrough-devices -->")[1].split("<!-- /walkthrough-devices -->")[0]
     match = re.search(r"```bash\n(.*?)```", block, re.S)
     assert match, "README devices walkthrough block missing"
-    script = match.group(1)
-    for default, port in (("9000", server.collector), ("8000", server.query)):
-        # whole ports only: a free port like 50007 must not be rewritten again as 5000 + "7"
-        script = re.sub(rf"localhost:{default}\b", f"localhost:{port}", script)
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        env=server.env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr + done.stdout
-    docs = json_documents("\n" + done.stdout)
+    docs = json_documents("\n" + run_walkthrough(server, match.group(1), timeout=120))
     [derived] = [d for d in docs if "added_count" in d]
     assert derived["added_count"] == 4
     [marked] = [d for d in docs if "changed_count" in d]
