@@ -32,11 +32,12 @@ from typing import Any
 import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tests.ports import free_port
 
 from adapters.postgres.pool import open_pool
 from adapters.postgres.processing import PostgresProcessingQueue
 from adapters.postgres.reports import PostgresReportRepository
-from bench.processing import free_port, make_world, new_reports
+from bench.processing import make_world, new_reports
 from bench.throwaway import throwaway_database
 
 BIN = Path(sys.executable).parent

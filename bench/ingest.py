@@ -23,9 +23,10 @@ import asyncpg
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tests.ports import free_port
 
 from adapters.grpc.reports import MAX_REPORTS_PER_TRANSACTION
-from bench.processing import BIN, free_port, make_world
+from bench.processing import BIN, make_world
 from bench.throwaway import throwaway_database
 from servers.config import Settings
 from servers.container import Container

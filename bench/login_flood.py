@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import sys
 import time
 from collections import Counter
 
 import grpc
+from tests.ports import free_port
 
 from bench.throwaway import throwaway_database
 from tracker.v1 import auth_service_pb2 as a
@@ -45,12 +45,6 @@ CONFIGS = {
     },
     "defaults": {},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def memory_mib(pid: int) -> dict[str, float]:

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tests.ports import free_port
 
 from adapters.geonames import geonames_cities
 from adapters.postgres.geocoding import PostgresGeocoder, load_cities
@@ -107,12 +107,6 @@ STATS: dict[str, int] = {}  # trackers replayed in bulk / one by one
 async def evaluate(uow: PostgresProcessingUnitOfWork, claims: list[Claim]) -> int:
     """The status step of ProcessNewReports for a batch of claims."""
     return await evaluate_statuses(uow, claims, stats=STATS)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def latency(url: str, trackers: list[uuid.UUID], rates: list[int], seconds: float) -> None:

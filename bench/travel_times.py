@@ -23,8 +23,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tests.ports import free_port
 
-from bench.processing import BIN, free_port
+from bench.processing import BIN
 from bench.throwaway import throwaway_database
 from domain.access import Principal
 from servers.config import Settings

@@ -3,9 +3,13 @@ template made once per session, and the real Redis."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -55,6 +59,86 @@ async def drop_database(name: str) -> None:
         await admin.close()
 
 
+def _in_thread(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(coro)
+
+
+class Databases:
+    """Throwaway clones of the templates, made one ahead and dropped behind in threads of
+    their own: a test waits for neither (DROP DATABASE waits for a checkpoint, which on a
+    busy server takes long; drops that wait together share one). Each clone is made from
+    the template when asked for or ahead of time, never reused."""
+
+    def __init__(self) -> None:
+        self._create = ThreadPoolExecutor(1, thread_name_prefix="tracker-test-create")
+        self._drop = ThreadPoolExecutor(4, thread_name_prefix="tracker-test-drop")
+        self._ahead: dict[str, tuple[str, Future[None]]] = {}
+        self._dropping: list[Future[None]] = []
+
+    def _start(self, template: str) -> tuple[str, Future[None]]:
+        name = f"tracker_test_{uuid.uuid4().hex[:12]}"
+        return name, self._create.submit(_in_thread, create_database(name, template))
+
+    async def take(self, template: str) -> str:
+        name, made = self._ahead.pop(template, None) or self._start(template)
+        self._ahead[template] = self._start(template)
+        await asyncio.wrap_future(made)
+        return name
+
+    def give_back(self, name: str) -> None:
+        self._dropping.append(self._drop.submit(_in_thread, drop_database(name)))
+
+    async def retire(self, template: str) -> None:
+        """Before ``template`` is dropped: the clone made ahead of it, dropped."""
+        ahead = self._ahead.pop(template, None)
+        if ahead is not None:
+            name, made = ahead
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(made)
+            self.give_back(name)
+
+    def close(self) -> None:
+        for template in list(self._ahead):
+            name, made = self._ahead.pop(template)
+            with contextlib.suppress(Exception):
+                made.result()
+            self.give_back(name)
+        self._create.shutdown()
+        self._drop.shutdown()
+        for dropped in self._dropping:
+            dropped.result()  # a drop that failed fails the session's teardown
+
+
+DATABASES = Databases()
+
+
+@contextlib.asynccontextmanager
+async def throwaway_database(template: str) -> AsyncIterator[str]:
+    """The name of a fresh clone of ``template``, dropped (in the background) after."""
+    name = await DATABASES.take(template)
+    try:
+        yield name
+    finally:
+        DATABASES.give_back(name)
+
+
+@contextlib.asynccontextmanager
+async def throwaway_pool(template: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a fresh clone of ``template``."""
+    async with throwaway_database(template) as name:
+        pool = await open_pool(url_for(name), max_size=4)
+        try:
+            yield pool
+        finally:
+            await pool.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _databases() -> Any:
+    yield DATABASES
+    DATABASES.close()
+
+
 @pytest.fixture(scope="session")
 async def template_database() -> AsyncIterator[str]:
     """A migrated database that each test clones (CREATE DATABASE ... TEMPLATE)."""
@@ -66,6 +150,7 @@ async def template_database() -> AsyncIterator[str]:
     finally:
         await conn.close()
     yield name
+    await DATABASES.retire(name)
     await drop_database(name)
 
 
@@ -81,24 +166,21 @@ async def geo_template_database(template_database: str) -> AsyncIterator[str]:
     finally:
         await conn.close()
     yield name
+    await DATABASES.retire(name)
     await drop_database(name)
 
 
 @pytest.fixture
 async def geo_database_url(geo_template_database: str) -> AsyncIterator[str]:
     """A throwaway database with the cities loaded."""
-    name = f"tracker_test_{uuid.uuid4().hex[:12]}"
-    await create_database(name, template=geo_template_database)
-    yield url_for(name)
-    await drop_database(name)
+    async with throwaway_database(geo_template_database) as name:
+        yield url_for(name)
 
 
 @pytest.fixture
 async def database_url(template_database: str) -> AsyncIterator[str]:
-    name = f"tracker_test_{uuid.uuid4().hex[:12]}"
-    await create_database(name, template=template_database)
-    yield url_for(name)
-    await drop_database(name)
+    async with throwaway_database(template_database) as name:
+        yield url_for(name)
 
 
 @pytest.fixture

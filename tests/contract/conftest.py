@@ -8,15 +8,13 @@ a throwaway PostgreSQL database. Scenarios use only the ports' methods.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from adapters.postgres.pool import open_pool
 from adapters.postgres.uow import PostgresUnitOfWorkFactory
-from tests.conftest import create_database, drop_database, url_for
+from tests.conftest import throwaway_pool
 from tests.unit.fakes.common import FakeUnitOfWorkFactory
 
 Uows = Any
@@ -28,14 +26,8 @@ async def uows(request: pytest.FixtureRequest, template_database: str) -> AsyncI
     if request.param == "fake":
         yield FakeUnitOfWorkFactory()
         return
-    name = f"tracker_test_{uuid.uuid4().hex[:12]}"
-    await create_database(name, template=template_database)
-    pool = await open_pool(url_for(name), max_size=4)
-    try:
+    async with throwaway_pool(template_database) as pool:
         yield PostgresUnitOfWorkFactory(pool)
-    finally:
-        await pool.close()
-        await drop_database(name)
 
 
 # Where the PostgreSQL adapters do not keep a scenario yet (found by running the fakes' checks

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from adapters.postgres.pool import open_pool
 from adapters.postgres.uow import PostgresUnitOfWorkFactory
 from domain.devices import (
     Device,
@@ -39,7 +38,7 @@ from domain.firmware import (
 from domain.model import SealedSecret
 from domain.pagination import PageRequest
 from domain.ports.devices import DeviceSelection, RolloutFilter, Visible
-from tests.conftest import create_database, drop_database, url_for
+from tests.conftest import throwaway_pool
 from tests.contract.builders import a_client
 from tests.unit.fakes.devices import FakeDevicesUnitOfWorkFactory
 
@@ -51,14 +50,8 @@ async def uows(request: pytest.FixtureRequest, template_database: str) -> AsyncI
     if request.param == "fake":
         yield FakeDevicesUnitOfWorkFactory()
         return
-    name = f"tracker_test_{uuid.uuid4().hex[:12]}"
-    await create_database(name, template=template_database)
-    pool = await open_pool(url_for(name), max_size=4)
-    try:
+    async with throwaway_pool(template_database) as pool:
         yield PostgresUnitOfWorkFactory(pool)
-    finally:
-        await pool.close()
-        await drop_database(name)
 
 
 async def _client(uows: Any) -> uuid.UUID:

@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 
 from adapters.postgres.idempotency import PostgresIdempotencyStore
-from adapters.postgres.pool import open_pool
 from domain.errors import InvalidArgument
 from domain.idempotency import IdempotencyKey, Mismatch, Replay, Running, Started
-from tests.conftest import create_database, drop_database, url_for
+from tests.conftest import throwaway_pool
 from tests.unit.fakes.idempotency import FakeIdempotencyStore
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -27,14 +26,8 @@ async def store(request: pytest.FixtureRequest, template_database: str) -> Async
     if request.param == "fake":
         yield FakeIdempotencyStore()
         return
-    name = f"tracker_test_{uuid.uuid4().hex[:12]}"
-    await create_database(name, template=template_database)
-    pool = await open_pool(url_for(name), max_size=4)
-    try:
+    async with throwaway_pool(template_database) as pool:
         yield PostgresIdempotencyStore(pool)
-    finally:
-        await pool.close()
-        await drop_database(name)
 
 
 async def claim(store: Any, key: IdempotencyKey, fp: bytes, now: datetime) -> Any:

@@ -16,7 +16,6 @@ import os
 import pathlib
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from tests.conftest import REDIS_URL, create_database, drop_database, url_for
+from tests.ports import free_ports
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -216,16 +216,6 @@ def test_every_entry_point_of_the_image_starts(image: tuple[str, str]) -> None:
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split() == []  # the entry points that failed
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
 
 
 def health(port: int, service: str = "") -> int | None:

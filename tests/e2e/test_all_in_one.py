@@ -7,7 +7,6 @@ import json
 import pathlib
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from findmy import KeyPair
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import REDIS_URL, process_env, url_for
+from tests.ports import free_ports
 from tracker.v1 import key_service_pb2 as k
 from tracker.v1 import key_service_pb2_grpc as k_grpc
 from tracker.v1 import resources_pb2 as pb
@@ -45,16 +45,6 @@ class BearerMetadata(grpc.UnaryUnaryClientInterceptor):
     def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
         metadata = [*(details.metadata or ()), ("authorization", f"Bearer {self._token}")]
         return continuation(details._replace(metadata=metadata), request)
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
 
 
 ADMIN_EMAIL = "e2e-admin@example.com"
@@ -223,8 +213,9 @@ def json_documents(output: str) -> list[dict]:
     return docs
 
 
-def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> None:
-    script = readme_walkthrough()
+def run_walkthrough(server: Server, script: str, timeout: float) -> str:
+    """A README block run by bash against ``server`` (its ports for the documented ones);
+    its standard output, once it has succeeded."""
     for default, port in (
         ("9000", server.collector),
         ("8000", server.query),
@@ -232,17 +223,21 @@ def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> No
     ):
         # whole ports only: a free port like 50007 must not be rewritten again as 5000 + "7"
         script = re.sub(rf"localhost:{default}\b", f"localhost:{port}", script)
-    script += '\necho "WALKTHROUGH_TOKEN=$TOKEN"\n'
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         env=server.env,
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stderr + done.stdout
-    out = done.stdout
+    return done.stdout
+
+
+def test_readme_walkthrough_runs_line_by_line_with_grpcurl(server: Server) -> None:
+    script = readme_walkthrough() + '\necho "WALKTHROUGH_TOKEN=$TOKEN"\n'
+    out = run_walkthrough(server, script, timeout=120)
     token = out.rsplit("WALKTHROUGH_TOKEN=", 1)[1].strip()
     assert token.count(".") == 2, "the walkthrough logged in"
     server.secrets += [token, "correct horse battery staple"]
@@ -303,20 +298,7 @@ def test_readme_devices_walkthrough_runs_with_grpcurl(server: Server) -> None:
     block = text.split("<!-- walkthrough-devices -->")[1].split("<!-- /walkthrough-devices -->")[0]
     match = re.search(r"```bash\n(.*?)```", block, re.S)
     assert match, "README devices walkthrough block missing"
-    script = match.group(1)
-    for default, port in (("9000", server.collector), ("8000", server.query)):
-        # whole ports only: a free port like 50007 must not be rewritten again as 5000 + "7"
-        script = re.sub(rf"localhost:{default}\b", f"localhost:{port}", script)
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        env=server.env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr + done.stdout
-    docs = json_documents("\n" + done.stdout)
+    docs = json_documents("\n" + run_walkthrough(server, match.group(1), timeout=120))
     [derived] = [d for d in docs if "added_count" in d]
     assert derived["added_count"] == 4
     [marked] = [d for d in docs if "changed_count" in d]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import re
 import subprocess
 import time
 
@@ -19,6 +18,7 @@ from tests.e2e.test_all_in_one import (  # noqa: F401 (the fixture)
     Server,
     json_documents,
     readme_walkthrough,
+    run_walkthrough,
     server,
 )
 from tracker.v1 import detector_query_service_pb2 as dq
@@ -40,23 +40,7 @@ def detectors_walkthrough() -> str:
 
 def test_readme_detectors_walkthrough_runs_with_grpcurl(server: Server) -> None:  # noqa: F811
     script = readme_walkthrough() + "\n" + detectors_walkthrough()
-    for default, port in (
-        ("9000", server.collector),
-        ("8000", server.query),
-        ("5000", server.health),
-    ):
-        # whole ports only: a free port like 50007 must not be rewritten again as 5000 + "7"
-        script = re.sub(rf"localhost:{default}\b", f"localhost:{port}", script)
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        env=server.env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr + done.stdout
-    docs = json_documents("\n" + done.stdout)
+    docs = json_documents("\n" + run_walkthrough(server, script, timeout=180))
     [ingested] = [d for d in docs if "statusCount" in d or "status_count" in d]
     assert ingested.get("stored_count", ingested.get("storedCount")) in ("2", 2)
     [events] = [d["events"] for d in docs if "events" in d]

@@ -35,16 +35,11 @@ from tests.integration.fleet import (
     wait_for,
     write_accounts,
 )
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
 LEASE_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -301,10 +296,14 @@ class PrivatePostgres:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=60)
 
-    def init(self) -> None:
+    def own_root(self) -> None:
+        """The cluster's folder, the ``postgres`` user's when we are root."""
         self.root.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
+
+    def init(self) -> None:
+        self.own_root()
         self._run(
             str(self.BIN / "initdb"),
             "-D",
@@ -332,6 +331,15 @@ class PrivatePostgres:
 
     def stop(self) -> None:
         self._run(str(self.BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def running(self) -> bool:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        status = subprocess.run(
+            [*prefix, str(self.BIN / "pg_ctl"), "-D", str(self.data), "status"],
+            capture_output=True,
+            timeout=60,
+        )
+        return status.returncode == 0
 
 
 @pytest.fixture

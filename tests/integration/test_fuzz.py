@@ -23,7 +23,6 @@ import math
 import os
 import pathlib
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -53,6 +52,7 @@ from tests.integration.test_isolation_matrix import (
     make_world,
     request_for,
 )
+from tests.ports import free_ports
 from tracker.v1 import job_query_service_pb2, job_query_service_pb2_grpc
 from tracker.v1 import setup_query_service_pb2 as q
 from usecases.access import AccessUseCases, NewUser
@@ -400,16 +400,6 @@ async def _call_raw_once(
 
 
 # -- the server under test ------------------------------------------------------------------
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
 
 
 def rss_mb(pid: int) -> float:

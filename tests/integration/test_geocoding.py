@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -18,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.postgres.geocoding import PostgresGeocoder
-from adapters.postgres.pool import open_pool
 from domain.geo import (
     EARTH_RADIUS_M,
     City,
@@ -28,7 +26,7 @@ from domain.geo import (
     nearest_place,
 )
 from domain.model import GeoPoint
-from tests.conftest import create_database, drop_database, url_for
+from tests.conftest import throwaway_pool
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +47,8 @@ class Places:
 @pytest.fixture(scope="module")
 async def geo_pool(geo_template_database: str) -> AsyncIterator[asyncpg.Pool]:
     """One clone of the cities database for the module (the tests here only read)."""
-    name = f"tracker_test_{uuid.uuid4().hex[:12]}"
-    await create_database(name, template=geo_template_database)
-    pool = await open_pool(url_for(name), max_size=4)
-    yield pool
-    await pool.close()
-    await drop_database(name)
+    async with throwaway_pool(geo_template_database) as pool:
+        yield pool
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+import copy
 import pathlib
 import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 import grpc
@@ -47,6 +48,9 @@ from tracker.v1 import user_query_service_pb2 as uq
 pytestmark = pytest.mark.integration
 
 
+PrivatePostgresT = TypeVar("PrivatePostgresT", bound=PrivatePostgres)
+
+
 class Standby(PrivatePostgres):
     """A streaming replica of ``primary``, made with ``pg_basebackup -R``."""
 
@@ -55,9 +59,7 @@ class Standby(PrivatePostgres):
         self.primary = primary
 
     def init(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres")
+        self.own_root()
         self._run(
             str(self.BIN / "pg_basebackup"),
             "-h",
@@ -76,8 +78,10 @@ class Standby(PrivatePostgres):
         )
 
 
-@pytest.fixture
-async def replicated() -> AsyncIterator[tuple[PrivatePostgres, Standby]]:
+@pytest.fixture(scope="module")
+async def replication() -> AsyncIterator[tuple[PrivatePostgres, Standby]]:
+    """One primary with a migrated template database and its standby, for the module: each
+    test gets databases of its own on them (``replicated``)."""
     root = pathlib.Path(f"/tmp/tracker-repl-{uuid.uuid4().hex[:8]}")
     primary = PrivatePostgres(root / "primary")
     standby = Standby(root / "standby", primary)
@@ -87,6 +91,11 @@ async def replicated() -> AsyncIterator[tuple[PrivatePostgres, Standby]]:
         await asyncio.to_thread(primary.start)
         started.append(primary)
         conn = await asyncpg.connect(primary.url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(on_database(primary, TEMPLATE).url)
         try:
             await migrate(conn)
         finally:
@@ -100,6 +109,42 @@ async def replicated() -> AsyncIterator[tuple[PrivatePostgres, Standby]]:
             with contextlib.suppress(subprocess.CalledProcessError):
                 await asyncio.to_thread(pg.stop)
         shutil.rmtree(root, ignore_errors=True)
+
+
+TEMPLATE = "tracker_template"
+
+
+def on_database(pg: PrivatePostgresT, database: str) -> PrivatePostgresT:
+    """The same server, its ``url`` naming ``database``."""
+    view = copy.copy(pg)
+    view.url = pg.url.rsplit("/", 1)[0] + "/" + database
+    return view
+
+
+@pytest.fixture
+async def replicated(
+    replication: tuple[PrivatePostgres, Standby],
+) -> AsyncIterator[tuple[PrivatePostgres, Standby]]:
+    """A fresh migrated database on the primary, once the standby has it too; the standby
+    (which a test may stop) is started again after the test."""
+    primary, standby = replication
+    database = f"tracker_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(primary.url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{database}" TEMPLATE "{TEMPLATE}"')
+    finally:
+        await conn.close()
+    on_standby = on_database(standby, database)
+    async with asyncio.timeout(30):  # streaming replication brings it over
+        while True:
+            try:
+                await (await asyncpg.connect(on_standby.url)).close()
+                break
+            except (asyncpg.InvalidCatalogNameError, asyncpg.CannotConnectNowError, OSError):
+                await asyncio.sleep(0.05)
+    yield on_database(primary, database), on_standby
+    if not await asyncio.to_thread(standby.running):
+        await asyncio.to_thread(standby.start)
 
 
 async def replay(standby: Standby, on: bool) -> None:

@@ -28,7 +28,7 @@ from adapters.redis.queue import RedisAccountGate, RedisFetchQueue
 from adapters.redis.throttle import RedisAttemptThrottle
 from domain.scheduling import Capacity
 from domain.throttling import AttemptLimit, ThrottleKey
-from tests.integration.test_fetcher_process import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +38,7 @@ from tests.conftest import REDIS_URL, process_env
 from tests.integration.conftest import ADMIN_EMAIL, Stack, stack_settings
 from tests.integration.proxy import TcpProxy
 from tests.integration.test_processing import HAMBURG_WAREHOUSE, T0, World, make_world, rep
+from tests.ports import free_port
 from tracker.v1 import setup_query_service_pb2 as sq
 from tracker.v1 import setup_query_service_pb2_grpc as sq_grpc
 
@@ -46,12 +46,6 @@ pytestmark = pytest.mark.integration
 
 BIN = pathlib.Path(sys.executable).parent
 SERVING = health_pb2.HealthCheckResponse.SERVING
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

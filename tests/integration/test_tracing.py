@@ -24,8 +24,8 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from tests.conftest import REDIS_URL, process_env
 from tests.integration.conftest import ADMIN_EMAIL, Stack, bearer_interceptors
-from tests.integration.test_fetcher_process import free_port
 from tests.integration.test_reports import report, tracker_in_new_run
+from tests.ports import free_port
 from tracker.v1 import report_service_pb2 as r
 from tracker.v1 import report_service_pb2_grpc as r_grpc
 
