@@ -262,7 +262,12 @@ async def test_a_redis_outage_is_waited_out_and_the_queue_comes_back(
     began = datetime.now(UTC)
     assert await wait_for(lambda: all_fetched_since(database_url, fleet.trackers, began), 60)
     own_redis_server.stop()  # down, and back empty (no persistence), like a lost Redis pod
-    await asyncio.sleep(4)
+
+    async def both_noticed() -> bool:
+        return all("dependency unavailable" in f.log(i) for i in (0, 1))
+
+    # down until both fetchers have run into the outage (was: a fixed 4 s)
+    assert await wait_for(both_noticed, 60, every=0.05), (f.log(0)[-2000:], f.log(1)[-2000:])
     own_redis_server.start()
     back = datetime.now(UTC)
     t0 = time.monotonic()
