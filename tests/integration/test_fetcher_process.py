@@ -407,7 +407,13 @@ async def test_a_postgres_restart_mid_cycle_is_waited_out_and_no_fetched_report_
 
         assert await wait_for(in_flight, 60, every=0.05)
         await asyncio.to_thread(private_pg.stop)
-        await asyncio.sleep(5)  # the slow answer arrives while PostgreSQL is down
+
+        async def answered_and_noticed() -> bool:
+            return sim.served > 40 and "dependency unavailable" in f.log(0)
+
+        # the slow answer arrives while PostgreSQL is down, and the fetcher runs into the
+        # outage (was: a fixed 5 s)
+        assert await wait_for(answered_and_noticed, 60, every=0.05), f.log(0)[-4000:]
         answered_while_down = sim.served
         await asyncio.to_thread(private_pg.start)
         assert await wait_for(all_stored, 60), f.log(0)[-4000:]
