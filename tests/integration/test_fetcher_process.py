@@ -262,7 +262,12 @@ async def test_a_redis_outage_is_waited_out_and_the_queue_comes_back(
     began = datetime.now(UTC)
     assert await wait_for(lambda: all_fetched_since(database_url, fleet.trackers, began), 60)
     own_redis_server.stop()  # down, and back empty (no persistence), like a lost Redis pod
-    await asyncio.sleep(4)
+
+    async def both_noticed() -> bool:
+        return all("dependency unavailable" in f.log(i) for i in (0, 1))
+
+    # down until both fetchers have run into the outage (was: a fixed 4 s)
+    assert await wait_for(both_noticed, 60, every=0.05), (f.log(0)[-2000:], f.log(1)[-2000:])
     own_redis_server.start()
     back = datetime.now(UTC)
     t0 = time.monotonic()
@@ -402,7 +407,13 @@ async def test_a_postgres_restart_mid_cycle_is_waited_out_and_no_fetched_report_
 
         assert await wait_for(in_flight, 60, every=0.05)
         await asyncio.to_thread(private_pg.stop)
-        await asyncio.sleep(5)  # the slow answer arrives while PostgreSQL is down
+
+        async def answered_and_noticed() -> bool:
+            return sim.served > 40 and "dependency unavailable" in f.log(0)
+
+        # the slow answer arrives while PostgreSQL is down, and the fetcher runs into the
+        # outage (was: a fixed 5 s)
+        assert await wait_for(answered_and_noticed, 60, every=0.05), f.log(0)[-4000:]
         answered_while_down = sim.served
         await asyncio.to_thread(private_pg.start)
         assert await wait_for(all_stored, 60), f.log(0)[-4000:]
@@ -568,9 +579,10 @@ async def test_fairness_of_thousands_of_trackers_of_which_thirty_percent_never_r
 async def test_one_request_per_account_across_two_fetchers_slow_answers_anisette_failing(
     database_url: str, fetchers: list[Fetchers], tmp_path: pathlib.Path
 ) -> None:
-    """Every answer takes 0.3 s, some take 7 s (past the 5 s timeout: Apple is still
-    working when we give up), and Anisette fails: two fetcher processes on one account
-    never have two requests in flight on it, counted by the endpoint."""
+    """Every answer takes 0.3 s, some take 4 s (past the 3 s timeout: Apple is still
+    working when we give up; the account stays busy 5 s after), and Anisette fails: two
+    fetcher processes on one account never have two requests in flight on it, counted by
+    the endpoint."""
     sim = Simulator(keep=3, delay_s=0.3)
     runner = await start(sim)
     try:
@@ -578,7 +590,9 @@ async def test_one_request_per_account_across_two_fetchers_slow_answers_anisette
         for t in fleet.trackers:
             sim.always_reporting(fleet.adv_keys[t])
         sim.anisette_faults = 3
-        sim.faults.append({"mode": "slow", "count": 2, "delay_s": 7, "retry_after": None})
+        # (was 7 s past a 5 s timeout, busy 8 s: the same order, Apple's remaining work well
+        # inside the busy time, in 8 s rather than 13 s a slow answer)
+        sim.faults.append({"mode": "slow", "count": 2, "delay_s": 4, "retry_after": None})
         f = Fetchers(
             fetcher_env(
                 database_url,
@@ -587,8 +601,8 @@ async def test_one_request_per_account_across_two_fetchers_slow_answers_anisette
                 write_accounts(sim, tmp_path / "accounts", 1),
                 interval_s=2,
                 prefix=prefix(),
-                TRACKER_FINDMY_TIMEOUT_S="5",
-                TRACKER_FINDMY_BUSY_S="8",
+                TRACKER_FINDMY_TIMEOUT_S="3",
+                TRACKER_FINDMY_BUSY_S="5",
                 MAX_KEYS_PER_BATCH="16",
             ),
             tmp_path,

@@ -341,10 +341,18 @@ async def test_reports_arriving_during_a_batch_are_processed_next_and_dated_by_a
     assert (await status_of(world, a)).status == st.TRACKER_STATUS_DELIVERED
 
 
+# Counted, not timed: each of the 3 streams sends STREAMS calls (60 trackers in random order,
+# 3 times each) and each of the 2 workers processes BATCHES non-empty batches of 7 while they
+# run. (The 20 s soak this replaces did ~150 calls a stream, ~27 batches a worker on a quiet
+# machine; a slower machine now takes longer rather than conflicting less.)
+STREAMS, BATCHES = 40, 12
+
+
 async def test_concurrent_ingestion_and_workers_never_deadlock(world: World) -> None:
     """Issue 13: several IngestReports streams in random tracker orders and two workers with
-    small batches, for a bounded time; PostgreSQL counts no deadlock, no call fails, and
-    every tracker ends up processed."""
+    small batches, until every stream has sent and every worker has processed enough to
+    conflict many times over (counted, not timed); PostgreSQL counts no deadlock, no call
+    fails, and every tracker ends up processed."""
     assert world.stack.collector_channel is not None
     stub = rs_grpc.ReportServiceStub(world.stack.collector_channel)
     trackers = [await world.tracker() for _ in range(60)]
@@ -358,6 +366,8 @@ async def test_concurrent_ingestion_and_workers_never_deadlock(world: World) -> 
     stop = asyncio.Event()
     failures: list[BaseException] = []
     sent = 0
+    streams = [0] * 3  # IngestReports calls each stream completed
+    batches = [0] * 2  # non-empty batches each worker processed
 
     async def ingest(seed: int) -> None:
         nonlocal sent
@@ -386,11 +396,12 @@ async def test_concurrent_ingestion_and_workers_never_deadlock(world: World) -> 
                 got = await stub.IngestReports(iter(messages))
                 assert got.rejected_count == 0, got.errors
                 sent += got.stored_count
+                streams[seed] += 1
             except BaseException as exc:
                 failures.append(exc)
                 return
 
-    async def work(p: ProcessNewReports) -> int:
+    async def work(i: int, p: ProcessNewReports) -> int:
         done = 0
         while not stop.is_set():
             try:
@@ -401,14 +412,20 @@ async def test_concurrent_ingestion_and_workers_never_deadlock(world: World) -> 
             done += b.trackers
             if b.quarantined:
                 failures.append(AssertionError(f"{b.quarantined} quarantined"))
-            if not b.claimed:
+            if b.claimed:
+                batches[i] += 1
+            else:
                 await asyncio.sleep(0.01)
         return done
 
     workers = [await worker(world, batch_size=7) for _ in range(2)]
     tasks = [asyncio.create_task(ingest(s)) for s in range(3)]
-    tasks += [asyncio.create_task(work(p)) for p in workers]
-    await asyncio.sleep(20)
+    tasks += [asyncio.create_task(work(i, p)) for i, p in enumerate(workers)]
+    # Until each stream has sent STREAMS calls and each worker has processed BATCHES batches
+    # while they ran (the timeout only bounds a failure; a loaded machine takes long).
+    async with asyncio.timeout(600):
+        while not failures and (min(streams) < STREAMS or min(batches) < BATCHES):
+            await asyncio.sleep(0.05)
     stop.set()
     await asyncio.gather(*tasks)
     assert not failures, failures[:3]

@@ -121,6 +121,7 @@ class ServiceProxy:
         self.backends = list(backends)
         self.ready: list[int] = []
         self.removed: dict[int, float] = {}  # backend -> when its probe failed first
+        self.connections: dict[int, int] = {}  # backend -> connections made to it so far
         self._period_s = period_s
         self._next = 0
         self._server: asyncio.Server | None = None
@@ -172,6 +173,7 @@ class ServiceProxy:
         except OSError:
             writer.transport.abort()
             return
+        self.connections[backend] = self.connections.get(backend, 0) + 1
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
@@ -184,14 +186,20 @@ class ServiceProxy:
 
 
 async def keep_calling(
-    target: str, token: str, stop: asyncio.Event, callers: int = 6
+    target: str,
+    token: str,
+    stop: asyncio.Event,
+    callers: int = 6,
+    answered: list[int] | None = None,
 ) -> tuple[int, list[str]]:
     """``callers`` loops of ListClients, each over a channel (a connection) of its own, until
-    ``stop``: (calls, failures)."""
+    ``stop``: (calls, failures). ``answered``, if given, counts each caller's successful
+    calls as they happen."""
     calls, failures = 0, []
+    answered = answered if answered is not None else [0] * callers
     meta = (("authorization", f"Bearer {token}"),)
 
-    async def caller() -> None:
+    async def caller(i: int) -> None:
         nonlocal calls
         async with grpc.aio.insecure_channel(target) as channel:
             stub = sq_grpc.SetupQueryServiceStub(channel)
@@ -200,12 +208,13 @@ async def keep_calling(
                     await stub.ListClients(
                         sq.ListClientsRequest(page_size=10), metadata=meta, timeout=30
                     )
+                    answered[i] += 1
                 except grpc.aio.AioRpcError as err:
                     failures.append(f"{err.code().name}: {err.details()}")
                 calls += 1
                 await asyncio.sleep(0.005)
 
-    await asyncio.gather(*(caller() for _ in range(callers)))
+    await asyncio.gather(*(caller(i) for i in range(callers)))
     return calls, failures
 
 
@@ -240,14 +249,25 @@ async def test_rollout_drill_one_of_two_servers_drains_and_stops_without_a_faile
             while len(service.ready) < 2:
                 await asyncio.sleep(0.05)
         stop = asyncio.Event()
-        calling = asyncio.create_task(keep_calling(f"127.0.0.1:{service.port}", token, stop))
-        await asyncio.sleep(2.0)  # calls flow to both
+        answered = [0] * 6
+        calling = asyncio.create_task(
+            keep_calling(f"127.0.0.1:{service.port}", token, stop, answered=answered)
+        )
+        # calls flow to both: the six callers' connections went round robin to both servers,
+        # and every caller has had answers
+        async with asyncio.timeout(60):
+            while min(answered) < 5 or len(service.connections) < 2:
+                await asyncio.sleep(0.05)
         old.proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(60):
             while old.proc.poll() is None:
                 await asyncio.sleep(0.05)
         stopped = time.monotonic()
-        await asyncio.sleep(2.0)  # and go on, to the one left
+        # and go on, to the one left: every caller has answers after the old server stopped
+        since = list(answered)
+        async with asyncio.timeout(60):
+            while any(a < b + 5 for a, b in zip(answered, since, strict=True)):
+                await asyncio.sleep(0.05)
         stop.set()
         calls, failures = await calling
 
