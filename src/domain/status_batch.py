@@ -342,21 +342,39 @@ class States:
             self.onsets[x, i] = _us(s.onsets[x])
         self.transit[i] = self.elsewhere[i] = self.fence_p[i] = math.nan
         self.fence[i] = self.fence_kind[i] = -1
-        b = s.belief
-        if not b:
+        if not s.belief:
             return True
-        if b[0][0] is not None or b[0][1] is not None:
+        slots = belief_slots(s.belief)
+        if slots is None:
             return False
-        self.transit[i] = b[0][2]
-        rest = list(b[1:])
-        if rest and rest[0][0] == ELSEWHERE and rest[0][1] is None:
-            self.elsewhere[i] = rest.pop(0)[2]
-        if rest:
-            h, kind, p = rest.pop(0)
-            if h is None or h == ELSEWHERE or kind is None:
-                return False
+        self.transit[i], elsewhere, fence = slots
+        if elsewhere is not None:
+            self.elsewhere[i] = elsewhere
+        if fence is not None:
+            h, kind, p = fence
             self.fence[i], self.fence_kind[i], self.fence_p[i] = ids.index(h), _KIND_CODE[kind], p
-        return not rest
+        return True
+
+
+def belief_slots(
+    belief: evidence.Belief,
+) -> tuple[float, float | None, tuple[uuid.UUID, LocationKind, float] | None] | None:
+    """A non-empty belief in the slots the columns (and ``tracker_status``) keep: transit,
+    ``ELSEWHERE`` (None: not in it) and at most one fence (None: none); None if it does not
+    fit them (transit not first, or more than one fence)."""
+    (h, kind, transit), rest = belief[0], list(belief[1:])
+    if h is not None or kind is not None:
+        return None
+    elsewhere = None
+    if rest and rest[0][0] == ELSEWHERE and rest[0][1] is None:
+        elsewhere = rest.pop(0)[2]
+    fence = None
+    if rest:
+        h, kind, p = rest.pop(0)
+        if h is None or h == ELSEWHERE or kind is None:
+            return None
+        fence = (h, kind, p)
+    return None if rest else (transit, elsewhere, fence)
 
 
 @dataclass(eq=False)

@@ -17,7 +17,7 @@ from adapters.postgres.status_columns import (
     reading_columns,
     reading_columns_after,
 )
-from adapters.postgres.status_state import save_columns, state_columns
+from adapters.postgres.status_state import belief_texts, save_columns, state_columns
 from adapters.postgres.uow import PostgresUnitOfWork
 from adapters.tracing import link_queued
 from domain.errors import InvalidArgument
@@ -34,7 +34,7 @@ from domain.status import (
     StatusRule,
     TrackerStatus,
 )
-from domain.status_batch import ReadingColumns, ResultColumns, StateColumns
+from domain.status_batch import ReadingColumns, ResultColumns, StateColumns, belief_slots
 
 _NEG_INF = datetime.min.replace(tzinfo=UTC)
 _MIN_E7 = -(2**31)
@@ -89,30 +89,17 @@ _NO_SLOTS = (None, None, None, None, None)
 
 
 def _belief_slots(belief: Belief) -> tuple[object, ...] | None:
-    """The belief as the fixed columns (transit, ELSEWHERE, one fence: what
-    ``domain.status_batch.States`` holds too); None if it is wider (then: the arrays)."""
+    """The belief as the fixed columns of ``tracker_status`` (transit, ELSEWHERE, one
+    fence); None if it is wider (then: the arrays)."""
     if not belief:
         return _NO_SLOTS
-    (h, kind, transit), rest = belief[0], list(belief[1:])
-    if h is not None or kind is not None:
+    slots = belief_slots(belief)
+    if slots is None:
         return None
-    elsewhere = None
-    if rest and rest[0][0] == ELSEWHERE and rest[0][1] is None:
-        elsewhere = rest.pop(0)[2]
-    fence: tuple[object, object, object] = (None, None, None)
-    if rest:
-        h, kind, p = rest.pop(0)
-        if h is None or h == ELSEWHERE or kind is None:
-            return None
-        fence = (h, kind.value, p)
-    return None if rest else (transit, elsewhere, *fence)
-
-
-def _belief_texts(belief: Belief) -> tuple[str, str, str]:
-    ids = ",".join("NULL" if h is None else str(h) for h, _, _ in belief)
-    kinds = ",".join("NULL" if k is None else k.value for _, k, _ in belief)
-    ps = ",".join(repr(p) for _, _, p in belief)
-    return "{" + ids + "}", "{" + kinds + "}", "{" + ps + "}"
+    transit, elsewhere, fence = slots
+    if fence is None:
+        return (transit, elsewhere, None, None, None)
+    return (transit, elsewhere, fence[0], fence[1].value, fence[2])
 
 
 _RULE_FIELDS = (
@@ -651,7 +638,7 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
             fixed = _belief_slots(b)
             for column, value in zip(slots, fixed or _NO_SLOTS, strict=True):
                 column.append(value)
-            texts = (None,) * 3 if fixed is not None else _belief_texts(b)
+            texts = (None,) * 3 if fixed is not None else belief_texts(b)
             for column, text in zip(beliefs, texts, strict=True):
                 column.append(text)
         slot_cols = [

@@ -29,7 +29,7 @@ from domain import evidence
 from domain.geo import EARTH_RADIUS_M
 from domain.model import LocationKind
 from domain.reports import MAX_ACCURACY_M
-from domain.status import ReportKey, StatusRule
+from domain.status import ReportKey, RuleKind, StatusRule
 from domain.status_batch import KINDS, NO_TIME, ReadingColumns, to_us
 
 # "from the first report": 0001-01-01 00:00:00+00, as the claim clamps "since"
@@ -59,20 +59,64 @@ CROSS JOIN LATERAL (
     OFFSET 0) r
 """
 
-# The run and the rule flags the readings need, per tracker (trackers that no longer exist
-# are left out), for callers that do not have them from the status state.
-_RULES_SQL = """
-SELECT c.n::int4 AS n, t.production_run_id AS run,
-       coalesce(sr.kind, $2) = 'EVIDENCE' AS evidence,
-       coalesce(sr.require_accuracy_within_radius, $3) AS accuracy_rule,
-       coalesce(sr.min_confidence, $4)::int4 AS min_confidence
-FROM unnest($1::uuid[]) WITH ORDINALITY AS c(tracker_id, n)
-JOIN trackers t ON t.id = c.tracker_id
-LEFT JOIN status_rules sr ON sr.production_run_id = t.production_run_id
-"""
-
 # no report has this confidence: a tracker with it reads nothing
 _NOTHING = 4
+
+
+async def tracker_runs(
+    conn: asyncpg.Connection, trackers: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """The production run of each tracker that still exists."""
+    rows = await conn.fetch(
+        """SELECT t.id, t.production_run_id FROM unnest($1::uuid[]) AS c(id)
+           JOIN trackers t ON t.id = c.id""",
+        list(trackers),
+    )
+    return {r["id"]: r["production_run_id"] for r in rows}
+
+
+@dataclass(frozen=True)
+class RunRules:
+    """The rules of some runs as columns, one row per run in the order asked (the default
+    rule where a run never had one set)."""
+
+    evidence: np.ndarray
+    min_count: np.ndarray
+    dwell_s: np.ndarray
+    accuracy_rule: np.ndarray
+    min_confidence: np.ndarray
+    min_probability: np.ndarray
+    outlier_share: np.ndarray
+
+
+async def run_rules(conn: asyncpg.Connection, run_ids: Sequence[uuid.UUID]) -> RunRules:
+    """The runs' rules, read once per run (not once per tracker)."""
+    rows = await conn.fetch(
+        """SELECT production_run_id, kind, min_consecutive_reports, min_dwell_s,
+                  require_accuracy_within_radius, min_confidence, min_probability,
+                  outlier_share
+           FROM status_rules WHERE production_run_id = ANY($1::uuid[])""",
+        list(run_ids),
+    )
+    by_run = {r["production_run_id"]: r for r in rows}
+    d = StatusRule.default()
+    rules = [by_run.get(r) for r in run_ids]
+
+    def column(name: str, default: object, dtype: type) -> np.ndarray:
+        return np.array([default if r is None else r[name] for r in rules], dtype=dtype)
+
+    kinds = column("kind", d.kind.value, np.str_)
+    return RunRules(
+        evidence=kinds == RuleKind.EVIDENCE.value,
+        min_count=column("min_consecutive_reports", d.min_consecutive_reports, np.int64),
+        dwell_s=column("min_dwell_s", d.min_dwell_s, np.int64),
+        accuracy_rule=column(
+            "require_accuracy_within_radius", d.require_accuracy_within_radius, np.bool_
+        ),
+        min_confidence=column("min_confidence", d.min_confidence, np.int64),
+        min_probability=column("min_probability", d.min_probability, np.float64),
+        outlier_share=column("outlier_share", d.outlier_share, np.float64),
+    )
 
 
 @dataclass(frozen=True)
@@ -88,32 +132,23 @@ class TrackerRules:
 
 
 async def tracker_rules(conn: asyncpg.Connection, trackers: Sequence[uuid.UUID]) -> TrackerRules:
-    """The trackers' runs and rule flags, read from ``trackers`` and ``status_rules``."""
-    d = StatusRule.default()
-    rows = await conn.fetch(
-        _RULES_SQL,
-        list(trackers),
-        d.kind.value,
-        d.require_accuracy_within_radius,
-        d.min_confidence,
-    )
-    n = len(trackers)
-    out = TrackerRules(
-        run=np.full(n, -1, dtype=np.int64),
-        run_ids=[],
-        evidence=np.zeros(n, dtype=np.bool_),
-        accuracy_rule=np.zeros(n, dtype=np.bool_),
-        min_confidence=np.full(n, _NOTHING, dtype=np.int64),
-    )
+    """The trackers' runs and rule flags, for callers that do not have them from the
+    status state (a tracker that no longer exists reads nothing)."""
+    runs = await tracker_runs(conn, trackers)
     index: dict[uuid.UUID, int] = {}
-    for r in rows:
-        i = r["n"] - 1
-        out.run[i] = index.setdefault(r["run"], len(index))
-        out.evidence[i] = r["evidence"]
-        out.accuracy_rule[i] = r["accuracy_rule"]
-        out.min_confidence[i] = r["min_confidence"]
-    out.run_ids.extend(index)
-    return out
+    run = np.array(
+        [index.setdefault(runs[t], len(index)) if t in runs else -1 for t in trackers],
+        dtype=np.int64,
+    )
+    rules = await run_rules(conn, list(index))
+    # (a sentinel run last: index -1, a tracker that no longer exists, reads nothing)
+    return TrackerRules(
+        run=run,
+        run_ids=list(index),
+        evidence=np.append(rules.evidence, False)[run],
+        accuracy_rule=np.append(rules.accuracy_rule, False)[run],
+        min_confidence=np.append(rules.min_confidence, _NOTHING)[run],
+    )
 
 
 def _field(name: str, fmt: str) -> list[tuple[str, str]]:
@@ -378,7 +413,9 @@ __all__ = [
     "copy_rows",
     "reading_columns",
     "reading_columns_after",
+    "run_rules",
     "stage",
     "tracker_rules",
+    "tracker_runs",
     "uuid_values",
 ]

@@ -20,10 +20,15 @@ from collections.abc import Mapping, Sequence
 import asyncpg
 import numpy as np
 
-from adapters.postgres.status_columns import copy_rows, stage, uuid_values
-from domain.evidence import ELSEWHERE
+from adapters.postgres.status_columns import (
+    copy_rows,
+    run_rules,
+    stage,
+    tracker_runs,
+    uuid_values,
+)
+from domain.evidence import ELSEWHERE, Belief
 from domain.ports.processing import Claim
-from domain.status import RuleKind, StatusRule
 from domain.status_batch import (
     KINDS,
     STATUSES,
@@ -100,12 +105,6 @@ CROSS JOIN LATERAL (
                 ELSE 2 END AS f) b
 """
 
-_RULES_SQL = """
-SELECT production_run_id, kind, min_consecutive_reports, min_dwell_s,
-       require_accuracy_within_radius, min_confidence, min_probability, outlier_share
-FROM status_rules WHERE production_run_id = ANY($1::uuid[])
-"""
-
 _STATE_ROW = [
     ("n", ">i4"), ("general", "u1"),
     ("after", ">i8"), ("after_lat", ">i4"), ("after_lon", ">i4"),
@@ -116,18 +115,6 @@ _STATE_ROW = [
     ("fence_p", ">f8"), ("belief_time", ">i8"),
     ("onset_d", ">i8"), ("onset_s", ">i8"), ("onset_t", ">i8"),
 ]  # fmt: skip
-
-
-async def tracker_runs(
-    conn: asyncpg.Connection, trackers: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, uuid.UUID]:
-    """The production run of each tracker that still exists."""
-    rows = await conn.fetch(
-        """SELECT t.id, t.production_run_id FROM unnest($1::uuid[]) AS c(id)
-           JOIN trackers t ON t.id = c.id""",
-        list(trackers),
-    )
-    return {r["id"]: r["production_run_id"] for r in rows}
 
 
 async def state_columns(
@@ -148,7 +135,6 @@ async def state_columns(
         dtype=np.int64,
     )
     run_ids = list(run_index)
-    d = StatusRule.default()
     sql = _STATE_SQL.format(
         zero=_ZERO,
         min_e7=_MIN_E7,
@@ -182,26 +168,15 @@ async def state_columns(
     n = len(rows)
     place = rows["n"].astype(np.int64) - 1
     out = StateColumns.fresh([claims[i].tracker_id for i in place.tolist()])
-    # the rules: one per run (the default where a run never had one set)
-    by_run = {r["production_run_id"]: r for r in await conn.fetch(_RULES_SQL, run_ids)}
-    rules = [by_run.get(r) for r in run_ids]
-
-    def per_run(name: str, default: object, dtype: type) -> np.ndarray:
-        values = [default if r is None else r[name] for r in rules]
-        return np.array(values, dtype=dtype)[out.run]
-
+    rules = await run_rules(conn, run_ids)
     out.run, out.run_ids = run_of[place], run_ids
-    if n:
-        kinds = np.array([d.kind.value if r is None else r["kind"] for r in rules])
-        out.evidence[:] = (kinds == RuleKind.EVIDENCE.value)[out.run]
-        out.min_count[:] = per_run("min_consecutive_reports", d.min_consecutive_reports, np.int64)
-        out.dwell_s[:] = per_run("min_dwell_s", d.min_dwell_s, np.int64)
-        out.accuracy_rule[:] = per_run(
-            "require_accuracy_within_radius", d.require_accuracy_within_radius, np.bool_
-        )
-        out.min_confidence[:] = per_run("min_confidence", d.min_confidence, np.int64)
-        out.min_probability[:] = per_run("min_probability", d.min_probability, np.float64)
-        out.outlier_share[:] = per_run("outlier_share", d.outlier_share, np.float64)
+    out.evidence[:] = rules.evidence[out.run]
+    out.min_count[:] = rules.min_count[out.run]
+    out.dwell_s[:] = rules.dwell_s[out.run]
+    out.accuracy_rule[:] = rules.accuracy_rule[out.run]
+    out.min_confidence[:] = rules.min_confidence[out.run]
+    out.min_probability[:] = rules.min_probability[out.run]
+    out.outlier_share[:] = rules.outlier_share[out.run]
     out.general[:] = rows["general"] != 0
     out.after_us[:] = rows["after"]
     out.after_lat[:] = rows["after_lat"]
@@ -310,11 +285,13 @@ FROM change_stage
 """
 
 
-def _belief_texts(belief: Sequence[tuple[uuid.UUID | None, object, float]]) -> list[str]:
+def belief_texts(belief: Belief) -> tuple[str, str, str]:
+    """A belief wider than the columns as the texts of its three arrays (floats as repr:
+    PostgreSQL reads them back to the same bits)."""
     ids = ",".join("NULL" if h is None else str(h) for h, _, _ in belief)
-    kinds = ",".join("NULL" if k is None else k.value for _, k, _ in belief)  # type: ignore[attr-defined]
+    kinds = ",".join("NULL" if k is None else k.value for _, k, _ in belief)
     ps = ",".join(repr(p) for _, _, p in belief)
-    return ["{" + ids + "}", "{" + kinds + "}", "{" + ps + "}"]
+    return "{" + ids + "}", "{" + kinds + "}", "{" + ps + "}"
 
 
 async def save_columns(
@@ -405,7 +382,7 @@ async def save_columns(
     await conn.execute(_UPSERT_SQL)
     wide = [i for i in done.tolist() if i in result.wide]
     if wide:  # beliefs wider than the slots (from the pure replay): as array texts
-        texts = [_belief_texts(result.wide[i]) for i in wide]
+        texts = [belief_texts(result.wide[i]) for i in wide]
         await conn.execute(
             """UPDATE tracker_status s SET belief_ids = w.ids::uuid[],
                    belief_kinds = w.kinds::text[], belief_probabilities = w.ps::float8[],
@@ -420,4 +397,4 @@ async def save_columns(
         )
 
 
-__all__ = ["save_columns", "state_columns", "tracker_runs"]
+__all__ = ["belief_texts", "save_columns", "state_columns"]
