@@ -199,7 +199,7 @@ async def test_trackerctl_starts_a_job_interrupted_and_takes_it_up_again(
         "--batch-size",
         "50",
         "--items-per-second",
-        "200",
+        "50",  # 8 s for the job: the interruption below lands mid-way even on a loaded machine
         "--detach",
     )
     assert code == 0, err
@@ -218,7 +218,7 @@ async def test_trackerctl_starts_a_job_interrupted_and_takes_it_up_again(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    assert await wait_for(lambda: _succeeded_at_least(stack, job_id, 100), 60, every=0.05)
+    assert await wait_for(lambda: _succeeded_at_least(stack, job_id, 50), 60, every=0.05)
     first.send_signal(signal.SIGINT)
     await first.wait()
     mid = await get(stack, job_id)
