@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import signal
+import sys
 import uuid
 
 import asyncpg
@@ -208,7 +209,14 @@ async def test_trackerctl_starts_a_job_interrupted_and_takes_it_up_again(
     assert (await get(stack, job_id)).succeeded_count == 0  # no worker here
     # trackerctl applies it itself with --work, drawing the bar as it goes; interrupted
     # (Ctrl-C) mid-way, a second one takes it up (a batch it held comes back after its lease)
+    # Ctrl-C as from a terminal: SIGINT at its default disposition in the child, whatever
+    # this process inherited (a background job of a non-interactive shell, such as a CI
+    # runner's, ignores SIGINT, and so would the child: it then ran the job to the end)
     first = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.argv[1], sys.argv[1:])",
         str(BIN / "trackerctl"),
         "job",
         "watch",
