@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import grpc
+import numpy as np
 import pytest
 
 from adapters import prometheus
@@ -234,6 +235,31 @@ async def test_radius_edges_at_high_latitude_are_geodesic_metres(stack: Stack) -
     assert (await status_of(w, outside)).status == st.TRACKER_STATUS_IN_TRANSIT
 
 
+async def test_stored_positions_are_the_e7_coordinates_divided_as_the_readings_do(
+    world: World,
+) -> None:
+    """The status step classifies ``latitude_e7 / 1e7`` in numpy rather than reading the
+    stored geography: the two are the same doubles, at the poles, the antimeridian and
+    anywhere between."""
+    assert world.stack.container is not None
+    a = await world.tracker()
+    rng = random.Random(7)
+    places = [(90.0, 180.0), (-90.0, -180.0), (0.0, 0.0), (1e-7, -1e-7), (52.5200066, 13.404954)]
+    places += [(rng.uniform(-90, 90), rng.uniform(-180, 180)) for _ in range(500)]
+    await world.store([rep(a, T0 + timedelta(seconds=n), p) for n, p in enumerate(places)])
+    pool = await world.stack.container.db_pool.async_()
+    rows = await pool.fetch(
+        """SELECT latitude_e7, longitude_e7, ST_Y(position::geometry) AS lat,
+                  ST_X(position::geometry) AS lon FROM reports WHERE tracker_id = $1""",
+        a,
+    )
+    assert len(rows) == len(places)
+    lat_e7 = np.array([r["latitude_e7"] for r in rows], dtype=np.int64)
+    lon_e7 = np.array([r["longitude_e7"] for r in rows], dtype=np.int64)
+    assert (lat_e7 / 1e7).tolist() == [r["lat"] for r in rows]
+    assert (lon_e7 / 1e7).tolist() == [r["lon"] for r in rows]
+
+
 @pytest.mark.parametrize(("accuracy_rule", "kind"), [(False, CONSECUTIVE), (True, CONSECUTIVE),
                                                    (False, EVIDENCE)])  # fmt: skip
 async def test_database_classification_agrees_with_the_domain_rule(
@@ -353,14 +379,18 @@ async def test_status_state_without_the_lock_reads_runs_and_rules_itself(world: 
     uow_factory = await world.stack.container.processing_uow.async_()
     async with uow_factory() as uow:
         state = await uow.status_state(claims)
-        assert state.trackers == (b, a)
-        assert state.evidence.tolist() == [True, False]  # run 1 weighs evidence, run 0 plain
-        assert state.min_confidence.tolist() == [3, 2]
+        assert state.trackers == tuple(sorted((b, a)))  # in key order, as the queue hands out
+        i, j = state.trackers.index(b), state.trackers.index(a)
+        assert state.evidence[[i, j]].tolist() == [True, False]  # run 1 evidence, run 0 plain
+        assert state.min_confidence[[i, j]].tolist() == [3, 2]
         assert state.run is not None
-        assert [state.run_ids[i] for i in state.run.tolist()] == [world.other_run_id, world.run_id]
+        assert [state.run_ids[k] for k in state.run[[i, j]].tolist()] == [
+            world.other_run_id,
+            world.run_id,
+        ]
         readings = await uow.readings_after(state)
-        assert [r.confidence for r in readings.readings(0)] == [3]
-        assert [r.confidence for r in readings.readings(1)] == [2, 3]
+        assert [r.confidence for r in readings.readings(i)] == [3]
+        assert [r.confidence for r in readings.readings(j)] == [2, 3]
 
 
 async def test_history_records_only_changes_with_report_time_position_and_cause(

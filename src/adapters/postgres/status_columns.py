@@ -43,12 +43,11 @@ _MIN_E7 = -(2**31)
 # batch's order and, per tracker, in key order (the primary key's order); checked on arrival.
 _COPY_SQL = """
 SELECT s.n, r.report_time, r.latitude_e7, r.longitude_e7, r.horizontal_accuracy_m,
-       r.confidence::int4, coalesce(r.nearest_city_id, -1), r.lat, r.lon
+       r.confidence::int4, coalesce(r.nearest_city_id, -1)
 FROM reading_keys s
 CROSS JOIN LATERAL (
     SELECT r.report_time, r.latitude_e7, r.longitude_e7, r.horizontal_accuracy_m,
-           r.confidence, r.nearest_city_id,
-           ST_Y(r.position::geometry) AS lat, ST_X(r.position::geometry) AS lon
+           r.confidence, r.nearest_city_id
     FROM reports r
     WHERE r.tracker_id = s.tracker_id AND r.report_time >= s.t
       AND (r.report_time, r.latitude_e7, r.longitude_e7) > (s.t, s.lat, s.lon)
@@ -165,12 +164,10 @@ _ROW = np.dtype(
         *_field("accuracy", ">i4"),
         *_field("confidence", ">i4"),
         *_field("city", ">i4"),
-        *_field("lat", ">f8"),
-        *_field("lon", ">f8"),
     ]
 )
 _HEADER = 19  # PGCOPY signature (11), flags (4), header extension length (4, zero)
-_FIELDS = 9
+_FIELDS = 7
 
 
 def binary_copy(columns: Sequence[tuple[str, np.ndarray]]) -> io.BytesIO:
@@ -210,7 +207,7 @@ async def stage(
     await conn.copy_to_table(table, source=binary_copy(columns), format="binary")
 
 
-def _ascending(*columns: np.ndarray) -> bool:
+def ascending(*columns: np.ndarray) -> bool:
     """Whether the rows are in strictly ascending order of the columns (lexicographic)."""
     if len(columns[0]) < 2:
         return True
@@ -320,7 +317,7 @@ async def reading_columns_after(
     tracker = rows["n"].astype(np.int64) - 1
     t_us = rows["t"].astype(np.int64)
     lat_e7, lon_e7 = rows["lat_e7"].astype(np.int64), rows["lon_e7"].astype(np.int64)
-    if not _ascending(tracker, t_us, lat_e7, lon_e7):  # (as they come, unless a plan says not)
+    if not ascending(tracker, t_us, lat_e7, lon_e7):  # (as they come, unless a plan says not)
         o = np.lexsort((lon_e7, lat_e7, t_us, tracker))
         rows, tracker, t_us, lat_e7, lon_e7 = rows[o], tracker[o], t_us[o], lat_e7[o], lon_e7[o]
     n = len(rows)
@@ -353,14 +350,16 @@ async def reading_columns_after(
     band = reach / 111_000.0 + 1e-6  # >= the great-circle metres per degree of latitude
     order = np.lexsort((f_lat, f_run))  # by run, then latitude
     f_key = f_run[order] * 1000.0 + f_lat[order]
-    r_key = run_of.astype(np.float64) * 1000.0 + rows["lat"].astype(np.float64)
+    r_key = run_of.astype(np.float64) * 1000.0 + lat_e7 / 1e7
     lo = np.searchsorted(f_key, r_key - band, side="left")
     hi = np.searchsorted(f_key, r_key + band, side="right")
     width = hi - lo
     pair_r = np.repeat(np.arange(n, dtype=np.int64), width)
     offsets = np.repeat(np.cumsum(width) - width, width)
     pair_f = order[np.repeat(lo, width) + np.arange(len(pair_r)) - offsets]
-    r_lat, r_lon = _radians(rows["lat"].astype(np.float64), rows["lon"].astype(np.float64))
+    # the stored position is exactly these doubles (reports.position is generated from
+    # e7 / 1e7, correctly rounded either way: a test checks the two agree)
+    r_lat, r_lon = _radians(lat_e7 / 1e7, lon_e7 / 1e7)
     c_lat, c_lon = _radians(f_lat, f_lon)
     d = _distance_m(r_lat[pair_r], r_lon[pair_r], c_lat[pair_f], c_lon[pair_f])
     radius = f_rad[pair_f]
@@ -409,6 +408,7 @@ async def reading_columns_after(
 
 __all__ = [
     "TrackerRules",
+    "ascending",
     "binary_copy",
     "copy_rows",
     "reading_columns",

@@ -21,6 +21,7 @@ import asyncpg
 import numpy as np
 
 from adapters.postgres.status_columns import (
+    ascending,
     copy_rows,
     run_rules,
     stage,
@@ -117,6 +118,20 @@ _STATE_ROW = [
 ]  # fmt: skip
 
 
+def in_key_order(claims: Sequence[Claim]) -> Sequence[Claim]:
+    """The claims in tracker id order (PostgreSQL's uuid order: their bytes), as the queue
+    hands them out: the status step probes its indexes in key order, each page touched
+    once rather than at random (a fifth of the step at 250,000 trackers)."""
+    if len(claims) < 2:
+        return claims
+    ids = uuid_values([c.tracker_id for c in claims])[:-1]
+    halves = ids.view([("hi", ">u8"), ("lo", ">u8")])
+    hi, lo = halves["hi"], halves["lo"]
+    if ascending(hi, lo):
+        return claims
+    return [claims[i] for i in np.lexsort((lo, hi)).tolist()]
+
+
 async def state_columns(
     conn: asyncpg.Connection,
     claims: Sequence[Claim],
@@ -128,7 +143,7 @@ async def state_columns(
     trackers missing from it no longer exist. Without it they are read here."""
     if runs is None:
         runs = await tracker_runs(conn, [c.tracker_id for c in claims])
-    claims = [c for c in claims if c.tracker_id in runs]
+    claims = in_key_order([c for c in claims if c.tracker_id in runs])
     run_index: dict[uuid.UUID, int] = {}
     run_of = np.array(
         [run_index.setdefault(runs[c.tracker_id], len(run_index)) for c in claims],
