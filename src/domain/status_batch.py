@@ -404,6 +404,9 @@ class StateColumns:
     # and fences apply: the readings need not look them up again
     run: I64 | None = None
     run_ids: list[uuid.UUID] = field(default_factory=list)
+    # whether each tracker had a stored checkpoint when its start was read (None: not
+    # known): the adapter updates those in place and inserts the others
+    stored: B | None = None
 
     def __len__(self) -> int:
         return len(self.trackers)

@@ -23,6 +23,7 @@ from domain.model import GeoPoint, LocationKind
 from domain.ports.processing import Claim
 from domain.reports import Report, e7
 from domain.status import Fence, ReportKey, RuleKind, StatusRule, TrackerStatus, classify
+from domain.status_batch import replay_columns
 from servers.runtime import Process
 from servers.worker import WorkerLoop
 from tests.integration.conftest import Stack, stack_settings
@@ -353,6 +354,53 @@ async def test_readings_span_partitions_in_key_order_from_the_start_key(world: W
     assert [r.key for r in columns.readings(0)] == expected  # (b's keys are a's)
 
 
+async def test_reports_are_empty_from_the_first_of_the_trailing_empty_months(
+    world: World,
+) -> None:
+    """``reports_empty_since()`` (migration 0036) bounds the readings' probes: the start of
+    the earliest month from which on every monthly partition is empty, infinity while the
+    default partition holds a row or a partition is not a monthly one; never at or before a
+    stored report."""
+    assert world.stack.container is not None
+    pool = await world.stack.container.db_pool.async_()
+    partitions = PostgresReportPartitions(pool)
+    await partitions.ensure([datetime(2026, m, 1, tzinfo=UTC) for m in (10, 11, 12)])
+    await partitions.ensure([datetime(2027, m, 1, tzinfo=UTC) for m in (1, 2, 3)])
+    a = await world.tracker()
+
+    async def since() -> datetime:
+        bound = await pool.fetchval("SELECT reports_empty_since()")
+        newest = await pool.fetchval("SELECT max(report_time) FROM reports")
+        assert newest is None or bound == datetime.max or newest < bound
+        return bound
+
+    assert await since() == datetime(2026, 10, 1, tzinfo=UTC)  # nothing stored
+    await world.store([rep(a, datetime(2026, 11, 30, 23, 59, tzinfo=UTC), BERLIN_STORE)])
+    assert await since() == datetime(2026, 12, 1, tzinfo=UTC)
+    await world.store([rep(a, datetime(2027, 2, 3, tzinfo=UTC), BERLIN_STORE)])
+    assert await since() == datetime(2027, 3, 1, tzinfo=UTC)  # (January is empty: no bound)
+    await world.store([rep(a, datetime(2027, 3, 31, 23, 59, tzinfo=UTC), BERLIN_STORE)])
+    assert await since() == datetime.max  # infinity: the last month holds a row
+    await pool.execute("DELETE FROM reports WHERE report_time >= '2027-03-01'")
+    await pool.execute(
+        "CREATE TABLE reports_spare PARTITION OF reports "
+        "FOR VALUES FROM ('2031-01-01') TO ('2031-01-02')"
+    )
+    assert await since() == datetime.max  # a partition the bound does not understand
+    await pool.execute("DROP TABLE reports_spare")
+    assert await since() == datetime(2027, 3, 1, tzinfo=UTC)
+    uow_factory = await world.stack.container.processing_uow.async_()
+
+    async def read() -> list[datetime]:
+        async with uow_factory() as uow:
+            return [r.key.report_time for r in (await uow.readings({a: None})).readings(0)]
+
+    assert [t.month for t in await read()] == [11, 2]  # under the bound: all there is
+    await world.store([rep(a, datetime(2024, 1, 1, tzinfo=UTC), BERLIN_STORE)])  # default
+    assert await since() == datetime.max
+    assert [(t.year, t.month) for t in await read()] == [(2024, 1), (2026, 11), (2027, 2)]
+
+
 async def test_status_state_without_the_lock_reads_runs_and_rules_itself(world: World) -> None:
     """The worker's lock hands the status step each tracker's run; without it (a caller that
     did not lock) the step reads them itself: each tracker under its own run's rule, and a
@@ -391,6 +439,35 @@ async def test_status_state_without_the_lock_reads_runs_and_rules_itself(world: 
         readings = await uow.readings_after(state)
         assert [r.confidence for r in readings.readings(i)] == [3]
         assert [r.confidence for r in readings.readings(j)] == [2, 3]
+
+
+async def test_checkpoints_are_updated_in_place_inserted_and_rewritten_if_gone(
+    world: World,
+) -> None:
+    """The save updates the checkpoints that were stored when the batch read them, inserts
+    the first ones, and writes a checkpoint again whose row went missing between the read
+    and the save (a caller that did not lock its trackers)."""
+    assert world.stack.container is not None
+    kept, gone, new = await world.tracker(), await world.tracker(), await world.tracker()
+    await world.store([rep(t, T0, BERLIN_STORE) for t in (kept, gone)])
+    await world.process()
+    later = T0 + timedelta(minutes=10)
+    await world.store([rep(t, later, HAMBURG_WAREHOUSE) for t in (kept, gone, new)])
+    claims = [Claim(t, later, (), 1, later, 0) for t in (kept, gone, new)]
+    uow_factory = await world.stack.container.processing_uow.async_()
+    async with uow_factory() as uow:
+        state = await uow.status_state(claims)
+        assert state.stored is not None
+        stored = dict(zip(state.trackers, state.stored.tolist(), strict=True))
+        assert stored == {kept: True, gone: True, new: False}
+        await uow._c.execute("DELETE FROM tracker_status WHERE tracker_id = $1", gone)
+        readings = await uow.readings_after(state)
+        await uow.save_results(state, readings, replay_columns(state, readings))
+        await uow.commit()
+    for t in (kept, gone, new):
+        info = await status_of(world, t)
+        assert info.status == st.TRACKER_STATUS_IN_STORAGE, t  # the Hamburg hub
+        assert info.last_report_time.ToDatetime(UTC) == later
 
 
 async def test_history_records_only_changes_with_report_time_position_and_cause(

@@ -544,8 +544,8 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         return await reading_columns(self._c, starts)
 
     async def status_state(self, claims: Sequence[Claim]) -> StateColumns:
-        locked = all(c.tracker_id in self._runs for c in claims)
-        return await state_columns(self._c, claims, self._runs if locked else None)
+        # (the runs of locked trackers cannot change; any other tracker's is read)
+        return await state_columns(self._c, claims, self._runs)
 
     async def readings_after(self, state: StateColumns) -> ReadingColumns:
         rules = None

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 
 import asyncpg
 import numpy as np
@@ -53,6 +54,8 @@ CROSS JOIN LATERAL (
       AND (r.report_time, r.latitude_e7, r.longitude_e7) > (s.t, s.lat, s.lon)
       AND r.confidence >= s.min_confidence
       AND isfinite(r.report_time)  -- stored before times were validated: no place in time
+      -- (from here on `reports` is empty, in this statement's snapshot: migration 0036)
+      AND r.report_time < (SELECT reports_empty_since())
     -- (a fence: never flattened into a join the planner could run as a hash of the whole
     -- table, which its estimates favour while the table is small)
     OFFSET 0) r
@@ -189,7 +192,7 @@ def binary_copy(columns: Sequence[tuple[str, np.ndarray]]) -> io.BytesIO:
 
 def uuid_values(ids: Sequence[uuid.UUID]) -> np.ndarray:
     """uuids as 16-byte values, plus the zero uuid last (index -1: None)."""
-    return np.frombuffer(b"".join(u.bytes for u in ids) + bytes(16), dtype="V16")
+    return np.frombuffer(b"".join(map(attrgetter("bytes"), ids)) + bytes(16), dtype="V16")
 
 
 async def stage(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 import asyncpg
 import numpy as np
@@ -57,7 +58,7 @@ _KIND_NAMES = [k.value for k in KINDS]
 # ELSEWHERE (if there), then at most one fence (slot f). The rule is its run's (read once per
 # run, below), not read per tracker.
 _STATE_SQL = """
-SELECT c.n,
+SELECT c.n, s.tracker_id IS NOT NULL,
        coalesce(
            CASE WHEN s.tracker_id IS NULL
                 THEN EXISTS (SELECT 1 FROM status_history h
@@ -107,7 +108,7 @@ CROSS JOIN LATERAL (
 """
 
 _STATE_ROW = [
-    ("n", ">i4"), ("general", "u1"),
+    ("n", ">i4"), ("stored", "u1"), ("general", "u1"),
     ("after", ">i8"), ("after_lat", ">i4"), ("after_lon", ">i4"),
     ("status", ">i4"), ("since", ">i8"), ("location", "V16"),
     ("pending", ">i4"), ("pending_count", ">i4"), ("pending_since", ">i8"),
@@ -118,18 +119,22 @@ _STATE_ROW = [
 ]  # fmt: skip
 
 
-def in_key_order(claims: Sequence[Claim]) -> Sequence[Claim]:
-    """The claims in tracker id order (PostgreSQL's uuid order: their bytes), as the queue
-    hands them out: the status step probes its indexes in key order, each page touched
-    once rather than at random (a fifth of the step at 250,000 trackers)."""
-    if len(claims) < 2:
-        return claims
-    ids = uuid_values([c.tracker_id for c in claims])[:-1]
+def key_order(ids: np.ndarray) -> np.ndarray | None:
+    """The order that sorts 16-byte uuid values as PostgreSQL does (by their bytes); None
+    if they already are. The status step takes a batch in key order, as the queue hands it
+    out: its index probes then touch each page once rather than at random (a fifth of the
+    step at 250,000 trackers)."""
+    if len(ids) < 2:
+        return None
     halves = ids.view([("hi", ">u8"), ("lo", ">u8")])
     hi, lo = halves["hi"], halves["lo"]
-    if ascending(hi, lo):
-        return claims
-    return [claims[i] for i in np.lexsort((lo, hi)).tolist()]
+    return None if ascending(hi, lo) else np.lexsort((lo, hi))
+
+
+def _times_us(times: Sequence[datetime]) -> np.ndarray:
+    """``to_us`` of each time, once per distinct time (a batch's claims share a few)."""
+    us = {t: to_us(t) for t in set(times)}
+    return np.fromiter(map(us.__getitem__, times), dtype=np.int64, count=len(times))
 
 
 async def state_columns(
@@ -137,19 +142,31 @@ async def state_columns(
     claims: Sequence[Claim],
     runs: Mapping[uuid.UUID, uuid.UUID] | None = None,
 ) -> StateColumns:
-    """The claims' starts as columns, in claim order (claims of trackers that no longer
-    exist left out); ``general`` flags the trackers to read as objects. ``runs``: each
-    tracker's production run, where the caller has them (the worker's lock reads them);
-    trackers missing from it no longer exist. Without it they are read here."""
-    if runs is None:
-        runs = await tracker_runs(conn, [c.tracker_id for c in claims])
-    claims = in_key_order([c for c in claims if c.tracker_id in runs])
+    """The claims' starts as columns, in tracker id order (``key_order``; claims of
+    trackers that no longer exist left out); ``general`` flags the trackers to read as
+    objects. ``runs``: each tracker's production run, where the caller has them (the
+    worker's lock reads them); the runs of trackers missing from it are read here (a
+    tracker not found no longer exists)."""
+    run_of_claim = list(map((runs or {}).get, (c.tracker_id for c in claims)))
+    if None in run_of_claim:
+        read = await tracker_runs(
+            conn, [c.tracker_id for c, r in zip(claims, run_of_claim, strict=True) if r is None]
+        )
+        run_of_claim = [
+            read.get(c.tracker_id) if r is None else r
+            for c, r in zip(claims, run_of_claim, strict=True)
+        ]
+        claims = [c for c, r in zip(claims, run_of_claim, strict=True) if r is not None]
+        run_of_claim = [r for r in run_of_claim if r is not None]
     run_index: dict[uuid.UUID, int] = {}
     run_of = np.array(
-        [run_index.setdefault(runs[c.tracker_id], len(run_index)) for c in claims],
-        dtype=np.int64,
+        [run_index.setdefault(r, len(run_index)) for r in run_of_claim], dtype=np.int64
     )
     run_ids = list(run_index)
+    keys = uuid_values([c.tracker_id for c in claims])[:-1]
+    order = key_order(keys)
+    if order is not None:
+        claims, keys, run_of = [claims[i] for i in order.tolist()], keys[order], run_of[order]
     sql = _STATE_SQL.format(
         zero=_ZERO,
         min_e7=_MIN_E7,
@@ -172,8 +189,8 @@ async def state_columns(
             "n int4, tracker_id uuid, since timestamptz",
             [
                 ("n", np.arange(1, len(claims) + 1, dtype=np.int32)),
-                ("tracker_id", uuid_values([c.tracker_id for c in claims])[:-1]),
-                ("since", np.array([to_us(c.since) for c in claims], dtype=np.int64)),
+                ("tracker_id", keys),
+                ("since", _times_us([c.since for c in claims])),
             ],
         )
         await conn.copy_from_query(sql, output=keep, format="binary")
@@ -193,6 +210,7 @@ async def state_columns(
     out.min_probability[:] = rules.min_probability[out.run]
     out.outlier_share[:] = rules.outlier_share[out.run]
     out.general[:] = rows["general"] != 0
+    out.stored = rows["stored"] != 0
     out.after_us[:] = rows["after"]
     out.after_lat[:] = rows["after_lat"]
     out.after_lon[:] = rows["after_lon"]
@@ -264,7 +282,7 @@ _STATE_SET = [
 ]
 
 _STATUS_STAGE = """
-    tracker_id uuid, status int4, status_since timestamptz, location_id uuid,
+    tracker_id uuid, stored bool, status int4, status_since timestamptz, location_id uuid,
     last_report_time timestamptz, last_latitude_e7 int4, last_longitude_e7 int4,
     last_accuracy_m int4, last_city_id int4, pending int4, pending_count int4,
     pending_since timestamptz, pending_location_id uuid, probability float8,
@@ -276,13 +294,27 @@ _CHANGE_STAGE = """
     status int4, previous int4, location_id uuid, horizontal_accuracy_m int4, confidence int4,
     nearest_city_id int4, probability float8, evidence_since timestamptz"""
 
-# One upsert: each staged row finds its tracker's row by the primary key (an index probe
-# per tracker, whatever the size of the table; an UPDATE ... FROM was planned as a hash of
-# the whole table at a tenth of the fleet), in tracker order.
+# The checkpoints of trackers that had one, updated in place: one index probe per staged row
+# (the planner would hash the whole table for a batch that is a tenth of the fleet: hash and
+# merge joins are off for this statement), one row version each (an upsert first locks the
+# row it conflicts with, then updates it: two). Rows come in tracker order (the batch's:
+# the global lock order).
+_UPDATE_SQL = f"""
+UPDATE tracker_status s
+SET {", ".join(f"{c} = {e}" for c, e in _STATE_SET)}, update_time = now()
+FROM status_stage st
+WHERE st.stored AND s.tracker_id = st.tracker_id
+"""
+_PROBES_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+_PROBES_DONE = "SET LOCAL enable_hashjoin TO DEFAULT; SET LOCAL enable_mergejoin TO DEFAULT"
+
+# The others (a first checkpoint, or one whose row went missing meanwhile): one upsert, each
+# staged row finding its tracker's row, if any, by the primary key, in tracker order.
 _UPSERT_SQL = f"""
 INSERT INTO tracker_status (tracker_id, {", ".join(c for c, _ in _STATE_SET)})
 SELECT st.tracker_id, {", ".join(e for _, e in _STATE_SET)}
 FROM status_stage st
+WHERE {{which}}
 ORDER BY st.tracker_id
 ON CONFLICT (tracker_id) DO UPDATE SET
     {", ".join(f"{c} = excluded.{c}" for c, _ in _STATE_SET)}, update_time = now()
@@ -363,12 +395,14 @@ async def save_columns(
         return
     s: States = result.states
     last = result.last[done]
+    stored = np.zeros(len(done), np.bool_) if state.stored is None else state.stored[done]
     await stage(
         conn,
         "status_stage",
         _STATUS_STAGE,
         [
             ("tracker_id", trackers[done]),
+            ("stored", stored),
             ("status", s.status[done].astype(np.int32)),
             ("status_since", s.since[done]),
             ("location_id", locations[s.location[done]]),
@@ -394,7 +428,17 @@ async def save_columns(
             ("onset_transit", s.onsets[2, done]),
         ],
     )
-    await conn.execute(_UPSERT_SQL)
+    if stored.any():
+        await conn.execute(_PROBES_ONLY)
+        updated = await conn.execute(_UPDATE_SQL)
+        await conn.execute(_PROBES_DONE)
+        if int(updated.rsplit(" ", 1)[1]) != int(stored.sum()):
+            # a stored checkpoint went missing meanwhile (the caller did not lock the
+            # tracker): every stored one again, as an upsert (the others are the same rows
+            # once more)
+            await conn.execute(_UPSERT_SQL.format(which="st.stored"))
+    if not stored.all():
+        await conn.execute(_UPSERT_SQL.format(which="NOT st.stored"))
     wide = [i for i in done.tolist() if i in result.wide]
     if wide:  # beliefs wider than the slots (from the pure replay): as array texts
         texts = [belief_texts(result.wide[i]) for i in wide]
