@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from adapters.postgres import plans
 from adapters.postgres.processing import (
+    _COMPLETE_SQL,
     _FOLD_SQL,
     PostgresProcessingQueue,
     PostgresProcessingUnitOfWork,
@@ -220,3 +222,47 @@ async def test_a_fold_landing_while_complete_waits_keeps_the_row_queued(world: W
     assert r["hours"] == [H, H + HOUR]
     [again] = await queue.claim(uuid.uuid4(), 10, 600)
     assert (again.tracker_id, again.version, again.hours) == (b, 2, (H, H + HOUR))
+
+
+async def test_complete_finds_each_claimed_row_by_its_key_whatever_the_statistics(
+    world: World,
+) -> None:
+    """Statistics taken while no row was claimed (claim_token all NULL) made the planner
+    expect a single claimed row: it scanned the whole queue for the token and compared each
+    claimed row it found with every id (12 s per batch of 10,000 in a benchmark). Complete
+    now finds each claimed row by its key, and deletes and updates by key, whatever the
+    statistics say."""
+    pool = await pool_of(world)
+    ids = [uuid.uuid4() for _ in range(3000)]
+    await pool.execute(
+        """INSERT INTO processing_queue (tracker_id, since, hours)
+           SELECT id, $2, '{}' FROM unnest($1::uuid[]) AS id""",
+        ids,
+        H,
+    )
+    await pool.execute("ANALYZE processing_queue")
+    queue = PostgresProcessingQueue(pool)
+    token = uuid.uuid4()
+    claims = await queue.claim(token, 2000, 600)
+    assert len(claims) == 2000
+    async with PostgresProcessingUnitOfWork(pool) as uow:
+        await uow._c.execute(plans._OFF)  # as complete runs it
+        plan = "\n".join(
+            r[0]
+            for r in await uow._c.fetch(
+                "EXPLAIN " + _COMPLETE_SQL,
+                [c.tracker_id for c in claims],
+                token,
+                [c.version for c in claims],
+                [False] * len(claims),
+            )
+        )
+    assert "Seq Scan on processing_queue" not in plan, plan
+    assert plan.count("Index Scan using processing_queue_pkey") == 3, plan
+    async with PostgresProcessingUnitOfWork(pool) as uow:
+        await uow.complete(token, claims[:1500], claims)
+        await uow.commit()
+    left = await queue_rows(pool)
+    # done: dequeued; not done: dropped too (no such trackers); never claimed: untouched
+    assert set(left) == set(ids) - {c.tracker_id for c in claims}
+    assert all(r["claim_token"] is None for r in left.values())

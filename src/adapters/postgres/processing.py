@@ -11,6 +11,7 @@ from typing import Self
 
 import asyncpg
 
+from adapters.postgres.plans import execute_by_probes
 from adapters.postgres.pool import unavailable_on_connection_error
 from adapters.postgres.status_columns import (
     TrackerRules,
@@ -674,7 +675,8 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         version = {c.tracker_id: c.version for c in done}
         healed = {c.tracker_id for c in done if c.attempts}
         ids = [c.tracker_id for c in claimed]
-        await self._c.execute(
+        await execute_by_probes(
+            self._c,
             _COMPLETE_SQL,
             ids,
             token,
@@ -685,19 +687,27 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
 
 # Complete a batch in one statement. The claimed rows first, in tracker order (the global
 # lock order: `locked` is materialized, and the delete and the update below touch only rows
-# it has locked), then nothing waits: dequeue what is done (unless newer reports came) and
-# the claims of deleted trackers, release the rest. A row whose new reports were folded in
-# after this statement began is locked as its newest version (`version` there is the new
-# one); the delete and the update then find it updated and act on that newest version
-# (READ COMMITTED re-check), so it stays queued. Whether the tracker still exists is asked
-# of unfinished rows only (done rows leave either way). Processed fine but kept for newer reports:
-# it leaves quarantine all the same, and its age is now theirs; not done: as old as it was.
+# it has locked), each found by its key (a LATERAL probe: joined, the planner took the
+# statistics of a mostly-NULL claim_token to mean one claimed row, scanned the queue for it
+# and compared each of the 10,000 claimed rows it found with every id: 12 s; the delete and
+# the update by probes too, `plans.execute_by_probes`), then nothing waits: dequeue what is
+# done (unless newer reports came) and the claims of deleted trackers, release the rest. A
+# row whose new reports were folded in after this statement began is locked as its newest
+# version (`version` there is the new one); the delete and the update then find it updated
+# and act on that newest version (READ COMMITTED re-check), so it stays queued. Whether the
+# tracker still exists is asked of unfinished rows only (done rows leave either way).
+# Processed fine but kept for newer reports: it leaves quarantine all the same, and its age
+# is now theirs; not done: as old as it was.
 _COMPLETE_SQL = """
 WITH locked AS MATERIALIZED (
         SELECT q.tracker_id, q.version = c.done_version AS finished, c.done_version, c.heal
-        FROM unnest($1::uuid[], $3::bigint[], $4::bool[]) AS c(id, done_version, heal)
-        JOIN processing_queue q ON q.tracker_id = c.id AND q.claim_token = $2
-        ORDER BY q.tracker_id FOR UPDATE OF q),
+        FROM (SELECT * FROM unnest($1::uuid[], $3::bigint[], $4::bool[])
+                  AS u(id, done_version, heal)
+              ORDER BY id) c
+        CROSS JOIN LATERAL (
+            SELECT q.tracker_id, q.version FROM processing_queue q
+            WHERE q.tracker_id = c.id AND q.claim_token = $2
+            FOR UPDATE) q),
     gone AS (
         DELETE FROM processing_queue q USING locked l
         WHERE q.tracker_id = l.tracker_id

@@ -21,6 +21,7 @@ from datetime import datetime
 import asyncpg
 import numpy as np
 
+from adapters.postgres.plans import execute_by_probes
 from adapters.postgres.status_columns import (
     ascending,
     copy_rows,
@@ -295,8 +296,8 @@ _CHANGE_STAGE = """
     nearest_city_id int4, probability float8, evidence_since timestamptz"""
 
 # The checkpoints of trackers that had one, updated in place: one index probe per staged row
-# (the planner would hash the whole table for a batch that is a tenth of the fleet: hash and
-# merge joins are off for this statement), one row version each (an upsert first locks the
+# (the planner would hash the whole table for a batch that is a tenth of the fleet:
+# ``plans.execute_by_probes``), one row version each (an upsert first locks the
 # row it conflicts with, then updates it: two). Rows come in tracker order (the batch's:
 # the global lock order).
 _UPDATE_SQL = f"""
@@ -305,8 +306,6 @@ SET {", ".join(f"{c} = {e}" for c, e in _STATE_SET)}, update_time = now()
 FROM status_stage st
 WHERE st.stored AND s.tracker_id = st.tracker_id
 """
-_PROBES_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
-_PROBES_DONE = "SET LOCAL enable_hashjoin TO DEFAULT; SET LOCAL enable_mergejoin TO DEFAULT"
 
 # The others (a first checkpoint, or one whose row went missing meanwhile): one upsert, each
 # staged row finding its tracker's row, if any, by the primary key, in tracker order.
@@ -429,9 +428,7 @@ async def save_columns(
         ],
     )
     if stored.any():
-        await conn.execute(_PROBES_ONLY)
-        updated = await conn.execute(_UPDATE_SQL)
-        await conn.execute(_PROBES_DONE)
+        updated = await execute_by_probes(conn, _UPDATE_SQL)
         if int(updated.rsplit(" ", 1)[1]) != int(stored.sum()):
             # a stored checkpoint went missing meanwhile (the caller did not lock the
             # tracker): every stored one again, as an upsert (the others are the same rows
