@@ -15,7 +15,12 @@ import pytest
 from adapters.postgres import plans
 from adapters.postgres.processing import (
     _COMPLETE_SQL,
+    _DAILY_DELETE_SQL,
+    _DAILY_SQL,
     _FOLD_SQL,
+    _HOURLY_DELETE_SQL,
+    _HOURLY_SQL,
+    _UNGEOCODED_SQL,
     PostgresProcessingQueue,
     PostgresProcessingUnitOfWork,
 )
@@ -266,3 +271,39 @@ async def test_complete_finds_each_claimed_row_by_its_key_whatever_the_statistic
     # done: dequeued; not done: dropped too (no such trackers); never claimed: untouched
     assert set(left) == set(ids) - {c.tracker_id for c in claims}
     assert all(r["claim_token"] is None for r in left.values())
+
+
+async def test_the_workers_batch_statements_probe_by_key_whatever_the_batchs_share(
+    world: World,
+) -> None:
+    """Geocoding and the roll-ups find each tracker's reports and buckets by key even when
+    the batch is all of the table (joined, the planner hashed the whole of `reports` once a
+    batch was a sizeable share of it)."""
+    pool = await pool_of(world)
+    ids = sorted(uuid.uuid4() for _ in range(3000))
+    await pool.execute(
+        """INSERT INTO reports (tracker_id, report_time, latitude_e7, longitude_e7, confidence,
+               horizontal_accuracy_m, source)
+           SELECT id, $2, 525000000, 134000000, 3, 10, 'test' FROM unnest($1::uuid[]) AS id""",
+        ids,
+        H,
+    )
+    await pool.execute(
+        """INSERT INTO location_hourly
+           SELECT id, $2, 3, 1, $2, $2, 10, $2, 525000000, 134000000, NULL
+           FROM unnest($1::uuid[]) AS id""",
+        ids,
+        H,
+    )
+    await pool.execute("ANALYZE reports")
+    await pool.execute("ANALYZE location_hourly")
+    hours = [H] * len(ids)
+    async with PostgresProcessingUnitOfWork(pool) as uow:
+        for sql in (_UNGEOCODED_SQL, _HOURLY_SQL, _DAILY_SQL):
+            plan = "\n".join(r[0] for r in await uow._c.fetch("EXPLAIN " + sql, ids, hours))
+            assert "Hash" not in plan and "Nested Loop" in plan, plan
+        await uow._c.execute(plans._OFF)  # as execute_by_probes runs them
+        for sql in (_HOURLY_DELETE_SQL, _DAILY_DELETE_SQL):
+            plan = "\n".join(r[0] for r in await uow._c.fetch("EXPLAIN " + sql, ids, hours))
+            assert "Seq Scan on location" not in plan, plan
+            assert "Index Scan using location" in plan, plan

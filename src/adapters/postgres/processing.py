@@ -327,6 +327,69 @@ class PostgresProcessingQueue:
         return status != "UPDATE 0"
 
 
+# The worker's other batch statements, each tracker's (or bucket's) rows found by its key
+# whatever the batch's share of the table (a LATERAL subquery with OFFSET 0, or
+# `plans.execute_by_probes`): joined, the planner hashed the whole of `reports` once a batch
+# was a sizeable share of it (seen at 25,000 claims against 1,000,000 reports), a cost that
+# grows with the table rather than the batch.
+_UNGEOCODED_SQL = """
+SELECT c.tracker_id, r.report_time, r.latitude_e7, r.longitude_e7
+FROM unnest($1::uuid[], $2::timestamptz[]) AS c(tracker_id, since)
+CROSS JOIN LATERAL (
+    SELECT r.report_time, r.latitude_e7, r.longitude_e7 FROM reports r
+    WHERE r.tracker_id = c.tracker_id AND r.report_time >= c.since
+      AND r.nearest_city_id IS NULL
+    OFFSET 0) r
+"""
+_REP = "ORDER BY r.horizontal_accuracy_m, r.report_time DESC, r.latitude_e7, r.longitude_e7"
+_HOURLY_DELETE_SQL = """
+DELETE FROM location_hourly h
+USING unnest($1::uuid[], $2::timestamptz[]) AS t(tracker_id, bucket)
+WHERE h.tracker_id = t.tracker_id AND h.bucket_start = t.bucket
+"""
+_HOURLY_SQL = f"""
+INSERT INTO location_hourly
+SELECT t.tracker_id, t.bucket, r.confidence, count(*), min(r.report_time),
+       max(r.report_time), min(r.horizontal_accuracy_m),
+       (array_agg(r.report_time {_REP}))[1], (array_agg(r.latitude_e7 {_REP}))[1],
+       (array_agg(r.longitude_e7 {_REP}))[1], (array_agg(r.nearest_city_id {_REP}))[1]
+FROM unnest($1::uuid[], $2::timestamptz[]) AS t(tracker_id, bucket)
+CROSS JOIN LATERAL (
+    SELECT r.report_time, r.latitude_e7, r.longitude_e7, r.horizontal_accuracy_m,
+           r.confidence, r.nearest_city_id
+    FROM reports r
+    WHERE r.tracker_id = t.tracker_id AND r.report_time >= t.bucket
+      AND r.report_time < t.bucket + interval '1 hour'
+    OFFSET 0) r
+GROUP BY t.tracker_id, t.bucket, r.confidence
+"""
+_BEST = "ORDER BY h.best_accuracy_m, h.rep_report_time DESC, h.rep_latitude_e7, h.rep_longitude_e7"
+_DAILY_DELETE_SQL = """
+DELETE FROM location_daily d
+USING unnest($1::uuid[], $2::timestamptz[]) AS t(tracker_id, bucket)
+WHERE d.tracker_id = t.tracker_id AND d.bucket_start = t.bucket
+"""
+_DAILY_SQL = f"""
+INSERT INTO location_daily
+SELECT t.tracker_id, t.bucket, h.confidence, sum(h.report_count),
+       min(h.first_report_time), max(h.last_report_time), min(h.best_accuracy_m),
+       (array_agg(h.rep_report_time {_BEST}))[1],
+       (array_agg(h.rep_latitude_e7 {_BEST}))[1],
+       (array_agg(h.rep_longitude_e7 {_BEST}))[1],
+       (array_agg(h.rep_city_id {_BEST}))[1]
+FROM unnest($1::uuid[], $2::timestamptz[]) AS t(tracker_id, bucket)
+CROSS JOIN LATERAL (
+    SELECT h.confidence, h.report_count, h.first_report_time, h.last_report_time,
+           h.best_accuracy_m, h.rep_report_time, h.rep_latitude_e7, h.rep_longitude_e7,
+           h.rep_city_id
+    FROM location_hourly h
+    WHERE h.tracker_id = t.tracker_id
+      AND h.bucket_start >= t.bucket AND h.bucket_start < t.bucket + interval '1 day'
+    OFFSET 0) h
+GROUP BY t.tracker_id, t.bucket, h.confidence
+"""
+
+
 class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
     """A unit of work with the worker's batch operations on its connection."""
 
@@ -374,12 +437,7 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         self, claims: Sequence[Claim]
     ) -> list[tuple[uuid.UUID, ReportKey, GeoPoint]]:
         rows = await self._c.fetch(
-            """SELECT r.tracker_id, r.report_time, r.latitude_e7, r.longitude_e7
-               FROM unnest($1::uuid[], $2::timestamptz[]) AS c(tracker_id, since)
-               JOIN reports r ON r.tracker_id = c.tracker_id AND r.report_time >= c.since
-               WHERE r.nearest_city_id IS NULL""",
-            [c.tracker_id for c in claims],
-            [c.since for c in claims],
+            _UNGEOCODED_SQL, [c.tracker_id for c in claims], [c.since for c in claims]
         )
         return [
             (
@@ -393,7 +451,8 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
     async def set_nearest_cities(self, rows: Sequence[tuple[uuid.UUID, ReportKey, int]]) -> None:
         if not rows:
             return
-        await self._c.execute(
+        await execute_by_probes(
+            self._c,
             """UPDATE reports r SET nearest_city_id = v.city
                FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::int[], $5::int[])
                     AS v(tracker_id, report_time, lat, lon, city)
@@ -411,55 +470,12 @@ class PostgresProcessingUnitOfWork(PostgresUnitOfWork):
         if not hours:
             return 0
         ids, starts = [t for t, _ in hours], [h for _, h in hours]
-        rep = "ORDER BY r.horizontal_accuracy_m, r.report_time DESC, r.latitude_e7, r.longitude_e7"
-        await self._c.execute(
-            """DELETE FROM location_hourly h
-               USING unnest($1::uuid[], $2::timestamptz[]) AS t(tracker_id, bucket)
-               WHERE h.tracker_id = t.tracker_id AND h.bucket_start = t.bucket""",
-            ids,
-            starts,
-        )
-        await self._c.execute(
-            f"""INSERT INTO location_hourly
-               SELECT r.tracker_id, t.bucket, r.confidence, count(*), min(r.report_time),
-                      max(r.report_time), min(r.horizontal_accuracy_m),
-                      (array_agg(r.report_time {rep}))[1], (array_agg(r.latitude_e7 {rep}))[1],
-                      (array_agg(r.longitude_e7 {rep}))[1], (array_agg(r.nearest_city_id {rep}))[1]
-               FROM unnest($1::uuid[], $2::timestamptz[]) AS t(tracker_id, bucket)
-               JOIN reports r ON r.tracker_id = t.tracker_id AND r.report_time >= t.bucket
-                             AND r.report_time < t.bucket + interval '1 hour'
-               GROUP BY r.tracker_id, t.bucket, r.confidence""",
-            ids,
-            starts,
-        )
+        await execute_by_probes(self._c, _HOURLY_DELETE_SQL, ids, starts)
+        await self._c.execute(_HOURLY_SQL, ids, starts)
         days = sorted({(t, h.astimezone(UTC).replace(hour=0)) for t, h in hours})
         day_ids, day_starts = [t for t, _ in days], [d for _, d in days]
-        best = (
-            "ORDER BY h.best_accuracy_m, h.rep_report_time DESC, h.rep_latitude_e7, "
-            "h.rep_longitude_e7"
-        )
-        await self._c.execute(
-            """DELETE FROM location_daily d
-               USING unnest($1::uuid[], $2::timestamptz[]) AS t(tracker_id, bucket)
-               WHERE d.tracker_id = t.tracker_id AND d.bucket_start = t.bucket""",
-            day_ids,
-            day_starts,
-        )
-        await self._c.execute(
-            f"""INSERT INTO location_daily
-               SELECT h.tracker_id, t.bucket, h.confidence, sum(h.report_count),
-                      min(h.first_report_time), max(h.last_report_time), min(h.best_accuracy_m),
-                      (array_agg(h.rep_report_time {best}))[1],
-                      (array_agg(h.rep_latitude_e7 {best}))[1],
-                      (array_agg(h.rep_longitude_e7 {best}))[1],
-                      (array_agg(h.rep_city_id {best}))[1]
-               FROM unnest($1::uuid[], $2::timestamptz[]) AS t(tracker_id, bucket)
-               JOIN location_hourly h ON h.tracker_id = t.tracker_id
-                    AND h.bucket_start >= t.bucket AND h.bucket_start < t.bucket + interval '1 day'
-               GROUP BY h.tracker_id, t.bucket, h.confidence""",
-            day_ids,
-            day_starts,
-        )
+        await execute_by_probes(self._c, _DAILY_DELETE_SQL, day_ids, day_starts)
+        await self._c.execute(_DAILY_SQL, day_ids, day_starts)
         return len(hours)
 
     async def status_inputs(self, claims: Sequence[Claim]) -> list[StatusInput]:

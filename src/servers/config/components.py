@@ -671,7 +671,10 @@ class WorkerSettings(Component):
 
     part = "worker"
     batch_size: int = option(
-        2000, "trackers with new reports a worker takes per batch", alias="worker_batch_size", ge=1
+        10_000,
+        "trackers with new reports a worker takes per batch",
+        alias="worker_batch_size",
+        ge=1,
     )
     idle: Seconds = option(
         1.0,

@@ -12,7 +12,7 @@
 CREATE OR REPLACE FUNCTION reports_empty_since() RETURNS timestamptz
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    part text;
+    part record;
     found boolean;
     since timestamptz := 'infinity';
 BEGIN
@@ -24,14 +24,15 @@ BEGIN
         RETURN 'infinity';
     END IF;
     FOR part IN
-        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        SELECT c.oid::regclass AS rel, c.relname AS name
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
         WHERE i.inhparent = 'reports'::regclass AND c.relname ~ '^reports_[0-9]{4}_[0-9]{2}$'
         ORDER BY c.relname DESC
     LOOP
-        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I)', part) INTO found;
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', part.rel) INTO found;
         EXIT WHEN found;
-        since := make_timestamptz(substr(part, 9, 4)::int, substr(part, 14, 2)::int, 1, 0, 0, 0,
-                                  'UTC');
+        since := make_timestamptz(substr(part.name, 9, 4)::int, substr(part.name, 14, 2)::int,
+                                  1, 0, 0, 0, 'UTC');
     END LOOP;
     RETURN since;
 END $$;
