@@ -301,7 +301,8 @@ async def test_the_workers_batch_statements_probe_by_key_whatever_the_batchs_sha
     async with PostgresProcessingUnitOfWork(pool) as uow:
         for sql in (_UNGEOCODED_SQL, _HOURLY_SQL, _DAILY_SQL):
             plan = "\n".join(r[0] for r in await uow._c.fetch("EXPLAIN " + sql, ids, hours))
-            assert "Hash" not in plan and "Nested Loop" in plan, plan
+            assert "Hash" not in plan, plan
+            assert "Nested Loop" in plan, plan
         await uow._c.execute(plans._OFF)  # as execute_by_probes runs them
         for sql in (_HOURLY_DELETE_SQL, _DAILY_DELETE_SQL):
             plan = "\n".join(r[0] for r in await uow._c.fetch("EXPLAIN " + sql, ids, hours))
