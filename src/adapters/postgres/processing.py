@@ -342,11 +342,14 @@ CROSS JOIN LATERAL (
     OFFSET 0) r
 """
 _REP = "ORDER BY r.horizontal_accuracy_m, r.report_time DESC, r.latitude_e7, r.longitude_e7"
-_HOURLY_DELETE_SQL = """
-DELETE FROM location_hourly h
+# a roll-up's buckets to write again, by key
+_BUCKETS_DELETE_SQL = """
+DELETE FROM {table} b
 USING unnest($1::uuid[], $2::timestamptz[]) AS t(tracker_id, bucket)
-WHERE h.tracker_id = t.tracker_id AND h.bucket_start = t.bucket
+WHERE b.tracker_id = t.tracker_id AND b.bucket_start = t.bucket
 """
+_HOURLY_DELETE_SQL = _BUCKETS_DELETE_SQL.format(table="location_hourly")
+_DAILY_DELETE_SQL = _BUCKETS_DELETE_SQL.format(table="location_daily")
 _HOURLY_SQL = f"""
 INSERT INTO location_hourly
 SELECT t.tracker_id, t.bucket, r.confidence, count(*), min(r.report_time),
@@ -364,11 +367,6 @@ CROSS JOIN LATERAL (
 GROUP BY t.tracker_id, t.bucket, r.confidence
 """
 _BEST = "ORDER BY h.best_accuracy_m, h.rep_report_time DESC, h.rep_latitude_e7, h.rep_longitude_e7"
-_DAILY_DELETE_SQL = """
-DELETE FROM location_daily d
-USING unnest($1::uuid[], $2::timestamptz[]) AS t(tracker_id, bucket)
-WHERE d.tracker_id = t.tracker_id AND d.bucket_start = t.bucket
-"""
 _DAILY_SQL = f"""
 INSERT INTO location_daily
 SELECT t.tracker_id, t.bucket, h.confidence, sum(h.report_count),
